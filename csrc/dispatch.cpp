@@ -1,0 +1,183 @@
+// CPU probe and kernel-table selection. Compiled without any instruction-set flags: nothing
+// here may execute an instruction the running CPU lacks.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define QC_X86 1
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+namespace qc {
+namespace {
+
+struct CpuFeatures {
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+  bool avxvnni = false, os_avx = false, os_avx512 = false;
+  bool neon = false, dotprod = false;
+  std::string text;
+};
+
+#ifdef QC_X86
+uint64_t read_xcr0() {
+  uint32_t eax, edx;
+  // xgetbv by opcode, so this file needs no -mxsave; only called when OSXSAVE is set.
+  __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
+  return ((uint64_t)edx << 32) | eax;
+}
+#endif
+
+CpuFeatures probe() {
+  CpuFeatures f;
+#ifdef QC_X86
+  unsigned a, b, c, d;
+  if (__get_cpuid(1, &a, &b, &c, &d)) {
+    f.sse42 = c & (1u << 20);
+    f.fma = c & (1u << 12);
+    f.f16c = c & (1u << 29);
+    f.avx = c & (1u << 28);
+    const bool osxsave = c & (1u << 27);
+    if (osxsave) {
+      const uint64_t xcr0 = read_xcr0();
+      f.os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state saved by the OS
+      f.os_avx512 = (xcr0 & 0xe6) == 0xe6;        // plus opmask and ZMM state
+    }
+  }
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    f.avx2 = b & (1u << 5);
+    f.avx512f = b & (1u << 16);
+    f.avx512dq = b & (1u << 17);
+    f.avx512bw = b & (1u << 30);
+    f.avx512vl = b & (1u << 31);
+    f.avx512vnni = c & (1u << 11);
+  }
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avxvnni = a & (1u << 4);
+  if (!f.os_avx) f.avx = f.avx2 = f.fma = f.f16c = false;
+  if (!f.os_avx512) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = false;
+  const std::pair<const char*, bool> names[] = {
+      {"sse4.2", f.sse42}, {"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c},
+      {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl},
+      {"avx512dq", f.avx512dq}, {"avx512vnni", f.avx512vnni}, {"avxvnni", f.avxvnni}};
+  for (auto& n : names)
+    if (n.second) f.text += std::string(f.text.empty() ? "" : " ") + n.first;
+#endif
+#if defined(__aarch64__)
+  f.neon = true;  // Advanced SIMD is part of the ARMv8-A baseline
+#if defined(__linux__)
+  f.dotprod = getauxval(AT_HWCAP) & (1ul << 20);  // HWCAP_ASIMDDP
+#elif defined(__APPLE__)
+  f.dotprod = true;  // every Apple silicon core has FEAT_DotProd
+#endif
+  f.text = f.dotprod ? "neon dotprod" : "neon";
+#endif
+  return f;
+}
+
+const CpuFeatures& features() {
+  static const CpuFeatures f = probe();
+  return f;
+}
+
+struct Tables {
+  std::vector<Kernels> list;  // runnable on this CPU, best last
+  Tables() {
+    Kernels scalar;
+    scalar.isa = "scalar";
+    register_quant_kernels_scalar(scalar);
+    register_op_kernels_scalar(scalar);
+    list.push_back(scalar);
+    const CpuFeatures& f = features();
+    (void)f;
+#ifdef QWEN_HAVE_AVX2
+    if (f.avx2 && f.fma && f.f16c) {
+      Kernels t = scalar;
+      t.isa = "avx2";
+      register_quant_kernels_avx2(t);
+      register_op_kernels_avx2(t);
+      list.push_back(t);
+    }
+#endif
+#ifdef QWEN_HAVE_AVX512
+    if (f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) {
+      Kernels t = list.back();
+      t.isa = "avx512";
+      register_quant_kernels_avx512(t);
+      register_op_kernels_avx512(t);
+      list.push_back(t);
+    }
+#endif
+#ifdef QWEN_HAVE_NEON
+    if (f.neon) {
+      Kernels t = scalar;
+      t.isa = "neon";
+      register_quant_kernels_neon(t);
+      register_op_kernels_neon(t);
+      list.push_back(t);
+    }
+#endif
+  }
+};
+
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+
+const Kernels* find(const char* name) {
+  for (const Kernels& k : tables().list)
+    if (std::strcmp(k.isa, name) == 0) return &k;
+  return nullptr;
+}
+
+const Kernels* initial() {
+  const char* env = std::getenv("QWEN_CPU_ISA");
+  if (env && *env) {
+    if (const Kernels* k = find(env)) return k;
+    // An unknown or unavailable name is reported by the Python package at import time;
+    // here we fall back to the best path rather than abort inside a library.
+  }
+  return &tables().list.back();
+}
+
+std::atomic<const Kernels*> g_current{nullptr};
+
+}  // namespace
+
+const Kernels& kernels() {
+  const Kernels* k = g_current.load(std::memory_order_acquire);
+  if (!k) {
+    k = initial();
+    g_current.store(k, std::memory_order_release);
+  }
+  return *k;
+}
+
+bool set_isa(const char* name) {
+  const Kernels* k = find(name);
+  if (!k) return false;
+  g_current.store(k, std::memory_order_release);
+  return true;
+}
+
+const char* const* available_isas(int* count) {
+  static std::vector<const char*> names = [] {
+    std::vector<const char*> v;
+    for (const Kernels& k : tables().list) v.push_back(k.isa);
+    return v;
+  }();
+  *count = (int)names.size();
+  return names.data();
+}
+
+const char* cpu_features() { return features().text.c_str(); }
+
+}  // namespace qc

@@ -1,0 +1,90 @@
+// The kernel table: the one interface between the instruction-set specific kernels and the
+// rest of the C++ (matmul driver, attention driver, model). One table per instruction set;
+// dispatch.cpp builds them once and selects one from the CPU's features (or QWEN_CPU_ISA).
+//
+// Conventions for every kernel:
+//   - row-major float32 buffers unless a comment says otherwise; n counts elements;
+//   - quantized rows are arrays of blocks (blocks.h), n a multiple of the block size;
+//   - kernels never allocate and never start threads: the drivers split work across threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "blocks.h"
+
+namespace qc {
+
+// dot(w, a) over n elements: w one weight row in its stored type, a the activation row in the
+// weight type's activation format (WeightKernels::act_type), quantized once per matmul.
+typedef float (*vec_dot_fn)(int64_t n, const void* w, const void* a);
+// y (n) = dequantized x (n elements of the type)
+typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
+// y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
+typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
+
+struct WeightKernels {
+  vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
+  int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
+};
+
+struct Kernels {
+  const char* isa = "none";
+  WeightKernels weight[GGML_TYPE_COUNT];
+  dequantize_row_fn dequantize[GGML_TYPE_COUNT] = {};
+  quantize_row_fn quantize_act[GGML_TYPE_COUNT] = {};  // indexed by the activation type
+
+  // y (n) = x / sqrt(mean(x^2) + eps) * w
+  void (*rmsnorm)(float* y, const float* x, const float* w, int64_t n, float eps) = nullptr;
+  // x (n) = softmax(x), max-subtracted
+  void (*softmax)(float* x, int64_t n) = nullptr;
+  // y (n) = silu(gate) * up
+  void (*swiglu)(float* y, const float* gate, const float* up, int64_t n) = nullptr;
+  // y (n) = a + b (y may alias a or b)
+  void (*add)(float* y, const float* a, const float* b, int64_t n) = nullptr;
+  // In place rotation of one token's heads: x (n_head, head_dim); cos, sin (head_dim / 2) are
+  // this position's factors (YaRN already applied). neox: pair i with i + head_dim/2 (qwen2);
+  // otherwise pair 2i with 2i+1 (llama GGUF files, whose Q/K rows the converter permuted).
+  void (*rope)(float* x, int n_head, int head_dim, const float* cos, const float* sin, bool neox) = nullptr;
+  // Attention of n_q query heads that share one KV head, over n_keys cached positions:
+  //   q, out (n_q, head_dim); key/value i at k + i * kv_stride, v + i * kv_stride elements,
+  //   f16 if kv_f16 else f32; scores = q.k * scale, softmax over the n_keys, out = scores . v;
+  //   scratch holds n_q * n_keys floats. Causality is the caller's job (it passes n_keys).
+  void (*attn_group)(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys,
+                     int64_t kv_stride, int head_dim, float scale, bool kv_f16, float* scratch) = nullptr;
+  // y (n) = x rounded to binary16 (round to nearest even)
+  void (*fp32_to_fp16_row)(const float* x, half_t* y, int64_t n) = nullptr;
+};
+
+// Each instruction set registers what it implements on top of the table it is given
+// (dispatch.cpp starts every SIMD table as a copy of the scalar one).
+void register_quant_kernels_scalar(Kernels& k);
+void register_op_kernels_scalar(Kernels& k);
+#ifdef QWEN_HAVE_AVX2
+void register_quant_kernels_avx2(Kernels& k);
+void register_op_kernels_avx2(Kernels& k);
+#endif
+#ifdef QWEN_HAVE_AVX512
+void register_quant_kernels_avx512(Kernels& k);
+void register_op_kernels_avx512(Kernels& k);
+#endif
+#ifdef QWEN_HAVE_NEON
+void register_quant_kernels_neon(Kernels& k);
+void register_op_kernels_neon(Kernels& k);
+#endif
+
+// The selected table (chosen on first use from the CPU and QWEN_CPU_ISA).
+const Kernels& kernels();
+// Select a table by name ("scalar", "avx2", ...); false if this CPU or build lacks it.
+bool set_isa(const char* name);
+// Names of the tables this build has and this CPU can run, best last.
+const char* const* available_isas(int* count);
+// CPU features found, as "avx2 fma f16c ..." (for bug reports).
+const char* cpu_features();
+
+// Bytes of one row of n elements of a type (n a multiple of its block size).
+static inline size_t row_bytes(int32_t type, int64_t n) {
+  const TypeInfo ti = type_info(type);
+  return ti.block_elems ? (size_t)(n / ti.block_elems) * (size_t)ti.block_bytes : 0;
+}
+
+}  // namespace qc

@@ -1,0 +1,24 @@
+// Quantized matrix products: the activations are quantized once per product into the weight
+// type's activation format, then every output is an integer dot product of one weight row
+// with one quantized activation row (kernels.h, vec_dot).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+namespace qc {
+
+// Bytes of scratch that matmul() needs for n_tok activation rows of n_in elements.
+size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok);
+
+// y (n_tok, n_out) = x (n_tok, n_in) . W^T
+//   W: n_out rows of n_in elements of type wtype, each row_bytes(wtype, n_in) bytes, row-major;
+//   act_scratch: at least matmul_scratch_bytes(...) bytes.
+// Output rows are split across the pool's threads. Throws std::invalid_argument if the type has
+// no kernel or n_in is not a multiple of its block size.
+void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
+            const float* x, int64_t n_tok, float* y, void* act_scratch);
+
+}  // namespace qc
