@@ -16,45 +16,98 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
   return wk;
 }
 
-size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok) {
-  const WeightKernels& wk = checked(K, wtype, n_in);
-  return row_bytes(wk.act_type, n_in) * (size_t)n_tok;
+// The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.
+struct ActLayout {
+  int n = 0;
+  int32_t fmt[4];
+  size_t offset[4];
+  size_t total = 0;
+};
+
+static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
+  ActLayout L;
+  for (int i = 0; i < n_outs; ++i) {
+    const int32_t f = checked(K, outs[i].wtype, n_in).act_type;
+    bool seen = false;
+    for (int j = 0; j < L.n; ++j) seen |= L.fmt[j] == f;
+    if (seen) continue;
+    if (L.n == 4) throw std::invalid_argument("matmul_group: too many activation formats");
+    L.fmt[L.n] = f;
+    L.offset[L.n] = L.total;
+    L.total += row_bytes(f, n_in) * (size_t)n_tok;
+    ++L.n;
+  }
+  return L;
 }
 
-void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch) {
-  const WeightKernels& wk = checked(K, wtype, n_in);
-  const quantize_row_fn quantize = K.quantize_act[wk.act_type];
-  const size_t act_row = row_bytes(wk.act_type, n_in), w_row = row_bytes(wtype, n_in);
-  uint8_t* act = static_cast<uint8_t*>(act_scratch);
-  const uint8_t* w = static_cast<const uint8_t*>(W);
+size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
+  return act_layout(K, outs, n_outs, n_in, n_tok).total;
+}
 
+size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok) {
+  const MatmulOutput one{nullptr, wtype, 0, nullptr};
+  return matmul_group_scratch_bytes(K, &one, 1, n_in, n_tok);
+}
+
+void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                  const float* x, int64_t n_tok, void* act_scratch) {
+  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok);
+  uint8_t* scratch = static_cast<uint8_t*>(act_scratch);
+
+  // 1. Quantize the input once per activation format.
+  auto quantize_rows = [&](int64_t t0, int64_t t1) {
+    for (int j = 0; j < L.n; ++j) {
+      const size_t act_row = row_bytes(L.fmt[j], n_in);
+      for (int64_t t = t0; t < t1; ++t) K.quantize_act[L.fmt[j]](x + t * n_in, scratch + L.offset[j] + t * act_row, n_in);
+    }
+  };
   if (n_tok == 1) {
-    quantize(x, act, n_in);  // one row: cheaper on this thread than a barrier
+    quantize_rows(0, 1);  // one row: cheaper on this thread than a barrier
   } else {
     pool.run([&](int ith, int nth) {
       int64_t t0, t1;
       split_range(n_tok, ith, nth, &t0, &t1);
-      for (int64_t t = t0; t < t1; ++t) quantize(x + t * n_in, act + t * act_row, n_in);
+      quantize_rows(t0, t1);
     });
   }
 
-  const vec_dot_fn dot = wk.vec_dot;
-  // Each thread owns a contiguous range of output rows. For several tokens, a tile of weight
-  // rows is reused across all tokens while it is in L1/L2 (the activations stay in L2).
+  // 2. The output rows of all weights form one index space [0, total_rows) split across threads.
+  // Each thread walks its contiguous range in tiles of weight rows; for several tokens a tile
+  // is reused across all tokens while it is in cache (the activations stay in L2).
+  int64_t total_rows = 0;
+  for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
   constexpr int64_t kRowTile = 16;
   pool.run([&](int ith, int nth) {
-    int64_t r0, r1;
-    split_range(n_out, ith, nth, &r0, &r1);
-    for (int64_t rt = r0; rt < r1; rt += kRowTile) {
-      const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
-      for (int64_t t = 0; t < n_tok; ++t) {
-        const uint8_t* a = act + t * act_row;
-        float* yt = y + t * n_out;
-        for (int64_t r = rt; r < rt_end; ++r) yt[r] = dot(n_in, w + r * w_row, a);
+    int64_t g0, g1;
+    split_range(total_rows, ith, nth, &g0, &g1);
+    int64_t base = 0;
+    for (int i = 0; i < n_outs && g0 < g1; base += outs[i].n_out, ++i) {
+      const MatmulOutput& o = outs[i];
+      if (g0 >= base + o.n_out) continue;
+      const int64_t r0 = g0 - base, r1 = (g1 < base + o.n_out ? g1 : base + o.n_out) - base;
+      const WeightKernels& wk = K.weight[o.wtype];
+      int j = 0;
+      while (L.fmt[j] != wk.act_type) ++j;
+      const uint8_t* act = scratch + L.offset[j];
+      const size_t act_row = row_bytes(wk.act_type, n_in), w_row = row_bytes(o.wtype, n_in);
+      const uint8_t* w = static_cast<const uint8_t*>(o.w);
+      for (int64_t rt = r0; rt < r1; rt += kRowTile) {
+        const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
+        for (int64_t t = 0; t < n_tok; ++t) {
+          const uint8_t* a = act + t * act_row;
+          float* yt = o.y + t * o.n_out;
+          for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
+        }
       }
+      g0 = base + r1;
     }
   });
+}
+
+void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
+            const float* x, int64_t n_tok, float* y, void* act_scratch) {
+  const MatmulOutput one{W, wtype, n_out, y};
+  matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch);
 }
 
 }  // namespace qc

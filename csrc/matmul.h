@@ -21,4 +21,20 @@ size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
             const float* x, int64_t n_tok, float* y, void* act_scratch);
 
+// One weight of a group that shares its input (Q/K/V, or gate/up): y (n_tok, n_out) = x . W^T.
+struct MatmulOutput {
+  const void* w;   // (n_out, row_bytes(wtype, n_in)) raw rows
+  int32_t wtype;
+  int64_t n_out;
+  float* y;        // (n_tok, n_out)
+};
+
+// Several products of the same input in one pass over the thread pool: the input is quantized
+// once per distinct activation format and the threads split the outputs of all weights together,
+// which saves a barrier per weight in decode. act_scratch: the sum of matmul_scratch_bytes over
+// the distinct activation formats (matmul_group_scratch_bytes).
+size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok);
+void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                  const float* x, int64_t n_tok, void* act_scratch);
+
 }  // namespace qc
