@@ -1,6 +1,8 @@
 // The _kernels extension module: kernel-path selection, the thread pool and matmul here;
 // the other groups of bindings live beside this file.
+#include <chrono>
 #include <memory>
+#include <vector>
 
 #include "common.h"
 #include "../kernels.h"
@@ -53,12 +55,48 @@ static void bind_pool_and_matmul(py::module_& m) {
      "y (n_tok, n_out) = x (n_tok, n_in) @ W^T with W's rows in their stored type.");
 }
 
+// Streams a buffer of n_bytes with every thread of the pool, `repeats` times, and returns the best
+// read bandwidth in bytes/s: the machine's limit for decode, which reads every weight once per token.
+static double measure_read_bandwidth(ThreadPool& pool, size_t n_bytes, int repeats) {
+  const size_t n = n_bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  pool.run([&](int ith, int nth) {  // first touch by the thread that will read it
+    int64_t b, e;
+    split_range((int64_t)n, ith, nth, &b, &e);
+    for (int64_t i = b; i < e; ++i) buf[i] = (uint64_t)i;
+  });
+  std::vector<uint64_t> sums(pool.size(), 0);
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.run([&](int ith, int nth) {
+      int64_t b, e;
+      split_range((int64_t)n, ith, nth, &b, &e);
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) { s0 += buf[i]; s1 += buf[i + 1]; s2 += buf[i + 2]; s3 += buf[i + 3]; }
+      for (; i < e; ++i) s0 += buf[i];
+      sums[ith] += s0 + s1 + s2 + s3;
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > 0 && n_bytes / dt > best) best = n_bytes / dt;
+  }
+  volatile uint64_t sink = 0;
+  for (uint64_t s : sums) sink = sink + s;  // keep the reads
+  return best;
+}
+
 }  // namespace qc
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "qwen-cpu SIMD kernels";
   qc::bind_dispatch(m);
   qc::bind_pool_and_matmul(m);
+  m.def("measure_read_bandwidth", [](qc::ThreadPool& pool, size_t n_bytes, int repeats) {
+    py::gil_scoped_release nogil;
+    return qc::measure_read_bandwidth(pool, n_bytes, repeats);
+  }, py::arg("pool"), py::arg("n_bytes") = size_t(1) << 30, py::arg("repeats") = 5,
+     "Best read bandwidth (bytes/s) streaming n_bytes with all the pool's threads.");
   qc::bind_quants(m);
   qc::bind_ops(m);
   qc::bind_model(m);

@@ -1,0 +1,114 @@
+"""Model hyper-parameters from GGUF metadata (keys named `{arch}.*`, as llama.cpp writes them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from .errors import QwenCpuError
+
+# Architectures we run: qwen2 (Qwen2.5 and its fine-tunes and distills) and llama (SmolLM2,
+# Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
+# while llama GGUF files have their Q/K rows permuted so that RoPE pairs adjacent dims.
+SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    n_vocab: int
+    n_ctx_train: int
+    rms_eps: float
+    rope_freq_base: float
+    rope_neox: bool
+    rope_freq_scale: float = 1.0  # 1 / scaling factor
+    rope_ext_factor: float = 0.0  # YaRN: 1 mixes interpolated and extrapolated frequencies
+    rope_attn_factor: float = 1.0
+    rope_beta_fast: float = 32.0
+    rope_beta_slow: float = 1.0
+    rope_n_ctx_orig: int = 0
+
+    def kernel_config(self, n_ctx: int, n_batch: int, kv_f16: bool) -> dict[str, Any]:
+        """The dict that `_kernels.Model` takes."""
+        d = asdict(self)
+        del d["arch"], d["n_ctx_train"]
+        d.update(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16)
+        return d
+
+    def kv_cache_bytes(self, n_ctx: int, kv_f16: bool = True) -> int:
+        """Bytes of the K and V caches for n_ctx positions."""
+        return 2 * self.n_layer * self.n_kv_head * n_ctx * self.head_dim * (2 if kv_f16 else 4)
+
+
+def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    if key not in meta:
+        if default is None:
+            raise QwenCpuError(f"GGUF metadata lacks the required key {key!r}")
+        return default
+    value = meta[key]
+    try:
+        if kind is int:
+            if isinstance(value, bool) or int(value) != value:
+                raise ValueError
+            return int(value)
+        if kind is float:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return kind(value)
+    except (TypeError, ValueError):
+        raise QwenCpuError(f"GGUF metadata key {key!r} has an invalid value {value!r}") from None
+
+
+def config_from_gguf(meta: Mapping[str, Any], n_vocab: int) -> ModelConfig:
+    """Hyper-parameters of a qwen2/llama GGUF; n_vocab is the token embedding's row count."""
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise QwenCpuError(
+            f"unsupported architecture {arch!r} (general.architecture); qwen-cpu runs {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    p = arch + "."
+    n_embd = _get(meta, p + "embedding_length", int)
+    n_head = _get(meta, p + "attention.head_count", int)
+    n_kv_head = _get(meta, p + "attention.head_count_kv", int, n_head)
+    if n_head <= 0 or n_kv_head <= 0 or n_embd <= 0 or n_head % n_kv_head:
+        raise QwenCpuError(f"invalid head counts: {n_head} query heads, {n_kv_head} key/value heads, embedding {n_embd}")
+    head_dim = _get(meta, p + "attention.key_length", int, n_embd // n_head)
+    rope_dims = _get(meta, p + "rope.dimension_count", int, head_dim)
+    if rope_dims != head_dim:
+        raise QwenCpuError(f"partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported")
+    cfg = dict(
+        arch=arch,
+        n_layer=_get(meta, p + "block_count", int),
+        n_embd=n_embd,
+        n_ff=_get(meta, p + "feed_forward_length", int),
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        head_dim=head_dim,
+        n_vocab=n_vocab,
+        n_ctx_train=_get(meta, p + "context_length", int),
+        rms_eps=_get(meta, p + "attention.layer_norm_rms_epsilon", float),
+        rope_freq_base=_get(meta, p + "rope.freq_base", float, 10000.0),
+        rope_neox=arch == "qwen2",
+    )
+    scaling = str(meta.get(p + "rope.scaling.type", "none"))
+    factor = _get(meta, p + "rope.scaling.factor", float, 0.0)
+    if scaling not in ("none", "linear", "yarn"):
+        raise QwenCpuError(f"unsupported RoPE scaling type {scaling!r}")
+    if scaling != "none" and factor > 0:
+        cfg["rope_freq_scale"] = 1.0 / factor
+    if scaling == "yarn":
+        cfg["rope_ext_factor"] = 1.0
+        cfg["rope_n_ctx_orig"] = _get(meta, p + "rope.scaling.original_context_length", int, cfg["n_ctx_train"])
+        cfg["rope_attn_factor"] = _get(meta, p + "rope.scaling.attn_factor", float, 1.0)
+        cfg["rope_beta_fast"] = _get(meta, p + "rope.scaling.yarn_beta_fast", float, 32.0)
+        cfg["rope_beta_slow"] = _get(meta, p + "rope.scaling.yarn_beta_slow", float, 1.0)
+    return ModelConfig(**cfg)
