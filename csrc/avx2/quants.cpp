@@ -1,4 +1,13 @@
-#include "../kernels.h"
+// The AVX2 (+FMA, F16C) quantized kernels: dot products of every weight type we read against
+// its activation format, and the activation quantizers. Dequantization stays the inherited
+// scalar one (it only serves embedding lookups and tests, never a matmul).
+#include "simd.h"
+
 namespace qc {
-void register_quant_kernels_avx2(Kernels& k) { (void)k; }  // PLACEHOLDER
+
+void register_quant_kernels_avx2(Kernels& k) {
+  avx2::register_quants_32(k);
+  avx2::register_quants_k(k);
 }
+
+}  // namespace qc

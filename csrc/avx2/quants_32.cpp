@@ -1,0 +1,225 @@
+// AVX2 dot products of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against their
+// 8-bit activation formats, the float weight types (F32, F16, BF16) against float activations,
+// and the Q8_0 / Q8_1 activation quantizers (bytes identical to the scalar ones: same float
+// operations, round to nearest even by _mm256_cvtps_epi32 under the default rounding mode).
+//
+// Each block's integer dot product is exact (maddubs/madd); the per-block scale products are
+// accumulated as floats with FMA in two independent accumulators (two blocks per iteration),
+// with one horizontal sum at the end.
+#include "simd.h"
+
+namespace qc {
+namespace avx2 {
+namespace {
+
+// ---- activation quantizers ---------------------------------------------------------------
+
+// One block of 32 floats x -> 32 int8 at qs, rounded to nearest even; returns the scale d
+// (before rounding to f16) and, through sum, the sum of the 32 quantized values.
+static inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) {
+  const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+  const __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+  const __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v0), abs_ps(v1)), _mm256_max_ps(abs_ps(v2), abs_ps(v3)));
+  const float amax = hmax_ps(m);
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const __m256 s = _mm256_set1_ps(id);
+  const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, s)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, s));
+  const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, s)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, s));
+  if (sum) *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+  // packs works per 128-bit lane: the dwords come out as (0,4,1,5,2,6,3,7) groups of 4 values
+  const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+  const __m256i ordered = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), ordered);
+  return d;
+}
+
+static inline half_t f2h(float f) {
+  return (half_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+// y (n / 32 blocks of block_q8_0) = Q8_0(x (n))
+void quantize_row_q8_0(const float* x, void* vy, int64_t n) {
+  block_q8_0* y = static_cast<block_q8_0*>(vy);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = quantize_block_32(x + i * QK8_0, y[i].qs, nullptr);
+    y[i].d = f2h(d);
+  }
+}
+
+// y (n / 32 blocks of block_q8_1) = Q8_1(x (n)): Q8_0 plus s = d * sum(q) for the weight min terms
+void quantize_row_q8_1(const float* x, void* vy, int64_t n) {
+  block_q8_1* y = static_cast<block_q8_1*>(vy);
+  for (int64_t i = 0; i < n / QK8_1; ++i) {
+    int32_t sum = 0;
+    const float d = quantize_block_32(x + i * QK8_1, y[i].qs, &sum);
+    y[i].d = f2h(d);
+    y[i].s = f2h(d * (float)sum);
+  }
+}
+
+// ---- float weights -----------------------------------------------------------------------
+
+// sum over i < n (a multiple of 8) of load(i..i+7) * a: weights converted to float 8 at a time,
+// 4 accumulators to hide the FMA latency.
+template <typename Load>
+static inline float dot_float(int64_t n, const float* a, Load load) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(a + i), s0);
+    s1 = _mm256_fmadd_ps(load(i + 8), _mm256_loadu_ps(a + i + 8), s1);
+    s2 = _mm256_fmadd_ps(load(i + 16), _mm256_loadu_ps(a + i + 16), s2);
+    s3 = _mm256_fmadd_ps(load(i + 24), _mm256_loadu_ps(a + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(a + i), s0);
+  return hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+// w (n floats) . a (n floats)
+float vec_dot_f32(int64_t n, const void* vw, const void* va) {
+  const float* w = static_cast<const float*>(vw);
+  const float* a = static_cast<const float*>(va);
+  const int64_t n8 = n & ~int64_t(7);
+  float s = dot_float(n8, a, [w](int64_t i) { return _mm256_loadu_ps(w + i); });
+  for (int64_t i = n8; i < n; ++i) s += w[i] * a[i];
+  return s;
+}
+
+// w (n binary16) . a (n floats)
+float vec_dot_f16(int64_t n, const void* vw, const void* va) {
+  const half_t* w = static_cast<const half_t*>(vw);
+  const float* a = static_cast<const float*>(va);
+  const int64_t n8 = n & ~int64_t(7);
+  float s = dot_float(n8, a, [w](int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+  });
+  for (int64_t i = n8; i < n; ++i) s += h2f(w[i]) * a[i];
+  return s;
+}
+
+// w (n bfloat16) . a (n floats)
+float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
+  const bf16_t* w = static_cast<const bf16_t*>(vw);
+  const float* a = static_cast<const float*>(va);
+  const int64_t n8 = n & ~int64_t(7);
+  float s = dot_float(n8, a, [w](int64_t i) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  });
+  for (int64_t i = n8; i < n; ++i) s += bf16_to_fp32(w[i]) * a[i];
+  return s;
+}
+
+// ---- 32-element block weights ------------------------------------------------------------
+
+// The loop shared by the block types: per block i, block_dot returns its 8 int32 partial dot
+// products and sets *d to the product of the two block scales; two accumulators take
+// alternate blocks.
+template <typename BlockDot>
+static inline float dot_blocks(int64_t nb, BlockDot block_dot) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    float d0, d1;
+    const __m256i p0 = block_dot(i, &d0);
+    const __m256i p1 = block_dot(i + 1, &d1);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(p1), acc1);
+  }
+  if (i < nb) {
+    float d0;
+    const __m256i p0 = block_dot(i, &d0);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
+  }
+  return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+// w (n / 32 blocks of block_q4_0) . a (n / 32 blocks of block_q8_0)
+float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
+  const block_q4_0* x = static_cast<const block_q4_0*>(vw);
+  const block_q8_0* y = static_cast<const block_q8_0*>(va);
+  return dot_blocks(n / QK4_0, [x, y](int64_t i, float* d) {
+    *d = h2f(x[i].d) * h2f(y[i].d);
+    const __m256i q = unpack_nibbles_32(x[i].qs);
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    // sum (q - 8) a = sum q a - 8 sum a, both as int16 pair sums (|.| <= 2 * 15 * 127)
+    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(_mm256_set1_epi8(8), a));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+  });
+}
+
+// w (n / 32 blocks of block_q4_1) . a (n / 32 blocks of block_q8_1)
+float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
+  const block_q4_1* x = static_cast<const block_q4_1*>(vw);
+  const block_q8_1* y = static_cast<const block_q8_1*>(va);
+  const int64_t nb = n / QK4_1;
+  float mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) mins += h2f(x[i].m) * h2f(y[i].s);
+  return mins + dot_blocks(nb, [x, y](int64_t i, float* d) {
+    *d = h2f(x[i].d) * h2f(y[i].d);
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    return dot_u8i8_32(unpack_nibbles_32(x[i].qs), a);
+  });
+}
+
+// w (n / 32 blocks of block_q5_0) . a (n / 32 blocks of block_q8_0)
+float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
+  const block_q5_0* x = static_cast<const block_q5_0*>(vw);
+  const block_q8_0* y = static_cast<const block_q8_0*>(va);
+  return dot_blocks(n / QK5_0, [x, y](int64_t i, float* d) {
+    *d = h2f(x[i].d) * h2f(y[i].d);
+    // q - 16 = nibble where the 5th bit is set, nibble - 16 (high nibble 0xf0) where it is clear
+    const __m256i hi = _mm256_andnot_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8((char)0xf0));
+    const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    return dot_i8i8_32(q, a);
+  });
+}
+
+// w (n / 32 blocks of block_q5_1) . a (n / 32 blocks of block_q8_1)
+float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
+  const block_q5_1* x = static_cast<const block_q5_1*>(vw);
+  const block_q8_1* y = static_cast<const block_q8_1*>(va);
+  const int64_t nb = n / QK5_1;
+  float mins = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) mins += h2f(x[i].m) * h2f(y[i].s);
+  return mins + dot_blocks(nb, [x, y](int64_t i, float* d) {
+    *d = h2f(x[i].d) * h2f(y[i].d);
+    const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
+    const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    return dot_u8i8_32(q, a);
+  });
+}
+
+// w (n / 32 blocks of block_q8_0) . a (n / 32 blocks of block_q8_0)
+float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
+  const block_q8_0* x = static_cast<const block_q8_0*>(vw);
+  const block_q8_0* y = static_cast<const block_q8_0*>(va);
+  return dot_blocks(n / QK8_0, [x, y](int64_t i, float* d) {
+    *d = h2f(x[i].d) * h2f(y[i].d);
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    return dot_i8i8_32(w, a);
+  });
+}
+
+}  // namespace
+
+void register_quants_32(Kernels& k) {
+  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
+  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
+  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
+  k.weight[GGML_Q4_0] = {vec_dot_q4_0, GGML_Q8_0};
+  k.weight[GGML_Q4_1] = {vec_dot_q4_1, GGML_Q8_1};
+  k.weight[GGML_Q5_0] = {vec_dot_q5_0, GGML_Q8_0};
+  k.weight[GGML_Q5_1] = {vec_dot_q5_1, GGML_Q8_1};
+  k.weight[GGML_Q8_0] = {vec_dot_q8_0, GGML_Q8_0};
+  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
+  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
+  // F32 activations stay the inherited plain copy.
+}
+
+}  // namespace avx2
+}  // namespace qc

@@ -1,0 +1,79 @@
+// AVX2 + FMA + F16C helpers shared by the AVX2 quantized kernels (quants_32.cpp, quants_k.cpp).
+// Only included by translation units compiled with -mavx2 -mfma -mf16c; everything is
+// `static inline` so no AVX2 code can leak into the baseline through the linker.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "../kernels.h"
+
+namespace qc {
+namespace avx2 {
+
+// Registration of each group of kernels (one per translation unit), called by
+// register_quant_kernels_avx2 (quants.cpp).
+void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
+void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
+
+static inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+static inline float hmax_ps(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+// One binary16 scalar to float (F16C, exact).
+static inline float h2f(half_t h) { return _cvtsh_ss(h); }
+
+// 32 bytes: q (32) at 16 bytes, element j in the low nibble of byte j, j + 16 in the high one
+// -> unsigned bytes 0..15 in element order (the Q4_0/Q4_1/Q5_* nibble layout).
+static inline __m256i unpack_nibbles_32(const uint8_t* q) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+// Bit j of the little-endian 32-bit word at p -> byte j = 0xff if set, 0 otherwise.
+static inline __m256i bits_to_bytes_32(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  // Byte j takes the source byte j / 8, then tests bit j % 8 of it.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32((int32_t)w),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+  const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+// Sum over 32 byte pairs u[i] * s[i] as 8 int32 lanes (each the sum of 4 adjacent products);
+// u unsigned, s signed. The int16 pair sums cannot saturate while u <= 128 and |s| <= 127.
+static inline __m256i dot_u8i8_32(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// Sum over 32 byte pairs w[i] * a[i], both signed, as 8 int32 lanes; needs a[i] != -128
+// (guaranteed by the activation formats, whose values lie in -127..127).
+static inline __m256i dot_i8i8_32(__m256i w, __m256i a) {
+  return dot_u8i8_32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+
+}  // namespace avx2
+}  // namespace qc
