@@ -115,10 +115,12 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
 
 // The loop shared by the block types: per block i, block_dot returns its 8 int32 partial dot
 // products and sets *d to the product of the two block scales; two accumulators take
-// alternate blocks.
-template <typename BlockDot>
-static inline float dot_blocks(int64_t nb, BlockDot block_dot) {
+// alternate blocks. For the types with a min (Q4_1, Q5_1) min_term(i) is the block's float term
+// m * s outside the integer dot, accumulated in two scalar chains beside the vector ones.
+template <bool kMin, typename BlockDot, typename MinTerm>
+static inline float dot_blocks(int64_t nb, BlockDot block_dot, MinTerm min_term) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float m0 = 0.0f, m1 = 0.0f;
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
     float d0, d1;
@@ -126,13 +128,24 @@ static inline float dot_blocks(int64_t nb, BlockDot block_dot) {
     const __m256i p1 = block_dot(i + 1, &d1);
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(p1), acc1);
+    if (kMin) {
+      m0 += min_term(i);
+      m1 += min_term(i + 1);
+    }
   }
   if (i < nb) {
     float d0;
     const __m256i p0 = block_dot(i, &d0);
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
+    if (kMin) m0 += min_term(i);
   }
-  return hsum_ps(_mm256_add_ps(acc0, acc1));
+  const float s = hsum_ps(_mm256_add_ps(acc0, acc1));
+  return kMin ? s + (m0 + m1) : s;
+}
+
+template <typename BlockDot>
+static inline float dot_blocks(int64_t nb, BlockDot block_dot) {
+  return dot_blocks<false>(nb, block_dot, [](int64_t) { return 0.0f; });
 }
 
 // w (n / 32 blocks of block_q4_0) . a (n / 32 blocks of block_q8_0)
@@ -153,14 +166,12 @@ float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   const block_q4_1* x = static_cast<const block_q4_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  const int64_t nb = n / QK4_1;
-  float mins = 0.0f;
-  for (int64_t i = 0; i < nb; ++i) mins += h2f(x[i].m) * h2f(y[i].s);
-  return mins + dot_blocks(nb, [x, y](int64_t i, float* d) {
+  const auto min_term = [x, y](int64_t i) { return h2f(x[i].m) * h2f(y[i].s); };
+  return dot_blocks<true>(n / QK4_1, [x, y](int64_t i, float* d) {
     *d = h2f(x[i].d) * h2f(y[i].d);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return dot_u8i8_32(unpack_nibbles_32(x[i].qs), a);
-  });
+  }, min_term);
 }
 
 // w (n / 32 blocks of block_q5_0) . a (n / 32 blocks of block_q8_0)
@@ -181,16 +192,14 @@ float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
   const block_q5_1* x = static_cast<const block_q5_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  const int64_t nb = n / QK5_1;
-  float mins = 0.0f;
-  for (int64_t i = 0; i < nb; ++i) mins += h2f(x[i].m) * h2f(y[i].s);
-  return mins + dot_blocks(nb, [x, y](int64_t i, float* d) {
+  const auto min_term = [x, y](int64_t i) { return h2f(x[i].m) * h2f(y[i].s); };
+  return dot_blocks<true>(n / QK5_1, [x, y](int64_t i, float* d) {
     *d = h2f(x[i].d) * h2f(y[i].d);
     const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return dot_u8i8_32(q, a);
-  });
+  }, min_term);
 }
 
 // w (n / 32 blocks of block_q8_0) . a (n / 32 blocks of block_q8_0)
