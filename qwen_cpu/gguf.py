@@ -49,7 +49,7 @@ MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SCALAR_STRUCTS = {t: struct.Struct("<" + d.char) for t, d in SCALAR_DTYPES.items()}
+_SCALAR_STRUCTS = {t: struct.Struct("<" + c) for t, c in zip(SCALAR_DTYPES, "BbHhIifBQqd")}
 
 
 @dataclass(frozen=True)
@@ -363,6 +363,8 @@ class GGUFFile:
         F32/F16 (and I8..I64, F64): an array of that dtype with shape `TensorInfo.shape`.
         BF16 and block-quantized types: uint8 of shape (*shape[:-1], row_bytes), the raw rows.
         """
+        if self._view is None:
+            raise GGUFError(f"{self.path}: the file is closed")
         info = self.tensors.get(name)
         if info is None:
             raise GGUFError(f"{self.path}: no tensor named {name!r}")
@@ -373,8 +375,6 @@ class GGUFFile:
         if info.offset + info.n_bytes > self.file_size:
             raise GGUFError(f"{self.path}: tensor {name!r} data offset at offset "
                             f"{self._offset_fields[name]}: {self._past_end(info)}")
-        if self._view is None:
-            raise GGUFError(f"{self.path}: the file is closed")
         raw = self._view[info.offset:info.offset + info.n_bytes]
         dtype = ELEMENT_DTYPES.get(info.ggml_type)
         if dtype is not None:
