@@ -1,4 +1,110 @@
-#include "../kernels.h"
+// Scalar activation formats (Q8_0, Q8_1, Q8_K, F32) and the registration of every scalar
+// quantized kernel. The activation quantizers define the formats: every SIMD quantizer must
+// produce the same bytes for the same input (round to nearest even throughout, which is what
+// lrintf does under the default rounding mode and what _mm256_cvtps_epi32 does), so that SIMD
+// dot products can be tested against these on identical data.
+#include <cmath>
+#include <cstring>
+
+#include "quants.h"
+
 namespace qc {
-void register_quant_kernels_scalar(Kernels& k) { (void)k; }  // PLACEHOLDER
+namespace scalar {
+namespace {
+
+// Largest |x[i]| over n values (NaN values are skipped by the comparison).
+static inline float abs_max(const float* x, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float v = std::fabs(x[i]);
+    if (v > amax) amax = v;
+  }
+  return amax;
 }
+
+// Q8_0 block: d = amax / 127, q = round(x / d); d stored as f16, the quants computed from the
+// unrounded d. x (32) -> b; returns d before rounding (Q8_1 needs it).
+static inline float quantize_block_q8_0(const float* x, int8_t* qs, half_t* d_out) {
+  const float d = abs_max(x, QK8_0) / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < QK8_0; ++j) qs[j] = (int8_t)lrintf(x[j] * id);
+  *d_out = fp32_to_fp16(d);
+  return d;
+}
+
+// x (n) -> y (n / 32 blocks)
+void quantize_row_q8_0(const float* x, void* vy, int64_t n) {
+  block_q8_0* y = static_cast<block_q8_0*>(vy);
+  for (int64_t i = 0; i < n / QK8_0; ++i) quantize_block_q8_0(x + i * QK8_0, y[i].qs, &y[i].d);
+}
+
+// x (n) -> y (n / 32 blocks): Q8_0 plus s = d * sum(q), the block sum the Q4_1/Q5_1 min needs.
+void quantize_row_q8_1(const float* x, void* vy, int64_t n) {
+  block_q8_1* y = static_cast<block_q8_1*>(vy);
+  for (int64_t i = 0; i < n / QK8_1; ++i) {
+    const float d = quantize_block_q8_0(x + i * QK8_1, y[i].qs, &y[i].d);
+    int32_t sum = 0;
+    for (int j = 0; j < QK8_1; ++j) sum += y[i].qs[j];
+    y[i].s = fp32_to_fp16(d * (float)sum);
+  }
+}
+
+// x (n) -> y (n / 256 blocks): d = amax / 127 kept as float, q clamped to 127 (x * iscale may
+// round up past it), bsums[j] = sum of q[16 j .. 16 j + 15].
+void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
+  block_q8_K* y = static_cast<block_q8_K*>(vy);
+  for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+    const float amax = abs_max(x, QK_K);
+    if (amax == 0.0f) {
+      std::memset(&y[i], 0, sizeof(block_q8_K));
+      continue;
+    }
+    const float iscale = 127.0f / amax;
+    y[i].d = 1.0f / iscale;
+    for (int j = 0; j < QK_K; ++j) {
+      const long q = lrintf(x[j] * iscale);
+      y[i].qs[j] = (int8_t)(q < 127 ? q : 127);
+    }
+    for (int j = 0; j < QK_K / 16; ++j) {
+      int sum = 0;
+      for (int l = 0; l < 16; ++l) sum += y[i].qs[16 * j + l];
+      y[i].bsums[j] = (int16_t)sum;
+    }
+  }
+}
+
+// x (n) -> y (n floats): the activation format of the float weight types.
+void quantize_row_f32(const float* x, void* y, int64_t n) { std::memcpy(y, x, (size_t)n * sizeof(float)); }
+
+// Dequantizers of the activation formats (for tests and debugging): value d * q.
+// x (n / 32 blocks) -> y (n)
+void dequantize_row_q8_1(const void* x, float* y, int64_t n) {
+  const block_q8_1* b = static_cast<const block_q8_1*>(x);
+  for (int64_t i = 0; i < n / QK8_1; ++i, y += QK8_1) {
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < QK8_1; ++j) y[j] = (float)b[i].qs[j] * d;
+  }
+}
+
+// x (n / 256 blocks) -> y (n)
+void dequantize_row_q8_K(const void* x, float* y, int64_t n) {
+  const block_q8_K* b = static_cast<const block_q8_K*>(x);
+  for (int64_t i = 0; i < n / QK_K; ++i, y += QK_K)
+    for (int j = 0; j < QK_K; ++j) y[j] = (float)b[i].qs[j] * b[i].d;
+}
+
+}  // namespace
+}  // namespace scalar
+
+void register_quant_kernels_scalar(Kernels& k) {
+  scalar::register_quants_32(k);
+  scalar::register_quants_k(k);
+  k.quantize_act[GGML_Q8_0] = scalar::quantize_row_q8_0;
+  k.quantize_act[GGML_Q8_1] = scalar::quantize_row_q8_1;
+  k.quantize_act[GGML_Q8_K] = scalar::quantize_row_q8_K;
+  k.quantize_act[GGML_F32] = scalar::quantize_row_f32;
+  k.dequantize[GGML_Q8_1] = scalar::dequantize_row_q8_1;
+  k.dequantize[GGML_Q8_K] = scalar::dequantize_row_q8_K;
+}
+
+}  // namespace qc

@@ -1,0 +1,239 @@
+// Scalar reference kernels for the float weight types (F32, F16, BF16) and the 32-element block
+// types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): dequantization (bit for bit what gguf-py's
+// gguf.quants.dequantize computes, in the same float32 operation order) and the dot products
+// with the quantized activations (integer sums within a block, scales applied in float).
+//
+// No fused multiply-add here: `d * q + m` must round twice, as numpy does.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include <cstring>
+
+#include "quants.h"
+
+namespace qc {
+namespace scalar {
+namespace {
+
+// ---- float types ------------------------------------------------------------------------
+
+// x (n floats) -> y (n)
+void dequantize_row_f32(const void* x, float* y, int64_t n) { std::memcpy(y, x, (size_t)n * sizeof(float)); }
+
+// x (n halves) -> y (n)
+void dequantize_row_f16(const void* x, float* y, int64_t n) {
+  const half_t* h = static_cast<const half_t*>(x);
+  for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(h[i]);
+}
+
+// x (n bfloat16) -> y (n)
+void dequantize_row_bf16(const void* x, float* y, int64_t n) {
+  const bf16_t* h = static_cast<const bf16_t*>(x);
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_fp32(h[i]);
+}
+
+// w (n floats) . a (n floats)
+float vec_dot_f32(int64_t n, const void* vw, const void* va) {
+  const float* w = static_cast<const float*>(vw);
+  const float* a = static_cast<const float*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += w[i] * a[i];
+  return sum;
+}
+
+// w (n halves) . a (n floats)
+float vec_dot_f16(int64_t n, const void* vw, const void* va) {
+  const half_t* w = static_cast<const half_t*>(vw);
+  const float* a = static_cast<const float*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += fp16_to_fp32(w[i]) * a[i];
+  return sum;
+}
+
+// w (n bfloat16) . a (n floats)
+float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
+  const bf16_t* w = static_cast<const bf16_t*>(vw);
+  const float* a = static_cast<const float*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += bf16_to_fp32(w[i]) * a[i];
+  return sum;
+}
+
+// ---- unpacking: one block -> its 32 integer quants --------------------------------------
+// Element j of a 4-bit block is the low nibble of qs[j] for j < 16, the high nibble of
+// qs[j - 16] otherwise; the 5-bit types add bit j of the little-endian u32 qh as bit 4.
+
+static inline void unpack_nibbles(const uint8_t* qs, int q[32]) {
+  for (int j = 0; j < 16; ++j) {
+    q[j] = qs[j] & 0x0f;
+    q[j + 16] = qs[j] >> 4;
+  }
+}
+
+static inline void add_fifth_bits(const uint8_t* qh_bytes, int q[32]) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  for (int j = 0; j < 32; ++j) q[j] |= (int)((qh >> j) & 1) << 4;
+}
+
+// ---- dequantization ----------------------------------------------------------------------
+// x (n / 32 blocks) -> y (n)
+
+void dequantize_row_q4_0(const void* x, float* y, int64_t n) {
+  const block_q4_0* b = static_cast<const block_q4_0*>(x);
+  for (int64_t i = 0; i < n / QK4_0; ++i, y += QK4_0) {
+    int q[32];
+    unpack_nibbles(b[i].qs, q);
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 32; ++j) y[j] = d * (float)(q[j] - 8);
+  }
+}
+
+void dequantize_row_q4_1(const void* x, float* y, int64_t n) {
+  const block_q4_1* b = static_cast<const block_q4_1*>(x);
+  for (int64_t i = 0; i < n / QK4_1; ++i, y += QK4_1) {
+    int q[32];
+    unpack_nibbles(b[i].qs, q);
+    const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+    for (int j = 0; j < 32; ++j) y[j] = d * (float)q[j] + m;
+  }
+}
+
+void dequantize_row_q5_0(const void* x, float* y, int64_t n) {
+  const block_q5_0* b = static_cast<const block_q5_0*>(x);
+  for (int64_t i = 0; i < n / QK5_0; ++i, y += QK5_0) {
+    int q[32];
+    unpack_nibbles(b[i].qs, q);
+    add_fifth_bits(b[i].qh, q);
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 32; ++j) y[j] = d * (float)(q[j] - 16);
+  }
+}
+
+void dequantize_row_q5_1(const void* x, float* y, int64_t n) {
+  const block_q5_1* b = static_cast<const block_q5_1*>(x);
+  for (int64_t i = 0; i < n / QK5_1; ++i, y += QK5_1) {
+    int q[32];
+    unpack_nibbles(b[i].qs, q);
+    add_fifth_bits(b[i].qh, q);
+    const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+    for (int j = 0; j < 32; ++j) y[j] = d * (float)q[j] + m;
+  }
+}
+
+void dequantize_row_q8_0(const void* x, float* y, int64_t n) {
+  const block_q8_0* b = static_cast<const block_q8_0*>(x);
+  for (int64_t i = 0; i < n / QK8_0; ++i, y += QK8_0) {
+    const float d = fp16_to_fp32(b[i].d);
+    for (int j = 0; j < 32; ++j) y[j] = (float)b[i].qs[j] * d;
+  }
+}
+
+// ---- dot products with the quantized activations -----------------------------------------
+// w (n / 32 weight blocks) . a (n / 32 activation blocks). Per block: an exact int32 sum of
+// q_w * q_a, then one float multiply by both scales.
+
+static inline int32_t dot32(const int q[32], const int8_t* a) {
+  int32_t s = 0;
+  for (int j = 0; j < 32; ++j) s += q[j] * a[j];
+  return s;
+}
+
+// Q4_0 weight (values d * (q - 8)) with Q8_0 activations.
+float vec_dot_q4_0_q8_0(int64_t n, const void* vw, const void* va) {
+  const block_q4_0* w = static_cast<const block_q4_0*>(vw);
+  const block_q8_0* a = static_cast<const block_q8_0*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / QK4_0; ++i) {
+    int q[32];
+    unpack_nibbles(w[i].qs, q);
+    for (int j = 0; j < 32; ++j) q[j] -= 8;
+    sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)dot32(q, a[i].qs);
+  }
+  return sum;
+}
+
+// Q4_1 weight (values d * q + m) with Q8_1 activations: sum(m * x) over a block is m * s.
+float vec_dot_q4_1_q8_1(int64_t n, const void* vw, const void* va) {
+  const block_q4_1* w = static_cast<const block_q4_1*>(vw);
+  const block_q8_1* a = static_cast<const block_q8_1*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / QK4_1; ++i) {
+    int q[32];
+    unpack_nibbles(w[i].qs, q);
+    sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)dot32(q, a[i].qs) +
+           fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
+  }
+  return sum;
+}
+
+// Q5_0 weight (values d * (q - 16)) with Q8_0 activations.
+float vec_dot_q5_0_q8_0(int64_t n, const void* vw, const void* va) {
+  const block_q5_0* w = static_cast<const block_q5_0*>(vw);
+  const block_q8_0* a = static_cast<const block_q8_0*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / QK5_0; ++i) {
+    int q[32];
+    unpack_nibbles(w[i].qs, q);
+    add_fifth_bits(w[i].qh, q);
+    for (int j = 0; j < 32; ++j) q[j] -= 16;
+    sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)dot32(q, a[i].qs);
+  }
+  return sum;
+}
+
+// Q5_1 weight (values d * q + m) with Q8_1 activations.
+float vec_dot_q5_1_q8_1(int64_t n, const void* vw, const void* va) {
+  const block_q5_1* w = static_cast<const block_q5_1*>(vw);
+  const block_q8_1* a = static_cast<const block_q8_1*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / QK5_1; ++i) {
+    int q[32];
+    unpack_nibbles(w[i].qs, q);
+    add_fifth_bits(w[i].qh, q);
+    sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)dot32(q, a[i].qs) +
+           fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
+  }
+  return sum;
+}
+
+// Q8_0 weight with Q8_0 activations.
+float vec_dot_q8_0_q8_0(int64_t n, const void* vw, const void* va) {
+  const block_q8_0* w = static_cast<const block_q8_0*>(vw);
+  const block_q8_0* a = static_cast<const block_q8_0*>(va);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    int32_t s = 0;
+    for (int j = 0; j < 32; ++j) s += w[i].qs[j] * a[i].qs[j];
+    sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)s;
+  }
+  return sum;
+}
+
+}  // namespace
+
+void register_quants_32(Kernels& k) {
+  k.dequantize[GGML_F32] = dequantize_row_f32;
+  k.dequantize[GGML_F16] = dequantize_row_f16;
+  k.dequantize[GGML_BF16] = dequantize_row_bf16;
+  k.dequantize[GGML_Q4_0] = dequantize_row_q4_0;
+  k.dequantize[GGML_Q4_1] = dequantize_row_q4_1;
+  k.dequantize[GGML_Q5_0] = dequantize_row_q5_0;
+  k.dequantize[GGML_Q5_1] = dequantize_row_q5_1;
+  k.dequantize[GGML_Q8_0] = dequantize_row_q8_0;
+
+  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
+  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
+  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
+  k.weight[GGML_Q4_0] = {vec_dot_q4_0_q8_0, GGML_Q8_0};
+  k.weight[GGML_Q4_1] = {vec_dot_q4_1_q8_1, GGML_Q8_1};
+  k.weight[GGML_Q5_0] = {vec_dot_q5_0_q8_0, GGML_Q8_0};
+  k.weight[GGML_Q5_1] = {vec_dot_q5_1_q8_1, GGML_Q8_1};
+  k.weight[GGML_Q8_0] = {vec_dot_q8_0_q8_0, GGML_Q8_0};
+}
+
+}  // namespace scalar
+}  // namespace qc
