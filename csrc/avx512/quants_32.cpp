@@ -1,0 +1,125 @@
+// AVX-512 VNNI dot products of Q4_0, Q4_1 and Q8_0 weights against their 8-bit activations.
+//
+// Four blocks per iteration: two 512-bit vectors of two blocks each; vpdpbusd makes each block's
+// 32 byte products into 8 int32 lanes in one instruction. The four block scale products are
+// converted together (one vcvtph2ps per side) and spread over the lanes by a permute; the
+// float sums are accumulated with FMA and summed horizontally once. A remainder of 1..3 blocks
+// (rows whose length is not a multiple of 128) goes through the same code at 256 bits.
+#include "simd512.h"
+
+namespace qc {
+namespace avx512 {
+namespace {
+
+// Q4_0/Q4_1 nibbles of two blocks (16 bytes each at q0, q1) as unsigned bytes in element order:
+// [block 0 values 0..15, 16..31, block 1 values 0..15, 16..31].
+static inline __m512i nibbles_2x32(const uint8_t* q0, const uint8_t* q1) {
+  const __m512i both = _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q0)))),
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q1))), 1);
+  // the second copy of each block's bytes gives its high nibbles
+  const __m512i shifted = _mm512_srlv_epi64(both, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+  return _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f));
+}
+
+// One block's nibbles (16 bytes) as 32 unsigned bytes in element order.
+static inline __m256i nibbles_32(const uint8_t* q) { return avx2::unpack_nibbles_32(q); }
+
+// Per weight type: pair() gives the int32 lanes of two blocks' integer dot products (8 lanes per
+// block), one() those of one block; for types with a min, min_pair4 the four blocks' m * s.
+struct Q4_0Dot {
+  typedef block_q4_0 W;
+  typedef block_q8_0 A;
+  static constexpr bool kMin = false;
+  // sum (q - 8) a = sum q a - sum 8 a
+  QC_VNNI static __m512i pair(const W* x, const A* y) {
+    const __m512i a = load_2x32(y[0].qs, y[1].qs);
+    const __m512i z = _mm512_setzero_si512();
+    return _mm512_sub_epi32(_mm512_dpbusd_epi32(z, nibbles_2x32(x[0].qs, x[1].qs), a),
+                            _mm512_dpbusd_epi32(z, _mm512_set1_epi8(8), a));
+  }
+  QC_VNNI static __m256i one(const W* x, const A* y) {
+    const __m256i a = load256(y->qs);
+    const __m256i z = _mm256_setzero_si256();
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(z, nibbles_32(x->qs), a), _mm256_dpbusd_epi32(z, _mm256_set1_epi8(8), a));
+  }
+};
+
+struct Q4_1Dot {
+  typedef block_q4_1 W;
+  typedef block_q8_1 A;
+  static constexpr bool kMin = true;
+  QC_VNNI static __m512i pair(const W* x, const A* y) {
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), nibbles_2x32(x[0].qs, x[1].qs), load_2x32(y[0].qs, y[1].qs));
+  }
+  QC_VNNI static __m256i one(const W* x, const A* y) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_32(x->qs), load256(y->qs));
+  }
+};
+
+struct Q8_0Dot {
+  typedef block_q8_0 W;
+  typedef block_q8_0 A;
+  static constexpr bool kMin = false;
+  // vpdpbusd wants one unsigned side: sum w a = sum (w + 128) a - sum 128 a, with w + 128 = w ^ 0x80
+  QC_VNNI static __m512i pair(const W* x, const A* y) {
+    const __m512i a = load_2x32(y[0].qs, y[1].qs);
+    const __m512i bias = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    const __m512i w = _mm512_xor_si512(load_2x32(x[0].qs, x[1].qs), bias);
+    return _mm512_sub_epi32(_mm512_dpbusd_epi32(z, w, a), _mm512_dpbusd_epi32(z, bias, a));
+  }
+  QC_VNNI static __m256i one(const W* x, const A* y) {
+    const __m256i a = load256(y->qs);
+    const __m256i bias = _mm256_set1_epi8((char)0x80), z = _mm256_setzero_si256();
+    const __m256i w = _mm256_xor_si256(load256(x->qs), bias);
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(z, w, a), _mm256_dpbusd_epi32(z, bias, a));
+  }
+};
+
+// The min term m * s of the blocks with a min (Q4_1 weights with Q8_1 activations).
+template <typename D>
+static inline __m128 min_terms4(const typename D::W* x, const typename D::A* y) {
+  return _mm_mul_ps(load4_h(&x->m, sizeof(typename D::W)), load4_h(&y->s, sizeof(typename D::A)));
+}
+
+// w (n / 32 blocks of D::W) . a (n / 32 blocks of D::A)
+template <typename D>
+QC_VNNI float vec_dot_32(int64_t n, const void* vw, const void* va) {
+  const typename D::W* x = static_cast<const typename D::W*>(vw);
+  const typename D::A* y = static_cast<const typename D::A*>(va);
+  const int64_t nb = n / 32;
+  const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m128 acc_min = _mm_setzero_ps();
+  int64_t i = 0;
+  for (; i + 4 <= nb; i += 4) {
+    const __m512 d = _mm512_castps128_ps512(
+        _mm_mul_ps(load4_h(&x[i].d, sizeof(typename D::W)), load4_h(&y[i].d, sizeof(typename D::A))));
+    const __m512i p01 = D::pair(x + i, y + i), p23 = D::pair(x + i + 2, y + i + 2);
+    acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes01, d), _mm512_cvtepi32_ps(p01), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes23, d), _mm512_cvtepi32_ps(p23), acc1);
+    if constexpr (D::kMin) acc_min = _mm_add_ps(acc_min, min_terms4<D>(x + i, y + i));
+  }
+  __m256 acc_tail = _mm256_setzero_ps();
+  float min_tail = 0.0f;
+  for (; i < nb; ++i) {
+    const float d = h2f(x[i].d) * h2f(y[i].d);
+    acc_tail = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(D::one(x + i, y + i)), acc_tail);
+    if constexpr (D::kMin) min_tail += h2f(x[i].m) * h2f(y[i].s);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + hsum_ps(acc_tail);
+  if constexpr (D::kMin) s += hsum128_ps(acc_min) + min_tail;
+  return s;
+}
+
+}  // namespace
+
+void register_quants_32_vnni(Kernels& k) {
+  k.weight[GGML_Q4_0] = {vec_dot_32<Q4_0Dot>, GGML_Q8_0};
+  k.weight[GGML_Q4_1] = {vec_dot_32<Q4_1Dot>, GGML_Q8_1};
+  k.weight[GGML_Q8_0] = {vec_dot_32<Q8_0Dot>, GGML_Q8_0};
+}
+
+}  // namespace avx512
+}  // namespace qc

@@ -1,0 +1,157 @@
+// AVX-512 VNNI dot products of Q4_K, Q5_K and Q6_K weights against Q8_K activations.
+//
+// 64 values per 512-bit step, laid out to match 64 consecutive activations, so the activation
+// side is one plain load. vpmaddubsw makes the byte products into int16 pair sums (no
+// saturation: weights <= 63, |activations| <= 127), and vpdpwssd weights each pair sum by its
+// sub-block scale and accumulates it into int32 lanes in one instruction. Per super-block the
+// int32 sum is converted once and accumulated with FMA. The value offsets (Q4_K/Q5_K mins, the
+// -32 of Q6_K) go through the activation's per-16 sums (bsums), at 256 bits as in the AVX2 code.
+#include "simd512.h"
+
+namespace qc {
+namespace avx512 {
+namespace {
+
+// Shuffle masks for a vector holding 8 int16 scales in each 128-bit lane: mask k fills lanes 0
+// and 1 (256 bits, 16 words) with scale 2k and lanes 2 and 3 with scale 2k + 1 -- the scales of
+// the two 32-value sub-blocks of a 64-value step.
+static inline __m512i pair_mask_32(int k) {
+  alignas(64) int8_t b[64];
+  for (int i = 0; i < 64; ++i) b[i] = (int8_t)(4 * k + (i >= 32 ? 2 : 0) + (i & 1));
+  return _mm512_load_si512(b);
+}
+
+// The same for 16-value sub-blocks (Q6_K): mask g fills 128-bit lane i with scale 4g + i.
+static inline __m512i quad_mask_16(int g) {
+  alignas(64) int8_t b[64];
+  for (int i = 0; i < 64; ++i) b[i] = (int8_t)(2 * (4 * g + i / 16) + (i & 1));
+  return _mm512_load_si512(b);
+}
+
+// 8 unsigned 8-bit scales (bytes 0..7 of s8) as int16 words, repeated in each 128-bit lane.
+static inline __m512i scales_u8_to_words(__m128i s8) { return _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(s8)); }
+
+// The Q4_K/Q5_K min term of one super-block: sum over the 8 sub-blocks of min_j * (sum of its 32
+// activations), as 8 int32 lanes (mins in bytes 8..15 of sm, paired with the 16 bsums).
+static inline __m256i k4_min_term(__m128i sm, const block_q8_K& y) {
+  const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+  return _mm256_madd_epi16(load256(y.bsums), _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup)));
+}
+
+// w (n / 256 blocks of block_q4_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q4_K(int64_t n, const void* vw, const void* va) {
+  const block_q4_K* x = static_cast<const block_q4_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+  const __m512i m0 = pair_mask_32(0), m1 = pair_mask_32(1), m2 = pair_mask_32(2), m3 = pair_mask_32(3);
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  // 32 bytes in both halves, the high half shifted by 4: [low nibbles, high nibbles] =
+  // [sub-block 2k, sub-block 2k + 1] for qs bytes 32k .. 32k + 31
+  const __m512i nib_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = h2f(x[i].d) * y[i].d, dmin = h2f(x[i].dmin) * y[i].d;
+    const __m128i sm = avx2::k4_scales_mins(x[i].scales);
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_term(sm, y[i])), acc_min);
+    const __m512i sc = scales_u8_to_words(sm);
+    const int8_t* a = y[i].qs;
+    const uint8_t* q = x[i].qs;
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+#define QC_Q4K_STEP(k, s, mk)                                                                                  \
+  {                                                                                                            \
+    const __m512i u = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(load256(q + 32 * k)), nib_shift), low4); \
+    s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u, load512(a + 64 * k)), _mm512_shuffle_epi8(sc, mk));    \
+  }
+    QC_Q4K_STEP(0, s0, m0)
+    QC_Q4K_STEP(1, s1, m1)
+    QC_Q4K_STEP(2, s0, m2)
+    QC_Q4K_STEP(3, s1, m3)
+#undef QC_Q4K_STEP
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
+}
+
+// w (n / 256 blocks of block_q5_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
+  const block_q5_K* x = static_cast<const block_q5_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+  const __m512i m0 = pair_mask_32(0), m1 = pair_mask_32(1), m2 = pair_mask_32(2), m3 = pair_mask_32(3);
+  const __m512i low4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
+  const __m512i nib_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = h2f(x[i].d) * y[i].d, dmin = h2f(x[i].dmin) * y[i].d;
+    const __m128i sm = avx2::k4_scales_mins(x[i].scales);
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_term(sm, y[i])), acc_min);
+    const __m512i sc = scales_u8_to_words(sm);
+    // qh byte l in both halves; step k tests bit 2k (low half: low nibbles) and 2k + 1 (high half)
+    const __m512i qh = _mm512_broadcast_i64x4(load256(x[i].qh));
+    const int8_t* a = y[i].qs;
+    const uint8_t* q = x[i].qs;
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+#define QC_Q5K_STEP(k, s, mk)                                                                                  \
+  {                                                                                                            \
+    __m512i u = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(load256(q + 32 * k)), nib_shift), low4); \
+    const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * k))),                           \
+                                            _mm256_set1_epi8((char)(1 << (2 * k + 1))), 1);                    \
+    u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh, bits), u, fifth);                                  \
+    s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u, load512(a + 64 * k)), _mm512_shuffle_epi8(sc, mk));    \
+  }
+    QC_Q5K_STEP(0, s0, m0)
+    QC_Q5K_STEP(1, s1, m1)
+    QC_Q5K_STEP(2, s0, m2)
+    QC_Q5K_STEP(3, s1, m3)
+#undef QC_Q5K_STEP
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
+}
+
+// w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
+  const block_q6_K* x = static_cast<const block_q6_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+  const __m512i g0 = quad_mask_16(0), g1 = quad_mask_16(1);
+  const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
+  // qh byte l (in both halves) holds the 2 high bits of values l, l+32, l+64, l+96 of a
+  // 128-value half at bits 0-1, 2-3, 4-5, 6-7: shift each pair to bits 4-5
+  const __m512i shl_01 = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2);
+  const __m512i shr_23 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_off = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = h2f(x[i].d) * y[i].d;
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    // values are u - 32 with u in 0..63: 32 * sum_j scale_j * bsum_j comes off at the end
+    const __m256i offs = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepi8_epi16(sc8));
+    acc_off = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_slli_epi32(offs, 5)), acc_off);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      // ql bytes 0..63 of this half: low nibbles are values 0..63, high nibbles values 64..127
+      const __m512i ql = load512(x[i].ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(load256(x[i].qh + 32 * h));
+      const __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_and_si512(_mm512_sllv_epi64(qh, shl_01), bits45));
+      const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                          _mm512_and_si512(_mm512_srlv_epi64(qh, shr_23), bits45));
+      const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
+      const int8_t* a = y[i].qs + 128 * h;
+      s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(u01, load512(a)), _mm512_shuffle_epi8(sc, g0));
+      s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(u23, load512(a + 64)), _mm512_shuffle_epi8(sc, g1));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_off);
+}
+
+}  // namespace
+
+void register_quants_k_vnni(Kernels& k) {
+  k.weight[GGML_Q4_K] = {vec_dot_q4_K, GGML_Q8_K};
+  k.weight[GGML_Q5_K] = {vec_dot_q5_K, GGML_Q8_K};
+  k.weight[GGML_Q6_K] = {vec_dot_q6_K, GGML_Q8_K};
+}
+
+}  // namespace avx512
+}  // namespace qc

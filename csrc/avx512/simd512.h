@@ -1,0 +1,52 @@
+// AVX-512 (F, BW, VL, DQ) helpers for the AVX-512 quantized kernels. Only included by
+// translation units compiled with the AVX-512 flags; everything is `static inline`. The kernels
+// also use AVX512-VNNI (vpdpbusd, vpdpwssd), which dispatch.cpp does not require: functions
+// that use it carry QC_VNNI and are only registered after the runtime check in quants.cpp.
+#pragma once
+// GCC 12 reports the self-initialised placeholders of _mm512_undefined_* (used inside many
+// AVX-512 intrinsics) as uninitialised once they are inlined into functions with a target
+// attribute (QC_VNNI below); the values are don't-care by design.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include "../avx2/simd.h"  // the AVX2 helpers (hsum_ps, scale decoders), compiled here with these flags
+
+#define QC_VNNI __attribute__((target("avx512vnni")))
+
+namespace qc {
+namespace avx512 {
+
+using avx2::h2f;
+using avx2::hsum_ps;
+
+// Registration of each group of VNNI kernels (one per translation unit).
+void register_quants_32_vnni(Kernels& k);  // Q4_0, Q4_1, Q8_0
+void register_quants_k_vnni(Kernels& k);   // Q4_K, Q5_K, Q6_K
+
+// The binary16 scales of 4 consecutive blocks: the half at p, p + stride, p + 2 stride,
+// p + 3 stride bytes, as 4 floats.
+static inline __m128 load4_h(const half_t* p, size_t stride) {
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(p);
+  half_t h[4];
+  for (int j = 0; j < 4; ++j) std::memcpy(&h[j], b + j * stride, 2);
+  return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+}
+
+static inline float hsum128_ps(__m128 v) {
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+}
+
+static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+static inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+
+// 32 bytes at p0 in the low half, 32 bytes at p1 in the high half.
+static inline __m512i load_2x32(const void* p0, const void* p1) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(load256(p0)), load256(p1), 1);
+}
+
+}  // namespace avx512
+}  // namespace qc
