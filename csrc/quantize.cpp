@@ -148,10 +148,15 @@ static inline bf16_t fp32_to_bf16(float f) {
 // K-quants: shared pieces
 
 // Round to nearest (ties to even, as llama.cpp's nearest_int) and clamp to [lo, hi]; NaN -> lo.
+// Adding and removing 1.5 * 2^23 rounds in the FPU's default mode without a libm call (the
+// baseline x86-64 target has no SSE4.1 round instruction); exact for |v| < 2^22, which the
+// clamp guarantees.
 static inline int round_clamp(float v, int lo, int hi) {
   if (!(v > (float)lo)) return lo;
   if (v >= (float)hi) return hi;
-  return (int)std::nearbyint(v);
+  const float big = 12582912.0f;
+  const float r = (v + big) - big;
+  return (int)r;
 }
 
 static inline float sq(float v) { return v * v; }
