@@ -37,7 +37,6 @@ from .gguf_types import (
     MIN_STRING_BYTES,
     MIN_TENSOR_INFO_BYTES,
     SCALAR_DTYPES,
-    GGMLType,
     ValueType,
     align_up,
     is_power_of_two,
@@ -279,58 +278,57 @@ class GGUFFile:
             self.metadata_types[key] = vt
 
     def _read_tensor_infos(self, cur: _Cursor) -> None:
-        relative: list[tuple[str, int, int]] = []  # (name, relative data offset, its field offset)
-        infos: list[tuple[str, GGMLType, tuple[int, ...], int, int | None]] = []
-        seen: set[str] = set()
-        for i in range(self._n_tensors):
-            name_off = cur.pos
-            name = cur.string(f"tensor[{i}] name")
-            if not name:
-                raise cur.error(f"tensor[{i}] name", name_off, "empty tensor name")
-            if name in seen:
-                raise cur.error(f"tensor[{i}] name", name_off, f"duplicate tensor name {name!r}")
-            seen.add(name)
-            field = f"tensor[{i}] {name!r}"
-            n_dims_off = cur.pos
-            n_dims = cur.u32(field + " n_dims")
-            if not 1 <= n_dims <= MAX_DIMS:
-                raise cur.error(field + " n_dims", n_dims_off,
-                                f"n_dims {n_dims} is not in 1..{MAX_DIMS}")
-            dims_off = cur.pos
-            cur.need(8 * n_dims, field + " dims")
-            dims = struct.unpack_from(f"<{n_dims}Q", self._map, dims_off)
-            cur.pos += 8 * n_dims
-            n_elements = 1
-            for d, dim in enumerate(dims):
-                if dim == 0:
-                    raise cur.error(f"{field} dims[{d}]", dims_off + 8 * d, "dimension is zero")
-                n_elements *= dim
-                if n_elements > INT64_MAX:
-                    raise cur.error(f"{field} dims[{d}]", dims_off + 8 * d,
-                                    f"dims {list(dims)} overflow int64 (element count > 2^63-1)")
-            type_off = cur.pos
-            type_id = cur.u32(field + " type")
-            gtype = GGML_TYPES.get(type_id)
-            if gtype is None:
-                raise cur.error(field + " type", type_off, f"unknown tensor type {type_id}")
-            n_bytes = None
-            if gtype.block_elems is not None:
-                if dims[0] % gtype.block_elems:
-                    raise cur.error(f"{field} dims[0]", dims_off, f"row length {dims[0]} is not a "
-                                    f"multiple of the {gtype.name} block size {gtype.block_elems}")
-                n_bytes = n_elements // gtype.block_elems * gtype.block_bytes
-            offset_off = cur.pos
-            rel = cur.u64(field + " data offset")
-            if rel % self.alignment:
-                raise cur.error(field + " data offset", offset_off, f"data offset {rel} is not "
-                                f"aligned to {self.alignment} bytes")
-            relative.append((name, rel, offset_off))
-            infos.append((name, gtype, tuple(reversed(dims)), n_elements, n_bytes))
+        self._offset_fields: dict[str, int] = {}  # name -> offset of its data-offset field
+        pending = [self._read_tensor_info(cur, i) for i in range(self._n_tensors)]
+        # The data section starts after the infos, padded to the alignment.
         self.data_offset = align_up(cur.pos, self.alignment)
-        for (name, gtype, shape, n_el, n_bytes), (_, rel, _) in zip(infos, relative):
-            self.tensors[name] = TensorInfo(name, gtype.id, gtype.name, shape, n_el, n_bytes,
+        for name, gtype, shape, n_elements, n_bytes, rel in pending:
+            self.tensors[name] = TensorInfo(name, gtype.id, gtype.name, shape, n_elements, n_bytes,
                                             self.data_offset + rel)
-        self._offset_fields = {name: off for name, _, off in relative}
+
+    def _read_tensor_info(self, cur: _Cursor, i: int) -> tuple:
+        """(name, GGMLType, numpy shape, n_elements, n_bytes, data offset relative to the section)"""
+        name_off = cur.pos
+        name = cur.string(f"tensor[{i}] name")
+        if not name:
+            raise cur.error(f"tensor[{i}] name", name_off, "empty tensor name")
+        if name in self._offset_fields:
+            raise cur.error(f"tensor[{i}] name", name_off, f"duplicate tensor name {name!r}")
+        field = f"tensor[{i}] {name!r}"
+        n_dims_off = cur.pos
+        n_dims = cur.u32(field + " n_dims")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise cur.error(field + " n_dims", n_dims_off, f"n_dims {n_dims} is not in 1..{MAX_DIMS}")
+        dims_off = cur.pos
+        cur.need(8 * n_dims, field + " dims")
+        dims = struct.unpack_from(f"<{n_dims}Q", self._map, dims_off)  # fastest-varying first
+        cur.pos += 8 * n_dims
+        n_elements = 1
+        for d, dim in enumerate(dims):
+            if dim == 0:
+                raise cur.error(f"{field} dims[{d}]", dims_off + 8 * d, "dimension is zero")
+            n_elements *= dim
+            if n_elements > INT64_MAX:
+                raise cur.error(f"{field} dims[{d}]", dims_off + 8 * d,
+                                f"dims {list(dims)} overflow int64 (element count > 2^63-1)")
+        type_off = cur.pos
+        type_id = cur.u32(field + " type")
+        gtype = GGML_TYPES.get(type_id)
+        if gtype is None:
+            raise cur.error(field + " type", type_off, f"unknown tensor type {type_id}")
+        n_bytes = None
+        if gtype.block_elems is not None:
+            if dims[0] % gtype.block_elems:
+                raise cur.error(f"{field} dims[0]", dims_off, f"row length {dims[0]} is not a "
+                                f"multiple of the {gtype.name} block size {gtype.block_elems}")
+            n_bytes = n_elements // gtype.block_elems * gtype.block_bytes
+        offset_off = cur.pos
+        rel = cur.u64(field + " data offset")
+        if rel % self.alignment:
+            raise cur.error(field + " data offset", offset_off,
+                            f"data offset {rel} is not aligned to {self.alignment} bytes")
+        self._offset_fields[name] = offset_off
+        return name, gtype, tuple(reversed(dims)), n_elements, n_bytes, rel
 
     def _check_tensor_ranges(self, cur: _Cursor, require_data: bool) -> None:
         """Tensor data must not overlap and, unless metadata-only, must lie within the file."""

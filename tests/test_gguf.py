@@ -296,7 +296,7 @@ def test_opening_a_200mb_file_does_not_read_it(tmp_path):
     assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(
     edits=st.lists(
