@@ -1,7 +1,145 @@
+// Python binding of the C++ model: Python passes the config and zero-copy views of the GGUF
+// tensors; the binding keeps those arrays alive as long as the model.
+#include <chrono>
+#include <memory>
+#include <string>
+
 #include "common.h"
+#include "../model.h"
 
 namespace qc {
+namespace {
 
-void bind_model(py::module_& m) { (void)m; }  // PLACEHOLDER: filled in by its owner
+struct PyModel {
+  py::list keep_alive;  // the numpy views the weights point into
+  std::unique_ptr<Model> model;
+};
+
+// tensors: name -> (array, ggml type, rows, cols); the array must cover rows * row_bytes(type, cols) bytes.
+Tensor tensor_from(const py::dict& tensors, const std::string& name, py::list& keep, bool optional) {
+  if (!tensors.contains(name.c_str())) {
+    if (optional) return Tensor{};
+    throw std::invalid_argument("missing tensor " + name);
+  }
+  const py::tuple t = tensors[name.c_str()].cast<py::tuple>();
+  require(t.size() == 4, name + ": expected (array, type, rows, cols)");
+  const py::array arr = t[0].cast<py::array>();
+  Tensor out;
+  out.type = t[1].cast<int32_t>();
+  out.rows = t[2].cast<int64_t>();
+  out.cols = t[3].cast<int64_t>();
+  require(out.rows > 0 && out.cols > 0, name + ": empty tensor");
+  require(type_info(out.type).block_elems != 0, name + ": unknown tensor type " + std::to_string(out.type));
+  require(out.cols % type_info(out.type).block_elems == 0,
+          name + ": row length " + std::to_string(out.cols) + " is not a multiple of the block size");
+  require(arr.flags() & py::array::c_style, name + ": array must be C-contiguous");
+  const size_t need = row_bytes(out.type, out.cols) * (size_t)out.rows;
+  require((size_t)arr.nbytes() >= need, name + ": array holds " + std::to_string(arr.nbytes()) + " bytes, the tensor needs " +
+                                            std::to_string(need));
+  out.data = arr.data();
+  keep.append(arr);
+  return out;
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+  py::class_<PyModel>(m, "Model")
+      .def(py::init([](const py::dict& cfg, const py::dict& tensors, int n_threads) {
+             auto pm = std::make_unique<PyModel>();
+             ModelConfig c;
+             c.n_layer = cfg["n_layer"].cast<int>();
+             c.n_embd = cfg["n_embd"].cast<int>();
+             c.n_ff = cfg["n_ff"].cast<int>();
+             c.n_head = cfg["n_head"].cast<int>();
+             c.n_kv_head = cfg["n_kv_head"].cast<int>();
+             c.head_dim = cfg["head_dim"].cast<int>();
+             c.n_vocab = cfg["n_vocab"].cast<int>();
+             c.rms_eps = cfg["rms_eps"].cast<float>();
+             c.n_ctx = cfg["n_ctx"].cast<int64_t>();
+             c.n_batch = cfg["n_batch"].cast<int>();
+             c.kv_f16 = cfg["kv_f16"].cast<bool>();
+             c.rope.head_dim = c.head_dim;
+             c.rope.freq_base = cfg["rope_freq_base"].cast<float>();
+             c.rope.neox = cfg["rope_neox"].cast<bool>();
+             c.rope.freq_scale = cfg["rope_freq_scale"].cast<float>();
+             c.rope.ext_factor = cfg["rope_ext_factor"].cast<float>();
+             c.rope.attn_factor = cfg["rope_attn_factor"].cast<float>();
+             c.rope.beta_fast = cfg["rope_beta_fast"].cast<float>();
+             c.rope.beta_slow = cfg["rope_beta_slow"].cast<float>();
+             c.rope.n_ctx_orig = cfg["rope_n_ctx_orig"].cast<int>();
+             ModelWeights w;
+             py::list& keep = pm->keep_alive;
+             w.tok_embd = tensor_from(tensors, "token_embd.weight", keep, false);
+             w.output_norm = tensor_from(tensors, "output_norm.weight", keep, false);
+             w.output = tensors.contains("output.weight") ? tensor_from(tensors, "output.weight", keep, false) : w.tok_embd;
+             for (int l = 0; l < c.n_layer; ++l) {
+               const std::string p = "blk." + std::to_string(l) + ".";
+               LayerWeights L;
+               L.attn_norm = tensor_from(tensors, p + "attn_norm.weight", keep, false);
+               L.wq = tensor_from(tensors, p + "attn_q.weight", keep, false);
+               L.wk = tensor_from(tensors, p + "attn_k.weight", keep, false);
+               L.wv = tensor_from(tensors, p + "attn_v.weight", keep, false);
+               L.bq = tensor_from(tensors, p + "attn_q.bias", keep, true);
+               L.bk = tensor_from(tensors, p + "attn_k.bias", keep, true);
+               L.bv = tensor_from(tensors, p + "attn_v.bias", keep, true);
+               L.wo = tensor_from(tensors, p + "attn_output.weight", keep, false);
+               L.ffn_norm = tensor_from(tensors, p + "ffn_norm.weight", keep, false);
+               L.w_gate = tensor_from(tensors, p + "ffn_gate.weight", keep, false);
+               L.w_up = tensor_from(tensors, p + "ffn_up.weight", keep, false);
+               L.w_down = tensor_from(tensors, p + "ffn_down.weight", keep, false);
+               w.layers.push_back(L);
+             }
+             pm->model = std::make_unique<Model>(c, std::move(w), n_threads);
+             return pm;
+           }),
+           py::arg("config"), py::arg("tensors"), py::arg("n_threads") = 0)
+      .def("forward",
+           [](PyModel& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, int64_t pos,
+              bool all_logits, bool want_logits, bool want_hidden) {
+             // Returns (logits (n|1, n_vocab) or None, hidden (n, n_embd) or None). Raises
+             // KeyboardInterrupt if a signal handler raised while the step ran.
+             require(tokens.ndim() == 1 && tokens.shape(0) > 0, "forward: tokens must be a non-empty 1-D array");
+             const ModelConfig& c = self.model->config();
+             const int64_t n = tokens.shape(0);
+             py::object logits = py::none(), hidden = py::none();
+             float* lp = nullptr;
+             float* hp = nullptr;
+             if (want_logits) {
+               py::array_t<float> a({all_logits ? n : (int64_t)1, (int64_t)c.n_vocab});
+               lp = a.mutable_data();
+               logits = a;
+             }
+             if (want_hidden) {
+               py::array_t<float> a({n, (int64_t)c.n_embd});
+               hp = a.mutable_data();
+               hidden = a;
+             }
+             const int32_t* tp = tokens.data();
+             bool interrupted = false;
+             auto last_check = std::chrono::steady_clock::now();
+             // Polled between layers with the GIL released: every 20 ms take the GIL and let Python
+             // run its signal handlers (Ctrl-C), so a long prefill stops within a bounded time.
+             auto should_stop = [&]() {
+               const auto now = std::chrono::steady_clock::now();
+               if (now - last_check < std::chrono::milliseconds(20)) return false;
+               last_check = now;
+               py::gil_scoped_acquire gil;
+               if (PyErr_CheckSignals() != 0) interrupted = true;
+               return interrupted;
+             };
+             {
+               py::gil_scoped_release nogil;
+               self.model->forward(tp, n, pos, lp, all_logits, hp, should_stop);
+             }
+             if (interrupted) throw py::error_already_set();
+             return py::make_tuple(logits, hidden);
+           },
+           py::arg("tokens"), py::arg("pos"), py::arg("all_logits") = false, py::arg("want_logits") = true,
+           py::arg("want_hidden") = false)
+      .def_property_readonly("kv_cache_bytes", [](const PyModel& s) { return s.model->kv_cache_bytes(); })
+      .def_property_readonly("n_threads", [](const PyModel& s) { return s.model->n_threads(); })
+      .def_property_readonly("n_ctx", [](const PyModel& s) { return s.model->config().n_ctx; });
+}
 
 }  // namespace qc

@@ -1,0 +1,209 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "matmul.h"
+
+namespace qc {
+
+namespace {
+
+void check_matrix(const Kernels& K, const Tensor& t, int64_t rows, int64_t cols, const std::string& name) {
+  if (!t.data) throw std::invalid_argument("missing tensor " + name);
+  if (t.rows != rows || t.cols != cols)
+    throw std::invalid_argument(name + ": shape (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
+                                ") does not match the model's (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
+  if (t.type < 0 || t.type >= GGML_TYPE_COUNT || !K.weight[t.type].vec_dot || !K.dequantize[t.type])
+    throw std::invalid_argument(name + ": tensor type " + std::to_string(t.type) + " is not supported");
+  if (cols % type_info(t.type).block_elems != 0)
+    throw std::invalid_argument(name + ": row length " + std::to_string(cols) + " is not a multiple of the " +
+                                type_info(t.type).name + " block size");
+}
+
+void check_vector(const Tensor& t, int64_t n, const std::string& name, bool optional) {
+  if (!t.data) {
+    if (optional) return;
+    throw std::invalid_argument("missing tensor " + name);
+  }
+  if (t.type != GGML_F32 || t.rows * t.cols != n)
+    throw std::invalid_argument(name + ": expected a float32 vector of " + std::to_string(n) + " elements");
+}
+
+}  // namespace
+
+Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
+    : cfg_(cfg), w_(std::move(w)), pool_(n_threads > 0 ? n_threads : default_thread_count()), K_(&kernels()) {
+  const ModelConfig& c = cfg_;
+  if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_ff <= 0 || c.n_head <= 0 || c.n_kv_head <= 0 || c.head_dim <= 0 ||
+      c.n_vocab <= 0 || c.n_ctx <= 0 || c.n_batch <= 0)
+    throw std::invalid_argument("model config: every size must be positive");
+  if (c.n_head % c.n_kv_head != 0)
+    throw std::invalid_argument("model config: head_count " + std::to_string(c.n_head) +
+                                " is not a multiple of head_count_kv " + std::to_string(c.n_kv_head));
+  if (c.head_dim % 2 != 0) throw std::invalid_argument("model config: head_dim must be even for RoPE");
+  if ((int64_t)w_.layers.size() != c.n_layer)
+    throw std::invalid_argument("model has " + std::to_string(w_.layers.size()) + " blocks, config says " +
+                                std::to_string(c.n_layer));
+  const int64_t q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim;
+  const Kernels& K = *K_;
+  check_matrix(K, w_.tok_embd, c.n_vocab, c.n_embd, "token_embd.weight");
+  check_matrix(K, w_.output, c.n_vocab, c.n_embd, "output.weight");
+  check_vector(w_.output_norm, c.n_embd, "output_norm.weight", false);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = w_.layers[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    check_vector(L.attn_norm, c.n_embd, p + "attn_norm.weight", false);
+    check_matrix(K, L.wq, q_dim, c.n_embd, p + "attn_q.weight");
+    check_matrix(K, L.wk, kv_dim, c.n_embd, p + "attn_k.weight");
+    check_matrix(K, L.wv, kv_dim, c.n_embd, p + "attn_v.weight");
+    check_vector(L.bq, q_dim, p + "attn_q.bias", true);
+    check_vector(L.bk, kv_dim, p + "attn_k.bias", true);
+    check_vector(L.bv, kv_dim, p + "attn_v.bias", true);
+    check_matrix(K, L.wo, c.n_embd, q_dim, p + "attn_output.weight");
+    check_vector(L.ffn_norm, c.n_embd, p + "ffn_norm.weight", false);
+    check_matrix(K, L.w_gate, c.n_ff, c.n_embd, p + "ffn_gate.weight");
+    check_matrix(K, L.w_up, c.n_ff, c.n_embd, p + "ffn_up.weight");
+    check_matrix(K, L.w_down, c.n_embd, c.n_ff, p + "ffn_down.weight");
+  }
+
+  const size_t elem = c.kv_f16 ? sizeof(half_t) : sizeof(float);
+  layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * (size_t)c.head_dim * elem;
+  k_cache_.assign(layer_cache_bytes_ * c.n_layer, 0);
+  v_cache_.assign(layer_cache_bytes_ * c.n_layer, 0);
+
+  const int64_t B = c.n_batch;
+  x_.resize(B * c.n_embd);
+  xn_.resize(B * c.n_embd);
+  q_.resize(B * q_dim);
+  k_.resize(B * kv_dim);
+  v_.resize(B * kv_dim);
+  att_.resize(B * q_dim);
+  proj_.resize(B * c.n_embd);
+  gate_.resize(B * c.n_ff);
+  up_.resize(B * c.n_ff);
+  cos_.resize(B * c.head_dim / 2);
+  sin_.resize(B * c.head_dim / 2);
+  att_scratch_.resize(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.n_ctx));
+
+  size_t act = 0;
+  for (const LayerWeights& L : w_.layers) {
+    const MatmulOutput qkv[3] = {{L.wq.data, L.wq.type, q_dim, nullptr}, {L.wk.data, L.wk.type, kv_dim, nullptr},
+                                 {L.wv.data, L.wv.type, kv_dim, nullptr}};
+    const MatmulOutput ffn[2] = {{L.w_gate.data, L.w_gate.type, c.n_ff, nullptr}, {L.w_up.data, L.w_up.type, c.n_ff, nullptr}};
+    act = std::max({act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B), matmul_group_scratch_bytes(K, ffn, 2, c.n_embd, B),
+                    matmul_scratch_bytes(K, L.wo.type, q_dim, B), matmul_scratch_bytes(K, L.w_down.type, c.n_ff, B)});
+  }
+  act = std::max(act, matmul_scratch_bytes(K, w_.output.type, c.n_embd, B));
+  act_.resize(act);
+}
+
+void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {
+  if (!b.data) return;
+  const float* bias = static_cast<const float*>(b.data);
+  for (int64_t t = 0; t < n; ++t) K_->add(y + t * width, y + t * width, bias, width);
+}
+
+// Copies this step's keys and values (n tokens) into the cache at positions pos .. pos+n-1.
+void Model::store_kv(int l, int64_t n, int64_t pos) {
+  const ModelConfig& c = cfg_;
+  const int64_t kv_dim = (int64_t)c.n_kv_head * c.head_dim;
+  for (int which = 0; which < 2; ++which) {
+    const float* src = which == 0 ? k_.data() : v_.data();
+    uint8_t* cache = static_cast<uint8_t*>(which == 0 ? k_layer(l) : v_layer(l));
+    for (int64_t t = 0; t < n; ++t) {
+      for (int g = 0; g < c.n_kv_head; ++g) {
+        const float* row = src + t * kv_dim + (int64_t)g * c.head_dim;
+        const size_t index = ((size_t)g * c.n_ctx + (size_t)(pos + t)) * c.head_dim;
+        if (c.kv_f16) K_->fp32_to_fp16_row(row, reinterpret_cast<half_t*>(cache) + index, c.head_dim);
+        else std::memcpy(reinterpret_cast<float*>(cache) + index, row, sizeof(float) * c.head_dim);
+      }
+    }
+  }
+}
+
+bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
+                    const std::function<bool()>& should_stop) {
+  const ModelConfig& c = cfg_;
+  if (n <= 0) throw std::invalid_argument("forward: no tokens");
+  if (pos < 0 || pos + n > c.n_ctx)
+    throw std::invalid_argument("forward: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                                " exceed the context of " + std::to_string(c.n_ctx));
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
+      throw std::invalid_argument("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                  " is outside the vocabulary of " + std::to_string(c.n_vocab));
+  K_ = &kernels();  // the path selected now (tests switch paths between calls)
+  for (int64_t done = 0; done < n; done += c.n_batch) {
+    const int64_t m = std::min<int64_t>(c.n_batch, n - done);
+    const bool last = done + m == n;
+    float* lg = nullptr;
+    if (logits && all_logits) lg = logits + done * c.n_vocab;
+    else if (logits && last) lg = logits;
+    float* hd = hidden ? hidden + done * c.n_embd : nullptr;
+    if (!step(tokens + done, m, pos + done, lg, all_logits, hd, should_stop)) return false;
+  }
+  return true;
+}
+
+// One step of m <= n_batch tokens.
+bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, bool all_logits, float* hidden,
+                 const std::function<bool()>& should_stop) {
+  const ModelConfig& c = cfg_;
+  const Kernels& K = *K_;
+  const int64_t E = c.n_embd, q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim;
+  const size_t embd_row = row_bytes(w_.tok_embd.type, E);
+
+  for (int64_t t = 0; t < m; ++t)
+    K.dequantize[w_.tok_embd.type](static_cast<const uint8_t*>(w_.tok_embd.data) + (size_t)tokens[t] * embd_row,
+                                   x_.data() + t * E, E);
+  rope_tables(c.rope, pos, m, cos_.data(), sin_.data());
+
+  for (int l = 0; l < c.n_layer; ++l) {
+    if (should_stop && should_stop()) return false;
+    const LayerWeights& L = w_.layers[l];
+    // attention sub-block: x += Wo . attention(rope(Wq xn + bq), rope(Wk xn + bk), Wv xn + bv)
+    for (int64_t t = 0; t < m; ++t)
+      K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.attn_norm.data), E, c.rms_eps);
+    const MatmulOutput qkv[3] = {{L.wq.data, L.wq.type, q_dim, q_.data()},
+                                 {L.wk.data, L.wk.type, kv_dim, k_.data()},
+                                 {L.wv.data, L.wv.type, kv_dim, v_.data()}};
+    matmul_group(pool_, K, qkv, 3, E, xn_.data(), m, act_.data());
+    add_bias(q_.data(), L.bq, m, q_dim);
+    add_bias(k_.data(), L.bk, m, kv_dim);
+    add_bias(v_.data(), L.bv, m, kv_dim);
+    rope_apply(pool_, K, q_.data(), m, c.n_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
+    rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
+    store_kv(l, m, pos);
+    attention(pool_, K, att_.data(), q_.data(), k_layer(l), v_layer(l), c.kv_f16, m, pos, c.n_head, c.n_kv_head,
+              c.head_dim, c.n_ctx, att_scratch_.data());
+    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, proj_.data(), act_.data());
+    K.add(x_.data(), x_.data(), proj_.data(), m * E);
+
+    // feed-forward sub-block: x += W_down . (silu(W_gate xn) * (W_up xn))
+    for (int64_t t = 0; t < m; ++t)
+      K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
+    const MatmulOutput ffn[2] = {{L.w_gate.data, L.w_gate.type, c.n_ff, gate_.data()},
+                                 {L.w_up.data, L.w_up.type, c.n_ff, up_.data()}};
+    matmul_group(pool_, K, ffn, 2, E, xn_.data(), m, act_.data());
+    K.swiglu(gate_.data(), gate_.data(), up_.data(), m * c.n_ff);
+    matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), m, proj_.data(), act_.data());
+    K.add(x_.data(), x_.data(), proj_.data(), m * E);
+  }
+
+  // Final norm and LM head, only for the rows asked for.
+  const int64_t first = (all_logits || hidden) ? 0 : m - 1;
+  for (int64_t t = first; t < m; ++t)
+    K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(w_.output_norm.data), E, c.rms_eps);
+  if (hidden) std::memcpy(hidden, xn_.data(), sizeof(float) * m * E);
+  if (logits) {
+    const int64_t r0 = all_logits ? 0 : m - 1;
+    matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, xn_.data() + r0 * E, m - r0, logits, act_.data());
+  }
+  return true;
+}
+
+}  // namespace qc

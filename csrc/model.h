@@ -1,0 +1,99 @@
+// The Qwen2 / Llama decoder forward pass over weights that stay where they are (the GGUF mmap),
+// in their stored types. Python builds the ModelWeights from the file and owns the mapping; this
+// class owns only the KV cache and the activation buffers, all allocated once here.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "kernels.h"
+#include "ops.h"
+#include "threadpool.h"
+
+namespace qc {
+
+struct ModelConfig {
+  int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_kv_head = 0, head_dim = 0, n_vocab = 0;
+  float rms_eps = 1e-6f;
+  RopeParams rope{};       // rope.neox: qwen2 pairing; false for llama GGUF files
+  int64_t n_ctx = 0;       // KV cache length in positions
+  int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
+  bool kv_f16 = true;      // KV cache as binary16 (else float32)
+};
+
+// A weight matrix (rows, cols) in its stored type: rows of row_bytes(type, cols) bytes; or a
+// 1-D float32 vector (rows = 1) for norms and biases. data == nullptr: absent (e.g. no bias).
+struct Tensor {
+  const void* data = nullptr;
+  int32_t type = GGML_F32;
+  int64_t rows = 0, cols = 0;
+};
+
+struct LayerWeights {
+  Tensor attn_norm;            // (n_embd) f32
+  Tensor wq, wk, wv;           // (n_head*head_dim | n_kv_head*head_dim, n_embd)
+  Tensor bq, bk, bv;           // biases (qwen2) or absent (llama)
+  Tensor wo;                   // (n_embd, n_head*head_dim)
+  Tensor ffn_norm;             // (n_embd) f32
+  Tensor w_gate, w_up;         // (n_ff, n_embd)
+  Tensor w_down;               // (n_embd, n_ff)
+};
+
+struct ModelWeights {
+  Tensor tok_embd;             // (n_vocab, n_embd)
+  std::vector<LayerWeights> layers;
+  Tensor output_norm;          // (n_embd) f32
+  Tensor output;               // (n_vocab, n_embd); tok_embd when the embeddings are tied
+};
+
+class Model {
+ public:
+  // Throws std::invalid_argument naming the first inconsistency between config and weights.
+  Model(const ModelConfig& cfg, ModelWeights w, int n_threads);
+
+  // Runs n tokens at positions pos .. pos+n-1 (0 <= pos, pos + n <= n_ctx), writing their keys and
+  // values into the cache; positions >= pos + n in the cache are left as they were.
+  //   logits: (n, n_vocab) if all_logits, else (1, n_vocab) for the last token; may be nullptr.
+  //   hidden: (n, n_embd) final-norm hidden states, or nullptr.
+  //   should_stop: polled between layers; when it returns true the call returns false at once
+  //   (the cache then holds partial results past pos, which the caller must treat as unused).
+  bool forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
+               const std::function<bool()>& should_stop);
+
+  const ModelConfig& config() const { return cfg_; }
+  size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
+  int n_threads() const { return pool_.size(); }
+
+ private:
+  bool step(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
+            const std::function<bool()>& should_stop);
+  void* k_layer(int l) { return k_cache_.data() + (size_t)l * layer_cache_bytes_; }
+  void* v_layer(int l) { return v_cache_.data() + (size_t)l * layer_cache_bytes_; }
+  void store_kv(int l, int64_t n, int64_t pos);
+  void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
+
+  ModelConfig cfg_;
+  ModelWeights w_;
+  ThreadPool pool_;
+  const Kernels* K_ = nullptr;
+
+  // KV cache: per layer (n_kv_head, n_ctx, head_dim), binary16 or float32.
+  size_t layer_cache_bytes_ = 0;
+  std::vector<uint8_t> k_cache_, v_cache_;
+
+  // Activations for up to n_batch tokens, allocated once.
+  std::vector<float> x_;        // (n_batch, n_embd) residual stream
+  std::vector<float> xn_;       // (n_batch, n_embd) normalised input of a sub-block
+  std::vector<float> q_;        // (n_batch, n_head*head_dim)
+  std::vector<float> k_, v_;    // (n_batch, n_kv_head*head_dim)
+  std::vector<float> att_;      // (n_batch, n_head*head_dim) attention output
+  std::vector<float> proj_;     // (n_batch, n_embd) attention / FFN output projection
+  std::vector<float> gate_, up_;// (n_batch, n_ff)
+  std::vector<float> cos_, sin_;// (n_batch, head_dim/2) rope tables of this step
+  std::vector<float> att_scratch_;  // attention_scratch_floats(...)
+  std::vector<uint8_t> act_;    // quantized activations, the largest any matmul needs
+};
+
+}  // namespace qc

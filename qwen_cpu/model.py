@@ -1,0 +1,235 @@
+"""A loaded model: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++ forward pass,
+the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
+
+Thread safety: a Model may be shared between threads; every call that runs the network holds the
+model's lock, so calls from two threads run one after the other (never interleaved in the cache).
+The GIL is released while C++ computes, so other Python threads keep running.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _kernels
+from .config import ModelConfig, config_from_gguf
+from .errors import QwenCpuError
+from .gguf import GGUFFile
+from .kv_cache import KVCache
+
+DEFAULT_N_CTX = 4096
+
+# GGUF tensor names per block, and whether each may be absent (biases exist in qwen2 only).
+_BLOCK_TENSORS = {
+    "attn_norm.weight": False, "attn_q.weight": False, "attn_k.weight": False, "attn_v.weight": False,
+    "attn_q.bias": True, "attn_k.bias": True, "attn_v.bias": True, "attn_output.weight": False,
+    "ffn_norm.weight": False, "ffn_gate.weight": False, "ffn_up.weight": False, "ffn_down.weight": False,
+}
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class Model:
+    """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
+
+    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool):
+        self._file = gguf
+        self.config = config
+        self.path = Path(gguf.path)
+        self.n_ctx = n_ctx
+        self._lock = threading.RLock()
+        self._cache = KVCache(n_ctx)
+        self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
+        tensors = self._tensor_views(gguf, config)
+        try:
+            self._net = _kernels.Model(config.kernel_config(n_ctx, n_batch, kv_f16), tensors, n_threads or 0)
+        except ValueError as e:
+            raise QwenCpuError(f"{self.path.name}: {e}") from None
+        self._tokenizer = None
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
+             n_batch: int = 512, kv_f16: bool = True) -> "Model":
+        """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
+        pages them in on first use); only the KV cache for n_ctx positions is allocated.
+
+        n_ctx: context length in tokens (default: the model's training context, at most 4096).
+        n_threads: compute threads (default: physical cores). n_batch: prefill step size.
+        """
+        gguf = GGUFFile(path)
+        try:
+            if "token_embd.weight" not in gguf.tensors:
+                raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
+            n_vocab = gguf.tensors["token_embd.weight"].shape[0]
+            config = config_from_gguf(gguf.metadata, n_vocab)
+            if n_ctx is None:
+                n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
+            if not isinstance(n_ctx, int) or n_ctx <= 0:
+                raise QwenCpuError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+            if n_threads is not None and (not isinstance(n_threads, int) or n_threads <= 0):
+                raise QwenCpuError(f"n_threads must be a positive integer, got {n_threads!r}")
+            need = config.kv_cache_bytes(n_ctx, kv_f16)
+            avail = _available_memory()
+            if avail is not None and need > avail:
+                raise QwenCpuError(
+                    f"a context of {n_ctx} tokens needs {need / 2**20:.0f} MiB of KV cache, but only "
+                    f"{avail / 2**20:.0f} MiB of memory is available; use a smaller n_ctx"
+                )
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16)
+        except BaseException:
+            gguf.close()
+            raise
+
+    @staticmethod
+    def _tensor_views(gguf: GGUFFile, config: ModelConfig) -> dict[str, tuple[np.ndarray, int, int, int]]:
+        """name -> (zero-copy view, ggml type, rows, cols) for every tensor the network uses."""
+        names = ["token_embd.weight", "output_norm.weight"]
+        if "output.weight" in gguf.tensors:  # absent when the embeddings are tied
+            names.append("output.weight")
+        for layer in range(config.n_layer):
+            for suffix, optional in _BLOCK_TENSORS.items():
+                name = f"blk.{layer}.{suffix}"
+                if name in gguf.tensors:
+                    names.append(name)
+                elif not optional:
+                    raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
+        out = {}
+        for name in names:
+            info = gguf.tensors[name]
+            shape = tuple(info.shape)
+            rows, cols = (1, shape[0]) if len(shape) == 1 else (int(np.prod(shape[:-1])), shape[-1])
+            out[name] = (gguf.tensor(name), int(info.ggml_type), rows, cols)
+        return out
+
+    # ---- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the KV cache and buffers and unmap the file. The model is unusable afterwards."""
+        with self._lock:
+            self._net = None
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _require_open(self) -> Any:
+        if self._net is None:
+            raise QwenCpuError("the model has been closed")
+        return self._net
+
+    # ---- text ---------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The tokenizer built from the file's metadata (on first use)."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            if self._file is None:
+                raise QwenCpuError("the model has been closed")
+            self._tokenizer = Tokenizer.from_gguf_metadata(self._file.metadata)
+        return self._tokenizer
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        if self._file is None:
+            raise QwenCpuError("the model has been closed")
+        return self._file.metadata
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of text; special-token markup in text is NOT recognised (it stays text)."""
+        return self.tokenizer.encode(text, add_special=add_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    # ---- the network --------------------------------------------------------------------------
+    def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise QwenCpuError("expected a non-empty sequence of token ids")
+        if arr.min() < 0 or arr.max() >= self.config.n_vocab:
+            raise QwenCpuError(f"token id out of range 0..{self.config.n_vocab - 1}")
+        if arr.size > self.n_ctx:
+            raise QwenCpuError(f"the prompt has {arr.size} tokens but the context holds {self.n_ctx} (n_ctx)")
+        return arr.astype(np.int32)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits (len(ids), n_vocab) float32 of every position, computed from an empty cache."""
+        arr = self._check_ids(ids)
+        with self._lock:
+            net = self._require_open()
+            self._cache.clear()
+            logits, _ = net.forward(arr, 0, all_logits=True)
+            self._cache.append(arr.tolist())
+            self.n_evaluated += arr.size
+            return logits
+
+    def embed(self, text_or_ids: str | Sequence[int], pooling: str = "mean") -> np.ndarray:
+        """A unit-length vector (n_embd,) float32: the final-norm hidden states pooled over the
+        sequence ('mean', or 'last' for the last token's state)."""
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
+        arr = self._check_ids(ids)
+        if pooling not in ("mean", "last"):
+            raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+        with self._lock:
+            net = self._require_open()
+            self._cache.clear()
+            _, hidden = net.forward(arr, 0, want_logits=False, want_hidden=True)
+            self._cache.append(arr.tolist())
+            self.n_evaluated += arr.size
+        v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
+        norm = float(np.linalg.norm(v))
+        return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
+        position's logits (n_vocab,). Holds the lock only for the call (generate.py holds it longer)."""
+        arr = self._check_ids(ids)
+        with self._lock:
+            net = self._require_open()
+            keep = self._cache.reusable_prefix(arr.tolist())
+            self._cache.truncate(keep)
+            logits, _ = net.forward(arr[keep:], keep)
+            self._cache.append(arr[keep:].tolist())
+            self.n_evaluated += arr.size - keep
+            return logits[0]
+
+    def decode_step(self, token: int) -> np.ndarray:
+        """Append one token at the next position; returns its logits (n_vocab,)."""
+        with self._lock:
+            net = self._require_open()
+            pos = self._cache.n_past
+            if pos >= self.n_ctx:
+                raise QwenCpuError(f"the context of {self.n_ctx} tokens is full")
+            logits, _ = net.forward(self._check_ids([token]), pos)
+            self._cache.append([token])
+            self.n_evaluated += 1
+            return logits[0]
+
+    @property
+    def n_past(self) -> int:
+        """Tokens currently in the KV cache."""
+        return self._cache.n_past
+
+    def reset(self) -> None:
+        """Forget the cached context."""
+        with self._lock:
+            self._cache.clear()
