@@ -165,8 +165,9 @@ void bind_ops(py::module_& m) {
     py::array kc, vc;
     if (f16) {
       const py::object contiguous = py::module_::import("numpy").attr("ascontiguousarray");
-      kc = contiguous(k_cache);
-      vc = contiguous(v_cache);
+      const py::dtype half("float16");  // native byte order, whatever the input's
+      kc = contiguous(k_cache, half);
+      vc = contiguous(v_cache, half);
     } else {
       kc = f32_array::ensure(k_cache);
       vc = f32_array::ensure(v_cache);

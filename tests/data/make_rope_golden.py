@@ -19,6 +19,19 @@ float32, <name>_attention_scaling (scalar) and the parameters that produced them
 The mapping to our RopeParams (the llama.cpp one, from GGUF rope.scaling.* keys) that the test uses:
 freq_base = rope_theta, freq_scale = 1 / factor, ext_factor = 1 for "yarn" (0 otherwise),
 n_ctx_orig = original_max_position_embeddings, attn_factor = 1, beta_fast 32, beta_slow 1.
+
+Where HF's YaRN and llama.cpp's (which csrc/ops.cpp follows) differ:
+  - precision: HF computes inv_freq and the angles in float32, llama.cpp its frequencies by repeated
+    float multiplication, we everything in double; the angles agree to ~1.2e-7 relative (the
+    test's tolerance allows 2.5e-7 of the angle);
+  - the ramp's zero-width guard: HF adds 0.001 to `high` only when low == high, llama.cpp uses
+    max(0.001, high - low); they differ only when high < low, which beta_fast > beta_slow excludes;
+  - HF's `truncate: false` (correction dims not rounded to integers) has no llama.cpp/GGUF
+    counterpart; we always floor/ceil, as llama.cpp does;
+  - HF's optional `attention_factor` (or mscale / mscale_all_dim) overrides 1 + 0.1 ln(factor); in
+    our terms attn_factor = attention_factor / (1 + 0.1 ln(factor)). Qwen2.5 sets none of them;
+  - llama.cpp applies the 1 + 0.1 ln(1/freq_scale) magnitude only when ext_factor != 0, HF whenever
+    the type is "yarn" (with ext_factor = 1 the two agree).
 """
 
 import os
