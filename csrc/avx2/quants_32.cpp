@@ -113,47 +113,39 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
 
 // ---- 32-element block weights ------------------------------------------------------------
 
-// The loop shared by the block types: per block i, block_dot returns its 8 int32 partial dot
-// products and sets *d to the product of the two block scales; two accumulators take
-// alternate blocks. For the types with a min (Q4_1, Q5_1) min_term(i) is the block's float term
-// m * s outside the integer dot, accumulated in two scalar chains beside the vector ones.
-template <bool kMin, typename BlockDot, typename MinTerm>
-static inline float dot_blocks(int64_t nb, BlockDot block_dot, MinTerm min_term) {
+// The loop shared by the block types W (weights) and A (activations), both starting with their
+// f16 scale d: block_dot(i) returns block i's 8 int32 partial dot products. Four blocks per
+// iteration, so the four scale products take one f16 conversion per side; two FMA accumulators.
+// For the types with a min (Q4_1, Q5_1: kMin) the block term m * s, outside the integer dot, is
+// accumulated four blocks at a time too.
+template <bool kMin, typename W, typename A, typename BlockDot>
+static inline float dot_blocks(int64_t nb, const W* x, const A* y, BlockDot block_dot) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float m0 = 0.0f, m1 = 0.0f;
+  __m128 acc_min = _mm_setzero_ps();
   int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    float d0, d1;
-    const __m256i p0 = block_dot(i, &d0);
-    const __m256i p1 = block_dot(i + 1, &d1);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(p1), acc1);
-    if (kMin) {
-      m0 += min_term(i);
-      m1 += min_term(i + 1);
-    }
+  for (; i + 4 <= nb; i += 4) {
+    const __m128 d = _mm_mul_ps(load4_h(&x[i].d, sizeof(W)), load4_h(&y[i].d, sizeof(A)));
+    acc0 = _mm256_fmadd_ps(lane_ps(d, 0), _mm256_cvtepi32_ps(block_dot(i)), acc0);
+    acc1 = _mm256_fmadd_ps(lane_ps(d, 1), _mm256_cvtepi32_ps(block_dot(i + 1)), acc1);
+    acc0 = _mm256_fmadd_ps(lane_ps(d, 2), _mm256_cvtepi32_ps(block_dot(i + 2)), acc0);
+    acc1 = _mm256_fmadd_ps(lane_ps(d, 3), _mm256_cvtepi32_ps(block_dot(i + 3)), acc1);
+    if constexpr (kMin) acc_min = _mm_fmadd_ps(load4_h(&x[i].m, sizeof(W)), load4_h(&y[i].s, sizeof(A)), acc_min);
   }
-  if (i < nb) {
-    float d0;
-    const __m256i p0 = block_dot(i, &d0);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(p0), acc0);
-    if (kMin) m0 += min_term(i);
+  float min_tail = 0.0f;
+  for (; i < nb; ++i) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(block_dot(i)), acc0);
+    if constexpr (kMin) min_tail += h2f(x[i].m) * h2f(y[i].s);
   }
-  const float s = hsum_ps(_mm256_add_ps(acc0, acc1));
-  return kMin ? s + (m0 + m1) : s;
-}
-
-template <typename BlockDot>
-static inline float dot_blocks(int64_t nb, BlockDot block_dot) {
-  return dot_blocks<false>(nb, block_dot, [](int64_t) { return 0.0f; });
+  float s = hsum_ps(_mm256_add_ps(acc0, acc1));
+  if constexpr (kMin) s += hsum128_ps(acc_min) + min_tail;
+  return s;
 }
 
 // w (n / 32 blocks of block_q4_0) . a (n / 32 blocks of block_q8_0)
 float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
   const block_q4_0* x = static_cast<const block_q4_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks(n / QK4_0, [x, y](int64_t i, float* d) {
-    *d = h2f(x[i].d) * h2f(y[i].d);
+  return dot_blocks<false>(n / QK4_0, x, y, [x, y](int64_t i) {
     const __m256i q = unpack_nibbles_32(x[i].qs);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     // sum (q - 8) a = sum q a - 8 sum a, both as int16 pair sums (|.| <= 2 * 15 * 127)
@@ -166,20 +158,17 @@ float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   const block_q4_1* x = static_cast<const block_q4_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  const auto min_term = [x, y](int64_t i) { return h2f(x[i].m) * h2f(y[i].s); };
-  return dot_blocks<true>(n / QK4_1, [x, y](int64_t i, float* d) {
-    *d = h2f(x[i].d) * h2f(y[i].d);
+  return dot_blocks<true>(n / QK4_1, x, y, [x, y](int64_t i) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return dot_u8i8_32(unpack_nibbles_32(x[i].qs), a);
-  }, min_term);
+  });
 }
 
 // w (n / 32 blocks of block_q5_0) . a (n / 32 blocks of block_q8_0)
 float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
   const block_q5_0* x = static_cast<const block_q5_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks(n / QK5_0, [x, y](int64_t i, float* d) {
-    *d = h2f(x[i].d) * h2f(y[i].d);
+  return dot_blocks<false>(n / QK5_0, x, y, [x, y](int64_t i) {
     // q - 16 = nibble where the 5th bit is set, nibble - 16 (high nibble 0xf0) where it is clear
     const __m256i hi = _mm256_andnot_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8((char)0xf0));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);
@@ -192,22 +181,19 @@ float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
   const block_q5_1* x = static_cast<const block_q5_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  const auto min_term = [x, y](int64_t i) { return h2f(x[i].m) * h2f(y[i].s); };
-  return dot_blocks<true>(n / QK5_1, [x, y](int64_t i, float* d) {
-    *d = h2f(x[i].d) * h2f(y[i].d);
+  return dot_blocks<true>(n / QK5_1, x, y, [x, y](int64_t i) {
     const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return dot_u8i8_32(q, a);
-  }, min_term);
+  });
 }
 
 // w (n / 32 blocks of block_q8_0) . a (n / 32 blocks of block_q8_0)
 float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
   const block_q8_0* x = static_cast<const block_q8_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks(n / QK8_0, [x, y](int64_t i, float* d) {
-    *d = h2f(x[i].d) * h2f(y[i].d);
+  return dot_blocks<false>(n / QK8_0, x, y, [x, y](int64_t i) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return dot_i8i8_32(w, a);

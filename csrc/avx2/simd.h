@@ -24,6 +24,11 @@ static inline float hsum_ps(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+static inline float hsum128_ps(__m128 v) {
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+}
+
 static inline int32_t hsum_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -42,6 +47,20 @@ static inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-
 
 // One binary16 scalar to float (F16C, exact).
 static inline float h2f(half_t h) { return _cvtsh_ss(h); }
+
+// The binary16 scales of 4 consecutive blocks: the half at p, p + stride, p + 2 stride,
+// p + 3 stride bytes, as 4 floats (one conversion instead of four).
+static inline __m128 load4_h(const half_t* p, size_t stride) {
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(p);
+  half_t h[4];
+  for (int j = 0; j < 4; ++j) std::memcpy(&h[j], b + j * stride, 2);
+  return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+}
+
+// Lane j of v (j in 0..3) in all 8 lanes.
+static inline __m256 lane_ps(__m128 v, int j) {
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_set1_epi32(j));
+}
 
 // 32 bytes: q (32) at 16 bytes, element j in the low nibble of byte j, j + 16 in the high one
 // -> unsigned bytes 0..15 in element order (the Q4_0/Q4_1/Q5_* nibble layout).

@@ -21,24 +21,12 @@ namespace avx512 {
 
 using avx2::h2f;
 using avx2::hsum_ps;
+using avx2::load4_h;
+using avx2::hsum128_ps;
 
 // Registration of each group of VNNI kernels (one per translation unit).
 void register_quants_32_vnni(Kernels& k);  // Q4_0, Q4_1, Q8_0
 void register_quants_k_vnni(Kernels& k);   // Q4_K, Q5_K, Q6_K
-
-// The binary16 scales of 4 consecutive blocks: the half at p, p + stride, p + 2 stride,
-// p + 3 stride bytes, as 4 floats.
-static inline __m128 load4_h(const half_t* p, size_t stride) {
-  const uint8_t* b = reinterpret_cast<const uint8_t*>(p);
-  half_t h[4];
-  for (int j = 0; j < 4; ++j) std::memcpy(&h[j], b + j * stride, 2);
-  return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
-}
-
-static inline float hsum128_ps(__m128 v) {
-  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-  return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
-}
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 static inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
