@@ -119,19 +119,25 @@ class SafetensorsFile:
         else:  # bfloat16: the high half of a float32
             bits = np.frombuffer(self._map, np.dtype("<u2"), count, offset)
             out = (bits.astype(np.uint32) << 16).view(np.float32)
+            del bits
+        self._drop(offset, count * item)  # the rows are copied out: their mapped pages can go
         return out.reshape((stop - start, *e.shape[1:]) if len(e.shape) > 1 else (count,))
 
-    def release(self, name: str) -> None:
-        """Tell the kernel we are done with a tensor's pages, so resident memory stays near one tensor."""
-        e = self.tensors[name]
-        if self._map is None or e.n_bytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+    def _drop(self, offset: int, n_bytes: int) -> None:
+        """Drop mapped pages of [offset, offset + n_bytes) from this process's resident set (they stay
+        in the page cache), so streaming a model keeps resident memory near one chunk."""
+        if self._map is None or n_bytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        page = mmap.PAGESIZE
-        start = e.begin // page * page
+        start = offset // mmap.PAGESIZE * mmap.PAGESIZE
         try:
-            self._map.madvise(mmap.MADV_DONTNEED, start, e.begin + e.n_bytes - start)
+            self._map.madvise(mmap.MADV_DONTNEED, start, offset + n_bytes - start)
         except (OSError, ValueError):
             pass  # advice only
+
+    def release(self, name: str) -> None:
+        """Done with a tensor: drop all of its mapped pages."""
+        e = self.tensors[name]
+        self._drop(e.begin, e.n_bytes)
 
     def close(self) -> None:
         if self._map is not None:
