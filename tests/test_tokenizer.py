@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import resource
@@ -67,9 +68,16 @@ def smollm2_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@functools.lru_cache(maxsize=None)
+def cached_metadata(path: Path) -> dict:
+    """read_gguf_metadata once per process (gguf-py needs ~10 s for the Qwen header); callers
+    must not modify the dict."""
+    return read_gguf_metadata(path)
+
+
 @pytest.fixture(scope="module")
 def qwen_meta():
-    return read_gguf_metadata(QWEN_HEADER)
+    return cached_metadata(QWEN_HEADER)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +99,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def smollm():
-    return Tokenizer.from_gguf_metadata(read_gguf_metadata(smollm2_path()))
+    return Tokenizer.from_gguf_metadata(cached_metadata(smollm2_path()))
 
 
 # ---- exactness --------------------------------------------------------------------------------
