@@ -1,9 +1,9 @@
 // The AVX-512 quantized kernels. dispatch.cpp builds this table only on CPUs with AVX-512
-// F/BW/VL/DQ, as a copy of the AVX2 table; the kernels here use AVX512-VNNI as well (one
-// instruction for the byte or word dot products and their accumulation), so they replace the
-// AVX2 ones only when the CPU has it. Without VNNI the table keeps every AVX2 kernel. Types
-// not covered here (F32/F16/BF16, Q5_0, Q5_1, Q2_K, Q3_K) and the activation quantizers keep
-// their AVX2 kernels too.
+// F/BW/VL/DQ, as a copy of the AVX2 table. The float-weight kernels need nothing more; the
+// quantized ones use AVX512-VNNI as well (one instruction for the byte or word dot products
+// and their accumulation), so they replace the AVX2 ones only when the CPU has it -- without
+// VNNI the table keeps the AVX2 kernels for those types. The activation quantizers and the
+// dequantizers stay the inherited ones.
 #include <cpuid.h>
 
 #include "simd512.h"
@@ -18,6 +18,7 @@ static bool cpu_has_avx512_vnni() {
 }
 
 void register_quant_kernels_avx512(Kernels& k) {
+  avx512::register_quants_float(k);
   if (!cpu_has_avx512_vnni()) return;
   avx512::register_quants_32_vnni(k);
   avx512::register_quants_k_vnni(k);

@@ -1,4 +1,5 @@
-// AVX-512 VNNI dot products of Q4_0, Q4_1 and Q8_0 weights against their 8-bit activations.
+// AVX-512 VNNI dot products of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights against their 8-bit
+// activations.
 //
 // Four blocks per iteration: two 512-bit vectors of two blocks each; vpdpbusd makes each block's
 // 32 byte products into 8 int32 lanes in one instruction. The four block scale products are
@@ -26,7 +27,7 @@ static inline __m512i nibbles_2x32(const uint8_t* q0, const uint8_t* q1) {
 static inline __m256i nibbles_32(const uint8_t* q) { return avx2::unpack_nibbles_32(q); }
 
 // Per weight type: pair() gives the int32 lanes of two blocks' integer dot products (8 lanes per
-// block), one() those of one block; for types with a min, min_pair4 the four blocks' m * s.
+// block), one() those of one block; kMin: the type has a min, whose term m * s is added apart.
 struct Q4_0Dot {
   typedef block_q4_0 W;
   typedef block_q8_0 A;
@@ -76,6 +77,50 @@ struct Q8_0Dot {
   }
 };
 
+// Q5_0/Q5_1: the 5th bits of two blocks (qh of each, little-endian u32) as a byte mask in the
+// element order of nibbles_2x32.
+static inline __mmask64 fifth_bits_2x32(const uint8_t* qh0, const uint8_t* qh1) {
+  uint32_t h0, h1;
+  std::memcpy(&h0, qh0, 4);
+  std::memcpy(&h1, qh1, 4);
+  return (__mmask64)h0 | ((__mmask64)h1 << 32);
+}
+
+struct Q5_0Dot {
+  typedef block_q5_0 W;
+  typedef block_q8_0 A;
+  static constexpr bool kMin = false;
+  // u = nibble + 16 * bit in 0..31; sum (u - 16) a = sum u a - sum 16 a
+  QC_VNNI static __m512i pair(const W* x, const A* y) {
+    const __m512i a = load_2x32(y[0].qs, y[1].qs);
+    const __m512i q = nibbles_2x32(x[0].qs, x[1].qs), sixteen = _mm512_set1_epi8(16);
+    const __m512i u = _mm512_mask_add_epi8(q, fifth_bits_2x32(x[0].qh, x[1].qh), q, sixteen);
+    const __m512i z = _mm512_setzero_si512();
+    return _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u, a), _mm512_dpbusd_epi32(z, sixteen, a));
+  }
+  QC_VNNI static __m256i one(const W* x, const A* y) {
+    const __m256i a = load256(y->qs);
+    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(avx2::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
+    const __m256i z = _mm256_setzero_si256();
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(z, u, a), _mm256_dpbusd_epi32(z, _mm256_set1_epi8(16), a));
+  }
+};
+
+struct Q5_1Dot {
+  typedef block_q5_1 W;
+  typedef block_q8_1 A;
+  static constexpr bool kMin = true;
+  QC_VNNI static __m512i pair(const W* x, const A* y) {
+    const __m512i q = nibbles_2x32(x[0].qs, x[1].qs);
+    const __m512i u = _mm512_mask_add_epi8(q, fifth_bits_2x32(x[0].qh, x[1].qh), q, _mm512_set1_epi8(16));
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, load_2x32(y[0].qs, y[1].qs));
+  }
+  QC_VNNI static __m256i one(const W* x, const A* y) {
+    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(avx2::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load256(y->qs));
+  }
+};
+
 // The min term m * s of the blocks with a min (Q4_1 weights with Q8_1 activations).
 template <typename D>
 static inline __m128 min_terms4(const typename D::W* x, const typename D::A* y) {
@@ -118,6 +163,8 @@ QC_VNNI float vec_dot_32(int64_t n, const void* vw, const void* va) {
 void register_quants_32_vnni(Kernels& k) {
   k.weight[GGML_Q4_0] = {vec_dot_32<Q4_0Dot>, GGML_Q8_0};
   k.weight[GGML_Q4_1] = {vec_dot_32<Q4_1Dot>, GGML_Q8_1};
+  k.weight[GGML_Q5_0] = {vec_dot_32<Q5_0Dot>, GGML_Q8_0};
+  k.weight[GGML_Q5_1] = {vec_dot_32<Q5_1Dot>, GGML_Q8_1};
   k.weight[GGML_Q8_0] = {vec_dot_32<Q8_0Dot>, GGML_Q8_0};
 }
 

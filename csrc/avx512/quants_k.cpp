@@ -1,11 +1,11 @@
-// AVX-512 VNNI dot products of Q4_K, Q5_K and Q6_K weights against Q8_K activations.
+// AVX-512 VNNI dot products of the K-quants (Q2_K .. Q6_K) against Q8_K activations.
 //
 // 64 values per 512-bit step, laid out to match 64 consecutive activations, so the activation
 // side is one plain load. vpmaddubsw makes the byte products into int16 pair sums (no
 // saturation: weights <= 63, |activations| <= 127), and vpdpwssd weights each pair sum by its
 // sub-block scale and accumulates it into int32 lanes in one instruction. Per super-block the
-// int32 sum is converted once and accumulated with FMA. The value offsets (Q4_K/Q5_K mins, the
-// -32 of Q6_K) go through the activation's per-16 sums (bsums), at 256 bits as in the AVX2 code.
+// int32 sum is converted once and accumulated with FMA. The value offsets (Q2_K/Q4_K/Q5_K mins,
+// the -4 of Q3_K, the -32 of Q6_K) go through the activation's per-16 sums (bsums), at 256 bits as in the AVX2 code.
 #include "simd512.h"
 
 namespace qc {
@@ -36,6 +36,77 @@ static inline __m512i scales_u8_to_words(__m128i s8) { return _mm512_broadcast_i
 static inline __m256i k4_min_term(__m128i sm, const block_q8_K& y) {
   const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
   return _mm256_madd_epi16(load256(y.bsums), _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup)));
+}
+
+// Q2_K/Q3_K: the 2-bit fields of one 32-byte half of qs (in both 256-bit halves of q2) for
+// step j (0, 1): bits 4j..4j+1 in the low half, 4j+2..4j+3 in the high half, i.e. values
+// 64j .. 64j+63 of the 128-value half, in order.
+static inline __m512i two_bits_step(__m512i q2, int j) {
+  const __m512i shift = j ? _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6) : _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  return _mm512_and_si512(_mm512_srlv_epi64(q2, shift), _mm512_set1_epi8(3));
+}
+
+// w (n / 256 blocks of block_q2_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
+  const block_q2_K* x = static_cast<const block_q2_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+  const __m512i g0 = quad_mask_16(0), g1 = quad_mask_16(1);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = h2f(x[i].d) * y[i].d, dmin = h2f(x[i].dmin) * y[i].d;
+    // scales[j]: low nibble the scale, high nibble the min of 16-value sub-block j
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    const __m128i sc8 = _mm_and_si128(raw, _mm_set1_epi8(0x0f));
+    const __m128i mn8 = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0f));
+    const __m256i mins = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepu8_epi16(mn8));
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc_min);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q2 = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * h));
+      const __m512i sc = scales_u8_to_words(h ? _mm_srli_si128(sc8, 8) : sc8);
+      const int8_t* a = y[i].qs + 128 * h;
+      s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(two_bits_step(q2, 0), load512(a)), _mm512_shuffle_epi8(sc, g0));
+      s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(two_bits_step(q2, 1), load512(a + 64)), _mm512_shuffle_epi8(sc, g1));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
+}
+
+// w (n / 256 blocks of block_q3_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
+  const block_q3_K* x = static_cast<const block_q3_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+  const __m512i g0 = quad_mask_16(0), g1 = quad_mask_16(1);
+  const __m512i four = _mm512_set1_epi8(4);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_off = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = h2f(x[i].d) * y[i].d;
+    const __m128i sc8 = avx2::q3_K_scales(x[i].scales);
+    // values are u - 4 with u = 2 low bits + 4 * high bit: 4 * sum_j scale_j * bsum_j comes off at the end
+    const __m256i offs = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepi8_epi16(sc8));
+    acc_off = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_slli_epi32(offs, 2)), acc_off);
+    // hmask byte l holds the high bit of value l of each 32-value chunk c (0..7) at bit c
+    const __m512i hm = _mm512_broadcast_i64x4(load256(x[i].hmask));
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q2 = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * h));
+      const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
+      const int8_t* a = y[i].qs + 128 * h;
+      // chunks 4h + 2j (low 256 bits) and 4h + 2j + 1 (high 256 bits) of step j
+      const int c = 4 * h;
+      const __m512i bits0 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
+      const __m512i bits1 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (c + 2))), _mm256_set1_epi8((char)(1 << (c + 3))), 1);
+      const __m512i u0 = _mm512_mask_add_epi8(two_bits_step(q2, 0), _mm512_test_epi8_mask(hm, bits0), two_bits_step(q2, 0), four);
+      const __m512i u1 = _mm512_mask_add_epi8(two_bits_step(q2, 1), _mm512_test_epi8_mask(hm, bits1), two_bits_step(q2, 1), four);
+      s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(u0, load512(a)), _mm512_shuffle_epi8(sc, g0));
+      s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(u1, load512(a + 64)), _mm512_shuffle_epi8(sc, g1));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_off);
 }
 
 // w (n / 256 blocks of block_q4_K) . a (n / 256 blocks of block_q8_K)
@@ -148,6 +219,8 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_k_vnni(Kernels& k) {
+  k.weight[GGML_Q2_K] = {vec_dot_q2_K, GGML_Q8_K};
+  k.weight[GGML_Q3_K] = {vec_dot_q3_K, GGML_Q8_K};
   k.weight[GGML_Q4_K] = {vec_dot_q4_K, GGML_Q8_K};
   k.weight[GGML_Q5_K] = {vec_dot_q5_K, GGML_Q8_K};
   k.weight[GGML_Q6_K] = {vec_dot_q6_K, GGML_Q8_K};
