@@ -14,6 +14,16 @@
 
 #include "../kernels.h"
 
+// Fully unrolls a loop over a compile-time count, so that arrays of accumulators indexed by it
+// become registers (without it GCC keeps some such arrays on the stack).
+#if defined(__clang__)
+#define QC_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define QC_UNROLL _Pragma("GCC unroll 16")
+#else
+#define QC_UNROLL
+#endif
+
 namespace qc {
 namespace avx2 {
 namespace {
@@ -227,29 +237,58 @@ void scores_block(float* s, int64_t n_keys, const float* q, const void* k, int64
   }
 }
 
+// out[j][d .. d + 8*CW) += sum over keys i0 .. i1-1 of p[j][i] * v_i[d .. d + 8*CW), p row j at
+// p + j * n_keys: NQ * CW accumulators in registers, one chain per (query, 8 columns).
+template <int NQ, int CW, bool F16>
+static inline void values_cols(float* out, const float* p, int64_t n_keys, const void* v, int64_t kv_stride,
+                               int head_dim, int64_t i0, int64_t i1, int d) {
+  __m256 acc[NQ * CW];
+  QC_UNROLL for (int j = 0; j < NQ; ++j)
+    QC_UNROLL for (int c = 0; c < CW; ++c) acc[j * CW + c] = _mm256_loadu_ps(out + j * head_dim + d + 8 * c);
+  for (int64_t i = i0; i < i1; ++i) {
+    __m256 vv[CW];
+    QC_UNROLL for (int c = 0; c < CW; ++c) vv[c] = load8<F16>(v, i * kv_stride + d + 8 * c);
+    QC_UNROLL for (int j = 0; j < NQ; ++j) {
+      const __m256 pj = _mm256_broadcast_ss(p + j * n_keys + i);
+      QC_UNROLL for (int c = 0; c < CW; ++c) acc[j * CW + c] = _mm256_fmadd_ps(pj, vv[c], acc[j * CW + c]);
+    }
+  }
+  QC_UNROLL for (int j = 0; j < NQ; ++j)
+    QC_UNROLL for (int c = 0; c < CW; ++c) _mm256_storeu_ps(out + j * head_dim + d + 8 * c, acc[j * CW + c]);
+}
+
 // out (NQ, head_dim) += sum over keys i0 .. i1-1 of p[j][i] * v_i, p row j at p + j * n_keys.
-// Keys are taken in tiles so that a tile of value rows, read from memory once, stays in L1
-// while every 8-wide column of it is applied to all NQ accumulators.
+// Few queries take several 8-column chunks at once so that enough independent FMA chains are
+// in flight (at most 12 accumulators: with the value and broadcast registers, 16 in all).
+template <int NQ, bool F16>
+static inline void values_tile(float* out, const float* p, int64_t n_keys, const void* v, int64_t kv_stride,
+                               int head_dim, int64_t i0, int64_t i1) {
+  constexpr int CW = NQ >= 5 ? 2 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
+  const int d8 = head_dim & ~7;
+  int d = 0;
+  for (; d + 8 * CW <= d8; d += 8 * CW) values_cols<NQ, CW, F16>(out, p, n_keys, v, kv_stride, head_dim, i0, i1, d);
+  for (; d < d8; d += 8) values_cols<NQ, 1, F16>(out, p, n_keys, v, kv_stride, head_dim, i0, i1, d);
+  for (; d < head_dim; ++d)  // head_dim not a multiple of 8
+    for (int64_t i = i0; i < i1; ++i) {
+      const float vd = load1<F16>(v, i * kv_stride + d);
+      for (int j = 0; j < NQ; ++j) out[j * head_dim + d] += p[j * n_keys + i] * vd;
+    }
+}
+
+// out (NQ, head_dim) += sum over all n_keys keys of p[j][i] * v_i. Keys are taken in tiles so
+// that a tile of value rows, read from memory once, stays in L1 while it is applied to every
+// query; 7 or 8 queries go in two passes over the tile (more accumulators than registers).
 template <int NQ, bool F16>
 void values_block(float* out, const float* p, int64_t n_keys, const void* v, int64_t kv_stride, int head_dim) {
   constexpr int64_t kTile = 64;
-  const int d8 = head_dim & ~7;
   for (int64_t i0 = 0; i0 < n_keys; i0 += kTile) {
     const int64_t i1 = i0 + kTile < n_keys ? i0 + kTile : n_keys;
-    for (int d = 0; d < d8; d += 8) {
-      __m256 acc[NQ];
-      for (int j = 0; j < NQ; ++j) acc[j] = _mm256_loadu_ps(out + j * head_dim + d);
-      for (int64_t i = i0; i < i1; ++i) {
-        const __m256 vv = load8<F16>(v, i * kv_stride + d);
-        for (int j = 0; j < NQ; ++j) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j * n_keys + i), vv, acc[j]);
-      }
-      for (int j = 0; j < NQ; ++j) _mm256_storeu_ps(out + j * head_dim + d, acc[j]);
+    if constexpr (NQ >= 7) {
+      values_tile<4, F16>(out, p, n_keys, v, kv_stride, head_dim, i0, i1);
+      values_tile<NQ - 4, F16>(out + 4 * head_dim, p + 4 * n_keys, n_keys, v, kv_stride, head_dim, i0, i1);
+    } else {
+      values_tile<NQ, F16>(out, p, n_keys, v, kv_stride, head_dim, i0, i1);
     }
-    for (int d = d8; d < head_dim; ++d)
-      for (int64_t i = i0; i < i1; ++i) {
-        const float vd = load1<F16>(v, i * kv_stride + d);
-        for (int j = 0; j < NQ; ++j) out[j * head_dim + d] += p[j * n_keys + i] * vd;
-      }
   }
 }
 
