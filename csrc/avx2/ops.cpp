@@ -210,30 +210,54 @@ static inline __m256 hsum8(const __m256 a[8]) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-// Scores of NQ (<= 8) queries against every key, each key row read once for all of them:
+// Scores of NQ (<= 4) queries against keys i0 .. i1-1, KB keys per step so that each query
+// chunk loaded serves KB keys: NQ * KB <= 8 accumulators, reduced together by one hsum8.
 //   q (NQ, head_dim); s row j at s + j * n_keys; s[j][i] = scale * q_j . k_i.
 template <int NQ, bool F16>
-void scores_block(float* s, int64_t n_keys, const float* q, const void* k, int64_t kv_stride, int head_dim, float scale) {
+static inline void scores_tile(float* s, int64_t n_keys, const float* q, const void* k, int64_t kv_stride,
+                               int head_dim, float scale, int64_t i0, int64_t i1) {
+  constexpr int KB = NQ <= 2 ? 4 : 2;
   const int d8 = head_dim & ~7;
-  for (int64_t i = 0; i < n_keys; ++i) {
-    const int64_t row = i * kv_stride;
+  for (int64_t i = i0; i < i1; i += KB) {
+    const int nk = i1 - i < KB ? (int)(i1 - i) : KB;
+    int64_t row[KB];
+    QC_UNROLL for (int b = 0; b < KB; ++b) row[b] = (i + (b < nk ? b : 0)) * kv_stride;  // past the end: repeat key i
     __m256 acc[8];
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+    QC_UNROLL for (int a = 0; a < 8; ++a) acc[a] = _mm256_setzero_ps();
     for (int d = 0; d < d8; d += 8) {
-      const __m256 kv = load8<F16>(k, row + d);
-      for (int j = 0; j < NQ; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * head_dim + d), kv, acc[j]);
+      __m256 kv[KB];
+      QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = load8<F16>(k, row[b] + d);
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        __m256 qv = _mm256_loadu_ps(q + j * head_dim + d);
+        __asm__("" : "+x"(qv));  // one load for KB FMAs: keeps GCC from folding it into each of them
+        QC_UNROLL for (int b = 0; b < KB; ++b) acc[b * NQ + j] = _mm256_fmadd_ps(qv, kv[b], acc[b * NQ + j]);
+      }
     }
     alignas(32) float dot[8];
-    if constexpr (NQ == 1) {
-      dot[0] = hsum(acc[0]);
-    } else {
-      _mm256_store_ps(dot, hsum8(acc));
+    _mm256_store_ps(dot, hsum8(acc));  // lane b * NQ + j: query j, key i + b
+    for (int d = d8; d < head_dim; ++d)  // head_dim not a multiple of 8
+      for (int b = 0; b < KB; ++b) {
+        const float kd = load1<F16>(k, row[b] + d);
+        for (int j = 0; j < NQ; ++j) dot[b * NQ + j] += q[j * head_dim + d] * kd;
+      }
+    for (int b = 0; b < nk; ++b)
+      for (int j = 0; j < NQ; ++j) s[j * n_keys + i + b] = dot[b * NQ + j] * scale;
+  }
+}
+
+// Scores of NQ (<= 8) queries against all n_keys keys. More than 4 queries go in two groups
+// over each 64-key tile, so a tile read from memory once serves both from L1.
+template <int NQ, bool F16>
+void scores_block(float* s, int64_t n_keys, const float* q, const void* k, int64_t kv_stride, int head_dim, float scale) {
+  if constexpr (NQ <= 4) {
+    scores_tile<NQ, F16>(s, n_keys, q, k, kv_stride, head_dim, scale, 0, n_keys);
+  } else {
+    constexpr int64_t kTile = 64;
+    for (int64_t i0 = 0; i0 < n_keys; i0 += kTile) {
+      const int64_t i1 = i0 + kTile < n_keys ? i0 + kTile : n_keys;
+      scores_tile<4, F16>(s, n_keys, q, k, kv_stride, head_dim, scale, i0, i1);
+      scores_tile<NQ - 4, F16>(s + 4 * n_keys, n_keys, q + 4 * head_dim, k, kv_stride, head_dim, scale, i0, i1);
     }
-    for (int d = d8; d < head_dim; ++d) {  // head_dim not a multiple of 8
-      const float kd = load1<F16>(k, row + d);
-      for (int j = 0; j < NQ; ++j) dot[j] += q[j * head_dim + d] * kd;
-    }
-    for (int j = 0; j < NQ; ++j) s[j * n_keys + i] = dot[j] * scale;
   }
 }
 
