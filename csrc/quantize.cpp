@@ -151,10 +151,11 @@ static inline bf16_t fp32_to_bf16(float f) {
 // Adding and removing 1.5 * 2^23 rounds in the FPU's default mode without a libm call (the
 // baseline x86-64 target has no SSE4.1 round instruction); exact for |v| < 2^22, which the
 // clamp guarantees.
+// Branch-free so that the level loops vectorize.
 static inline int round_clamp(float v, int lo, int hi) {
-  if (!(v > (float)lo)) return lo;
-  if (v >= (float)hi) return hi;
   const float big = 12582912.0f;
+  v = v > (float)lo ? v : (float)lo;  // NaN -> lo
+  v = v < (float)hi ? v : (float)hi;
   const float r = (v + big) - big;
   return (int)r;
 }
