@@ -74,6 +74,9 @@ QC_VNNI float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
   return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
 }
 
+// Rotation count that takes bit c of a byte to bit 2 of the same byte.
+static constexpr long long R(int c) { return (2 - c + 64) % 64; }
+
 // w (n / 256 blocks of block_q3_K) . a (n / 256 blocks of block_q8_K)
 QC_VNNI float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
   const block_q3_K* x = static_cast<const block_q3_K*>(vw);
@@ -95,12 +98,12 @@ QC_VNNI float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
       const __m512i q2 = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * h));
       const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
       const int8_t* a = y[i].qs + 128 * h;
-      // chunks 4h + 2j (low 256 bits) and 4h + 2j + 1 (high 256 bits) of step j
-      const int c = 4 * h;
-      const __m512i bits0 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
-      const __m512i bits1 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (c + 2))), _mm256_set1_epi8((char)(1 << (c + 3))), 1);
-      const __m512i u0 = _mm512_mask_add_epi8(two_bits_step(q2, 0), _mm512_test_epi8_mask(hm, bits0), two_bits_step(q2, 0), four);
-      const __m512i u1 = _mm512_mask_add_epi8(two_bits_step(q2, 1), _mm512_test_epi8_mask(hm, bits1), two_bits_step(q2, 1), four);
+      // chunks c = 4h + 2j (low 256 bits) and c + 1 (high 256 bits) of step j: a rotation by
+      // 2 - c (mod 64) moves bit c of every byte to bit 2 of the same byte (value + 4)
+      const __m512i r0 = _mm512_setr_epi64(R(4 * h), R(4 * h), R(4 * h), R(4 * h), R(4 * h + 1), R(4 * h + 1), R(4 * h + 1), R(4 * h + 1));
+      const __m512i r1 = _mm512_setr_epi64(R(4 * h + 2), R(4 * h + 2), R(4 * h + 2), R(4 * h + 2), R(4 * h + 3), R(4 * h + 3), R(4 * h + 3), R(4 * h + 3));
+      const __m512i u0 = _mm512_or_si512(two_bits_step(q2, 0), _mm512_and_si512(_mm512_rolv_epi64(hm, r0), four));
+      const __m512i u1 = _mm512_or_si512(two_bits_step(q2, 1), _mm512_and_si512(_mm512_rolv_epi64(hm, r1), four));
       s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(u0, load512(a)), _mm512_shuffle_epi8(sc, g0));
       s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(u1, load512(a + 64)), _mm512_shuffle_epi8(sc, g1));
     }
