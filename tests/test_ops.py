@@ -306,6 +306,18 @@ def test_attention_odd_shapes(isa, dtype):
     np.testing.assert_allclose(out, attention_reference(q, k, v, 70, 10, 1), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["f16", "f32"])
+@pytest.mark.parametrize("n_q", [1, 2, 3, 4, 5, 6, 8])
+def test_attention_group_sizes(isa, n_q, dtype):
+    # every number of query heads per KV head (the AVX2 kernel specialises each), head_dim 136 (17
+    # chunks of 8: multi-chunk passes plus a remainder), 67 and 68 keys (one full 64-key tile plus
+    # a partial one, odd and even): vs float64, |err| <= 5e-6
+    rng = rng_for("attn-group", n_q, dtype.__name__)
+    q, k, v = make_attention_case(rng, 2, 66, 2 * n_q, 2, 136, dtype)
+    out = _kernels.attention(_kernels.ThreadPool(2), q, k, v, 66, 2 * n_q, 2)
+    np.testing.assert_allclose(out, attention_reference(q, k, v, 66, 2 * n_q, 2), rtol=0, atol=5e-6)
+
+
 def test_attention_long_prompt_thread_split(isa):
     # a 61-token prompt split over 1, 2 and 3 threads gives identical bits (each (token, kv head)
     # pair is computed whole by one thread), and matches float64 within 1e-5
