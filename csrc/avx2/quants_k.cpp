@@ -69,6 +69,15 @@ struct PairMasks {
   }
 };
 
+// Shuffle masks for a 128-bit-duplicated vector of 8 int16 words: mask j spreads word j over
+// all 16 words.
+struct WordMasks {
+  __m256i m[8];
+  WordMasks() {
+    for (int j = 0; j < 8; ++j) m[j] = _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8));
+  }
+};
+
 // 8 int16 scales (one 128-bit vector) duplicated into both lanes.
 static inline __m256i dup128(__m128i s16) { return _mm256_broadcastsi128_si256(s16); }
 
@@ -163,6 +172,7 @@ float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
 template <typename HighBits>
 static inline float dot_k4(int64_t nb, const uint8_t* scales0, const uint8_t* qs0, size_t wstride,
                            const half_t* d0, const half_t* dmin0, const block_q8_K* y, HighBits high_bits) {
+  const WordMasks wm;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   // mins duplicated per 16-value half of each 32-value sub-block, to pair them with bsums
   const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
@@ -174,8 +184,8 @@ static inline float dot_k4(int64_t nb, const uint8_t* scales0, const uint8_t* qs
     const __m128i sm = k4_scales_mins(scales0 + i * wstride);
     const __m256i mins = _mm256_madd_epi16(load_bsums(y[i]), _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins)));
     acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc_min);
-    alignas(16) uint16_t sc[8];
-    _mm_store_si128(reinterpret_cast<__m128i*>(sc), _mm_cvtepu8_epi16(sm));
+    // the 8 scales as int16 words in both lanes; word j spread over a vector by a byte shuffle
+    const __m256i sc = dup128(_mm_cvtepu8_epi16(sm));
     const uint8_t* qs = qs0 + i * wstride;
     const int8_t* a = y[i].qs;
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
@@ -183,8 +193,8 @@ static inline float dot_k4(int64_t nb, const uint8_t* scales0, const uint8_t* qs
       const __m256i q = load256(qs + 32 * k);
       __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
       high_bits(i, k, &lo, &hi);
-      s0 = _mm256_add_epi32(s0, scaled_dot(lo, a + 64 * k, _mm256_set1_epi16((short)sc[2 * k])));
-      s1 = _mm256_add_epi32(s1, scaled_dot(hi, a + 64 * k + 32, _mm256_set1_epi16((short)sc[2 * k + 1])));
+      s0 = _mm256_add_epi32(s0, scaled_dot(lo, a + 64 * k, _mm256_shuffle_epi8(sc, wm.m[2 * k])));
+      s1 = _mm256_add_epi32(s1, scaled_dot(hi, a + 64 * k + 32, _mm256_shuffle_epi8(sc, wm.m[2 * k + 1])));
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
   }
