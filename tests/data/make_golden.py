@@ -85,7 +85,7 @@ QUANTIZER = {
     "F16": lambda: "numpy astype(float16) (round to nearest even)",
     "Q8_0": lambda: "gguf.quants.quantize (gguf-py)",
     "Q4_0": lambda: "gguf.quants.quantize (gguf-py)",
-    "Q4_K": lambda: f"qwen_cpu._kernels.quantize('Q4_K', x) at git {_git_head()} (gguf-py has no Q4_K quantizer)",
+    "Q4_K": lambda: f"qwen_cpu._kernels.quantize(GGMLQuantizationType.Q4_K, x) at git {_git_head()} (gguf-py has no Q4_K quantizer)",
 }
 
 POOLING = (
@@ -249,8 +249,11 @@ def quantize_q4_k(x: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"qwen_cpu._kernels is not importable ({e}): cannot write Q4_K") from e
     if not hasattr(_kernels, "quantize"):
         raise RuntimeError("qwen_cpu._kernels.quantize is not built yet: cannot write Q4_K")
-    out = np.asarray(_kernels.quantize("Q4_K", np.ascontiguousarray(x, dtype=np.float32)))
+    out = np.asarray(_kernels.quantize(int(QT.Q4_K), np.ascontiguousarray(x, dtype=np.float32)))
     assert out.dtype == np.uint8 and out.shape == (x.shape[0], x.shape[1] // 256 * 144), out.shape
+    # Sanity of the quantizer under test: gguf-py must decode its output to within plain 4-bit error.
+    err = np.sqrt(np.mean((gguf.quants.dequantize(out, QT.Q4_K) - x) ** 2) / np.mean(x ** 2))
+    assert err < 0.12, f"Q4_K relative RMS error {err:.3f}"
     return out
 
 
