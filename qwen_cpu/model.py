@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .config import ModelConfig, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from .generate import Response
 
 DEFAULT_N_CTX = 4096
 
@@ -233,3 +236,37 @@ class Model:
         """Forget the cached context."""
         with self._lock:
             self._cache.clear()
+
+    # ---- generation (generate.py does the work) -----------------------------------------------
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
+               **sampling: Any) -> Iterator["Response"]:
+        """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
+        vocabulary asks for it) or of token ids: yields generate.Response objects with the new
+        text, the token id, speed figures and, last, the finish reason ("stop" or "length").
+        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...)."""
+        from . import generate
+
+        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else list(prompt)
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling), stop=stop)
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
+                 **sampling: Any) -> str:
+        """The continuation of a prompt as one string (see stream)."""
+        return "".join(r.text for r in self.stream(prompt, max_tokens, stop, **sampling))
+
+    def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
+             max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
+        """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
+        with the file's chat template (ChatML if it has none); message content never becomes
+        control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
+        `chat.completion.chunk` dicts. The KV cache keeps the conversation, so a follow-up turn
+        computes only its new tokens."""
+        from . import generate
+        from .chat import encode_chat
+
+        ids = encode_chat(self.tokenizer, messages, tools=tools)
+        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
+                                    stop=stop)
+        if stream:
+            return generate.openai_chunks(responses, self.path.name)
+        return generate.openai_completion(responses, self.path.name)

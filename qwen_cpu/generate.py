@@ -1,0 +1,165 @@
+"""Generation in three layers (as in mlx-lm):
+
+1. `generate_tokens`: prompt ids -> sampled token ids, one forward step each (the KV cache keeps
+   what it can from the previous call, so a chat turn only computes its new tokens);
+2. `stream`: -> `Response` objects carrying the new text (never broken UTF-8, never any part of a
+   stop string), the token, speed figures and, on the last one, the finish reason;
+3. `generate`: the whole text at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from .errors import QwenCpuError
+from .sampler import Sampler, SamplingParams, StopStringMatcher
+from .tokenizer import StreamingDetokenizer
+
+
+@dataclass
+class Response:
+    """One step of a stream. `text` is the new text since the previous Response."""
+
+    text: str
+    token: int | None  # the sampled token (None on a final response that only flushes text)
+    finish_reason: str | None  # None while generating; "stop" (end token or stop string) or "length"
+    prompt_tokens: int  # prompt length
+    prompt_cached: int  # prompt tokens reused from the KV cache (not recomputed)
+    generation_tokens: int  # tokens sampled so far
+    prompt_tps: float  # prompt tokens computed per second
+    generation_tps: float  # sampled tokens per second (after the first)
+
+
+def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
+                    stats: dict | None = None) -> Iterator[int]:
+    """Yield up to max_tokens sampled ids; stops early when the context is full. The caller stops
+    on end-of-generation tokens. stats (optional) receives prompt timing and cache reuse."""
+    prompt_ids = list(prompt_ids)
+    if max_tokens <= 0:
+        return
+    before = model.n_evaluated
+    t0 = time.perf_counter()
+    logits = model.prefill(prompt_ids)
+    if stats is not None:
+        stats["prompt_seconds"] = time.perf_counter() - t0
+        stats["prompt_computed"] = model.n_evaluated - before
+    history = list(prompt_ids)
+    for i in range(max_tokens):
+        token = sampler(logits, history)
+        history.append(token)
+        yield token
+        if i + 1 == max_tokens or model.n_past >= model.n_ctx:
+            return
+        logits = model.decode_step(token)
+
+
+def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
+           stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
+    """Stream the continuation of prompt_ids as text. The model's lock is held for the whole
+    generation, so two threads streaming from one model take turns instead of corrupting the cache."""
+    tok = model.tokenizer
+    params = params or SamplingParams()
+    sampler = Sampler(params)
+    end_tokens = set(tok.eos_ids if stop_tokens is None else stop_tokens)
+    if len(prompt_ids) >= model.n_ctx:
+        raise QwenCpuError(
+            f"the prompt has {len(prompt_ids)} tokens but the context holds {model.n_ctx} (n_ctx), "
+            "leaving no room to generate"
+        )
+    detok = StreamingDetokenizer(tok, skip_special=True)
+    stops = StopStringMatcher(stop)
+    stats: dict = {}
+    n_gen = 0
+    t_first = None
+
+    def response(text: str, token: int | None, finish: str | None) -> Response:
+        prompt_s = stats.get("prompt_seconds", 0.0)
+        computed = stats.get("prompt_computed", 0)
+        gen_s = time.perf_counter() - t_first if t_first is not None and n_gen > 1 else 0.0
+        return Response(
+            text=text, token=token, finish_reason=finish, prompt_tokens=len(prompt_ids),
+            prompt_cached=len(prompt_ids) - computed, generation_tokens=n_gen,
+            prompt_tps=computed / prompt_s if prompt_s > 0 else 0.0,
+            generation_tps=(n_gen - 1) / gen_s if gen_s > 0 else 0.0,
+        )
+
+    with model._lock:
+        finish = "length"
+        for token in generate_tokens(model, prompt_ids, sampler, max_tokens, stats):
+            n_gen += 1
+            if t_first is None:
+                t_first = time.perf_counter()
+            if token in end_tokens:
+                finish = "stop"
+                break
+            text = stops.push(detok.feed(token))
+            if stops.stopped:
+                finish = "stop"
+                if text:
+                    yield response(text, token, None)
+                break
+            yield response(text, token, None)
+        # Text held back (an unfinished character, a possible stop-string prefix) is released at the end.
+        tail = "" if stops.stopped else stops.push(detok.finish()) + stops.flush()
+        yield response(tail, None, finish)
+
+
+def generate(model, prompt_ids: Sequence[int], **kwargs) -> Response:
+    """Generate to the end and return one Response holding the whole text."""
+    parts = []
+    last = None
+    for last in stream(model, prompt_ids, **kwargs):
+        parts.append(last.text)
+    assert last is not None
+    last.text = "".join(parts)
+    return last
+
+
+# Defaults as llama.cpp's and llama-cpp-python's completion calls have them.
+DEFAULT_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+
+
+def sampling_params(**overrides) -> SamplingParams:
+    """SamplingParams with the usual defaults, overridden by keyword (temperature=0: greedy)."""
+    try:
+        return SamplingParams(**{**DEFAULT_SAMPLING, **overrides})
+    except TypeError as e:
+        raise QwenCpuError(f"unknown sampling option: {e}") from None
+
+
+def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
+    """Drain a stream into an OpenAI `chat.completion` dict."""
+    text, last = [], None
+    for last in responses:
+        text.append(last.text)
+    assert last is not None
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                     "finish_reason": last.finish_reason}],
+        "usage": {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
+                  "total_tokens": last.prompt_tokens + last.generation_tokens},
+    }
+
+
+def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[dict]:
+    """A stream as OpenAI `chat.completion.chunk` dicts: a role delta, content deltas, then an
+    empty delta carrying the finish reason."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict, finish: str | None) -> dict:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant"}, None)
+    for r in responses:
+        if r.text:
+            yield chunk({"content": r.text}, None)
+        if r.finish_reason is not None:
+            yield chunk({}, r.finish_reason)
