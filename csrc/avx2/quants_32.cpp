@@ -114,26 +114,37 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
 // ---- 32-element block weights ------------------------------------------------------------
 
 // The loop shared by the block types W (weights) and A (activations), both starting with their
-// f16 scale d: block_dot(i) returns block i's 8 int32 partial dot products. Four blocks per
-// iteration, so the four scale products take one f16 conversion per side; two FMA accumulators.
+// f16 scale d: block_dot(i) returns block i's 16 int16 pair sums of byte products (maddubs).
+// Four blocks per iteration: the four scale products take one f16 conversion per side, and the
+// pair sums of two blocks are folded into one vector of int32 (lanes 0, 1, 4, 5 of the first
+// block, 2, 3, 6, 7 of the second) before a single conversion and FMA. kSmall: the pair sums are
+// at most 16383 in magnitude, so two of them may be added in int16 (hadd_epi16) first.
 // For the types with a min (Q4_1, Q5_1: kMin) the block term m * s, outside the integer dot, is
 // accumulated four blocks at a time too.
-template <bool kMin, typename W, typename A, typename BlockDot>
+template <bool kMin, bool kSmall, typename W, typename A, typename BlockDot>
 static inline float dot_blocks(int64_t nb, const W* x, const A* y, BlockDot block_dot) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const auto fold = [ones](__m256i u0, __m256i u1) {
+    if constexpr (kSmall) return _mm256_madd_epi16(_mm256_hadd_epi16(u0, u1), ones);
+    return _mm256_hadd_epi32(_mm256_madd_epi16(u0, ones), _mm256_madd_epi16(u1, ones));
+  };
+  const __m256i lanes01 = _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1);
+  const __m256i lanes23 = _mm256_setr_epi32(2, 2, 3, 3, 2, 2, 3, 3);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   __m128 acc_min = _mm_setzero_ps();
   int64_t i = 0;
   for (; i + 4 <= nb; i += 4) {
-    const __m128 d = _mm_mul_ps(load4_h(&x[i].d, sizeof(W)), load4_h(&y[i].d, sizeof(A)));
-    acc0 = _mm256_fmadd_ps(lane_ps(d, 0), _mm256_cvtepi32_ps(block_dot(i)), acc0);
-    acc1 = _mm256_fmadd_ps(lane_ps(d, 1), _mm256_cvtepi32_ps(block_dot(i + 1)), acc1);
-    acc0 = _mm256_fmadd_ps(lane_ps(d, 2), _mm256_cvtepi32_ps(block_dot(i + 2)), acc0);
-    acc1 = _mm256_fmadd_ps(lane_ps(d, 3), _mm256_cvtepi32_ps(block_dot(i + 3)), acc1);
+    const __m256 d = _mm256_castps128_ps256(_mm_mul_ps(load4_h(&x[i].d, sizeof(W)), load4_h(&y[i].d, sizeof(A))));
+    const __m256i p01 = fold(block_dot(i), block_dot(i + 1));
+    const __m256i p23 = fold(block_dot(i + 2), block_dot(i + 3));
+    acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lanes01), _mm256_cvtepi32_ps(p01), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lanes23), _mm256_cvtepi32_ps(p23), acc1);
     if constexpr (kMin) acc_min = _mm_fmadd_ps(load4_h(&x[i].m, sizeof(W)), load4_h(&y[i].s, sizeof(A)), acc_min);
   }
   float min_tail = 0.0f;
   for (; i < nb; ++i) {
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(block_dot(i)), acc0);
+    const __m256i p = _mm256_madd_epi16(block_dot(i), ones);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p), acc0);
     if constexpr (kMin) min_tail += h2f(x[i].m) * h2f(y[i].s);
   }
   float s = hsum_ps(_mm256_add_ps(acc0, acc1));
@@ -145,12 +156,11 @@ static inline float dot_blocks(int64_t nb, const W* x, const A* y, BlockDot bloc
 float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
   const block_q4_0* x = static_cast<const block_q4_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks<false>(n / QK4_0, x, y, [x, y](int64_t i) {
+  return dot_blocks<false, true>(n / QK4_0, x, y, [x, y](int64_t i) {
     const __m256i q = unpack_nibbles_32(x[i].qs);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    // sum (q - 8) a = sum q a - 8 sum a, both as int16 pair sums (|.| <= 2 * 15 * 127)
-    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(_mm256_set1_epi8(8), a));
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    // (q - 8) a = q a - 8 a in int16 pair sums: |q a| <= 2 * 15 * 127, the result <= 2 * 8 * 127
+    return _mm256_sub_epi16(pairs_u8i8(q, a), pairs_u8i8(_mm256_set1_epi8(8), a));
   });
 }
 
@@ -158,9 +168,9 @@ float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   const block_q4_1* x = static_cast<const block_q4_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  return dot_blocks<true>(n / QK4_1, x, y, [x, y](int64_t i) {
+  return dot_blocks<true, true>(n / QK4_1, x, y, [x, y](int64_t i) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return dot_u8i8_32(unpack_nibbles_32(x[i].qs), a);
+    return pairs_u8i8(unpack_nibbles_32(x[i].qs), a);  // <= 2 * 15 * 127
   });
 }
 
@@ -168,12 +178,12 @@ float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
 float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
   const block_q5_0* x = static_cast<const block_q5_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks<false>(n / QK5_0, x, y, [x, y](int64_t i) {
+  return dot_blocks<false, true>(n / QK5_0, x, y, [x, y](int64_t i) {
     // q - 16 = nibble where the 5th bit is set, nibble - 16 (high nibble 0xf0) where it is clear
     const __m256i hi = _mm256_andnot_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8((char)0xf0));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return dot_i8i8_32(q, a);
+    return pairs_i8i8(q, a);  // <= 2 * 16 * 127
   });
 }
 
@@ -181,11 +191,11 @@ float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
   const block_q5_1* x = static_cast<const block_q5_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  return dot_blocks<true>(n / QK5_1, x, y, [x, y](int64_t i) {
+  return dot_blocks<true, true>(n / QK5_1, x, y, [x, y](int64_t i) {
     const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return dot_u8i8_32(q, a);
+    return pairs_u8i8(q, a);  // <= 2 * 31 * 127
   });
 }
 
@@ -193,10 +203,10 @@ float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
 float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
   const block_q8_0* x = static_cast<const block_q8_0*>(vw);
   const block_q8_0* y = static_cast<const block_q8_0*>(va);
-  return dot_blocks<false>(n / QK8_0, x, y, [x, y](int64_t i) {
+  return dot_blocks<false, false>(n / QK8_0, x, y, [x, y](int64_t i) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return dot_i8i8_32(w, a);
+    return pairs_i8i8(w, a);  // <= 2 * 128 * 127: too large to add two in int16
   });
 }
 

@@ -82,16 +82,14 @@ static inline __m256i bits_to_bytes_32(const uint8_t* p) {
   return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-// Sum over 32 byte pairs u[i] * s[i] as 8 int32 lanes (each the sum of 4 adjacent products);
-// u unsigned, s signed. The int16 pair sums cannot saturate while u <= 128 and |s| <= 127.
-static inline __m256i dot_u8i8_32(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
+// The 16 int16 sums of adjacent byte products u[2j] s[2j] + u[2j+1] s[2j+1]; u unsigned, s
+// signed. They cannot saturate while u <= 128 and |s| <= 127.
+static inline __m256i pairs_u8i8(__m256i u, __m256i s) { return _mm256_maddubs_epi16(u, s); }
 
-// Sum over 32 byte pairs w[i] * a[i], both signed, as 8 int32 lanes; needs a[i] != -128
-// (guaranteed by the activation formats, whose values lie in -127..127).
-static inline __m256i dot_i8i8_32(__m256i w, __m256i a) {
-  return dot_u8i8_32(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+// The same for two signed sides (the signs of w moved onto a); needs a[i] != -128, which the
+// activation formats guarantee (their values lie in -127..127).
+static inline __m256i pairs_i8i8(__m256i w, __m256i a) {
+  return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
 }
 
 // The 16 6-bit scales of a Q3_K block (12 packed bytes) as int8 scale - 32.
