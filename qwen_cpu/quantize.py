@@ -43,6 +43,7 @@ chunk, whatever the model size.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import sys
@@ -204,12 +205,15 @@ def _hf_config(folder: Path) -> _HFConfig:
         return v
 
     n_embd, n_head = need("hidden_size"), need("num_attention_heads")
-    n_head_kv = cfg.get("num_key_value_heads") or n_head
-    head_dim = cfg.get("head_dim") or n_embd // n_head
-    if n_head % n_head_kv != 0 or head_dim * n_head != n_embd and "head_dim" not in cfg:
-        raise QwenCpuError(f"{folder / 'config.json'}: {n_head} heads, {n_head_kv} kv heads and hidden size "
-                           f"{n_embd} are inconsistent")
+    n_head_kv = need("num_key_value_heads") if "num_key_value_heads" in cfg else n_head
+    head_dim = need("head_dim") if cfg.get("head_dim") is not None else n_embd // n_head
+    explicit_head_dim = cfg.get("head_dim") is not None
+    if n_head % n_head_kv != 0 or (not explicit_head_dim and head_dim * n_head != n_embd) or head_dim % 2:
+        raise QwenCpuError(f"{folder / 'config.json'}: {n_head} heads of {head_dim}, {n_head_kv} kv heads and "
+                           f"hidden size {n_embd} are inconsistent")
     rs = cfg.get("rope_scaling")
+    if rs is not None and not isinstance(rs, dict):
+        raise QwenCpuError(f"{folder / 'config.json'}: rope_scaling {rs!r} is not an object")
     if rs is not None:
         kind = rs.get("type") or rs.get("rope_type")
         if kind not in ("yarn", "linear"):
@@ -318,8 +322,12 @@ def _hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[_Tensor], list[Safeten
     for g, (hf, st) in found.items():
         e = st.tensors[hf]
         want = expected.get(g)
-        if want is None:  # a bias: its shape follows its weight's rows
-            want = (expected[g[: -len("bias")] + "weight"][0],)
+        weight_of_bias = g[: -len("bias")] + "weight"
+        if want is None and g.endswith(".bias") and weight_of_bias in expected:
+            want = (expected[weight_of_bias][0],)  # a bias: as long as its weight has rows
+        if want is None:
+            raise QwenCpuError(f"{st.path}: tensor {hf!r} does not belong to a {c.n_layer}-layer model "
+                               "(num_hidden_layers in config.json)")
         if e.shape != want:
             raise QwenCpuError(f"{st.path}: tensor {hf!r} has shape {e.shape}, but config.json implies {want}")
         permute = c.arch == "llama" and (".attn_q." in g or ".attn_k." in g)
@@ -447,43 +455,75 @@ def _add_hf_metadata(w: Any, c: _HFConfig, qt: QuantType) -> None:
     w.add_quantization_version(2)
 
 
-def _gguf_source(path: Path) -> tuple[Any, str, int, list[_Tensor]]:
+class _GGUFData:
+    """Tensor data of a GGUF file read through a map of our own, so that the pages of rows already
+    converted can be dropped (GGUFFile's map would keep the whole source resident as it is read)."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def rows(self, offset: int, row_bytes: int, a: int, b: int) -> np.ndarray:
+        """Rows [a, b) of row_bytes each from a tensor at absolute offset: uint8 (b - a, row_bytes), a copy."""
+        start = offset + a * row_bytes
+        out = np.frombuffer(self._map, np.uint8, (b - a) * row_bytes, start).reshape(b - a, row_bytes).copy()
+        if hasattr(mmap, "MADV_DONTNEED"):
+            page = start // mmap.PAGESIZE * mmap.PAGESIZE
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, page, start + (b - a) * row_bytes - page)
+            except (OSError, ValueError):
+                pass  # advice only
+        return out
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def _gguf_source(path: Path, closers: list) -> tuple[Any, str, int, list[_Tensor]]:
     from .gguf import GGUFFile
     from .gguf_types import GGML_TYPES
 
-    src = GGUFFile(path)
+    src = GGUFFile(path)  # parses and validates header, metadata and tensor ranges
+    closers.append(src.close)
     arch = src.metadata.get("general.architecture")
     if arch not in ("qwen2", "llama"):
-        src.close()
         raise QwenCpuError(f"{path}: architecture {arch!r} is not supported (qwen2, llama)")
+    data = _GGUFData(path)
+    closers.append(data.close)
     n_layer = int(src.metadata.get(f"{arch}.block_count", 0))
     out = []
     for name, info in src.tensors.items():
         tname = GGML_TYPES[info.ggml_type].name if info.ggml_type in GGML_TYPES else str(info.ggml_type)
         n_per_row = info.shape[-1]
+        row_bytes = info.row_bytes if len(info.shape) > 1 else info.n_bytes
+        if row_bytes is None:
+            raise QwenCpuError(f"{path}: tensor {name!r} has type {tname}, whose layout is unknown")
 
-        def raw(a: int, b: int, name: str = name) -> np.ndarray:
-            v = src.tensor(name)
-            return v.reshape(-1, v.shape[-1])[a:b] if v.ndim > 1 else v[a:b]
+        def raw(a: int, b: int, off: int = info.offset, rb: int = row_bytes, vec: bool = len(info.shape) == 1):
+            return data.rows(off, rb, 0, 1).reshape(-1) if vec else data.rows(off, rb, a, b)
 
-        def rows(a: int, b: int, name: str = name, t: int = info.ggml_type, n: int = n_per_row) -> np.ndarray:
-            return _dequantize(t, raw(a, b, name), n)
+        def rows(a: int, b: int, raw=raw, t: int = info.ggml_type, n: int = n_per_row) -> np.ndarray:
+            return _dequantize(t, raw(a, b), n)
 
         out.append(_Tensor(name=name, shape=tuple(info.shape), src_type=tname, read_rows=rows, raw_rows=raw,
                            raw_type=info.ggml_type))
     return src, arch, n_layer, out
 
 
+_READABLE = {F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K}
+
+
 def _dequantize(t: int, data: np.ndarray, n_per_row: int) -> np.ndarray:
-    """Stored rows (raw GGUF data of type t) -> float32 (rows, n_per_row); 1-D data -> (n,)."""
-    if t == F32:
-        return np.asarray(data, np.float32)
-    if t == F16:
-        return np.asarray(data).astype(np.float32)
+    """Raw GGUF bytes of type t, uint8 (rows, row_bytes) or (n_bytes,) for a vector -> float32
+    (rows, n_per_row) or (n,)."""
     if data.ndim == 1:
         return _dequantize(t, data.reshape(1, -1), n_per_row).reshape(-1)
     n_rows = data.shape[0]
-    u8 = np.ascontiguousarray(data).view(np.uint8)
+    u8 = np.ascontiguousarray(data)
+    if t == F32:
+        return u8.view("<f4").astype(np.float32).reshape(n_rows, n_per_row)
+    if t == F16:
+        return u8.view("<f2").astype(np.float32).reshape(n_rows, n_per_row)
     if t == BF16:
         return (u8.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(n_rows, n_per_row)
     try:
@@ -595,8 +635,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
             _add_hf_metadata(w, cfg, qt)
             _add_tokenizer(w, src_p, cfg.n_vocab)
         else:
-            gsrc, arch, n_layer, tensors = _gguf_source(src_p)
-            closers.append(gsrc.close)
+            gsrc, arch, n_layer, tensors = _gguf_source(src_p, closers)
             w = gguf.GGUFWriter(None, arch)
             _copy_gguf_metadata(w, gsrc)
             w.add_file_type(qt.file_type)
@@ -609,6 +648,9 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
                 t.out_type = t.raw_type  # GGUF vectors are copied as they are
             else:
                 t.out_type = tensor_type(t.name, t.shape, qt, n_layer, has_output)
+            if t.raw_type is not None and t.out_type != t.raw_type and t.raw_type not in _READABLE:
+                raise QwenCpuError(f"{src_p}: tensor {t.name!r} is {t.src_type}, which cannot be requantized "
+                                   f"(readable: {', '.join(_TYPE_NAMES[x] for x in sorted(_READABLE))})")
             n_rows = int(np.prod(t.shape[:-1])) if len(t.shape) > 1 else 1
             nbytes = n_rows * _row_bytes(t.out_type, t.shape[-1])
             w.add_tensor_info(t.name, (*t.shape[:-1], nbytes // n_rows), np.dtype(np.uint8), nbytes,

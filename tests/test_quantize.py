@@ -390,6 +390,12 @@ def test_shape_contradicting_config(qwen_ckpt, tmp_path):
     edit_config(d, intermediate_size=256, num_hidden_layers=9)
     with pytest.raises(QwenCpuError, match="missing tensors.*blk.8"):
         quantize_model(d, tmp_path / "m.gguf", "q8_0", progress=False)
+    edit_config(d, num_hidden_layers=7)
+    with pytest.raises(QwenCpuError, match=r"model\.layers\.7\..*does not belong to a 7-layer model"):
+        quantize_model(d, tmp_path / "m.gguf", "q8_0", progress=False)
+    edit_config(d, num_hidden_layers=8, num_attention_heads=5)
+    with pytest.raises(QwenCpuError, match="inconsistent"):
+        quantize_model(d, tmp_path / "m.gguf", "q8_0", progress=False)
 
 
 def test_truncated_shard(qwen_ckpt, tmp_path):
