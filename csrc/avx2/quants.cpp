@@ -1,6 +1,7 @@
 // The AVX2 (+FMA, F16C) quantized kernels: dot products of every weight type we read against
 // its activation format, and the activation quantizers. Dequantization stays the inherited
-// scalar one (it only serves embedding lookups and tests, never a matmul).
+// scalar one: it serves the embedding lookup (one row per token) and offline conversion, never
+// a matrix product.
 #include "simd.h"
 
 namespace qc {
