@@ -7,8 +7,9 @@ For every kernel path other than "scalar" that this build has and this CPU runs:
   - vec_dot: on the same (weight, activation) bytes, |simd - scalar| <= 1e-5 * sum_i |w_i a_i|
     (the sum of absolute terms computed in float64 from gguf.quants.dequantize of the weights and
     the activation bytes). The integer dot products inside blocks are exact on both paths; only
-    the float summation order of the per-block terms differs, whose error is a few float32 ulps of
-    that sum for the sizes here (at most 4352 elements);
+    the float summation order of the per-block terms differs. Observed: at most 2e-7 (about two
+    float32 ulps of that sum) for the sizes here (up to 4352 elements); a wrong value, scale,
+    offset or block gives errors of 1e-3 and more;
   - matmul (threaded driver, activation quantization included): same bound per output element.
 The scalar path itself is tested against gguf.quants in tests/test_quants.py.
 """
