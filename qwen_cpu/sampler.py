@@ -1,0 +1,374 @@
+"""Token sampling: small pure functions on a logits vector, a seeded Sampler that chains them, and a
+stop-string matcher for streamed text.
+
+Every function takes `logits`, a 1-D float array of shape (n,) (n = vocabulary rows, or a shorter
+candidate list), and returns a new array of the same shape with removed tokens set to -inf; none
+modifies its input. Probabilities are softmax(logits).
+
+The Sampler applies, in this order (llama.cpp's order): logit bias, repetition/presence/frequency
+penalties over the last `penalty_window` tokens, top-k, top-p, min-p, temperature, then draws one
+token. top-p and min-p therefore see the temperature-1 distribution (after top-k when top-k is on:
+the top-k candidates renormalised). temperature == 0 means greedy (argmax after bias and penalties).
+
+Speed: the vocabulary (151,936 for Qwen2.5) is cut to a short candidate list without sorting it:
+`top_k_indices` finds a threshold from per-block maxima, so one token costs well under 1 ms
+(bench/bench_sampler.py prints the figure).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import QwenCpuError
+
+_GROUPS = 64   # interleaved groups for the top-k threshold and two-level sampling
+
+
+# ---- pure functions ---------------------------------------------------------------------------
+
+def check_finite(logits: np.ndarray) -> None:
+    """Raise QwenCpuError if `logits` (n,) holds NaN or +-Inf (a broken forward pass, never sampled)."""
+    if logits.ndim != 1 or logits.size == 0:
+        raise QwenCpuError(f"logits must be a non-empty 1-D array, got shape {logits.shape}")
+    # max/min propagate NaN and expose +-Inf in two cheap passes
+    if not (math.isfinite(float(logits.max())) and math.isfinite(float(logits.min()))):
+        bad = np.flatnonzero(~np.isfinite(logits))
+        raise QwenCpuError(f"logits contain {bad.size} NaN/Inf values (first at index {bad[0]})")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities (n,) float64 of `logits` (n,); -inf entries get probability 0."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def log_sum_exp(logits: np.ndarray) -> float:
+    """log(sum(exp(logits))) computed stably (float32 exponentials, float64 sum)."""
+    x = np.asarray(logits, dtype=np.float32)
+    m = x.max()
+    if m == -np.inf:
+        return -math.inf
+    return float(m) + math.log(float(np.exp(x - m).sum(dtype=np.float64)))
+
+
+def apply_logit_bias(logits: np.ndarray, bias: Mapping[int, float]) -> np.ndarray:
+    """logits + bias[id] for each id in `bias` (a bias of -inf bans the token)."""
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if bias:
+        ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))
+        if ids.min() < 0 or ids.max() >= out.size:
+            raise QwenCpuError(f"logit_bias token id outside 0..{out.size - 1}")
+        out[ids] += np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
+    return out
+
+
+def apply_penalties(logits: np.ndarray, recent: Sequence[int], repetition: float = 1.0,
+                    presence: float = 0.0, frequency: float = 0.0) -> np.ndarray:
+    """Penalise tokens that occur in `recent` (the window of past ids; ids >= n are ignored).
+
+    repetition (CTRL-style): a positive logit is divided by it, a negative one multiplied by it.
+    presence: subtracted once from each token that occurs. frequency: subtracted per occurrence.
+    """
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if len(recent) == 0 or (repetition == 1.0 and presence == 0.0 and frequency == 0.0):
+        return out
+    ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+    keep = (ids >= 0) & (ids < out.size)
+    ids, counts = ids[keep], counts[keep]
+    x = out[ids]
+    if repetition != 1.0:
+        x = np.where(x > 0, x / repetition, x * repetition)
+    out[ids] = x - presence - frequency * counts
+    return out
+
+
+def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """logits / temperature (temperature > 0)."""
+    if not temperature > 0:
+        raise QwenCpuError(f"temperature must be > 0 here, got {temperature}")
+    return np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+
+
+def top_k_indices(logits: np.ndarray, k: int) -> np.ndarray:
+    """Indices (min(k, n),) int64 of the k largest logits, largest first (ties in any order).
+
+    Instead of partitioning all n values, split them into _GROUPS interleaved groups and take the
+    k-th largest group maximum as a threshold: at least k groups reach it, so at least k values do,
+    and only values >= it can be in the top k. The few values above it are then partitioned.
+    """
+    n = logits.shape[0]
+    if k <= 0:
+        raise QwenCpuError(f"top_k must be >= 1, got {k}")
+    if k >= n:
+        cand = np.arange(n)
+    else:
+        cand = None
+        width = n // _GROUPS                      # group j = {j, j + width, j + 2*width, ...}
+        if k <= width // 4:
+            group_max = logits[:_GROUPS * width].reshape(_GROUPS, width).max(axis=0)
+            threshold = np.partition(group_max, width - k)[width - k]
+            cand = np.flatnonzero(logits >= threshold)
+            if cand.size > n // 2:                # flat logits: the threshold did not help
+                cand = None
+        if cand is None:
+            cand = np.argpartition(logits, n - k)[n - k:]
+        elif cand.size > k:
+            cand = cand[np.argpartition(logits[cand], cand.size - k)[cand.size - k:]]
+    return cand[np.argsort(-logits[cand], kind="stable")]
+
+
+def top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """Keep the k largest logits, the rest -inf."""
+    out = np.full(logits.shape, -np.inf, dtype=np.float32)
+    ids = top_k_indices(logits, k)
+    out[ids] = logits[ids]
+    return out
+
+
+def top_p_indices(logits: np.ndarray, p: float, log_z: float | None = None) -> np.ndarray:
+    """Indices (m,) of the smallest set of most probable tokens whose probability sums to >= p
+    (at least one token), in no particular order.
+
+    log_z: log of the normaliser when `logits` is a candidate list cut from a larger vocabulary
+    (probabilities are exp(logit - log_z)); default: normalise over `logits` itself.
+    Cost: the top 64 tokens are tried first (enough for most language-model steps); otherwise a
+    selection narrows the boundary with pivots estimated from a strided sample, so only the
+    tokens near the cut are ever sorted.
+    """
+    if not 0.0 < p <= 1.0:
+        raise QwenCpuError(f"top_p must be in (0, 1], got {p}")
+    x = np.asarray(logits, dtype=np.float32)
+    if log_z is None:
+        log_z = log_sum_exp(x)
+    if p >= 1.0:
+        return np.flatnonzero(x > -np.inf)
+    head = top_k_indices(x, 64)
+    head_cum = np.cumsum(np.exp(x[head].astype(np.float64) - log_z))
+    if head_cum[-1] >= p or head.size == x.size:
+        return head[:min(int(np.searchsorted(head_cum, p, side="left")) + 1, head.size)]
+    # All 64 head tokens are in. Without them the rest has no outliers, so a strided sample
+    # estimates where the cumulative mass of the rest reaches what is still needed.
+    vals = x.copy()
+    vals[head] = -np.inf
+    probs = np.exp(vals - np.float32(log_z))     # (n,) float32 probabilities
+    ids, need, rest_mass, kept = None, p - head_cum[-1], 1.0 - head_cum[-1], [head]
+    for _ in range(12):                          # each round narrows; 12 is never reached
+        if vals.size <= 1024:
+            break
+        sample_vals = np.sort(vals[::vals.size // 256])[::-1]
+        est = np.cumsum(np.exp(sample_vals.astype(np.float64) - log_z))
+        est *= rest_mass / est[-1] if est[-1] > 0 else 0.0
+        pivot = sample_vals[min(int(np.searchsorted(est, need)), sample_vals.size - 1)]
+        upper = vals >= pivot
+        mass = float(probs[upper].sum(dtype=np.float64))
+        select = upper if mass >= need else ~upper
+        if select.all():                         # no progress (ties): sort what is left
+            break
+        if mass < need:                          # all of `upper` is in; look below it
+            kept.append(np.flatnonzero(upper) if ids is None else ids[upper])
+            need, rest_mass = need - mass, rest_mass - mass
+        else:
+            rest_mass = mass
+        ids = np.flatnonzero(select) if ids is None else ids[select]
+        vals, probs = vals[select], probs[select]
+    if ids is None:
+        ids = np.arange(x.size)
+    order = np.argsort(-vals, kind="stable")
+    cum = np.cumsum(probs[order], dtype=np.float64)
+    n_finite = int(np.count_nonzero(vals > -np.inf))     # head (set to -inf) is never re-added
+    n_keep = min(int(np.searchsorted(cum, need, side="left")) + 1, n_finite)
+    kept.append(ids[order[:n_keep]])
+    return np.concatenate(kept)
+
+
+def top_p(logits: np.ndarray, p: float, log_z: float | None = None) -> np.ndarray:
+    """Keep the smallest set of most probable tokens whose probability sums to >= p (at least
+    one), the rest -inf. `log_z` as in `top_p_indices`."""
+    x = np.asarray(logits, dtype=np.float32)
+    out = np.full(x.shape, -np.inf, dtype=np.float32)
+    ids = top_p_indices(x, p, log_z)
+    out[ids] = x[ids]
+    return out
+
+
+def min_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """Keep tokens whose probability is >= p times the largest probability."""
+    if not 0.0 <= p <= 1.0:
+        raise QwenCpuError(f"min_p must be in [0, 1], got {p}")
+    x = np.asarray(logits, dtype=np.float32)
+    if p <= 0.0:
+        return x.copy()
+    threshold = x.max() + math.log(p)      # p_i >= p * p_max  <=>  l_i >= l_max + log p
+    return np.where(x >= threshold, x, np.float32(-np.inf)).astype(np.float32)
+
+
+def greedy(logits: np.ndarray) -> int:
+    """Index of the largest logit (the first one on ties)."""
+    return int(np.argmax(logits))
+
+
+def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw an index with probability softmax(logits), using one `rng.random()` draw.
+
+    Long vectors are drawn in two levels (a group by its total weight, then a member of the
+    group), which avoids a cumulative sum over the whole vocabulary.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    m = x.max()
+    if m == -np.inf:
+        raise QwenCpuError("every token was removed: nothing left to sample")
+    weights = np.exp(x - m)                      # (n,) in (0, 1], the max is 1
+    n = x.size
+    width = n // _GROUPS
+    if width < 64:
+        cdf = np.cumsum(weights, dtype=np.float64)
+        r = rng.random() * cdf[-1]
+        return min(int(np.searchsorted(cdf, r, side="right")), n - 1)
+    main = weights[:_GROUPS * width].reshape(_GROUPS, width)   # column j = group j
+    group_cdf = np.cumsum(main.sum(axis=0, dtype=np.float64))  # (width,)
+    tail = weights[_GROUPS * width:].astype(np.float64)         # (n % _GROUPS,) own group
+    total = group_cdf[-1] + tail.sum()
+    r = rng.random() * total
+    if r >= group_cdf[-1]:                      # inside the tail
+        cdf = group_cdf[-1] + np.cumsum(tail)
+        j = min(int(np.searchsorted(cdf, r, side="right")), tail.size - 1)
+        return _GROUPS * width + j
+    g = min(int(np.searchsorted(group_cdf, r, side="right")), width - 1)
+    before = group_cdf[g - 1] if g > 0 else 0.0
+    member_cdf = before + np.cumsum(main[:, g], dtype=np.float64)
+    i = min(int(np.searchsorted(member_cdf, r, side="right")), _GROUPS - 1)
+    return i * width + g
+
+
+# ---- the sampler ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings. Defaults sample from the model's plain distribution.
+
+    temperature: 0 = greedy. top_k: 0 = off. top_p: 1 = off. min_p: 0 = off.
+    repetition_penalty: 1 = off. presence_penalty / frequency_penalty: 0 = off.
+    penalty_window: how many of the most recent tokens the penalties look at.
+    logit_bias: {token id: added logit}. seed: for the Sampler's numpy Generator (None = random).
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_window: int = 64
+    logit_bias: Mapping[int, float] | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        checks = [
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (self.penalty_window >= 0, "penalty_window must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise QwenCpuError(f"{message} (got {self})")
+
+
+def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
+           rng: np.random.Generator) -> int:
+    """One token id drawn from `logits` (vocab,) given the ids generated so far (`history`)."""
+    logits = np.asarray(logits)
+    check_finite(logits)
+    x = logits.astype(np.float32, copy=False)
+    if params.logit_bias:
+        x = apply_logit_bias(x, params.logit_bias)
+    window = history[-params.penalty_window:] if params.penalty_window else ()
+    if len(window):
+        x = apply_penalties(x, window, params.repetition_penalty, params.presence_penalty,
+                            params.frequency_penalty)
+    if params.temperature == 0:
+        return greedy(x)
+
+    n = x.size
+    if 0 < params.top_k < n:
+        ids = top_k_indices(x, params.top_k)
+    elif params.top_p < 1.0:
+        ids = top_p_indices(x, params.top_p)
+    elif params.min_p > 0.0:
+        ids = np.flatnonzero(x >= x.max() + math.log(params.min_p))
+    else:
+        ids = None
+    cand = x if ids is None else x[ids]
+    if params.top_p < 1.0 and 0 < params.top_k < n:
+        cand = top_p(cand, params.top_p)        # over the renormalised top-k candidates
+    if params.min_p > 0.0:
+        cand = min_p(cand, params.min_p)
+    if params.temperature != 1.0:
+        cand = apply_temperature(cand, params.temperature)
+    i = sample_categorical(cand, rng)
+    return int(i if ids is None else ids[i])
+
+
+class Sampler:
+    """`SamplingParams` plus its own seeded `numpy.random.Generator`: the same seed and the same
+    logits give the same tokens. `sampler(logits, history) -> int`."""
+
+    def __init__(self, params: SamplingParams | None = None, **overrides):
+        params = params or SamplingParams()
+        if overrides:
+            params = SamplingParams(**{**params.__dict__, **overrides})
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        return sample(logits, history, self.params, self.rng)
+
+
+# ---- stop strings -----------------------------------------------------------------------------
+
+class StopStringMatcher:
+    """Filters streamed text so that no stop string, nor its beginning, is ever emitted.
+
+    `push(delta) -> str` returns text that is safe to show: it holds back the longest tail that
+    could still grow into a stop string. When a stop string completes (even across many deltas),
+    `push` returns the text before it, `stopped` becomes True and `stop_string` names it; further
+    pushes return "". `flush() -> str` releases what is held back once generation ends without one.
+    """
+
+    def __init__(self, stop_strings: Sequence[str]):
+        self.stop_strings = [s for s in stop_strings if s]
+        self._held = ""
+        self.stopped = False
+        self.stop_string: str | None = None
+
+    def push(self, delta: str) -> str:
+        if self.stopped or not delta:
+            return ""
+        if not self.stop_strings:
+            return delta
+        text = self._held + delta
+        hits = [(i, s) for s in self.stop_strings if (i := text.find(s)) >= 0]
+        if hits:
+            at, self.stop_string = min(hits, key=lambda h: (h[0], -len(h[1])))
+            self.stopped, self._held = True, ""
+            return text[:at]
+        hold = 0
+        for s in self.stop_strings:
+            for length in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:length]):
+                    hold = length
+                    break
+        self._held = text[len(text) - hold:]
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        out, self._held = ("" if self.stopped else self._held), ""
+        return out
