@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own `llama-bench` (the fairest llama.cpp figure: no Python in the loop) from the
+# llama.cpp tree vendored in the llama-cpp-python source distribution. Nothing of llama.cpp is committed.
+#
+#   bash bench/build_llama_bench.sh [CACHE_DIR]      (default ~/.cache/qwen-cpu-bench)
+#
+# Result: CACHE_DIR/llama-bench (statically linked against ggml/llama). Takes ~15-30 min on 2 cores.
+# Skips work already done (download, unpack, configure); safe to re-run.
+set -euo pipefail
+VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+CACHE="${1:-${HOME}/.cache/qwen-cpu-bench}"
+SRC="${CACHE}/llama-cpp-python-src"
+mkdir -p "${CACHE}" "${SRC}"
+
+if [ -x "${CACHE}/llama-bench" ]; then echo "already built: ${CACHE}/llama-bench"; exit 0; fi
+
+sdist=$(ls "${SRC}"/llama_cpp_python-"${VERSION}".tar.gz 2>/dev/null || true)
+if [ -z "${sdist}" ]; then
+    # --no-binary for this package only: ":all:" would also build its build tools (cmake, ...) from source
+    python3 -m pip download --no-binary llama-cpp-python --no-deps "llama-cpp-python==${VERSION}" -d "${SRC}"
+    sdist=$(ls "${SRC}"/llama_cpp_python-"${VERSION}".tar.gz)
+fi
+tree="${SRC}/llama_cpp_python-${VERSION}"
+[ -d "${tree}" ] || tar -xzf "${sdist}" -C "${SRC}"
+
+# Native ISA like our build (-march=native); static libs so the binary runs from anywhere; no network, no GPU.
+cmake -S "${tree}/vendor/llama.cpp" -B "${SRC}/build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DGGML_OPENMP=ON
+cmake --build "${SRC}/build" --target llama-bench -j2
+cp "$(find "${SRC}/build" -name llama-bench -type f -perm -u+x | head -n1)" "${CACHE}/llama-bench"
+echo "built: ${CACHE}/llama-bench"
