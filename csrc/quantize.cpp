@@ -107,6 +107,7 @@ static void pack_high_bits(const uint8_t* q, uint8_t* qh) {
   for (int b = 0; b < 4; ++b) qh[b] = (uint8_t)(h >> (8 * b));
 }
 
+// x: (32,) -> one block of each legacy type
 static void quantize_block_q4_0(const float* x, block_q4_0* y) {
   uint8_t q[32];
   y->d = fp32_to_fp16(quantize_sym_legacy(x, 8, q));
@@ -328,7 +329,8 @@ static float levels_asym(const float* x, int n, int nmax, float scale, float off
   return e;
 }
 
-// Error of the whole super-block for given super-scales and codes, levels re-chosen; fills b->L.
+// Error of the whole super-block for given super-scales and codes, levels re-chosen.
+// x: (n_sub * sub_len,), sc, mn: (n_sub,), L: (n_sub * sub_len,) out
 static double asym_error(const float* x, int n_sub, int sub_len, int nmax, float d, float dmin,
                          const uint8_t* sc, const uint8_t* mn, uint8_t* L) {
   double e = 0;
@@ -339,6 +341,7 @@ static double asym_error(const float* x, int n_sub, int sub_len, int nmax, float
 
 // For each sub-block, try the codes next to the current ones (+-1 on scale and min) and keep the
 // pair with the least squared error under the fixed super-scales d, dmin. Returns the total error.
+// x: (n_sub * sub_len,); b: codes in/out, levels out
 static double refine_asym_codes(const float* x, int n_sub, int sub_len, int nmax, int code_max, float d,
                                 float dmin, AsymSuperBlock* b) {
   double total = 0;
@@ -366,8 +369,8 @@ static double refine_asym_codes(const float* x, int n_sub, int sub_len, int nmax
   return total;
 }
 
-// Solves the asymmetric super-block. x: (QK_K,). weights: per-sub-block fit weights rule
-// (true: sqrt(mean x^2) + |x| as llama.cpp's Q4_K/Q5_K; false: |x| as its Q2_K).
+// Solves the asymmetric super-block. x: (QK_K,), b: out. rms_weights chooses the per-sub-block fit
+// weights (true: sqrt(mean x^2) + |x| as llama.cpp's Q4_K/Q5_K; false: |x| as its Q2_K).
 static void solve_asym(const float* x, int n_sub, int nmax, int code_max, float rmin, float rdelta, int nstep,
                        bool rms_weights, bool use_abs, AsymSuperBlock* b) {
   const int sub_len = QK_K / n_sub;
@@ -427,13 +430,14 @@ static void solve_asym(const float* x, int n_sub, int nmax, int code_max, float 
   }
 }
 
-// A symmetric super-block: x[i] ~ d * sc[j] * (L[i] - bias) for i in sub-block j.
+// A symmetric super-block: x[i] ~ d * sc[j] * (L[i] - nmax) for i in sub-block j (16 of 16).
 struct SymSuperBlock {
   half_t d;
   int8_t sc[16];    // codes in [code_lo, code_hi]
   uint8_t L[QK_K];  // levels in [0, 2 * nmax - 1], value = L - nmax
 };
 
+// Best levels for one sub-block under a fixed scale; returns the squared error. x: (n,), L: (n,) out
 static float levels_sym(const float* x, int n, int nmax, float scale, uint8_t* L) {
   float e = 0;
   if (scale == 0.0f) {
@@ -449,6 +453,8 @@ static float levels_sym(const float* x, int n, int nmax, float scale, uint8_t* L
   return e;
 }
 
+// For each sub-block, try the scale codes next to the current one under the fixed super-scale d and
+// keep the best; returns the total squared error. x: (QK_K,); b: codes in/out, levels out
 static double refine_sym_codes(const float* x, int nmax, int code_lo, int code_hi, float d, SymSuperBlock* b) {
   double total = 0;
   uint8_t Lt[16];
@@ -534,6 +540,7 @@ static void pack_2bit(const uint8_t* L, uint8_t* qs) {
 
 // Q4_K/Q5_K: sub-block s = 2c + k: element c*64 + k*32 + l in nibble k of qs[c*32 + l]; bit 4 of
 // element e (Q5_K) in bit e/32 of qh[e%32]. Scales and mins packed as 6-bit codes in 12 bytes.
+// sc, mn: (8,) codes in 0..63, s: (12,)
 static void pack_k_scales(const uint8_t* sc, const uint8_t* mn, uint8_t* s) {
   for (int j = 0; j < 4; ++j) {
     s[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
@@ -542,6 +549,7 @@ static void pack_k_scales(const uint8_t* sc, const uint8_t* mn, uint8_t* s) {
   }
 }
 
+// x: (QK_K,) -> one block of each K type
 static void quantize_block_q4_K(const float* x, block_q4_K* y) {
   AsymSuperBlock b;
   solve_asym(x, 8, 15, 63, -1.0f, 0.1f, 20, true, false, &b);
