@@ -58,6 +58,12 @@ def write_tokenizer(folder: Path, eos: str = "<|im_end|>") -> int:
     return len(vocab) + len(added_tokens)
 
 
+def bf16_round(v: np.ndarray) -> np.ndarray:
+    """float32 -> the float32 value of its bfloat16 rounding (nearest, ties to even)."""
+    bits = v.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint32) << 16).view(np.float32)
+
+
 def make_checkpoint(folder: Path, *, arch: str = "Qwen2ForCausalLM", hidden: int = 128, ffn: int = 256,
                     n_layer: int = 8, n_head: int = 4, n_kv: int = 2, vocab: int = 320, tied: bool = True,
                     shards: int = 1, bf16: bool = True, seed: int = 0, rope_scaling: dict | None = None,
@@ -87,9 +93,8 @@ def make_checkpoint(folder: Path, *, arch: str = "Qwen2ForCausalLM", hidden: int
     if not tied:
         t["lm_head.weight"] = rng.standard_normal((vocab, hidden)) * 0.05
     t = {k: v.astype(np.float32) for k, v in t.items()}
-    if bf16:  # what the file will hold
-        t = {k: ((v.view(np.uint32).astype(np.uint64) + 0x7FFF + ((v.view(np.uint32) >> 16) & 1)) >> 16
-                 ).astype(np.uint32).__lshift__(16).view(np.float32) for k, v in t.items()}
+    if bf16:  # the values the file will hold: rounded to bfloat16 (nearest even), as write_safetensors does
+        t = {k: bf16_round(v) for k, v in t.items()}
     names = list(t)
     if shards == 1:
         write_safetensors(folder / "model.safetensors", t, bf16=bf16)
@@ -104,9 +109,7 @@ def make_checkpoint(folder: Path, *, arch: str = "Qwen2ForCausalLM", hidden: int
     cfg = {"architectures": [arch], "model_type": "qwen2" if qwen else "llama", "hidden_size": hidden,
            "intermediate_size": ffn, "num_hidden_layers": n_layer, "num_attention_heads": n_head,
            "num_key_value_heads": n_kv, "vocab_size": vocab, "max_position_embeddings": 4096,
-           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tied,
-           "bos_token_id": 320 - 1 if False else None, "eos_token_id": None}
-    cfg = {k: v for k, v in cfg.items() if v is not None}
+           "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tied}
     if rope_scaling:
         cfg["rope_scaling"] = rope_scaling
     (folder / "config.json").write_text(json.dumps(cfg))
