@@ -46,7 +46,8 @@ def main() -> None:
             shapes[shape].append(x)
     history = rng.integers(0, args.vocab, 64).tolist()
     print(f"vocabulary {args.vocab}, {args.steps} steps per configuration and shape")
-    print(f"  {'configuration':28s} {'peaked: median':>15s} {'p99':>9s}   {'flat: median':>13s} {'p99':>9s}")
+    print(f"  {'configuration':28s} {'peaked: median':>15s} {'p99':>9s}   "
+          f"{'flat: median':>13s} {'p99':>9s}")
     for name, params in CONFIGS.items():
         row = []
         for logits_set in shapes.values():
@@ -60,7 +61,8 @@ def main() -> None:
                 sampler(x, history)
                 times[i] = time.perf_counter() - t0
             row += [np.median(times) * 1e6, np.percentile(times, 99) * 1e6]
-        print(f"  {name:28s} {row[0]:12.1f} us {row[1]:6.0f} us   {row[2]:10.1f} us {row[3]:6.0f} us")
+        print(f"  {name:28s} {row[0]:12.1f} us {row[1]:6.0f} us   "
+              f"{row[2]:10.1f} us {row[3]:6.0f} us")
 
 
 if __name__ == "__main__":

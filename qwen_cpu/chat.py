@@ -22,6 +22,7 @@ as the rendered string would. U+FDD0 / U+FDD1 already present in input strings b
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -117,13 +118,17 @@ def _check_ast(tree: nodes.Template) -> None:
     for node in tree.find_all((nodes.Import, nodes.FromImport, nodes.Include, nodes.Extends)):
         raise QwenCpuError(f"chat template line {node.lineno}: {type(node).__name__.lower()} "
                            "statements are not allowed")
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getattr):
             name = node.attr
-        else:
+        elif isinstance(node, nodes.Getitem):
             name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        else:   # x | attr('name')
+            first = node.args[0] if node.name == "attr" and node.args else None
+            name = first.value if isinstance(first, nodes.Const) else None
         if isinstance(name, str) and name.startswith("_"):
-            raise QwenCpuError(f"chat template line {node.lineno}: access to {name!r} is not allowed")
+            raise QwenCpuError(f"chat template line {node.lineno}: access to {name!r} "
+                               "is not allowed")
 
 
 class ChatTemplate:
@@ -204,7 +209,8 @@ def _normalize_messages(messages) -> list[dict]:
                 parts.append(str(part.get("text", "")))
             m["content"] = "".join(parts)
         elif content is not None and not isinstance(content, str):
-            raise QwenCpuError(f"messages[{i}]['content'] must be a str, a list of text parts or None")
+            raise QwenCpuError(f"messages[{i}]['content'] must be a str, a list of text parts "
+                               "or None")
         out.append(m)
     return out
 
@@ -252,6 +258,12 @@ def _split_segments(text: str, specials: list[str]) -> list[Segment]:
     return [s for s in clean if s.special or s.text]
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(source: str | None, bos_token: str, eos_token: str) -> ChatTemplate:
+    """Parsing and checking a template takes milliseconds: do it once per source."""
+    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+
+
 def encode_chat(tokenizer, messages, template=None, add_generation_prompt: bool = True,
                 tools=None, **extra) -> list[int]:
     """Token ids of a chat prompt.
@@ -267,8 +279,7 @@ def encode_chat(tokenizer, messages, template=None, add_generation_prompt: bool 
         def token_text(i):
             return tokenizer.id_to_token(i) if i is not None else ""
 
-        template = ChatTemplate(source, bos_token=token_text(tokenizer.bos_id),
-                                eos_token=token_text(tokenizer.eos_id))
+        template = _compiled(source, token_text(tokenizer.bos_id), token_text(tokenizer.eos_id))
     segments = template.render_segments(messages, tokenizer.special_tokens,
                                         add_generation_prompt=add_generation_prompt,
                                         tools=tools, **extra)

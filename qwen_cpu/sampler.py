@@ -1,18 +1,20 @@
 """Token sampling: small pure functions on a logits vector, a seeded Sampler that chains them, and a
 stop-string matcher for streamed text.
 
-Every function takes `logits`, a 1-D float array of shape (n,) (n = vocabulary rows, or a shorter
-candidate list), and returns a new array of the same shape with removed tokens set to -inf; none
-modifies its input. Probabilities are softmax(logits).
+`logits` is always a 1-D float array of shape (n,): one row of the model's output (n = vocabulary
+rows) or a shorter candidate list. The filters (`apply_*`, `top_k`, `top_p`, `min_p`) return a new
+(n,) float32 array with removed tokens set to -inf and never modify their input; `top_k_indices` /
+`top_p_indices` return the kept indices instead. Probabilities are softmax(logits).
 
 The Sampler applies, in this order (llama.cpp's order): logit bias, repetition/presence/frequency
 penalties over the last `penalty_window` tokens, top-k, top-p, min-p, temperature, then draws one
 token. top-p and min-p therefore see the temperature-1 distribution (after top-k when top-k is on:
 the top-k candidates renormalised). temperature == 0 means greedy (argmax after bias and penalties).
 
-Speed: the vocabulary (151,936 for Qwen2.5) is cut to a short candidate list without sorting it:
-`top_k_indices` finds a threshold from per-block maxima, so one token costs well under 1 ms
-(bench/bench_sampler.py prints the figure).
+Speed: the vocabulary (151,936 for Qwen2.5) is never fully sorted. top-k takes a threshold from the
+maxima of 64 interleaved groups, top-p tries the top 64 and otherwise narrows its cut by selection,
+and a full-vocabulary draw goes group first, then member. bench/bench_sampler.py prints the cost per
+token (about 0.1-0.3 ms with top-k/top-p on LM-shaped logits).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ _GROUPS = 64   # interleaved groups for the top-k threshold and two-level sampli
 # ---- pure functions ---------------------------------------------------------------------------
 
 def check_finite(logits: np.ndarray) -> None:
-    """Raise QwenCpuError if `logits` (n,) holds NaN or +-Inf (a broken forward pass, never sampled)."""
+    """Raise QwenCpuError if `logits` (n,) holds NaN or +-Inf (a broken forward pass: such
+    logits are never sampled)."""
     if logits.ndim != 1 or logits.size == 0:
         raise QwenCpuError(f"logits must be a non-empty 1-D array, got shape {logits.shape}")
     # max/min propagate NaN and expose +-Inf in two cheap passes

@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer built from GGUF metadata or a `tokenizer.json`, and a streaming detokenizer.
+"""Byte-level BPE tokenizer from GGUF metadata or a `tokenizer.json`; a streaming detokenizer.
 
 Encoding runs on the `tokenizers` library (a Rust BPE); this module only assembles it from the GGUF
 keys (`tokenizer.ggml.*`) the way llama.cpp reads them, and keeps its own byte table per token so
@@ -27,7 +27,8 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers
 from .errors import QwenCpuError
 
 # GGUF token types (tokenizer.ggml.token_type), as llama.cpp defines them.
-TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL = 1, 2, 3
+TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 4, 5, 6
 
 # Pre-tokenizer split patterns per `tokenizer.ggml.pre`, applied one after another (each splits the
 # pieces of the previous one, matches and gaps both kept). These are the patterns llama.cpp's
@@ -116,7 +117,8 @@ class Tokenizer:
         self.add_bos, self.add_eos = bool(add_bos), bool(add_eos)
         self.chat_template = chat_template
         eos = {i for i in (eos_id, eot_id, *extra_eos_ids) if i is not None}
-        eos |= {self.special_tokens[t] for t in END_OF_GENERATION_TOKENS if t in self.special_tokens}
+        eos |= {self.special_tokens[t] for t in END_OF_GENERATION_TOKENS
+                if t in self.special_tokens}
         self.eos_ids = frozenset(eos)
 
     # ---- construction -------------------------------------------------------------------------
@@ -134,8 +136,8 @@ class Tokenizer:
             return meta.get(f"tokenizer.ggml.{key}", default)
 
         if get("model") != "gpt2":
-            raise QwenCpuError(f"tokenizer.ggml.model = {get('model')!r}: only 'gpt2' (byte-level BPE)"
-                               " vocabularies are supported")
+            raise QwenCpuError(f"tokenizer.ggml.model = {get('model')!r}: only 'gpt2' "
+                               "(byte-level BPE) vocabularies are supported")
         pre = get("pre", "default")
         if pre not in PRE_TOKENIZER_PATTERNS:
             if fallback_pre is None:
@@ -236,7 +238,8 @@ class Tokenizer:
                         if hf.token_to_id(t) is not None), None)
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: take the default one
-            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+            template = next((t.get("template") for t in template
+                             if t.get("name") == "default"), None)
         return cls(hf, tokens, special, added_ids, bos_id=tid("bos_token"), eos_id=eos,
                    pad_id=tid("pad_token"), add_bos=bool(config.get("add_bos_token", False)),
                    add_eos=bool(config.get("add_eos_token", False)), chat_template=template)
@@ -247,7 +250,8 @@ class Tokenizer:
                parse_special: bool = False) -> list[int]:
         """Token ids of `text` (cleaned by `clean_text`).
 
-        add_special: prepend BOS / append EOS where the vocabulary asks for it (`add_bos`/`add_eos`).
+        add_special: prepend BOS / append EOS where the vocabulary asks for it (`add_bos`,
+        `add_eos`).
         parse_special: recognise control-token texts such as `<|im_start|>` as those tokens; only
         for trusted template markup. Non-special added tokens (e.g. `<tool_call>`) always match.
         """

@@ -121,7 +121,8 @@ def test_qwen25_tools_and_tool_calls():
     msgs = [
         {"role": "user", "content": "What's the weather in Paris?"},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"type": "function",
+             "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
         {"role": "tool", "content": "22°C, sunny"},
     ]
     expected = (
@@ -234,9 +235,10 @@ def test_chatml_fallback(qwen):
 
 
 def test_bos_eos_variables_and_content_parts():
-    t = ChatTemplate("{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}",
-                     bos_token="<s>", eos_token="</s>")
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    t = ChatTemplate("{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}"
+                     "{% endfor %}", bos_token="<s>", eos_token="</s>")
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    msgs = [{"role": "user", "content": parts}]
     assert t.render(msgs) == "<s>ab</s>"
     with pytest.raises(QwenCpuError, match="text content"):
         t.render([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}])
@@ -254,7 +256,8 @@ def test_hf_helpers():
     assert loop.render(msgs) == "1"
     year = ChatTemplate("{{ strftime_now('%Y') }}").render([])
     assert year in {str(datetime.date.today().year), str(datetime.date.today().year + 1)}
-    js = ChatTemplate("{{ x | tojson }}|{{ x | tojson(indent=1) }}").render([], x={"b": 1, "a": "é<"})
+    js = ChatTemplate("{{ x | tojson }}|{{ x | tojson(indent=1) }}").render(
+        [], x={"b": 1, "a": "é<"})
     assert js == '{"b": 1, "a": "é<"}|{\n "b": 1,\n "a": "é<"\n}'
     gen = ChatTemplate("{% generation %}A{% endgeneration %}B").render([])
     assert gen == "AB"
@@ -272,6 +275,7 @@ def test_hf_helpers():
     "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
     "{{ raise_exception.__globals__ }}",
     "{{ messages['__class__'] }}",
+    "{{ messages | attr('__class__') }}",
     "{% import 'os' as os %}",
     "{% from 'os' import path %}",
     "{% include 'secrets.txt' %}",
@@ -288,7 +292,7 @@ def test_hostile_templates_fail_before_running(source):
 
 @pytest.mark.parametrize("source", [
     "{{ messages[('_' ~ '_class_' ~ '_')] }}",           # name built at run time
-    "{{ (messages | attr('__cl' ~ 'ass__')) }}",
+    "{{ (messages | attr('__cl' ~ 'ass__')) }}",          # ... and through a filter
     "{% set x = 'a' * 100000000 %}{{ x | length }}",
     "{{ 9 ** 100000000 }}",
     "{% for i in range(10**9) %}{% endfor %}",

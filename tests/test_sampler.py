@@ -106,8 +106,8 @@ def test_penalties():
 
 
 def test_logit_bias():
-    np.testing.assert_allclose(apply_logit_bias(L4, {0: math.log(4.0)}), L4 + [math.log(4.0), 0, 0, 0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(apply_logit_bias(L4, {0: math.log(4.0)}),
+                               L4 + [math.log(4.0), 0, 0, 0], rtol=1e-6)
     # probabilities (0.4, 0.2, 0.3, 0.4) / 1.3 after multiplying token 0's odds by 4
     np.testing.assert_allclose(softmax(apply_logit_bias(L4, {0: math.log(4.0)})),
                                np.array([0.4, 0.2, 0.3, 0.4]) / 1.3, rtol=1e-6)

