@@ -210,6 +210,11 @@ class Tokenizer:
             raise QwenCpuError(f"cannot load tokenizer {path}: {e}") from e
         if spec.get("model", {}).get("type") != "BPE":
             raise QwenCpuError(f"{path}: only BPE tokenizers are supported")
+        decoder = spec.get("decoder") or {}
+        kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", [])}
+        if "ByteLevel" not in kinds:
+            raise QwenCpuError(f"{path}: only byte-level BPE (ByteLevel decoder) is supported, "
+                               f"found decoder {decoder.get('type')!r}")
         size = hf.get_vocab_size(with_added_tokens=True)
         id_to_text = {i: t for t, i in hf.get_vocab(with_added_tokens=True).items()}
         size = max(size, max(id_to_text) + 1)

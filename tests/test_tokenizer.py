@@ -236,6 +236,13 @@ def test_from_file_reads_tokenizer_config(tmp_path):
     assert tok.chat_template == "{{ messages[0]['content'] }}"
     with pytest.raises(QwenCpuError):
         Tokenizer.from_file(tmp_path / "missing.json")
+    # a SentencePiece-style BPE (Metaspace decoder) is not byte-level: refused, not mis-decoded
+    sp = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"a": 0, "b": 1, "ab": 2},
+                                                    merges=[("a", "b")]))
+    sp.decoder = tokenizers.decoders.Metaspace()
+    sp.save(str(tmp_path / "sp.json"))
+    with pytest.raises(QwenCpuError, match="byte-level"):
+        Tokenizer.from_file(tmp_path / "sp.json")
 
 
 # ---- invalid input and limits -----------------------------------------------------------------
