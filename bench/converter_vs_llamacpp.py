@@ -3,7 +3,8 @@
 Writes tiny random Qwen2 and Llama checkpoints (tests/_checkpoints.py), converts them with
 quantize_model to f32 and q8_0 GGUFs, runs them in llama.cpp and compares its logits with a plain
 numpy forward pass of the *checkpoint* in Hugging Face's conventions (rotate-half RoPE, GQA, biases,
-tied or untied head). Agreement at f32 shows the tensor names, shapes, the Llama Q/K row permutation
+tied or untied head); when transformers is installed, also with checkpoints saved by transformers and
+its own logits as the reference. Agreement at f32 shows the tensor names, shapes, the Llama Q/K row permutation
 and the hyper-parameter keys are what llama.cpp expects; q8_0 shows the quantized data is read the
 same way.
 
@@ -86,7 +87,7 @@ def llamacpp_logits(path: Path, tokens: list[int]) -> np.ndarray:
 
 
 def main() -> int:
-    tokens = [5, 17, 200, 33, 260, 99, 1, 42]
+    tokens = [int(t) for t in np.random.default_rng(0).integers(0, 300, 48)]  # 48 positions: RoPE matters
     failed = False
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -111,7 +112,46 @@ def main() -> int:
                 wrong = float(np.max(np.abs(got - control)) / np.max(np.abs(control)))
                 print(f"{label:<13} {qtype:<5} max |llama.cpp - numpy HF forward| / max|logit| = {err:.2e} "
                       f"(tolerance {tol:g}) {'ok' if ok else 'MISMATCH'}; against the wrong RoPE pairing: {wrong:.2e}")
+        failed |= check_transformers(d, tokens)
     return 1 if failed else 0
+
+
+def check_transformers(d: Path, tokens: list[int]) -> bool:
+    """The same with checkpoints saved by transformers itself (its config.json conventions, e.g.
+    transformers 5's rope_parameters) and its own forward pass as the reference. Returns failed."""
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    except ImportError:
+        print("transformers/torch not importable: transformers check not run")
+        return False
+    from _checkpoints import write_tokenizer
+
+    torch.manual_seed(0)
+    failed = False
+    cases = [("qwen2", Qwen2ForCausalLM, Qwen2Config(hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+              num_attention_heads=4, num_key_value_heads=2, vocab_size=300, tie_word_embeddings=True,
+              rope_theta=1e6)),
+             ("llama", LlamaForCausalLM, LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+              num_attention_heads=8, num_key_value_heads=2, vocab_size=300, tie_word_embeddings=False,
+              rope_theta=5e5))]
+    for label, cls, cfg in cases:
+        model = cls(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.05)
+            ref = model(torch.tensor([tokens])).logits[0].double().numpy()
+        ck = d / f"tf-{label}"
+        model.save_pretrained(ck, safe_serialization=True)
+        write_tokenizer(ck)
+        out = d / f"tf-{label}.gguf"
+        quantize_model(ck, out, "f32", progress=False)
+        err = float(np.max(np.abs(llamacpp_logits(out, tokens) - ref)) / np.max(np.abs(ref)))
+        ok = err < 2e-3
+        failed |= not ok
+        print(f"transformers {label:<6} f32   max |llama.cpp - transformers| / max|logit| = {err:.2e} "
+              f"(tolerance 0.002) {'ok' if ok else 'MISMATCH'}")
+    return failed
 
 
 if __name__ == "__main__":

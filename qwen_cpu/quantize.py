@@ -211,9 +211,19 @@ def _hf_config(folder: Path) -> _HFConfig:
     if n_head % n_head_kv != 0 or (not explicit_head_dim and head_dim * n_head != n_embd) or head_dim % 2:
         raise QwenCpuError(f"{folder / 'config.json'}: {n_head} heads of {head_dim}, {n_head_kv} kv heads and "
                            f"hidden size {n_embd} are inconsistent")
+    # transformers >= 5 writes rope_parameters {rope_theta, rope_type, factor, ...}; older configs a
+    # top-level rope_theta and an optional rope_scaling {type or rope_type, factor, ...}
+    rp = cfg.get("rope_parameters")
+    if rp is not None and not isinstance(rp, dict):
+        raise QwenCpuError(f"{folder / 'config.json'}: rope_parameters {rp!r} is not an object")
+    rope_theta = float((rp or {}).get("rope_theta", cfg.get("rope_theta", 10000.0)))
     rs = cfg.get("rope_scaling")
+    if rs is None and rp is not None and rp.get("rope_type", "default") != "default":
+        rs = rp
     if rs is not None and not isinstance(rs, dict):
         raise QwenCpuError(f"{folder / 'config.json'}: rope_scaling {rs!r} is not an object")
+    if rs is not None and (rs.get("type") or rs.get("rope_type")) == "default":
+        rs = None
     if rs is not None:
         kind = rs.get("type") or rs.get("rope_type")
         if kind not in ("yarn", "linear"):
@@ -222,7 +232,7 @@ def _hf_config(folder: Path) -> _HFConfig:
     return _HFConfig(
         arch=arch, n_embd=n_embd, n_ff=need("intermediate_size"), n_layer=need("num_hidden_layers"),
         n_head=n_head, n_head_kv=int(n_head_kv), head_dim=int(head_dim), n_vocab=need("vocab_size"),
-        n_ctx=int(cfg.get("max_position_embeddings") or 4096), rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        n_ctx=int(cfg.get("max_position_embeddings") or 4096), rope_theta=rope_theta,
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), tied=bool(cfg.get("tie_word_embeddings", False)),
         rope_scaling=rs, name=folder.resolve().name,
     )

@@ -260,6 +260,30 @@ def test_rope_scaling_yarn_keys(tmp_path):
     assert field(r, "qwen2.rope.scaling.original_context_length") == 32768
 
 
+def test_transformers5_rope_parameters(tmp_path):
+    """transformers >= 5 configs: rope_theta and the scaling inside rope_parameters."""
+    src = tmp_path / "tf5"
+    make_checkpoint(src, n_layer=1)
+    cfg = json.loads((src / "config.json").read_text())
+    del cfg["rope_theta"]
+    cfg["rope_parameters"] = {"rope_theta": 5e5, "rope_type": "default"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    quantize_model(src, tmp_path / "a.gguf", "q8_0", progress=False)
+    r = gguf.GGUFReader(tmp_path / "a.gguf")
+    assert field(r, "qwen2.rope.freq_base") == 5e5 and "qwen2.rope.scaling.type" not in r.fields
+    cfg["rope_parameters"] = {"rope_theta": 5e5, "rope_type": "yarn", "factor": 2.0,
+                              "original_max_position_embeddings": 2048}
+    (src / "config.json").write_text(json.dumps(cfg))
+    quantize_model(src, tmp_path / "b.gguf", "q8_0", progress=False)
+    r = gguf.GGUFReader(tmp_path / "b.gguf")
+    assert field(r, "qwen2.rope.scaling.type") == "yarn" and field(r, "qwen2.rope.scaling.factor") == 2.0
+    assert field(r, "qwen2.rope.scaling.original_context_length") == 2048
+    cfg["rope_parameters"] = {"rope_theta": 5e5, "rope_type": "llama3", "factor": 8.0}
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(QwenCpuError, match="rope_scaling type 'llama3' is not supported"):
+        quantize_model(src, tmp_path / "c.gguf", "q8_0", progress=False)
+
+
 def test_requantize_gguf(qwen_ckpt, tmp_path):
     src, weights = qwen_ckpt
     f32 = tmp_path / "f32.gguf"
