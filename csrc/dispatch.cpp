@@ -17,6 +17,12 @@
 #endif
 
 namespace qc {
+
+#ifdef QWEN_HAVE_NEON
+// csrc/neon/quants.cpp: the neon quantized kernels with SDOT (call only where f.dotprod).
+void register_quant_kernels_neon_dotprod(Kernels& k);
+#endif
+
 namespace {
 
 struct CpuFeatures {
@@ -122,6 +128,13 @@ struct Tables {
       register_quant_kernels_neon(t);
       register_op_kernels_neon(t);
       list.push_back(t);
+      // ARMv8.2 dot-product extension: the neon table with the SDOT integer dot products
+      // (csrc/neon/quants_dotprod.cpp, the only code compiled for it).
+      if (f.dotprod) {
+        t.isa = "neon_dotprod";
+        register_quant_kernels_neon_dotprod(t);
+        list.push_back(t);
+      }
     }
 #endif
   }

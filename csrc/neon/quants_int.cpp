@@ -1,0 +1,11 @@
+// The NEON integer dot products for ARMv8.0 (every AArch64 CPU): int_kernels.h over DotBase
+// (widening multiplies and pairwise widening adds).
+#include "int_kernels.h"
+
+namespace qc {
+namespace neon {
+
+void register_quants_int(Kernels& k) { register_int_kernels<DotBase>(k); }
+
+}  // namespace neon
+}  // namespace qc

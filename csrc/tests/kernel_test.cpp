@@ -1,0 +1,569 @@
+// Standalone kernel test: every kernel table this build has and this CPU runs (qc::available_isas)
+// against the scalar reference table and float64 references, with the error bounds of the Python
+// tests (tests/test_quants_simd.py, tests/test_ops.py). No Python needed, so it runs where the
+// package cannot (under qemu-aarch64 for NEON, see .ci/test-neon-qemu; on an emulated pre-AVX
+// x86, see .ci/test-x86-baseline).
+//
+// For each table other than "scalar", against the scalar table on the same bytes:
+//   - act_type of every weight type: equal;
+//   - quantize_act (Q8_0, Q8_1, Q8_K, F32): bytes IDENTICAL, on random rows at several scales and
+//     adversarial ones (ties at .5, zeros, a lone value, huge and tiny magnitudes, NaN-free);
+//   - vec_dot of all 13 weight types: |got - scalar| <= 1e-5 * sum_i |w_i a_i| (+1e-30), the sum
+//     taken in float64 over the scalar dequantization of the weights and the activation values,
+//     on random weights (finite random f16 scales) and on every quant byte set to 0x00, 0xFF,
+//     0x80, 0x7F, 0x55 against activations +1, -1, alternating and random;
+//   - dequantize, where a table overrides it: bit-identical.
+// For every table, scalar included, against float64 computed here:
+//   - rmsnorm: rtol 2e-6; an all-zero row gives exact zeros;
+//   - softmax: |err| <= (2e-6 + 6e-8 |x - max|) * ref + 1.2e-38; -inf entries give exactly 0;
+//     exp through softmax([x, 0]): relative 3.6e-7 for x < -17, 4.8e-7 up to 0; tiny results <= 2^-126;
+//   - swiglu: rtol 2e-6, atol 1e-30;
+//   - add: bit-identical to float addition;
+//   - fp32_to_fp16_row: bit-identical to the scalar table's (itself checked against numpy by
+//     tests/test_ops.py), except that a NaN only has to stay a NaN of the same sign;
+//   - rope (both pairings, head_dim 2..128, non-unit tables): |err| <= 3e-6 vs float64 rotation
+//     with the same float tables;
+//   - attn_group (f16 and f32 caches, 1..10 queries per KV head, head_dim 6..136): |err| <= 5e-6
+//     (1e-5 for the long and odd shapes) vs float64 causal attention; cache rows past the keys a
+//     call may read hold NaN.
+// Prints one line per failure, one per table, and 'N passed, M failed'; exits 1 on any failure.
+// Options: --expect-isas a,b,c  fail unless available_isas() is exactly that list.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../kernels.h"
+
+namespace {
+
+using namespace qc;
+
+// ---- bookkeeping -------------------------------------------------------------------------
+
+struct Report {
+  int passed = 0, failed = 0;
+  void check(bool ok, const std::string& isa, const std::string& what) {
+    if (ok) {
+      ++passed;
+    } else {
+      ++failed;
+      std::printf("FAIL [%s] %s\n", isa.c_str(), what.c_str());
+    }
+  }
+};
+
+template <typename... Args>
+std::string fmt(const char* f, Args... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, f, args...);
+  return buf;
+}
+
+// A generator seeded from a test's name and parameters, so every case is reproducible on its own.
+std::mt19937_64 rng_for(const std::string& key) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : key) h = (h ^ (uint8_t)c) * 1099511628211ull;
+  return std::mt19937_64(h);
+}
+
+std::vector<float> normal(std::mt19937_64& g, size_t n, double scale = 1.0) {
+  std::normal_distribution<double> d(0.0, 1.0);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)(d(g) * scale);
+  return v;
+}
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+// ---- quantized kernels -------------------------------------------------------------------
+
+struct WeightType {
+  int32_t type;
+  int blk, bytes;
+  std::vector<int> scale_offsets;  // byte offsets of the f16 scale fields in a block
+};
+
+const std::vector<WeightType>& weight_types() {
+  static const std::vector<WeightType> t = {
+      {GGML_F32, 1, 4, {}},          {GGML_F16, 1, 2, {}},          {GGML_BF16, 1, 2, {}},
+      {GGML_Q4_0, 32, 18, {0}},      {GGML_Q4_1, 32, 20, {0, 2}},   {GGML_Q5_0, 32, 22, {0}},
+      {GGML_Q5_1, 32, 24, {0, 2}},   {GGML_Q8_0, 32, 34, {0}},      {GGML_Q2_K, 256, 84, {80, 82}},
+      {GGML_Q3_K, 256, 110, {108}},  {GGML_Q4_K, 256, 144, {0, 2}}, {GGML_Q5_K, 256, 176, {0, 2}},
+      {GGML_Q6_K, 256, 210, {208}},
+  };
+  return t;
+}
+
+int act_block(int32_t atype) { return atype == GGML_F32 ? 1 : atype == GGML_Q8_K ? QK_K : 32; }
+
+// n values of a weight type as raw bytes: random (or all `fill`) quant bytes with finite random f16
+// scales (either sign, ~0.05) in the scale fields, so every byte pattern decodes to finite values.
+std::vector<uint8_t> random_weights(std::mt19937_64& g, const WeightType& wt, int64_t n, int fill = -1) {
+  std::vector<uint8_t> w((size_t)(n / wt.blk) * wt.bytes);
+  if (wt.type == GGML_F32 || wt.type == GGML_F16 || wt.type == GGML_BF16) {
+    const std::vector<float> v = normal(g, (size_t)n);
+    for (int64_t i = 0; i < n; ++i) {
+      if (wt.type == GGML_F32) {
+        std::memcpy(&w[4 * i], &v[i], 4);
+      } else {
+        const uint16_t h = wt.type == GGML_F16 ? fp32_to_fp16(v[i]) : (uint16_t)(fp32_to_bits(v[i]) >> 16);
+        std::memcpy(&w[2 * i], &h, 2);
+      }
+    }
+    return w;
+  }
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : w) b = (uint8_t)(fill < 0 ? byte(g) : fill);
+  std::normal_distribution<double> d(0.0, 0.05);
+  for (size_t blk = 0; blk < w.size() / wt.bytes; ++blk)
+    for (int off : wt.scale_offsets) {
+      const half_t h = fp32_to_fp16((float)d(g));
+      std::memcpy(&w[blk * wt.bytes + off], &h, 2);
+    }
+  return w;
+}
+
+// float64 values (n) of activation bytes in format atype (layouts of blocks.h)
+std::vector<double> act_values(int32_t atype, const std::vector<uint8_t>& a, int64_t n) {
+  std::vector<double> v((size_t)n);
+  if (atype == GGML_F32) {
+    for (int64_t i = 0; i < n; ++i) {
+      float f;
+      std::memcpy(&f, &a[4 * i], 4);
+      v[i] = f;
+    }
+  } else if (atype == GGML_Q8_K) {
+    const block_q8_K* b = reinterpret_cast<const block_q8_K*>(a.data());
+    for (int64_t i = 0; i < n; ++i) v[i] = (double)b[i / QK_K].qs[i % QK_K] * b[i / QK_K].d;
+  } else {
+    const size_t head = atype == GGML_Q8_1 ? 4 : 2, bytes = head + 32;
+    for (int64_t i = 0; i < n; ++i) {
+      half_t d;
+      std::memcpy(&d, &a[(i / 32) * bytes], 2);
+      v[i] = (double)(int8_t)a[(i / 32) * bytes + head + i % 32] * fp16_to_fp32(d);
+    }
+  }
+  return v;
+}
+
+std::vector<uint8_t> quantize(const Kernels& K, int32_t atype, const std::vector<float>& x) {
+  std::vector<uint8_t> a(row_bytes(atype, (int64_t)x.size()));
+  K.quantize_act[atype](x.data(), a.data(), (int64_t)x.size());
+  return a;
+}
+
+// The activation rows of tests/test_quants_simd.py: random ones at several scales, adversarial ones.
+std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt19937_64& g, int n) {
+  std::vector<std::pair<std::string, std::vector<float>>> rows;
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  rows.push_back({"normal", normal(g, n)});
+  std::vector<float> outl = normal(g, n);
+  for (auto& x : outl) x *= u(g) < 0.02 ? 50.0f : 1.0f;
+  rows.push_back({"outliers", outl});
+  rows.push_back({"tiny", normal(g, n, 1e-6)});
+  rows.push_back({"large", normal(g, n, 1e3)});
+  rows.push_back({"zeros", std::vector<float>(n, 0.0f)});
+  std::vector<float> lone(n, 0.0f), alt(n), ties(n);
+  lone[n / 3] = -2.5f;
+  rows.push_back({"lone", lone});
+  rows.push_back({"constant", std::vector<float>(n, 0.75f)});
+  for (int i = 0; i < n; ++i) alt[i] = i % 2 == 0 ? 1.0f : -1.0f;
+  rows.push_back({"alternating", alt});
+  // amax = 127 gives scale 1 in every format, so k + 0.5 lands exactly on a rounding tie
+  std::uniform_int_distribution<int> k(-127, 126);
+  for (int i = 0; i < n; ++i) ties[i] = i % 32 == 0 ? 127.0f : (float)k(g) + 0.5f;
+  rows.push_back({"ties", ties});
+  return rows;
+}
+
+void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
+  for (int32_t atype : {GGML_Q8_0, GGML_Q8_1, GGML_Q8_K, GGML_F32})
+    for (int n : {256, 4096}) {
+      auto g = rng_for(fmt("act %d %d", atype, n));
+      for (auto& row : activation_rows(g, n)) {
+        const std::vector<uint8_t> got = quantize(K, atype, row.second), ref = quantize(S, atype, row.second);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < got.size(); ++i)
+          if (got[i] != ref[i] && bad++ == 0) first = i;
+        R.check(bad == 0, K.isa,
+                fmt("quantize_act %s n=%d %s: %zu bytes differ, first at %zu", type_info(atype).name, n,
+                    row.first.c_str(), bad, first));
+      }
+    }
+}
+
+// One vec_dot case: x quantized by each table (bytes checked identical above), dot on both tables
+// over the scalar-quantized bytes, error within 1e-5 of sum |w_i a_i|.
+void check_dot(Report& R, const Kernels& K, const Kernels& S, const WeightType& wt, const std::vector<uint8_t>& w,
+               const std::vector<float>& x, const std::string& what) {
+  const int64_t n = (int64_t)x.size();
+  const int32_t atype = S.weight[wt.type].act_type;
+  const std::vector<uint8_t> a = quantize(S, atype, x);
+  const float got = K.weight[wt.type].vec_dot(n, w.data(), a.data());
+  const float ref = S.weight[wt.type].vec_dot(n, w.data(), a.data());
+  std::vector<float> wv((size_t)n);
+  S.dequantize[wt.type](w.data(), wv.data(), n);
+  const std::vector<double> av = act_values(atype, a, n);
+  double scale = 0.0;
+  for (int64_t i = 0; i < n; ++i) scale += std::fabs((double)wv[i] * av[i]);
+  const double err = std::fabs((double)got - (double)ref);
+  R.check(std::isfinite(ref) && err <= 1e-5 * scale + 1e-30, K.isa,
+          fmt("vec_dot %s n=%lld %s: got %.9g scalar %.9g diff %.3g sum|terms| %.3g", type_info(wt.type).name,
+              (long long)n, what.c_str(), got, ref, err, scale));
+}
+
+void test_vec_dot(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    const char* name = type_info(wt.type).name;
+    R.check(K.weight[wt.type].vec_dot && K.weight[wt.type].act_type == S.weight[wt.type].act_type, K.isa,
+            fmt("%s: vec_dot missing or act_type %d != scalar %d", name, K.weight[wt.type].act_type,
+                S.weight[wt.type].act_type));
+    if (!K.weight[wt.type].vec_dot) continue;
+    const int blk = std::max(wt.blk, act_block(S.weight[wt.type].act_type));
+    const std::vector<int64_t> sizes =
+        blk == 1 ? std::vector<int64_t>{1, 7, 64, 4101} : std::vector<int64_t>{blk, 2 * blk, 3 * blk, 4096 + blk};
+    auto g = rng_for(fmt("dot %s", name));
+    std::uniform_int_distribution<int> pick(0, 2);
+    const double mags[3] = {1e-3, 1.0, 30.0};
+    for (int64_t n : sizes)
+      for (int rep = 0; rep < 3; ++rep) {
+        const std::vector<uint8_t> w = random_weights(g, wt, n);
+        const std::vector<float> x = normal(g, (size_t)n, mags[pick(g)]);
+        check_dot(R, K, S, wt, w, x, fmt("random %d", rep));
+      }
+    if (wt.blk == 1) continue;
+    for (int fill : {0x00, 0xFF, 0x80, 0x7F, 0x55})
+      for (int64_t n : {(int64_t)blk, (int64_t)5 * blk}) {
+        const std::vector<uint8_t> w = random_weights(g, wt, n, fill);
+        std::vector<float> ones((size_t)n, 1.0f), neg((size_t)n, -1.0f), alt((size_t)n);
+        for (int64_t i = 0; i < n; ++i) alt[i] = i % 2 == 0 ? 1.0f : -1.0f;
+        const std::vector<float> rnd = normal(g, (size_t)n);
+        const char* xs[4] = {"+1", "-1", "alternating", "random"};
+        const std::vector<float>* rows[4] = {&ones, &neg, &alt, &rnd};
+        for (int r = 0; r < 4; ++r) check_dot(R, K, S, wt, w, *rows[r], fmt("fill 0x%02x x %s", fill, xs[r]));
+      }
+  }
+}
+
+void test_dequantize(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    if (K.dequantize[wt.type] == S.dequantize[wt.type]) continue;  // inherited: nothing to compare
+    auto g = rng_for(fmt("deq %d", wt.type));
+    const int64_t n = 8 * std::max(wt.blk, 32) + (wt.blk == 1 ? 5 : 0);
+    const std::vector<uint8_t> w = random_weights(g, wt, n);
+    std::vector<float> got((size_t)n), ref((size_t)n);
+    K.dequantize[wt.type](w.data(), got.data(), n);
+    S.dequantize[wt.type](w.data(), ref.data(), n);
+    R.check(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0, K.isa,
+            fmt("dequantize %s differs from scalar", type_info(wt.type).name));
+  }
+}
+
+// ---- elementwise and row kernels ---------------------------------------------------------
+
+const int kOddSizes[] = {1, 3, 7, 8, 9, 17, 37, 896, 4099};
+
+void test_rmsnorm(Report& R, const Kernels& K) {
+  for (int n : kOddSizes) {
+    auto g = rng_for(fmt("rmsnorm %d", n));
+    const std::vector<float> w = normal(g, n);
+    for (double mag : {1.0, 30.0, 1e-3}) {
+      const std::vector<float> x = normal(g, n, mag);
+      std::vector<float> y(n);
+      K.rmsnorm(y.data(), x.data(), w.data(), n, 1e-6f);
+      double ss = 0.0;
+      for (float v : x) ss += (double)v * v;
+      const double r = 1.0 / std::sqrt(ss / n + 1e-6);
+      double worst = 0.0;
+      bool ok = true;
+      for (int i = 0; i < n; ++i) {
+        const double ref = (double)x[i] * r * w[i], err = std::fabs(y[i] - ref);
+        ok = ok && err <= 2e-6 * std::fabs(ref) + 1e-30;
+        worst = std::max(worst, err / (std::fabs(ref) + 1e-30));
+      }
+      R.check(ok, K.isa, fmt("rmsnorm n=%d x~%g: worst relative error %.3g > 2e-6", n, mag, worst));
+    }
+  }
+  std::vector<float> z(13, 0.0f), one(13, 1.0f), y(13, 1.0f);
+  K.rmsnorm(y.data(), z.data(), one.data(), 13, 1e-5f);
+  bool zero = true;
+  for (float v : y) zero = zero && v == 0.0f && !std::signbit(v);
+  R.check(zero, K.isa, "rmsnorm of a zero row is not exactly zero");
+}
+
+std::vector<double> softmax64(const std::vector<float>& x) {
+  double mx = -INFINITY, sum = 0.0;
+  for (float v : x) mx = std::max(mx, (double)v);
+  std::vector<double> e(x.size());
+  for (size_t i = 0; i < x.size(); ++i) sum += e[i] = std::exp((double)x[i] - mx);
+  for (auto& v : e) v /= sum;
+  return e;
+}
+
+void test_softmax(Report& R, const Kernels& K) {
+  for (int n : kOddSizes) {
+    auto g = rng_for(fmt("softmax %d", n));
+    for (double mag : {1.0, 10.0, 40.0, 1e-3}) {
+      std::vector<float> x = normal(g, n, mag), y = x;
+      K.softmax(y.data(), n);
+      const std::vector<double> ref = softmax64(x);
+      float mx = x[0];
+      for (float v : x) mx = std::max(mx, v);
+      bool ok = true;
+      for (int i = 0; i < n; ++i) {
+        const double tol = (2e-6 + 6e-8 * std::fabs((double)x[i] - mx)) * ref[i] + 1.2e-38;
+        ok = ok && std::fabs(y[i] - ref[i]) <= tol;
+      }
+      R.check(ok, K.isa, fmt("softmax n=%d x~%g beyond (2e-6 + 6e-8|x-max|) relative", n, mag));
+    }
+  }
+  {  // masked entries: exactly 0; a row with one finite entry gives exactly 1 there
+    auto g = rng_for("softmax mask");
+    std::vector<float> a = normal(g, 21), b = normal(g, 21);
+    for (int i = 0; i < 21; i += 3) a[i] = -kInf;
+    for (int i = 1; i < 21; ++i) b[i] = -kInf;
+    std::vector<float> ya = a, yb = b;
+    K.softmax(ya.data(), 21);
+    K.softmax(yb.data(), 21);
+    const std::vector<double> ra = softmax64(a);
+    bool ok = yb[0] == 1.0f;
+    for (int i = 0; i < 21; ++i) {
+      ok = ok && (std::isinf(a[i]) ? ya[i] == 0.0f : std::fabs(ya[i] - ra[i]) <= 2e-6 * ra[i]);
+      if (i > 0) ok = ok && yb[i] == 0.0f;
+    }
+    R.check(ok, K.isa, "softmax with -inf entries: not exactly 0 there or beyond 2e-6 elsewhere");
+  }
+  {  // softmax([x, 0])[0] is e^x itself once 1 + e^x rounds to 1 (x < -17)
+    double worst_low = 0.0, worst = 0.0;
+    for (int i = 0; i <= 6000; ++i) {
+      const float x = i <= 4000 ? (float)(-87.3 + (70.3 * i) / 4000) : (float)(-17.0 + 17.0 * (i - 4000) / 2000);
+      float row[2] = {x, 0.0f};
+      K.softmax(row, 2);
+      const double ref = std::exp((double)x) / (1.0 + std::exp((double)x));
+      const double rel = std::fabs(row[0] - ref) / ref;
+      if (x < -17.0f) worst_low = std::max(worst_low, rel);
+      worst = std::max(worst, rel);
+    }
+    R.check(worst_low <= 3.6e-7 && worst <= 4.8e-7, K.isa,
+            fmt("exp through softmax: relative error %.3g (x < -17, bound 3.6e-7), %.3g (bound 4.8e-7)", worst_low,
+                worst));
+    float t1[2] = {-90.0f, 0.0f}, t2[2] = {-200.0f, 0.0f};
+    K.softmax(t1, 2);
+    K.softmax(t2, 2);
+    R.check(t1[0] <= 0x1p-126f && t2[0] <= 0x1p-126f && t1[1] == 1.0f && t2[1] == 1.0f, K.isa,
+            "softmax([-90 or -200, 0]) not (<= 2^-126, 1)");
+  }
+}
+
+void test_swiglu(Report& R, const Kernels& K) {
+  for (int n : kOddSizes) {
+    auto g = rng_for(fmt("swiglu %d", n));
+    std::vector<float> gate = normal(g, n, 6.0), up = normal(g, n), y(n);
+    const float special[4] = {-100.0f, 100.0f, -30.0f, 0.0f};
+    for (int i = 0; i < std::min(n, 4); ++i) gate[i] = special[i];
+    K.swiglu(y.data(), gate.data(), up.data(), n);
+    bool ok = true;
+    for (int i = 0; i < n; ++i) {
+      const double gd = gate[i], ref = gd / (1.0 + std::exp(-gd)) * up[i];
+      ok = ok && std::fabs(y[i] - ref) <= 1e-30 + 2e-6 * std::fabs(ref);
+    }
+    R.check(ok, K.isa, fmt("swiglu n=%d beyond rtol 2e-6 / atol 1e-30", n));
+  }
+}
+
+void test_add(Report& R, const Kernels& K) {
+  for (int n : kOddSizes) {
+    auto g = rng_for(fmt("add %d", n));
+    std::vector<float> a = normal(g, n), b = normal(g, n), y(n);
+    K.add(y.data(), a.data(), b.data(), n);
+    bool ok = true;
+    for (int i = 0; i < n; ++i) ok = ok && fp32_to_bits(y[i]) == fp32_to_bits(a[i] + b[i]);
+    K.add(a.data(), a.data(), b.data(), n);  // in place (y aliases a)
+    ok = ok && std::memcmp(a.data(), y.data(), (size_t)n * 4) == 0;
+    R.check(ok, K.isa, fmt("add n=%d not bit-identical to float addition", n));
+  }
+}
+
+void test_fp16(Report& R, const Kernels& K, const Kernels& S) {
+  auto g = rng_for("fp16");
+  std::vector<float> x;
+  std::normal_distribution<double> d(0.0, 1.0);
+  std::uniform_real_distribution<double> e(-28.0, 18.0);
+  for (int i = 0; i < 3000; ++i) x.push_back((float)(d(g) * std::exp2(e(g))));
+  for (uint32_t h = 0; h + 1 < 0x7c00; ++h) {  // exactly halfway between two finite halves: ties to even
+    const double t = ((double)fp16_to_fp32((half_t)h) + fp16_to_fp32((half_t)(h + 1))) / 2;
+    x.push_back((float)t);
+    if (h % 7 == 0) x.push_back((float)-t);
+  }
+  const float specials[] = {0.0f, -0.0f, kInf, -kInf, kNaN, -kNaN, 65504.0f, 65519.99f, 65520.0f, -65520.0f, 1e5f,
+                            0x1p-24f, 0x1p-25f, 0x1p-25f * 1.0000001f, 0x1p-26f, 0x1p-14f, 0x1p-14f * (1 - 0x1p-12f),
+                            1e-30f, fp32_from_bits(0x7fc00001u), fp32_from_bits(0xff800001u),
+                            fp32_from_bits(0x7fffffffu), 0.1f, 0.2f, 0.3f};
+  for (float s : specials) x.push_back(s);
+  std::vector<half_t> got(x.size()), ref(x.size());
+  K.fp32_to_fp16_row(x.data(), got.data(), (int64_t)x.size());
+  S.fp32_to_fp16_row(x.data(), ref.data(), (int64_t)x.size());
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const bool nan_ok = std::isnan(x[i]) && (got[i] & 0x7fff) > 0x7c00 && (got[i] & 0x8000) == (ref[i] & 0x8000);
+    if (got[i] != ref[i] && !nan_ok) ++bad;
+  }
+  R.check(bad == 0 && x.size() % 4 != 0, K.isa, fmt("fp32_to_fp16_row: %zu of %zu halves differ", bad, x.size()));
+}
+
+void test_rope(Report& R, const Kernels& K) {
+  for (bool neox : {true, false})
+    for (int head_dim : {2, 6, 18, 64, 128}) {
+      auto g = rng_for(fmt("rope %d %d", neox, head_dim));
+      const int n_tok = 5, n_head = 3, half = head_dim / 2;
+      double worst = 0.0;
+      for (int t = 0; t < n_tok; ++t) {
+        std::vector<float> x = normal(g, (size_t)n_head * head_dim), y = x, c(half), s(half);
+        for (int i = 0; i < half; ++i) {  // position 5 + t, base 1e4, linear scaling 0.5, attn_factor 1.5
+          const double ang = (5 + t) * 0.5 * std::pow(1e4, -2.0 * i / head_dim);
+          c[i] = (float)(std::cos(ang) * 1.5);
+          s[i] = (float)(std::sin(ang) * 1.5);
+        }
+        K.rope(y.data(), n_head, head_dim, c.data(), s.data(), neox);
+        for (int h = 0; h < n_head; ++h)
+          for (int i = 0; i < half; ++i) {
+            const int ia = h * head_dim + (neox ? i : 2 * i), ib = h * head_dim + (neox ? i + half : 2 * i + 1);
+            const double a = x[ia], b = x[ib];
+            worst = std::max(worst, std::fabs(y[ia] - (a * c[i] - b * s[i])));
+            worst = std::max(worst, std::fabs(y[ib] - (a * s[i] + b * c[i])));
+          }
+      }
+      R.check(worst <= 3e-6, K.isa, fmt("rope neox=%d head_dim=%d: error %.3g > 3e-6", neox, head_dim, worst));
+    }
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+// Causal GQA attention of n_tok queries at positions pos0.. over caches (n_kv_head, n_ctx,
+// head_dim) whose rows past pos0 + n_tok hold NaN, through attn_group per (token, kv head), vs
+// float64; max |err| <= tol.
+void attention_case(Report& R, const Kernels& K, int n_tok, int pos0, int n_head, int n_kv_head, int head_dim, bool f16,
+                    double tol) {
+  const std::string what =
+      fmt("attn_group n_tok=%d pos0=%d heads=%d/%d head_dim=%d %s", n_tok, pos0, n_head, n_kv_head, head_dim,
+          f16 ? "f16" : "f32");
+  auto g = rng_for(what);
+  const int n_ctx = pos0 + n_tok + 3, n_q = n_head / n_kv_head;
+  const size_t cache = (size_t)n_kv_head * n_ctx * head_dim;
+  const std::vector<float> q = normal(g, (size_t)n_tok * n_head * head_dim);
+  std::vector<float> kf = normal(g, cache, 1.5), vf = normal(g, cache);
+  std::vector<half_t> kh(cache), vh(cache);
+  for (size_t i = 0; i < cache; ++i) {
+    if ((int)(i / head_dim % n_ctx) >= pos0 + n_tok) kf[i] = vf[i] = kNaN;
+    kh[i] = fp32_to_fp16(kf[i]);
+    vh[i] = fp32_to_fp16(vf[i]);
+    if (f16) kf[i] = fp16_to_fp32(kh[i]), vf[i] = fp16_to_fp32(vh[i]);  // the reference sees the rounded cache
+  }
+  std::vector<float> out(q.size(), kNaN), scratch((size_t)n_q * (pos0 + n_tok));
+  const float scale = 1.0f / std::sqrt((float)head_dim);
+  double worst = 0.0;
+  for (int t = 0; t < n_tok; ++t)
+    for (int grp = 0; grp < n_kv_head; ++grp) {
+      const size_t qoff = ((size_t)t * n_head + (size_t)grp * n_q) * head_dim, kvoff = (size_t)grp * n_ctx * head_dim;
+      const int n_keys = pos0 + t + 1;
+      const void* k = f16 ? (const void*)(kh.data() + kvoff) : (const void*)(kf.data() + kvoff);
+      const void* v = f16 ? (const void*)(vh.data() + kvoff) : (const void*)(vf.data() + kvoff);
+      K.attn_group(out.data() + qoff, q.data() + qoff, n_q, k, v, n_keys, head_dim, head_dim, scale, f16,
+                   scratch.data());
+      for (int j = 0; j < n_q; ++j) {
+        const float* qj = q.data() + qoff + (size_t)j * head_dim;
+        std::vector<double> p(n_keys);
+        double mx = -INFINITY, sum = 0.0;
+        for (int i = 0; i < n_keys; ++i) {
+          double dot = 0.0;
+          for (int d = 0; d < head_dim; ++d) dot += (double)qj[d] * kf[kvoff + (size_t)i * head_dim + d];
+          p[i] = dot / std::sqrt((double)head_dim);
+          mx = std::max(mx, p[i]);
+        }
+        for (auto& x : p) sum += x = std::exp(x - mx);
+        for (int d = 0; d < head_dim; ++d) {
+          double ref = 0.0;
+          for (int i = 0; i < n_keys; ++i) ref += p[i] / sum * vf[kvoff + (size_t)i * head_dim + d];
+          const double err = std::fabs(out[qoff + (size_t)j * head_dim + d] - ref);
+          worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+        }
+      }
+    }
+  R.check(worst <= tol, K.isa, fmt("%s: error %.3g > %.3g", what.c_str(), worst, tol));
+}
+
+void test_attention(Report& R, const Kernels& K) {
+  for (bool f16 : {true, false}) {
+    for (int head_dim : {64, 128})
+      for (int heads : {0, 1})
+        for (int n_tok : {1, 7})
+          for (int pos0 : {0, 5}) attention_case(R, K, n_tok, pos0, heads ? 9 : 14, heads ? 3 : 2, head_dim, f16, 5e-6);
+    attention_case(R, K, 3, 70, 10, 1, 20, f16, 1e-5);  // 10 queries per KV head, more than one 64-key tile
+    for (int n_q = 1; n_q <= 8; ++n_q) attention_case(R, K, 2, 66, 2 * n_q, 2, 136, f16, 5e-6);
+    attention_case(R, K, 61, 0, 4, 2, 32, f16, 1e-5);  // a long prompt
+    for (int head_dim : {6, 30}) attention_case(R, K, 3, 9, 6, 2, head_dim, f16, 1e-5);  // head_dim % 8 != 0
+  }
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (size_t e; (e = s.find(',', b)) != std::string::npos; b = e + 1) out.push_back(s.substr(b, e - b));
+  out.push_back(s.substr(b));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> expect;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--expect-isas") == 0 && i + 1 < argc) {
+      expect = split(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--expect-isas name,name,...]\n", argv[0]);
+      return 2;
+    }
+  }
+  int count = 0;
+  const char* const* names = available_isas(&count);
+  std::vector<std::string> isas(names, names + count);
+  std::string list;
+  for (auto& n : isas) list += (list.empty() ? "" : ",") + n;
+  std::printf("cpu features: %s\navailable isas: %s\n", cpu_features(), list.c_str());
+
+  Report R;
+  if (!expect.empty()) R.check(expect == isas, "dispatch", "available isas " + list + " differ from the expected ones");
+  set_isa("scalar");
+  const Kernels& S = kernels();
+  for (const std::string& name : isas) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int passed0 = R.passed, failed0 = R.failed;
+    R.check(set_isa(name.c_str()) && name == kernels().isa, name, "set_isa failed");
+    const Kernels& K = kernels();
+    if (name != "scalar") {
+      test_quantize_act(R, K, S);
+      test_vec_dot(R, K, S);
+      test_dequantize(R, K, S);
+    }
+    test_rmsnorm(R, K);
+    test_softmax(R, K);
+    test_swiglu(R, K);
+    test_add(R, K);
+    test_fp16(R, K, S);
+    test_rope(R, K);
+    test_attention(R, K);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[%s] %d passed, %d failed (%.1f s)\n", name.c_str(), R.passed - passed0, R.failed - failed0, secs);
+  }
+  std::printf("%d passed, %d failed\n", R.passed, R.failed);
+  return R.failed == 0 ? 0 : 1;
+}
