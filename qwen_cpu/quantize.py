@@ -122,6 +122,10 @@ def tensor_type(name: str, shape: tuple[int, ...], qtype: str | QuantType, n_lay
     return new
 
 
+def _type_name(t: int) -> str:
+    return _TYPE_NAMES.get(t, f"type {t}")
+
+
 def _row_bytes(t: int, n_per_row: int) -> int:
     be, bb = _BLOCKS[t]
     return n_per_row // be * bb
@@ -143,7 +147,8 @@ class _Tensor:
     raw_type: int | None = None                         # GGUF type of raw_rows
     release: Callable[[], None] = lambda: None
     row_align: int = 1                                  # chunks start at multiples of this row count
-    out_type: int = F32
+    out_type: int = F32                                 # chosen by the recipe
+    nbytes: int = 0                                     # bytes in the output
 
 
 _HF_ARCHES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
@@ -516,7 +521,7 @@ def _gguf_source(path: Path, closers: list) -> tuple[Any, str, int, list[_Tensor
             return _dequantize(t, raw(a, b), n)
 
         out.append(_Tensor(name=name, shape=tuple(info.shape), src_type=tname, read_rows=rows, raw_rows=raw,
-                           raw_type=info.ggml_type))
+                           raw_type=info.ggml_type, nbytes=info.n_bytes))
     return src, arch, n_layer, out
 
 
@@ -662,10 +667,11 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
                 raise QwenCpuError(f"{src_p}: tensor {t.name!r} is {t.src_type}, which cannot be requantized "
                                    f"(readable: {', '.join(_TYPE_NAMES[x] for x in sorted(_READABLE))})")
             n_rows = int(np.prod(t.shape[:-1])) if len(t.shape) > 1 else 1
-            nbytes = n_rows * _row_bytes(t.out_type, t.shape[-1])
-            w.add_tensor_info(t.name, (*t.shape[:-1], nbytes // n_rows), np.dtype(np.uint8), nbytes,
+            if t.out_type != t.raw_type:  # converted; else copied with the source's byte count
+                t.nbytes = n_rows * _row_bytes(t.out_type, t.shape[-1])
+            w.add_tensor_info(t.name, (*t.shape[:-1], t.nbytes // n_rows), np.dtype(np.uint8), t.nbytes,
                               raw_dtype=gguf.GGMLQuantizationType(t.out_type))
-            counts[_TYPE_NAMES[t.out_type]] = counts.get(_TYPE_NAMES[t.out_type], 0) + 1
+            counts[_type_name(t.out_type)] = counts.get(_type_name(t.out_type), 0) + 1
         return _write(w, tensors, dst_p, progress, n_threads, counts, t_start)
     finally:
         for c in closers:
@@ -705,14 +711,12 @@ def _write(w: Any, tensors: list[_Tensor], dst: Path, progress: bool, n_threads:
         n = len(tensors)
         for i, t in enumerate(tensors):
             t0 = time.perf_counter()
-            n_rows = int(np.prod(t.shape[:-1])) if len(t.shape) > 1 else 1
-            nbytes = n_rows * _row_bytes(t.out_type, t.shape[-1])
-            w.write_tensor_data(_Streamed(nbytes, _chunks(t, n_threads)))
+            w.write_tensor_data(_Streamed(t.nbytes, _chunks(t, n_threads)))
             t.release()
             if progress:
                 shape = "x".join(str(d) for d in t.shape)
-                print(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {_TYPE_NAMES[t.out_type]:<5}"
-                      f" {nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr, flush=True)
+                print(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {_type_name(t.out_type):<5}"
+                      f" {t.nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr, flush=True)
         w.flush()
         os.fsync(w.fout[0].fileno())
         w.close()
