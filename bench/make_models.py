@@ -15,6 +15,7 @@ conversion runs in its own process; the peak is about one embedding matrix in fl
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -105,13 +106,19 @@ def make_checkpoint(folder: Path, size: str, seed: int = 0) -> None:
         print(f"wrote {st} ({st.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def package_root() -> str:
+    """The folder holding the qwen_cpu this process would import (the conversions use the same one)."""
+    spec = importlib.util.find_spec("qwen_cpu")
+    return str(Path(spec.origin).parent.parent) if spec else str(ROOT)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--sizes", default="0.5b,1.5b")
     ap.add_argument("--types", default="q4_0,q8_0,q4_k_m,f16")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": package_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for size in args.sizes.split(","):
         folder = args.out / f"qwen2.5-{size}-random"
         make_checkpoint(folder, size)
