@@ -80,6 +80,9 @@ static float quantize_sym_legacy(const float* x, int half, uint8_t* q) {
 
 // Asymmetric 4/5-bit blocks (Q4_1, Q5_1): d = (max - min) / qmax, q = trunc((x - min) / d + 0.5)
 // clipped to [0, qmax]. x: (32,), q: (32,) out; returns d, *min_out = min.
+// One case is not reproduced: when the block minimum is zero and the block holds both +0.0 and
+// -0.0, numpy's vectorised min() may return either zero, so m's sign bit can differ from gguf-py's
+// (the dequantized values are the same).
 static float quantize_asym_legacy(const float* x, int qmax, uint8_t* q, float* min_out) {
   float mn = x[0], mx = x[0];
   for (int i = 1; i < 32; ++i) { mn = std::min(mn, x[i]); mx = std::max(mx, x[i]); }
