@@ -50,6 +50,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities (n,) float32 of `logits` (n,) (for reporting a token's logprob)."""
+    x = np.asarray(logits, dtype=np.float32)
+    return x - np.float32(log_sum_exp(x))
+
+
 def log_sum_exp(logits: np.ndarray) -> float:
     """log(sum(exp(logits))) computed stably (float32 exponentials, float64 sum)."""
     x = np.asarray(logits, dtype=np.float32)
@@ -146,19 +152,24 @@ def top_p_indices(logits: np.ndarray, p: float, log_z: float | None = None) -> n
     if not 0.0 < p <= 1.0:
         raise QwenCpuError(f"top_p must be in (0, 1], got {p}")
     x = np.asarray(logits, dtype=np.float32)
-    if log_z is None:
-        log_z = log_sum_exp(x)
     if p >= 1.0:
         return np.flatnonzero(x > -np.inf)
+    if log_z is None:
+        m = float(x.max())
+        weights = np.exp(x - np.float32(m))      # (n,) float32: the one exp pass over x
+        total = float(weights.sum(dtype=np.float64))
+        probs, log_z = weights / np.float32(total), m + math.log(total)
+    else:
+        probs = np.exp(x - np.float32(log_z))    # (n,) float32 probabilities
     head = top_k_indices(x, 64)
-    head_cum = np.cumsum(np.exp(x[head].astype(np.float64) - log_z))
+    head_cum = np.cumsum(probs[head], dtype=np.float64)
     if head_cum[-1] >= p or head.size == x.size:
         return head[:min(int(np.searchsorted(head_cum, p, side="left")) + 1, head.size)]
     # All 64 head tokens are in. Without them the rest has no outliers, so a strided sample
     # estimates where the cumulative mass of the rest reaches what is still needed.
     vals = x.copy()
     vals[head] = -np.inf
-    probs = np.exp(vals - np.float32(log_z))     # (n,) float32 probabilities
+    probs[head] = 0.0
     ids, need, rest_mass, kept = None, p - head_cum[-1], 1.0 - head_cum[-1], [head]
     for _ in range(12):                          # each round narrows; 12 is never reached
         if vals.size <= 1024:
@@ -167,17 +178,18 @@ def top_p_indices(logits: np.ndarray, p: float, log_z: float | None = None) -> n
         est = np.cumsum(np.exp(sample_vals.astype(np.float64) - log_z))
         est *= rest_mass / est[-1] if est[-1] > 0 else 0.0
         pivot = sample_vals[min(int(np.searchsorted(est, need)), sample_vals.size - 1)]
-        upper = vals >= pivot
+        # integer positions, not boolean masks: compressing with a random mask is slow in numpy
+        upper = np.flatnonzero(vals >= pivot)
         mass = float(probs[upper].sum(dtype=np.float64))
-        select = upper if mass >= need else ~upper
-        if select.all():                         # no progress (ties): sort what is left
+        select = upper if mass >= need else np.flatnonzero(vals < pivot)
+        if select.size == vals.size:             # no progress (ties): sort what is left
             break
         if mass < need:                          # all of `upper` is in; look below it
-            kept.append(np.flatnonzero(upper) if ids is None else ids[upper])
+            kept.append(upper if ids is None else ids[upper])
             need, rest_mass = need - mass, rest_mass - mass
         else:
             rest_mass = mass
-        ids = np.flatnonzero(select) if ids is None else ids[select]
+        ids = select if ids is None else ids[select]
         vals, probs = vals[select], probs[select]
     if ids is None:
         ids = np.arange(x.size)

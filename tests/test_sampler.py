@@ -24,6 +24,7 @@ from qwen_cpu.sampler import (
     apply_temperature,
     check_finite,
     greedy,
+    log_softmax,
     log_sum_exp,
     min_p,
     sample,
@@ -50,6 +51,7 @@ def test_softmax_and_log_sum_exp():
     np.testing.assert_allclose(softmax(L4), P4, rtol=1e-6)
     np.testing.assert_allclose(softmax(np.array([0.0, -np.inf, 0.0])), [0.5, 0.0, 0.5])
     assert log_sum_exp(L4) == pytest.approx(0.0, abs=1e-6)      # sum of P4 is 1
+    np.testing.assert_allclose(log_softmax(L4 + 3.0), np.log(P4), rtol=1e-5)
 
 
 def test_temperature():
