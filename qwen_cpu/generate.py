@@ -61,7 +61,7 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: S
     """Stream the continuation of prompt_ids as text. The model's lock is held for the whole
     generation, so two threads streaming from one model take turns instead of corrupting the cache."""
     tok = model.tokenizer
-    params = params or SamplingParams()
+    params = params or sampling_params()
     sampler = Sampler(params)
     end_tokens = set(tok.eos_ids if stop_tokens is None else stop_tokens)
     if len(prompt_ids) >= model.n_ctx:

@@ -69,13 +69,14 @@ def test_stop_string_is_not_emitted(smol):
 
 
 def test_generation_stops_at_the_end_of_the_context(smollm2_path):
-    with Model.load(smollm2_path, n_ctx=48) as m:
-        ids = encode_chat(m.tokenizer, QUESTION)
-        last = list(stream(m, ids, max_tokens=1000, params=None))[-1]
+    with Model.load(smollm2_path, n_ctx=24) as m:
+        ids = m.tokenize("1, 2, 3, 4, 5, 6,")
+        last = list(m.stream(ids, max_tokens=1000, temperature=0))[-1]
         assert last.finish_reason == "length"
-        assert m.n_past == 48
-        with pytest.raises(QwenCpuError, match="context holds 48"):
-            m.generate("word " * 60)
+        # every position holds a token; the last sampled token needs no position of its own
+        assert last.generation_tokens == 24 - len(ids) + 1 and m.n_past == 24
+        with pytest.raises(QwenCpuError, match="context holds 24"):
+            m.generate("word " * 30)
 
 
 def test_follow_up_turn_reuses_the_cache(smol):
