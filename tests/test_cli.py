@@ -3,8 +3,10 @@ subprocesses, and `chat` driven through a pseudo-terminal (multi-turn, /reset, C
 of an answer, Ctrl-D), on the real SmolLM2 model and on a converted Qwen2.5-shaped model."""
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pexpect
 import pytest
@@ -13,10 +15,16 @@ from click.testing import CliRunner
 from qwen_cpu import cli
 
 CLI = [sys.executable, "-m", "qwen_cpu.cli"]
+# Subprocesses start outside the repository, so that `python -m` imports the installed package and
+# not the source tree (which has no compiled module after a plain `pip install .`); a PYTHONPATH
+# pointing at a development build is kept, made absolute.
+CWD = tempfile.gettempdir()
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
 
 
 def run(*args, check=True):
-    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=CWD, env=ENV)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -82,7 +90,7 @@ def test_quantize_and_perplexity_commands(tmp_path, smollm2_path):
 def test_chat_session_in_a_terminal(request, model_fixture):
     model = request.getfixturevalue(model_fixture)
     child = pexpect.spawn(sys.executable, ["-m", "qwen_cpu.cli", "chat", str(model), "--temp", "0", "-v"],
-                          encoding="utf-8", timeout=180)
+                          encoding="utf-8", timeout=180, cwd=CWD, env=ENV)
     try:
         child.expect(">>> ")
         child.sendline("What is the capital of France?")
