@@ -168,11 +168,7 @@ def test_tokenizer_metadata(qwen_ckpt, tmp_path):
 
 
 def qwen25_tokenizer_json() -> Path:
-    for p in (REPO / "tests" / "data" / "qwen2.5-tokenizer.json", REPO.parent / "shared" / "fixtures" /
-              "qwen2.5-tokenizer.json", Path("/work/shared/fixtures/qwen2.5-tokenizer.json")):
-        if p.exists():
-            return p
-    raise FileNotFoundError("qwen2.5-tokenizer.json: not in tests/data nor in shared/fixtures")
+    return REPO / "tests" / "data" / "qwen2.5-tokenizer.json"
 
 
 def test_real_qwen25_tokenizer(tmp_path):
