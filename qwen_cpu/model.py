@@ -79,6 +79,10 @@ class Model:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
             config = config_from_gguf(gguf.metadata, n_vocab)
+            if "tokenizer.ggml.tokens" in gguf.metadata:  # files without a vocabulary run on ids
+                from .tokenizer import check_gguf_vocab
+
+                check_gguf_vocab(gguf.metadata, n_vocab)
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
             if not isinstance(n_ctx, int) or n_ctx <= 0:
@@ -112,7 +116,12 @@ class Model:
                     raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
         out = {}
         for name in names:
-            info = gguf.tensors[name]
+            info = gguf.tensors.get(name)
+            if info is None:
+                raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
+            if _kernels.type_info(int(info.ggml_type)) is None:
+                raise QwenCpuError(f"{gguf.path}: {name}: tensor type {info.type_name} ({int(info.ggml_type)}) "
+                                   "is not supported (no kernels for it)")
             shape = tuple(info.shape)
             rows, cols = (1, shape[0]) if len(shape) == 1 else (int(np.prod(shape[:-1])), shape[-1])
             out[name] = (gguf.tensor(name), int(info.ggml_type), rows, cols)

@@ -21,6 +21,7 @@ import re
 import threading
 from pathlib import Path
 
+import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
@@ -93,6 +94,55 @@ def clean_text(text: str | bytes) -> str:
         return _SURROGATES.sub("\ufffd", text)
 
 
+def check_gguf_vocab(meta: dict, n_vocab: int | None = None) -> None:
+    """Raise QwenCpuError naming the problem if the `tokenizer.ggml.*` arrays and ids of a GGUF
+    metadata dict are malformed: tokens/merges not arrays of strings, token_type not an integer
+    array of the same length, BOS/EOS/EOT/EOM ids outside the vocabulary, or (given the model's
+    n_vocab, the embedding's row count) more tokens than the model has embeddings. Cheap (no
+    BPE is built), so that Model.load can reject a bad vocabulary before the tokenizer is used.
+    A padding id out of range is tolerated (some converters write one; nothing here uses it)."""
+    def strings(key: str) -> list:
+        v = meta.get(key)
+        if v is None:
+            raise QwenCpuError(f"GGUF metadata lacks {key}")
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            raise QwenCpuError(f"{key} must be an array of strings, got {_describe(v)}")
+        if not v:
+            raise QwenCpuError(f"{key} is empty")
+        return v
+
+    tokens = strings("tokenizer.ggml.tokens")
+    strings("tokenizer.ggml.merges")
+    types = meta.get("tokenizer.ggml.token_type")
+    if types is not None:
+        if not (hasattr(types, "dtype") and types.ndim == 1 and types.dtype.kind in "iu"):
+            raise QwenCpuError(f"tokenizer.ggml.token_type must be an array of integers, got {_describe(types)}")
+        if len(types) != len(tokens):
+            raise QwenCpuError(f"tokenizer.ggml.token_type has {len(types)} entries for "
+                               f"{len(tokens)} tokens")
+    if n_vocab is not None and len(tokens) > n_vocab:
+        raise QwenCpuError(f"the vocabulary has {len(tokens)} tokens but token_embd.weight has only "
+                           f"{n_vocab} rows")
+    for key in ("bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id"):
+        v = meta.get(f"tokenizer.ggml.{key}")
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise QwenCpuError(f"tokenizer.ggml.{key} must be an integer, got {_describe(v)}")
+        if not 0 <= int(v) < len(tokens):
+            raise QwenCpuError(f"tokenizer.ggml.{key} = {int(v)} is outside the vocabulary of "
+                               f"{len(tokens)} tokens")
+
+
+def _describe(v) -> str:
+    if hasattr(v, "dtype"):
+        return f"an array of {v.dtype}"
+    if isinstance(v, list):
+        kinds = sorted({type(t).__name__ for t in v})
+        return f"a list of {', '.join(kinds) or 'nothing'}"
+    return f"{type(v).__name__} {v!r}"[:80]
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer with its special tokens.
 
@@ -147,15 +197,10 @@ class Tokenizer:
             if fallback_pre not in PRE_TOKENIZER_PATTERNS:
                 raise QwenCpuError(f"fallback_pre = {fallback_pre!r} is not a known pre-tokenizer")
             pre = fallback_pre
-        tokens = [str(t) for t in (get("tokens") or [])]
-        merges = [str(m) for m in (get("merges") or [])]
-        if not tokens or not merges:
-            raise QwenCpuError("GGUF metadata lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")
+        check_gguf_vocab(meta)
+        tokens, merges = list(get("tokens")), list(get("merges"))
         types = get("token_type")
         types = [TOKEN_NORMAL] * len(tokens) if types is None else [int(t) for t in types]
-        if len(types) != len(tokens):
-            raise QwenCpuError(f"tokenizer.ggml.token_type has {len(types)} entries for "
-                               f"{len(tokens)} tokens")
 
         vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
@@ -166,7 +211,10 @@ class Tokenizer:
             if not sep:
                 raise QwenCpuError(f"malformed merge {m!r} in tokenizer.ggml.merges")
             pairs.append((left, right))
-        model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
+        try:
+            model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
+        except Exception as e:  # e.g. a merge whose parts are not tokens; the message names it
+            raise QwenCpuError(f"invalid tokenizer.ggml vocabulary: {e}") from None
         hf = tokenizers.Tokenizer(model)
         if pre in _NFC_PRE:
             hf.normalizer = normalizers.NFC()
@@ -183,7 +231,7 @@ class Tokenizer:
         hf.add_tokens([tokenizers.AddedToken(tokens[i], special=False, normalized=False)
                        for i in sorted(user)])
 
-        def tid(key):
+        def tid(key):  # ids were range-checked by check_gguf_vocab (a bad padding id is ignored)
             v = get(key)
             return int(v) if v is not None and 0 <= int(v) < len(tokens) else None
 
