@@ -15,8 +15,10 @@ alternates between repetitions), each in a fresh process; the table shows median
               over the read bandwidth measured here with the same thread count
   load        ours: Model.load to the first logits of a 16-token prompt; llama.cpp's: the same
               through llama-cpp-python (llama-bench reports no load time); warm page cache for both
-  RSS         ours: after load, and the peak (VmHWM) over the whole run incl. the 2048 context;
-              llama.cpp's: the peak of its llama-bench process (ru_maxrss from wait4)
+  RSS         ours: after load, and the peak (VmHWM) over the whole run incl. the 2048 context,
+              next to file size + KV cache for that context; llama.cpp's: the peak of its
+              llama-bench process (ru_maxrss from wait4)
+  Python      ours: the fraction of decode time spent outside the C++ forward call (32 steps)
 Decode feeds fixed token ids (no sampling), as llama-bench does. Results go to stdout and, between
 marker comments, into bench/README.md with the date, CPU and git commit. --quick: 0.5B Q4_0 only,
 2 threads, 1 repetition. The llama-bench binary is looked for in ~/.cache/qwen-cpu-bench
@@ -82,12 +84,39 @@ def run_ours(path: str, n_threads: int, depth: bool) -> dict:
     m.reset()
     m.prefill(ids[:SHORT])
     out["tg"] = decode(SHORT)
+    out["py_overhead"] = python_overhead(m, ids[SHORT + TG:SHORT + TG + 32])
     if depth:
         m.reset()
         m.prefill(ids[:DEPTH])
         out["tg_depth"] = decode(DEPTH)
     out["rss_peak_mib"] = _status_kib("VmHWM") / 1024
     return out
+
+
+def python_overhead(m, tokens: list[int]) -> float:
+    """Fraction of decode time spent outside the C++ forward call (Python, pybind, locks, the cache
+    bookkeeping): decode_step timed as a whole against the time inside the network's forward()."""
+
+    class Timed:
+        def __init__(self, net):
+            self.net, self.inside = net, 0.0
+
+        def forward(self, *a):
+            t0 = time.perf_counter()
+            r = self.net.forward(*a)
+            self.inside += time.perf_counter() - t0
+            return r
+
+        def __getattr__(self, name):
+            return getattr(self.net, name)
+
+    net, m._net = m._net, Timed(m._net)   # reaches into Model: this is a measurement, not an API
+    t0 = time.perf_counter()
+    for tok in tokens:
+        m.decode_step(tok)
+    total = time.perf_counter() - t0
+    inside, m._net = m._net.inside, net
+    return 1 - inside / total
 
 
 def run_llama_load(path: str, n_threads: int) -> float:
@@ -195,7 +224,7 @@ def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: lis
         f"{min(loads):.2f}-{max(loads):.2f} (shared machine). Ratios are ours / llama.cpp (llama-bench).",
         "",
         "| model | type | thr | pp512 ours | llama.cpp | ratio | tg128 ours | llama.cpp | ratio | roofline ours / llama.cpp "
-        "| tg128@2048 ours | llama.cpp | ratio | roofline ours |",
+        "| tg128@2048 ours | llama.cpp | ratio | roofline ours / llama.cpp |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
@@ -206,19 +235,20 @@ def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: lis
             f"{ratio(o['pp'], ll.get('pp'))} | {fmt(o['tg'])} | {fmt(ll.get('tg'))} | {ratio(o['tg'], ll.get('tg'))} | "
             f"{fmt(roof(o['tg'], 'short'), '.0%')} / {fmt(roof(ll.get('tg'), 'short'), '.0%')} | "
             f"{fmt(o.get('tg_depth'))} | {fmt(ll.get('tg_depth'))} | {ratio(o.get('tg_depth'), ll.get('tg_depth'))} | "
-            f"{fmt(roof(o.get('tg_depth'), 'deep'), '.0%')} |")
+            f"{fmt(roof(o.get('tg_depth'), 'deep'), '.0%')} / {fmt(roof(ll.get('tg_depth'), 'deep'), '.0%')} |")
     lines += [
         "",
         "| model | type | thr | file MiB | load→first token ours s | llama.cpp s | RSS after load ours MiB "
-        "| peak RSS ours MiB | peak RSS llama-bench MiB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| peak RSS ours MiB | file + KV MiB | peak RSS llama-bench MiB | Python share of decode, ours |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         o, ll = r["ours"], r["llama"]
         lines.append(
             f"| {r['model']} | {r['type']} | {r['threads']} | {r['file_mib']:.0f} | {fmt(o['load_s'], '.2f')} | "
             f"{fmt(ll.get('load_s'), '.2f')} | {fmt(o['rss_load_mib'], '.0f')} | {fmt(o['rss_peak_mib'], '.0f')} | "
-            f"{fmt(ll.get('rss_peak_mib'), '.0f')} |")
+            f"{r['file_mib'] + r['kv']['ctx'] / 2**20:.0f} | {fmt(ll.get('rss_peak_mib'), '.0f')} | "
+            f"{fmt(o['py_overhead'], '.1%')} |")
     return "\n".join(lines)
 
 
@@ -267,6 +297,7 @@ def main() -> None:
     for label, qtype, path in files:
         weights, kv_deep = bytes_per_token(path, DEPTH + TG // 2)
         kv_short = bytes_per_token(path, SHORT + TG // 2)[1]
+        kv_ctx = bytes_per_token(path, (DEPTH if depth else PP) + TG)[1]   # the cache our worker allocates
         for n in threads:
             ours, theirs = [], []
             for rep in range(args.reps):
@@ -281,9 +312,9 @@ def main() -> None:
                         theirs.append(r)
                 loads.append(os.getloadavg()[0])
             med = lambda runs, k: median([x.get(k) for x in runs])  # noqa: E731
-            keys = ["pp", "tg", "tg_depth", "load_s", "rss_load_mib", "rss_peak_mib"]
+            keys = ["pp", "tg", "tg_depth", "load_s", "rss_load_mib", "rss_peak_mib", "py_overhead"]
             row = {"model": label, "type": qtype, "threads": n, "file_mib": path.stat().st_size / 2**20,
-                   "weights": weights, "kv": {"short": kv_short, "deep": kv_deep},
+                   "weights": weights, "kv": {"short": kv_short, "deep": kv_deep, "ctx": kv_ctx},
                    "ours": {k: med(ours, k) for k in keys}, "llama": {k: med(theirs, k) for k in keys}}
             rows.append(row)
             print(f"{label} {qtype} t={n}: ours {row['ours']}\n    llama.cpp {row['llama']}", flush=True)
