@@ -17,6 +17,12 @@ namespace qc {
 // dot(w, a) over n elements: w one weight row in its stored type, a the activation row in the
 // weight type's activation format (WeightKernels::act_type), quantized once per matmul.
 typedef float (*vec_dot_fn)(int64_t n, const void* w, const void* a);
+// Matrix-matrix form of vec_dot for prefill: y[i * y_stride + j] = dot(w row j, a row i) for
+// j < n_w, i < n_a, with w (n_w rows of w_row_bytes) and a (n_a rows of a_row_bytes) as for
+// vec_dot. Any n_w, n_a >= 1: the kernel tiles them itself (unpacking each weight block once per
+// tile of activation rows); the caller picks n_a so that the activation rows stay in cache.
+typedef void (*gemm_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_w, const void* a, size_t a_row_bytes,
+                        int n_a, float* y, size_t y_stride);
 // y (n) = dequantized x (n elements of the type)
 typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
@@ -25,6 +31,9 @@ typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
   int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
+  // Optional (nullptr: the driver loops over vec_dot). Last, so that `= {vec_dot, act_type}`
+  // resets it: a gemm must be registered after the vec_dot it goes with.
+  gemm_fn gemm = nullptr;
 };
 
 struct Kernels {

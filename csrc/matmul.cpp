@@ -71,12 +71,10 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
     });
   }
 
-  // 2. The output rows of all weights form one index space [0, total_rows) split across threads.
-  // Each thread walks its contiguous range in tiles of weight rows; for several tokens a tile
-  // is reused across all tokens while it is in cache (the activations stay in L2).
+  // 2. The output rows of all weights form one index space [0, total_rows) split across threads
+  // (contiguous ranges: each thread reads only its share of every weight).
   int64_t total_rows = 0;
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
-  constexpr int64_t kRowTile = 16;
   pool.run([&](int ith, int nth) {
     int64_t g0, g1;
     split_range(total_rows, ith, nth, &g0, &g1);
@@ -91,12 +89,31 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const uint8_t* act = scratch + L.offset[j];
       const size_t act_row = row_bytes(wk.act_type, n_in), w_row = row_bytes(o.wtype, n_in);
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
-      for (int64_t rt = r0; rt < r1; rt += kRowTile) {
-        const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
-        for (int64_t t = 0; t < n_tok; ++t) {
-          const uint8_t* a = act + t * act_row;
-          float* yt = o.y + t * o.n_out;
-          for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
+      if (n_tok > 1 && wk.gemm) {
+        // Prefill: the tile kernel over [r0, r1) x a chunk of tokens at a time. The chunk's
+        // quantized activations (up to kActChunkBytes) stay in this core's L2 while the weight
+        // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
+        // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
+        // times but spill the activations out of L2.
+        constexpr size_t kActChunkBytes = 192 * 1024;
+        int64_t chunk = (int64_t)(kActChunkBytes / act_row);
+        chunk = chunk < 8 ? 8 : chunk - chunk % 8;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+          const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
+          wk.gemm(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act + t0 * act_row, act_row, (int)nt,
+                  o.y + t0 * o.n_out + r0, (size_t)o.n_out);
+        }
+      } else {
+        // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
+        // rows so that for several tokens a tile is reused while it is in cache.
+        constexpr int64_t kRowTile = 16;
+        for (int64_t rt = r0; rt < r1; rt += kRowTile) {
+          const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
+          for (int64_t t = 0; t < n_tok; ++t) {
+            const uint8_t* a = act + t * act_row;
+            float* yt = o.y + t * o.n_out;
+            for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
+          }
         }
       }
       g0 = base + r1;

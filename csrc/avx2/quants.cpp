@@ -4,11 +4,14 @@
 // a matrix product.
 #include "simd.h"
 
+#include "../gemm.h"
+
 namespace qc {
 
 void register_quant_kernels_avx2(Kernels& k) {
   avx2::register_quants_32(k);
   avx2::register_quants_k(k);
+  register_gemm_kernels_avx2(k);  // after the vec_dots: assigning a WeightKernels resets gemm
 }
 
 }  // namespace qc

@@ -8,6 +8,8 @@
 
 #include "simd512.h"
 
+#include "../gemm.h"
+
 namespace qc {
 
 static bool cpu_has_avx512_vnni() {
@@ -19,9 +21,11 @@ static bool cpu_has_avx512_vnni() {
 
 void register_quant_kernels_avx512(Kernels& k) {
   avx512::register_quants_float(k);
-  if (!cpu_has_avx512_vnni()) return;
-  avx512::register_quants_32_vnni(k);
-  avx512::register_quants_k_vnni(k);
+  if (cpu_has_avx512_vnni()) {
+    avx512::register_quants_32_vnni(k);
+    avx512::register_quants_k_vnni(k);
+  }
+  register_gemm_kernels_avx512(k);  // after the vec_dots: assigning a WeightKernels resets gemm
 }
 
 }  // namespace qc

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "quants.h"
+#include "../gemm.h"
 
 namespace qc {
 namespace scalar {
@@ -105,6 +106,7 @@ void register_quant_kernels_scalar(Kernels& k) {
   k.quantize_act[GGML_F32] = scalar::quantize_row_f32;
   k.dequantize[GGML_Q8_1] = scalar::dequantize_row_q8_1;
   k.dequantize[GGML_Q8_K] = scalar::dequantize_row_q8_K;
+  register_gemm_kernels_scalar(k);  // after the vec_dots it wraps
 }
 
 }  // namespace qc

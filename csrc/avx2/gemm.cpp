@@ -1,0 +1,47 @@
+// AVX2 matrix-matrix tiles (WeightKernels::gemm) of the quantized weight types: the templates of
+// gemm_impl.h with the AVX2 integer dot products (vpmaddubsw + vpmaddwd).
+//
+// Tile shapes (rows x activation rows), chosen for the 16 ymm registers: the 32-element types
+// keep R * C float accumulators plus R unpacked weight blocks live across the block loop, so
+// 4 x 2 (8 accumulators); the K-quants keep R * C int32 sums per super-block and spill their
+// float accumulators (touched once per 256 values), so 2 x 4.
+#define QC_GEMM_ATTR
+#include "gemm_impl.h"
+
+#include "../gemm.h"
+
+namespace qc {
+namespace avx2 {
+namespace {
+
+struct Avx2Dot {
+  // 8 int32 lanes: each the sum of 4 adjacent byte products u * s (u unsigned <= 128... as
+  // vpmaddubsw needs: its int16 pair sums cannot saturate while u * |s| <= 16383).
+  static inline __m256i udot(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  }
+  // acc + the byte products u * s summed in pairs, each pair weighted by its int16 scale in sc
+  static inline __m256i wdot_acc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
+  }
+};
+
+constexpr int kR32 = 4, kC32 = 2, kRK = 2, kCK = 4;
+
+}  // namespace
+}  // namespace avx2
+
+void register_gemm_kernels_avx2(Kernels& k) {
+  using avx2::Avx2Dot;
+  using namespace gemm;
+  k.weight[GGML_Q4_0].gemm = gemm_32<Q4_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  k.weight[GGML_Q4_1].gemm = gemm_32<Q4_1W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  k.weight[GGML_Q5_0].gemm = gemm_32<Q5_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  k.weight[GGML_Q5_1].gemm = gemm_32<Q5_1W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  k.weight[GGML_Q4_K].gemm = gemm_k<Q4_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
+  k.weight[GGML_Q5_K].gemm = gemm_k<Q5_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
+  k.weight[GGML_Q6_K].gemm = gemm_k<Q6_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
+}
+
+}  // namespace qc

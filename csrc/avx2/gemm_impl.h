@@ -1,0 +1,311 @@
+// Matrix-matrix (prefill) tiles of the quantized weight types, as templates over an integer
+// dot-product policy so that the AVX2 translation unit (csrc/avx2/gemm.cpp: maddubs + madd) and
+// the AVX-512 VNNI one (csrc/avx512/gemm.cpp: vpdpbusd) share the tiling and the unpacking.
+// Only included by translation units compiled with at least -mavx2 -mfma -mf16c; the includer
+// defines QC_GEMM_ATTR (empty, or a target attribute that its policy's functions need) first.
+//
+// Why tiles: vec_dot unpacks a weight block (nibbles -> bytes, f16 -> float, packed 6-bit scales
+// -> words) for one activation row and ends with a horizontal sum. A tile of R weight rows x C
+// activation rows unpacks each weight block once for C rows and each activation block once
+// for R rows, keeps the R x C sums in vector accumulators and sums horizontally once per output.
+//
+// Shapes for every tile function below: w points at R weight rows of wrb bytes each, a at C
+// activation rows of arb bytes each, nb blocks per row; the outputs go to y[c * ys + r].
+#pragma once
+#include <utility>
+
+#include "simd.h"
+
+#ifndef QC_GEMM_ATTR
+#error "define QC_GEMM_ATTR before including gemm_impl.h"
+#endif
+
+namespace qc {
+namespace gemm {
+// Everything here is internal to each includer: the AVX2 and the AVX-512 translation units compile
+// these with different flags, and the linker must not pick one copy for both.
+namespace {
+
+// ---- 32-element block types against Q8_0 / Q8_1 activations ---------------------------------
+
+// Weight policies: q(block) gives 32 bytes in element order; kOff: unsigned bytes whose value is
+// q - kOff (the kOff * a part is taken out once per activation block); kSigned: signed bytes
+// (Q8_0; the signs move onto the activations); kMin: the type's value has a + m term, paired with
+// the activation's s = d * sum(a).
+struct Q4_0W {
+  typedef block_q4_0 B;
+  typedef block_q8_0 A;
+  static constexpr int kOff = 8;
+  static constexpr bool kSigned = false, kMin = false;
+  static inline __m256i q(const B& b) { return avx2::unpack_nibbles_32(b.qs); }
+};
+struct Q4_1W {
+  typedef block_q4_1 B;
+  typedef block_q8_1 A;
+  static constexpr int kOff = 0;
+  static constexpr bool kSigned = false, kMin = true;
+  static inline __m256i q(const B& b) { return avx2::unpack_nibbles_32(b.qs); }
+};
+struct Q5_0W {
+  typedef block_q5_0 B;
+  typedef block_q8_0 A;
+  static constexpr int kOff = 16;
+  static constexpr bool kSigned = false, kMin = false;
+  static inline __m256i q(const B& b) {
+    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(avx2::unpack_nibbles_32(b.qs), hi);  // 0..31
+  }
+};
+struct Q5_1W {
+  typedef block_q5_1 B;
+  typedef block_q8_1 A;
+  static constexpr int kOff = 0;
+  static constexpr bool kSigned = false, kMin = true;
+  static inline __m256i q(const B& b) {
+    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(avx2::unpack_nibbles_32(b.qs), hi);
+  }
+};
+struct Q8_0W {
+  typedef block_q8_0 B;
+  typedef block_q8_0 A;
+  static constexpr int kOff = 0;
+  static constexpr bool kSigned = true, kMin = false;
+  static inline __m256i q(const B& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+
+template <typename T>
+static inline const T& block_at(const uint8_t* row, int64_t i) {
+  return reinterpret_cast<const T*>(row)[i];
+}
+
+// R x C tile of a 32-element block type. Per block: the R weight blocks are unpacked once
+// (bytes, f16 scale broadcast), then for each activation row c its block is loaded once, its
+// offset part udot(kOff, a) computed once, and the R exact int32 block dots are scaled by
+// d_w * d_a and accumulated with FMA into acc[r][c] (8 float lanes each).
+// The int32 block dot cannot overflow: |q - off| <= 16 (<= 128 for Q8_0) times |a| <= 127, 32 terms.
+template <typename W, typename D, int R, int C>
+QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y,
+                                 size_t ys) {
+  typedef typename W::B B;
+  typedef typename W::A A;
+  __m256 acc[R][C];
+  float acc_min[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      acc[r][c] = _mm256_setzero_ps();
+      acc_min[r][c] = 0.0f;
+    }
+  for (int64_t i = 0; i < nb; ++i) {
+    __m256i q[R], qabs[R];
+    __m256 dw[R];
+    float mw[R];
+    for (int r = 0; r < R; ++r) {
+      const B& b = block_at<B>(w + r * wrb, i);
+      q[r] = W::q(b);
+      if constexpr (W::kSigned) qabs[r] = _mm256_sign_epi8(q[r], q[r]);
+      dw[r] = _mm256_set1_ps(avx2::h2f(b.d));
+      if constexpr (W::kMin) mw[r] = avx2::h2f(b.m);
+    }
+    for (int c = 0; c < C; ++c) {
+      const A& ab = block_at<A>(a + c * arb, i);
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
+      const __m256 da = _mm256_set1_ps(avx2::h2f(ab.d));
+      __m256i corr = _mm256_setzero_si256();
+      if constexpr (W::kOff != 0) corr = D::udot(_mm256_set1_epi8(W::kOff), av);
+      for (int r = 0; r < R; ++r) {
+        __m256i p;
+        if constexpr (W::kSigned) {
+          // |w| * (a with the sign of w): a is never -128 in the activation formats
+          p = D::udot(qabs[r], _mm256_sign_epi8(av, q[r]));
+        } else {
+          p = D::udot(q[r], av);
+          if constexpr (W::kOff != 0) p = _mm256_sub_epi32(p, corr);
+        }
+        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
+      }
+      if constexpr (W::kMin) {
+        const float s = avx2::h2f(ab.s);
+        for (int r = 0; r < R; ++r) acc_min[r][c] += mw[r] * s;
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]) + acc_min[r][c];
+}
+
+// ---- K-quants against Q8_K activations -------------------------------------------------------
+
+// Weight policies for the 256-element super-blocks. prepare(block, &u) decodes the packed scales
+// of one super-block once; chunk(block, u, k) gives the 32 unsigned bytes of values 32k..32k+31
+// and their int16 scales (low 128-bit lane: scale of values 32k..32k+15, high lane: of
+// 32k+16..32k+31); u.offs holds 16 int16 weights that pair with the activation's 16 bsums;
+// the super-block's dot is  d * sum_k madd(maddubs(q_k, a_k), sc_k) - dmin * madd(bsums, offs).
+struct KUnpacked {
+  __m256i sc;    // the scales as int16 words (duplicated into both lanes; type specific order)
+  __m256i offs;  // 16 int16 weights of the bsums
+  float d, dmin;
+};
+
+// Q4_K: 8 sub-blocks of 32 values (low nibbles of 32 bytes, then their high nibbles), 6-bit scales
+// and mins; value = d * sc * q - dmin * m.
+template <typename B>
+static inline void prepare_k4(const B& b, KUnpacked* u) {
+    // mins duplicated per 16-value half of each 32-value sub-block, to pair them with bsums
+    const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __m128i sm = avx2::k4_scales_mins(b.scales);
+    u->offs = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins));
+    u->sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    u->d = avx2::h2f(b.d);
+    u->dmin = avx2::h2f(b.dmin);
+}
+struct Q4_KW {
+  typedef block_q4_K B;
+  static inline void prepare(const B& b, KUnpacked* u) { prepare_k4(b, u); }
+  static inline __m256i chunk(const B& b, const KUnpacked& u, int k, __m256i* sc) {
+    // word k of the scales over all 16 words (one sub-block per chunk)
+    *sc = _mm256_shuffle_epi8(u.sc, _mm256_set1_epi16((short)(2 * k | (2 * k + 1) << 8)));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (k / 2)));
+    return _mm256_and_si256(k % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0f));
+  }
+};
+
+// Q5_K: Q4_K plus a 5th bit per value: bit k of qh[l] for value 32k + l.
+struct Q5_KW {
+  typedef block_q5_K B;
+  static inline void prepare(const B& b, KUnpacked* u) { prepare_k4(b, u); }
+  static inline __m256i chunk(const B& b, const KUnpacked& u, int k, __m256i* sc) {
+    *sc = _mm256_shuffle_epi8(u.sc, _mm256_set1_epi16((short)(2 * k | (2 * k + 1) << 8)));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * (k / 2)));
+    const __m256i lo = _mm256_and_si256(k % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0f));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh));
+    const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, k), _mm256_set1_epi8(1));
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+  }
+};
+
+// Q6_K: 16 sub-blocks of 16, int8 scales; value = d * sc * (u - 32) with u = 4 low bits (ql) +
+// 2 high bits (qh). Half h (values 128h..128h+127): ql bytes 64h..64h+31 hold values +0..31 (low
+// nibble) and +64..95 (high), bytes 64h+32..64h+63 hold +32..63 and +96..127; qh byte 32h + l
+// holds the high bits of +l, +l+32, +l+64, +l+96 at bits 0-1, 2-3, 4-5, 6-7. The -32 goes to offs.
+struct Q6_KW {
+  typedef block_q6_K B;
+  static inline void prepare(const B& b, KUnpacked* u) {
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+    u->offs = _mm256_cvtepi8_epi16(sc8);
+    u->sc = u->offs;  // word j = scale of sub-block j (not duplicated: chunk picks lanes itself)
+    u->d = avx2::h2f(b.d);
+    u->dmin = 32.0f * u->d;
+  }
+  static inline __m256i chunk(const B& b, const KUnpacked& u, int k, __m256i* sc) {
+    // chunk k covers sub-blocks 2k (low lane) and 2k + 1 (high lane)
+    const __m128i s2 = k < 4 ? _mm256_castsi256_si128(u.sc) : _mm256_extracti128_si256(u.sc, 1);
+    const int j = 2 * (k % 4);
+    const __m256i dup = _mm256_broadcastsi128_si256(s2);
+    *sc = _mm256_shuffle_epi8(dup, _mm256_setr_epi8(2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j,
+                                                    2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1, 2 * j, 2 * j + 1,
+                                                    2 * j, 2 * j + 1, 2 * j + 2, 2 * j + 3, 2 * j + 2, 2 * j + 3,
+                                                    2 * j + 2, 2 * j + 3, 2 * j + 2, 2 * j + 3, 2 * j + 2, 2 * j + 3,
+                                                    2 * j + 2, 2 * j + 3, 2 * j + 2, 2 * j + 3, 2 * j + 2, 2 * j + 3));
+    const int h = k / 4, m = k % 4;  // chunk m of half h: values 128h + 32m ..
+    const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (m % 2)));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
+    const __m256i lo = _mm256_and_si256(m >= 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0f));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * m), _mm256_set1_epi8(0x03));
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // 0..63
+  }
+};
+
+// R x C tile of a K-quant. Per super-block: the R weight blocks' scales are decoded once; then
+// per 32-value chunk k, each weight row's bytes and scales are unpacked once and multiplied with
+// the C activation rows' chunk k (sum[r][c]: exact int32 weighted sums, |.| < 2^31 since
+// 256 * 63 * 127 * 128 < 2^31 for the largest type); the super-block's result is scaled once.
+template <typename W, typename D, int R, int C>
+QC_GEMM_ATTR static void tile_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y,
+                                size_t ys) {
+  typedef typename W::B B;
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    KUnpacked u[R];
+    for (int r = 0; r < R; ++r) W::prepare(block_at<B>(w + r * wrb, i), &u[r]);
+    __m256i sum[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) sum[r][c] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      __m256i q[R], sc[R];
+      for (int r = 0; r < R; ++r) q[r] = W::chunk(block_at<B>(w + r * wrb, i), u[r], k, &sc[r]);
+      for (int c = 0; c < C; ++c) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block_at<block_q8_K>(a + c * arb, i).qs + 32 * k));
+        for (int r = 0; r < R; ++r) sum[r][c] = D::wdot_acc(sum[r][c], q[r], av, sc[r]);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const block_q8_K& ab = block_at<block_q8_K>(a + c * arb, i);
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+      for (int r = 0; r < R; ++r) {
+        const __m256 offs = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, u[r].offs));
+        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][c]), _mm256_set1_ps(u[r].d * ab.d), acc[r][c]);
+        acc[r][c] = _mm256_fnmadd_ps(offs, _mm256_set1_ps(u[r].dmin * ab.d), acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]);
+}
+
+// ---- the whole (n_w x n_a) product from tiles ------------------------------------------------
+
+typedef void (*tile_fn)(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y, size_t ys);
+
+// tiles[r - 1][c - 1] is the r x c tile (r <= kR, c <= kC). Row tiles outer: a tile's kR weight
+// rows (a few KB) stay in L1 while all n_a activation rows (the caller keeps them within L2)
+// pass; the edges take the smaller tiles.
+template <int kR, int kC>
+static inline void run_tiles(const tile_fn (&tiles)[kR][kC], int64_t nb, const void* vw, size_t wrb, int n_w,
+                             const void* va, size_t arb, int n_a, float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  for (int r = 0; r < n_w; r += kR) {
+    const int nr = n_w - r < kR ? n_w - r : kR;
+    for (int c = 0; c < n_a; c += kC) {
+      const int nc = n_a - c < kC ? n_a - c : kC;
+      tiles[nr - 1][nc - 1](nb, w + r * wrb, wrb, a + c * arb, arb, y + c * ys + r, ys);
+    }
+  }
+}
+
+// All tile shapes up to kR x kC of tile_32<W, D, ., .> or tile_k<W, D, ., .>: t[r - 1][c - 1] is r x c.
+template <int kR, int kC>
+struct TileSet {
+  tile_fn t[kR][kC];
+};
+template <typename W, typename D, int kR, int kC, size_t... I>
+static inline TileSet<kR, kC> tiles_32(std::index_sequence<I...>) {
+  TileSet<kR, kC> s;
+  ((s.t[I / kC][I % kC] = &tile_32<W, D, (int)(I / kC) + 1, (int)(I % kC) + 1>), ...);
+  return s;
+}
+template <typename W, typename D, int kR, int kC, size_t... I>
+static inline TileSet<kR, kC> tiles_k(std::index_sequence<I...>) {
+  TileSet<kR, kC> s;
+  ((s.t[I / kC][I % kC] = &tile_k<W, D, (int)(I / kC) + 1, (int)(I % kC) + 1>), ...);
+  return s;
+}
+
+// The gemm_fn (kernels.h) of a 32-element block type and of a K-quant.
+template <typename W, typename D, int kR, int kC>
+static void gemm_32(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ys) {
+  static const TileSet<kR, kC> s = tiles_32<W, D, kR, kC>(std::make_index_sequence<kR * kC>());
+  run_tiles<kR, kC>(s.t, n / 32, w, wrb, n_w, a, arb, n_a, y, ys);
+}
+template <typename W, typename D, int kR, int kC>
+static void gemm_k(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ys) {
+  static const TileSet<kR, kC> s = tiles_k<W, D, kR, kC>(std::make_index_sequence<kR * kC>());
+  run_tiles<kR, kC>(s.t, n / QK_K, w, wrb, n_w, a, arb, n_a, y, ys);
+}
+
+}  // namespace
+}  // namespace gemm
+}  // namespace qc

@@ -1,0 +1,18 @@
+// Registration hooks of the matrix-matrix kernels (WeightKernels::gemm, kernels.h). Each fills
+// the gemm entry of the weight types it implements and must run after the vec_dot registration
+// of that instruction set (brace-assigning a WeightKernels resets gemm); each is called from the
+// register_quant_kernels_* function of its instruction set.
+#pragma once
+#include "kernels.h"
+
+namespace qc {
+
+// (Declared unconditionally: the instruction-set object libraries are compiled without the
+// QWEN_HAVE_* macros; only the translation units that exist define them.)
+void register_gemm_kernels_scalar(Kernels& k);  // csrc/scalar/gemm.cpp
+void register_gemm_kernels_avx2(Kernels& k);    // csrc/avx2/gemm.cpp
+// AVX2 tiles again (the AVX-512 table re-registers the vec_dots, which resets gemm), then the
+// VNNI ones where the CPU has it.
+void register_gemm_kernels_avx512(Kernels& k);  // csrc/avx512/gemm.cpp
+
+}  // namespace qc

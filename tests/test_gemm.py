@@ -1,0 +1,70 @@
+"""Prefill matrix products (matmul with n_tok > 1, which uses the tile kernels WeightKernels::gemm
+of csrc/avx2/gemm_impl.h, csrc/avx512/gemm.cpp, csrc/scalar/gemm.cpp) against the decode path
+of the same kernel table: matmul of one token at a time (WeightKernels::vec_dot per output).
+
+On every kernel path (`isa` fixture), for every quantized type and the float ones:
+  |matmul(x)[t, r] - matmul(x[t:t+1])[0, r]| <= 1e-5 * sum_i |w_ri a_ti|
+with a_t the quantized activation row (the bytes both multiply: the activations are quantized
+once per row in both cases) and the sum of absolute terms computed in float64 from
+gguf.quants.dequantize of the weights. The integer block dot products are exact on both
+sides; only the float summation order of the per-block terms differs (observed: a few float32
+ulps of that sum). A wrong tile edge, row/token stride, scale, offset or min gives errors of
+1e-3 and more of it. Token counts cover one and several tiles with every remainder, and a
+count above the driver's token chunk; row counts are not multiples of any tile height.
+"""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
+from test_quants_simd import WEIGHT_TYPES, act_type, act_values, random_weights
+
+from qwen_cpu import _kernels
+
+REL_BOUND = 1e-5
+
+QUANT_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+
+
+def check(wtype, n_in, n_out, n_tok, seed, threads=2):
+    rng = np.random.default_rng(seed)
+    w = np.stack([random_weights(rng, wtype, n_in) for _ in range(n_out)])
+    # rows of different magnitudes: the per-row activation scales differ
+    x = (rng.standard_normal((n_tok, n_in)) * rng.choice([1e-2, 1.0, 20.0], (n_tok, 1))).astype(np.float32)
+    pool = _kernels.ThreadPool(threads)
+    got = _kernels.matmul(pool, w, int(wtype), n_in, x)
+    assert got.shape == (n_tok, n_out) and np.all(np.isfinite(got))
+    atype = act_type(wtype)
+    if wtype == T.F32:
+        wv = w.view(np.float32).astype(np.float64)
+    else:
+        wv = dequantize(w, wtype).astype(np.float64).reshape(n_out, n_in)
+    for t in range(n_tok):
+        ref = _kernels.matmul(pool, w, int(wtype), n_in, x[t:t + 1])[0]
+        av = act_values(atype, _kernels.quantize_act(atype, x[t]), n_in)
+        scale = np.abs(wv) @ np.abs(av)  # sum_i |w_ri a_ti| per row r
+        err = np.abs(got[t] - ref)
+        bad = np.flatnonzero(err > REL_BOUND * scale + 1e-30)
+        assert bad.size == 0, (f"{wtype.name} n_tok={n_tok} token {t}: rows {bad[:8]} differ by "
+                               f"{err[bad[:4]]} (sum|terms| {scale[bad[:4]]})")
+
+
+@pytest.mark.parametrize("wtype", QUANT_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n_tok", [2, 3, 4, 5, 17, 64])
+def test_matmul_tokens_match_one_at_a_time(isa, wtype, n_tok):
+    blk = WEIGHT_TYPES[wtype][0]
+    n_in = 2 * blk if blk == 256 else 5 * blk  # 2 super-blocks / 5 blocks: odd unrolled remainders
+    check(wtype, n_in, 13, n_tok, seed=int(wtype) * 100 + n_tok)
+
+
+@pytest.mark.parametrize("wtype", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_float_types_tokens_match_one_at_a_time(isa, wtype):
+    check(wtype, 72, 11, 5, seed=int(wtype))
+
+
+@pytest.mark.parametrize("wtype", [T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_matmul_large_chunked(isa, wtype, threads):
+    """More tokens than one activation chunk of the driver (192 KB of quantized rows: 65 rows of
+    3072 values), an odd number of rows split over 1 or 3 threads."""
+    check(wtype, 3072, 23, 70, seed=int(wtype) + threads, threads=threads)
