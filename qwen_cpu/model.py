@@ -104,20 +104,16 @@ class Model:
     @staticmethod
     def _tensor_views(gguf: GGUFFile, config: ModelConfig) -> dict[str, tuple[np.ndarray, int, int, int]]:
         """name -> (zero-copy view, ggml type, rows, cols) for every tensor the network uses."""
-        names = ["token_embd.weight", "output_norm.weight"]
-        if "output.weight" in gguf.tensors:  # absent when the embeddings are tied
-            names.append("output.weight")
-        for layer in range(config.n_layer):
-            for suffix, optional in _BLOCK_TENSORS.items():
-                name = f"blk.{layer}.{suffix}"
-                if name in gguf.tensors:
-                    names.append(name)
-                elif not optional:
-                    raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
+        # (name, optional): output.weight is absent when the embeddings are tied
+        wanted = [("token_embd.weight", False), ("output_norm.weight", False), ("output.weight", True)]
+        wanted += [(f"blk.{layer}.{suffix}", optional) for layer in range(config.n_layer)
+                   for suffix, optional in _BLOCK_TENSORS.items()]
         out = {}
-        for name in names:
+        for name, optional in wanted:
             info = gguf.tensors.get(name)
             if info is None:
+                if optional:
+                    continue
                 raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
             if _kernels.type_info(int(info.ggml_type)) is None:
                 raise QwenCpuError(f"{gguf.path}: {name}: tensor type {info.type_name} ({int(info.ggml_type)}) "
