@@ -18,7 +18,16 @@ namespace neon {
 namespace {
 
 struct DotProd {
-  static inline int32x4_t dot(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
+  static inline int32x4_t dot(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+    // clang's arm_neon.h declares vdotq_s32 only when the whole translation unit targets dotprod
+    // (-march=...+dotprod); here only the functions do, so SDOT is written out.
+    __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(a), "w"(b));
+    return acc;
+#else
+    return vdotq_s32(acc, a, b);
+#endif
+  }
 };
 
 }  // namespace

@@ -12,7 +12,11 @@
 //     taken in float64 over the scalar dequantization of the weights and the activation values,
 //     on random weights (finite random f16 scales) and on every quant byte set to 0x00, 0xFF,
 //     0x80, 0x7F, 0x55 against activations +1, -1, alternating and random;
-//   - dequantize, where a table overrides it: bit-identical.
+//   - dequantize, where a table overrides it: bit-identical;
+//   - gemm (prefill tiles), where a table has one: each output within the vec_dot bound of the
+//     scalar vec_dot, padding of the output stride untouched;
+//   - the threaded matmul driver (csrc/matmul.h, 2 threads, 37 outputs, 1 and 3 tokens): every
+//     output within the vec_dot bound.
 // For every table, scalar included, against float64 computed here:
 //   - rmsnorm: rtol 2e-6; an all-zero row gives exact zeros;
 //   - softmax: |err| <= (2e-6 + 6e-8 |x - max|) * ref + 1.2e-38; -inf entries give exactly 0;
@@ -40,6 +44,8 @@
 #include <vector>
 
 #include "../kernels.h"
+#include "../matmul.h"
+#include "../threadpool.h"
 
 namespace {
 
@@ -264,6 +270,91 @@ void test_dequantize(Report& R, const Kernels& K, const Kernels& S) {
     S.dequantize[wt.type](w.data(), ref.data(), n);
     R.check(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0, K.isa,
             fmt("dequantize %s differs from scalar", type_info(wt.type).name));
+  }
+}
+
+// WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
+// of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
+// rows, 1..9 activation rows); the y_stride padding is left untouched.
+void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    if (!K.weight[wt.type].gemm) continue;
+    const int32_t atype = S.weight[wt.type].act_type;
+    const int64_t n = 2 * std::max(wt.blk, act_block(atype)) + (wt.blk == 1 ? 3 : 0);
+    const size_t wb = row_bytes(wt.type, n), ab = row_bytes(atype, n);
+    for (int n_w : {1, 4, 13})
+      for (int n_a : {1, 3, 9}) {
+        auto g = rng_for(fmt("gemm %d %d %d", wt.type, n_w, n_a));
+        std::vector<uint8_t> w, a;
+        std::vector<std::vector<double>> av;
+        for (int j = 0; j < n_w; ++j) {
+          const std::vector<uint8_t> row = random_weights(g, wt, n);
+          w.insert(w.end(), row.begin(), row.end());
+        }
+        for (int i = 0; i < n_a; ++i) {
+          const std::vector<uint8_t> row = quantize(S, atype, normal(g, (size_t)n));
+          a.insert(a.end(), row.begin(), row.end());
+          av.push_back(act_values(atype, row, n));
+        }
+        const size_t y_stride = (size_t)n_w + 3;
+        std::vector<float> y((size_t)n_a * y_stride, -7.0f), wv((size_t)n);
+        K.weight[wt.type].gemm(n, w.data(), wb, n_w, a.data(), ab, n_a, y.data(), y_stride);
+        bool ok = true;
+        for (int j = 0; j < n_w; ++j) {
+          S.dequantize[wt.type](w.data() + j * wb, wv.data(), n);
+          for (int i = 0; i < n_a; ++i) {
+            const float ref = S.weight[wt.type].vec_dot(n, w.data() + j * wb, a.data() + i * ab);
+            double scale = 0.0;
+            for (int64_t e = 0; e < n; ++e) scale += std::fabs((double)wv[e] * av[i][e]);
+            ok = ok && std::fabs((double)y[i * y_stride + j] - ref) <= 1e-5 * scale + 1e-30;
+          }
+        }
+        for (int i = 0; i < n_a; ++i)
+          for (size_t j = n_w; j < y_stride; ++j) ok = ok && y[i * y_stride + j] == -7.0f;
+        R.check(ok, K.isa, fmt("gemm %s n=%lld n_w=%d n_a=%d: beyond the vec_dot bound or wrote past n_w",
+                               type_info(wt.type).name, (long long)n, n_w, n_a));
+      }
+  }
+}
+
+// The threaded matmul driver (activation quantization included) on a 2-thread pool, n_out = 37
+// (an uneven split), 1 and 3 tokens: every output within the vec_dot bound of the scalar table's.
+void test_matmul(Report& R, const Kernels& K, const Kernels& S) {
+  ThreadPool pool(2);
+  const int64_t n_in = 512, n_out = 37;
+  for (const WeightType& wt : weight_types()) {
+    if (!K.weight[wt.type].vec_dot) continue;
+    const int32_t atype = S.weight[wt.type].act_type;
+    for (int64_t n_tok : {1, 3}) {
+      auto g = rng_for(fmt("matmul %d %lld", wt.type, (long long)n_tok));
+      std::vector<uint8_t> w;
+      for (int64_t r = 0; r < n_out; ++r) {
+        const std::vector<uint8_t> row = random_weights(g, wt, n_in);
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      const std::vector<float> x = normal(g, (size_t)(n_tok * n_in));
+      std::vector<float> got((size_t)(n_tok * n_out)), ref(got.size());
+      std::vector<uint8_t> scratch(std::max(matmul_scratch_bytes(K, wt.type, n_in, n_tok),
+                                            matmul_scratch_bytes(S, wt.type, n_in, n_tok)));
+      matmul(pool, K, w.data(), wt.type, n_out, n_in, x.data(), n_tok, got.data(), scratch.data());
+      matmul(pool, S, w.data(), wt.type, n_out, n_in, x.data(), n_tok, ref.data(), scratch.data());
+      const size_t rb = row_bytes(wt.type, n_in);
+      std::vector<float> wv((size_t)n_in);
+      bool ok = true;
+      for (int64_t t = 0; t < n_tok; ++t) {
+        const std::vector<float> xt(x.begin() + t * n_in, x.begin() + (t + 1) * n_in);
+        const std::vector<double> av = act_values(atype, quantize(S, atype, xt), n_in);
+        for (int64_t r = 0; r < n_out; ++r) {
+          S.dequantize[wt.type](w.data() + r * rb, wv.data(), n_in);
+          double scale = 0.0;
+          for (int64_t i = 0; i < n_in; ++i) scale += std::fabs((double)wv[i] * av[i]);
+          const size_t o = (size_t)(t * n_out + r);
+          ok = ok && std::fabs((double)got[o] - ref[o]) <= 1e-5 * scale + 1e-30;
+        }
+      }
+      R.check(ok, K.isa, fmt("matmul %s n_tok=%lld: beyond 1e-5 * sum|terms| of scalar", type_info(wt.type).name,
+                             (long long)n_tok));
+    }
   }
 }
 
@@ -553,6 +644,8 @@ int main(int argc, char** argv) {
       test_quantize_act(R, K, S);
       test_vec_dot(R, K, S);
       test_dequantize(R, K, S);
+      test_gemm(R, K, S);
+      test_matmul(R, K, S);
     }
     test_rmsnorm(R, K);
     test_softmax(R, K);
