@@ -16,8 +16,8 @@ alternates between repetitions), each in a fresh process; the table shows median
   load        ours: Model.load to the first logits of a 16-token prompt; llama.cpp's: the same
               through llama-cpp-python (llama-bench reports no load time); warm page cache for both
   RSS         ours: after load, and the peak (VmHWM) over the whole run incl. the 2048 context,
-              next to file size + KV cache for that context; llama.cpp's: the peak of its
-              llama-bench process (ru_maxrss from wait4)
+              next to file size + KV cache for that context; llama.cpp's: the peak (VmHWM, polled)
+              of its llama-bench processes (a context of 2176 at -d 2048, its default batch sizes)
   Python      ours: the fraction of decode time spent outside the C++ forward call (32 steps)
 Decode feeds fixed token ids (no sampling), as llama-bench does. Results go to stdout and, between
 marker comments, into bench/README.md with the date, CPU and git commit. --quick: 0.5B Q4_0 only,
@@ -138,6 +138,21 @@ def in_child(*args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def watch_peak_rss_kib(p: subprocess.Popen) -> int:
+    """The child's VmHWM, polled until it exits. (wait4's ru_maxrss would be wrong: Linux carries the
+    high-water mark of the forked copy of this process across the exec.) Its output must fit the
+    pipe's buffer, as llama-bench's JSON does, since it is read only afterwards."""
+    peak = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as fh:
+                peak = max([peak] + [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")])
+        except (OSError, ValueError):
+            pass  # exiting between poll() and open()
+        time.sleep(0.05)
+    return peak
+
+
 # ---- llama-bench ------------------------------------------------------------------------------
 def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool) -> dict:
     """llama-bench's tokens/s for one repetition, and the peak RSS of its process."""
@@ -150,14 +165,12 @@ def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool) -> dict:
         cmd = [str(exe), "-m", path, "-t", str(n_threads), "-r", "1", "-o", "json", *extra]
         with tempfile.TemporaryFile("w+") as err:
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            peak = max(peak, watch_peak_rss_kib(p))
             stdout = p.stdout.read()
             p.stdout.close()
-            _, status, usage = os.wait4(p.pid, 0)   # reaped here (not by Popen) to get its own ru_maxrss
-            p.returncode = os.waitstatus_to_exitcode(status)
-            err.seek(0)
-            if p.returncode:
+            if p.wait():
+                err.seek(0)
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read()[-3000:]}")
-        peak = max(peak, usage.ru_maxrss)
         for t in json.loads(stdout):
             key = "pp" if t["n_gen"] == 0 else ("tg_depth" if t.get("n_depth", 0) else "tg")
             out[key] = t["avg_ts"]
