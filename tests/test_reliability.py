@@ -60,6 +60,18 @@ def tiny(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
 
 
+def _fresh(call, *args, **kwargs):
+    """call(*args, **kwargs) on a model whose KV cache was just cleared.
+
+    Greedy comparisons need it: a prompt whose cached prefix is reused has its last token computed
+    alone (the one-token matmul) instead of inside the prefill's tile kernel; the two sum in a
+    different order (~1e-7 apart), which can flip the rounding of an 8-bit activation and move
+    SmolLM2's logits by ~2% (measured: 'I'm here to help with' vs '... help you'). Bit-exact
+    equality therefore holds between fresh prefills, not between fresh and reused ones."""
+    call.__self__.reset()
+    return call(*args, **kwargs)
+
+
 # ---- 1. model-level malformed files --------------------------------------------------------------
 
 def _ints(values, vtype):
@@ -220,6 +232,7 @@ def test_ctrl_c_during_prefill_stops_quickly_and_the_model_stays_usable(smol):
 
 def test_ctrl_c_during_decode_keeps_the_cache_consistent(smol):
     prompt = smol.tokenize("Once upon a time")
+    smol.reset()  # compare fresh prefills (see _fresh)
     expected = smol.generate(prompt, max_tokens=8, **GREEDY)
     sent: list = []
     got: list[int] = []
@@ -238,7 +251,8 @@ def test_ctrl_c_during_decode_keeps_the_cache_consistent(smol):
     assert cached[:len(prompt)] == prompt and len(got) >= 1
     assert fed == got[:len(fed)] and len(fed) >= len(got) - 1
     assert smol.n_past == len(cached)
-    # The model still answers as before, reusing the consistent prefix.
+    # The model still answers as before.
+    smol.reset()
     assert smol.generate(prompt, max_tokens=8, **GREEDY) == expected
 
 
@@ -258,8 +272,8 @@ def _rss() -> int:
 
 
 def test_decoding_does_not_grow_rss_beyond_the_kv_cache(smol):
-    """Measured (2 cores): +0.0 MiB over 400 steps after 100 warm-up steps; bench/soak.py runs
-    10,000 tokens the same way."""
+    """The KV cache is allocated (zero-filled, so resident) at load; decoding must not add to RSS
+    beyond the token lists' few bytes per token. bench/soak.py runs 10,000 tokens the same way."""
     prompt = smol.tokenize("Write a long story about a dragon.")
     steps = stream(smol, prompt, max_tokens=500, params=sampling_params(seed=0), stop_tokens=())
     rss = []
@@ -313,8 +327,8 @@ def test_chat_content_with_bad_text_equals_the_replaced_text(smol):
     bad = [{"role": "user", "content": "Say \ud83d hi \udc00 please"}]
     good = [{"role": "user", "content": "Say \ufffd hi \ufffd please"}]
     assert encode_chat(smol.tokenizer, bad) == encode_chat(smol.tokenizer, good)
-    assert smol.chat(bad, max_tokens=6, **GREEDY)["choices"][0]["message"] == \
-        smol.chat(good, max_tokens=6, **GREEDY)["choices"][0]["message"]
+    assert _fresh(smol.chat, bad, max_tokens=6, **GREEDY)["choices"][0]["message"] == \
+        _fresh(smol.chat, good, max_tokens=6, **GREEDY)["choices"][0]["message"]
 
 
 def test_cli_prompt_with_invalid_utf8_bytes(smollm2_path):
@@ -337,7 +351,7 @@ def test_cli_prompt_with_invalid_utf8_bytes(smollm2_path):
 
 def test_two_threads_with_different_prompts_get_their_sequential_answers(smol):
     prompts = ["The sky is", "My favourite food is"]
-    expected = [smol.generate(p, max_tokens=10, **GREEDY) for p in prompts]
+    expected = [_fresh(smol.generate, p, max_tokens=8, **GREEDY) for p in prompts]
     assert expected[0] != expected[1]
     results: dict[tuple[int, int], str] = {}
     errors: list[BaseException] = []
@@ -346,8 +360,10 @@ def test_two_threads_with_different_prompts_get_their_sequential_answers(smol):
     def work(i: int) -> None:
         try:
             start.wait()
-            for rnd in range(3):
-                results[i, rnd] = smol.generate(prompts[i], max_tokens=10, **GREEDY)
+            for rnd in range(2):
+                # another thread may run between the reset and the call: it leaves the other
+                # prompt in the cache, which shares at most BOS with this one (see _fresh)
+                results[i, rnd] = _fresh(smol.generate, prompts[i], max_tokens=8, **GREEDY)
         except BaseException as e:  # surfaced below
             errors.append(e)
 
@@ -356,15 +372,15 @@ def test_two_threads_with_different_prompts_get_their_sequential_answers(smol):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors and len(results) == 4
     for (i, _), text in results.items():
         assert text == expected[i]
     # logits() and embed() interleaved with a streaming generation in another thread
     ref = smol.logits([1, 2, 3])
     got: list = []
-    t = threading.Thread(target=lambda: got.append(smol.generate(prompts[0], max_tokens=10, **GREEDY)))
+    t = threading.Thread(target=lambda: got.append(_fresh(smol.generate, prompts[0], max_tokens=8, **GREEDY)))
     t.start()
-    for _ in range(5):
+    for _ in range(3):
         np.testing.assert_array_equal(smol.logits([1, 2, 3]), ref)
     t.join()
     assert got == [expected[0]]
