@@ -15,12 +15,13 @@ namespace avx2 {
 namespace {
 
 struct Avx2Dot {
-  // 8 int32 lanes: each the sum of 4 adjacent byte products u * s (u unsigned <= 128... as
-  // vpmaddubsw needs: its int16 pair sums cannot saturate while u * |s| <= 16383).
-  static inline __m256i udot(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (u unsigned, s signed;
+  // vpmaddubsw's int16 pair sums cannot saturate while u * |s| <= 16383, true of every caller)
+  static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
   }
   // acc + the byte products u * s summed in pairs, each pair weighted by its int16 scale in sc
+  // (sc: the two words of each int32 lane equal)
   static inline __m256i wdot_acc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
   }

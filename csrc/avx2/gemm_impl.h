@@ -111,16 +111,16 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
       const A& ab = block_at<A>(a + c * arb, i);
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
       const __m256 da = _mm256_set1_ps(avx2::h2f(ab.d));
-      __m256i corr = _mm256_setzero_si256();
-      if constexpr (W::kOff != 0) corr = D::udot(_mm256_set1_epi8(W::kOff), av);
+      // -kOff * a in the int32 lanes, the start of every row's sum
+      __m256i init = _mm256_setzero_si256();
+      if constexpr (W::kOff != 0) init = _mm256_sub_epi32(init, D::udot_acc(init, _mm256_set1_epi8(W::kOff), av));
       for (int r = 0; r < R; ++r) {
         __m256i p;
         if constexpr (W::kSigned) {
           // |w| * (a with the sign of w): a is never -128 in the activation formats
-          p = D::udot(qabs[r], _mm256_sign_epi8(av, q[r]));
+          p = D::udot_acc(init, qabs[r], _mm256_sign_epi8(av, q[r]));
         } else {
-          p = D::udot(q[r], av);
-          if constexpr (W::kOff != 0) p = _mm256_sub_epi32(p, corr);
+          p = D::udot_acc(init, q[r], av);
         }
         acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
       }
