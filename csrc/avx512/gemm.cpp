@@ -32,7 +32,7 @@ struct VnniDot {
   }
 };
 
-constexpr int kRK = 2, kCK = 4;
+constexpr int kRK = 4, kCK = 4;  // 16 int32 sums + 4 + 4 unpacked in the 32 registers
 
 // ---- 32-element block types: 8 weight rows interleaved, one int32 lane per row ---------------
 //
