@@ -20,6 +20,12 @@ struct Avx2Dot {
   static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
   }
+  // acc + u0 * s0 + u1 * s1 summed by 4 into the int32 lanes; the int16 sums of the two
+  // vpmaddubsw must stay below 2^15: callers have u <= 255, |s| <= 31 (4 * 255 * 31 < 2^15)
+  static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
+    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+  }
   // acc + the byte products u * s summed in pairs, each pair weighted by its int16 scale in sc
   // (sc: the two words of each int32 lane equal)
   static inline __m256i wdot_acc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
@@ -35,10 +41,12 @@ constexpr int kR32 = 4, kC32 = 2, kRK = 2, kCK = 4;
 void register_gemm_kernels_avx2(Kernels& k) {
   using avx2::Avx2Dot;
   using namespace gemm;
-  k.weight[GGML_Q4_0].gemm = gemm_32<Q4_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
-  k.weight[GGML_Q4_1].gemm = gemm_32<Q4_1W, Avx2Dot, avx2::kR32, avx2::kC32>;
-  k.weight[GGML_Q5_0].gemm = gemm_32<Q5_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
-  k.weight[GGML_Q5_1].gemm = gemm_32<Q5_1W, Avx2Dot, avx2::kR32, avx2::kC32>;
+  // 8 rows interleaved where |q - offset| <= 31 (the products fit vpmaddubsw's int16 pairs)
+  k.weight[GGML_Q4_0].gemm = gemm_x8<Q4_0W, Avx2Dot>;
+  k.weight[GGML_Q4_1].gemm = gemm_x8<Q4_1W, Avx2Dot>;
+  k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, Avx2Dot>;
+  k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Avx2Dot>;
+  // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
   k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
   k.weight[GGML_Q4_K].gemm = gemm_k<Q4_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
   k.weight[GGML_Q5_K].gemm = gemm_k<Q5_KW, Avx2Dot, avx2::kRK, avx2::kCK>;

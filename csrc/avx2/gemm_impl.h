@@ -12,6 +12,7 @@
 // Shapes for every tile function below: w points at R weight rows of wrb bytes each, a at C
 // activation rows of arb bytes each, nb blocks per row; the outputs go to y[c * ys + r].
 #pragma once
+#include <cstring>
 #include <utility>
 
 #include "simd.h"
@@ -132,6 +133,132 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]) + acc_min[r][c];
+}
+
+// ---- 32-element block types: 8 weight rows interleaved, one int32 lane per row ---------------
+//
+// The R x C tile above spends, per (row, token, block), one dot instruction and then a
+// conversion, a scale product and an FMA on a vector whose 8 lanes are partial sums of the same
+// output. Here the 8 lanes are 8 weight rows instead: a tile of 8 rows is repacked once per
+// segment of blocks (unpacked to signed bytes v = q - offset, transposed so that vector g of a
+// block holds bytes 4g..4g+3 of each of the 8 rows) and then reused by every token: per
+// (token, block) 8 vpdpbusd against the token's bytes 4g..4g+3 broadcast, then one conversion
+// and FMA for all 8 rows (AVX2: vpmaddubsw of two groups added in int16, vpmaddwd; VNNI:
+// vpdpbusd). The byte products want an unsigned side: the activations are shifted to
+// a + 128 (a ^ 0x80, once per token and segment) and the 128 * sum(v) of each row and block,
+// computed at the repack, starts the sum. Exact in int32: 32 * 255 * 128 < 2^31. Inside
+// D::dot2 with AVX2: 4 products of two groups, each <= 255 * 31, add up below 2^15.
+
+// x[0..7] (8 rows of 8 dwords) -> x[g] = dword g of every row, row r in lane r.
+static inline void transpose_8x8_epi32(__m256i x[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 0..3, rows 4..7
+    u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h + 0], t[4 * h + 2]);  // dwords 0 (and 4)
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h + 0], t[4 * h + 2]);  // 1 (5)
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);  // 2 (6)
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);  // 3 (7)
+  }
+  for (int g = 0; g < 4; ++g) {
+    x[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
+    x[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
+  }
+}
+
+// The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
+// (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31).
+template <typename W, typename D>
+QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
+                     size_t ys) {
+  typedef typename W::B B;
+  typedef typename W::A A;
+  constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (4 KB) stay in L1
+  constexpr int kC = 4;     // tokens per pass over a repacked block (one weight load for kC dot products)
+  alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
+  alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
+  alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
+  alignas(32) int32_t ncorr[kSeg][8];    // [block][row] -128 * sum(v)
+  alignas(32) uint8_t au[kC][kSeg][32];  // [token][block] a + 128
+  alignas(32) float da[kC][kSeg], sa[kC][kSeg];  // [token][block] activation scale d and s (Q8_1)
+  std::memset(au, 0, sizeof(au));  // tokens past n_a in the last pass multiply zeros, never stored
+  std::memset(da, 0, sizeof(da));
+  std::memset(sa, 0, sizeof(sa));
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t nb = n / 32;
+  const __m256i ones = _mm256_set1_epi8(1), flip = _mm256_set1_epi8((char)0x80);
+  for (int r0 = 0; r0 < n_w; r0 += 8) {
+    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+    for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
+      for (int b = 0; b < ns; ++b) {  // repack the 8 rows' blocks s0 .. s0 + ns - 1
+        __m256i v[8];
+        for (int r = 0; r < 8; ++r) {
+          if (r < nr) {
+            const B& blk = reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
+            v[r] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
+            dw[b][r] = avx2::h2f(blk.d);
+            if constexpr (W::kMin) mw[b][r] = avx2::h2f(blk.m);
+          } else {
+            v[r] = _mm256_setzero_si256();
+            dw[b][r] = 0.0f;
+            mw[b][r] = 0.0f;
+          }
+        }
+        transpose_8x8_epi32(v);
+        __m256i sum = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g += 2) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g]), v[g]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g + 1]), v[g + 1]);
+          sum = D::dot2(sum, ones, v[g], ones, v[g + 1]);
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(ncorr[b]), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)));
+      }
+      for (int c0 = 0; c0 < n_a; c0 += kC) {
+        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
+        for (int c = 0; c < nc; ++c) {
+          const A* ab = reinterpret_cast<const A*>(a + (c0 + c) * arb) + s0;
+          for (int b = 0; b < ns; ++b) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(au[c][b]), _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[b].qs)), flip));
+            da[c][b] = avx2::h2f(ab[b].d);
+            if constexpr (W::kMin) sa[c][b] = avx2::h2f(ab[b].s);
+          }
+        }
+        __m256 acc[kC];
+        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m256i isum[kC];
+          const __m256i init = _mm256_load_si256(reinterpret_cast<const __m256i*>(ncorr[b]));
+          for (int c = 0; c < kC; ++c) isum[c] = init;
+          for (int g = 0; g < 8; g += 2) {
+            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
+            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g + 1]));
+            for (int c = 0; c < kC; ++c) {
+              int32_t a4[2];
+              std::memcpy(a4, au[c][b] + 4 * g, 8);
+              isum[c] = D::dot2(isum[c], _mm256_set1_epi32(a4[0]), w0, _mm256_set1_epi32(a4[1]), w1);
+            }
+          }
+          const __m256 dwv = _mm256_load_ps(dw[b]);
+          for (int c = 0; c < kC; ++c)
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b]), acc[c]);
+          if constexpr (W::kMin) {
+            const __m256 mwv = _mm256_load_ps(mw[b]);
+            for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(mwv, _mm256_set1_ps(sa[c][b]), acc[c]);
+          }
+        }
+        for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
+          alignas(32) float part[8];
+          _mm256_store_ps(part, acc[c]);
+          float* yc = y + (c0 + c) * ys + r0;
+          for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
+        }
+      }
+    }
+  }
 }
 
 // ---- K-quants against Q8_K activations -------------------------------------------------------
