@@ -111,8 +111,9 @@ void quantize_row_q8_1(const float* x, void* vy, int64_t n) {
   }
 }
 
-// x (n) -> y (n / 256 blocks of block_q8_K): iscale = 127 / amax, q = min(127, round(x * iscale)) (see quantize_16),
-// d = 1 / iscale as float, bsums of each 16 quants; an all-zero block is all zero bytes.
+// x (n) -> y (n / 256 blocks of block_q8_K): iscale = 127 / amax, q = min(127, round(x * iscale))
+// (see quantize_16), d = 1 / iscale as float, bsums of each 16 quants; an all-zero block is all
+// zero bytes.
 void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
   block_q8_K* y = static_cast<block_q8_K*>(vy);
   for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
