@@ -15,6 +15,7 @@
 #include <cstring>
 #include <utility>
 
+#include "../scalar/quants.h"  // unpack_q4_K_scales
 #include "simd.h"
 
 #ifndef QC_GEMM_ATTR
@@ -380,6 +381,159 @@ QC_GEMM_ATTR static void tile_k(int64_t nb, const uint8_t* w, size_t wrb, const 
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]);
+}
+
+// ---- K-quants: 8 weight rows interleaved --------------------------------------------------
+//
+// gemm_x8's layout for the super-block types: a tile of 8 rows is repacked once per segment of
+// super-blocks (the unsigned value bytes of chunk() transposed to one int32 lane per row, the
+// sub-block scale and min terms as floats per row), then every token takes per 4 values one
+// broadcast of its activation bytes and one dot instruction for all 8 rows. Per sub-block j
+// (32 values for Q4_K/Q5_K, 16 for Q6_K) of a super-block:
+//   sum_j fs_j * dot(q_j, a_j) - fm_j * S_j,  fs_j = d * scale_j,
+// with S_j the activation sum over the sub-block (from bsums) and fm_j = dmin * min_j (Q4_K,
+// Q5_K) or 32 * d * scale_j (Q6_K, whose values are u - 32). The integer sub-block dots are
+// exact (<= 32 * 63 * 127); the sub-block terms are summed in float (8 or 16 per super-block).
+// Inside D::dot2 with AVX2: 4 products u * a <= 63 * 127 add up below 2^15.
+template <typename W>
+struct KSub;  // kSub: values per sub-block; terms(block, fs, fm): the 256 / kSub float pairs
+template <>
+struct KSub<Q4_KW> {
+  static constexpr int kSub = 32;
+  static inline void terms(const block_q4_K& b, float* fs, float* fm) {
+    uint8_t sc[8], mn[8];
+    unpack_q4_K_scales(b.scales, sc, mn);
+    const float d = avx2::h2f(b.d), dmin = avx2::h2f(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      fs[j] = d * sc[j];
+      fm[j] = dmin * mn[j];
+    }
+  }
+};
+template <>
+struct KSub<Q5_KW> {
+  static constexpr int kSub = 32;
+  static inline void terms(const block_q5_K& b, float* fs, float* fm) {
+    uint8_t sc[8], mn[8];
+    unpack_q4_K_scales(b.scales, sc, mn);
+    const float d = avx2::h2f(b.d), dmin = avx2::h2f(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      fs[j] = d * sc[j];
+      fm[j] = dmin * mn[j];
+    }
+  }
+};
+template <>
+struct KSub<Q6_KW> {
+  static constexpr int kSub = 16;
+  static inline void terms(const block_q6_K& b, float* fs, float* fm) {
+    const float d = avx2::h2f(b.d);
+    for (int j = 0; j < 16; ++j) {
+      fs[j] = d * b.scales[j];
+      fm[j] = 32.0f * fs[j];
+    }
+  }
+};
+
+// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) with 8 interleaved rows.
+template <typename W, typename D>
+QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb,
+                                  int n_a, float* y, size_t ys) {
+  typedef typename W::B B;
+  constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub, kGroups = kSub / 4;
+  constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
+  constexpr int kC = 4;    // tokens per pass over a repacked super-block
+  alignas(32) uint8_t wq[kSeg][8][8][32];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
+  alignas(32) float fs[kSeg][kNSub][8];    // [block][sub-block][row]
+  alignas(32) float fm[kSeg][kNSub][8];
+  alignas(32) float sj[kC][kSeg][kNSub];   // [token][block][sub-block] activation sums S_j
+  alignas(32) float da[kC][kSeg];
+  std::memset(sj, 0, sizeof(sj));  // tokens past n_a in the last pass: zeros, never stored
+  std::memset(da, 0, sizeof(da));
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t nb = n / QK_K;
+  for (int r0 = 0; r0 < n_w; r0 += 8) {
+    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+    for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
+      for (int b = 0; b < ns; ++b) {
+        float rs[8][kNSub], rm[8][kNSub];
+        KUnpacked u[8];
+        const B* blk[8];
+        for (int r = 0; r < 8; ++r) {
+          if (r < nr) {
+            blk[r] = &reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
+            KSub<W>::terms(*blk[r], rs[r], rm[r]);
+            W::prepare(*blk[r], &u[r]);
+          } else {
+            blk[r] = nullptr;
+            for (int j = 0; j < kNSub; ++j) rs[r][j] = rm[r][j] = 0.0f;
+          }
+        }
+        for (int j = 0; j < kNSub; ++j)
+          for (int r = 0; r < 8; ++r) {
+            fs[b][j][r] = rs[r][j];
+            fm[b][j][r] = rm[r][j];
+          }
+        for (int k = 0; k < 8; ++k) {
+          __m256i v[8];
+          for (int r = 0; r < 8; ++r) {
+            __m256i sc;
+            v[r] = blk[r] ? W::chunk(*blk[r], u[r], k, &sc) : _mm256_setzero_si256();
+          }
+          transpose_8x8_epi32(v);
+          for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][k][g]), v[g]);
+        }
+      }
+      for (int c0 = 0; c0 < n_a; c0 += kC) {
+        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
+        const block_q8_K* ab[kC];
+        for (int c = 0; c < kC; ++c) {
+          // tokens past n_a read token c0's bytes (valid memory); their sums are never stored
+          ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
+          if (c >= nc) continue;
+          for (int b = 0; b < ns; ++b) {
+            da[c][b] = ab[c][b].d;
+            const int16_t* bs = ab[c][b].bsums;
+            for (int j = 0; j < kNSub; ++j) sj[c][b][j] = kSub == 16 ? (float)bs[j] : (float)(bs[2 * j] + bs[2 * j + 1]);
+          }
+        }
+        __m256 acc[kC];
+        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m256 accb[kC];
+          for (int c = 0; c < kC; ++c) accb[c] = _mm256_setzero_ps();
+          for (int j = 0; j < kNSub; ++j) {
+            __m256i isum[kC];
+            for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
+            for (int g0 = 0; g0 < kGroups; g0 += 2) {
+              const int e = j * kSub + 4 * g0;  // first value of the two groups
+              const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4]));
+              const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4 + 1]));
+              for (int c = 0; c < kC; ++c) {
+                int32_t a4[2];
+                std::memcpy(a4, ab[c][b].qs + e, 8);
+                isum[c] = D::dot2(isum[c], w0, _mm256_set1_epi32(a4[0]), w1, _mm256_set1_epi32(a4[1]));
+              }
+            }
+            const __m256 fsv = _mm256_load_ps(fs[b][j]), fmv = _mm256_load_ps(fm[b][j]);
+            for (int c = 0; c < kC; ++c) {
+              accb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), fsv, accb[c]);
+              accb[c] = _mm256_fnmadd_ps(fmv, _mm256_set1_ps(sj[c][b][j]), accb[c]);
+            }
+          }
+          for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(accb[c], _mm256_set1_ps(da[c][b]), acc[c]);
+        }
+        for (int c = 0; c < nc; ++c) {
+          alignas(32) float part[8];
+          _mm256_store_ps(part, acc[c]);
+          float* yc = y + (c0 + c) * ys + r0;
+          for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
+        }
+      }
+    }
+  }
 }
 
 // ---- the whole (n_w x n_a) product from tiles ------------------------------------------------

@@ -55,9 +55,9 @@ void register_gemm_kernels_avx512(Kernels& k) {
   k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, VnniDot>;
   k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, VnniDot>;
   k.weight[GGML_Q8_0].gemm = gemm_x8<Q8_0W, VnniDot>;
-  k.weight[GGML_Q4_K].gemm = gemm_k<Q4_KW, VnniDot, avx512::kRK, avx512::kCK>;
-  k.weight[GGML_Q5_K].gemm = gemm_k<Q5_KW, VnniDot, avx512::kRK, avx512::kCK>;
-  k.weight[GGML_Q6_K].gemm = gemm_k<Q6_KW, VnniDot, avx512::kRK, avx512::kCK>;
+  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, VnniDot>;
+  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, VnniDot>;
+  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, VnniDot>;
 }
 
 }  // namespace qc
