@@ -1,10 +1,12 @@
-// AVX2 matrix-matrix tiles (WeightKernels::gemm) of the quantized weight types: the templates of
+// AVX2 matrix-matrix kernels (WeightKernels::gemm) of the quantized weight types: the templates of
 // gemm_impl.h with the AVX2 integer dot products (vpmaddubsw + vpmaddwd).
 //
-// Tile shapes (rows x activation rows), chosen for the 16 ymm registers: the 32-element types
-// keep R * C float accumulators plus R unpacked weight blocks live across the block loop, so
-// 4 x 2 (8 accumulators); the K-quants keep R * C int32 sums per super-block and spill their
-// float accumulators (touched once per 256 values), so 2 x 4.
+// Most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
+// products with a + 128 overflow vpmaddubsw's int16 pairs) and uses the R x C tile, 4 x 2 for
+// the 16 ymm registers: 8 float accumulators plus 4 unpacked weight blocks live across the
+// block loop. Measured on one Zen 4 core (bench/bench_prefill.py, 512 tokens, a shared machine:
+// +-20%): Q4_0 55-65 GFLOP/s with gemm_x8 against 22-30 with the 4 x 2 tile and 15-20 with one
+// vec_dot per output; Q4_K 58 (gemm_kx8) against 35-42 (a 2 x 4 tile).
 #define QC_GEMM_ATTR
 #include "gemm_impl.h"
 
@@ -26,14 +28,9 @@ struct Avx2Dot {
     const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
   }
-  // acc + the byte products u * s summed in pairs, each pair weighted by its int16 scale in sc
-  // (sc: the two words of each int32 lane equal)
-  static inline __m256i wdot_acc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
-  }
 };
 
-constexpr int kR32 = 4, kC32 = 2, kRK = 2, kCK = 4;
+constexpr int kR32 = 4, kC32 = 2;
 
 }  // namespace
 }  // namespace avx2
@@ -48,9 +45,9 @@ void register_gemm_kernels_avx2(Kernels& k) {
   k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Avx2Dot>;
   // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
   k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
-  k.weight[GGML_Q4_K].gemm = gemm_k<Q4_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
-  k.weight[GGML_Q5_K].gemm = gemm_k<Q5_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
-  k.weight[GGML_Q6_K].gemm = gemm_k<Q6_KW, Avx2Dot, avx2::kRK, avx2::kCK>;
+  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, Avx2Dot>;
+  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, Avx2Dot>;
+  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, Avx2Dot>;
 }
 
 }  // namespace qc

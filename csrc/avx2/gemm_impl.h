@@ -4,13 +4,19 @@
 // Only included by translation units compiled with at least -mavx2 -mfma -mf16c; the includer
 // defines QC_GEMM_ATTR (empty, or a target attribute that its policy's functions need) first.
 //
-// Why tiles: vec_dot unpacks a weight block (nibbles -> bytes, f16 -> float, packed 6-bit scales
-// -> words) for one activation row and ends with a horizontal sum. A tile of R weight rows x C
-// activation rows unpacks each weight block once for C rows and each activation block once
-// for R rows, keeps the R x C sums in vector accumulators and sums horizontally once per output.
+// Why: vec_dot unpacks a weight block (nibbles -> bytes, f16 -> float, packed 6-bit scales ->
+// words) for one activation row and ends with a horizontal sum. Two designs here:
+//  - tile_32: R weight rows x C activation rows; each weight block unpacked once for C rows,
+//    R x C vector accumulators whose lanes are partial sums of one output (one conversion,
+//    scale product and FMA per output and block), one horizontal sum per output at the end;
+//  - gemm_x8 / gemm_kx8: 8 weight rows repacked (unpacked, transposed) once per segment of
+//    blocks into one int32 lane per row and reused by every token; per token and 4 values one
+//    broadcast and one dot instruction serve 8 outputs, and the conversion, scale and FMA are
+//    shared by the 8 rows. No horizontal sums. 2-3x faster than tile_32 where it applies.
 //
-// Shapes for every tile function below: w points at R weight rows of wrb bytes each, a at C
-// activation rows of arb bytes each, nb blocks per row; the outputs go to y[c * ys + r].
+// Shapes for tile_32: w points at R weight rows of wrb bytes each, a at C activation rows of
+// arb bytes each, nb blocks per row; the outputs go to y[c * ys + r]. The gemm_* functions are
+// gemm_fn (kernels.h).
 #pragma once
 #include <cstring>
 #include <utility>
@@ -266,9 +272,10 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
 
 // Weight policies for the 256-element super-blocks. prepare(block, &u) decodes the packed scales
 // of one super-block once; chunk(block, u, k) gives the 32 unsigned bytes of values 32k..32k+31
-// and their int16 scales (low 128-bit lane: scale of values 32k..32k+15, high lane: of
-// 32k+16..32k+31); u.offs holds 16 int16 weights that pair with the activation's 16 bsums;
-// the super-block's dot is  d * sum_k madd(maddubs(q_k, a_k), sc_k) - dmin * madd(bsums, offs).
+// (and their int16 scales: low 128-bit lane: scale of values 32k..32k+15, high lane: of
+// 32k+16..32k+31; u.offs holds 16 int16 weights that pair with the activation's 16 bsums --
+// the form of a per-row kernel; gemm_kx8 below takes only the value bytes and its own float
+// sub-block terms).
 struct KUnpacked {
   __m256i sc;    // the scales as int16 words (duplicated into both lanes; type specific order)
   __m256i offs;  // 16 int16 weights of the bsums
@@ -343,45 +350,6 @@ struct Q6_KW {
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // 0..63
   }
 };
-
-// R x C tile of a K-quant. Per super-block: the R weight blocks' scales are decoded once; then
-// per 32-value chunk k, each weight row's bytes and scales are unpacked once and multiplied with
-// the C activation rows' chunk k (sum[r][c]: exact int32 weighted sums, |.| < 2^31 since
-// 256 * 63 * 127 * 128 < 2^31 for the largest type); the super-block's result is scaled once.
-template <typename W, typename D, int R, int C>
-QC_GEMM_ATTR static void tile_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y,
-                                size_t ys) {
-  typedef typename W::B B;
-  __m256 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    KUnpacked u[R];
-    for (int r = 0; r < R; ++r) W::prepare(block_at<B>(w + r * wrb, i), &u[r]);
-    __m256i sum[R][C];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c) sum[r][c] = _mm256_setzero_si256();
-    for (int k = 0; k < 8; ++k) {
-      __m256i q[R], sc[R];
-      for (int r = 0; r < R; ++r) q[r] = W::chunk(block_at<B>(w + r * wrb, i), u[r], k, &sc[r]);
-      for (int c = 0; c < C; ++c) {
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block_at<block_q8_K>(a + c * arb, i).qs + 32 * k));
-        for (int r = 0; r < R; ++r) sum[r][c] = D::wdot_acc(sum[r][c], q[r], av, sc[r]);
-      }
-    }
-    for (int c = 0; c < C; ++c) {
-      const block_q8_K& ab = block_at<block_q8_K>(a + c * arb, i);
-      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
-      for (int r = 0; r < R; ++r) {
-        const __m256 offs = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, u[r].offs));
-        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][c]), _mm256_set1_ps(u[r].d * ab.d), acc[r][c]);
-        acc[r][c] = _mm256_fnmadd_ps(offs, _mm256_set1_ps(u[r].dmin * ab.d), acc[r][c]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]);
-}
 
 // ---- K-quants: 8 weight rows interleaved --------------------------------------------------
 //
@@ -568,23 +536,12 @@ static inline TileSet<kR, kC> tiles_32(std::index_sequence<I...>) {
   ((s.t[I / kC][I % kC] = &tile_32<W, D, (int)(I / kC) + 1, (int)(I % kC) + 1>), ...);
   return s;
 }
-template <typename W, typename D, int kR, int kC, size_t... I>
-static inline TileSet<kR, kC> tiles_k(std::index_sequence<I...>) {
-  TileSet<kR, kC> s;
-  ((s.t[I / kC][I % kC] = &tile_k<W, D, (int)(I / kC) + 1, (int)(I % kC) + 1>), ...);
-  return s;
-}
 
 // The gemm_fn (kernels.h) of a 32-element block type and of a K-quant.
 template <typename W, typename D, int kR, int kC>
 static void gemm_32(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ys) {
   static const TileSet<kR, kC> s = tiles_32<W, D, kR, kC>(std::make_index_sequence<kR * kC>());
   run_tiles<kR, kC>(s.t, n / 32, w, wrb, n_w, a, arb, n_a, y, ys);
-}
-template <typename W, typename D, int kR, int kC>
-static void gemm_k(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ys) {
-  static const TileSet<kR, kC> s = tiles_k<W, D, kR, kC>(std::make_index_sequence<kR * kC>());
-  run_tiles<kR, kC>(s.t, n / QK_K, w, wrb, n_w, a, arb, n_a, y, ys);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // AVX-512 table's matrix-matrix tiles (WeightKernels::gemm). The AVX-512 table starts as a copy
 // of the AVX2 one and re-registers the vec_dots of the types it has VNNI kernels for, which
-// resets their gemm entries. With AVX512-VNNI: the tiles of csrc/avx2/gemm_impl.h with vpdpbusd
-// (one instruction for 32 byte products summed by 4 and accumulated, where AVX2 needs
-// vpmaddubsw + vpmaddwd + vpaddd) and, for the K-quants, vpdpwssd for the scale weighting.
-// Without VNNI: the AVX2 tiles again.
+// resets their gemm entries. With AVX512-VNNI: the 8-interleaved-rows kernels of
+// csrc/avx2/gemm_impl.h (gemm_x8, gemm_kx8) with vpdpbusd (one instruction for 32 byte products
+// summed by 4 and accumulated, where AVX2 needs vpmaddubsw + vpmaddwd + vpaddd and cannot take
+// Q8_0's full byte range). 256-bit vectors: Zen 4 runs 512-bit ones as two halves, and the
+// 8-row lanes fit 256 bits. Without VNNI: the AVX2 kernels again.
 #include <cpuid.h>
 
 #include "simd512.h"
@@ -23,17 +24,7 @@ struct VnniDot {
   QC_VNNI static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u0, s0), u1, s1);
   }
-  // acc + the byte products u * s weighted by the int16 scales sc (both words of an int32 lane
-  // equal: the 4 bytes of a lane share a sub-block). The 4-product sums (|.| <= 4 * 63 * 127 <
-  // 2^15) are exact in the low word of each lane; vpdpwssd multiplies that word by the scale
-  // and the high word (0 or -1) by the 0 that replaces the scale's copy.
-  QC_VNNI static inline __m256i wdot_acc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
-    const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-    return _mm256_dpwssd_epi32(acc, p, _mm256_and_si256(sc, _mm256_set1_epi32(0xffff)));
-  }
 };
-
-constexpr int kRK = 4, kCK = 4;  // 16 int32 sums + 4 + 4 unpacked in the 32 registers
 
 bool cpu_has_vnni() {
   unsigned a, b, c, d;
