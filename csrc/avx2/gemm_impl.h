@@ -156,6 +156,12 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
 // computed at the repack, starts the sum. Exact in int32: 32 * 255 * 128 < 2^31. Inside
 // D::dot2 with AVX2: 4 products of two groups, each <= 255 * 31, add up below 2^15.
 
+// The 4 bytes at p (4-byte aligned) in every int32 lane: vbroadcastss from memory, a load with no
+// shuffle (a 32-bit integer load and vpbroadcastd from a register would take two more operations).
+static inline __m256i bcast4(const void* p) {
+  return _mm256_castps_si256(_mm256_broadcast_ss(static_cast<const float*>(p)));
+}
+
 // x[0..7] (8 rows of 8 dwords) -> x[g] = dword g of every row, row r in lane r.
 static inline void transpose_8x8_epi32(__m256i x[8]) {
   __m256i t[8], u[8];
@@ -183,7 +189,7 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
   typedef typename W::B B;
   typedef typename W::A A;
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (4 KB) stay in L1
-  constexpr int kC = 4;     // tokens per pass over a repacked block (one weight load for kC dot products)
+  constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
@@ -237,18 +243,23 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
-          __m256i isum[kC];
+          // two independent sums per token (groups 0-1, 4-5 and 2-3, 6-7): a chain of dependent
+          // vpdpbusd (latency 4-5 cycles) would leave the dot units idle
+          __m256i isum[kC], isum2[kC];
           const __m256i init = _mm256_load_si256(reinterpret_cast<const __m256i*>(ncorr[b]));
-          for (int c = 0; c < kC; ++c) isum[c] = init;
+          for (int c = 0; c < kC; ++c) {
+            isum[c] = init;
+            isum2[c] = _mm256_setzero_si256();
+          }
           for (int g = 0; g < 8; g += 2) {
             const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
             const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g + 1]));
             for (int c = 0; c < kC; ++c) {
-              int32_t a4[2];
-              std::memcpy(a4, au[c][b] + 4 * g, 8);
-              isum[c] = D::dot2(isum[c], _mm256_set1_epi32(a4[0]), w0, _mm256_set1_epi32(a4[1]), w1);
+              __m256i& sum = g % 4 ? isum2[c] : isum[c];
+              sum = D::dot2(sum, bcast4(au[c][b] + 4 * g), w0, bcast4(au[c][b] + 4 * g + 4), w1);
             }
           }
+          for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b]), acc[c]);
@@ -364,10 +375,11 @@ struct Q6_KW {
 // exact (<= 32 * 63 * 127); the sub-block terms are summed in float (8 or 16 per super-block).
 // Inside D::dot2 with AVX2: 4 products u * a <= 63 * 127 add up below 2^15.
 template <typename W>
-struct KSub;  // kSub: values per sub-block; terms(block, fs, fm): the 256 / kSub float pairs
+struct KSub;  // kSub: values per sub-block; terms(block, fs, fm): the 256 / kSub float pairs;
+              // kIntOffset: a constant offset of the values (then fm = kIntOffset * fs)
 template <>
 struct KSub<Q4_KW> {
-  static constexpr int kSub = 32;
+  static constexpr int kSub = 32, kIntOffset = 0;
   static inline void terms(const block_q4_K& b, float* fs, float* fm) {
     uint8_t sc[8], mn[8];
     unpack_q4_K_scales(b.scales, sc, mn);
@@ -380,7 +392,7 @@ struct KSub<Q4_KW> {
 };
 template <>
 struct KSub<Q5_KW> {
-  static constexpr int kSub = 32;
+  static constexpr int kSub = 32, kIntOffset = 0;
   static inline void terms(const block_q5_K& b, float* fs, float* fm) {
     uint8_t sc[8], mn[8];
     unpack_q4_K_scales(b.scales, sc, mn);
@@ -393,7 +405,8 @@ struct KSub<Q5_KW> {
 };
 template <>
 struct KSub<Q6_KW> {
-  static constexpr int kSub = 16;
+  // the -32 of every value is taken out in the integer sum (it starts at -32 * S_j), so fm is unused
+  static constexpr int kSub = 16, kIntOffset = 32;
   static inline void terms(const block_q6_K& b, float* fs, float* fm) {
     const float d = avx2::h2f(b.d);
     for (int j = 0; j < 16; ++j) {
@@ -410,13 +423,15 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
   typedef typename W::B B;
   constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub, kGroups = kSub / 4;
   constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
-  constexpr int kC = 4;    // tokens per pass over a repacked super-block
+  constexpr int kC = D::kTokens;  // tokens per pass over a repacked super-block
   alignas(32) uint8_t wq[kSeg][8][8][32];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
   alignas(32) float fs[kSeg][kNSub][8];    // [block][sub-block][row]
   alignas(32) float fm[kSeg][kNSub][8];
   alignas(32) float sj[kC][kSeg][kNSub];   // [token][block][sub-block] activation sums S_j
+  alignas(32) int32_t sjo[kC][kSeg][kNSub];  // -kIntOffset * S_j
   alignas(32) float da[kC][kSeg];
-  std::memset(sj, 0, sizeof(sj));  // tokens past n_a in the last pass: zeros, never stored
+  std::memset(sj, 0, sizeof(sj));
+  std::memset(sjo, 0, sizeof(sjo));  // tokens past n_a in the last pass: zeros, never stored
   std::memset(da, 0, sizeof(da));
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
@@ -464,7 +479,11 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
           for (int b = 0; b < ns; ++b) {
             da[c][b] = ab[c][b].d;
             const int16_t* bs = ab[c][b].bsums;
-            for (int j = 0; j < kNSub; ++j) sj[c][b][j] = kSub == 16 ? (float)bs[j] : (float)(bs[2 * j] + bs[2 * j + 1]);
+            for (int j = 0; j < kNSub; ++j) {
+              const int sum = kSub == 16 ? bs[j] : bs[2 * j] + bs[2 * j + 1];
+              sj[c][b][j] = (float)sum;
+              sjo[c][b][j] = -KSub<W>::kIntOffset * sum;
+            }
           }
         }
         __m256 acc[kC];
@@ -473,22 +492,27 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
           __m256 accb[kC];
           for (int c = 0; c < kC; ++c) accb[c] = _mm256_setzero_ps();
           for (int j = 0; j < kNSub; ++j) {
-            __m256i isum[kC];
-            for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
+            // two independent sums per token, as in gemm_x8
+            __m256i isum[kC], isum2[kC];
+            for (int c = 0; c < kC; ++c) {
+              isum[c] = KSub<W>::kIntOffset ? _mm256_set1_epi32(sjo[c][b][j]) : _mm256_setzero_si256();
+              isum2[c] = _mm256_setzero_si256();
+            }
             for (int g0 = 0; g0 < kGroups; g0 += 2) {
               const int e = j * kSub + 4 * g0;  // first value of the two groups
               const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4]));
               const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4 + 1]));
               for (int c = 0; c < kC; ++c) {
-                int32_t a4[2];
-                std::memcpy(a4, ab[c][b].qs + e, 8);
-                isum[c] = D::dot2(isum[c], w0, _mm256_set1_epi32(a4[0]), w1, _mm256_set1_epi32(a4[1]));
+                __m256i& sum = g0 % 4 ? isum2[c] : isum[c];
+                sum = D::dot2(sum, w0, bcast4(ab[c][b].qs + e), w1, bcast4(ab[c][b].qs + e + 4));
               }
             }
+            for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
             const __m256 fsv = _mm256_load_ps(fs[b][j]), fmv = _mm256_load_ps(fm[b][j]);
+            (void)fmv;
             for (int c = 0; c < kC; ++c) {
               accb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), fsv, accb[c]);
-              accb[c] = _mm256_fnmadd_ps(fmv, _mm256_set1_ps(sj[c][b][j]), accb[c]);
+              if constexpr (!KSub<W>::kIntOffset) accb[c] = _mm256_fnmadd_ps(fmv, _mm256_set1_ps(sj[c][b][j]), accb[c]);
             }
           }
           for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(accb[c], _mm256_set1_ps(da[c][b]), acc[c]);
