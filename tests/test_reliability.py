@@ -42,6 +42,8 @@ GOLDEN = fuzz_targets.GOLDEN
 VT = gguf.GGUFValueType
 QT = gguf.GGMLQuantizationType
 GREEDY = dict(temperature=0)
+# Time bounds are for the optimised build; .ci/sanitize sets 5 (its kernels run several times slower).
+TIME_SCALE = float(os.environ.get("QWEN_CPU_TEST_TIME_SCALE", "1"))
 
 
 def u32(v):
@@ -213,8 +215,8 @@ def test_ctrl_c_during_prefill_stops_quickly_and_the_model_stays_usable(smol):
     stopped = time.perf_counter()
     t.join()
     assert sent, "the prefill finished before the signal was sent"
-    assert stopped - sent[0] < 2.0, f"stopped {stopped - sent[0]:.2f} s after SIGINT"
-    assert stopped - t0 < 10.0
+    assert stopped - sent[0] < 2.0 * TIME_SCALE, f"stopped {stopped - sent[0]:.2f} s after SIGINT"
+    assert stopped - t0 < 10.0 * TIME_SCALE
     # The cache keeps only what was completely computed: nothing of LONG (nothing was cached before
     # it beyond `short`, which shares no prefix with it).
     assert smol.n_past == 0 and smol._cache.tokens == []
@@ -224,7 +226,7 @@ def test_ctrl_c_during_prefill_stops_quickly_and_the_model_stays_usable(smol):
     t = _sigint_after(0.2, sent)
     with pytest.raises(KeyboardInterrupt):
         smol.logits(LONG[:1500])
-    assert time.perf_counter() - sent[0] < 2.0
+    assert time.perf_counter() - sent[0] < 2.0 * TIME_SCALE
     t.join()
     np.testing.assert_array_equal(smol.logits(short), before)
     assert smol.n_past == len(short) and smol._cache.tokens == short
@@ -243,7 +245,7 @@ def test_ctrl_c_during_decode_keeps_the_cache_consistent(smol):
                 got.append(r.token)
     stopped = time.perf_counter()
     t.join()
-    assert stopped - sent[0] < 2.0
+    assert stopped - sent[0] < 2.0 * TIME_SCALE
     # Book-keeping: the cache holds the prompt and a prefix of the sampled tokens (the last sampled
     # token is fed on the next step, so it may or may not be in), never a token it did not compute.
     cached = smol._cache.tokens
@@ -263,7 +265,7 @@ def test_context_that_cannot_fit_fails_early_with_the_numbers(smollm2_path):
     with pytest.raises(QwenCpuError, match=r"a context of 1000000000 tokens needs \d+ MiB of KV cache, but only "
                                            r"\d+ MiB of memory is available; use a smaller n_ctx"):
         Model.load(smollm2_path, n_ctx=10**9)
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 5 * TIME_SCALE
 
 
 def _rss() -> int:
