@@ -45,6 +45,19 @@ def _available_memory() -> int | None:
     return None
 
 
+def _check_ranges(config: ModelConfig) -> None:
+    """Refuse hyper-parameters the C++ model cannot hold (sizes are C int) or compute with (RoPE
+    needs a base > 1 and a positive frequency scale), naming the key, before anything is built."""
+    for name in ("n_layer", "n_embd", "n_ff", "n_head", "n_kv_head", "head_dim", "n_vocab"):
+        value = getattr(config, name)
+        if not 0 < value < 2**31:
+            raise QwenCpuError(f"model hyper-parameter {name} = {value} is out of range (1 .. 2^31-1)")
+    if not config.rope_freq_base > 1:
+        raise QwenCpuError(f"rope.freq_base = {config.rope_freq_base} must be > 1")
+    if not config.rope_freq_scale > 0:
+        raise QwenCpuError(f"rope.freq_scale = {config.rope_freq_scale} (1 / rope.scaling.factor) must be > 0")
+
+
 class Model:
     """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
 
@@ -79,6 +92,7 @@ class Model:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
             config = config_from_gguf(gguf.metadata, n_vocab)
+            _check_ranges(config)
             if "tokenizer.ggml.tokens" in gguf.metadata:  # files without a vocabulary run on ids
                 from .tokenizer import check_gguf_vocab
 

@@ -90,7 +90,13 @@ MALFORMED_MODELS = {
     "feed_forward_length_changed": (dict(meta={"{arch}.feed_forward_length": u32(128)}),
                                     r"blk.0.ffn_gate.weight: shape \(160, 64\) does not match the model's \(128, 64\)"),
     "block_count_too_large": (dict(meta={"{arch}.block_count": u32(3)}), r"missing tensor blk.2.attn_norm.weight"),
-    "block_count_zero": (dict(meta={"{arch}.block_count": u32(0)}), r"every size must be positive"),
+    "block_count_zero": (dict(meta={"{arch}.block_count": u32(0)}), r"n_layer = 0 is out of range"),
+    # found by bench/fuzz.py (model, random engine): a pybind11 cast error, and a ValueError at
+    # the first forward pass instead of at load
+    "feed_forward_length_past_int32": (dict(meta={"{arch}.feed_forward_length": u32(3321888928)}),
+                                       r"n_ff = 3321888928 is out of range"),
+    "rope_freq_base_negative": (dict(meta={"{arch}.rope.freq_base": (-3.0, VT.FLOAT32, None)}),
+                                r"rope.freq_base = -3.0 must be > 1"),
     "head_count_kv_not_dividing": (dict(meta={"{arch}.attention.head_count_kv": u32(3)}),
                                    r"invalid head counts: 4 query heads, 3 key/value heads"),
     "head_count_zero": (dict(meta={"{arch}.attention.head_count": u32(0)}), r"invalid head counts: 0 query heads"),
