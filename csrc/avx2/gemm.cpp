@@ -17,6 +17,9 @@ namespace avx2 {
 namespace {
 
 struct Avx2Dot {
+  // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
+  // weight vectors within the 16 ymm registers
+  static constexpr int kTokens = 4;
   // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (u unsigned, s signed;
   // vpmaddubsw's int16 pair sums cannot saturate while u * |s| <= 16383, true of every caller)
   static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) {
