@@ -77,7 +77,15 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
   pool.run([&](int ith, int nth) {
     int64_t g0, g1;
-    split_range(total_rows, ith, nth, &g0, &g1);
+    if (n_tok > 1) {
+      // in units of 8 rows: the gemm kernels work on tiles of 8 rows (gemm_impl.h), and a tile
+      // cut in two by the split would cost both threads a full tile's work
+      split_range((total_rows + 7) / 8, ith, nth, &g0, &g1);
+      g0 = g0 * 8 < total_rows ? g0 * 8 : total_rows;
+      g1 = g1 * 8 < total_rows ? g1 * 8 : total_rows;
+    } else {
+      split_range(total_rows, ith, nth, &g0, &g1);
+    }
     int64_t base = 0;
     for (int i = 0; i < n_outs && g0 < g1; base += outs[i].n_out, ++i) {
       const MatmulOutput& o = outs[i];
