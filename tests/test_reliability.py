@@ -244,20 +244,21 @@ def test_ctrl_c_during_decode_keeps_the_cache_consistent(smol):
     expected = smol.generate(prompt, max_tokens=8, **GREEDY)
     sent: list = []
     got: list[int] = []
-    t = _sigint_after(0.5, sent)
+    t = None
     with pytest.raises(KeyboardInterrupt):
         for r in stream(smol, prompt, max_tokens=100_000, params=sampling_params(**GREEDY), stop_tokens=()):
             if r.token is not None:
                 got.append(r.token)
+            if t is None:  # decoding has begun: interrupt it a little later
+                t = _sigint_after(0.3, sent)
     stopped = time.perf_counter()
     t.join()
     assert stopped - sent[0] < 2.0 * TIME_SCALE
     # Book-keeping: the cache holds the prompt and a prefix of the sampled tokens (the last sampled
     # token is fed on the next step, so it may or may not be in), never a token it did not compute.
     cached = smol._cache.tokens
-    fed = cached[len(prompt):]
-    assert cached[:len(prompt)] == prompt and len(got) >= 1
-    assert fed == got[:len(fed)] and len(fed) >= len(got) - 1
+    assert len(got) >= 1
+    assert cached == (prompt + got)[:len(cached)] and len(cached) >= len(prompt) + len(got) - 1
     assert smol.n_past == len(cached)
     # The model still answers as before.
     smol.reset()
