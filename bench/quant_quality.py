@@ -49,7 +49,8 @@ CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 WORK = CACHE / "quant-quality"
 TEXT = ROOT / "bench" / "data" / "quality_text.txt"
 RESULTS = ROOT / "bench" / "QUANT_QUALITY.md"
-ALL_TYPES = ["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", "q4_k_m", "q4_1", "q4_0"]
+# most used first, so that a run cut short has them; f32 last, as it is the slowest to evaluate
+ALL_TYPES = ["f16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", "q4_k_m", "q4_1", "q4_0", "bf16", "f32"]
 QUICK_TYPES = ["f16", "q8_0", "q4_k_m", "q4_0"]
 QUICK_TOKENS = 1024  # --quick scores the first this many tokens of the text
 
@@ -183,6 +184,29 @@ class QualityRow:
     ours: dict = field(default_factory=dict)  # file_stats + seconds + ppl/kl/top1 (our engine)
     ours_in_llama: dict = field(default_factory=dict)  # llama.cpp's engine on our file: ppl or error
     theirs: dict = field(default_factory=dict)  # llama.cpp's file: file_stats + seconds + our engine's ppl/kl/top1
+    same_input: str = ""  # our conversion of the f16 file against llama.cpp's, tensor by tensor
+
+
+def compare_tensors(a: Path, b: Path) -> str:
+    """'n/N identical' over the tensors of two GGUF files, with the types of those that differ."""
+    from qwen_cpu.gguf import GGUFFile
+
+    with GGUFFile(a) as fa, GGUFFile(b) as fb:
+        if set(fa.tensors) != set(fb.tensors):
+            return "different tensor names"
+        differ: dict[str, int] = {}
+        for name, ta in fa.tensors.items():
+            tb = fb.tensors[name]
+            if ta.ggml_type != tb.ggml_type:
+                key = f"{ta.type_name} vs {tb.type_name}"
+            elif np.array_equal(fa.tensor(name).view(np.uint8).ravel(), fb.tensor(name).view(np.uint8).ravel()):
+                continue
+            else:
+                key = ta.type_name
+            differ[key] = differ.get(key, 0) + 1
+        n = len(fa.tensors)
+    out = f"{n - sum(differ.values())}/{n}"
+    return out + (" (differ: " + ", ".join(f"{k} {v}" for k, v in differ.items()) + ")" if differ else "")
 
 
 def measure(path: Path, ids: list[int], ref: CachedLogits, n_ctx: int, stride: int, threads: int) -> dict:
@@ -214,7 +238,16 @@ def measure_in_llama(path: Path, ids: list[int], n_ctx: int, stride: int, thread
     return {"ppl": r.perplexity}
 
 
-def run_quality(types: list[str], n_ctx: int, stride: int, threads: int, quick: bool, llama: bool,
+def _progress(d: dict) -> str:
+    """One engine's figures for a TYPE, for the progress line."""
+    if "bpw" not in d:
+        return f"error: {d.get('error', '?')}"
+    return (f"{d['file_bytes'] / 2**20:6.1f} MiB {d['bpw']:5.2f} bpw ppl {d.get('ppl', math.nan):8.3f} "
+            f"KL {d.get('kl_mean', math.nan):.5f} top-1 {d.get('top1', math.nan):.3f} {d['seconds']:5.1f} s"
+            + (f" error: {d['error']}" if "error" in d else ""))
+
+
+def run_quality(types: list[str], n_ctx: int, stride: int, threads: int, n_tokens: int | None, llama: bool,
                 on_row=lambda partial: None) -> dict:
     """The SmolLM2 rows; on_row(results so far) after each TYPE (the table is rewritten as it grows)."""
     from qwen_cpu import Model
@@ -229,8 +262,8 @@ def run_quality(types: list[str], n_ctx: int, stride: int, threads: int, quick: 
     text = TEXT.read_text(encoding="utf-8")
     ref_model = Model.load(f16, n_ctx=n_ctx, n_threads=threads)
     ids = ref_model.tokenize(text, add_special=True)
-    if quick:
-        ids = ids[:QUICK_TOKENS]
+    if n_tokens:
+        ids = ids[:n_tokens]
     ref = CachedLogits(ref_model)
     print(f"quality model {src.name}: {len(ids)} tokens, n_ctx {n_ctx}, stride {stride}; load {load_avg()}",
           flush=True)
@@ -248,16 +281,19 @@ def run_quality(types: list[str], n_ctx: int, stride: int, threads: int, quick: 
                 secs = llama_quantize(f16, theirs, qtype, threads)
                 row.theirs = {**file_stats(theirs), "seconds": secs,
                               **measure(theirs, ids, ref, n_ctx, stride, threads)}
+                # the same input for both quantizers: ours from the f16 file too
+                same = WORK / f"smollm2-ours-from-f16-{qtype}.gguf"
+                quantize_model(f16, same, qtype, force=True, progress=False, n_threads=threads)
+                row.same_input = compare_tensors(same, theirs)
+                same.unlink()
             except Exception as e:  # noqa: BLE001
                 row.theirs = {"error": f"{type(e).__name__}: {e}"}
         rows.append(row)
-        o, t = row.ours, row.theirs
-        print(f"{qtype:7s} ours {o['file_bytes'] / 2**20:6.1f} MiB {o['bpw']:5.2f} bpw ppl {o.get('ppl', math.nan):8.3f} "
-              f"KL {o.get('kl_mean', math.nan):.5f} top1 {o.get('top1', math.nan):.3f} {o['seconds']:5.1f} s"
-              + (f" | llama.cpp on ours ppl {row.ours_in_llama.get('ppl', math.nan):8.3f}" if llama else "")
-              + (f" | theirs {t['file_bytes'] / 2**20:6.1f} MiB {t['bpw']:5.2f} bpw ppl {t.get('ppl', math.nan):8.3f} "
-                 f"KL {t.get('kl_mean', math.nan):.5f} {t['seconds']:5.1f} s" if t and "bpw" in t else "")
-              + f"  [load {load_avg()}]", flush=True)
+        line = f"{qtype:7s} ours {_progress(row.ours)}"
+        if llama:
+            line += f" | llama.cpp runs ours: ppl {row.ours_in_llama.get('ppl', math.nan):.3f}"
+            line += f" | llama.cpp's file {_progress(row.theirs)}"
+        print(f"{line}  [load {load_avg()}]", flush=True)
         on_row({"source": src.name, "n_tokens": len(ids), "rows": rows})
     ref_model.close()
     return {"source": src.name, "n_tokens": len(ids), "rows": rows}
@@ -361,7 +397,7 @@ def _types(d: dict) -> str:
 
 def render_meta(meta: dict) -> str:
     return (f"Run {meta['date']} on {meta['cpu']} ({meta['cores']} cores), commit `{meta['commit']}`, "
-            f"{meta['threads']} threads, {'--quick' if meta['quick'] else 'full run'}; llama-cpp-python "
+            f"{meta['threads']} threads, arguments `{meta['argv'] or '(none)'}`; llama-cpp-python "
             f"{meta['llama_cpp'] or 'not used'}. Load average (1/5/15 min) at start {meta['load_start']}, "
             f"at the last row {load_avg()}: the machine was shared, so times are indicative.")
 
@@ -385,11 +421,13 @@ def render_quality(meta: dict, q: dict) -> str:
         out += ["", "#### Side by side with llama.cpp, and each engine on the other's files", "",
                 "llama.cpp's file: `llama_model_quantize` from our f16 file to the same type, measured by OUR "
                 "engine like ours above. 'llama.cpp runs ours': llama.cpp's perplexity on our file over the "
-                "same windows and tokens, and its relative difference from our engine's on that file.", "",
+                "same windows and tokens, and its relative difference from our engine's on that file. "
+                "'Identical tensors': our quantizer run on the same f16 file as llama.cpp's, tensor data "
+                "compared byte for byte with llama.cpp's file (the types of the tensors that differ).", "",
                 "| type | ours MiB | ours bpw | ours PPL | ours KL | llama.cpp MiB | llama.cpp bpw | "
                 "llama.cpp PPL | llama.cpp KL | llama.cpp top-1 | llama.cpp quantize s | "
-                "llama.cpp runs ours: PPL (Δ) | ours runs llama.cpp's |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                "llama.cpp runs ours: PPL (Δ) | ours runs llama.cpp's | identical tensors, same input |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in q["rows"]:
             o, t, x = r.ours, r.theirs, r.ours_in_llama
             if "bpw" not in t:
@@ -404,7 +442,7 @@ def render_quality(meta: dict, q: dict) -> str:
             loads = ("yes, finite PPL" if "ppl" in t and math.isfinite(t["ppl"])
                      else f"no: {t.get('error', 'non-finite PPL')}")
             out.append(f"| {r.qtype} | {o['file_bytes'] / 2**20:.1f} | {o['bpw']:.2f} | {_f(o.get('ppl'), '.3f')} | "
-                       f"{_f(o.get('kl_mean'), '.5f')} | {theirs} | {cross} | {loads} |")
+                       f"{_f(o.get('kl_mean'), '.5f')} | {theirs} | {cross} | {loads} | {r.same_input} |")
     return "\n".join(out)
 
 
@@ -413,8 +451,10 @@ def render_timing(meta: dict, tm: dict) -> str:
            render_meta(meta), "",
            "One conversion per fresh process. Peak RSS: the process's VmHWM, which includes the pages of "
            "the memory-mapped input it has touched (reclaimable page cache, not allocations); anon: peak "
-           "anonymous RSS (allocations), sampled every 20 ms; base: RSS before converting (interpreter, "
-           "numpy, the extension). llama.cpp converts our f16 GGUF of the same model (not the safetensors).", "",
+           "anonymous RSS (allocations), sampled every 20 ms; base: RSS when the conversion starts (the "
+           "interpreter and the imports made so far). llama.cpp converts our f16 GGUF of the same model "
+           "(not the safetensors), so the two times are not the same job: ours also reads safetensors and "
+           "permutes the Q/K rows. MiB: the output file; bpw: its tensor bytes × 8 / parameters.", "",
            "| type | MiB | bpw | ours s | ours peak RSS MiB | anon MiB | base MiB | llama.cpp s | "
            "llama.cpp peak RSS MiB | llama.cpp anon MiB | llama.cpp MiB | load (1 min) |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -459,6 +499,7 @@ def main() -> None:
                     help=f"types {','.join(QUICK_TYPES)}, the first {QUICK_TOKENS} tokens of the text")
     ap.add_argument("--types", help=f"comma-separated (default: all: {','.join(ALL_TYPES)})")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--tokens", type=int, help="score only the first this many tokens of the text (default: all)")
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--stride", type=int, default=256)
     ap.add_argument("--no-timing", action="store_true", help="skip the Qwen2.5-0.5B conversions")
@@ -474,7 +515,7 @@ def main() -> None:
 
         llama_version = llama_cpp.__version__
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_name(),
-            "cores": os.cpu_count(), "commit": git_commit(), "threads": args.threads, "quick": args.quick,
+            "cores": os.cpu_count(), "commit": git_commit(), "threads": args.threads, "argv": " ".join(sys.argv[1:]),
             "llama_cpp": llama_version, "load_start": load_avg(), "n_ctx": args.n_ctx, "stride": args.stride}
 
     def writer(section: str, render):
@@ -484,7 +525,8 @@ def main() -> None:
         return on_row
 
     if not args.no_quality:
-        q = run_quality(types, args.n_ctx, args.stride, args.threads, args.quick, llama,
+        n_tokens = args.tokens or (QUICK_TOKENS if args.quick else None)
+        q = run_quality(types, args.n_ctx, args.stride, args.threads, n_tokens, llama,
                         writer("quality", render_quality))
         print("\n" + render_quality(meta, q))
     if not args.no_timing:
