@@ -31,12 +31,12 @@ def run(*args, check=True):
 
 
 def test_generate_answers_through_the_chat_template(smollm2_path):
-    out = run("generate", smollm2_path, "What is the capital of France?", "--temp", "0", "-n", "32").stdout
+    out = run("generate", smollm2_path, "What is the capital of France? Answer in one sentence.", "--temp", "0", "-n", "32").stdout
     assert "Paris" in out
 
 
 def test_generate_json_is_openai_shaped(smollm2_path):
-    out = json.loads(run("generate", smollm2_path, "What is the capital of France?", "--temp", "0", "--json").stdout)
+    out = json.loads(run("generate", smollm2_path, "What is the capital of France? Answer in one sentence.", "--temp", "0", "--json").stdout)
     assert out["object"] == "chat.completion"
     assert "Paris" in out["choices"][0]["message"]["content"]
     raw = json.loads(run("generate", smollm2_path, "The capital of France is", "--raw", "--temp", "0", "-n", "4",
@@ -91,13 +91,14 @@ def test_chat_session_in_a_terminal(request, model_fixture):
     model = request.getfixturevalue(model_fixture)
     child = pexpect.spawn(sys.executable, ["-m", "qwen_cpu.cli", "chat", str(model), "--temp", "0", "-v"],
                           encoding="utf-8", timeout=180, cwd=CWD, env=ENV)
+    child.logfile_read = sys.stdout  # the transcript, shown by pytest when the test fails
     try:
         child.expect(">>> ")
-        child.sendline("What is the capital of France?")
+        child.sendline("What is the capital of France? Answer in one sentence.")
         child.expect("Paris")
         child.expect(r"\[prompt: (\d+) tokens \((\d+) cached\)")
         child.expect(">>> ")
-        child.sendline("And of Germany?")
+        child.sendline("What is the capital of Germany? Answer in one sentence.")
         child.expect(r"\[prompt: (\d+) tokens \((\d+) cached\)")
         total, cached = map(int, child.match.groups())
         assert cached > total // 2  # the follow-up reused the first turn's cache
@@ -111,8 +112,11 @@ def test_chat_session_in_a_terminal(request, model_fixture):
         child.sendintr()  # Ctrl-C mid-answer
         child.expect(r"\[interrupted\]")
         child.expect(">>> ")
-        child.sendline("What is the capital of Italy?")
-        child.expect("Rome")
+        child.sendline("What is the capital of Italy? Answer in one sentence.")
+        # the conversation went on: the interrupted turn is in the cache and is reused
+        child.expect(r"\[prompt: (\d+) tokens \((\d+) cached\)")
+        total, cached = map(int, child.match.groups())
+        assert 40 < cached < total
         child.expect(">>> ")
         child.sendeof()  # Ctrl-D
         child.expect(pexpect.EOF)

@@ -13,7 +13,10 @@ from qwen_cpu.chat import encode_chat
 from qwen_cpu.generate import stream
 from qwen_cpu.perplexity import perplexity
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# SmolLM2-135M Q4_1 is a small model on the edge for some phrasings: with its default system prompt,
+# "What is the capital of France?" gets a French ramble from llama.cpp too. This phrasing gets
+# "The capital of France is Paris." from llama.cpp and from every kernel path here.
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +57,13 @@ def test_stream_yields_text_pieces_that_make_the_answer(smol):
 
 
 def test_same_seed_same_text(smol):
-    a = smol.generate("Once upon a time", max_tokens=24, seed=7, temperature=1.0)
-    b = smol.generate("Once upon a time", max_tokens=24, seed=7, temperature=1.0)
-    c = smol.generate("Once upon a time", max_tokens=24, seed=8, temperature=1.0)
+    # From the same cache state. (Reusing a cached prompt recomputes its last token alone, with the
+    # one-row kernels, whose float sums may differ in the last bits from the batched prefill's.)
+    def run(seed):
+        smol.reset()
+        return smol.generate("Once upon a time", max_tokens=24, seed=seed, temperature=1.0)
+
+    a, b, c = run(7), run(7), run(8)
     assert a == b
     assert a != c
 
@@ -81,12 +88,12 @@ def test_generation_stops_at_the_end_of_the_context(smollm2_path):
 
 def test_follow_up_turn_reuses_the_cache(smol):
     first = smol.chat(QUESTION, temperature=0, max_tokens=32)
-    turn2 = QUESTION + [first["choices"][0]["message"], {"role": "user", "content": "And of Germany?"}]
+    turn2 = QUESTION + [first["choices"][0]["message"], {"role": "user", "content": "What is the capital of Germany? Answer in one sentence."}]
     ids = encode_chat(smol.tokenizer, turn2)
     responses = list(stream(smol, ids, max_tokens=32, params=None))
     last = responses[-1]
     assert last.prompt_cached >= len(encode_chat(smol.tokenizer, QUESTION))
-    assert last.prompt_tokens - last.prompt_cached < 20  # only the new turn is computed
+    assert last.prompt_tokens - last.prompt_cached < 30  # only the new turn (~23 tokens) is computed
 
 
 def test_user_text_never_becomes_control_tokens(smol):
@@ -100,18 +107,22 @@ def test_user_text_never_becomes_control_tokens(smol):
 
 
 def test_two_threads_share_one_model(smol):
-    expected = smol.generate("The sky is", max_tokens=12, temperature=0)
+    # Prompts that share no first token, so that no call reuses another's cached prompt (a reused
+    # prompt recomputes its last token with the one-row kernels: equal only to the last bits).
+    prompts = ["The sky is", "Grass is"]
+    expected = [smol.generate(p, max_tokens=12, temperature=0) for p in prompts]
+    smol.generate("Water", max_tokens=2, temperature=0)  # the cache now holds neither prompt
     results = [None, None]
 
     def work(i):
-        results[i] = smol.generate("The sky is", max_tokens=12, temperature=0)
+        results[i] = smol.generate(prompts[i], max_tokens=12, temperature=0)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [expected, expected]
+    assert results == expected
 
 
 def test_gil_is_released_during_compute(smol):
