@@ -18,11 +18,6 @@
 
 namespace qc {
 
-#ifdef QWEN_HAVE_NEON
-// csrc/neon/quants.cpp: the neon quantized kernels with SDOT (call only where f.dotprod).
-void register_quant_kernels_neon_dotprod(Kernels& k);
-#endif
-
 namespace {
 
 struct CpuFeatures {

@@ -79,6 +79,8 @@ void register_op_kernels_avx512(Kernels& k);
 #ifdef QWEN_HAVE_NEON
 void register_quant_kernels_neon(Kernels& k);
 void register_op_kernels_neon(Kernels& k);
+// The neon table's integer dot products with SDOT (ARMv8.2 dotprod): only where the CPU has it.
+void register_quant_kernels_neon_dotprod(Kernels& k);
 #endif
 
 // The selected table (chosen on first use from the CPU and QWEN_CPU_ISA).
