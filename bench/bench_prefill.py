@@ -111,7 +111,8 @@ def bench_e2e(paths: list[Path], threads: int, n_prompt: int, reps: int) -> None
             t_ref.append(time.perf_counter() - t0)
         a, b = n_prompt / statistics.median(t_ours), n_prompt / statistics.median(t_ref)
         print(f"| {path.name} | {a:.1f} | {b:.1f} | {a / b:.2f} |", flush=True)
-        ours.close() if hasattr(ours, "close") else None
+        if hasattr(ours, "close"):
+            ours.close()
         del ref
     print(f"load average after: {load()}")
 
