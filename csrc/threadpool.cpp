@@ -20,7 +20,7 @@ namespace qc {
 // roughly 50-100 microseconds).
 static constexpr int kSpinIterations = 20000;
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads > 64 ? 64 : n_threads) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
 }
 
@@ -34,22 +34,37 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+bool ThreadPool::claim(int ith) {
+  const uint64_t bit = uint64_t(1) << ith;
+  return (unclaimed_.fetch_and(~bit, std::memory_order_acq_rel) & bit) != 0;
+}
+
 void ThreadPool::run(const std::function<void(int, int)>& fn) {
   if (n_threads_ == 1) {
     fn(0, 1);
     return;
   }
   std::lock_guard<std::mutex> serial(run_mutex_);
+  const int nth = n_threads_;
+  fn_ = &fn;
+  remaining_.store(nth, std::memory_order_relaxed);
+  unclaimed_.store(((nth == 64 ? ~uint64_t(0) : (uint64_t(1) << nth) - 1)) & ~uint64_t(1), std::memory_order_release);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(mutex_);  // a worker going to sleep cannot miss this
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  fn(0, n_threads_);
+  fn(0, nth);
+  remaining_.fetch_sub(1, std::memory_order_acq_rel);
+  // Run the shares of workers that have not started yet.
+  for (int i = 1; i < nth; ++i) {
+    if (claim(i)) {
+      fn(i, nth);
+      remaining_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
   int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  while (remaining_.load(std::memory_order_acquire) != 0) {
     if (++spins < kSpinIterations) QC_PAUSE();
     else std::this_thread::yield();
   }
@@ -71,8 +86,12 @@ void ThreadPool::worker(int ith) {
     }
     seen = gen;
     if (stop_.load()) return;
-    (*job_)(ith, n_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // The share may already have been taken by the caller (this worker woke late), or belong to a
+    // later job than the wake-up was for: the claim decides, and fn_ is read only after it.
+    if (claim(ith)) {
+      (*fn_)(ith, n_threads_);
+      remaining_.fetch_sub(1, std::memory_order_acq_rel);
+    }
   }
 }
 
