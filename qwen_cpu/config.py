@@ -81,6 +81,8 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int) -> ModelConfig:
     n_kv_head = _get(meta, p + "attention.head_count_kv", int, n_head)
     if n_head <= 0 or n_kv_head <= 0 or n_embd <= 0 or n_head % n_kv_head:
         raise QwenCpuError(f"invalid head counts: {n_head} query heads, {n_kv_head} key/value heads, embedding {n_embd}")
+    if p + "attention.key_length" not in meta and n_embd % n_head:
+        raise QwenCpuError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
     head_dim = _get(meta, p + "attention.key_length", int, n_embd // n_head)
     rope_dims = _get(meta, p + "rope.dimension_count", int, head_dim)
     if rope_dims != head_dim:
