@@ -102,7 +102,7 @@ MALFORMED_MODELS = {
     "head_count_zero": (dict(meta={"{arch}.attention.head_count": u32(0)}), r"invalid head counts: 0 query heads"),
     "head_count_not_dividing_embedding": (dict(meta={"{arch}.attention.head_count": u32(6),
                                                      "{arch}.attention.head_count_kv": u32(2)}),
-                                          r"blk.0.attn_q.weight: shape \(64, 64\) does not match the model's \(60, 64\)"),
+                                          r"embedding_length 64 is not a multiple of head_count 6"),
     "missing_hyper_parameter": (dict(meta={"{arch}.attention.layer_norm_rms_epsilon": DROP}),
                                 r"lacks the required key 'qwen2.attention.layer_norm_rms_epsilon'"),
     "hyper_parameter_is_a_string": (dict(meta={"{arch}.block_count": ("two", VT.STRING, None)}),
