@@ -380,7 +380,8 @@ struct KSub;  // kSub: values per sub-block; terms(block, fs, fm): the 256 / kSu
 template <>
 struct KSub<Q4_KW> {
   static constexpr int kSub = 32, kIntOffset = 0;
-  static inline void terms(const block_q4_K& b, float* fs, float* fm) {
+  template <class B>  // block_q4_K or block_q5_K (same d, dmin and scales fields)
+  static inline void terms(const B& b, float* fs, float* fm) {
     uint8_t sc[8], mn[8];
     unpack_q4_K_scales(b.scales, sc, mn);
     const float d = avx2::h2f(b.d), dmin = avx2::h2f(b.dmin);
@@ -391,18 +392,7 @@ struct KSub<Q4_KW> {
   }
 };
 template <>
-struct KSub<Q5_KW> {
-  static constexpr int kSub = 32, kIntOffset = 0;
-  static inline void terms(const block_q5_K& b, float* fs, float* fm) {
-    uint8_t sc[8], mn[8];
-    unpack_q4_K_scales(b.scales, sc, mn);
-    const float d = avx2::h2f(b.d), dmin = avx2::h2f(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      fs[j] = d * sc[j];
-      fm[j] = dmin * mn[j];
-    }
-  }
-};
+struct KSub<Q5_KW> : KSub<Q4_KW> {};  // Q5_K stores d, dmin and the 6-bit scales/mins as Q4_K does
 template <>
 struct KSub<Q6_KW> {
   // the -32 of every value is taken out in the integer sum (it starts at -32 * S_j), so fm is unused
