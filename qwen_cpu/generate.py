@@ -4,7 +4,7 @@
    what it can from the previous call, so a chat turn only computes its new tokens);
 2. `stream`: -> `Response` objects carrying the new text (never broken UTF-8, never any part of a
    stop string), the token, speed figures and, on the last one, the finish reason;
-3. `generate`: the whole text at once.
+3. `generate`: a drained stream, the whole text at once.
 """
 
 from __future__ import annotations
@@ -107,11 +107,10 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: S
         yield response(tail, None, finish)
 
 
-def generate(model, prompt_ids: Sequence[int], **kwargs) -> Response:
-    """Generate to the end and return one Response holding the whole text."""
-    parts = []
-    last = None
-    for last in stream(model, prompt_ids, **kwargs):
+def generate(responses: Iterator[Response]) -> Response:
+    """Drain a stream into one Response holding the whole text (and the last one's figures)."""
+    parts, last = [], None
+    for last in responses:
         parts.append(last.text)
     assert last is not None
     last.text = "".join(parts)
@@ -132,16 +131,13 @@ def sampling_params(**overrides) -> SamplingParams:
 
 def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
     """Drain a stream into an OpenAI `chat.completion` dict."""
-    text, last = [], None
-    for last in responses:
-        text.append(last.text)
-    assert last is not None
+    last = generate(responses)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": last.text},
                      "finish_reason": last.finish_reason}],
         "usage": {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
                   "total_tokens": last.prompt_tokens + last.generation_tokens},

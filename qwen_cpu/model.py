@@ -276,7 +276,9 @@ class Model:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                  **sampling: Any) -> str:
         """The continuation of a prompt as one string (see stream)."""
-        return "".join(r.text for r in self.stream(prompt, max_tokens, stop, **sampling))
+        from . import generate
+
+        return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
