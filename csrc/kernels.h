@@ -28,19 +28,31 @@ typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
 typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 
+// Activation layouts private to the SIMD decode kernels (not GGUF types), numbered after them.
+enum : int32_t {
+  QC_ACT_Q8_0X4 = GGML_TYPE_COUNT,  // act_q8_0x4.h: Q8_0 regrouped for the Q4_0 gemv
+  QC_ACT_COUNT,
+};
+
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
   int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
-  // Optional (nullptr: the driver loops over vec_dot). Last, so that `= {vec_dot, act_type}`
-  // resets it: a gemm must be registered after the vec_dot it goes with.
+  // Optional, and last so that `= {vec_dot, act_type}` resets them: register them after the
+  // vec_dot they go with.
+  // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot).
   gemm_fn gemm = nullptr;
+  // gemv: the decode form, vec_dot's value over one activation row stored in the layout gemv_act
+  // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
+  // of that layout's block (act_block_elems).
+  vec_dot_fn gemv = nullptr;
+  int32_t gemv_act = -1;
 };
 
 struct Kernels {
   const char* isa = "none";
   WeightKernels weight[GGML_TYPE_COUNT];
   dequantize_row_fn dequantize[GGML_TYPE_COUNT] = {};
-  quantize_row_fn quantize_act[GGML_TYPE_COUNT] = {};  // indexed by the activation type
+  quantize_row_fn quantize_act[QC_ACT_COUNT] = {};  // indexed by the activation type or QC_ACT_* id
 
   // y (n) = x / sqrt(mean(x^2) + eps) * w
   void (*rmsnorm)(float* y, const float* x, const float* w, int64_t n, float eps) = nullptr;
@@ -96,6 +108,14 @@ const char* cpu_features();
 static inline size_t row_bytes(int32_t type, int64_t n) {
   const TypeInfo ti = type_info(type);
   return ti.block_elems ? (size_t)(n / ti.block_elems) * (size_t)ti.block_bytes : 0;
+}
+
+// Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
+static inline int act_block_elems(int32_t fmt) {
+  return fmt == QC_ACT_Q8_0X4 ? 128 : type_info(fmt).block_elems;
+}
+static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
+  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : row_bytes(fmt, n);
 }
 
 }  // namespace qc

@@ -16,6 +16,12 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
   return wk;
 }
 
+// The activation format a product of this weight type reads: the decode layout of the path's
+// gemv for one token when the row length fits it, else the type's activation type.
+static int32_t act_format(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
+  return n_tok == 1 && wk.gemv && n_in % act_block_elems(wk.gemv_act) == 0 ? wk.gemv_act : wk.act_type;
+}
+
 // The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.
 struct ActLayout {
   int n = 0;
@@ -27,21 +33,23 @@ struct ActLayout {
 static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
   ActLayout L;
   for (int i = 0; i < n_outs; ++i) {
-    const int32_t f = checked(K, outs[i].wtype, n_in).act_type;
+    const int32_t f = act_format(checked(K, outs[i].wtype, n_in), n_in, n_tok);
     bool seen = false;
     for (int j = 0; j < L.n; ++j) seen |= L.fmt[j] == f;
     if (seen) continue;
     if (L.n == 4) throw std::invalid_argument("matmul_group: too many activation formats");
     L.fmt[L.n] = f;
     L.offset[L.n] = L.total;
-    L.total += row_bytes(f, n_in) * (size_t)n_tok;
+    L.total += act_row_bytes(f, n_in) * (size_t)n_tok;
     ++L.n;
   }
   return L;
 }
 
+// Enough for any call with 1 .. n_tok tokens (a single token may use a larger decode layout).
 size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
-  return act_layout(K, outs, n_outs, n_in, n_tok).total;
+  const size_t one = act_layout(K, outs, n_outs, n_in, 1).total, all = act_layout(K, outs, n_outs, n_in, n_tok).total;
+  return one > all ? one : all;
 }
 
 size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok) {
@@ -57,7 +65,7 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   // 1. Quantize the input once per activation format.
   auto quantize_rows = [&](int64_t t0, int64_t t1) {
     for (int j = 0; j < L.n; ++j) {
-      const size_t act_row = row_bytes(L.fmt[j], n_in);
+      const size_t act_row = act_row_bytes(L.fmt[j], n_in);
       for (int64_t t = t0; t < t1; ++t) K.quantize_act[L.fmt[j]](x + t * n_in, scratch + L.offset[j] + t * act_row, n_in);
     }
   };
@@ -92,10 +100,11 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       if (g0 >= base + o.n_out) continue;
       const int64_t r0 = g0 - base, r1 = (g1 < base + o.n_out ? g1 : base + o.n_out) - base;
       const WeightKernels& wk = K.weight[o.wtype];
+      const int32_t fmt = act_format(wk, n_in, n_tok);
       int j = 0;
-      while (L.fmt[j] != wk.act_type) ++j;
+      while (L.fmt[j] != fmt) ++j;
       const uint8_t* act = scratch + L.offset[j];
-      const size_t act_row = row_bytes(wk.act_type, n_in), w_row = row_bytes(o.wtype, n_in);
+      const size_t act_row = act_row_bytes(fmt, n_in), w_row = row_bytes(o.wtype, n_in);
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
       if (n_tok > 1 && wk.gemm) {
         // Prefill: the tile kernel over [r0, r1) x a chunk of tokens at a time. The chunk's
@@ -112,15 +121,17 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
                   o.y + t0 * o.n_out + r0, (size_t)o.n_out);
         }
       } else {
-        // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
-        // rows so that for several tokens a tile is reused while it is in cache.
+        // Decode (or a type without a gemm kernel): one vec_dot (or its decode form) per
+        // output, in tiles of weight rows so that for several tokens a tile is reused while it
+        // is in cache.
+        const vec_dot_fn dot = fmt == wk.act_type ? wk.vec_dot : wk.gemv;
         constexpr int64_t kRowTile = 16;
         for (int64_t rt = r0; rt < r1; rt += kRowTile) {
           const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
           for (int64_t t = 0; t < n_tok; ++t) {
             const uint8_t* a = act + t * act_row;
             float* yt = o.y + t * o.n_out;
-            for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
+            for (int64_t r = rt; r < rt_end; ++r) yt[r] = dot(n_in, w + r * w_row, a);
           }
         }
       }

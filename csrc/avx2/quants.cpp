@@ -11,6 +11,7 @@ namespace qc {
 void register_quant_kernels_avx2(Kernels& k) {
   avx2::register_quants_32(k);
   avx2::register_quants_k(k);
+  avx2::register_gemv(k);
   register_gemm_kernels_avx2(k);  // after the vec_dots: assigning a WeightKernels resets gemm
 }
 

@@ -8,6 +8,8 @@
 // with one horizontal sum at the end.
 #include "simd.h"
 
+#include "../act_q8_0x4.h"
+
 namespace qc {
 namespace avx2 {
 namespace {
@@ -223,6 +225,7 @@ void register_quants_32(Kernels& k) {
   k.weight[GGML_Q8_0] = {vec_dot_q8_0, GGML_Q8_0};
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
+  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
   // F32 activations stay the inherited plain copy.
 }
 

@@ -161,7 +161,7 @@ std::vector<double> act_values(int32_t atype, const std::vector<uint8_t>& a, int
 }
 
 std::vector<uint8_t> quantize(const Kernels& K, int32_t atype, const std::vector<float>& x) {
-  std::vector<uint8_t> a(row_bytes(atype, (int64_t)x.size()));
+  std::vector<uint8_t> a(act_row_bytes(atype, (int64_t)x.size()));
   K.quantize_act[atype](x.data(), a.data(), (int64_t)x.size());
   return a;
 }
@@ -190,9 +190,12 @@ std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt1
   return rows;
 }
 
+const char* act_name(int32_t atype) { return atype == QC_ACT_Q8_0X4 ? "Q8_0x4" : type_info(atype).name; }
+
 void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
-  for (int32_t atype : {GGML_Q8_0, GGML_Q8_1, GGML_Q8_K, GGML_F32})
+  for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4})
     for (int n : {256, 4096}) {
+      if (!K.quantize_act[atype]) continue;  // decode layouts: only where a table has a gemv
       auto g = rng_for(fmt("act %d %d", atype, n));
       for (auto& row : activation_rows(g, n)) {
         const std::vector<uint8_t> got = quantize(K, atype, row.second), ref = quantize(S, atype, row.second);
@@ -200,7 +203,7 @@ void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
         for (size_t i = 0; i < got.size(); ++i)
           if (got[i] != ref[i] && bad++ == 0) first = i;
         R.check(bad == 0, K.isa,
-                fmt("quantize_act %s n=%d %s: %zu bytes differ, first at %zu", type_info(atype).name, n,
+                fmt("quantize_act %s n=%d %s: %zu bytes differ, first at %zu", act_name(atype), n,
                     row.first.c_str(), bad, first));
       }
     }
@@ -224,6 +227,17 @@ void check_dot(Report& R, const Kernels& K, const Kernels& S, const WeightType& 
   R.check(std::isfinite(ref) && err <= 1e-5 * scale + 1e-30, K.isa,
           fmt("vec_dot %s n=%lld %s: got %.9g scalar %.9g diff %.3g sum|terms| %.3g", type_info(wt.type).name,
               (long long)n, what.c_str(), got, ref, err, scale));
+  // The decode form: the same value over the same activations in its own layout (made by the
+  // scalar reference quantizer of that layout from x), within the same bound.
+  const WeightKernels& wk = K.weight[wt.type];
+  if (wk.gemv && n % act_block_elems(wk.gemv_act) == 0) {
+    const std::vector<uint8_t> a4 = quantize(S, wk.gemv_act, x);
+    const float got4 = wk.gemv(n, w.data(), a4.data());
+    const double err4 = std::fabs((double)got4 - (double)ref);
+    R.check(err4 <= 1e-5 * scale + 1e-30, K.isa,
+            fmt("gemv %s n=%lld %s: got %.9g scalar vec_dot %.9g diff %.3g sum|terms| %.3g", type_info(wt.type).name,
+                (long long)n, what.c_str(), got4, ref, err4, scale));
+  }
 }
 
 void test_vec_dot(Report& R, const Kernels& K, const Kernels& S) {
@@ -234,8 +248,11 @@ void test_vec_dot(Report& R, const Kernels& K, const Kernels& S) {
                 S.weight[wt.type].act_type));
     if (!K.weight[wt.type].vec_dot) continue;
     const int blk = std::max(wt.blk, act_block(S.weight[wt.type].act_type));
-    const std::vector<int64_t> sizes =
+    std::vector<int64_t> sizes =
         blk == 1 ? std::vector<int64_t>{1, 7, 64, 4101} : std::vector<int64_t>{blk, 2 * blk, 3 * blk, 4096 + blk};
+    const int gemv_blk = K.weight[wt.type].gemv ? act_block_elems(K.weight[wt.type].gemv_act) : 0;
+    if (gemv_blk)  // the decode form: odd group counts
+      for (int64_t n : {1, 3, 4096 / gemv_blk + 1}) sizes.push_back(n * gemv_blk);
     auto g = rng_for(fmt("dot %s", name));
     std::uniform_int_distribution<int> pick(0, 2);
     const double mags[3] = {1e-3, 1.0, 30.0};
@@ -247,7 +264,7 @@ void test_vec_dot(Report& R, const Kernels& K, const Kernels& S) {
       }
     if (wt.blk == 1) continue;
     for (int fill : {0x00, 0xFF, 0x80, 0x7F, 0x55})
-      for (int64_t n : {(int64_t)blk, (int64_t)5 * blk}) {
+      for (int64_t n : {(int64_t)blk, (int64_t)5 * blk, (int64_t)std::max(gemv_blk, blk) * 5}) {
         const std::vector<uint8_t> w = random_weights(g, wt, n, fill);
         std::vector<float> ones((size_t)n, 1.0f), neg((size_t)n, -1.0f), alt((size_t)n);
         for (int64_t i = 0; i < n; ++i) alt[i] = i % 2 == 0 ? 1.0f : -1.0f;
