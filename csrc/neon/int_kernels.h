@@ -7,6 +7,7 @@
 // Every block's integer sum is exact (int32 lanes), as in the scalar reference; only the float
 // accumulation of the per-block terms is ordered differently (vector lanes, FMA).
 #pragma once
+#include "../act_q8_0x4.h"
 #include "../scalar/quants.h"
 #include "neon.h"
 
@@ -107,6 +108,29 @@ float vec_dot_32(int64_t n, const void* vw, const void* va) {
     off += B::offset(w[i], a[i]);
   }
   return vaddvq_f32(vaddq_f32(acc0, acc1)) + off;
+}
+
+// The decode form of Q4_0 (WeightKernels::gemv): w (n / 32 blocks of block_q4_0) . a (n / 128
+// blocks of block_q8_0x4, act_q8_0x4.h). The nibbles enter the dot products unshifted (0..15) and
+// the activation's precomputed 8 * sum(a) is subtracted per block in int32, instead of
+// subtracting 8 from every weight byte; the activation scales come as floats, one per lane.
+template <class D>
+float gemv_q4_0(int64_t n, const void* vw, const void* va) {
+  const block_q4_0* w = static_cast<const block_q4_0*>(vw);
+  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  for (int64_t g = 0; g < n / QK8_0X4; ++g, w += 4, ++a)
+    for (int k = 0; k < 4; ++k) {
+      const uint8x16_t q = vld1q_u8(w[k].qs);
+      const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+      const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+      int32x4_t s = D::dot(D::dot(vdupq_n_s32(0), lo, vld1q_s8(a->lo + 16 * k)), hi, vld1q_s8(a->hi + 16 * k));
+      s = vsubq_s32(s, vld1q_s32(a->sum8 + 4 * k));
+      const float32x4_t d = vmulq_n_f32(vld1q_f32(a->d + 4 * k), h2f(w[k].d));
+      if (k % 2) acc1 = vfmaq_f32(acc1, vcvtq_f32_s32(s), d);
+      else acc0 = vfmaq_f32(acc0, vcvtq_f32_s32(s), d);
+    }
+  return vaddvq_f32(vaddq_f32(acc0, acc1));
 }
 
 // ---- K-quants (super-blocks of 256) with Q8_K activations --------------------------------
@@ -294,6 +318,8 @@ void register_int_kernels(Kernels& k) {
   k.weight[GGML_Q4_K] = {vec_dot_q4_K<D>, GGML_Q8_K};
   k.weight[GGML_Q5_K] = {vec_dot_q5_K<D>, GGML_Q8_K};
   k.weight[GGML_Q6_K] = {vec_dot_q6_K<D>, GGML_Q8_K};
+  k.weight[GGML_Q4_0].gemv = gemv_q4_0<D>;  // after the vec_dot (the brace assignment resets it)
+  k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 // vmaxnm for the abs max so that NaN inputs are skipped as the scalar comparison skips them.
 #include "neon.h"
 
+#include "../act_q8_0x4.h"
+
 namespace qc {
 namespace neon {
 namespace {
@@ -140,6 +142,7 @@ void register_quants_float(Kernels& k) {
   k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
   k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
+  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
   k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
   k.quantize_act[GGML_F32] = quantize_row_f32;
