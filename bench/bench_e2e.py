@@ -21,7 +21,9 @@ alternates between repetitions), each in a fresh process; the table shows median
   Python      ours: the fraction of decode time spent outside the C++ forward call (32 steps)
 Decode feeds fixed token ids (no sampling), as llama-bench does. Results go to stdout and, between
 marker comments, into bench/README.md with the date, CPU and git commit. --quick: 0.5B Q4_0 only,
-2 threads, 1 repetition. The llama-bench binary is looked for in ~/.cache/qwen-cpu-bench
+2 threads, 1 repetition. Every finished row is also appended to bench_e2e.jsonl in the cache folder,
+so a long run can be split (e.g. --threads 2, then --threads 1): --merge adds the saved rows of the
+same commit and CPU that this run did not measure to the table. The llama-bench binary is looked for in ~/.cache/qwen-cpu-bench
 (--llama-bench PATH to override); without it only our figures are shown.
 """
 
@@ -265,6 +267,27 @@ def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: lis
     return "\n".join(lines)
 
 
+def merge_saved(rows: list[dict], bandwidth: dict, loads: list, saved: Path, facts: dict):
+    """rows plus the saved rows of the same commit and CPU for (model, type, threads) not in rows,
+    the latest of each; their bandwidth figures fill thread counts this run did not measure and
+    their load averages join the stated range."""
+    have = {(r["model"], r["type"], r["threads"]) for r in rows}
+    extra: dict = {}
+    for line in saved.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        key = (r["model"], r["type"], r["threads"])
+        if r["facts"]["commit"] == facts["commit"] and r["facts"]["cpu"] == facts["cpu"] and key not in have:
+            extra[key] = r
+    bandwidth = dict(bandwidth)
+    for r in extra.values():
+        bandwidth.setdefault(r["threads"], r["bandwidth"][str(r["threads"])])
+        loads = loads + r["loads"]
+    order = {k: i for i, k in enumerate(["0.5b", "1.5b", "SmolLM2-135M"])}
+    merged = rows + list(extra.values())
+    merged.sort(key=lambda r: (order.get(r["model"], 9), r["type"], r["threads"]))
+    return merged, bandwidth, loads
+
+
 def write_readme(text: str) -> None:
     old = README.read_text(encoding="utf-8") if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in old or END not in old:
@@ -284,6 +307,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--llama-bench", type=Path, default=None)
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the saved rows of this commit (bench_e2e.jsonl) that this run did not measure")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "THREADS", "DEPTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -307,6 +332,8 @@ def main() -> None:
     print("read bandwidth:", {n: f"{b / 1e9:.1f} GB/s" for n, b in bandwidth.items()}, flush=True)
     depth = not args.no_depth
     rows, loads = [], [os.getloadavg()[0]]
+    facts = machine_facts()
+    saved = args.cache / "bench_e2e.jsonl"
     for label, qtype, path in files:
         weights, kv_deep = bytes_per_token(path, DEPTH + TG // 2)
         kv_short = bytes_per_token(path, SHORT + TG // 2)[1]
@@ -331,7 +358,12 @@ def main() -> None:
                    "ours": {k: med(ours, k) for k in keys}, "llama": {k: med(theirs, k) for k in keys}}
             rows.append(row)
             print(f"{label} {qtype} t={n}: ours {row['ours']}\n    llama.cpp {row['llama']}", flush=True)
-    text = table(rows, machine_facts(), bandwidth, loads, args.reps)
+            with open(saved, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({**row, "facts": facts, "bandwidth": bandwidth, "loads": loads[-args.reps:],
+                                     "reps": args.reps}) + "\n")
+    if args.merge and saved.exists():
+        rows, bandwidth, loads = merge_saved(rows, bandwidth, loads, saved, facts)
+    text = table(rows, facts, bandwidth, loads, args.reps)
     print("\n" + text)
     if not args.no_readme:
         write_readme(text)
