@@ -11,6 +11,12 @@
 //
 // The values are exactly those of Q8_0 (same rounding, the f16 scale kept as its float value), so
 // a gemv over this layout equals vec_dot over Q8_0 up to the order of the float sums.
+//
+// The offset is split by int32 lane: a 4-byte dot product instruction sums bytes 4j..4j+3 of lo
+// and of hi into lane j, and sum8 holds 8 times the sum of exactly those 8 activation bytes, so each
+// lane minus its sum8 is the exact partial dot of the weights q - 8 over its 8 values. Converted to
+// float lane by lane, the rounding error stays relative to the true terms (a block of zero weights,
+// all nibbles 8, gives exactly 0), not to the larger (q + 8) * a products.
 #pragma once
 #include <cstdint>
 
@@ -23,7 +29,7 @@ struct block_q8_0x4 {
   int8_t lo[64];      // lo[16k + j] = b_k.qs[j]       (j < 16)
   int8_t hi[64];      // hi[16k + j] = b_k.qs[16 + j]
   float d[16];        // d[4k + j]   = b_k.d as float  (j < 4: one per int32 lane of block k)
-  int32_t sum8[16];   // sum8[4k] = 8 * sum(b_k.qs), sum8[4k + 1..3] = 0
+  int32_t sum8[16];   // sum8[4k + j] = 8 * sum of lo[16k + 4j .. + 3] and hi[16k + 4j .. + 3]
 };
 static_assert(sizeof(block_q8_0x4) == 256, "block_q8_0x4 size");
 constexpr int QK8_0X4 = 128;
@@ -31,16 +37,16 @@ constexpr int QK8_0X4 = 128;
 // src: 4 Q8_0 blocks -> dst
 static inline void q8_0x4_from_q8_0(const block_q8_0* src, block_q8_0x4* dst) {
   for (int k = 0; k < 4; ++k) {
-    int32_t sum = 0;
     for (int j = 0; j < 16; ++j) {
       dst->lo[16 * k + j] = src[k].qs[j];
       dst->hi[16 * k + j] = src[k].qs[16 + j];
     }
-    for (int j = 0; j < 32; ++j) sum += src[k].qs[j];
     const float d = fp16_to_fp32(src[k].d);
     for (int j = 0; j < 4; ++j) {
+      int32_t sum = 0;
+      for (int i = 4 * j; i < 4 * j + 4; ++i) sum += src[k].qs[i] + src[k].qs[16 + i];  // lo, hi bytes of lane j
       dst->d[4 * k + j] = d;
-      dst->sum8[4 * k + j] = j == 0 ? 8 * sum : 0;
+      dst->sum8[4 * k + j] = 8 * sum;
     }
   }
 }

@@ -23,6 +23,9 @@ typedef float (*vec_dot_fn)(int64_t n, const void* w, const void* a);
 // tile of activation rows); the caller picks n_a so that the activation rows stay in cache.
 typedef void (*gemm_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_w, const void* a, size_t a_row_bytes,
                         int n_a, float* y, size_t y_stride);
+// The decode form of vec_dot: y[r] = dot(w row r, a) for r < n_rows, w rows w_row_bytes apart,
+// a one activation row in the layout WeightKernels::gemv_act (several rows share its loads).
+typedef void (*gemv_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, float* y);
 // y (n) = dequantized x (n elements of the type)
 typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
@@ -41,10 +44,10 @@ struct WeightKernels {
   // vec_dot they go with.
   // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot).
   gemm_fn gemm = nullptr;
-  // gemv: the decode form, vec_dot's value over one activation row stored in the layout gemv_act
+  // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
-  vec_dot_fn gemv = nullptr;
+  gemv_fn gemv = nullptr;
   int32_t gemv_act = -1;
 };
 

@@ -120,18 +120,19 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
           wk.gemm(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act + t0 * act_row, act_row, (int)nt,
                   o.y + t0 * o.n_out + r0, (size_t)o.n_out);
         }
+      } else if (fmt != wk.act_type) {
+        // Decode with the type's decode form over its own activation layout.
+        wk.gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
       } else {
-        // Decode (or a type without a gemm kernel): one vec_dot (or its decode form) per
-        // output, in tiles of weight rows so that for several tokens a tile is reused while it
-        // is in cache.
-        const vec_dot_fn dot = fmt == wk.act_type ? wk.vec_dot : wk.gemv;
+        // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
+        // rows so that for several tokens a tile is reused while it is in cache.
         constexpr int64_t kRowTile = 16;
         for (int64_t rt = r0; rt < r1; rt += kRowTile) {
           const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
           for (int64_t t = 0; t < n_tok; ++t) {
             const uint8_t* a = act + t * act_row;
             float* yt = o.y + t * o.n_out;
-            for (int64_t r = rt; r < rt_end; ++r) yt[r] = dot(n_in, w + r * w_row, a);
+            for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
           }
         }
       }

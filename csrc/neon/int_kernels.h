@@ -110,27 +110,32 @@ float vec_dot_32(int64_t n, const void* vw, const void* va) {
   return vaddvq_f32(vaddq_f32(acc0, acc1)) + off;
 }
 
-// The decode form of Q4_0 (WeightKernels::gemv): w (n / 32 blocks of block_q4_0) . a (n / 128
-// blocks of block_q8_0x4, act_q8_0x4.h). The nibbles enter the dot products unshifted (0..15) and
-// the activation's precomputed 8 * sum(a) is subtracted per block in int32, instead of
-// subtracting 8 from every weight byte; the activation scales come as floats, one per lane.
+// The decode form of Q4_0 (WeightKernels::gemv): rows of Q4_0 . one activation row in the
+// Q8_0x4 layout (act_q8_0x4.h). The nibbles enter the dot products unshifted (0..15) and the
+// activation's precomputed 8 * sum(a) is subtracted per block in int32, instead of subtracting 8
+// from every weight byte. D::dot's lanes need not be the layout's (DotBase pairs other bytes than
+// SDOT), so each block's lanes are summed to its exact integer before the scale. One row per pass.
 template <class D>
-float gemv_q4_0(int64_t n, const void* vw, const void* va) {
-  const block_q4_0* w = static_cast<const block_q4_0*>(vw);
-  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
-  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+float gemv_row_q4_0(int64_t n, const block_q4_0* w, const block_q8_0x4* a) {
+  float acc0 = 0.0f, acc1 = 0.0f;
   for (int64_t g = 0; g < n / QK8_0X4; ++g, w += 4, ++a)
     for (int k = 0; k < 4; ++k) {
       const uint8x16_t q = vld1q_u8(w[k].qs);
       const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
       const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-      int32x4_t s = D::dot(D::dot(vdupq_n_s32(0), lo, vld1q_s8(a->lo + 16 * k)), hi, vld1q_s8(a->hi + 16 * k));
-      s = vsubq_s32(s, vld1q_s32(a->sum8 + 4 * k));
-      const float32x4_t d = vmulq_n_f32(vld1q_f32(a->d + 4 * k), h2f(w[k].d));
-      if (k % 2) acc1 = vfmaq_f32(acc1, vcvtq_f32_s32(s), d);
-      else acc0 = vfmaq_f32(acc0, vcvtq_f32_s32(s), d);
+      const int32x4_t s = D::dot(D::dot(vdupq_n_s32(0), lo, vld1q_s8(a->lo + 16 * k)), hi, vld1q_s8(a->hi + 16 * k));
+      const int32_t isum = vaddvq_s32(vsubq_s32(s, vld1q_s32(a->sum8 + 4 * k)));
+      if (k % 2) acc1 += (float)isum * (a->d[4 * k] * h2f(w[k].d));
+      else acc0 += (float)isum * (a->d[4 * k] * h2f(w[k].d));
     }
-  return vaddvq_f32(vaddq_f32(acc0, acc1));
+  return acc0 + acc1;
+}
+
+template <class D>
+void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  for (int r = 0; r < n_rows; ++r)
+    y[r] = gemv_row_q4_0<D>(n, reinterpret_cast<const block_q4_0*>(static_cast<const uint8_t*>(w) + r * wrb),
+                            static_cast<const block_q8_0x4*>(a));
 }
 
 // ---- K-quants (super-blocks of 256) with Q8_K activations --------------------------------
