@@ -21,7 +21,7 @@ namespace qc {
 namespace {
 
 struct CpuFeatures {
-  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool sse42 = false, popcnt = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
   bool avxvnni = false, os_avx = false, os_avx512 = false;
   bool neon = false, dotprod = false;
@@ -43,6 +43,7 @@ CpuFeatures probe() {
   unsigned a, b, c, d;
   if (__get_cpuid(1, &a, &b, &c, &d)) {
     f.sse42 = c & (1u << 20);
+    f.popcnt = c & (1u << 23);
     f.fma = c & (1u << 12);
     f.f16c = c & (1u << 29);
     f.avx = c & (1u << 28);
@@ -65,7 +66,8 @@ CpuFeatures probe() {
   if (!f.os_avx) f.avx = f.avx2 = f.fma = f.f16c = false;
   if (!f.os_avx512) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = false;
   const std::pair<const char*, bool> names[] = {
-      {"sse4.2", f.sse42}, {"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c},
+      {"sse4.2", f.sse42}, {"popcnt", f.popcnt}, {"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma},
+      {"f16c", f.f16c},
       {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl},
       {"avx512dq", f.avx512dq}, {"avx512vnni", f.avx512vnni}, {"avxvnni", f.avxvnni}};
   for (auto& n : names)
@@ -98,6 +100,18 @@ struct Tables {
     list.push_back(scalar);
     const CpuFeatures& f = features();
     (void)f;
+#ifdef QWEN_HAVE_SSE42
+    // 128-bit integer dot products: every x86-64 CPU since Nehalem (2008). Sandy/Ivy Bridge (AVX1,
+    // no AVX2/FMA) stay here too: AVX1 has no 256-bit integer operations, so the int8 kernels
+    // would gain nothing from it, and one 128-bit tier serves both generations.
+    if (f.sse42 && f.popcnt) {
+      Kernels t = scalar;
+      t.isa = "sse42";
+      register_quant_kernels_sse42(t);
+      register_op_kernels_sse42(t);
+      list.push_back(t);
+    }
+#endif
 #ifdef QWEN_HAVE_AVX2
     if (f.avx2 && f.fma && f.f16c) {
       Kernels t = scalar;

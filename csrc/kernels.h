@@ -83,6 +83,11 @@ struct Kernels {
 // (dispatch.cpp starts every SIMD table as a copy of the scalar one).
 void register_quant_kernels_scalar(Kernels& k);
 void register_op_kernels_scalar(Kernels& k);
+#ifdef QWEN_HAVE_SSE42
+// SSE4.2 + POPCNT, 128-bit: Nehalem .. Ivy Bridge (csrc/sse42/simd.h says why AVX1 adds nothing)
+void register_quant_kernels_sse42(Kernels& k);
+void register_op_kernels_sse42(Kernels& k);
+#endif
 #ifdef QWEN_HAVE_AVX2
 void register_quant_kernels_avx2(Kernels& k);
 void register_op_kernels_avx2(Kernels& k);
