@@ -4,8 +4,11 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <new>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -48,6 +51,30 @@ struct ModelWeights {
   Tensor output;               // (n_vocab, n_embd); tok_embd when the embeddings are tied
 };
 
+// A zero-filled array of n trivially copyable T, owned. It comes from calloc, which takes large
+// blocks straight from the OS as zero pages that are neither read nor written here: a page counts
+// in RSS only once a kernel writes it (a std::vector would touch every page at construction).
+template <class T>
+class ZeroBuffer {
+  static_assert(std::is_trivially_copyable<T>::value, "calloc'd memory holds no constructed objects");
+
+ public:
+  ZeroBuffer() = default;
+  explicit ZeroBuffer(size_t n) : p_(n ? static_cast<T*>(std::calloc(n, sizeof(T))) : nullptr), n_(n) {
+    if (n && !p_) throw std::bad_alloc();
+  }
+  T* data() { return p_.get(); }
+  const T* data() const { return p_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p_;
+  size_t n_ = 0;
+};
+
 class Model {
  public:
   // Throws std::invalid_argument naming the first inconsistency between config and weights.
@@ -79,21 +106,24 @@ class Model {
   ThreadPool pool_;
   const Kernels* K_ = nullptr;
 
-  // KV cache: per layer (n_kv_head, n_ctx, head_dim), binary16 or float32.
+  // KV cache: per layer (n_kv_head, n_ctx, head_dim), binary16 or float32. Positions never
+  // written cost no memory (ZeroBuffer).
   size_t layer_cache_bytes_ = 0;
-  std::vector<uint8_t> k_cache_, v_cache_;
+  ZeroBuffer<uint8_t> k_cache_, v_cache_;
 
-  // Activations for up to n_batch tokens, allocated once.
-  std::vector<float> x_;        // (n_batch, n_embd) residual stream
-  std::vector<float> xn_;       // (n_batch, n_embd) normalised input of a sub-block
-  std::vector<float> q_;        // (n_batch, n_head*head_dim)
-  std::vector<float> k_, v_;    // (n_batch, n_kv_head*head_dim)
-  std::vector<float> att_;      // (n_batch, n_head*head_dim) attention output
-  std::vector<float> proj_;     // (n_batch, n_embd) attention / FFN output projection
-  std::vector<float> gate_, up_;// (n_batch, n_ff)
-  std::vector<float> cos_, sin_;// (n_batch, head_dim/2) rope tables of this step
-  std::vector<float> att_scratch_;  // attention_scratch_floats(...)
-  std::vector<uint8_t> act_;    // quantized activations, the largest any matmul needs
+  // Activations for up to n_batch tokens, allocated once (untouched until a step uses them: a
+  // decode-only session never commits the prefill-sized parts).
+  int64_t ffn_chunk_ = 0;       // min(n_batch, kFfnChunk): tokens per feed-forward sub-step
+  ZeroBuffer<float> x_;         // (n_batch, n_embd) residual stream
+  ZeroBuffer<float> xn_;        // (n_batch, n_embd) normalised input of a sub-block
+  ZeroBuffer<float> q_;         // (n_batch, n_head*head_dim)
+  ZeroBuffer<float> k_, v_;     // (n_batch, n_kv_head*head_dim)
+  ZeroBuffer<float> att_;       // (n_batch, n_head*head_dim) attention output
+  ZeroBuffer<float> proj_;      // (n_batch, n_embd) attention / FFN output projection
+  ZeroBuffer<float> gate_, up_; // (ffn_chunk_, n_ff): the FFN runs ffn_chunk_ tokens at a time
+  ZeroBuffer<float> cos_, sin_; // (n_batch, head_dim/2) rope tables of this step
+  ZeroBuffer<float> att_scratch_;  // attention_scratch_floats(...)
+  ZeroBuffer<uint8_t> act_;     // quantized activations, the largest any matmul needs
 };
 
 }  // namespace qc

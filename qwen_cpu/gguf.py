@@ -18,9 +18,11 @@ section), padding to `alignment`, then the data section. A string is a uint64 le
 
 from __future__ import annotations
 
+import array
 import mmap
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +44,7 @@ from .gguf_types import (
     is_power_of_two,
 )
 
-__all__ = ["GGUFFile", "TensorInfo", "ValueType", "GGUFError"]
+__all__ = ["GGUFFile", "TensorInfo", "StringArray", "ValueType", "GGUFError"]
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -74,6 +76,61 @@ class TensorInfo:
         if t.block_bytes is None:
             return None
         return self.shape[-1] // t.block_elems * t.block_bytes
+
+
+class StringArray(Sequence):
+    """A metadata array of strings, validated when the file was opened and decoded on access.
+
+    Indexing, slicing and iteration give str (a slice gives a list); == compares with a list or
+    tuple of str; joined() gives the raw UTF-8 bytes. It holds one int64 per string, not the
+    strings (a 152k-token vocabulary: 1.2 MB instead of ~10 MB of str objects). Its view into the
+    map keeps the map alive, so it stays readable after GGUFFile.close() like the numeric views.
+    """
+
+    __slots__ = ("_map", "_view", "_offsets")
+
+    def __init__(self, map_: mmap.mmap, view: np.ndarray, offsets: np.ndarray):
+        self._map = map_        # sliced for speed (bytes, then decode)
+        self._view = view       # uint8 view of the array's bytes: pins the map (close() then defers)
+        self._offsets = offsets  # int64 (n + 1,): each string's length field in the file, then the end
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def _get(self, i: int) -> str:
+        return self._map[int(self._offsets[i]) + 8:int(self._offsets[i + 1])].decode("utf-8")
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError(f"string array index {i} out of range ({n} strings)")
+        return self._get(j)
+
+    def __iter__(self):
+        m, offsets = self._map, self._offsets.tolist()
+        return (m[a + 8:b].decode("utf-8") for a, b in zip(offsets, offsets[1:]))
+
+    def joined(self) -> tuple[bytes, np.ndarray]:
+        """The strings' UTF-8 bytes back to back, and int64 (n + 1,) offsets of each in them."""
+        m, offsets = self._map, self._offsets.tolist()
+        blob = b"".join([m[a + 8:b] for a, b in zip(offsets, offsets[1:])])
+        starts = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.diff(self._offsets) - 8, out=starts[1:])
+        return blob, starts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (StringArray, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # compares by value, like list
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(s) for s in self[:3])
+        return f"StringArray([{head}{', ...' if len(self) > 3 else ''}], {len(self)} strings)"
 
 
 class _Cursor:
@@ -139,11 +196,12 @@ class _Cursor:
             return bool(v)
         return v
 
-    def string_array(self, n: int, field: str) -> list[str]:
-        """n strings, parsed in a tight loop (tokenizer vocabularies hold ~150k of them)."""
+    def string_array(self, n: int, field: str, view: np.ndarray) -> StringArray:
+        """n strings, each checked here (length within the file, valid UTF-8) but kept only as its
+        offset: tokenizer vocabularies hold ~150k of them, ~10 MB as Python str objects."""
         buf, size, pos, unpack = self.buf, self.size, self.pos, _U64.unpack_from
-        out: list[str] = []
-        append = out.append
+        starts = array.array("q")  # offset of each string's length field, then the end
+        append = starts.append
         i, start = 0, pos
         try:
             for i in range(n):
@@ -151,20 +209,22 @@ class _Cursor:
                     self.pos = pos
                     self.need(8, f"{field}[{i}] length")
                 (k,) = unpack(buf, pos)
+                append(pos)
                 start = pos + 8
                 pos = start + k
                 if pos > size:
                     self.pos = start
                     self.need(k, f"{field}[{i}]")
-                append(buf[start:pos].decode("utf-8"))
+                buf[start:pos].decode("utf-8")  # validation only; the str is dropped
         except UnicodeDecodeError as e:
             raise self.error(f"{field}[{i}]", start + e.start,
                              f"invalid UTF-8 ({e.reason})") from None
-        self.pos = pos
-        return out
+        append(pos)
+        base, self.pos = self.pos, pos
+        return StringArray(buf, view[base:pos], np.frombuffer(starts, dtype=np.int64))
 
     def array(self, field: str, view: np.ndarray) -> tuple[Any, ValueType]:
-        """An array value: numbers as a zero-copy numpy view, strings as a list of str."""
+        """An array value: numbers as a zero-copy numpy view, strings as a StringArray."""
         etype = self.value_type(field + " element type")
         if etype == ValueType.ARRAY:
             raise self.error(field, self.pos - 4, "nested array (array of arrays) is not supported")
@@ -172,7 +232,7 @@ class _Cursor:
         n = self.u64(field + " count")
         if etype == ValueType.STRING:
             self.count(n, MIN_STRING_BYTES, field, count_off)
-            return self.string_array(n, field), etype
+            return self.string_array(n, field, view), etype
         dtype = SCALAR_DTYPES[etype]
         self.count(n, dtype.itemsize, field, count_off)
         start, self.pos = self.pos, self.pos + n * dtype.itemsize
@@ -191,7 +251,7 @@ class GGUFFile:
 
     Attributes:
         path, file_size, version (2 or 3), alignment (bytes), data_offset (absolute start of the
-        data section), metadata (key -> int | float | bool | str | list[str] | numpy 1-D array view),
+        data section), metadata (key -> int | float | bool | str | StringArray | numpy 1-D array view),
         metadata_types (key -> ValueType, or (ValueType.ARRAY, element ValueType) for arrays),
         tensors (name -> TensorInfo, in file order).
 

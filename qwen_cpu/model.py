@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from . import _kernels
+from ._malloc import release_free_memory
 from .config import ModelConfig, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
@@ -145,6 +146,7 @@ class Model:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+            release_free_memory()
 
     def __enter__(self) -> "Model":
         return self
@@ -167,6 +169,7 @@ class Model:
             if self._file is None:
                 raise QwenCpuError("the model has been closed")
             self._tokenizer = Tokenizer.from_gguf_metadata(self._file.metadata)
+            release_free_memory()  # the build's temporaries (~28 MB at a 152k vocabulary)
         return self._tokenizer
 
     @property

@@ -687,7 +687,7 @@ def _copy_gguf_metadata(w: Any, src: Any) -> None:
             continue
         vt = src.metadata_types[key]
         if isinstance(vt, tuple):
-            items = val if isinstance(val, list) else np.asarray(val).tolist()
+            items = val.tolist() if isinstance(val, np.ndarray) else list(val)  # list of str from a StringArray
             if len(items) == 0:
                 continue
             w.add_key_value(key, items, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType(int(vt[1])))

@@ -19,6 +19,7 @@ import codecs
 import json
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from .errors import QwenCpuError
+from .gguf import StringArray
 
 # GGUF token types (tokenizer.ggml.token_type), as llama.cpp defines them.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL = 1, 2, 3
@@ -101,11 +103,12 @@ def check_gguf_vocab(meta: dict, n_vocab: int | None = None) -> None:
     n_vocab, the embedding's row count) more tokens than the model has embeddings. Cheap (no
     BPE is built), so that Model.load can reject a bad vocabulary before the tokenizer is used.
     A padding id out of range is tolerated (some converters write one; nothing here uses it)."""
-    def strings(key: str) -> list:
+    def strings(key: str) -> Sequence[str]:
         v = meta.get(key)
         if v is None:
             raise QwenCpuError(f"GGUF metadata lacks {key}")
-        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        # a StringArray (GGUFFile) holds only str by construction; a list is checked item by item
+        if not (isinstance(v, StringArray) or isinstance(v, list) and all(isinstance(t, str) for t in v)):
             raise QwenCpuError(f"{key} must be an array of strings, got {_describe(v)}")
         if not v:
             raise QwenCpuError(f"{key} is empty")
@@ -137,10 +140,38 @@ def check_gguf_vocab(meta: dict, n_vocab: int | None = None) -> None:
 def _describe(v) -> str:
     if hasattr(v, "dtype"):
         return f"an array of {v.dtype}"
-    if isinstance(v, list):
+    if isinstance(v, (list, StringArray)):
         kinds = sorted({type(t).__name__ for t in v})
         return f"a list of {', '.join(kinds) or 'nothing'}"
     return f"{type(v).__name__} {v!r}"[:80]
+
+
+class _PackedStrings:
+    """Strings kept as one UTF-8 blob and their offsets: a 152k-token vocabulary takes ~2.5 MB
+    this way instead of ~10 MB as a list of str, and needs no GGUF map to stay open."""
+
+    def __init__(self, blob: bytes, offsets: np.ndarray):
+        self._blob = blob          # UTF-8 (surrogates passed through) of all strings back to back
+        self._offsets = offsets    # int64 (n + 1,): start of each string in blob, then the end
+
+    @classmethod
+    def of(cls, strings: Iterable[str]) -> _PackedStrings:
+        if isinstance(strings, StringArray):  # straight from the file's bytes, no decoding
+            return cls(*strings.joined())
+        parts = [t.encode("utf-8", "surrogatepass") for t in strings]
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+        return cls(b"".join(parts), offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._blob[self._offsets[i]:self._offsets[i + 1]].decode("utf-8", "surrogatepass")
+
+    def __iter__(self):
+        blob, offsets = self._blob, self._offsets.tolist()
+        return (blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(offsets, offsets[1:]))
 
 
 class Tokenizer:
@@ -152,10 +183,12 @@ class Tokenizer:
     control tokens, which only template markup may produce), `chat_template` (str or None).
     """
 
-    def __init__(self, hf: tokenizers.Tokenizer, tokens: list[str], special_ids: set[int],
+    def __init__(self, hf: tokenizers.Tokenizer, tokens: Sequence[str] | _PackedStrings, special_ids: set[int],
                  added_ids: set[int], *, bos_id=None, eos_id=None, eot_id=None, pad_id=None,
                  add_bos=False, add_eos=False, chat_template=None, extra_eos_ids=()):
         self._hf = hf
+        if not isinstance(tokens, _PackedStrings):
+            tokens = _PackedStrings.of(tokens)
         self._tokens = tokens                      # (vocab_size,) token text as stored in the vocab
         self._added_ids = frozenset(added_ids)     # ids whose text is literal, not byte-level
         self._special_ids = frozenset(special_ids)
@@ -198,15 +231,16 @@ class Tokenizer:
                 raise QwenCpuError(f"fallback_pre = {fallback_pre!r} is not a known pre-tokenizer")
             pre = fallback_pre
         check_gguf_vocab(meta)
-        tokens, merges = list(get("tokens")), list(get("merges"))
-        types = get("token_type")
-        types = [TOKEN_NORMAL] * len(tokens) if types is None else [int(t) for t in types]
-
+        # GGUFFile gives StringArrays (decoded on access), tests give lists. The token texts are
+        # kept packed; the vocab dict and merge pairs live only until the Rust BPE holds its own.
+        tokens, types = _PackedStrings.of(get("tokens")), get("token_type")
+        types = (np.full(len(tokens), TOKEN_NORMAL, dtype=np.int64) if types is None
+                 else np.asarray(types, dtype=np.int64))
         vocab: dict[str, int] = {}
         for i, tok in enumerate(tokens):
             vocab.setdefault(tok, i)       # a duplicated text keeps its first id, as a lookup would
         pairs = []
-        for m in merges:
+        for m in get("merges"):
             left, sep, right = m.partition(" ")
             if not sep:
                 raise QwenCpuError(f"malformed merge {m!r} in tokenizer.ggml.merges")
@@ -215,6 +249,7 @@ class Tokenizer:
             model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _IGNORE_MERGES_PRE)
         except Exception as e:  # e.g. a merge whose parts are not tokens; the message names it
             raise QwenCpuError(f"invalid tokenizer.ggml vocabulary: {e}") from None
+        del vocab, pairs
         hf = tokenizers.Tokenizer(model)
         if pre in _NFC_PRE:
             hf.normalizer = normalizers.NFC()
@@ -224,8 +259,8 @@ class Tokenizer:
             [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         hf.decoder = decoders.ByteLevel()
 
-        special = {i for i, t in enumerate(types) if t in (TOKEN_CONTROL, TOKEN_UNKNOWN)}
-        user = {i for i, t in enumerate(types) if t == TOKEN_USER_DEFINED}
+        special = set(np.flatnonzero((types == TOKEN_CONTROL) | (types == TOKEN_UNKNOWN)).tolist())
+        user = set(np.flatnonzero(types == TOKEN_USER_DEFINED).tolist())
         hf.add_special_tokens([tokenizers.AddedToken(tokens[i], special=True, normalized=False)
                                for i in sorted(special)])
         hf.add_tokens([tokenizers.AddedToken(tokens[i], special=False, normalized=False)

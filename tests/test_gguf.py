@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from gguf_corpus import ARRAYS, SCALARS, layout, malformed_cases, valid_tensors, write_valid
 from qwen_cpu.errors import GGUFError
-from qwen_cpu.gguf import GGUFFile, ValueType
+from qwen_cpu.gguf import GGUFFile, StringArray, ValueType
 from qwen_cpu.gguf_types import GGML_TYPES
 
 FIXTURE = Path(__file__).parent / "data" / "qwen2-7b-q4_k_m.header.gguf"
@@ -228,6 +228,30 @@ def test_fixture_reads_completely_in_metadata_only_mode():
     assert f.data_offset == 5953248 and f.file_size == 5953246  # even the last padding is cut
     with pytest.raises(GGUFError, match="truncated: tensor 'token_embd.weight'"):
         f.tensor("token_embd.weight")
+    f.close()
+
+
+def test_string_arrays_are_checked_but_not_decoded_at_open():
+    """The fixture's 152k tokens and 151k merges would take ~20 MB as Python str objects; opened,
+    they are StringArrays holding an offset per string (~2.4 MB). tracemalloc counts exactly the
+    Python and numpy allocations still held, so the bound does not depend on the machine."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        f = GGUFFile(FIXTURE, metadata_only=True)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    tokens = f.metadata["tokenizer.ggml.tokens"]
+    assert isinstance(tokens, StringArray) and len(tokens) == 152064
+    assert held < 4 * 2**20, f"{held / 2**20:.1f} MiB held after open"
+    assert tokens[0] == "!" and tokens[-1] == tokens[152063] and tokens[151643] == "<｜end▁of▁sentence｜>"
+    blob, offsets = tokens.joined()
+    assert blob[offsets[151643]:offsets[151644]] == "<｜end▁of▁sentence｜>".encode()
+    assert offsets[-1] == len(blob)
+    with pytest.raises(IndexError):
+        tokens[152064]
     f.close()
 
 

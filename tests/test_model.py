@@ -12,6 +12,7 @@ Tolerances are relative: max |ours - reference| / max |reference|.
 """
 
 import json
+import os
 from pathlib import Path
 
 import gguf
@@ -80,6 +81,35 @@ def test_prefill_in_small_steps_equals_one_step(isa):
         one = m.logits(TOKENS)
     with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, n_batch=7) as m:
         assert rel_err(m.logits(TOKENS), one) < 1e-5
+
+
+def test_prefill_longer_than_the_ffn_chunk_equals_small_steps(isa):
+    """A 200-token step runs its feed-forward 128 tokens at a time (model.cpp, kFfnChunk); steps of
+    7 tokens never split it. Both must give the same logits."""
+    name, tokens = "qwen2-tiny-untied.q8_0.gguf", (TOKENS * 3)[:200]
+    with Model.load(GOLDEN / name, n_ctx=256, n_threads=2) as m:
+        one = m.logits(tokens)
+    with Model.load(GOLDEN / name, n_ctx=256, n_threads=2, n_batch=7) as m:
+        assert rel_err(m.logits(tokens), one) < 1e-5
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_kv_cache_positions_cost_memory_only_once_written():
+    """A context of 2^20 positions is a 256 MiB KV cache for the tiny model, allocated untouched:
+    loading and running 80 tokens must leave RSS within 48 MiB of where it was."""
+    name = "qwen2-tiny-tied.q4_0.gguf"
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
+        want = m.logits(TOKENS)
+    before = _rss_bytes()
+    with Model.load(GOLDEN / name, n_ctx=2**20, n_threads=2) as m:
+        assert m.config.kv_cache_bytes(m.n_ctx) == 256 * 2**20
+        assert rel_err(m.logits(TOKENS), want) < 1e-5
+        grown = _rss_bytes() - before
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 
 def test_cached_prefix_is_reused():
