@@ -120,9 +120,13 @@ struct Tables {
       }
 #endif
       // Its twin with the EVEX encoding of the same instructions, so that the avxvnni code runs
-      // and is tested on AVX512-VNNI machines (which need not have AVX-VNNI). Before avx512: on
-      // a CPU with both, the avx512 table is the faster one (the same 8-row prefill kernels with
-      // 8 tokens per pass in 32 registers instead of 4 in 16, and 512-bit per-row dot products).
+      // and is tested on AVX512-VNNI machines (which need not have AVX-VNNI). Both before avx512,
+      // which stays the default on CPUs with AVX-VNNI and AVX-512 (Zen 5, Sapphire Rapids): its
+      // per-row dot products are 512-bit, twice the work per instruction on cores with full-width
+      // AVX-512 units, and its Q4_0/Q8_0 prefill passes 8 tokens per repacked block (32
+      // registers) instead of 4. On Zen 4 (512-bit work split in two halves) the twin measured
+      // within 5% of avx512 on Q4_0/Q8_0, 4-15% faster on Q4_K/Q6_K prefill, and mixed (+-10%)
+      // on the K-quant decode products (bench/README.md); no CPU with both was measured.
 #ifdef QWEN_HAVE_AVXVNNI_EVEX
       if (f.avx512f && f.avx512vl && f.avx512vnni) {
         Kernels t = avx2;
