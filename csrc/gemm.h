@@ -11,6 +11,9 @@ namespace qc {
 // QWEN_HAVE_* macros; only the translation units that exist define them.)
 void register_gemm_kernels_scalar(Kernels& k);  // csrc/scalar/gemm.cpp
 void register_gemm_kernels_avx2(Kernels& k);    // csrc/avx2/gemm.cpp
+// The same source compiled with the VNNI dot products (csrc/avx2/simd.h, QC_DOT_VNNI).
+void register_gemm_kernels_avxvnni(Kernels& k);
+void register_gemm_kernels_avxvnni_evex(Kernels& k);
 // AVX2 tiles again (the AVX-512 table re-registers the vec_dots, which resets gemm), then the
 // VNNI ones where the CPU has it.
 void register_gemm_kernels_avx512(Kernels& k);  // csrc/avx512/gemm.cpp

@@ -92,6 +92,15 @@ void register_op_kernels_sse42(Kernels& k);
 void register_quant_kernels_avx2(Kernels& k);
 void register_op_kernels_avx2(Kernels& k);
 #endif
+#ifdef QWEN_HAVE_AVXVNNI
+// The AVX2 quantized kernels compiled with VEX vpdpbusd/vpdpwssd (csrc/avx2/simd.h); the table is
+// the avx2 one with these registered on top.
+void register_quant_kernels_avxvnni(Kernels& k);
+#endif
+#ifdef QWEN_HAVE_AVXVNNI_EVEX
+// Test twin of avxvnni: the same code with the EVEX (AVX512-VNNI + VL) encoding of those instructions.
+void register_quant_kernels_avxvnni_evex(Kernels& k);
+#endif
 #ifdef QWEN_HAVE_AVX512
 void register_quant_kernels_avx512(Kernels& k);
 void register_op_kernels_avx512(Kernels& k);
@@ -107,7 +116,8 @@ void register_quant_kernels_neon_dotprod(Kernels& k);
 const Kernels& kernels();
 // Select a table by name ("scalar", "avx2", ...); false if this CPU or build lacks it.
 bool set_isa(const char* name);
-// Names of the tables this build has and this CPU can run, best last.
+// Names of the tables this build has and this CPU can run, best last -- except "avxvnni_evex", a
+// test twin of "avxvnni" (csrc/avx2/simd.h), which is listed but never the default.
 const char* const* available_isas(int* count);
 // CPU features found, as "avx2 fma f16c ..." (for bug reports).
 const char* cpu_features();

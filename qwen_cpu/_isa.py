@@ -1,4 +1,4 @@
-"""Kernel-path selection: QWEN_CPU_ISA=scalar|sse42|avx2|avx512|neon|neon_dotprod forces one path."""
+"""Kernel-path selection: QWEN_CPU_ISA=scalar|sse42|avx2|avxvnni|avx512|neon|neon_dotprod forces one path."""
 
 import os
 

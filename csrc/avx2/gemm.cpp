@@ -1,22 +1,27 @@
 // AVX2 matrix-matrix kernels (WeightKernels::gemm) of the quantized weight types: the templates of
-// gemm_impl.h with the AVX2 integer dot products (vpmaddubsw + vpmaddwd).
+// gemm_impl.h with the integer dot products of this compilation (simd.h): vpmaddubsw + vpmaddwd
+// (avx2), or vpdpbusd (avxvnni, avxvnni_evex).
 //
-// Most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
+// AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
 // products with a + 128 overflow vpmaddubsw's int16 pairs) and uses the R x C tile, 4 x 2 for
 // the 16 ymm registers: 8 float accumulators plus 4 unpacked weight blocks live across the
 // block loop. Measured on one Zen 4 core (bench/bench_prefill.py, 512 tokens, a shared machine:
 // +-20%): Q4_0 55-65 GFLOP/s with gemm_x8 against 22-30 with the 4 x 2 tile and 15-20 with one
 // vec_dot per output; Q4_K 58 (gemm_kx8) against 35-42 (a 2 x 4 tile).
+// VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
+// included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
+// the VEX encoding names only 16 ymm registers).
 #define QC_GEMM_ATTR
 #include "gemm_impl.h"
 
 #include "../gemm.h"
 
 namespace qc {
-namespace avx2 {
+namespace QC_AVX2_NS {
 namespace {
 
-struct Avx2Dot {
+#ifndef QC_DOT_VNNI
+struct Dot {
   // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
   // weight vectors within the 16 ymm registers
   static constexpr int kTokens = 4;
@@ -32,25 +37,39 @@ struct Avx2Dot {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
   }
 };
-
-constexpr int kR32 = 4, kC32 = 2;
+constexpr int kR32 = 4, kC32 = 2;  // Q8_0's tile
+#else
+struct Dot {
+  static constexpr int kTokens = 4;  // as above: 16 ymm registers
+  // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (exact)
+  static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) { return dpbusd(acc, u, s); }
+  static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
+    return dpbusd(dpbusd(acc, u0, s0), u1, s1);
+  }
+};
+#endif
 
 }  // namespace
-}  // namespace avx2
+}  // namespace QC_AVX2_NS
 
-void register_gemm_kernels_avx2(Kernels& k) {
-  using avx2::Avx2Dot;
+// register_gemm_kernels_avx2, _avxvnni or _avxvnni_evex (gemm.h)
+void QC_AVX2_ENTRY(register_gemm_kernels)(Kernels& k) {
+  using QC_AVX2_NS::Dot;
   using namespace gemm;
-  // 8 rows interleaved where |q - offset| <= 31 (the products fit vpmaddubsw's int16 pairs)
-  k.weight[GGML_Q4_0].gemm = gemm_x8<Q4_0W, Avx2Dot>;
-  k.weight[GGML_Q4_1].gemm = gemm_x8<Q4_1W, Avx2Dot>;
-  k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, Avx2Dot>;
-  k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Avx2Dot>;
+  // 8 rows interleaved where |q - offset| <= 31 (AVX2: the products fit vpmaddubsw's int16 pairs)
+  k.weight[GGML_Q4_0].gemm = gemm_x8<Q4_0W, Dot>;
+  k.weight[GGML_Q4_1].gemm = gemm_x8<Q4_1W, Dot>;
+  k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, Dot>;
+  k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Dot>;
+#ifdef QC_DOT_VNNI
+  k.weight[GGML_Q8_0].gemm = gemm_x8<Q8_0W, Dot>;
+#else
   // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
-  k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Avx2Dot, avx2::kR32, avx2::kC32>;
-  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, Avx2Dot>;
-  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, Avx2Dot>;
-  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, Avx2Dot>;
+  k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>;
+#endif
+  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, Dot>;
+  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, Dot>;
+  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, Dot>;
 }
 
 }  // namespace qc

@@ -6,13 +6,14 @@
 // hi halves, so two maddubs (unsigned nibbles x signed activations) and one madd make 8 int32
 // lanes, 4 per block. The activation's 8 * sum(a) per lane is subtracted in the integer domain
 // (the nibbles are q + 8); one conversion, one scale product and one FMA per pair. Several rows
-// per pass share the activation group's loads.
+// per pass share the activation group's loads. In the VNNI compilations (simd.h, QC_DOT_VNNI) the
+// two dpbusd accumulate onto -sum8 directly.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
 
 namespace qc {
-namespace avx2 {
+namespace QC_AVX2_NS {
 namespace {
 
 // Lanes 0..3 = the f16 scale of block 0 as float, 4..7 that of block 1.
@@ -22,14 +23,18 @@ static inline __m256 scales_2(const block_q4_0* b) {
 }
 
 // 8 int32 lanes: lanes 4k..4k+3 sum to block k's integer dot product with the activations
-// (k < 2); lo, hi: the activation bytes of these two blocks; sum8: their offset terms.
-static inline __m256i dot_2(const block_q4_0* b, __m256i lo, __m256i hi, __m256i sum8) {
+// (k < 2); lo, hi: the activation bytes of these two blocks; nsum8: minus their offset terms.
+static inline __m256i dot_2(const block_q4_0* b, __m256i lo, __m256i hi, __m256i nsum8) {
   const __m256i q = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs));
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i ql = _mm256_and_si256(q, m4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+#ifdef QC_DOT_VNNI
+  return dpbusd(dpbusd(nsum8, ql, lo), qh, hi);
+#else
   // |nibble * a| <= 15 * 128 per byte, two pairs summed: <= 7680, no int16 saturation
   const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(ql, lo), _mm256_maddubs_epi16(qh, hi));
-  return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), sum8);
+  return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), nsum8);
+#endif
 }
 
 static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
@@ -41,11 +46,12 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a,
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g)
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
-      const __m256i lo = load(a[g].lo + 32 * h), hi = load(a[g].hi + 32 * h), sum8 = load(a[g].sum8 + 8 * h);
+      const __m256i lo = load(a[g].lo + 32 * h), hi = load(a[g].hi + 32 * h);
+      const __m256i nsum8 = _mm256_sub_epi32(_mm256_setzero_si256(), load(a[g].sum8 + 8 * h));
       const __m256 da = _mm256_loadu_ps(a[g].d + 8 * h);
       for (int r = 0; r < R; ++r) {
         const block_q4_0* b = reinterpret_cast<const block_q4_0*>(w + r * wrb) + 4 * g + 2 * h;
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(scales_2(b), da), _mm256_cvtepi32_ps(dot_2(b, lo, hi, sum8)), acc[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(scales_2(b), da), _mm256_cvtepi32_ps(dot_2(b, lo, hi, nsum8)), acc[r]);
       }
     }
   for (int r = 0; r < R; ++r) y[r] = hsum_ps(acc[r]);
@@ -67,5 +73,5 @@ void register_gemv(Kernels& k) {
   k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
 }
 
-}  // namespace avx2
+}  // namespace QC_AVX2_NS
 }  // namespace qc

@@ -3,15 +3,15 @@
 // and the Q8_0 / Q8_1 activation quantizers (bytes identical to the scalar ones: same float
 // operations, round to nearest even by _mm256_cvtps_epi32 under the default rounding mode).
 //
-// Each block's integer dot product is exact (maddubs/madd); the per-block scale products are
-// accumulated as floats with FMA in two independent accumulators (two blocks per iteration),
-// with one horizontal sum at the end.
+// Each block's integer dot product is exact (AVX2: maddubs/madd; VNNI: vpdpbusd, see block_u8i8);
+// the per-block scale products are accumulated as floats with FMA in two independent accumulators
+// (two blocks per iteration), with one horizontal sum at the end.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
 
 namespace qc {
-namespace avx2 {
+namespace QC_AVX2_NS {
 namespace {
 
 // ---- activation quantizers ---------------------------------------------------------------
@@ -115,21 +115,59 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
 
 // ---- 32-element block weights ------------------------------------------------------------
 
+// One block's 32 byte products as the partial sums dot_blocks folds and converts. AVX2: 16 int16
+// sums of adjacent products (vpmaddubsw), which cannot saturate while u <= 128 and |s| <= 127.
+// VNNI: 8 int32 sums of 4 (vpdpbusd), exact.
+static inline __m256i block_u8i8(__m256i u, __m256i s) {
+#ifdef QC_DOT_VNNI
+  return dpbusd(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_maddubs_epi16(u, s);
+#endif
+}
+// The same for two signed sides (the signs of w moved onto a); needs a[i] != -128, which the
+// activation formats guarantee (their values lie in -127..127).
+static inline __m256i block_i8i8(__m256i w, __m256i a) {
+  return block_u8i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+// x - y of two such partial sums
+static inline __m256i block_sub(__m256i x, __m256i y) {
+#ifdef QC_DOT_VNNI
+  return _mm256_sub_epi32(x, y);
+#else
+  return _mm256_sub_epi16(x, y);
+#endif
+}
+// The partial sums as 8 int32 lanes
+static inline __m256i block_i32(__m256i p) {
+#ifdef QC_DOT_VNNI
+  return p;
+#else
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+// Two blocks' partial sums as one vector of int32: lanes 0, 1, 4, 5 from p0, 2, 3, 6, 7 from p1.
+// kSmall (AVX2): the int16 sums are at most 16383 in magnitude, so two may be added in int16 first.
+template <bool kSmall>
+static inline __m256i block_fold(__m256i p0, __m256i p1) {
+#ifdef QC_DOT_VNNI
+  return _mm256_hadd_epi32(p0, p1);
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (kSmall) return _mm256_madd_epi16(_mm256_hadd_epi16(p0, p1), ones);
+  return _mm256_hadd_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+#endif
+}
+
 // The loop shared by the block types W (weights) and A (activations), both starting with their
-// f16 scale d: block_dot(i) returns block i's 16 int16 pair sums of byte products (maddubs).
+// f16 scale d: block_dot(i) returns block i's partial sums of byte products (block_u8i8).
 // Four blocks per iteration: the four scale products take one f16 conversion per side, and the
-// pair sums of two blocks are folded into one vector of int32 (lanes 0, 1, 4, 5 of the first
-// block, 2, 3, 6, 7 of the second) before a single conversion and FMA. kSmall: the pair sums are
-// at most 16383 in magnitude, so two of them may be added in int16 (hadd_epi16) first.
+// partial sums of two blocks are folded into one vector of int32 (block_fold) before a single
+// conversion and FMA. kSmall: see block_fold.
 // For the types with a min (Q4_1, Q5_1: kMin) the block term m * s, outside the integer dot, is
 // accumulated four blocks at a time too.
 template <bool kMin, bool kSmall, typename W, typename A, typename BlockDot>
 static inline float dot_blocks(int64_t nb, const W* x, const A* y, BlockDot block_dot) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const auto fold = [ones](__m256i u0, __m256i u1) {
-    if constexpr (kSmall) return _mm256_madd_epi16(_mm256_hadd_epi16(u0, u1), ones);
-    return _mm256_hadd_epi32(_mm256_madd_epi16(u0, ones), _mm256_madd_epi16(u1, ones));
-  };
   const __m256i lanes01 = _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1);
   const __m256i lanes23 = _mm256_setr_epi32(2, 2, 3, 3, 2, 2, 3, 3);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -137,15 +175,15 @@ static inline float dot_blocks(int64_t nb, const W* x, const A* y, BlockDot bloc
   int64_t i = 0;
   for (; i + 4 <= nb; i += 4) {
     const __m256 d = _mm256_castps128_ps256(_mm_mul_ps(load4_h(&x[i].d, sizeof(W)), load4_h(&y[i].d, sizeof(A))));
-    const __m256i p01 = fold(block_dot(i), block_dot(i + 1));
-    const __m256i p23 = fold(block_dot(i + 2), block_dot(i + 3));
+    const __m256i p01 = block_fold<kSmall>(block_dot(i), block_dot(i + 1));
+    const __m256i p23 = block_fold<kSmall>(block_dot(i + 2), block_dot(i + 3));
     acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lanes01), _mm256_cvtepi32_ps(p01), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lanes23), _mm256_cvtepi32_ps(p23), acc1);
     if constexpr (kMin) acc_min = _mm_fmadd_ps(load4_h(&x[i].m, sizeof(W)), load4_h(&y[i].s, sizeof(A)), acc_min);
   }
   float min_tail = 0.0f;
   for (; i < nb; ++i) {
-    const __m256i p = _mm256_madd_epi16(block_dot(i), ones);
+    const __m256i p = block_i32(block_dot(i));
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p), acc0);
     if constexpr (kMin) min_tail += h2f(x[i].m) * h2f(y[i].s);
   }
@@ -161,8 +199,8 @@ float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
   return dot_blocks<false, true>(n / QK4_0, x, y, [x, y](int64_t i) {
     const __m256i q = unpack_nibbles_32(x[i].qs);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    // (q - 8) a = q a - 8 a in int16 pair sums: |q a| <= 2 * 15 * 127, the result <= 2 * 8 * 127
-    return _mm256_sub_epi16(pairs_u8i8(q, a), pairs_u8i8(_mm256_set1_epi8(8), a));
+    // (q - 8) a = q a - 8 a; in int16 pair sums (AVX2) |q a| <= 2 * 15 * 127, the result <= 2 * 8 * 127
+    return block_sub(block_u8i8(q, a), block_u8i8(_mm256_set1_epi8(8), a));
   });
 }
 
@@ -172,7 +210,7 @@ float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
   return dot_blocks<true, true>(n / QK4_1, x, y, [x, y](int64_t i) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return pairs_u8i8(unpack_nibbles_32(x[i].qs), a);  // <= 2 * 15 * 127
+    return block_u8i8(unpack_nibbles_32(x[i].qs), a);  // <= 2 * 15 * 127
   });
 }
 
@@ -185,7 +223,7 @@ float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
     const __m256i hi = _mm256_andnot_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8((char)0xf0));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return pairs_i8i8(q, a);  // <= 2 * 16 * 127
+    return block_i8i8(q, a);  // <= 2 * 16 * 127
   });
 }
 
@@ -197,7 +235,7 @@ float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
     const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return pairs_u8i8(q, a);  // <= 2 * 31 * 127
+    return block_u8i8(q, a);  // <= 2 * 31 * 127
   });
 }
 
@@ -208,7 +246,7 @@ float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
   return dot_blocks<false, false>(n / QK8_0, x, y, [x, y](int64_t i) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    return pairs_i8i8(w, a);  // <= 2 * 128 * 127: too large to add two in int16
+    return block_i8i8(w, a);  // <= 2 * 128 * 127: too large to add two in int16
   });
 }
 
@@ -229,5 +267,5 @@ void register_quants_32(Kernels& k) {
   // F32 activations stay the inherited plain copy.
 }
 
-}  // namespace avx2
+}  // namespace QC_AVX2_NS
 }  // namespace qc

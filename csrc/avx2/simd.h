@@ -1,6 +1,15 @@
 // AVX2 + FMA + F16C helpers shared by the AVX2 quantized kernels (quants_32.cpp, quants_k.cpp).
 // Only included by translation units compiled with -mavx2 -mfma -mf16c; everything is
 // `static inline` so no AVX2 code can leak into the baseline through the linker.
+//
+// The quantized-kernel sources of this directory (quants*.cpp, gemm.cpp) are compiled more than once
+// (CMakeLists.txt), each time into its own namespace and kernel table, with QC_DOT_VNNI choosing
+// the integer dot-product instructions:
+//   (unset)  namespace avx2:         vpmaddubsw + vpmaddwd (AVX2), the "avx2" table;
+//   1        namespace avxvnni:      VEX vpdpbusd / vpdpwssd (AVX-VNNI, -mavxvnni): the "avxvnni"
+//                                    table for Alder Lake and later Intel client cores and Zen 5;
+//   2        namespace avxvnni_evex: the same two instructions EVEX-encoded (AVX512-VNNI + VL), a
+//                                    test twin of 1 (see dpbusd below).
 #pragma once
 #include <immintrin.h>
 
@@ -9,11 +18,25 @@
 
 #include "../kernels.h"
 
+#if !defined(QC_DOT_VNNI)
+#define QC_AVX2_NS avx2
+#elif QC_DOT_VNNI == 1
+#define QC_AVX2_NS avxvnni
+#elif QC_DOT_VNNI == 2
+#define QC_AVX2_NS avxvnni_evex
+#else
+#error "QC_DOT_VNNI must be 1 (VEX) or 2 (EVEX test twin)"
+#endif
+// The global entry points of each compilation: name##_avx2, name##_avxvnni, name##_avxvnni_evex.
+#define QC_AVX2_CAT2(a, b) a##_##b
+#define QC_AVX2_CAT(a, b) QC_AVX2_CAT2(a, b)
+#define QC_AVX2_ENTRY(name) QC_AVX2_CAT(name, QC_AVX2_NS)
+
 namespace qc {
-namespace avx2 {
+namespace QC_AVX2_NS {
 
 // Registration of each group of kernels (one per translation unit), called by
-// register_quant_kernels_avx2 (quants.cpp).
+// register_quant_kernels_avx2 / _avxvnni / _avxvnni_evex (quants.cpp).
 void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
 void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
 void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots
@@ -83,15 +106,31 @@ static inline __m256i bits_to_bytes_32(const uint8_t* p) {
   return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-// The 16 int16 sums of adjacent byte products u[2j] s[2j] + u[2j+1] s[2j+1]; u unsigned, s
-// signed. They cannot saturate while u <= 128 and |s| <= 127.
-static inline __m256i pairs_u8i8(__m256i u, __m256i s) { return _mm256_maddubs_epi16(u, s); }
-
-// The same for two signed sides (the signs of w moved onto a); needs a[i] != -128, which the
-// activation formats guarantee (their values lie in -127..127).
-static inline __m256i pairs_i8i8(__m256i w, __m256i a) {
-  return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+#ifdef QC_DOT_VNNI
+// The VNNI dot-product primitives. dpbusd: acc + 8 int32 lanes, lane i the sum of the 4 byte
+// products u[4i+k] * s[4i+k] (u unsigned, s signed), exact (no intermediate saturation).
+// dpwssd: acc + 8 int32 lanes, lane i = x[2i] y[2i] + x[2i+1] y[2i+1] (int16 words).
+#if QC_DOT_VNNI == 1
+static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) { return _mm256_dpwssd_avx_epi32(acc, x, y); }
+#else
+// Test twin: our development machine (Zen 4) has no AVX-VNNI and qemu's TCG does not emulate it,
+// so the kernels of this directory are also built with the EVEX form of the same instructions (AVX512-VNNI +
+// AVX512VL: the identical operation on ymm registers) and run wherever the CPU has those. Written
+// as assembly, so that this object is compiled with the AVX2 flags only: everything else in it is
+// the VEX code of the shipped variant, in the 16 registers the VEX encoding can name ("x"
+// operands are ymm0-15). The shipped variant's own binary is only checked statically
+// (.ci/test-x86-baseline).
+static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) {
+  __asm__("%{evex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "xm"(s));
+  return acc;
 }
+static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) {
+  __asm__("%{evex%} vpdpwssd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(x), "xm"(y));
+  return acc;
+}
+#endif
+#endif
 
 // The 16 6-bit scales of a Q3_K block (12 packed bytes) as int8 scale - 32.
 static inline __m128i q3_K_scales(const uint8_t* p) {
@@ -119,5 +158,8 @@ static inline __m128i k4_scales_mins(const uint8_t* p) {
   return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)mn_lo, (int)mn_hi);
 }
 
-}  // namespace avx2
+}  // namespace QC_AVX2_NS
+#ifdef QC_DOT_VNNI
+namespace avx2 = QC_AVX2_NS;  // gemm_impl.h names these helpers avx2::
+#endif
 }  // namespace qc
