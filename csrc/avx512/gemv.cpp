@@ -1,8 +1,8 @@
 // AVX-512 VNNI decode kernel of Q4_0 weights (WeightKernels::gemv): rows of Q4_0 . one activation
 // row in the Q8_0x4 layout (act_q8_0x4.h), the values of vec_dot_q4_0 over Q8_0 activations.
 //
-// Per four weight blocks (128 weights) of a row: their 64 nibble bytes in one register; masking
-// and shifting give elements 0..15 and 16..31 of the four blocks, in the order of the activation's
+// Per four weight blocks (128 weights) of a row: their 64 nibble bytes in one register (gathered
+// by word permutes, below); masking and shifting give elements 0..15 and 16..31 of the four blocks, in the order of the activation's
 // lo and hi halves, so two vpdpbusd make 16 int32 lanes, 4 per block. The activation's 8 * sum(a)
 // per lane is subtracted in the integer domain (the nibbles are q + 8); one conversion, one scale
 // product and one FMA per four blocks. Four rows per pass share the activation group's registers
@@ -15,35 +15,42 @@ namespace qc {
 namespace avx512 {
 namespace {
 
-// Lanes 4k..4k+3 = the f16 scale of block k as float (k < 4).
-static inline __m512 scales_4(const block_q4_0* b) {
-  const __m128i h = _mm_setr_epi16((short)b[0].d, (short)b[1].d, (short)b[2].d, (short)b[3].d, 0, 0, 0, 0);
-  const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(h));
-  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), f);
-}
-
-// The 64 nibble bytes of blocks b[0..3], block k in bytes 16k..16k+15.
-static inline __m512i nibbles_4(const block_q4_0* b) {
-  const __m256i b01 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs));
-  const __m256i b23 = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[3].qs), reinterpret_cast<const __m128i*>(b[2].qs));
-  return _mm512_inserti64x4(_mm512_castsi256_si512(b01), b23, 1);
-}
+// Four Q4_0 blocks are 72 bytes = 36 words, and every field starts at an even byte: block k's
+// scale is word 9k, its 16 nibble bytes words 9k+1 .. 9k+8. Two loads (64 bytes, then the 8 after
+// them, masked: nothing past the group is touched) and two word permutes (AVX512BW) give the 64
+// nibble bytes in block order and the four scales 4 times each, in place of 8 loads and inserts.
+struct Q4_0x4Index {
+  __m512i nibbles;  // words 9k + 1 + i for output word 8k + i
+  __m512i scales;   // word 9k for output words 4k .. 4k + 3 (the upper 16 words unused)
+  Q4_0x4Index() {
+    alignas(64) int16_t n[32], d[32];
+    for (int j = 0; j < 32; ++j) {
+      n[j] = (int16_t)(9 * (j / 8) + 1 + j % 8);
+      d[j] = (int16_t)(j < 16 ? 9 * (j / 4) : 0);
+    }
+    nibbles = _mm512_load_si512(n);
+    scales = _mm512_load_si512(d);
+  }
+};
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a
 template <int R>
-QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y) {
+QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y, const Q4_0x4Index& ix) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi), sum8 = load512(a[g].sum8);
+    const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
+    const __m512i nsum8 = _mm512_sub_epi32(_mm512_setzero_si512(), load512(a[g].sum8));
     const __m512 da = _mm512_loadu_ps(a[g].d);
     for (int r = 0; r < R; ++r) {
-      const block_q4_0* b = reinterpret_cast<const block_q4_0*>(w + r * wrb) + 4 * g;
-      const __m512i q = nibbles_4(b);
+      const uint8_t* b = w + r * wrb + (size_t)g * 4 * sizeof(block_q4_0);
+      const __m512i v0 = load512(b), v1 = _mm512_maskz_loadu_epi16(0xf, b + 64);
+      const __m512i q = _mm512_permutex2var_epi16(v0, ix.nibbles, v1);
+      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(ix.scales, v0)));
       const __m512i ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-      const __m512i s = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ql, lo), qh, hi), sum8);
-      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(scales_4(b), da), _mm512_cvtepi32_ps(s), acc[r]);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nsum8, ql, lo), qh, hi);
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(s), acc[r]);
     }
   }
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
@@ -53,9 +60,10 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
 QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
+  static const Q4_0x4Index ix;
   int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4>(n, w + r * wrb, wrb, a, y + r);
-  for (; r < n_rows; ++r) rows<1>(n, w + r * wrb, wrb, a, y + r);
+  for (; r + 4 <= n_rows; r += 4) rows<4>(n, w + r * wrb, wrb, a, y + r, ix);
+  for (; r < n_rows; ++r) rows<1>(n, w + r * wrb, wrb, a, y + r, ix);
 }
 
 }  // namespace
