@@ -1,7 +1,9 @@
 // Weight quantizers (see quantize.h). Two families:
 //  - the legacy block types and F16/BF16, written to match gguf-py's numpy quantizers bit for bit:
 //    every float operation below is the float32 operation numpy performs, in the same order, with
-//    no fused multiply-add (split into separate statements; clang would otherwise fuse within one);
+//    no fused multiply-add (split into separate statements, for clang, which fuses only within
+//    one; GCC fuses across statements wherever the baseline has FMA, as on aarch64, so the
+//    pragma below turns that off);
 //  - the K-quants, where only the error matters: a per-sub-block scale/min search, quantization of
 //    those scales to the super-block's codes, then a refinement of the codes and of the super-block
 //    scales against the exact reconstruction error.
@@ -18,6 +20,8 @@
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
 #endif
 
 namespace qc {
