@@ -216,6 +216,15 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
   if (logits) {
     const int64_t r0 = all_logits ? 0 : m - 1;
     matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, xn_.data() + r0 * E, m - r0, logits, act_.data());
+    // A non-finite hidden state must give non-finite logits, which the sampler reports. The
+    // product alone does not promise it: the activation quantizers of some paths read a block of
+    // NaN as zeros (their block maximum skips NaN), so the row's logits are made NaN here.
+    for (int64_t t = r0; t < m; ++t) {
+      const float* h = xn_.data() + t * E;
+      float probe = 0.0f;
+      for (int64_t e = 0; e < E; ++e) probe += h[e] * 0.0f;  // 0 for finite values, NaN otherwise
+      if (probe != 0.0f) std::fill(logits + (t - r0) * c.n_vocab, logits + (t - r0 + 1) * c.n_vocab, NAN);
+    }
   }
   return true;
 }

@@ -178,7 +178,9 @@ def test_valid_tiny_model_with_vocabulary_loads_and_runs(tiny):
 # ---- 2. NaN / Inf in the logits ------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])
-def test_non_finite_logits_are_reported_not_sampled(value, tmp_path):
+def test_non_finite_logits_are_reported_not_sampled(value, tmp_path, isa):
+    # on every kernel path: the scalar and NEON quantizers read a NaN block as zeros, so the model
+    # itself must turn a non-finite hidden state into non-finite logits
     # output_norm scales every hidden state: NaN gives NaN logits, Inf and 3e38 overflow to +-Inf/NaN.
     norm = np.full(64, value, np.float32)
     path = write_model(tmp_path / "nan.gguf", tensors={"output_norm.weight": (norm, None)})
