@@ -39,12 +39,15 @@ static inline __m256i dot_2(const block_q4_0* b, __m256i lo, __m256i hi, __m256i
 
 static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a
-template <int R>
+// y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
+// after these are prefetched at the pace they are read (act_q8_0x4.h: prefetch_q4_0_tile).
+template <int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y) {
+  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < n / QK8_0X4; ++g)
+  for (int64_t g = 0; g < n / QK8_0X4; ++g) {
+    if (prefetch) prefetch_q4_0_tile<R>(w + R * wrb, g, to_l1);
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
       const __m256i lo = load(a[g].lo + 32 * h), hi = load(a[g].hi + 32 * h);
       const __m256i nsum8 = _mm256_sub_epi32(_mm256_setzero_si256(), load(a[g].sum8 + 8 * h));
@@ -54,6 +57,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a,
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(scales_2(b), da), _mm256_cvtepi32_ps(dot_2(b, lo, hi, nsum8)), acc[r]);
       }
     }
+  }
   for (int r = 0; r < R; ++r) y[r] = hsum_ps(acc[r]);
 }
 
@@ -62,8 +66,8 @@ void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4>(n, w + r * wrb, wrb, a, y + r);
-  for (; r < n_rows; ++r) rows<1>(n, w + r * wrb, wrb, a, y + r);
+  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r);
+  for (; r < n_rows; ++r) rows<1, false>(n, w + r * wrb, wrb, a, y + r);
 }
 
 }  // namespace

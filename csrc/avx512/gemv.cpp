@@ -33,13 +33,16 @@ struct Q4_0x4Index {
   }
 };
 
-// y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a
-template <int R>
+// y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
+// after these are prefetched at the pace they are read (act_q8_0x4.h: prefetch_q4_0_tile).
+template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y, const Q4_0x4Index& ix) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
+    if (prefetch) prefetch_q4_0_tile<R>(w + R * wrb, g, to_l1);
     const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
     const __m512i nsum8 = _mm512_sub_epi32(_mm512_setzero_si512(), load512(a[g].sum8));
     const __m512 da = _mm512_loadu_ps(a[g].d);
@@ -62,8 +65,8 @@ QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   static const Q4_0x4Index ix;
   int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4>(n, w + r * wrb, wrb, a, y + r, ix);
-  for (; r < n_rows; ++r) rows<1>(n, w + r * wrb, wrb, a, y + r, ix);
+  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, ix);
+  for (; r < n_rows; ++r) rows<1, false>(n, w + r * wrb, wrb, a, y + r, ix);
 }
 
 }  // namespace
