@@ -25,22 +25,10 @@ import numpy as np
 
 from qwen_cpu import _kernels
 
-TYPES = {  # ggml id, byte offsets of the f16 scale fields of a block
-    "q4_0": (2, [0]), "q4_1": (3, [0, 2]), "q5_0": (6, [0]), "q5_1": (7, [0, 2]), "q8_0": (8, [0]),
-    "q2_k": (10, [80, 82]), "q3_k": (11, [108]), "q4_k": (12, [0, 2]), "q5_k": (13, [0, 2]), "q6_k": (14, [208]),
-}
+from bench_kernels import TYPES, random_weights  # noqa: E402  (bench/ is the script folder)
+
 SHAPES = [(896, 896), (4864, 896), (896, 4864), (4096, 4096)]  # (n_out, n_in)
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
-
-
-def random_weights(name: str, n_out: int, n_in: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_out, row_bytes) raw rows of the type: random bytes, scales set to 0.01."""
-    t, scale_offsets = TYPES[name]
-    _, block_elems, block_bytes = _kernels.type_info(t)
-    blocks = rng.integers(0, 256, size=(n_out, n_in // block_elems, block_bytes), dtype=np.uint8)
-    for off in scale_offsets:
-        blocks[:, :, off:off + 2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
-    return blocks.reshape(n_out, -1)
 
 
 def load() -> str:
