@@ -64,24 +64,4 @@ static void quantize_row_q8_0x4(const float* x, void* vy, int64_t n) {
   }
 }
 
-// Decode kernels that read R rows side by side (72 bytes of each per group of 4 blocks) defeat the
-// hardware prefetchers: streamed from memory, the AVX-512 4-row Q4_0 kernel ran at half the speed
-// of a one-row-at-a-time loop (5.7-7.6 vs 13.5 GB/s on one Zen 4 core, 8960 x 1536 weights, in a
-// one-off C++ timing loop while this was written; bench/bench_kernels.py --threads 1 measures the
-// streamed matvec as it is now), though twice as fast in cache. So while a tile of R rows is read, the next tile (the same size) is
-// prefetched in step: at group g, its bytes [g, g + 1) * R * 72. Prefetches never fault, so the
-// tile after the last rows needs no special case. Into L1 for tiles up to kPrefetchL1Tile bytes
-// (short rows: 18.7 GB/s, 13.3 into L2), into L2 for larger ones (a 20 KB tile of 8960-wide rows
-// pushed the activations out of L1: 12.4 GB/s, 22.4 into L2).
-constexpr size_t kPrefetchL1Tile = 4096;
-
-template <int R>
-static inline void prefetch_q4_0_tile(const uint8_t* next, int64_t g, bool to_l1) {
-  constexpr size_t kStep = R * 4 * sizeof(block_q4_0);
-  for (size_t off = (size_t)g * kStep; off < (size_t)(g + 1) * kStep; off += 64) {
-    if (to_l1) __builtin_prefetch(next + off, 0, 3);
-    else __builtin_prefetch(next + off, 0, 2);
-  }
-}
-
 }  // namespace qc

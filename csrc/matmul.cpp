@@ -16,10 +16,16 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
   return wk;
 }
 
-// The activation format a product of this weight type reads: the decode layout of the path's
-// gemv for one token when the row length fits it, else the type's activation type.
+// Whether a product of this weight type runs the path's gemv: one token, and a row length that
+// fits the gemv's activation layout.
+static bool use_gemv(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
+  return n_tok == 1 && wk.gemv && n_in % act_block_elems(wk.gemv_act) == 0;
+}
+
+// The activation format a product of this weight type reads: the gemv's layout when it runs,
+// else the type's activation type.
 static int32_t act_format(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
-  return n_tok == 1 && wk.gemv && n_in % act_block_elems(wk.gemv_act) == 0 ? wk.gemv_act : wk.act_type;
+  return use_gemv(wk, n_in, n_tok) ? wk.gemv_act : wk.act_type;
 }
 
 // The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.
@@ -120,8 +126,8 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
           wk.gemm(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act + t0 * act_row, act_row, (int)nt,
                   o.y + t0 * o.n_out + r0, (size_t)o.n_out);
         }
-      } else if (fmt != wk.act_type) {
-        // Decode with the type's decode form over its own activation layout.
+      } else if (use_gemv(wk, n_in, n_tok)) {
+        // Decode with the type's decode form over its activation layout.
         wk.gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
       } else {
         // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight

@@ -11,6 +11,7 @@
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
+#include "../gemv_prefetch.h"
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -40,14 +41,14 @@ static inline __m256i dot_2(const block_q4_0* b, __m256i lo, __m256i hi, __m256i
 static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
-// after these are prefetched at the pace they are read (act_q8_0x4.h: prefetch_q4_0_tile).
+// after these are prefetched at the pace they are read (gemv_prefetch.h).
 template <int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y) {
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    if (prefetch) prefetch_q4_0_tile<R>(w + R * wrb, g, to_l1);
+    if (prefetch) prefetch_tile<R * 4 * sizeof(block_q4_0)>(w + R * wrb, g, to_l1);
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
       const __m256i lo = load(a[g].lo + 32 * h), hi = load(a[g].hi + 32 * h);
       const __m256i nsum8 = _mm256_sub_epi32(_mm256_setzero_si256(), load(a[g].sum8 + 8 * h));

@@ -1,0 +1,139 @@
+// AVX2 decode kernel of Q4_K weights (WeightKernels::gemv): up to 4 rows of Q4_K per pass
+// against one Q8_K activation row, the values of vec_dot_q4_K (quants_k.cpp).
+//
+// vec_dot spends about half of its work per super-block outside the byte products: unpacking
+// the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
+// Here that work is shared: two rows' 16-byte block headers (d, dmin, 12 bytes of scales) are
+// one register, one row per 128-bit lane, unpacked by the same few vector operations; one
+// vpmaddwd gives both rows' min terms; one conversion gives the d and dmin of 4 rows. Each
+// 64-value step of the activations is loaded once for all rows. Per row and step then: one
+// load, 3 mask/shift, 2 vpmaddubsw and 2 scale weightings (vpmaddwd + add, or vpdpwssd in the
+// VNNI compilations, simd.h).
+#include "simd.h"
+
+#include "../gemv_prefetch.h"
+
+namespace qc {
+namespace QC_AVX2_NS {
+namespace {
+
+static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// acc + the byte products of u (unsigned, <= 15) and a in pairs, each pair weighted by its word of sc
+static inline __m256i scaled_dot(__m256i acc, __m256i u, __m256i a, __m256i sc) {
+  const __m256i p = _mm256_maddubs_epi16(u, a);
+#ifdef QC_DOT_VNNI
+  return dpwssd(acc, p, sc);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+#endif
+}
+
+// m[j]: the byte shuffle that spreads int16 word j of each 128-bit lane over the lane
+struct WordSpread {
+  __m256i m[8];
+  WordSpread() {
+    for (int j = 0; j < 8; ++j) m[j] = _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8));
+  }
+};
+
+// Per 128-bit lane, the dwords [d | dmin << 16, w0, w1, w2] of one row's block header -> bytes
+// 0..7 the 8 scales, 8..15 the 8 mins (the layout of k4_scales_mins): scales 0..3 = w0 & 0x3f..,
+// 4..7 = (w2 & 0x0f..) | (w0 >> 2 & 0x30..); mins 0..3 = w1 & 0x3f.., 4..7 = (w2 >> 4 & 0x0f..)
+// | (w1 >> 2 & 0x30..).
+static inline __m256i scales_mins_2(__m256i hdr) {
+  const __m256i x = _mm256_shuffle_epi32(hdr, _MM_SHUFFLE(3, 2, 3, 1));  // w0 w2 w1 w2
+  const __m256i z = _mm256_shuffle_epi32(hdr, _MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
+  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4);
+  const __m256i keep_lo = _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
+                                            0x3f3f3f3f, 0x0f0f0f0f);
+  const __m256i keep_hi = _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030);
+  return _mm256_or_si256(_mm256_and_si256(_mm256_srlv_epi32(x, shift), keep_lo),
+                         _mm256_and_si256(_mm256_srli_epi32(z, 2), keep_hi));
+}
+
+static inline uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
+// rows after these are prefetched at the pace they are read (gemv_prefetch.h).
+template <int R, bool prefetch>
+static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const WordSpread& ws) {
+  constexpr int P = (R + 1) / 2;  // row pairs
+  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
+  const uint8_t* row[4];
+  for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;  // rows past R repeat the last one
+  __m256 acc[R], acc_min[P];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int p = 0; p < P; ++p) acc_min[p] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    if (prefetch) prefetch_tile<R * sizeof(block_q4_K)>(w + R * wrb, i, to_l1);
+    const size_t off = (size_t)i * sizeof(block_q4_K);
+    // [d0, dmin0, d1, dmin1, .., d3, dmin3] * activation scale
+    const __m256 dm = _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_setr_epi32((int)load32(row[0] + off), (int)load32(row[1] + off),
+                                       (int)load32(row[2] + off), (int)load32(row[3] + off))),
+        _mm256_set1_ps(a[i].d));
+    // the sums of the 8 sub-blocks' 32 activations as int16 words, in both lanes
+    const __m256i t = _mm256_madd_epi16(load(a[i].bsums), _mm256_set1_epi16(1));
+    const __m256i sbs = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));
+    __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
+    for (int p = 0; p < P; ++p) {
+      const __m256i sm = scales_mins_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(row[2 * p + 1] + off),
+                                                           reinterpret_cast<const __m128i*>(row[2 * p] + off)));
+      const __m256i mt = _mm256_madd_epi16(_mm256_unpackhi_epi8(sm, zero), sbs);  // 4 dwords per row
+      const __m256 dmin = _mm256_permutevar8x32_ps(dm, p ? _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7)
+                                                         : _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
+      acc_min[p] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mt), acc_min[p]);
+      const __m256i sc16 = _mm256_unpacklo_epi8(sm, zero);
+      sc[2 * p] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      sc[2 * p + 1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    }
+    __m256i s[R];
+    for (int r = 0; r < R; ++r) s[r] = zero;
+    for (int k = 0; k < 4; ++k) {  // qs bytes 32k..32k+31: sub-block 2k in the low nibbles, 2k + 1 in the high
+      const __m256i alo = load(a[i].qs + 64 * k), ahi = load(a[i].qs + 64 * k + 32);
+      for (int r = 0; r < R; ++r) {
+        const __m256i q = load(row[r] + off + offsetof(block_q4_K, qs) + 32 * k);
+        s[r] = scaled_dot(s[r], _mm256_and_si256(q, low4), alo, _mm256_shuffle_epi8(sc[r], ws.m[2 * k]));
+        s[r] = scaled_dot(s[r], _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), ahi,
+                          _mm256_shuffle_epi8(sc[r], ws.m[2 * k + 1]));
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm, _mm256_set1_epi32(2 * r)), _mm256_cvtepi32_ps(s[r]), acc[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m128 m = (r & 1) ? _mm256_extractf128_ps(acc_min[r / 2], 1) : _mm256_castps256_ps128(acc_min[r / 2]);
+    y[r] = hsum_ps(acc[r]) - hsum128_ps(m);
+  }
+}
+
+// gemv_fn (kernels.h) of Q4_K
+void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  static const WordSpread ws;
+  int r = 0;
+  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, ws);
+  switch (n_rows - r) {
+    case 3: rows<3, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
+    case 2: rows<2, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
+    case 1: rows<1, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void register_gemv_k(Kernels& k) {
+  k.weight[GGML_Q4_K].gemv = gemv_q4_K;
+  k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
+}
+
+}  // namespace QC_AVX2_NS
+}  // namespace qc

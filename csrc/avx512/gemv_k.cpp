@@ -1,0 +1,127 @@
+// AVX-512 VNNI decode kernel of Q4_K weights (WeightKernels::gemv): up to 4 rows of Q4_K per pass
+// against one Q8_K activation row, the values of vec_dot_q4_K (quants_k.cpp).
+//
+// vec_dot spends about half of its work per super-block outside the byte products: unpacking
+// the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
+// Here that work is done for 4 rows at once, one row per 128-bit lane: the 4 rows' 16-byte block
+// headers (d, dmin, 12 bytes of scales) are one register, unpacked by the same few vector
+// operations, and one vpmaddwd gives all 4 rows' min terms. The activations are loaded once per
+// super-block for the 4 rows, in the order the 64-byte weight loads need: 64 bytes of qs hold
+// sub-blocks 4h, 4h + 2 in their low nibbles (bytes 0..31, 32..63) and 4h + 1, 4h + 3 in their
+// high nibbles, so the activations are paired the same way (P and Q below). Per row and
+// super-block then: 2 loads, 3 mask/shift, 4 vpmaddubsw, 4 vpdpwssd against the sub-block
+// scales (spread by byte shuffles), one conversion and one FMA.
+#include "simd512.h"
+
+#include "../gemv_prefetch.h"
+
+namespace qc {
+namespace avx512 {
+namespace {
+
+// Byte shuffle of 8 int16 scales (in every 128-bit lane): scale j0 into the low 256 bits, j1
+// into the high 256 bits.
+static inline __m512i scale_pair_mask(int j0, int j1) {
+  alignas(64) int8_t b[64];
+  for (int i = 0; i < 64; ++i) b[i] = (int8_t)(2 * (i < 32 ? j0 : j1) + (i & 1));
+  return _mm512_load_si512(b);
+}
+
+struct Q4KMasks {
+  __m512i m[4];  // for P0 (sub-blocks 0, 2), Q0 (1, 3), P1 (4, 6), Q1 (5, 7)
+  Q4KMasks() {
+    m[0] = scale_pair_mask(0, 2);
+    m[1] = scale_pair_mask(1, 3);
+    m[2] = scale_pair_mask(4, 6);
+    m[3] = scale_pair_mask(5, 7);
+  }
+};
+
+// y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
+// rows after these are prefetched at the pace they are read (gemv_prefetch.h).
+template <int R, bool prefetch>
+QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const Q4KMasks& mk) {
+  const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+  // header unpacking, per 128-bit lane = dwords [d | dmin << 16, w0, w1, w2] of one row:
+  // scales 0..3 = w0 & 0x3f.., 4..7 = (w2 & 0x0f..) | (w0 >> 2 & 0x30..); mins 0..3 = w1 & 0x3f..,
+  // 4..7 = (w2 >> 4 & 0x0f..) | (w1 >> 2 & 0x30..)  (the layout of avx2::k4_scales_mins)
+  const __m512i shift = _mm512_set4_epi32(4, 0, 0, 0);
+  const __m512i keep_lo = _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
+  const __m512i keep_hi = _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0);
+  // the d and dmin halves of the 4 lanes, in words 0..7; dmin of lane r in all 4 of its dwords
+  const __m512i dm_words = _mm512_setr_epi64(0x0009000800010000LL, 0x0019001800110010LL, 0, 0, 0, 0, 0, 0);
+  const __m512i dmin_lanes = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
+  const uint8_t* row[4];
+  for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;  // lanes past R repeat the last row
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc_min = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    if (prefetch) prefetch_tile<R * sizeof(block_q4_K)>(w + R * wrb, i, to_l1);
+    const size_t off = (size_t)i * sizeof(block_q4_K);
+    __m512i hdr = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + off)));
+    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[1] + off)), 1);
+    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[2] + off)), 2);
+    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[3] + off)), 3);
+    const __m512i x = _mm512_shuffle_epi32(hdr, (_MM_PERM_ENUM)_MM_SHUFFLE(3, 2, 3, 1));  // w0 w2 w1 w2
+    const __m512i z = _mm512_shuffle_epi32(hdr, (_MM_PERM_ENUM)_MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
+    const __m512i sm = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(x, shift), keep_lo),
+                                       _mm512_and_si512(_mm512_srli_epi32(z, 2), keep_hi));
+    const __m512i sc16 = _mm512_unpacklo_epi8(sm, zero), mn16 = _mm512_unpackhi_epi8(sm, zero);
+    // [d0, dmin0, .., d3, dmin3] * activation scale
+    const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dm_words, hdr))),
+                                    _mm256_set1_ps(a[i].d));
+    const __m512 dm512 = _mm512_castps256_ps512(dm);
+    // min term: mins . (sums of the sub-blocks' 32 activations), 4 dwords per lane
+    const __m128i sbs = _mm256_cvtepi32_epi16(_mm256_madd_epi16(load256(a[i].bsums), _mm256_set1_epi16(1)));
+    const __m512i mt = _mm512_madd_epi16(mn16, _mm512_broadcast_i32x4(sbs));
+    acc_min = _mm512_fmadd_ps(_mm512_permutexvar_ps(dmin_lanes, dm512), _mm512_cvtepi32_ps(mt), acc_min);
+
+    const int8_t* q8 = a[i].qs;
+    const __m512i p0 = load_2x32(q8, q8 + 64), q0 = load_2x32(q8 + 32, q8 + 96);
+    const __m512i p1 = load_2x32(q8 + 128, q8 + 192), q1 = load_2x32(q8 + 160, q8 + 224);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* qs = row[r] + off + offsetof(block_q4_K, qs);
+      const __m512i v0 = load512(qs), v1 = load512(qs + 64);
+      const __m512i sc = _mm512_shuffle_i32x4(sc16, sc16, 0x55 * r);  // row r's scales in every lane
+      __m512i s = _mm512_dpwssd_epi32(zero, _mm512_maddubs_epi16(_mm512_and_si512(v0, low4), p0),
+                                      _mm512_shuffle_epi8(sc, mk.m[0]));
+      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v0, 4), low4), q0),
+                              _mm512_shuffle_epi8(sc, mk.m[1]));
+      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(v1, low4), p1), _mm512_shuffle_epi8(sc, mk.m[2]));
+      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v1, 4), low4), q1),
+                              _mm512_shuffle_epi8(sc, mk.m[3]));
+      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(2 * r), dm512), _mm512_cvtepi32_ps(s), acc[r]);
+    }
+  }
+  alignas(64) float mins[16];  // lane r: row r's min term in 4 parts
+  _mm512_store_ps(mins, acc_min);
+  for (int r = 0; r < R; ++r)
+    y[r] = _mm512_reduce_add_ps(acc[r]) - ((mins[4 * r] + mins[4 * r + 1]) + (mins[4 * r + 2] + mins[4 * r + 3]));
+}
+
+// gemv_fn (kernels.h) of Q4_K
+QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  static const Q4KMasks mk;
+  int r = 0;
+  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, mk);
+  switch (n_rows - r) {
+    case 3: rows<3, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
+    case 2: rows<2, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
+    case 1: rows<1, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void register_gemv_k_vnni(Kernels& k) {
+  k.weight[GGML_Q4_K].gemv = gemv_q4_K;
+  k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
+}
+
+}  // namespace avx512
+}  // namespace qc
