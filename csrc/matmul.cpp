@@ -114,13 +114,19 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
       if (n_tok > 1 && wk.gemm) {
         // Prefill: the tile kernel over [r0, r1) x a chunk of tokens at a time. The chunk's
-        // quantized activations (up to kActChunkBytes) stay in this core's L2 while the weight
+        // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
         // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
         // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
-        // times but spill the activations out of L2.
+        // times but spill the activations out of L2. At least kMinChunk tokens all the same:
+        // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
+        // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
+        // the spill (one Zen 4 core, 512 tokens of 1536x8960: Q4_K 122-130 -> 174 GFLOP/s,
+        // Q6_K 69-76 -> 113, Q4_0 133-149 -> 173, Q8_0 117-129 -> 158; 896x4864 Q4_K 148-161
+        // -> 181; the shorter rows, which already had 64 or more, unchanged).
         constexpr size_t kActChunkBytes = 192 * 1024;
+        constexpr int64_t kMinChunk = 64;
         int64_t chunk = (int64_t)(kActChunkBytes / act_row);
-        chunk = chunk < 8 ? 8 : chunk - chunk % 8;
+        chunk = chunk < kMinChunk ? kMinChunk : chunk - chunk % 8;
         for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
           const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
           wk.gemm(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act + t0 * act_row, act_row, (int)nt,
