@@ -98,6 +98,7 @@ class Model:
                 from .tokenizer import check_gguf_vocab
 
                 check_gguf_vocab(gguf.metadata, n_vocab)
+                gguf.release_metadata_pages()  # read again only if the tokenizer is built
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
             if not isinstance(n_ctx, int) or n_ctx <= 0:
@@ -170,6 +171,7 @@ class Model:
                 raise QwenCpuError("the model has been closed")
             self._tokenizer = Tokenizer.from_gguf_metadata(self._file.metadata)
             release_free_memory()  # the build's temporaries (~28 MB at a 152k vocabulary)
+            self._file.release_metadata_pages()  # the tokenizer keeps its own copy of the texts
         return self._tokenizer
 
     @property
