@@ -8,15 +8,16 @@
 // the next tile (the same size, contiguous after it) is prefetched in step: at step g, its bytes
 // [g, g + 1) * kStep, kStep being the bytes of the R rows consumed per step. Prefetches never
 // fault, so the tile after the last rows needs no special case. Into L1 for tiles up to
-// kPrefetchL1Tile bytes (short rows: 18.7 GB/s, 13.3 into L2), into L2 for larger ones (a 20 KB
-// tile of 8960-wide rows pushed the activations out of L1: 12.4 GB/s, 22.4 into L2).
+// kPrefetchL1Tile bytes (short rows: 18.7 GB/s, 13.3 into L2; 4 Q5_0 rows of 1536, 4.2 KB: 20
+// vs 13.4), into L2 for larger ones (a 20 KB tile of 8960-wide rows pushed the activations out
+// of L1: 12.4 GB/s, 22.4 into L2; 4 rows of 4864, 11-13 KB: 13-16 into L1, 18-21 into L2).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 namespace qc {
 
-constexpr size_t kPrefetchL1Tile = 4096;
+constexpr size_t kPrefetchL1Tile = 8192;
 
 template <size_t kStep>
 static inline void prefetch_tile(const uint8_t* next, int64_t g, bool to_l1) {

@@ -1,5 +1,5 @@
-// AVX-512 VNNI decode kernel of Q4_0 weights (WeightKernels::gemv): rows of Q4_0 . one activation
-// row in the Q8_0x4 layout (act_q8_0x4.h), the values of vec_dot_q4_0 over Q8_0 activations.
+// AVX-512 VNNI decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv): rows . one activation
+// row in the Q8_0x4 layout (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 over Q8_0 activations.
 //
 // Per four weight blocks (128 weights) of a row: their 64 nibble bytes in one register (gathered
 // by word permutes, below); masking and shifting give elements 0..15 and 16..31 of the four blocks, in the order of the activation's
@@ -70,11 +70,75 @@ QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   for (; r < n_rows; ++r) rows<1, false>(n, w + r * wrb, wrb, a, y + r, ix);
 }
 
+// ---- Q5_0: the same form, plus the 5th bits --------------------------------------------------
+//
+// Four Q5_0 blocks are 88 bytes = 44 words, every field again at an even byte: block k's scale
+// is word 11k, its 32 high bits words 11k + 1 (elements 0..15) and 11k + 2 (16..31), its nibbles
+// words 11k + 3 .. 11k + 10. Per group: two loads (64 bytes, then 24 masked), one permute for
+// the nibbles and one for the scales and high bits; the high-bit words, 16 bits per block for
+// each of the lo and hi halves, are exactly the two 64-bit byte masks (lane order 16k + j) that
+// add 16 to the nibble bytes. The values are u - 16: the offset is 2 * sum8.
+struct Q5_0x4Index {
+  __m512i nibbles;  // output word 8k + i <- word 11k + 3 + i
+  __m512i fields;   // output words 4k..4k+3 <- 11k (scales); 16 + k <- 11k + 1; 20 + k <- 11k + 2
+  Q5_0x4Index() {
+    alignas(64) int16_t n[32], f[32];
+    for (int j = 0; j < 32; ++j) {
+      n[j] = (int16_t)(11 * (j / 8) + 3 + j % 8);
+      f[j] = (int16_t)(j < 16 ? 11 * (j / 4) : j < 20 ? 11 * (j - 16) + 1 : j < 24 ? 11 * (j - 20) + 2 : 0);
+    }
+    nibbles = _mm512_load_si512(n);
+    fields = _mm512_load_si512(f);
+  }
+};
+
+template <int R, bool prefetch>
+QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y,
+                              const Q5_0x4Index& ix) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
+  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < n / QK8_0X4; ++g) {
+    if (prefetch) prefetch_tile<R * 4 * sizeof(block_q5_0)>(w + R * wrb, g, to_l1);
+    const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
+    const __m512i nsum16 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a[g].sum8), 1));
+    const __m512 da = _mm512_loadu_ps(a[g].d);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* b = w + r * wrb + (size_t)g * 4 * sizeof(block_q5_0);
+      const __m512i v0 = load512(b), v1 = _mm512_maskz_loadu_epi16(0xfff, b + 64);
+      const __m512i q = _mm512_permutex2var_epi16(v0, ix.nibbles, v1);
+      const __m512i f = _mm512_permutex2var_epi16(v0, ix.fields, v1);
+      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(f));
+      const __m128i bits = _mm512_extracti32x4_epi32(f, 2);  // words 16..23: the lo, then the hi masks
+      const __mmask64 k_lo = _cvtu64_mask64((uint64_t)_mm_cvtsi128_si64(bits));
+      const __mmask64 k_hi = _cvtu64_mask64((uint64_t)_mm_extract_epi64(bits, 1));
+      const __m512i ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      const __m512i ul = _mm512_mask_add_epi8(ql, k_lo, ql, fifth), uh = _mm512_mask_add_epi8(qh, k_hi, qh, fifth);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nsum16, ul, lo), uh, hi);
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(s), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// gemv_fn (kernels.h) of Q5_0
+QC_VNNI void gemv_q5_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
+  static const Q5_0x4Index ix;
+  int r = 0;
+  for (; r + 4 <= n_rows; r += 4) rows_q5_0<4, true>(n, w + r * wrb, wrb, a, y + r, ix);
+  for (; r < n_rows; ++r) rows_q5_0<1, false>(n, w + r * wrb, wrb, a, y + r, ix);
+}
+
 }  // namespace
 
 void register_gemv_vnni(Kernels& k) {
   k.weight[GGML_Q4_0].gemv = gemv_q4_0;
   k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
+  k.weight[GGML_Q5_0].gemv = gemv_q5_0;
+  k.weight[GGML_Q5_0].gemv_act = QC_ACT_Q8_0X4;
 }
 
 }  // namespace avx512
