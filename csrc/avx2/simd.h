@@ -95,16 +95,21 @@ static inline __m256i unpack_nibbles_32(const uint8_t* q) {
   return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
-// Bit j of the little-endian 32-bit word at p -> byte j = 0xff if set, 0 otherwise.
-static inline __m256i bits_to_bytes_32(const uint8_t* p) {
-  uint32_t w;
-  std::memcpy(&w, p, 4);
+// Bit j of w -> byte j = 0xff if set, 0 otherwise.
+static inline __m256i bits_to_bytes_32(uint32_t w) {
   // Byte j takes the source byte j / 8, then tests bit j % 8 of it.
   const __m256i spread = _mm256_shuffle_epi8(
       _mm256_set1_epi32((int32_t)w),
       _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
   const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
   return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+// The same for the little-endian 32-bit word at p.
+static inline __m256i bits_to_bytes_32(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  return bits_to_bytes_32(w);
 }
 
 #ifdef QC_DOT_VNNI
