@@ -34,6 +34,7 @@ typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 // Activation layouts private to the SIMD decode kernels (not GGUF types), numbered after them.
 enum : int32_t {
   QC_ACT_Q8_0X4 = GGML_TYPE_COUNT,  // act_q8_0x4.h: Q8_0 regrouped for the Q4_0 gemv
+  QC_ACT_Q8_X8,                     // act_q8_x8.h: Q8_1 with a + 128 and float scales, for gemm_x8
   QC_ACT_COUNT,
 };
 
@@ -42,8 +43,10 @@ struct WeightKernels {
   int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
   // Optional, and last so that `= {vec_dot, act_type}` resets them: register them after the
   // vec_dot they go with.
-  // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot).
+  // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot), over activations in
+  // the layout gemm_act (a QC_ACT_* id) where that is set, else in act_type.
   gemm_fn gemm = nullptr;
+  int32_t gemm_act = -1;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
@@ -130,10 +133,10 @@ static inline size_t row_bytes(int32_t type, int64_t n) {
 
 // Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
 static inline int act_block_elems(int32_t fmt) {
-  return fmt == QC_ACT_Q8_0X4 ? 128 : type_info(fmt).block_elems;
+  return fmt == QC_ACT_Q8_0X4 ? 128 : fmt == QC_ACT_Q8_X8 ? 32 : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
-  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : row_bytes(fmt, n);
+  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : fmt == QC_ACT_Q8_X8 ? (size_t)(n / 32) * 40 : row_bytes(fmt, n);
 }
 
 }  // namespace qc

@@ -23,9 +23,11 @@ static bool use_gemv(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
 }
 
 // The activation format a product of this weight type reads: the gemv's layout when it runs,
-// else the type's activation type.
+// the gemm's when that runs (several tokens) and has its own, else the type's activation type.
 static int32_t act_format(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
-  return use_gemv(wk, n_in, n_tok) ? wk.gemv_act : wk.act_type;
+  if (use_gemv(wk, n_in, n_tok)) return wk.gemv_act;
+  if (n_tok > 1 && wk.gemm && wk.gemm_act >= 0) return wk.gemm_act;
+  return wk.act_type;
 }
 
 // The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.

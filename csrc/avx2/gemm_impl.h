@@ -21,6 +21,7 @@
 #include <cstring>
 #include <utility>
 
+#include "../act_q8_x8.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
 #include "simd.h"
 
@@ -151,9 +152,9 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
 // block holds bytes 4g..4g+3 of each of the 8 rows) and then reused by every token: per
 // (token, block) 8 vpdpbusd against the token's bytes 4g..4g+3 broadcast, then one conversion
 // and FMA for all 8 rows (AVX2: vpmaddubsw of two groups added in int16, vpmaddwd; VNNI:
-// vpdpbusd). The byte products want an unsigned side: the activations are shifted to
-// a + 128 (a ^ 0x80, once per token and segment) and the 128 * sum(v) of each row and block,
-// computed at the repack, starts the sum. Exact in int32: 32 * 255 * 128 < 2^31. Inside
+// vpdpbusd). The byte products want an unsigned side: the activations come as a + 128 in the
+// Q8_X8 layout (act_q8_x8.h, quantized once per token) and the 128 * sum(v) of each row and
+// block, computed at the repack, starts the sum. Exact in int32: 32 * 255 * 128 < 2^31. Inside
 // D::dot2 with AVX2: 4 products of two groups, each <= 255 * 31, add up below 2^15.
 
 // The 4 bytes at p (4-byte aligned) in every int32 lane: vbroadcastss from memory, a load with no
@@ -182,27 +183,22 @@ static inline void transpose_8x8_epi32(__m256i x[8]) {
 }
 
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
-// (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31).
+// (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8
+// activations (register it with gemm_act = QC_ACT_Q8_X8).
 template <typename W, typename D>
 QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
                      size_t ys) {
   typedef typename W::B B;
-  typedef typename W::A A;
-  constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (4 KB) stay in L1
+  constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5 KB) stay in L1
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
   alignas(32) int32_t ncorr[kSeg][8];    // [block][row] -128 * sum(v)
-  alignas(32) uint8_t au[kC][kSeg][32];  // [token][block] a + 128
-  alignas(32) float da[kC][kSeg], sa[kC][kSeg];  // [token][block] activation scale d and s (Q8_1)
-  std::memset(au, 0, sizeof(au));  // tokens past n_a in the last pass multiply zeros, never stored
-  std::memset(da, 0, sizeof(da));
-  std::memset(sa, 0, sizeof(sa));
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
-  const __m256i ones = _mm256_set1_epi8(1), flip = _mm256_set1_epi8((char)0x80);
+  const __m256i ones = _mm256_set1_epi8(1);
   for (int r0 = 0; r0 < n_w; r0 += 8) {
     const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
     for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
@@ -232,14 +228,9 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
       }
       for (int c0 = 0; c0 < n_a; c0 += kC) {
         const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        for (int c = 0; c < nc; ++c) {
-          const A* ab = reinterpret_cast<const A*>(a + (c0 + c) * arb) + s0;
-          for (int b = 0; b < ns; ++b) {
-            _mm256_store_si256(reinterpret_cast<__m256i*>(au[c][b]), _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[b].qs)), flip));
-            da[c][b] = avx2::h2f(ab[b].d);
-            if constexpr (W::kMin) sa[c][b] = avx2::h2f(ab[b].s);
-          }
-        }
+        const block_q8_x8* ab[kC];  // the tokens' blocks s0 ..
+        for (int c = 0; c < kC; ++c)  // tokens past n_a in the last pass read token c0's (never stored)
+          ab[c] = reinterpret_cast<const block_q8_x8*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
@@ -256,16 +247,16 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
             const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g + 1]));
             for (int c = 0; c < kC; ++c) {
               __m256i& sum = g % 4 ? isum2[c] : isum[c];
-              sum = D::dot2(sum, bcast4(au[c][b] + 4 * g), w0, bcast4(au[c][b] + 4 * g + 4), w1);
+              sum = D::dot2(sum, bcast4(ab[c][b].u + 4 * g), w0, bcast4(ab[c][b].u + 4 * g + 4), w1);
             }
           }
           for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
-            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b]), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(ab[c][b].d), acc[c]);
           if constexpr (W::kMin) {
             const __m256 mwv = _mm256_load_ps(mw[b]);
-            for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(mwv, _mm256_set1_ps(sa[c][b]), acc[c]);
+            for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(mwv, _mm256_set1_ps(ab[c][b].s), acc[c]);
           }
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c

@@ -9,6 +9,7 @@
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
+#include "../act_q8_x8.h"
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -264,6 +265,7 @@ void register_quants_32(Kernels& k) {
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
   k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
+  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;
   // F32 activations stay the inherited plain copy.
 }
 

@@ -49,6 +49,7 @@ void register_gemm_kernels_avx512(Kernels& k) {
   k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, VnniDot>;
   k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, VnniDot>;
   k.weight[GGML_Q8_0].gemm = gemm_x8<Q8_0W, VnniDot>;
+  for (int32_t type : {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0}) k.weight[type].gemm_act = QC_ACT_Q8_X8;
   k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, VnniDot>;
   k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, VnniDot>;
   k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, VnniDot>;

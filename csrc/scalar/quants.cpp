@@ -8,6 +8,7 @@
 
 #include "quants.h"
 #include "../act_q8_0x4.h"
+#include "../act_q8_x8.h"
 #include "../gemm.h"
 
 namespace qc {
@@ -107,6 +108,7 @@ void register_quant_kernels_scalar(Kernels& k) {
   k.quantize_act[GGML_F32] = scalar::quantize_row_f32;
   // The reference for the SIMD paths' decode layout (no scalar gemv: it would gain nothing here).
   k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<scalar::quantize_row_q8_0>;
+  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<scalar::quantize_row_q8_1>;
   k.dequantize[GGML_Q8_1] = scalar::dequantize_row_q8_1;
   k.dequantize[GGML_Q8_K] = scalar::dequantize_row_q8_K;
   register_gemm_kernels_scalar(k);  // after the vec_dots it wraps

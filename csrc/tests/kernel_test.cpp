@@ -190,12 +190,15 @@ std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt1
   return rows;
 }
 
-const char* act_name(int32_t atype) { return atype == QC_ACT_Q8_0X4 ? "Q8_0x4" : type_info(atype).name; }
+const char* act_name(int32_t atype) {
+  return atype == QC_ACT_Q8_0X4 ? "Q8_0x4" : atype == QC_ACT_Q8_X8 ? "Q8_X8" : type_info(atype).name;
+}
 
 void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
-  for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4})
+  for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4,
+                         (int32_t)QC_ACT_Q8_X8})
     for (int n : {256, 4096}) {
-      if (!K.quantize_act[atype]) continue;  // decode layouts: only where a table has a gemv
+      if (!K.quantize_act[atype]) continue;  // private layouts: only where a table has a kernel for them
       auto g = rng_for(fmt("act %d %d", atype, n));
       for (auto& row : activation_rows(g, n)) {
         const std::vector<uint8_t> got = quantize(K, atype, row.second), ref = quantize(S, atype, row.second);
@@ -332,20 +335,25 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
     for (int n_w : {1, 4, 13})
       for (int n_a : {1, 3, 9}) {
         auto g = rng_for(fmt("gemm %d %d %d", wt.type, n_w, n_a));
-        std::vector<uint8_t> w, a;
+        // the gemm reads its own layout where it has one (made by the scalar reference quantizer)
+        const int32_t gtype = K.weight[wt.type].gemm_act >= 0 ? K.weight[wt.type].gemm_act : atype;
+        const size_t gb = act_row_bytes(gtype, n);
+        std::vector<uint8_t> w, a, ga;
         std::vector<std::vector<double>> av;
         for (int j = 0; j < n_w; ++j) {
           const std::vector<uint8_t> row = random_weights(g, wt, n);
           w.insert(w.end(), row.begin(), row.end());
         }
         for (int i = 0; i < n_a; ++i) {
-          const std::vector<uint8_t> row = quantize(S, atype, normal(g, (size_t)n));
+          const std::vector<float> x = normal(g, (size_t)n);
+          const std::vector<uint8_t> row = quantize(S, atype, x), grow = quantize(S, gtype, x);
           a.insert(a.end(), row.begin(), row.end());
+          ga.insert(ga.end(), grow.begin(), grow.end());
           av.push_back(act_values(atype, row, n));
         }
         const size_t y_stride = (size_t)n_w + 3;
         std::vector<float> y((size_t)n_a * y_stride, -7.0f), wv((size_t)n);
-        K.weight[wt.type].gemm(n, w.data(), wb, n_w, a.data(), ab, n_a, y.data(), y_stride);
+        K.weight[wt.type].gemm(n, w.data(), wb, n_w, ga.data(), gb, n_a, y.data(), y_stride);
         bool ok = true;
         for (int j = 0; j < n_w; ++j) {
           S.dequantize[wt.type](w.data() + j * wb, wv.data(), n);
