@@ -90,7 +90,6 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   k_ = ZeroBuffer<float>(B * kv_dim);
   v_ = ZeroBuffer<float>(B * kv_dim);
   att_ = ZeroBuffer<float>(B * q_dim);
-  proj_ = ZeroBuffer<float>(B * c.n_embd);
   gate_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   up_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   cos_ = ZeroBuffer<float>(B * c.head_dim / 2);
@@ -189,12 +188,14 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
     store_kv(l, m, pos);
     attention(pool_, K, att_.data(), q_.data(), k_layer(l), v_layer(l), c.kv_f16, m, pos, c.n_head, c.n_kv_head,
               c.head_dim, c.n_ctx, att_scratch_.data());
-    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, proj_.data(), act_.data());
-    K.add(x_.data(), x_.data(), proj_.data(), m * E);
+    // the output projection lands in xn_, free once the Q/K/V products have read it
+    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, xn_.data(), act_.data());
+    K.add(x_.data(), x_.data(), xn_.data(), m * E);
 
     // feed-forward sub-block: x += W_down . (silu(W_gate xn) * (W_up xn))
     // The tokens are independent here, so they go ffn_chunk_ at a time: the (tokens, n_ff)
-    // intermediates, the largest activations, then need only ffn_chunk_ rows.
+    // intermediates, the largest activations, then need only ffn_chunk_ rows. A chunk's output
+    // overwrites its own rows of xn_, which its gate and up products have read by then.
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
     const MatmulOutput ffn[2] = {{L.w_gate.data, L.w_gate.type, c.n_ff, gate_.data()},
@@ -203,9 +204,9 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
       const int64_t nt = std::min(ffn_chunk_, m - t0);
       matmul_group(pool_, K, ffn, 2, E, xn_.data() + t0 * E, nt, act_.data());
       K.swiglu(gate_.data(), gate_.data(), up_.data(), nt * c.n_ff);
-      matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), nt, proj_.data() + t0 * E, act_.data());
+      matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), nt, xn_.data() + t0 * E, act_.data());
     }
-    K.add(x_.data(), x_.data(), proj_.data(), m * E);
+    K.add(x_.data(), x_.data(), xn_.data(), m * E);
   }
 
   // Final norm and LM head, only for the rows asked for.

@@ -115,11 +115,10 @@ class Model {
   // decode-only session never commits the prefill-sized parts).
   int64_t ffn_chunk_ = 0;       // min(n_batch, kFfnChunk): tokens per feed-forward sub-step
   ZeroBuffer<float> x_;         // (n_batch, n_embd) residual stream
-  ZeroBuffer<float> xn_;        // (n_batch, n_embd) normalised input of a sub-block
+  ZeroBuffer<float> xn_;        // (n_batch, n_embd) normalised input of a sub-block, then its output
   ZeroBuffer<float> q_;         // (n_batch, n_head*head_dim)
   ZeroBuffer<float> k_, v_;     // (n_batch, n_kv_head*head_dim)
   ZeroBuffer<float> att_;       // (n_batch, n_head*head_dim) attention output
-  ZeroBuffer<float> proj_;      // (n_batch, n_embd) attention / FFN output projection
   ZeroBuffer<float> gate_, up_; // (ffn_chunk_, n_ff): the FFN runs ffn_chunk_ tokens at a time
   ZeroBuffer<float> cos_, sin_; // (n_batch, head_dim/2) rope tables of this step
   ZeroBuffer<float> att_scratch_;  // attention_scratch_floats(...)
