@@ -31,7 +31,7 @@ typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
 typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 
-// Activation layouts private to the SIMD decode kernels (not GGUF types), numbered after them.
+// Activation layouts private to some SIMD kernels (not GGUF types), numbered after them.
 enum : int32_t {
   QC_ACT_Q8_0X4 = GGML_TYPE_COUNT,  // act_q8_0x4.h: Q8_0 regrouped for the Q4_0 gemv
   QC_ACT_Q8_X8,                     // act_q8_x8.h: Q8_1 with a + 128 and float scales, for gemm_x8

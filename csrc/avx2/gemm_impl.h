@@ -189,7 +189,7 @@ template <typename W, typename D>
 QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
                      size_t ys) {
   typedef typename W::B B;
-  constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5 KB) stay in L1
+  constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
