@@ -69,7 +69,7 @@ struct Q5_0G {
 static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
-// after these are prefetched at the pace they are read (gemv_prefetch.h).
+// after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
 template <typename W, int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y) {
   typedef typename W::B B;
@@ -77,7 +77,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a,
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    if (prefetch) prefetch_tile<R * 4 * sizeof(B)>(w + R * wrb, g, to_l1);
+    if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, g, to_l1);
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
       const __m256i lo = load(a[g].lo + 32 * h), hi = load(a[g].hi + 32 * h);
       const __m256i noff = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(load(a[g].sum8 + 8 * h), W::kOffShift));

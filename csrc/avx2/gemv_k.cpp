@@ -59,7 +59,7 @@ static inline uint32_t load32(const uint8_t* p) {
 }
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these are prefetched at the pace they are read (gemv_prefetch.h).
+// rows after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
 template <int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const WordSpread& ws) {
   constexpr int P = (R + 1) / 2;  // row pairs
@@ -71,7 +71,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int p = 0; p < P; ++p) acc_min[p] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    if (prefetch) prefetch_tile<R * sizeof(block_q4_K)>(w + R * wrb, i, to_l1);
+    if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
     // [d0, dmin0, d1, dmin1, .., d3, dmin3] * activation scale
     const __m256 dm = _mm256_mul_ps(

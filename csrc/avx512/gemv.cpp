@@ -35,7 +35,7 @@ struct Q4_0x4Index {
 };
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
-// after these are prefetched at the pace they are read (gemv_prefetch.h).
+// after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
 template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y, const Q4_0x4Index& ix) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -43,7 +43,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    if (prefetch) prefetch_tile<R * 4 * sizeof(block_q4_0)>(w + R * wrb, g, to_l1);
+    if (prefetch) prefetch_tiles<R * 4 * sizeof(block_q4_0)>(w + R * wrb, R * wrb, g, to_l1);
     const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
     const __m512i nsum8 = _mm512_sub_epi32(_mm512_setzero_si512(), load512(a[g].sum8));
     const __m512 da = _mm512_loadu_ps(a[g].d);
@@ -100,7 +100,7 @@ QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const blo
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    if (prefetch) prefetch_tile<R * 4 * sizeof(block_q5_0)>(w + R * wrb, g, to_l1);
+    if (prefetch) prefetch_tiles<R * 4 * sizeof(block_q5_0)>(w + R * wrb, R * wrb, g, to_l1);
     const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
     const __m512i nsum16 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a[g].sum8), 1));
     const __m512 da = _mm512_loadu_ps(a[g].d);

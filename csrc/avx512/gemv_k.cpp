@@ -38,7 +38,7 @@ struct Q4KMasks {
 };
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these are prefetched at the pace they are read (gemv_prefetch.h).
+// rows after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
 template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const Q4KMasks& mk) {
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
@@ -58,7 +58,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   __m512 acc_min = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    if (prefetch) prefetch_tile<R * sizeof(block_q4_K)>(w + R * wrb, i, to_l1);
+    if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
     __m512i hdr = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + off)));
     hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[1] + off)), 1);
