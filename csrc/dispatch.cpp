@@ -160,7 +160,8 @@ struct Tables {
 #ifdef QWEN_HAVE_AVXVNNI_EVEX
       // The K-quant prefill tiles (gemm_kx8, 256-bit vectors in both builds) from the twin's
       // compilation: the same source and instructions, compiled without the AVX-512 flags, ran
-      // 5-8% (Q4_K) and 10-18% (Q6_K) faster on Zen 4 at Qwen2.5 shapes, 512 tokens, one core;
+      // 5-8% (Q4_K) and 10-18% (Q6_K) faster on Zen 4 at Qwen2.5 shapes, 512 tokens, one core
+      // (bench/bench_isa_ab.py compares the two paths);
       // the Q4_0/Q8_0 tiles (8 tokens per pass here, 4 in the twin) are kept.
       for (const Kernels& twin : list)
         if (std::strcmp(twin.isa, kTestTwin) == 0 && t.weight[GGML_Q4_K].gemm)

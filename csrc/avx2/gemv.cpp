@@ -12,7 +12,7 @@
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
-#include "../gemv_prefetch.h"
+#include "../gemv.h"
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -69,7 +69,7 @@ struct Q5_0G {
 static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
-// after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
+// after these (and the R after those) are prefetched at the pace they are read (gemv.h).
 template <typename W, int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y) {
   typedef typename W::B B;
@@ -98,9 +98,7 @@ template <typename W>
 void gemv(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<W, 4, true>(n, w + r * wrb, wrb, a, y + r);
-  for (; r < n_rows; ++r) rows<W, 1, false>(n, w + r * wrb, wrb, a, y + r);
+  row_passes(n_rows, [&](auto R, int r) { rows<W, R, R == 4>(n, w + r * wrb, wrb, a, y + r); });
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 // VNNI compilations, simd.h).
 #include "simd.h"
 
-#include "../gemv_prefetch.h"
+#include "../gemv.h"
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -59,7 +59,7 @@ static inline uint32_t load32(const uint8_t* p) {
 }
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
+// rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
 template <int R, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const WordSpread& ws) {
   constexpr int P = (R + 1) / 2;  // row pairs
@@ -118,14 +118,7 @@ void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const WordSpread ws;
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, ws);
-  switch (n_rows - r) {
-    case 3: rows<3, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
-    case 2: rows<2, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
-    case 1: rows<1, false>(n, w + r * wrb, wrb, a, y + r, ws); break;
-    default: break;
-  }
+  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ws); });
 }
 
 }  // namespace

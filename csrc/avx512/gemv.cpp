@@ -10,7 +10,7 @@
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
-#include "../gemv_prefetch.h"
+#include "../gemv.h"
 
 namespace qc {
 namespace avx512 {
@@ -35,7 +35,7 @@ struct Q4_0x4Index {
 };
 
 // y[r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R rows
-// after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
+// after these (and the R after those) are prefetched at the pace they are read (gemv.h).
 template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y, const Q4_0x4Index& ix) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -65,9 +65,7 @@ QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   static const Q4_0x4Index ix;
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, ix);
-  for (; r < n_rows; ++r) rows<1, false>(n, w + r * wrb, wrb, a, y + r, ix);
+  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
 }
 
 // ---- Q5_0: the same form, plus the 5th bits --------------------------------------------------
@@ -127,9 +125,7 @@ QC_VNNI void gemv_q5_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   static const Q5_0x4Index ix;
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows_q5_0<4, true>(n, w + r * wrb, wrb, a, y + r, ix);
-  for (; r < n_rows; ++r) rows_q5_0<1, false>(n, w + r * wrb, wrb, a, y + r, ix);
+  row_passes(n_rows, [&](auto R, int r) { rows_q5_0<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
 }
 
 }  // namespace

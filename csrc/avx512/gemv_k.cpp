@@ -13,7 +13,7 @@
 // scales (spread by byte shuffles), one conversion and one FMA.
 #include "simd512.h"
 
-#include "../gemv_prefetch.h"
+#include "../gemv.h"
 
 namespace qc {
 namespace avx512 {
@@ -38,7 +38,7 @@ struct Q4KMasks {
 };
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
+// rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
 template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const Q4KMasks& mk) {
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
@@ -106,14 +106,7 @@ QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const Q4KMasks mk;
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, mk);
-  switch (n_rows - r) {
-    case 3: rows<3, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
-    case 2: rows<2, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
-    case 1: rows<1, false>(n, w + r * wrb, wrb, a, y + r, mk); break;
-    default: break;
-  }
+  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, mk); });
 }
 
 }  // namespace

@@ -10,7 +10,7 @@
 // all rows together with the activation's own gather and scale conversion.
 #include "simd512.h"
 
-#include "../gemv_prefetch.h"
+#include "../gemv.h"
 
 namespace qc {
 namespace avx512 {
@@ -61,7 +61,7 @@ QC_VNNI static inline void step(const uint8_t* w, size_t wrb, const uint8_t* a, 
 }
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 32 blocks each) . a. With prefetch: the R
-// rows after these (and the R after those) are prefetched at the pace they are read (gemv_prefetch.h).
+// rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
 template <int R, bool prefetch>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* a, float* y, const Q8_0x2Index& ix) {
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
@@ -81,14 +81,7 @@ QC_VNNI void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   static const Q8_0x2Index ix;
-  int r = 0;
-  for (; r + 4 <= n_rows; r += 4) rows<4, true>(n, w + r * wrb, wrb, a, y + r, ix);
-  switch (n_rows - r) {
-    case 3: rows<3, false>(n, w + r * wrb, wrb, a, y + r, ix); break;
-    case 2: rows<2, false>(n, w + r * wrb, wrb, a, y + r, ix); break;
-    case 1: rows<1, false>(n, w + r * wrb, wrb, a, y + r, ix); break;
-    default: break;
-  }
+  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Prefetch of the decode kernels (WeightKernels::gemv) that read several weight rows per pass.
+// Shared pieces of the decode kernels (WeightKernels::gemv) that read several weight rows per
+// pass: the passes over the rows, and the prefetch of the rows that come next.
 //
 // Kernels that read R rows side by side (a few dozen bytes of each per step) defeat the hardware
 // prefetchers: streamed from memory, the AVX-512 4-row Q4_0 kernel ran at half the speed of a
@@ -18,6 +19,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace qc {
 
@@ -30,6 +32,22 @@ static inline void prefetch_tiles(const uint8_t* next, size_t tile_bytes, int64_
     if (to_l1) __builtin_prefetch(next + off, 0, 3);
     else __builtin_prefetch(next + off, 0, 2);
     __builtin_prefetch(next + tile_bytes + off, 0, 2);
+  }
+}
+
+// The passes of a kernel reading up to 4 rows at a time over n_rows rows: pass(R, r) reads rows
+// r .. r + R - 1, R a std::integral_constant (so the kernel can take it as a template argument):
+// passes of 4, then one pass of the 1..3 left. Only the passes of 4 should prefetch (the rows
+// after the last pass are not read).
+template <typename Pass>
+static inline void row_passes(int n_rows, Pass&& pass) {
+  int r = 0;
+  for (; r + 4 <= n_rows; r += 4) pass(std::integral_constant<int, 4>(), r);
+  switch (n_rows - r) {
+    case 3: pass(std::integral_constant<int, 3>(), r); break;
+    case 2: pass(std::integral_constant<int, 2>(), r); break;
+    case 1: pass(std::integral_constant<int, 1>(), r); break;
+    default: break;
   }
 }
 
