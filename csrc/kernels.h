@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "blocks.h"
+#include "repack.h"
 
 namespace qc {
 
@@ -54,9 +55,17 @@ struct WeightKernels {
   int32_t gemv_act = -1;
 };
 
+// The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a
+// multiple of 4, w the repacked rows from a quad's first tile (w_row_bytes: the stored row's).
+struct LayoutKernels {
+  gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
+  int32_t gemv_act = -1;
+};
+
 struct Kernels {
   const char* isa = "none";
   WeightKernels weight[GGML_TYPE_COUNT];
+  LayoutKernels layout[QC_LAYOUT_COUNT];
   dequantize_row_fn dequantize[GGML_TYPE_COUNT] = {};
   quantize_row_fn quantize_act[QC_ACT_COUNT] = {};  // indexed by the activation type or QC_ACT_* id
 

@@ -2,6 +2,9 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "repack.h"
 
 namespace qc {
 
@@ -30,6 +33,21 @@ static int32_t act_format(const WeightKernels& wk, int64_t n_in, int64_t n_tok) 
   return wk.act_type;
 }
 
+// The same for one output, whose weights may be repacked: one token reads the layout's gemv format
+// where this table has that gemv; otherwise the rows are unpacked back (below) and read as stored.
+static bool use_layout_gemv(const Kernels& K, const MatmulOutput& o, int64_t n_tok) {
+  if (o.layout == QC_LAYOUT_STORED) return false;
+  if (o.layout < 0 || o.layout >= QC_LAYOUT_COUNT || repack_base_type(o.layout) != o.wtype)
+    throw std::invalid_argument("matmul: " + std::string(type_info(o.wtype).name) + " weights in an unknown layout " +
+                                std::to_string(o.layout));
+  return n_tok == 1 && K.layout[o.layout].gemv;
+}
+
+static int32_t act_format(const Kernels& K, const MatmulOutput& o, int64_t n_in, int64_t n_tok) {
+  if (use_layout_gemv(K, o, n_tok)) return K.layout[o.layout].gemv_act;
+  return act_format(checked(K, o.wtype, n_in), n_in, n_tok);
+}
+
 // The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.
 struct ActLayout {
   int n = 0;
@@ -41,7 +59,7 @@ struct ActLayout {
 static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
   ActLayout L;
   for (int i = 0; i < n_outs; ++i) {
-    const int32_t f = act_format(checked(K, outs[i].wtype, n_in), n_in, n_tok);
+    const int32_t f = act_format(K, outs[i], n_in, n_tok);
     bool seen = false;
     for (int j = 0; j < L.n; ++j) seen |= L.fmt[j] == f;
     if (seen) continue;
@@ -60,9 +78,50 @@ size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, in
   return one > all ? one : all;
 }
 
-size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok) {
-  const MatmulOutput one{nullptr, wtype, 0, nullptr};
+size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok, int32_t layout) {
+  const MatmulOutput one{nullptr, wtype, 0, nullptr, layout};
   return matmul_group_scratch_bytes(K, &one, 1, n_in, n_tok);
+}
+
+// y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
+// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens.
+static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w, size_t w_row, int64_t n_rows,
+                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride) {
+  if (n_tok > 1 && wk.gemm) {
+    // Prefill: the tile kernel over the rows x a chunk of tokens at a time. The chunk's
+    // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
+    // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
+    // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
+    // times but spill the activations out of L2. At least kMinChunk tokens all the same:
+    // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
+    // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
+    // the spill (one Zen 4 core, 512 tokens of 1536x8960: Q4_K 122-130 -> 174 GFLOP/s,
+    // Q6_K 69-76 -> 113, Q4_0 133-149 -> 173, Q8_0 117-129 -> 158; 896x4864 Q4_K 148-161
+    // -> 181; the shorter rows, which already had 64 or more, unchanged).
+    constexpr size_t kActChunkBytes = 192 * 1024;
+    constexpr int64_t kMinChunk = 64;
+    int64_t chunk = (int64_t)(kActChunkBytes / act_row);
+    chunk = chunk < kMinChunk ? kMinChunk : chunk - chunk % 8;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+      const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
+      wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
+    }
+  } else if (use_gemv(wk, n_in, n_tok)) {
+    // Decode with the type's decode form over its activation layout.
+    wk.gemv(n_in, w, w_row, (int)n_rows, act, y);
+  } else {
+    // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
+    // rows so that for several tokens a tile is reused while it is in cache.
+    constexpr int64_t kRowTile = 16;
+    for (int64_t rt = 0; rt < n_rows; rt += kRowTile) {
+      const int64_t rt_end = rt + kRowTile < n_rows ? rt + kRowTile : n_rows;
+      for (int64_t t = 0; t < n_tok; ++t) {
+        const uint8_t* a = act + t * act_row;
+        float* yt = y + t * y_stride;
+        for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
+      }
+    }
+  }
 }
 
 void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
@@ -92,62 +151,48 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   int64_t total_rows = 0;
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
   pool.run([&](int ith, int nth) {
+    // in units of 8 rows for several tokens: the gemm kernels work on tiles of 8 rows
+    // (gemm_impl.h), and a tile cut in two by the split would cost both threads a full tile's
+    // work; of 4 for one token: the gemv kernels take 4 rows per pass, repacked weights 4 rows per
+    // tile (repack.h)
+    const int64_t unit = n_tok > 1 ? 8 : 4;
     int64_t g0, g1;
-    if (n_tok > 1) {
-      // in units of 8 rows: the gemm kernels work on tiles of 8 rows (gemm_impl.h), and a tile
-      // cut in two by the split would cost both threads a full tile's work
-      split_range((total_rows + 7) / 8, ith, nth, &g0, &g1);
-      g0 = g0 * 8 < total_rows ? g0 * 8 : total_rows;
-      g1 = g1 * 8 < total_rows ? g1 * 8 : total_rows;
-    } else {
-      split_range(total_rows, ith, nth, &g0, &g1);
-    }
+    split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
+    g0 = g0 * unit < total_rows ? g0 * unit : total_rows;
+    g1 = g1 * unit < total_rows ? g1 * unit : total_rows;
     int64_t base = 0;
     for (int i = 0; i < n_outs && g0 < g1; base += outs[i].n_out, ++i) {
       const MatmulOutput& o = outs[i];
       if (g0 >= base + o.n_out) continue;
       const int64_t r0 = g0 - base, r1 = (g1 < base + o.n_out ? g1 : base + o.n_out) - base;
-      const WeightKernels& wk = K.weight[o.wtype];
-      const int32_t fmt = act_format(wk, n_in, n_tok);
+      const int32_t fmt = act_format(K, o, n_in, n_tok);
       int j = 0;
       while (L.fmt[j] != fmt) ++j;
       const uint8_t* act = scratch + L.offset[j];
       const size_t act_row = act_row_bytes(fmt, n_in), w_row = row_bytes(o.wtype, n_in);
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
-      if (n_tok > 1 && wk.gemm) {
-        // Prefill: the tile kernel over [r0, r1) x a chunk of tokens at a time. The chunk's
-        // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
-        // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
-        // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
-        // times but spill the activations out of L2. At least kMinChunk tokens all the same:
-        // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
-        // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
-        // the spill (one Zen 4 core, 512 tokens of 1536x8960: Q4_K 122-130 -> 174 GFLOP/s,
-        // Q6_K 69-76 -> 113, Q4_0 133-149 -> 173, Q8_0 117-129 -> 158; 896x4864 Q4_K 148-161
-        // -> 181; the shorter rows, which already had 64 or more, unchanged).
-        constexpr size_t kActChunkBytes = 192 * 1024;
-        constexpr int64_t kMinChunk = 64;
-        int64_t chunk = (int64_t)(kActChunkBytes / act_row);
-        chunk = chunk < kMinChunk ? kMinChunk : chunk - chunk % 8;
-        for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-          const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
-          wk.gemm(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act + t0 * act_row, act_row, (int)nt,
-                  o.y + t0 * o.n_out + r0, (size_t)o.n_out);
-        }
-      } else if (use_gemv(wk, n_in, n_tok)) {
-        // Decode with the type's decode form over its activation layout.
-        wk.gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
+      const WeightKernels& wk = K.weight[o.wtype];
+      if (o.layout == QC_LAYOUT_STORED) {
+        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out);
+      } else if (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0) {
+        throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
+      } else if (use_layout_gemv(K, o, n_tok)) {
+        K.layout[o.layout].gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
       } else {
-        // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
-        // rows so that for several tokens a tile is reused while it is in cache.
-        constexpr int64_t kRowTile = 16;
-        for (int64_t rt = r0; rt < r1; rt += kRowTile) {
-          const int64_t rt_end = rt + kRowTile < r1 ? rt + kRowTile : r1;
-          for (int64_t t = 0; t < n_tok; ++t) {
-            const uint8_t* a = act + t * act_row;
-            float* yt = o.y + t * o.n_out;
-            for (int64_t r = rt; r < rt_end; ++r) yt[r] = wk.vec_dot(n_in, w + r * w_row, a);
-          }
+        // Several tokens (prefill), or a kernel path without this layout's gemv: the rows
+        // unpacked back to the stored layout a block at a time in this thread's buffer, then
+        // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
+        // activations its gemm reads; unpacking is a copy, small beside a product over tens or
+        // hundreds of tokens.
+        constexpr size_t kUnpackBytes = 64 * 1024;
+        int64_t block = (int64_t)(kUnpackBytes / w_row);
+        block = block < 8 ? 8 : block - block % 8;
+        thread_local std::vector<uint8_t> unpacked;
+        if (unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
+        for (int64_t rb = r0; rb < r1; rb += block) {
+          const int64_t nb = r1 - rb < block ? r1 - rb : block;
+          unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
+          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out);
         }
       }
       g0 = base + r1;
@@ -156,8 +201,8 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
 }
 
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch) {
-  const MatmulOutput one{W, wtype, n_out, y};
+            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout) {
+  const MatmulOutput one{W, wtype, n_out, y, layout};
   matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch);
 }
 

@@ -11,22 +11,27 @@
 namespace qc {
 
 // Bytes of scratch that matmul() needs for n_tok activation rows of n_in elements.
-size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok);
+size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok,
+                            int32_t layout = QC_LAYOUT_STORED);
 
 // y (n_tok, n_out) = x (n_tok, n_in) . W^T
 //   W: n_out rows of n_in elements of type wtype, each row_bytes(wtype, n_in) bytes, row-major;
 //   act_scratch: at least matmul_scratch_bytes(...) bytes.
+//   layout: that of W (MatmulOutput::layout).
 // Output rows are split across the pool's threads. Throws std::invalid_argument if the type has
 // no kernel or n_in is not a multiple of its block size.
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch);
+            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout = QC_LAYOUT_STORED);
 
 // One weight of a group that shares its input (Q/K/V, or gate/up): y (n_tok, n_out) = x . W^T.
 struct MatmulOutput {
-  const void* w;   // (n_out, row_bytes(wtype, n_in)) raw rows
+  const void* w;   // (n_out, row_bytes(wtype, n_in)) raw rows, in the file's layout or in `layout`
   int32_t wtype;
   int64_t n_out;
   float* y;        // (n_tok, n_out)
+  // QC_LAYOUT_STORED, or the layout w was repacked into (repack.h; only one the kernel table
+  // has a gemv for, with n_out a multiple of 4, as are the n_out of every output before it)
+  int32_t layout = QC_LAYOUT_STORED;
 };
 
 // Several products of the same input in one pass over the thread pool: the input is quantized

@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "matmul.h"
 
@@ -40,7 +44,41 @@ void check_vector(const Tensor& t, int64_t n, const std::string& name, bool opti
     throw std::invalid_argument(name + ": expected a float32 vector of " + std::to_string(n) + " elements");
 }
 
+// The product of one weight, in whatever layout it is held.
+MatmulOutput output_of(const Tensor& t, int64_t n_out, float* y) { return {t.data, t.type, n_out, y, t.layout}; }
+
+constexpr size_t kRepackAlign = 64;
+
+size_t aligned(size_t n) { return (n + kRepackAlign - 1) / kRepackAlign * kRepackAlign; }
+
+// Whole pages inside [p, p + n) out of this process's resident set (see release_repacked_source).
+void release_pages(const void* p, size_t n) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t begin = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace
+
+PageBuffer::PageBuffer(size_t n) : n_(n) {
+  if (!n) return;
+  void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  p_ = static_cast<uint8_t*>(p);
+}
+
+PageBuffer& PageBuffer::operator=(PageBuffer&& o) noexcept {
+  if (this != &o) {
+    if (p_) munmap(p_, n_);
+    p_ = o.p_, n_ = o.n_;
+    o.p_ = nullptr, o.n_ = 0;
+  }
+  return *this;
+}
+
+PageBuffer::~PageBuffer() {
+  if (p_) munmap(p_, n_);
+}
 
 Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
     : cfg_(cfg), w_(std::move(w)), pool_(n_threads > 0 ? n_threads : default_thread_count()), K_(&kernels()) {
@@ -77,6 +115,8 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
     check_matrix(K, L.w_down, c.n_embd, c.n_ff, p + "ffn_down.weight");
   }
 
+  if (c.repack) plan_repack();
+
   const size_t elem = c.kv_f16 ? sizeof(half_t) : sizeof(float);
   layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * (size_t)c.head_dim * elem;
   k_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer);
@@ -98,15 +138,66 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
 
   size_t act = 0;
   for (const LayerWeights& L : w_.layers) {
-    const MatmulOutput qkv[3] = {{L.wq.data, L.wq.type, q_dim, nullptr}, {L.wk.data, L.wk.type, kv_dim, nullptr},
-                                 {L.wv.data, L.wv.type, kv_dim, nullptr}};
-    const MatmulOutput ffn[2] = {{L.w_gate.data, L.w_gate.type, c.n_ff, nullptr}, {L.w_up.data, L.w_up.type, c.n_ff, nullptr}};
+    const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, nullptr), output_of(L.wk, kv_dim, nullptr),
+                                 output_of(L.wv, kv_dim, nullptr)};
+    const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, nullptr), output_of(L.w_up, c.n_ff, nullptr)};
     act = std::max({act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B),
-                    matmul_group_scratch_bytes(K, ffn, 2, c.n_embd, ffn_chunk_), matmul_scratch_bytes(K, L.wo.type, q_dim, B),
-                    matmul_scratch_bytes(K, L.w_down.type, c.n_ff, ffn_chunk_)});
+                    matmul_group_scratch_bytes(K, ffn, 2, c.n_embd, ffn_chunk_),
+                    matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout),
+                    matmul_scratch_bytes(K, L.w_down.type, c.n_ff, ffn_chunk_, L.w_down.layout)});
   }
-  act = std::max(act, matmul_scratch_bytes(K, w_.output.type, c.n_embd, B));
+  act = std::max(act, matmul_scratch_bytes(K, w_.output.type, c.n_embd, B, w_.output.layout));
   act_ = ZeroBuffer<uint8_t>(act);
+}
+
+// Chooses the matrices that this kernel table has a repacked decode kernel for (repack.h), marks
+// them with their layout and reserves repacked_ for them (untouched: no memory yet). The copies are
+// made by the first forward() (repack_pending), so that loading a model still reads no weights.
+// The token embeddings stay as stored (a tied output matrix is repacked as the output): a step
+// reads only its tokens' rows of them.
+void Model::plan_repack() {
+  const Kernels& K = *K_;
+  auto consider = [&](std::initializer_list<Tensor*> group) {
+    for (const Tensor* t : group)
+      if (t->rows % kRepackRows != 0) return;  // MatmulOutput::layout: the outputs before a repacked one
+    for (Tensor* t : group) {
+      const int32_t layout = repack_layout_of(t->type);
+      if (layout != QC_LAYOUT_STORED && K.layout[layout].gemv && repack_fits(layout, t->rows, t->cols)) {
+        t->layout = layout;
+        pending_.push_back(t);
+      }
+    }
+  };
+  for (LayerWeights& L : w_.layers) {
+    consider({&L.wq, &L.wk, &L.wv});
+    consider({&L.wo});
+    consider({&L.w_gate, &L.w_up});
+    consider({&L.w_down});
+  }
+  consider({&w_.output});
+  size_t total = 0;
+  for (const Tensor* t : pending_) total += aligned(row_bytes(t->type, t->cols) * (size_t)t->rows);
+  repacked_ = PageBuffer(total);
+}
+
+// Makes the copies plan_repack chose, one matrix at a time across the pool, each source released
+// after its copy when cfg_.release_repacked_source (so resident memory grows by one matrix at most).
+void Model::repack_pending() {
+  size_t offset = 0;
+  for (Tensor* t : pending_) {
+    const size_t quad_bytes = kRepackRows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / kRepackRows);
+    const uint8_t* src = static_cast<const uint8_t*>(t->data);
+    uint8_t* dst = repacked_.data() + offset;
+    pool_.run([&](int ith, int nth) {
+      int64_t q0, q1;
+      split_range(t->rows / kRepackRows, ith, nth, &q0, &q1);
+      if (q1 > q0) repack_rows(t->layout, src + q0 * quad_bytes, (q1 - q0) * kRepackRows, t->cols, dst + q0 * quad_bytes);
+    });
+    if (cfg_.release_repacked_source) release_pages(src, bytes);
+    t->data = dst;
+    offset += aligned(bytes);
+  }
+  pending_.clear();
 }
 
 void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {
@@ -145,6 +236,7 @@ bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits
       throw std::invalid_argument("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                   " is outside the vocabulary of " + std::to_string(c.n_vocab));
   K_ = &kernels();  // the path selected now (tests switch paths between calls)
+  if (!pending_.empty()) repack_pending();
   for (int64_t done = 0; done < n; done += c.n_batch) {
     const int64_t m = std::min<int64_t>(c.n_batch, n - done);
     const bool last = done + m == n;
@@ -176,9 +268,8 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
     // attention sub-block: x += Wo . attention(rope(Wq xn + bq), rope(Wk xn + bk), Wv xn + bv)
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.attn_norm.data), E, c.rms_eps);
-    const MatmulOutput qkv[3] = {{L.wq.data, L.wq.type, q_dim, q_.data()},
-                                 {L.wk.data, L.wk.type, kv_dim, k_.data()},
-                                 {L.wv.data, L.wv.type, kv_dim, v_.data()}};
+    const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, q_.data()), output_of(L.wk, kv_dim, k_.data()),
+                                 output_of(L.wv, kv_dim, v_.data())};
     matmul_group(pool_, K, qkv, 3, E, xn_.data(), m, act_.data());
     add_bias(q_.data(), L.bq, m, q_dim);
     add_bias(k_.data(), L.bk, m, kv_dim);
@@ -189,7 +280,7 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
     attention(pool_, K, att_.data(), q_.data(), k_layer(l), v_layer(l), c.kv_f16, m, pos, c.n_head, c.n_kv_head,
               c.head_dim, c.n_ctx, att_scratch_.data());
     // the output projection lands in xn_, free once the Q/K/V products have read it
-    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, xn_.data(), act_.data());
+    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, xn_.data(), act_.data(), L.wo.layout);
     K.add(x_.data(), x_.data(), xn_.data(), m * E);
 
     // feed-forward sub-block: x += W_down . (silu(W_gate xn) * (W_up xn))
@@ -198,13 +289,13 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
     // overwrites its own rows of xn_, which its gate and up products have read by then.
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
-    const MatmulOutput ffn[2] = {{L.w_gate.data, L.w_gate.type, c.n_ff, gate_.data()},
-                                 {L.w_up.data, L.w_up.type, c.n_ff, up_.data()}};
+    const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, gate_.data()), output_of(L.w_up, c.n_ff, up_.data())};
     for (int64_t t0 = 0; t0 < m; t0 += ffn_chunk_) {
       const int64_t nt = std::min(ffn_chunk_, m - t0);
       matmul_group(pool_, K, ffn, 2, E, xn_.data() + t0 * E, nt, act_.data());
       K.swiglu(gate_.data(), gate_.data(), up_.data(), nt * c.n_ff);
-      matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), nt, xn_.data() + t0 * E, act_.data());
+      matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), nt, xn_.data() + t0 * E, act_.data(),
+             L.w_down.layout);
     }
     K.add(x_.data(), x_.data(), xn_.data(), m * E);
   }
@@ -216,7 +307,8 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
   if (hidden) std::memcpy(hidden, xn_.data(), sizeof(float) * m * E);
   if (logits) {
     const int64_t r0 = all_logits ? 0 : m - 1;
-    matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, xn_.data() + r0 * E, m - r0, logits, act_.data());
+    matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, xn_.data() + r0 * E, m - r0, logits, act_.data(),
+           w_.output.layout);
     // A non-finite hidden state must give non-finite logits, which the sampler reports. The
     // product alone does not promise it: the activation quantizers of some paths read a block of
     // NaN as zeros (their block maximum skips NaN), so the row's logits are made NaN here.

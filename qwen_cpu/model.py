@@ -62,7 +62,8 @@ def _check_ranges(config: ModelConfig) -> None:
 class Model:
     """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
 
-    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool):
+    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
+                 repack: bool = True):
         self._file = gguf
         self.config = config
         self.path = Path(gguf.path)
@@ -72,7 +73,11 @@ class Model:
         self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
         tensors = self._tensor_views(gguf, config)
         try:
-            self._net = _kernels.Model(config.kernel_config(n_ctx, n_batch, kv_f16), tensors, n_threads or 0)
+            # The tensors are views of the file mapping: once a matrix is repacked its pages can go
+            # (the OS reads them again if touched).
+            kernel_config = {**config.kernel_config(n_ctx, n_batch, kv_f16), "repack": repack,
+                             "release_repacked_source": True}
+            self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
         self._tokenizer = None
@@ -80,12 +85,17 @@ class Model:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
-             n_batch: int = 512, kv_f16: bool = True) -> "Model":
+             n_batch: int = 512, kv_f16: bool = True, repack: bool = True) -> "Model":
         """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
-        pages them in on first use); only the KV cache for n_ctx positions is allocated.
+        pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
+        are committed as positions fill). The matrices whose type this CPU's decode kernels read
+        faster in a repacked layout (Q4_0, Q8_0 and Q4_K with AVX-512 VNNI: csrc/repack.h) are
+        copied into it by the first forward pass, and their pages in the file mapping released.
 
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
+        repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
+        --no-repack does.
         """
         gguf = GGUFFile(path)
         try:
@@ -112,7 +122,7 @@ class Model:
                     f"a context of {n_ctx} tokens needs {need / 2**20:.0f} MiB of KV cache, but only "
                     f"{avail / 2**20:.0f} MiB of memory is available; use a smaller n_ctx"
                 )
-            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16)
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack)
         except BaseException:
             gguf.close()
             raise

@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 import pytest
 
+from qwen_cpu import _kernels
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.model import Model
 
@@ -64,7 +65,70 @@ def test_quantized_files_match_transformers_on_dequantized_weights(isa, name):
     assert (ours.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
-@pytest.mark.parametrize("name", ["qwen2-tiny-untied.q8_0.gguf", "llama-tiny-tied.f32.gguf"])
+@pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
+def test_repacking_keeps_the_logits(isa, name):
+    """Matrices repacked by the first forward pass (csrc/repack.h; AVX-512 VNNI only) give the
+    logits of the stored layout: prefill unpacks them back for the same products (equal), decode
+    runs the repacked kernel (the same dot products, summed in another order for Q8_0). Every
+    matrix of this model fits the layouts."""
+    has_kernels = isa == "avx512" and "avx512vnni" in _kernels.cpu_features().split()
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, repack=False) as m:
+        assert m._net.repacked_bytes == 0
+        full = m.logits(TOKENS)
+        m.reset()
+        steps = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
+        info = Path(m.path).stat().st_size
+        assert (m._net.repacked_bytes > 0.8 * info) if has_kernels else m._net.repacked_bytes == 0
+        assert rel_err(m.logits(TOKENS), full) == 0
+        m.reset()
+        steps_repacked = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
+    assert rel_err(np.stack(steps_repacked), np.stack(steps)) < 1e-5
+
+
+def _mapping_rss_bytes(file) -> int | None:
+    """Resident bytes of the GGUF file's mapping in this process (Linux /proc/self/smaps), else None."""
+    address = file._view.ctypes.data
+    try:
+        lines = open("/proc/self/smaps").read().splitlines()
+    except OSError:
+        return None
+    inside = False
+    for line in lines:
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line: start-end perms ...
+            inside = int(head[0].split("-")[0], 16) == address
+        elif inside and line.startswith("Rss:"):
+            return int(head[1]) * 1024
+    return None
+
+
+def test_repacked_source_pages_are_released(use_isa):
+    """Repacking copies a matrix; its pages in the file mapping are then given back (MADV_DONTNEED),
+    so that resident memory stays about the file's size, and the model still runs right."""
+    name = "qwen2-h256-tied.q8_0.gguf"
+    size = (GOLDEN / name).stat().st_size
+    best = _kernels.available_isas()[-1]
+    with use_isa(best):
+        with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, repack=False) as m:
+            want = m.logits(TOKENS)
+            resident_stored = _mapping_rss_bytes(m._file)
+        with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
+            got = m.logits(TOKENS)
+            resident = _mapping_rss_bytes(m._file)
+            repacked = m._net.repacked_bytes
+    assert rel_err(got, want) == 0
+    if resident is None:  # not Linux
+        return
+    assert resident_stored > 0.9 * size  # every weight page read
+    if repacked:  # only the rows of TOKENS in the token embeddings are read from the file again
+        assert repacked > 0.8 * size and resident < 0.5 * size, (resident_stored, resident, size)
+    else:  # no kernels for the layouts on this CPU (they need AVX-512 VNNI): nothing released
+        assert best != "avx512" or "avx512vnni" not in _kernels.cpu_features().split()
+        assert resident > 0.9 * size
+
+
+@pytest.mark.parametrize("name", ["qwen2-tiny-untied.q8_0.gguf", "llama-tiny-tied.f32.gguf", "qwen2-h256-tied.q4_0.gguf"])
 def test_prefill_then_decode_equals_one_prefill(isa, name):
     with Model.load(GOLDEN / name, n_ctx=128, n_threads=3) as m:
         full = m.logits(TOKENS)

@@ -11,9 +11,14 @@
 // high nibbles, so the activations are paired the same way (P and Q below). Per row and
 // super-block then: 2 loads, 3 mask/shift, 4 vpmaddubsw, 4 vpdpwssd against the sub-block
 // scales (spread by byte shuffles), one conversion and one FMA.
+//
+// The same kernel reads the repacked layout Q4_K_R4 (repack.h), whose tiles hold the 4 rows'
+// headers as that one register and then their qs, in reading order: one 64-byte header load in
+// place of four, one sequential stream, no software prefetch.
 #include "simd512.h"
 
 #include "../gemv.h"
+#include "../repack.h"
 
 namespace qc {
 namespace avx512 {
@@ -39,8 +44,10 @@ struct Q4KMasks {
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
 // rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
-template <int R, bool prefetch>
+// repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
+template <int R, bool prefetch, bool repacked = false>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const Q4KMasks& mk) {
+  static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   // header unpacking, per 128-bit lane = dwords [d | dmin << 16, w0, w1, w2] of one row:
   // scales 0..3 = w0 & 0x3f.., 4..7 = (w2 & 0x0f..) | (w0 >> 2 & 0x30..); mins 0..3 = w1 & 0x3f..,
@@ -60,10 +67,16 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   for (int64_t i = 0; i < n / QK_K; ++i) {
     if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
-    __m512i hdr = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + off)));
-    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[1] + off)), 1);
-    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[2] + off)), 2);
-    hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[3] + off)), 3);
+    const uint8_t* tile = w + 4 * off;  // repacked: this super-block's tile
+    __m512i hdr;
+    if (repacked) {
+      hdr = load512(tile);
+    } else {
+      hdr = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[0] + off)));
+      hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[1] + off)), 1);
+      hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[2] + off)), 2);
+      hdr = _mm512_inserti32x4(hdr, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[3] + off)), 3);
+    }
     const __m512i x = _mm512_shuffle_epi32(hdr, (_MM_PERM_ENUM)_MM_SHUFFLE(3, 2, 3, 1));  // w0 w2 w1 w2
     const __m512i z = _mm512_shuffle_epi32(hdr, (_MM_PERM_ENUM)_MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
     const __m512i sm = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(x, shift), keep_lo),
@@ -82,7 +95,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
     const __m512i p0 = load_2x32(q8, q8 + 64), q0 = load_2x32(q8 + 32, q8 + 96);
     const __m512i p1 = load_2x32(q8 + 128, q8 + 192), q1 = load_2x32(q8 + 160, q8 + 224);
     for (int r = 0; r < R; ++r) {
-      const uint8_t* qs = row[r] + off + offsetof(block_q4_K, qs);
+      const uint8_t* qs = repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs);
       const __m512i v0 = load512(qs), v1 = load512(qs + 64);
       const __m512i sc = _mm512_shuffle_i32x4(sc16, sc16, 0x55 * r);  // row r's scales in every lane
       __m512i s = _mm512_dpwssd_epi32(zero, _mm512_maddubs_epi16(_mm512_and_si512(v0, low4), p0),
@@ -109,11 +122,20 @@ QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, mk); });
 }
 
+// LayoutKernels::gemv of Q4_K_R4: n_rows a multiple of 4
+QC_VNNI void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  static const Q4KMasks mk;
+  for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, mk);
+}
+
 }  // namespace
 
 void register_gemv_k_vnni(Kernels& k) {
   k.weight[GGML_Q4_K].gemv = gemv_q4_K;
   k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
+  k.layout[QC_LAYOUT_Q4_K_R4] = {gemv_q4_K_r4, GGML_Q8_K};
 }
 
 }  // namespace avx512

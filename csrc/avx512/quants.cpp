@@ -27,6 +27,7 @@ void register_quant_kernels_avx512(Kernels& k) {
     avx512::register_gemv_vnni(k);
     avx512::register_gemv_k_vnni(k);
     avx512::register_gemv_q8_0_vnni(k);
+    avx512::register_gemv_r4_vnni(k);
   }
   register_gemm_kernels_avx512(k);  // after the vec_dots: assigning a WeightKernels resets gemm
 }

@@ -31,6 +31,7 @@ void register_quants_k_vnni(Kernels& k);   // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 void register_gemv_vnni(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0, Q5_0
 void register_gemv_k_vnni(Kernels& k);     // Q4_K
 void register_gemv_q8_0_vnni(Kernels& k);  // Q8_0
+void register_gemv_r4_vnni(Kernels& k);    // the repacked layouts (repack.h)
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 static inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }

@@ -59,6 +59,8 @@ void bind_model(py::module_& m) {
              c.n_ctx = cfg["n_ctx"].cast<int64_t>();
              c.n_batch = cfg["n_batch"].cast<int>();
              c.kv_f16 = cfg["kv_f16"].cast<bool>();
+             if (cfg.contains("repack")) c.repack = cfg["repack"].cast<bool>();
+             if (cfg.contains("release_repacked_source")) c.release_repacked_source = cfg["release_repacked_source"].cast<bool>();
              c.rope.head_dim = c.head_dim;
              c.rope.freq_base = cfg["rope_freq_base"].cast<float>();
              c.rope.neox = cfg["rope_neox"].cast<bool>();
@@ -138,6 +140,7 @@ void bind_model(py::module_& m) {
            py::arg("tokens"), py::arg("pos"), py::arg("all_logits") = false, py::arg("want_logits") = true,
            py::arg("want_hidden") = false)
       .def_property_readonly("kv_cache_bytes", [](const PyModel& s) { return s.model->kv_cache_bytes(); })
+      .def_property_readonly("repacked_bytes", [](const PyModel& s) { return s.model->repacked_bytes(); })
       .def_property_readonly("n_threads", [](const PyModel& s) { return s.model->n_threads(); })
       .def_property_readonly("n_ctx", [](const PyModel& s) { return s.model->config().n_ctx; });
 }

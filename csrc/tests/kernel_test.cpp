@@ -323,6 +323,95 @@ void test_gemv(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// The repacked layouts (repack.h): unrepack_rows(repack_rows(w)) == w byte for byte, and the
+// tiles hold the bytes repack.h says (spot checks of one row's scale and first value byte); a
+// shape that does not fit is refused. Independent of the instruction set: checked once.
+void test_repack(Report& R) {
+  for (const WeightType& wt : weight_types()) {
+    const int32_t layout = repack_layout_of(wt.type);
+    if (layout == QC_LAYOUT_STORED) continue;
+    auto g = rng_for(fmt("repack %d", wt.type));
+    const int64_t cols = repack_cols(layout);
+    for (int64_t n : {cols, 3 * cols})
+      for (int n_rows : {4, 12}) {
+        const size_t wb = row_bytes(wt.type, n);
+        std::vector<uint8_t> w;
+        for (int r = 0; r < n_rows; ++r) {
+          const std::vector<uint8_t> row = random_weights(g, wt, n);
+          w.insert(w.end(), row.begin(), row.end());
+        }
+        std::vector<uint8_t> packed(w.size()), back(w.size());
+        repack_rows(layout, w.data(), n_rows, n, packed.data());
+        unrepack_rows(layout, packed.data(), n_rows, n, back.data());
+        R.check(back == w, "repack", fmt("%s %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, n_rows, (long long)n));
+        // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q8_0) or the super-block (Q4_K)
+        if (n_rows < 8) continue;
+        const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
+        const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
+        const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0;
+        const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
+        const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : 256) + 2 * (4 * 1 + 2);
+        const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : t[64 * 1 + 16 * 2];
+        const uint8_t first = k4 ? b[16] : b[2];  // the first byte of qs
+        R.check(d[0] == b[0] && d[1] == b[1] && v == first, "repack",
+                fmt("%s: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name));
+      }
+    bool threw = false;
+    try {
+      std::vector<uint8_t> w(row_bytes(wt.type, 96 * cols / 128) * 4 + 1), p(w.size());
+      repack_rows(layout, w.data(), 4, 96 * cols / 128, p.data());
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    R.check(threw, "repack", fmt("%s: a row of 3/4 of a tile was not refused", type_info(wt.type).name));
+  }
+}
+
+// LayoutKernels::gemv where a table has one: over repacked rows (4, 8 and 12 rows of 1, 3 and 33
+// tiles; random and filled weights), every y[r] within the vec_dot bound of the scalar vec_dot of
+// the stored row r over the Q8_0 activations of the same x; nothing written past n_rows.
+void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    const int32_t layout = repack_layout_of(wt.type);
+    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv) continue;
+    const LayoutKernels& lk = K.layout[layout];
+    const int32_t atype = S.weight[wt.type].act_type;
+    const int64_t cols = repack_cols(layout);
+    for (int64_t n : {cols, 3 * cols, 33 * cols})
+      for (int n_rows : {4, 8, 12})
+        for (int fill : {-1, 0x00, 0xFF, 0x88}) {
+          auto g = rng_for(fmt("layout gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
+          const std::vector<float> x = normal(g, (size_t)n, n_rows % 8 ? 1.0 : 30.0);
+          const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, lk.gemv_act, x);
+          const std::vector<double> av = act_values(atype, a, n);
+          const size_t wb = row_bytes(wt.type, n);
+          std::vector<uint8_t> w;
+          for (int r = 0; r < n_rows; ++r) {
+            const std::vector<uint8_t> row = random_weights(g, wt, n, fill);
+            w.insert(w.end(), row.begin(), row.end());
+          }
+          std::vector<uint8_t> packed(w.size());
+          repack_rows(layout, w.data(), n_rows, n, packed.data());
+          std::vector<float> y((size_t)n_rows + 2, -7.0f), wv((size_t)n);
+          lk.gemv(n, packed.data(), wb, n_rows, a4.data(), y.data());
+          bool ok = y[n_rows] == -7.0f && y[n_rows + 1] == -7.0f;
+          double worst = 0.0;
+          for (int r = 0; r < n_rows; ++r) {
+            const float ref = S.weight[wt.type].vec_dot(n, w.data() + r * wb, a.data());
+            S.dequantize[wt.type](w.data() + r * wb, wv.data(), n);
+            double scale = 0.0;
+            for (int64_t e = 0; e < n; ++e) scale += std::fabs((double)wv[e] * av[e]);
+            const double err = std::fabs((double)y[r] - ref);
+            ok = ok && std::isfinite(ref) && err <= 1e-5 * scale + 1e-30;
+            worst = std::max(worst, err / (scale + 1e-30));
+          }
+          R.check(ok, K.isa, fmt("layout gemv %s n=%lld rows=%d fill=%d: beyond the vec_dot bound (worst %.3g of "
+                                 "sum|terms|) or wrote past n_rows", type_info(wt.type).name, (long long)n, n_rows,
+                                 fill, worst));
+        }
+  }
+}
+
 // WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
 // of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
 // rows, 1..9 activation rows); the y_stride padding is left untouched.
@@ -409,6 +498,60 @@ void test_matmul(Report& R, const Kernels& K, const Kernels& S) {
       }
       R.check(ok, K.isa, fmt("matmul %s n_tok=%lld: beyond 1e-5 * sum|terms| of scalar", type_info(wt.type).name,
                              (long long)n_tok));
+    }
+  }
+}
+
+// matmul over repacked weights (MatmulOutput::layout), on every table: where it has the layout's
+// gemv, and where it has not (the rows are then unpacked for one token as well): a group of two outputs of 36 rows of 3 tiles each, 1 token (the layout's gemv), 3 and 70 tokens (the rows
+// unpacked back for the stored gemm or vec_dot), on two threads: every output within 1e-5 *
+// sum|terms| of the same product over the stored rows.
+void test_matmul_repacked(Report& R, const Kernels& K) {
+  ThreadPool pool(2);
+  const int64_t n_out = 36;
+  for (const WeightType& wt : weight_types()) {
+    const int32_t layout = repack_layout_of(wt.type);
+    if (layout == QC_LAYOUT_STORED || !K.weight[wt.type].vec_dot) continue;
+    const int64_t n_in = 3 * repack_cols(layout);
+    for (int64_t n_tok : {1, 3, 70}) {
+      auto g = rng_for(fmt("matmul repacked %d %lld", wt.type, (long long)n_tok));
+      std::vector<uint8_t> w[2], packed[2];
+      for (int i = 0; i < 2; ++i) {
+        for (int64_t r = 0; r < n_out; ++r) {
+          const std::vector<uint8_t> row = random_weights(g, wt, n_in);
+          w[i].insert(w[i].end(), row.begin(), row.end());
+        }
+        packed[i].resize(w[i].size());
+        repack_rows(layout, w[i].data(), n_out, n_in, packed[i].data());
+      }
+      const std::vector<float> x = normal(g, (size_t)(n_tok * n_in));
+      std::vector<float> got((size_t)(2 * n_tok * n_out)), ref(got.size());
+      const MatmulOutput stored[2] = {{w[0].data(), wt.type, n_out, ref.data()},
+                                      {w[1].data(), wt.type, n_out, ref.data() + n_tok * n_out}};
+      const MatmulOutput repacked[2] = {{packed[0].data(), wt.type, n_out, got.data(), layout},
+                                        {packed[1].data(), wt.type, n_out, got.data() + n_tok * n_out, layout}};
+      std::vector<uint8_t> scratch(std::max(matmul_group_scratch_bytes(K, stored, 2, n_in, n_tok),
+                                            matmul_group_scratch_bytes(K, repacked, 2, n_in, n_tok)));
+      matmul_group(pool, K, stored, 2, n_in, x.data(), n_tok, scratch.data());
+      matmul_group(pool, K, repacked, 2, n_in, x.data(), n_tok, scratch.data());
+      const int32_t atype = K.weight[wt.type].act_type;
+      const size_t rb = row_bytes(wt.type, n_in);
+      std::vector<float> wv((size_t)n_in);
+      bool ok = true;
+      for (int i = 0; i < 2; ++i)
+        for (int64_t t = 0; t < n_tok; ++t) {
+          const std::vector<float> xt(x.begin() + t * n_in, x.begin() + (t + 1) * n_in);
+          const std::vector<double> av = act_values(atype, quantize(K, atype, xt), n_in);
+          for (int64_t r = 0; r < n_out; ++r) {
+            K.dequantize[wt.type](w[i].data() + r * rb, wv.data(), n_in);
+            double scale = 0.0;
+            for (int64_t e = 0; e < n_in; ++e) scale += std::fabs((double)wv[e] * av[e]);
+            const size_t o = (size_t)((i * n_tok + t) * n_out + r);
+            ok = ok && std::fabs((double)got[o] - ref[o]) <= 1e-5 * scale + 1e-30;
+          }
+        }
+      R.check(ok, K.isa, fmt("matmul repacked %s n_tok=%lld: beyond 1e-5 * sum|terms| of the stored rows'",
+                             type_info(wt.type).name, (long long)n_tok));
     }
   }
 }
@@ -690,6 +833,7 @@ int main(int argc, char** argv) {
   if (!expect.empty()) R.check(expect == isas, "dispatch", "available isas " + list + " differ from the expected ones");
   set_isa("scalar");
   const Kernels& S = kernels();
+  test_repack(R);
   for (const std::string& name : isas) {
     const auto t0 = std::chrono::steady_clock::now();
     const int passed0 = R.passed, failed0 = R.failed;
@@ -701,7 +845,9 @@ int main(int argc, char** argv) {
       test_dequantize(R, K, S);
       test_gemm(R, K, S);
       test_gemv(R, K, S);
+      test_layout_gemv(R, K, S);
       test_matmul(R, K, S);
+      test_matmul_repacked(R, K);
     }
     test_rmsnorm(R, K);
     test_softmax(R, K);

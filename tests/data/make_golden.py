@@ -38,6 +38,9 @@ TOKEN_SEED = 1234
 # Model configurations. Names use llama.cpp's hyper-parameter vocabulary.
 # Every weight row length is a multiple of 32 (Q8_0/Q4_0 block); the h256 model has every row length a
 # multiple of 256 (Q4_K super-block). The h256 model has a single layer to keep its F32 file small.
+# Its Q4_0 and Q8_0 files have every row length a multiple of 128 and every row count a multiple
+# of 4: on the kernel paths that repack those types at load (csrc/repack.h) all their matrices are
+# repacked (the tiny models' 64-wide rows never are).
 MODELS = {
     "qwen2-tiny-tied": dict(
         arch="qwen2", n_vocab=512, n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160,
@@ -57,7 +60,7 @@ MODELS = {
     "qwen2-h256-tied": dict(
         arch="qwen2", n_vocab=512, n_embd=256, n_layer=1, n_head=4, n_head_kv=2, n_ff=512,
         rope_theta=1.0e6, rms_eps=1e-6, n_ctx=256, tied=True, seed=104,
-        types=["F32", "Q4_K"],
+        types=["F32", "Q4_K", "Q4_0", "Q8_0"],
     ),
 }
 

@@ -1,0 +1,91 @@
+// AVX-512 VNNI decode kernels over the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h), one
+// activation row in the Q8_0x4 layout (act_q8_0x4.h): the values of vec_dot_q4_0 / _q8_0 over
+// Q8_0 activations, up to the order of the float sums.
+//
+// Per tile (4 rows x 128 columns) and row: the row's bytes are already in the activation's order,
+// so a plain load feeds vpdpbusd (16 int32 lanes, 4 per block), with the offset of the unsigned
+// weights (Q4_0: nibbles q + 8, Q8_0: q + 128) taken off through the activation's sum8 in the
+// integer domain; the 16 scales of the tile are converted once and each row's 4 spread over its
+// lanes by one permute. The tiles come in the order they are read: no software prefetch (the
+// hardware's sequential prefetch suffices; a prefetch 1 or 4 KB ahead measured no better).
+#include "simd512.h"
+
+#include "../act_q8_0x4.h"
+#include "../repack.h"
+
+namespace qc {
+namespace avx512 {
+namespace {
+
+// Lane 4k + j of row r's scale vector is scale 4r + k of the tile.
+struct RowScaleIndex {
+  __m512i row[4];
+  RowScaleIndex() {
+    alignas(64) int32_t ix[4][16];
+    for (int r = 0; r < 4; ++r)
+      for (int j = 0; j < 16; ++j) ix[r][j] = 4 * r + j / 4;
+    for (int r = 0; r < 4; ++r) row[r] = _mm512_load_si512(ix[r]);
+  }
+};
+
+// Q4_0_R4: row r's 64 nibble bytes at tile + 64r, the scales at tile + 256.
+struct Q4_0R4 {
+  static constexpr size_t kTile = 288, kScales = 256;
+  QC_VNNI static __m512i dot(const uint8_t* tile, int r, const __m512i& lo, const __m512i& hi, const __m512i& offset) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i q = load512(tile + 64 * r);
+    const __m512i ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, ql, lo), qh, hi);
+  }
+  // the weights are q + 8: 8 * sum(a) per lane
+  QC_VNNI static __m512i offset(const block_q8_0x4& a) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(), load512(a.sum8));
+  }
+};
+
+// Q8_0_R4: row r's 64 lo bytes at tile + 128r, its 64 hi bytes after them, the scales at + 512.
+struct Q8_0R4 {
+  static constexpr size_t kTile = 544, kScales = 512;
+  QC_VNNI static __m512i dot(const uint8_t* tile, int r, const __m512i& lo, const __m512i& hi, const __m512i& offset) {
+    const uint8_t* q = tile + 128 * r;
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, load512(q), lo), load512(q + 64), hi);
+  }
+  // the weights are q + 128: 128 * sum(a) per lane = 16 * sum8
+  QC_VNNI static __m512i offset(const block_q8_0x4& a) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a.sum8), 4));
+  }
+};
+
+// y[r] for n_rows (a multiple of 4) rows: the quads' tiles one after another from w.
+template <class L>
+QC_VNNI void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  static const RowScaleIndex ix;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
+  const int64_t n_tiles = n / 128;  // repack_cols of both layouts
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
+    __m512 acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+      const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi), offset = L::offset(a[g]);
+      const __m512 da = _mm512_loadu_ps(a[g].d);
+      const __m512 dw = _mm512_cvtph_ps(load256(tile + L::kScales));
+      for (int r = 0; r < 4; ++r) {
+        const __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(ix.row[r], dw), da);
+        acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(L::dot(tile, r, lo, hi, offset)), acc[r]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) y[4 * quad + r] = _mm512_reduce_add_ps(acc[r]);
+  }
+}
+
+}  // namespace
+
+void register_gemv_r4_vnni(Kernels& k) {
+  k.layout[QC_LAYOUT_Q4_0_R4] = {gemv_r4<Q4_0R4>, QC_ACT_Q8_0X4};
+  k.layout[QC_LAYOUT_Q8_0_R4] = {gemv_r4<Q8_0R4>, QC_ACT_Q8_0X4};
+}
+
+}  // namespace avx512
+}  // namespace qc

@@ -1,0 +1,61 @@
+// Repacked weight layouts: a matrix's rows regrouped at load, four rows interleaved, so that a
+// decode kernel (WeightKernels::gemv's counterpart LayoutKernels::gemv) reads one sequential
+// stream in exactly the order it consumes it. Not GGUF types: they exist only in the memory a
+// Model repacks its weights into (model.cpp); the file keeps its own layout.
+//
+// Why: the decode kernels that read four rows of the stored layout side by side jump between
+// four streams and rearrange every group of blocks with word permutes (avx512/gemv.cpp). One
+// Zen 4 core, Q4_0 4864 x 896, the same bytes (a one-off C++ timing loop while this was written):
+// in cache 27 -> 45 GB/s, streamed from memory 20 -> 25-26 GB/s (7 rounds each, interleaved).
+//
+// Every layout covers rows 4i .. 4i+3 (a "quad") in tiles of repack_cols(layout) columns, the
+// tiles of a quad one after another, then the next quad's; a tile holds exactly the bytes of the
+// 4 rows' blocks it replaces, so row r of the matrix still starts at byte r * row_bytes when r is
+// a multiple of 4, and the repacked matrix is as large as the stored one. A matrix repacks only
+// if its rows are a multiple of 4 and its row length a multiple of the tile's (repack_fits).
+//
+// Q4_0_R4 tile, 288 bytes: bytes 64r + 16k + j = row r's block k qs[j] (both nibbles as stored),
+//   then 16 binary16 scales, scale 4r + k = row r's block k d.
+// Q8_0_R4 tile, 544 bytes: bytes 128r + 16k + j = row r's block k qs[j] + 128 (as unsigned), bytes
+//   128r + 64 + 16k + j = its qs[16 + j] + 128, then the 16 scales as above. Unsigned so that the
+//   byte dot product (unsigned x signed) takes the weights as they are; the kernel subtracts
+//   128 * sum(a) once per tile.
+// Both pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
+// stripe in the same block order, so a tile row and the activation group line up byte for byte.
+// Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
+//   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
+//   qs. The 4 headers are one 64-byte load, one row per 128-bit lane, the register the Q4_K decode
+//   kernel (avx512/gemv_k.cpp) otherwise assembles from four loads; it pairs with plain Q8_K.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace qc {
+
+enum : int32_t {
+  QC_LAYOUT_STORED = 0,  // as in the file
+  QC_LAYOUT_Q4_0_R4,
+  QC_LAYOUT_Q8_0_R4,
+  QC_LAYOUT_Q4_K_R4,
+  QC_LAYOUT_COUNT,
+};
+
+constexpr int kRepackRows = 4;
+
+// The layout a stored type repacks into (QC_LAYOUT_STORED: none), and the type it came from.
+int32_t repack_layout_of(int32_t wtype);
+int32_t repack_base_type(int32_t layout);
+
+// Columns per tile.
+static inline int64_t repack_cols(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 256 : 128; }
+
+static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
+  return rows > 0 && rows % kRepackRows == 0 && cols > 0 && cols % repack_cols(layout) == 0;
+}
+
+// n_rows (a multiple of 4) stored rows of n_cols at src -> dst in the layout, and back; the two
+// are exact inverses. src and dst do not overlap.
+void repack_rows(int32_t layout, const void* src, int64_t n_rows, int64_t n_cols, void* dst);
+void unrepack_rows(int32_t layout, const void* src, int64_t n_rows, int64_t n_cols, void* dst);
+
+}  // namespace qc
