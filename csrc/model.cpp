@@ -180,18 +180,27 @@ void Model::plan_repack() {
   repacked_ = PageBuffer(total);
 }
 
-// Makes the copies plan_repack chose, one matrix at a time across the pool, each source released
-// after its copy when cfg_.release_repacked_source (so resident memory grows by one matrix at most).
+// Makes the copies plan_repack chose, one matrix at a time across the pool. With
+// cfg_.release_repacked_source each thread gives back its source pages every kReleaseBytes as it
+// goes, so resident memory grows by about that much per thread, not by a whole matrix (a tied
+// 151936-row output matrix is 140 MiB). A page shared with the next chunk is kept until the matrix
+// is done; one another thread still reads would only be read again from the file.
 void Model::repack_pending() {
+  constexpr size_t kReleaseBytes = 1 << 20;
   size_t offset = 0;
   for (Tensor* t : pending_) {
     const size_t quad_bytes = kRepackRows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / kRepackRows);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / quad_bytes));  // quads
     const uint8_t* src = static_cast<const uint8_t*>(t->data);
     uint8_t* dst = repacked_.data() + offset;
     pool_.run([&](int ith, int nth) {
       int64_t q0, q1;
       split_range(t->rows / kRepackRows, ith, nth, &q0, &q1);
-      if (q1 > q0) repack_rows(t->layout, src + q0 * quad_bytes, (q1 - q0) * kRepackRows, t->cols, dst + q0 * quad_bytes);
+      for (int64_t c0 = q0; c0 < q1; c0 += chunk) {
+        const int64_t c1 = std::min(q1, c0 + chunk);
+        repack_rows(t->layout, src + c0 * quad_bytes, (c1 - c0) * kRepackRows, t->cols, dst + c0 * quad_bytes);
+        if (cfg_.release_repacked_source) release_pages(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes);
+      }
     });
     if (cfg_.release_repacked_source) release_pages(src, bytes);
     t->data = dst;

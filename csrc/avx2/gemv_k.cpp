@@ -9,9 +9,13 @@
 // 64-value step of the activations is loaded once for all rows. Per row and step then: one
 // load, 3 mask/shift, 2 vpmaddubsw and 2 scale weightings (vpmaddwd + add, or vpdpwssd in the
 // VNNI compilations, simd.h).
+//
+// The same kernel reads the repacked layout Q4_K_R4 (repack.h): each tile holds the 4 rows'
+// headers (two rows per 32-byte load) and then their qs, in reading order, one sequential stream.
 #include "simd.h"
 
 #include "../gemv.h"
+#include "../repack.h"
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -60,8 +64,10 @@ static inline uint32_t load32(const uint8_t* p) {
 
 // y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
 // rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
-template <int R, bool prefetch>
+// repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
+template <int R, bool prefetch, bool repacked = false>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const WordSpread& ws) {
+  static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
   constexpr int P = (R + 1) / 2;  // row pairs
   const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
@@ -73,18 +79,22 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
   for (int64_t i = 0; i < n / QK_K; ++i) {
     if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
+    const uint8_t* tile = w + 4 * off;  // repacked: this super-block's tile
+    // row r's header and its qs
+    auto header = [&](int r) { return repacked ? tile + 16 * r : row[r] + off; };
+    auto qs = [&](int r) { return repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs); };
     // [d0, dmin0, d1, dmin1, .., d3, dmin3] * activation scale
     const __m256 dm = _mm256_mul_ps(
-        _mm256_cvtph_ps(_mm_setr_epi32((int)load32(row[0] + off), (int)load32(row[1] + off),
-                                       (int)load32(row[2] + off), (int)load32(row[3] + off))),
+        _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)), (int)load32(header(2)),
+                                       (int)load32(header(3)))),
         _mm256_set1_ps(a[i].d));
     // the sums of the 8 sub-blocks' 32 activations as int16 words, in both lanes
     const __m256i t = _mm256_madd_epi16(load(a[i].bsums), _mm256_set1_epi16(1));
     const __m256i sbs = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));
     __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
     for (int p = 0; p < P; ++p) {
-      const __m256i sm = scales_mins_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(row[2 * p + 1] + off),
-                                                           reinterpret_cast<const __m128i*>(row[2 * p] + off)));
+      const __m256i sm = scales_mins_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(header(2 * p + 1)),
+                                                           reinterpret_cast<const __m128i*>(header(2 * p))));
       const __m256i mt = _mm256_madd_epi16(_mm256_unpackhi_epi8(sm, zero), sbs);  // 4 dwords per row
       const __m256 dmin = _mm256_permutevar8x32_ps(dm, p ? _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7)
                                                          : _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
@@ -98,7 +108,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
     for (int k = 0; k < 4; ++k) {  // qs bytes 32k..32k+31: sub-block 2k in the low nibbles, 2k + 1 in the high
       const __m256i alo = load(a[i].qs + 64 * k), ahi = load(a[i].qs + 64 * k + 32);
       for (int r = 0; r < R; ++r) {
-        const __m256i q = load(row[r] + off + offsetof(block_q4_K, qs) + 32 * k);
+        const __m256i q = load(qs(r) + 32 * k);
         s[r] = scaled_dot(s[r], _mm256_and_si256(q, low4), alo, _mm256_shuffle_epi8(sc[r], ws.m[2 * k]));
         s[r] = scaled_dot(s[r], _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), ahi,
                           _mm256_shuffle_epi8(sc[r], ws.m[2 * k + 1]));
@@ -121,11 +131,20 @@ void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ws); });
 }
 
+// LayoutKernels::gemv of Q4_K_R4: n_rows a multiple of 4
+void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  static const WordSpread ws;
+  for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, ws);
+}
+
 }  // namespace
 
 void register_gemv_k(Kernels& k) {
   k.weight[GGML_Q4_K].gemv = gemv_q4_K;
   k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
+  k.layout[QC_LAYOUT_Q4_K_R4] = {gemv_q4_K_r4, GGML_Q8_K};
 }
 
 }  // namespace QC_AVX2_NS
