@@ -89,7 +89,8 @@ class Model:
         """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
-        faster in a repacked layout (Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512: csrc/repack.h) are
+        faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
+        and Q8_0 on NEON) are
         copied into it by the first forward pass, and their pages in the file mapping released.
 
         n_ctx: context length in tokens (default: the model's training context, at most 4096).

@@ -8,6 +8,7 @@
 // accumulation of the per-block terms is ordered differently (vector lanes, FMA).
 #pragma once
 #include "../act_q8_0x4.h"
+#include "../repack.h"
 #include "../scalar/quants.h"
 #include "neon.h"
 
@@ -136,6 +137,71 @@ void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, 
   for (int r = 0; r < n_rows; ++r)
     y[r] = gemv_row_q4_0<D>(n, reinterpret_cast<const block_q4_0*>(static_cast<const uint8_t*>(w) + r * wrb),
                             static_cast<const block_q8_0x4*>(a));
+}
+
+// ---- the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h) ----------------------------------
+// LayoutKernels::gemv over one Q8_0x4 activation row, the tiles of each quad of rows read in
+// order. Per tile row: the 4 blocks' int32 lanes summed to one exact integer per block by two
+// pairwise adds (D::dot's lanes need not be the layout's), the offset of the unsigned Q4_0
+// nibbles taken off per block in int32 (8 * sum(a), shared by the 4 rows), then one conversion
+// and one FMA against the 4 blocks' scale products.
+
+// Q4_0_R4: row r's block k nibbles at tile + 64r + 16k (q + 8); scales at tile + 256.
+struct Q4_0R4 {
+  static constexpr size_t kTile = 288, kScales = 256;
+  static constexpr bool kOffset = true;
+  template <class D>
+  static inline int32x4_t block(const uint8_t* tile, int r, int k, const block_q8_0x4& a) {
+    const uint8x16_t q = vld1q_u8(tile + 64 * r + 16 * k);
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    return D::dot(D::dot(vdupq_n_s32(0), lo, vld1q_s8(a.lo + 16 * k)), hi, vld1q_s8(a.hi + 16 * k));
+  }
+};
+
+// Q8_0_R4: row r's block k at tile + 128r + 16k (lo) and + 64 (hi), as q + 128; scales at + 512.
+struct Q8_0R4 {
+  static constexpr size_t kTile = 544, kScales = 512;
+  static constexpr bool kOffset = false;
+  template <class D>
+  static inline int32x4_t block(const uint8_t* tile, int r, int k, const block_q8_0x4& a) {
+    const uint8_t* p = tile + 128 * r + 16 * k;
+    const int8x16_t lo = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80)));  // back to q
+    const int8x16_t hi = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p + 64), vdupq_n_u8(0x80)));
+    return D::dot(D::dot(vdupq_n_s32(0), lo, vld1q_s8(a.lo + 16 * k)), hi, vld1q_s8(a.hi + 16 * k));
+  }
+};
+
+// lane k = the total of s[k]'s 4 lanes
+static inline int32x4_t block_totals(int32x4_t s0, int32x4_t s1, int32x4_t s2, int32x4_t s3) {
+  return vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3));
+}
+
+template <class D, class L>
+void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
+    float32x4_t acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = vdupq_n_f32(0.0f);
+    for (int64_t g = 0; g < n / QK8_0X4; ++g, tile += L::kTile) {
+      const block_q8_0x4& ag = a[g];
+      const float32x4_t da = vld4q_f32(ag.d).val[0];  // d[0], d[4], d[8], d[12]: one per block
+      int32x4_t off = vdupq_n_s32(0);
+      if (L::kOffset)
+        off = block_totals(vld1q_s32(ag.sum8), vld1q_s32(ag.sum8 + 4), vld1q_s32(ag.sum8 + 8), vld1q_s32(ag.sum8 + 12));
+      const uint16_t* scales = reinterpret_cast<const uint16_t*>(tile + L::kScales);
+      for (int r = 0; r < 4; ++r) {
+        const int32x4_t isum = vsubq_s32(block_totals(L::template block<D>(tile, r, 0, ag), L::template block<D>(tile, r, 1, ag),
+                                                      L::template block<D>(tile, r, 2, ag), L::template block<D>(tile, r, 3, ag)),
+                                         off);
+        const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + 4 * r)));
+        acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(isum), vmulq_f32(dw, da));
+      }
+    }
+    for (int r = 0; r < 4; ++r) y[4 * quad + r] = vaddvq_f32(acc[r]);
+  }
 }
 
 // ---- K-quants (super-blocks of 256) with Q8_K activations --------------------------------
@@ -325,6 +391,8 @@ void register_int_kernels(Kernels& k) {
   k.weight[GGML_Q6_K] = {vec_dot_q6_K<D>, GGML_Q8_K};
   k.weight[GGML_Q4_0].gemv = gemv_q4_0<D>;  // after the vec_dot (the brace assignment resets it)
   k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
+  k.layout[QC_LAYOUT_Q4_0_R4] = {gemv_r4<D, Q4_0R4>, QC_ACT_Q8_0X4};
+  k.layout[QC_LAYOUT_Q8_0_R4] = {gemv_r4<D, Q8_0R4>, QC_ACT_Q8_0X4};
 }
 
 }  // namespace
