@@ -1,6 +1,7 @@
 // The Qwen2 / Llama decoder forward pass over weights that stay where they are (the GGUF mmap),
-// in their stored types. Python builds the ModelWeights from the file and owns the mapping; this
-// class owns only the KV cache and the activation buffers, all allocated once here.
+// in their stored types, except the matrices it repacks for faster decode (repack.h) into memory
+// of its own. Python builds the ModelWeights from the file and owns the mapping; this class owns
+// the repacked copies, the KV cache and the activation buffers, all allocated once here.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -39,7 +40,7 @@ struct Tensor {
   const void* data = nullptr;
   int32_t type = GGML_F32;
   int64_t rows = 0, cols = 0;
-  int32_t layout = QC_LAYOUT_STORED;  // another (repack.h) once the Model has repacked it
+  int32_t layout = QC_LAYOUT_STORED;  // or the one the Model repacks it into (plan_repack)
 };
 
 struct LayerWeights {
@@ -86,7 +87,7 @@ class ZeroBuffer {
 // n bytes of anonymous memory from mmap (zero pages until written), owned. Not advised into
 // transparent huge pages (MADV_HUGEPAGE), though decode read them faster (Qwen2.5-0.5B Q4_0, one
 // thread: 63 -> 85 tokens/s): on the 2-core VM we measure on, fresh 2 MiB pages cost 0.5-0.6 s
-// of first-touch zeroing at load (0.26 -> 0.9 s), more than llama.cpp's whole load.
+// of zeroing when first written (load to first token 0.26 -> 0.9 s; llama.cpp's is 0.44).
 class PageBuffer {
  public:
   PageBuffer() = default;
@@ -132,6 +133,7 @@ class Model {
   void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
   void plan_repack();
   void repack_pending();
+  void embed_row(int32_t token, float* out);
 
   ModelConfig cfg_;
   ModelWeights w_;
@@ -139,6 +141,8 @@ class Model {
   const Kernels* K_ = nullptr;
   PageBuffer repacked_;  // the repacked matrices (cfg_.repack), which w_ then points into
   std::vector<Tensor*> pending_;  // matrices of w_ given a layout, still to be copied into repacked_
+  bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
+  ZeroBuffer<uint8_t> embd_quad_; // (4, row_bytes) one quad of them unpacked (embed_row)
 
   // KV cache: per layer (n_kv_head, n_ctx, head_dim), binary16 or float32. Positions never
   // written cost no memory (ZeroBuffer).

@@ -49,6 +49,15 @@ void tile_q4_0(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
   }
 }
 
+// 16 bytes from src to dst, +128 on each (two's complement: the top bit flipped), both ways
+static inline void copy_flip_16(uint8_t* dst, const uint8_t* src) {
+  uint64_t v[2];
+  std::memcpy(v, src, 16);
+  v[0] ^= 0x8080808080808080ull;
+  v[1] ^= 0x8080808080808080ull;
+  std::memcpy(dst, v, 16);
+}
+
 template <bool to_tile>
 void tile_q8_0(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
   half_t* scales = reinterpret_cast<half_t*>(tile + 512);
@@ -58,18 +67,15 @@ void tile_q8_0(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
       uint8_t* lo = tile + 128 * r + 16 * k;
       uint8_t* hi = lo + 64;
       uint8_t* qs = reinterpret_cast<uint8_t*>(b.qs);
-      // +128 on a two's-complement byte is flipping its top bit, both ways
-      for (int j = 0; j < 16; ++j) {
-        if (to_tile) {
-          lo[j] = qs[j] ^ 0x80;
-          hi[j] = qs[16 + j] ^ 0x80;
-        } else {
-          qs[j] = lo[j] ^ 0x80;
-          qs[16 + j] = hi[j] ^ 0x80;
-        }
+      if (to_tile) {
+        copy_flip_16(lo, qs);
+        copy_flip_16(hi, qs + 16);
+        std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
+      } else {
+        copy_flip_16(qs, lo);
+        copy_flip_16(qs + 16, hi);
+        std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
       }
-      if (to_tile) std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
-      else std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
     }
   }
 }
