@@ -14,7 +14,10 @@ alternates between repetitions), each in a fresh process; the table shows median
   roofline    decode bytes/s (weights read once per token + the KV cache read at that depth)
               over the read bandwidth measured here with the same thread count
   load        ours: Model.load to the first logits of a 16-token prompt; llama.cpp's: the same
-              through llama-cpp-python (llama-bench reports no load time); warm page cache for both
+              through llama-cpp-python (llama-bench reports no load time); warm page cache for both.
+              Ours also: the first decode step after it, which makes the repacked copies of the
+              weights (csrc/repack.h; llama.cpp repacks inside its load). Every later figure comes
+              after that step, as llama-bench's come after its warm-up run
   RSS         ours: after load, and the peak (VmHWM) over the whole run incl. the 2048 context,
               next to file size + KV cache for that context; llama.cpp's: the peak (VmHWM, polled)
               of its llama-bench processes (a context of 2176 at -d 2048, its default batch sizes)
@@ -72,6 +75,9 @@ def run_ours(path: str, n_threads: int, depth: bool) -> dict:
     rss_load = _status_kib("VmRSS")
     m.prefill(ids[:SHORT])
     out = {"load_s": time.perf_counter() - t0, "rss_load_mib": rss_load / 1024}
+    t0 = time.perf_counter()
+    m.decode_step(ids[SHORT])
+    out["first_step_s"] = time.perf_counter() - t0
     m.reset()
     t0 = time.perf_counter()
     m.prefill(ids[:PP])
@@ -253,15 +259,17 @@ def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: lis
             f"{fmt(roof(o.get('tg_depth'), 'deep'), '.0%')} / {fmt(roof(ll.get('tg_depth'), 'deep'), '.0%')} |")
     lines += [
         "",
-        "| model | type | thr | file MiB | load→first token ours s | llama.cpp s | RSS after load ours MiB "
-        "| peak RSS ours MiB | file + KV MiB | peak RSS llama-bench MiB | Python share of decode, ours |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | type | thr | file MiB | load→first token ours s | llama.cpp s | first decode step ours s "
+        "| RSS after load ours MiB | peak RSS ours MiB | file + KV MiB | peak RSS llama-bench MiB "
+        "| Python share of decode, ours |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         o, ll = r["ours"], r["llama"]
         lines.append(
             f"| {r['model']} | {r['type']} | {r['threads']} | {r['file_mib']:.0f} | {fmt(o['load_s'], '.2f')} | "
-            f"{fmt(ll.get('load_s'), '.2f')} | {fmt(o['rss_load_mib'], '.0f')} | {fmt(o['rss_peak_mib'], '.0f')} | "
+            f"{fmt(ll.get('load_s'), '.2f')} | {fmt(o.get('first_step_s'), '.2f')} | {fmt(o['rss_load_mib'], '.0f')} | "
+            f"{fmt(o['rss_peak_mib'], '.0f')} | "
             f"{r['file_mib'] + r['kv']['ctx'] / 2**20:.0f} | {fmt(ll.get('rss_peak_mib'), '.0f')} | "
             f"{fmt(o['py_overhead'], '.1%')} |")
     return "\n".join(lines)
@@ -352,7 +360,7 @@ def main() -> None:
                         theirs.append(r)
                 loads.append(os.getloadavg()[0])
             med = lambda runs, k: median([x.get(k) for x in runs])  # noqa: E731
-            keys = ["pp", "tg", "tg_depth", "load_s", "rss_load_mib", "rss_peak_mib", "py_overhead"]
+            keys = ["pp", "tg", "tg_depth", "load_s", "first_step_s", "rss_load_mib", "rss_peak_mib", "py_overhead"]
             row = {"model": label, "type": qtype, "threads": n, "file_mib": path.stat().st_size / 2**20,
                    "weights": weights, "kv": {"short": kv_short, "deep": kv_deep, "ctx": kv_ctx},
                    "ours": {k: med(ours, k) for k in keys}, "llama": {k: med(theirs, k) for k in keys}}

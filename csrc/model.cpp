@@ -149,6 +149,19 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   sin_ = ZeroBuffer<float>(B * c.head_dim / 2);
   att_scratch_ = ZeroBuffer<float>(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.n_ctx));
 
+  // big enough for the products before the matrices are repacked and after
+  size_t act = activation_scratch_bytes();
+  for (const PendingRepack& p : pending_) p.t->layout = p.layout;
+  act = std::max(act, activation_scratch_bytes());
+  for (const PendingRepack& p : pending_) p.t->layout = QC_LAYOUT_STORED;
+  act_ = ZeroBuffer<uint8_t>(act);
+}
+
+// The quantized-activation scratch the products of one step need with the weights as they are.
+size_t Model::activation_scratch_bytes() const {
+  const ModelConfig& c = cfg_;
+  const Kernels& K = *K_;
+  const int64_t q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim, B = c.n_batch;
   size_t act = 0;
   for (const LayerWeights& L : w_.layers) {
     const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, nullptr), output_of(L.wk, kv_dim, nullptr),
@@ -160,12 +173,15 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
                     matmul_scratch_bytes(K, L.w_down.type, c.n_ff, ffn_chunk_, L.w_down.layout)});
   }
   act = std::max(act, matmul_scratch_bytes(K, w_.output.type, c.n_embd, B, w_.output.layout));
-  act_ = ZeroBuffer<uint8_t>(act);
+  return act;
 }
 
-// Chooses the matrices that this kernel table has a repacked decode kernel for (repack.h), marks
-// them with their layout and reserves repacked_ for them (untouched: no memory yet). The copies are
-// made by the first forward() (repack_pending), so that loading a model still reads no weights.
+// Chooses the matrices that this kernel table has a repacked decode kernel for (repack.h) and their
+// layouts, and reserves repacked_ for them (untouched: no memory yet). The copies are made by the
+// first single-token forward() (repack_pending): only the decode kernels read the repacked
+// layouts, prefill reads stored rows (repacked ones are unpacked for it), so loading a model reads
+// no weights, the prompt's first token does not wait for the copies, and a model used only for
+// prefill (logits, embeddings, perplexity) never makes them.
 // Token embeddings of their own stay as stored (a step reads only its tokens' rows of them); tied
 // to a repacked output matrix, they are read from its copy (embed_row), so that the file's pages
 // of that matrix are not kept resident twice.
@@ -177,10 +193,8 @@ void Model::plan_repack() {
       if (t->rows % kRepackRows != 0) return;  // MatmulOutput::layout: the outputs before a repacked one
     for (Tensor* t : group) {
       const int32_t layout = repack_layout_of(t->type);
-      if (layout != QC_LAYOUT_STORED && K.layout[layout].gemv && repack_fits(layout, t->rows, t->cols)) {
-        t->layout = layout;
-        pending_.push_back(t);
-      }
+      if (layout != QC_LAYOUT_STORED && K.layout[layout].gemv && repack_fits(layout, t->rows, t->cols))
+        pending_.push_back({t, layout});
     }
   };
   for (LayerWeights& L : w_.layers) {
@@ -190,12 +204,12 @@ void Model::plan_repack() {
     consider({&L.w_down});
   }
   consider({&w_.output});
-  if (tied && w_.output.layout != QC_LAYOUT_STORED) {
+  if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
     tied_repacked_ = true;
     embd_quad_ = ZeroBuffer<uint8_t>(kRepackRows * row_bytes(w_.output.type, w_.output.cols));
   }
   size_t total = 0;
-  for (const Tensor* t : pending_) total += aligned(row_bytes(t->type, t->cols) * (size_t)t->rows);
+  for (const PendingRepack& p : pending_) total += aligned(row_bytes(p.t->type, p.t->cols) * (size_t)p.t->rows);
   repacked_ = PageBuffer(total);
 }
 
@@ -207,7 +221,8 @@ void Model::plan_repack() {
 void Model::repack_pending() {
   constexpr size_t kReleaseBytes = 1 << 20;
   size_t offset = 0;
-  for (Tensor* t : pending_) {
+  for (const PendingRepack& p : pending_) {
+    Tensor* t = p.t;
     const size_t quad_bytes = kRepackRows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / kRepackRows);
     const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / quad_bytes));  // quads
     const uint8_t* src = static_cast<const uint8_t*>(t->data);
@@ -219,12 +234,13 @@ void Model::repack_pending() {
         const int64_t c1 = std::min(q1, c0 + chunk);
         populate(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, false);
         populate(dst + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, true);
-        repack_rows(t->layout, src + c0 * quad_bytes, (c1 - c0) * kRepackRows, t->cols, dst + c0 * quad_bytes);
+        repack_rows(p.layout, src + c0 * quad_bytes, (c1 - c0) * kRepackRows, t->cols, dst + c0 * quad_bytes);
         if (cfg_.release_repacked_source) release_pages(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes);
       }
     });
     if (cfg_.release_repacked_source) release_pages(src, bytes);
     t->data = dst;
+    t->layout = p.layout;
     offset += aligned(bytes);
   }
   pending_.clear();
@@ -282,7 +298,7 @@ bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits
       throw std::invalid_argument("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                   " is outside the vocabulary of " + std::to_string(c.n_vocab));
   K_ = &kernels();  // the path selected now (tests switch paths between calls)
-  if (!pending_.empty()) repack_pending();
+  if (n == 1 && !pending_.empty()) repack_pending();  // the first decode step (plan_repack says why)
   for (int64_t done = 0; done < n; done += c.n_batch) {
     const int64_t m = std::min<int64_t>(c.n_batch, n - done);
     const bool last = done + m == n;

@@ -26,7 +26,7 @@ struct ModelConfig {
   int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
   bool kv_f16 = true;      // KV cache as binary16 (else float32)
   // Repack the matrices this CPU has a repacked decode kernel for (repack.h) into memory of the
-  // model's own, at the first forward(); the rest stay where they are.
+  // model's own, at the first single-token forward(); the rest stay where they are.
   bool repack = true;
   // After repacking a matrix, give its source pages back (madvise MADV_DONTNEED), so that resident
   // memory stays about the file's size. Only for weights in a file mapping, which the OS reads
@@ -40,7 +40,7 @@ struct Tensor {
   const void* data = nullptr;
   int32_t type = GGML_F32;
   int64_t rows = 0, cols = 0;
-  int32_t layout = QC_LAYOUT_STORED;  // or the one the Model repacks it into (plan_repack)
+  int32_t layout = QC_LAYOUT_STORED;  // or the one the Model has repacked it into (repack_pending)
 };
 
 struct LayerWeights {
@@ -131,6 +131,7 @@ class Model {
   void* v_layer(int l) { return v_cache_.data() + (size_t)l * layer_cache_bytes_; }
   void store_kv(int l, int64_t n, int64_t pos);
   void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
+  size_t activation_scratch_bytes() const;
   void plan_repack();
   void repack_pending();
   void embed_row(int32_t token, float* out);
@@ -140,7 +141,11 @@ class Model {
   ThreadPool pool_;
   const Kernels* K_ = nullptr;
   PageBuffer repacked_;  // the repacked matrices (cfg_.repack), which w_ then points into
-  std::vector<Tensor*> pending_;  // matrices of w_ given a layout, still to be copied into repacked_
+  struct PendingRepack {
+    Tensor* t;       // a matrix of w_, still stored
+    int32_t layout;  // the layout it gets
+  };
+  std::vector<PendingRepack> pending_;  // the copies into repacked_ still to make
   bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
   ZeroBuffer<uint8_t> embd_quad_; // (4, row_bytes) one quad of them unpacked (embed_row)
 

@@ -90,8 +90,8 @@ class Model:
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
         faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
-        and Q8_0 on NEON) are
-        copied into it by the first forward pass, and their pages in the file mapping released.
+        and Q8_0 on NEON) are copied into it by the first decode step (prefill reads them as
+        stored), and their pages in the file mapping released.
 
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.

@@ -73,10 +73,10 @@ REPACKED_TYPES = {"avx2": _X86_REPACKED, "avxvnni": _X86_REPACKED, "avxvnni_evex
 
 @pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
 def test_repacking_keeps_the_logits(isa, name):
-    """Matrices repacked by the first forward pass (csrc/repack.h; the SIMD paths but SSE4.2) give
-    the logits of the stored layout: prefill unpacks them back for the same products (equal),
-    decode runs the repacked kernel (the same dot products, some summed in another order). Every
-    matrix of this model fits the layouts."""
+    """Matrices repacked by the first decode step (csrc/repack.h; the SIMD paths but SSE4.2) give
+    the logits of the stored layout: prefill, before and after, multiplies the stored rows (the
+    repacked ones unpacked: equal), decode runs the repacked kernel (the same dot products, some
+    summed in another order). Every matrix of this model fits the layouts."""
     has_kernels = name.split(".")[1] in REPACKED_TYPES.get(isa, ())
     with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, repack=False) as m:
         assert m._net.repacked_bytes == 0
@@ -89,6 +89,7 @@ def test_repacking_keeps_the_logits(isa, name):
         assert rel_err(m.logits(TOKENS), full) == 0
         m.reset()
         steps_repacked = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
+        assert rel_err(m.logits(TOKENS), full) == 0  # now over the repacked rows, unpacked
     assert rel_err(np.stack(steps_repacked), np.stack(steps)) < 1e-5
 
 
@@ -109,26 +110,35 @@ def _mapping_rss_bytes(file) -> int | None:
     return None
 
 
-def test_repacked_source_pages_are_released(use_isa):
-    """Repacking copies a matrix; its pages in the file mapping are then given back (MADV_DONTNEED),
-    so that resident memory stays about the file's size, and the model still runs right."""
+def test_repacking_waits_for_decode_and_releases_the_file_pages(use_isa):
+    """The copies are made by the first decode step, not by loading or prefill (which read stored
+    rows); then the matrices' pages in the file mapping are given back (MADV_DONTNEED), so that
+    resident memory stays about the file's size, and the model still runs right."""
     name = "qwen2-h256-tied.q8_0.gguf"
     size = (GOLDEN / name).stat().st_size
     best = _kernels.available_isas()[-1]
+
+    def run(m):
+        logits = m.logits(TOKENS)
+        after_prefill = _mapping_rss_bytes(m._file)
+        m.reset()
+        steps = [m.prefill(TOKENS[:5])] + [m.decode_step(t) for t in TOKENS[5:9]]
+        return logits, np.stack(steps), after_prefill, _mapping_rss_bytes(m._file)
+
     with use_isa(best):
         with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, repack=False) as m:
-            want = m.logits(TOKENS)
-            resident_stored = _mapping_rss_bytes(m._file)
+            want, want_steps, _, resident_stored = run(m)
         with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
-            got = m.logits(TOKENS)
-            resident = _mapping_rss_bytes(m._file)
+            got, got_steps, resident_prefill, resident = run(m)
             repacked = m._net.repacked_bytes
     assert rel_err(got, want) == 0
+    assert rel_err(got_steps, want_steps) < 1e-5
     if resident is None:  # not Linux
         return
     assert resident_stored > 0.9 * size  # every weight page read
-    if repacked:  # only the rows of TOKENS in the token embeddings are read from the file again
-        assert repacked > 0.8 * size and resident < 0.5 * size, (resident_stored, resident, size)
+    assert resident_prefill > 0.9 * size  # prefill read the stored rows: nothing repacked yet
+    if repacked:  # the tied embeddings come from the copy too: no weight page stays resident
+        assert repacked > 0.8 * size and resident < 0.2 * size, (resident_stored, resident, size)
     else:  # no kernels for the layouts on this CPU: nothing repacked, nothing released
         assert "q8_0" not in REPACKED_TYPES.get(best, ())
         assert resident > 0.9 * size
