@@ -21,13 +21,15 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tokenizers
-from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from .errors import QwenCpuError
 from .gguf import StringArray
+
+if TYPE_CHECKING:
+    import tokenizers  # imported where a tokenizer is built: 4 MiB of RSS that id-level use never needs
 
 # GGUF token types (tokenizer.ggml.token_type), as llama.cpp defines them.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL = 1, 2, 3
@@ -215,6 +217,9 @@ class Tokenizer:
         Only `model` = gpt2 (byte-level BPE) is supported. An unknown `pre` raises QwenCpuError
         unless `fallback_pre` names a known one to use instead.
         """
+        import tokenizers
+        from tokenizers import decoders, models, normalizers, pre_tokenizers
+
         def get(key, default=None):
             return meta.get(f"tokenizer.ggml.{key}", default)
 
@@ -285,6 +290,8 @@ class Tokenizer:
         `tokenizer_config.json` beside `path` when present; otherwise no BOS is added and EOS is
         the first known end-of-text control token of the vocabulary.
         """
+        import tokenizers
+
         path = Path(path)
         try:
             hf = tokenizers.Tokenizer.from_file(str(path))
