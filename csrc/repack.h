@@ -1,7 +1,7 @@
-// Repacked weight layouts: a matrix's rows regrouped at load, four rows interleaved, so that a
-// decode kernel (WeightKernels::gemv's counterpart LayoutKernels::gemv) reads one sequential
-// stream in exactly the order it consumes it. Not GGUF types: they exist only in the memory a
-// Model repacks its weights into (model.cpp); the file keeps its own layout.
+// Repacked weight layouts: a matrix's rows regrouped once (by a Model's first decode step), four
+// rows interleaved, so that a decode kernel (WeightKernels::gemv's counterpart LayoutKernels::gemv)
+// reads one sequential stream in exactly the order it consumes it. Not GGUF types: they exist
+// only in the memory a Model repacks its weights into (model.cpp); the file keeps its own layout.
 //
 // Why: the decode kernels that read four rows of the stored layout side by side jump between
 // four streams and rearrange every group of blocks with word permutes (avx512/gemv.cpp). One
