@@ -25,6 +25,7 @@ from gguf import GGUFValueType as VT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _memory import mapping_rss_kib, rss_bytes
 from gguf_corpus import ARRAYS, SCALARS, layout, malformed_cases, valid_tensors, write_valid
 from qwen_cpu.errors import GGUFError
 from qwen_cpu.gguf import GGUFFile, StringArray, ValueType
@@ -231,23 +232,6 @@ def test_fixture_reads_completely_in_metadata_only_mode():
     f.close()
 
 
-def _mapping_rss_kib(address: int) -> int | None:
-    """Resident KiB of this process's mapping that starts at address (Linux /proc/self/smaps),
-    else None. One mapping, not every mapping of the file: other tests may hold the fixture open."""
-    try:
-        lines = open("/proc/self/smaps").read().splitlines()
-    except OSError:
-        return None
-    inside = False
-    for line in lines:
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line: start-end perms ...
-            inside = int(head[0].split("-")[0], 16) == address
-        elif inside and line.startswith("Rss:"):
-            return int(head[1])
-    return None
-
-
 def test_release_metadata_pages_keeps_the_metadata_readable():
     """After the vocabulary is read its pages are dropped (Model.load does this): the map's
     resident pages fall from the whole 5.9 MB header to almost nothing, and reading the metadata
@@ -256,9 +240,9 @@ def test_release_metadata_pages_keeps_the_metadata_readable():
     digest = lambda xs: hashlib.sha256("\n".join(xs).encode()).hexdigest()  # noqa: E731
     before = digest(f.metadata["tokenizer.ggml.merges"]), digest(f.metadata["tokenizer.ggml.tokens"])
     address = f._view.ctypes.data  # the map's first byte
-    rss_read = _mapping_rss_kib(address)
+    rss_read = mapping_rss_kib(address)
     f.release_metadata_pages()
-    rss_released = _mapping_rss_kib(address)
+    rss_released = mapping_rss_kib(address)
     if rss_read is not None:  # Linux: the mapping's own resident size
         assert rss_read > 4000 and rss_released < 200, (rss_read, rss_released)
     after = digest(f.metadata["tokenizer.ggml.merges"]), digest(f.metadata["tokenizer.ggml.tokens"])
@@ -329,11 +313,6 @@ def test_malformed_file_raises_gguf_error_naming_the_problem(case, tmp_path):
 
 # --- resources ------------------------------------------------------------------------------
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def test_opening_a_200mb_file_does_not_read_it(tmp_path):
     """A 200 MiB F32 tensor (header by GGUFWriter, data a sparse extension of the file): opening and
     taking a view must leave RSS within 16 MiB of where it was (a copy would add 200 MiB)."""
@@ -344,10 +323,10 @@ def test_opening_a_200mb_file_does_not_read_it(tmp_path):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_ti_data_to_file(), w.close()
     data_offset = -(-p.stat().st_size // 32) * 32
     os.truncate(p, data_offset + rows * cols * 4)
-    before = _rss_bytes()
+    before = rss_bytes()
     with GGUFFile(p) as f:
         view = f.tensor("big")
-        grown = _rss_bytes() - before
+        grown = rss_bytes() - before
         assert view.shape == (rows, cols) and view.dtype == np.float32
         assert f.file_size > 200 * 2**20
         assert not view[-1, -4:].any()  # the sparse tail reads as zeros

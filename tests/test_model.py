@@ -12,13 +12,13 @@ Tolerances are relative: max |ours - reference| / max |reference|.
 """
 
 import json
-import os
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
+from _memory import mapping_rss_kib, rss_bytes
 from qwen_cpu import _kernels
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.model import Model
@@ -94,20 +94,9 @@ def test_repacking_keeps_the_logits(isa, name):
 
 
 def _mapping_rss_bytes(file) -> int | None:
-    """Resident bytes of the GGUF file's mapping in this process (Linux /proc/self/smaps), else None."""
-    address = file._view.ctypes.data
-    try:
-        lines = open("/proc/self/smaps").read().splitlines()
-    except OSError:
-        return None
-    inside = False
-    for line in lines:
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line: start-end perms ...
-            inside = int(head[0].split("-")[0], 16) == address
-        elif inside and line.startswith("Rss:"):
-            return int(head[1]) * 1024
-    return None
+    """Resident bytes of the GGUF file's mapping in this process, None where not measurable."""
+    kib = mapping_rss_kib(file._view.ctypes.data)
+    return None if kib is None else kib * 1024
 
 
 def test_repacking_waits_for_decode_and_releases_the_file_pages(use_isa):
@@ -173,22 +162,17 @@ def test_prefill_longer_than_the_ffn_chunk_equals_small_steps(isa):
         assert rel_err(m.logits(tokens), one) < 1e-5
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def test_kv_cache_positions_cost_memory_only_once_written():
     """A context of 2^20 positions is a 256 MiB KV cache for the tiny model, allocated untouched:
     loading and running 80 tokens must leave RSS within 48 MiB of where it was."""
     name = "qwen2-tiny-tied.q4_0.gguf"
     with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
         want = m.logits(TOKENS)
-    before = _rss_bytes()
+    before = rss_bytes()
     with Model.load(GOLDEN / name, n_ctx=2**20, n_threads=2) as m:
         assert m.config.kv_cache_bytes(m.n_ctx) == 256 * 2**20
         assert rel_err(m.logits(TOKENS), want) < 1e-5
-        grown = _rss_bytes() - before
+        grown = rss_bytes() - before
     assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 

@@ -39,9 +39,8 @@ namespace QC_AVX2_NS {
 // register_quant_kernels_avx2 / _avxvnni / _avxvnni_evex (quants.cpp).
 void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
 void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
-void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0
+void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0, Q5_0, repacked Q4_0/Q8_0
 void register_gemv_k(Kernels& k);     // and Q4_K
-void register_gemv_r4(Kernels& k);    // the repacked layouts Q4_0_R4, Q8_0_R4 (repack.h)
 
 static inline float hsum_ps(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

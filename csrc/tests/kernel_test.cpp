@@ -279,6 +279,40 @@ void test_dequantize(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// n_rows random rows of n elements of a weight type, one after another (random_weights per row).
+std::vector<uint8_t> random_rows(std::mt19937_64& g, const WeightType& wt, int64_t n, int n_rows, int fill = -1) {
+  std::vector<uint8_t> w;
+  for (int r = 0; r < n_rows; ++r) {
+    const std::vector<uint8_t> row = random_weights(g, wt, n, fill);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
+}
+
+// A decode kernel's y (n_rows + 2 floats, the last two set to -7 before the call) for the stored
+// rows w: every y[r] within the vec_dot bound of the scalar vec_dot of row r over a (the type's
+// activation format, quantized from the same x), and nothing written past n_rows.
+void check_rows(Report& R, const Kernels& K, const Kernels& S, const WeightType& wt, int64_t n, int n_rows,
+                const std::vector<uint8_t>& w, const std::vector<uint8_t>& a, const std::vector<float>& y,
+                const std::string& what) {
+  const int32_t atype = S.weight[wt.type].act_type;
+  const std::vector<double> av = act_values(atype, a, n);
+  const size_t wb = row_bytes(wt.type, n);
+  std::vector<float> wv((size_t)n);
+  bool ok = y[n_rows] == -7.0f && y[n_rows + 1] == -7.0f;
+  double worst = 0.0;
+  for (int r = 0; r < n_rows; ++r) {
+    const float ref = S.weight[wt.type].vec_dot(n, w.data() + r * wb, a.data());
+    S.dequantize[wt.type](w.data() + r * wb, wv.data(), n);
+    double scale = 0.0;
+    for (int64_t e = 0; e < n; ++e) scale += std::fabs((double)wv[e] * av[e]);
+    const double err = std::fabs((double)y[r] - ref);
+    ok = ok && std::isfinite(ref) && err <= 1e-5 * scale + 1e-30;
+    worst = std::max(worst, err / (scale + 1e-30));
+  }
+  R.check(ok, K.isa, what + fmt(": beyond the vec_dot bound (worst %.3g of sum|terms|) or wrote past n_rows", worst));
+}
+
 // WeightKernels::gemv where a table has one: for row lengths of 1, 3 and 33 blocks of its
 // activation layout and 1..9 rows (the kernels' passes of several rows and their remainders),
 // random and filled weights, activations at several scales: every y[r] within the vec_dot bound
@@ -296,29 +330,11 @@ void test_gemv(Report& R, const Kernels& K, const Kernels& S) {
           auto g = rng_for(fmt("gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
           const std::vector<float> x = normal(g, (size_t)n, n_rows % 2 ? 1.0 : 30.0);
           const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, wk.gemv_act, x);
-          const std::vector<double> av = act_values(atype, a, n);
-          const size_t wb = row_bytes(wt.type, n);
-          std::vector<uint8_t> w;
-          for (int r = 0; r < n_rows; ++r) {
-            const std::vector<uint8_t> row = random_weights(g, wt, n, fill);
-            w.insert(w.end(), row.begin(), row.end());
-          }
-          std::vector<float> y((size_t)n_rows + 2, -7.0f), wv((size_t)n);
-          wk.gemv(n, w.data(), wb, n_rows, a4.data(), y.data());
-          bool ok = y[n_rows] == -7.0f && y[n_rows + 1] == -7.0f;
-          double worst = 0.0;
-          for (int r = 0; r < n_rows; ++r) {
-            const float ref = S.weight[wt.type].vec_dot(n, w.data() + r * wb, a.data());
-            S.dequantize[wt.type](w.data() + r * wb, wv.data(), n);
-            double scale = 0.0;
-            for (int64_t e = 0; e < n; ++e) scale += std::fabs((double)wv[e] * av[e]);
-            const double err = std::fabs((double)y[r] - ref);
-            ok = ok && std::isfinite(ref) && err <= 1e-5 * scale + 1e-30;
-            worst = std::max(worst, err / (scale + 1e-30));
-          }
-          R.check(ok, K.isa, fmt("gemv %s n=%lld rows=%d fill=%d: beyond the vec_dot bound (worst %.3g of "
-                                 "sum|terms|) or wrote past n_rows", type_info(wt.type).name, (long long)n, n_rows,
-                                 fill, worst));
+          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, fill);
+          std::vector<float> y((size_t)n_rows + 2, -7.0f);
+          wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
+          check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("gemv %s n=%lld rows=%d fill=%d", type_info(wt.type).name,
+                                                          (long long)n, n_rows, fill));
         }
   }
 }
@@ -335,11 +351,7 @@ void test_repack(Report& R) {
     for (int64_t n : {cols, 3 * cols})
       for (int n_rows : {4, 12}) {
         const size_t wb = row_bytes(wt.type, n);
-        std::vector<uint8_t> w;
-        for (int r = 0; r < n_rows; ++r) {
-          const std::vector<uint8_t> row = random_weights(g, wt, n);
-          w.insert(w.end(), row.begin(), row.end());
-        }
+        const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows);
         std::vector<uint8_t> packed(w.size()), back(w.size());
         repack_rows(layout, w.data(), n_rows, n, packed.data());
         unrepack_rows(layout, packed.data(), n_rows, n, back.data());
@@ -383,31 +395,13 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
           auto g = rng_for(fmt("layout gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
           const std::vector<float> x = normal(g, (size_t)n, n_rows % 8 ? 1.0 : 30.0);
           const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, lk.gemv_act, x);
-          const std::vector<double> av = act_values(atype, a, n);
-          const size_t wb = row_bytes(wt.type, n);
-          std::vector<uint8_t> w;
-          for (int r = 0; r < n_rows; ++r) {
-            const std::vector<uint8_t> row = random_weights(g, wt, n, fill);
-            w.insert(w.end(), row.begin(), row.end());
-          }
+          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, fill);
           std::vector<uint8_t> packed(w.size());
           repack_rows(layout, w.data(), n_rows, n, packed.data());
-          std::vector<float> y((size_t)n_rows + 2, -7.0f), wv((size_t)n);
-          lk.gemv(n, packed.data(), wb, n_rows, a4.data(), y.data());
-          bool ok = y[n_rows] == -7.0f && y[n_rows + 1] == -7.0f;
-          double worst = 0.0;
-          for (int r = 0; r < n_rows; ++r) {
-            const float ref = S.weight[wt.type].vec_dot(n, w.data() + r * wb, a.data());
-            S.dequantize[wt.type](w.data() + r * wb, wv.data(), n);
-            double scale = 0.0;
-            for (int64_t e = 0; e < n; ++e) scale += std::fabs((double)wv[e] * av[e]);
-            const double err = std::fabs((double)y[r] - ref);
-            ok = ok && std::isfinite(ref) && err <= 1e-5 * scale + 1e-30;
-            worst = std::max(worst, err / (scale + 1e-30));
-          }
-          R.check(ok, K.isa, fmt("layout gemv %s n=%lld rows=%d fill=%d: beyond the vec_dot bound (worst %.3g of "
-                                 "sum|terms|) or wrote past n_rows", type_info(wt.type).name, (long long)n, n_rows,
-                                 fill, worst));
+          std::vector<float> y((size_t)n_rows + 2, -7.0f);
+          lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
+          check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s n=%lld rows=%d fill=%d",
+                                                          type_info(wt.type).name, (long long)n, n_rows, fill));
         }
   }
 }
@@ -517,10 +511,7 @@ void test_matmul_repacked(Report& R, const Kernels& K) {
       auto g = rng_for(fmt("matmul repacked %d %lld", wt.type, (long long)n_tok));
       std::vector<uint8_t> w[2], packed[2];
       for (int i = 0; i < 2; ++i) {
-        for (int64_t r = 0; r < n_out; ++r) {
-          const std::vector<uint8_t> row = random_weights(g, wt, n_in);
-          w[i].insert(w[i].end(), row.begin(), row.end());
-        }
+        w[i] = random_rows(g, wt, n_in, (int)n_out);
         packed[i].resize(w[i].size());
         repack_rows(layout, w[i].data(), n_out, n_in, packed[i].data());
       }
