@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from . import tools
 from .errors import QwenCpuError
 from .sampler import Sampler, SamplingParams, StopStringMatcher
 from .tokenizer import StreamingDetokenizer
@@ -25,7 +26,7 @@ class Response:
 
     text: str
     token: int | None  # the sampled token (None on a final response that only flushes text)
-    finish_reason: str | None  # None while generating; "stop" (end token or stop string) or "length"
+    finish_reason: str | None  # None while generating; "stop" (end token, stop string, complete grammar) or "length"
     prompt_tokens: int  # prompt length
     prompt_cached: int  # prompt tokens reused from the KV cache (not recomputed)
     generation_tokens: int  # tokens sampled so far
@@ -33,10 +34,17 @@ class Response:
     generation_tps: float  # sampled tokens per second (after the first)
 
 
+# Tokens a grammar forces run as one prefill from this many on, below it as decode steps: a short
+# prefill reads the repacked matrices unpacked, slower than a few decode steps (bench/README.md).
+FORCED_PREFILL_MIN = 8
+
+
 def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
                     stats: dict | None = None) -> Iterator[int]:
     """Yield up to max_tokens sampled ids; stops early when the context is full. The caller stops
-    on end-of-generation tokens. stats (optional) receives prompt timing and cache reuse."""
+    on end-of-generation tokens. stats (optional) receives prompt timing and cache reuse.
+    With a constraint on the sampler, the tokens its grammar forces are yielded without sampling,
+    and the ids end where the grammar is complete."""
     prompt_ids = list(prompt_ids)
     if max_tokens <= 0:
         return
@@ -47,22 +55,38 @@ def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_toke
         stats["prompt_seconds"] = time.perf_counter() - t0
         stats["prompt_computed"] = model.n_evaluated - before
     history = list(prompt_ids)
-    for i in range(max_tokens):
-        token = sampler(logits, history)
-        history.append(token)
-        yield token
-        if i + 1 == max_tokens or model.n_past >= model.n_ctx:
+    constraint = sampler.constraint
+    while True:
+        new = [sampler(logits, history)]
+        if constraint is not None:
+            room = min(max_tokens - (len(history) - len(prompt_ids)), model.n_ctx - model.n_past) - 1
+            new += constraint.forced_tokens()[:max(room, 0)]
+            for t in new[1:]:
+                constraint.accept(t)
+        for t in new:
+            history.append(t)
+            yield t
+        if len(history) - len(prompt_ids) >= max_tokens or model.n_past + len(new) > model.n_ctx:
             return
-        logits = model.decode_step(token)
+        if constraint is not None and constraint.is_complete():
+            return
+        if len(new) >= FORCED_PREFILL_MIN:
+            logits = model.prefill(history)
+        else:
+            for t in new:
+                logits = model.decode_step(t)
 
 
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
-           stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
+           stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None,
+           constraint=None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text. The model's lock is held for the whole
-    generation, so two threads streaming from one model take turns instead of corrupting the cache."""
+    generation, so two threads streaming from one model take turns instead of corrupting the cache.
+    constraint (constrain.Constraint): the output follows its grammar and ends ("stop") when the
+    grammar is complete."""
     tok = model.tokenizer
     params = params or sampling_params()
-    sampler = Sampler(params)
+    sampler = Sampler(params, constraint=constraint)
     end_tokens = set(tok.eos_ids if stop_tokens is None else stop_tokens)
     if len(prompt_ids) >= model.n_ctx:
         raise QwenCpuError(
@@ -102,6 +126,8 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: S
                     yield response(text, token, None)
                 break
             yield response(text, token, None)
+        if finish == "length" and constraint is not None and constraint.is_complete():
+            finish = "stop"  # generate_tokens ended at the end of the grammar
         # Text held back (an unfinished character, a possible stop-string prefix) is released at the end.
         tail = "" if stops.stopped else stops.push(detok.finish()) + stops.flush()
         yield response(tail, None, finish)
@@ -129,23 +155,27 @@ def sampling_params(**overrides) -> SamplingParams:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 
 
-def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
-    """Drain a stream into an OpenAI `chat.completion` dict."""
+def openai_completion(responses: Iterator[Response], model_name: str, tool_calls: bool = False) -> dict:
+    """Drain a stream into an OpenAI `chat.completion` dict. tool_calls: parse <tool_call> blocks
+    into message.tool_calls (tools.py)."""
     last = generate(responses)
+    message, finish = {"role": "assistant", "content": last.text}, last.finish_reason
+    if tool_calls:
+        message, finish = tools.chat_message(last.text, finish)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": last.text},
-                     "finish_reason": last.finish_reason}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
                   "total_tokens": last.prompt_tokens + last.generation_tokens},
     }
 
 
-def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[dict]:
-    """A stream as OpenAI `chat.completion.chunk` dicts: a role delta, content deltas, then an
+def openai_chunks(responses: Iterator[Response], model_name: str, tool_calls: bool = False) -> Iterator[dict]:
+    """A stream as OpenAI `chat.completion.chunk` dicts: a role delta, content deltas (and with
+    tool_calls, a tool-call delta per complete <tool_call> block: tools.ToolCallStream), then an
     empty delta carrying the finish reason."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -154,8 +184,13 @@ def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[di
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant"}, None)
+    parser = tools.ToolCallStream() if tool_calls else None
     for r in responses:
-        if r.text:
-            yield chunk({"content": r.text}, None)
+        if parser is None:
+            deltas = [{"content": r.text}] if r.text else []
+        else:
+            deltas = parser.push(r.text) + (parser.finish() if r.finish_reason is not None else [])
+        for delta in deltas:
+            yield chunk(delta, None)
         if r.finish_reason is not None:
-            yield chunk({}, r.finish_reason)
+            yield chunk({}, tools.finish_reason(r.finish_reason, len(parser.calls)) if parser else r.finish_reason)

@@ -278,37 +278,57 @@ class Model:
             self._cache.clear()
 
     # ---- generation (generate.py does the work) -----------------------------------------------
-    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-               **sampling: Any) -> Iterator["Response"]:
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (), *,
+               response_format: dict | None = None, json_schema: Any = None, regex: str | None = None,
+               grammar: str | None = None, **sampling: Any) -> Iterator["Response"]:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
+        response_format (OpenAI's), json_schema, regex, grammar (Lark or GBNF): at most one; the
+        output then follows it (constrain.py), checked before anything runs.
         sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...)."""
-        from . import generate
+        from . import constrain, generate
 
+        g = constrain.from_options(self.tokenizer, response_format=response_format, json_schema=json_schema,
+                                   regex=regex, grammar=grammar)
         ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else list(prompt)
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling), stop=stop)
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling), stop=stop,
+                               constraint=g.constraint() if g else None)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-                 **sampling: Any) -> str:
-        """The continuation of a prompt as one string (see stream)."""
+                 **options: Any) -> str:
+        """The continuation of a prompt as one string (see stream for the options)."""
         from . import generate
 
-        return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
+        return generate.generate(self.stream(prompt, max_tokens, stop, **options)).text
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
+             tool_choice: Any = None, parallel_tool_calls: bool = True, response_format: dict | None = None,
+             json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
              max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
         """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
         with the file's chat template (ChatML if it has none); message content never becomes
         control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
         `chat.completion.chunk` dicts. The KV cache keeps the conversation, so a follow-up turn
-        computes only its new tokens."""
-        from . import generate
+        computes only its new tokens.
+        tools / tool_choice / parallel_tool_calls: OpenAI's; calls come back as message.tool_calls
+        (finish_reason "tool_calls"), earlier calls and role "tool" results are rendered back
+        (tools.py). response_format, json_schema, regex, grammar: as in stream."""
+        from . import constrain, generate
+        from . import tools as tool_calls
         from .chat import encode_chat
 
-        ids = encode_chat(self.tokenizer, messages, tools=tools)
+        plan = tool_calls.prepare(self.tokenizer, tools, tool_choice, parallel_tool_calls)
+        g = constrain.from_options(self.tokenizer, response_format=response_format, json_schema=json_schema,
+                                   regex=regex, grammar=grammar)
+        if g is not None and plan.grammar is not None:
+            raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
+                               "response_format, json_schema, regex or grammar")
+        g = g or plan.grammar
+        messages, rendered_tools = tool_calls.template_messages(messages, plan.tools, self.tokenizer.chat_template)
+        ids = encode_chat(self.tokenizer, messages, tools=rendered_tools)
         responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
-                                    stop=stop)
+                                    stop=stop, constraint=g.constraint() if g else None)
         if stream:
-            return generate.openai_chunks(responses, self.path.name)
-        return generate.openai_completion(responses, self.path.name)
+            return generate.openai_chunks(responses, self.path.name, tool_calls=plan.parse)
+        return generate.openai_completion(responses, self.path.name, tool_calls=plan.parse)
