@@ -71,6 +71,34 @@ def sampling_options(f):
     return f
 
 
+def constraint_options(f):
+    """--json-schema FILE, --grammar FILE, --regex PATTERN (at most one): the answer follows it."""
+    opts = [
+        click.option("--json-schema", "json_schema_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer with JSON valid under the JSON schema in this file"),
+        click.option("--grammar", "grammar_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer in the grammar in this file (llguidance Lark or llama.cpp GBNF)"),
+        click.option("--regex", help="answer with text matching this regular expression"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _grammar(m, kw: dict):
+    """The constrain.Grammar the options ask for, or None; a bad one is a ClickException."""
+    from .constrain import from_options
+
+    def read(path):
+        return None if path is None else Path(path).read_text(encoding="utf-8")
+
+    try:
+        return from_options(m.tokenizer, json_schema=read(kw["json_schema_file"]), grammar=read(kw["grammar_file"]),
+                            regex=kw["regex"])
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+
+
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
                  "frequency_penalty", "penalty_window", "seed")
 
@@ -96,6 +124,7 @@ def main() -> None:
 @click.option("-s", "--system", default=None, help="system prompt (default: the template's own)")
 @click.option("-v", "--verbose", is_flag=True, help="print prompt and generation speed after each answer")
 @sampling_options
+@constraint_options
 def chat(model, system, verbose, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
@@ -106,6 +135,7 @@ def chat(model, system, verbose, **kw):
 
     m = _load(model, kw["n_ctx"], kw["threads"])
     params = _sampling(kw)
+    grammar = _grammar(m, kw)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     totals = Counter()
@@ -135,7 +165,8 @@ def chat(model, system, verbose, **kw):
             ids = encode_chat(m.tokenizer, messages)
             answer, last = [], None
             try:
-                for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"]):
+                for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
+                                   constraint=grammar.constraint() if grammar else None):
                     answer.append(last.text)
                     sys.stdout.write(last.text)
                     sys.stdout.flush()
@@ -163,6 +194,7 @@ def chat(model, system, verbose, **kw):
 @click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
 @click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
 @sampling_options
+@constraint_options
 def generate(model, prompt, raw, as_json, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
@@ -170,12 +202,14 @@ def generate(model, prompt, raw, as_json, **kw):
 
     m = _load(model, kw["n_ctx"], kw["threads"])
     params = _sampling(kw)
+    grammar = _grammar(m, kw)
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
         else:
             ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
-        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"])
+        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
+                           constraint=grammar.constraint() if grammar else None)
         if as_json:
             out = openai_completion(responses, m.path.name)
             if raw:

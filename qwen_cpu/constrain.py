@@ -32,6 +32,11 @@ from .errors import QwenCpuError
 JSON_WHITESPACE = r"(?:[ ]|\n[ \t]{0,20})?"
 JSON_OPTIONS = {"whitespace_pattern": JSON_WHITESPACE}
 
+# (256, 8) float32: for each mask byte, what to add to its 8 tokens' logits (bit i of the byte
+# set: token i allowed, 0; clear: -inf).
+_BYTE_TO_ADD = np.where(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") == 1,
+                        np.float32(0), np.float32(-np.inf)).astype(np.float32)
+
 _CACHE: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 
@@ -113,8 +118,9 @@ class Constraint:
 
     def __init__(self, matcher, n_vocab: int):
         self._matcher = matcher
-        self._n_vocab = n_vocab                                     # tokens llguidance knows
-        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.int32)  # (ceil(n_vocab / 32),) 1 = allowed
+        self._n_vocab = n_vocab                                      # tokens llguidance knows
+        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.int32)   # (ceil(n_vocab / 32),) bit 1 = allowed
+        self._add = np.empty((self._bits.nbytes, 8), dtype=np.float32)  # (bytes, 8): 0 or -inf per token
 
     def mask_logits(self, logits: np.ndarray) -> None:
         m = self._matcher
@@ -122,8 +128,10 @@ class Constraint:
         if m.is_error():
             raise QwenCpuError(f"constrained decoding failed: {m.get_error()}")
         n = min(self._n_vocab, logits.shape[0])
-        allowed = np.unpackbits(self._bits.view(np.uint8), count=n, bitorder="little")  # (n,) 0/1
-        np.copyto(logits[:n], np.float32(-np.inf), where=allowed == 0)
+        # One table lookup per mask byte and an add: branch-free, unlike a boolean-mask store,
+        # whose cost grows several-fold when about half the vocabulary is allowed.
+        np.take(_BYTE_TO_ADD, self._bits.view(np.uint8), axis=0, out=self._add)
+        logits[:n] += self._add.reshape(-1)[:n]
         logits[n:] = -np.inf
 
     def accept(self, token: int) -> None:

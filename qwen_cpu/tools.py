@@ -225,8 +225,8 @@ class ToolCallStream:
 
     push(text) -> list of delta dicts; finish() -> the last ones (a block missing its closing tag
     at the end is still parsed). Text that may be the start of a <tool_call> tag is held back;
-    whitespace before a call, between calls and after the last one is dropped; a block whose JSON
-    does not parse stays content, exactly as written. `calls` lists the calls so far.
+    whitespace before a call, and at the end after one, is dropped; a block whose JSON does not
+    parse stays content, exactly as written. `calls` lists the calls so far.
     """
 
     def __init__(self):

