@@ -180,16 +180,17 @@ def from_regex(tokenizer, pattern: str) -> Grammar:
     return Grammar(tokenizer, _llguidance().LLMatcher.grammar_from_regex(pattern), "regex")
 
 
-def from_grammar(tokenizer, text: str) -> Grammar:
-    """Output that the grammar `text` accepts: llguidance's Lark syntax, or llama.cpp's GBNF
-    (converted by llguidance when the text is GBNF)."""
+def from_grammar(tokenizer, text: str, description: str = "grammar") -> Grammar:
+    """Output that the grammar `text` accepts: llguidance's Lark syntax (which may embed a JSON
+    schema as `%json {...}`), or llama.cpp's GBNF (converted by llguidance). `description` names
+    it in error messages."""
     if not isinstance(text, str):
-        raise QwenCpuError(f"grammar must be a str, got {type(text).__name__}")
+        raise QwenCpuError(f"{description} must be a str, got {type(text).__name__}")
     try:
         ll = _llguidance().grammar_from("grammar", text)
     except ValueError as e:
-        raise QwenCpuError(f"invalid grammar: {e}") from None
-    return Grammar(tokenizer, ll, "grammar")
+        raise QwenCpuError(f"invalid {description}: {e}") from None
+    return Grammar(tokenizer, ll, description)
 
 
 def from_response_format(tokenizer, response_format: Mapping | None) -> Grammar | None:

@@ -314,21 +314,15 @@ class Model:
         tools / tool_choice / parallel_tool_calls: OpenAI's; calls come back as message.tool_calls
         (finish_reason "tool_calls"), earlier calls and role "tool" results are rendered back
         (tools.py). response_format, json_schema, regex, grammar: as in stream."""
-        from . import constrain, generate
-        from . import tools as tool_calls
-        from .chat import encode_chat
+        from . import generate
+        from .tools import prepare_chat
 
-        plan = tool_calls.prepare(self.tokenizer, tools, tool_choice, parallel_tool_calls)
-        g = constrain.from_options(self.tokenizer, response_format=response_format, json_schema=json_schema,
-                                   regex=regex, grammar=grammar)
-        if g is not None and plan.grammar is not None:
-            raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
-                               "response_format, json_schema, regex or grammar")
-        g = g or plan.grammar
-        messages, rendered_tools = tool_calls.template_messages(messages, plan.tools, self.tokenizer.chat_template)
-        ids = encode_chat(self.tokenizer, messages, tools=rendered_tools)
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
-                                    stop=stop, constraint=g.constraint() if g else None)
+        req = prepare_chat(self.tokenizer, messages, tools=tools, tool_choice=tool_choice,
+                           parallel_tool_calls=parallel_tool_calls, response_format=response_format,
+                           json_schema=json_schema, regex=regex, grammar=grammar)
+        responses = generate.stream(self, req.prompt_ids, max_tokens=max_tokens,
+                                    params=generate.sampling_params(**sampling), stop=stop,
+                                    constraint=req.grammar.constraint() if req.grammar else None)
         if stream:
-            return generate.openai_chunks(responses, self.path.name, tool_calls=plan.parse)
-        return generate.openai_completion(responses, self.path.name, tool_calls=plan.parse)
+            return generate.openai_chunks(responses, self.path.name, tool_calls=req.tool_calls)
+        return generate.openai_completion(responses, self.path.name, tool_calls=req.tool_calls)

@@ -7,7 +7,8 @@ and calls them by answering with one or more blocks
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
-Request side: `prepare` decides what the template renders and, for tool_choice "required" or a
+Request side: `prepare_chat` turns an OpenAI-style request into prompt ids, a Grammar and whether to
+parse calls; within it, `prepare` decides what the template renders and, for tool_choice "required" or a
 named function, builds the Grammar that makes the answer a valid call (arguments matching the
 function's JSON schema); `template_messages` puts earlier calls and results into the form templates
 expect (arguments as a dict), and describes the tools in the system prompt for templates that
@@ -29,6 +30,36 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 
 # ---- request side -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat request ready to run. prompt_ids: the rendered prompt. grammar: what the answer must
+    follow (`grammar.constraint()` per generation), or None. tool_calls: parse the answer's
+    <tool_call> blocks (`chat_message`, `ToolCallStream`)."""
+
+    prompt_ids: list[int]
+    grammar: constrain.Grammar | None
+    tool_calls: bool
+
+
+def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: Any = None,
+                 parallel_tool_calls: bool = True, response_format: Mapping | None = None, json_schema: Any = None,
+                 regex: str | None = None, grammar: str | None = None) -> ChatRequest:
+    """Everything an OpenAI-style chat request needs before generation, every option checked
+    (QwenCpuError naming it) before anything runs: the prompt through the tokenizer's chat template
+    with the tools and earlier calls (`template_messages`), and the Grammar of the tool_choice or of
+    response_format / json_schema / regex / grammar (at most one source)."""
+    from .chat import encode_chat
+
+    plan = prepare(tokenizer, tools, tool_choice, parallel_tool_calls)
+    g = constrain.from_options(tokenizer, response_format=response_format, json_schema=json_schema, regex=regex,
+                               grammar=grammar)
+    if g is not None and plan.grammar is not None:
+        raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
+                           "response_format, json_schema, regex or grammar")
+    messages, rendered_tools = template_messages(messages, plan.tools, tokenizer.chat_template)
+    return ChatRequest(encode_chat(tokenizer, messages, tools=rendered_tools), g or plan.grammar, plan.parse)
+
 
 @dataclass(frozen=True)
 class ToolPlan:
@@ -97,7 +128,7 @@ def call_grammar(tokenizer, functions: Sequence[Mapping], several: bool) -> cons
     schema = {
         "anyOf": [{"type": "object",
                    "properties": {"name": {"const": f["name"]},
-                                  "arguments": _closed(f.get("parameters") or {"type": "object"})},
+                                  "arguments": closed_schema(f.get("parameters") or {"type": "object"})},
                    "required": ["name", "arguments"], "additionalProperties": False}
                   for f in functions],
         "x-guidance": constrain.JSON_OPTIONS,
@@ -106,22 +137,23 @@ def call_grammar(tokenizer, functions: Sequence[Mapping], several: bool) -> cons
     lark = (f"start: call{repeat}\n"
             f"call: {json.dumps(OPEN + chr(10))} call_json {json.dumps(chr(10) + CLOSE)}\n"
             f"call_json: %json {json.dumps(schema)}\n")
-    return constrain.Grammar(tokenizer, constrain._llguidance().LLMatcher.grammar_from_lark(lark),
-                             "tool call grammar (check the functions' parameters schemas)")
+    return constrain.from_grammar(tokenizer, lark, "tool call grammar (check the functions' parameters schemas)")
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
     """A copy of a JSON schema with "additionalProperties": false in every object schema that has
     "properties" and says nothing about other keys."""
     if isinstance(schema, Mapping):
         named = ("properties", "patternProperties", "$defs", "definitions")  # maps of name -> schema
-        out = {k: {n: _closed(s) for n, s in v.items()} if k in named and isinstance(v, Mapping) else _closed(v)
-               for k, v in schema.items()}
+        out = {}
+        for k, v in schema.items():
+            named_map = k in named and isinstance(v, Mapping)
+            out[k] = {n: closed_schema(s) for n, s in v.items()} if named_map else closed_schema(v)
         if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
-        return [_closed(v) for v in schema]
+        return [closed_schema(v) for v in schema]
     return schema
 
 

@@ -114,7 +114,7 @@ def tiny(tiny_qwen_gguf):
 
 
 def closed(schema):
-    return tools._closed(schema)
+    return tools.closed_schema(schema)
 
 
 @pytest.mark.parametrize("choice, several", [("required", True), ({"type": "function", "function": {"name": "add"}}, False)])
