@@ -43,7 +43,7 @@ def _load(model: str | None, n_ctx: int | None, threads: int | None):
         if path is None:
             raise click.ClickException(NO_MODEL_HELP)
     else:
-        path = Path(model)
+        path = model  # a path or a reference: Model.load resolves it
     try:
         return Model.load(path, n_ctx=n_ctx, n_threads=threads)
     except QwenCpuError as e:
