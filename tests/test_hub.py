@@ -147,3 +147,22 @@ def test_pick_prefers_a_whole_name_part():
     assert _pick(Ref("o/r", "4_4"), files) == "m-q4_0_4_4.gguf"  # a part of the name, else a substring
     with pytest.raises(QwenCpuError, match="matches 2 GGUF files"):
         _pick(Ref("o/r", "q4"), {"m-q4_0.gguf": 1, "m-q4_1.gguf": 1})
+
+
+def test_a_local_split_part_is_refused_by_name(tmp_path):
+    import gguf
+    import numpy as np
+
+    from qwen_cpu import Model
+
+    path = tmp_path / "big-q4_k_m-00001-of-00002.gguf"
+    w = gguf.GGUFWriter(path, "qwen2")
+    w.add_uint16("split.no", 0)
+    w.add_uint16("split.count", 2)
+    w.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(QwenCpuError, match="part 1 of a GGUF split into 2 files; merge them first"):
+        Model.load(path)
