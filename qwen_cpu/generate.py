@@ -58,8 +58,9 @@ def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_toke
 
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
            stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
-    """Stream the continuation of prompt_ids as text. The model's lock is held for the whole
-    generation, so two threads streaming from one model take turns instead of corrupting the cache."""
+    """Stream the continuation of prompt_ids as text (params: default the model's own,
+    sampling_params(model)). The model's lock is held for the whole generation, so two threads
+    streaming from one model take turns instead of corrupting the cache."""
     tok = model.tokenizer
     params = params or sampling_params(model)
     sampler = Sampler(params)
