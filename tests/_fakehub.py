@@ -5,7 +5,9 @@ hf_hub_download (read from its hf_api.model_info and file_download.get_hf_file_m
 
 - GET  /api/models/{repo}            the repository's info (sha, siblings: file names and sizes);
 - HEAD /{repo}/resolve/{rev}/{file}  the file's metadata: X-Repo-Commit, ETag, Content-Length;
-- GET  /{repo}/resolve/{rev}/{file}  the bytes;
+- GET  /{repo}/resolve/{rev}/{file}  the bytes; for a .gguf file (stored in LFS on the Hub) both
+  answer 302 to a second server standing for the CDN, with X-Linked-Etag (the sha256) and
+  X-Linked-Size, and the CDN serves the bytes;
 - 404s with the Hub's X-Error-Code (RepoNotFound, EntryNotFound), which the client turns into its errors.
 """
 
@@ -18,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 class FakeHub:
     """Serves `repos` ({repo id: {path: bytes}}) as the Hub does, on 127.0.0.1 at an ephemeral
-    port; `requests` records (method, path) of every call."""
+    port (the CDN at another); `requests` records (method, path) of every call (CDN paths start
+    with /cdn/)."""
 
     def __init__(self, repos: dict[str, dict[str, bytes]]):
         self.repos = repos
@@ -37,20 +40,29 @@ class FakeHub:
             def do_HEAD(self):
                 hub.answer(self, body=False)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]  # hub, CDN
+        self.url, self.cdn = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
+        self.blobs = {hashlib.sha256(b).hexdigest(): (p.rsplit("/", 1)[-1], b)
+                      for files in repos.values() for p, b in files.items()}
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers]
+        for t in self.threads:
+            t.start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        for s, t in zip(self.servers, self.threads):
+            s.shutdown()
+            s.server_close()
+            t.join()
 
     def answer(self, h: BaseHTTPRequestHandler, body: bool):
         path = unquote(urlsplit(h.path).path)
         self.requests.append((h.command, path))
         parts = path.strip("/").split("/")
+        if parts[0] == "cdn" and len(parts) == 2 and parts[1] in self.blobs:
+            name, data = self.blobs[parts[1]]
+            headers = {"Content-Type": "application/octet-stream",
+                       "Content-Disposition": f"inline; filename*=UTF-8''{name}; filename=\"{name}\";"}  # as the Hub's CDN names it
+            return self.send(h, 200, headers, data, body)
         if parts[:2] == ["api", "models"]:
             repo = "/".join(parts[2:4])
             if repo not in self.repos:
@@ -70,7 +82,13 @@ class FakeHub:
             data = self.repos[repo].get(file)
             if data is None:
                 return self.error(h, 404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": self.sha[repo]})
-            headers = {"X-Repo-Commit": self.sha[repo], "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+            sha256 = hashlib.sha256(data).hexdigest()
+            if file.endswith(".gguf"):  # LFS: metadata here, bytes from the CDN
+                headers = {"X-Repo-Commit": self.sha[repo], "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                           "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data)),
+                           "Location": f"{self.cdn}/cdn/{sha256}?X-Amz-Signature=test"}
+                return self.send(h, 302, headers, b"", body)
+            headers = {"X-Repo-Commit": self.sha[repo], "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
                        "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
             return self.send(h, 200, headers, data, body)
         return self.error(h, 404, None, "not found")

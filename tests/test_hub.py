@@ -3,6 +3,7 @@
 the Hub's API for a few test repositories (tests/_fakehub.py; HF_ENDPOINT points at it, HF_HOME at a
 fresh folder); then the cache is used with the server gone and with HF_HUB_OFFLINE=1."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -44,6 +45,10 @@ def hub(models):
     server.close()
 
 
+def blob(hf_home: Path, sha256: str) -> Path:
+    return hf_home / "hub" / "models--test-org--Tiny-GGUF" / "blobs" / sha256
+
+
 def cli(hf_home: Path, endpoint: str, *args, offline: bool = False):
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "HF_HOME": str(hf_home), "HF_ENDPOINT": endpoint,
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_HUB_ETAG_TIMEOUT": "5"}
@@ -65,15 +70,17 @@ def test_pull_run_list_offline_and_rm(hub, models, tmp_path):
     assert path == snapshot / "tiny-Q8_0.gguf" and path.read_bytes() == models["q8_0"]
     assert ("GET", "/api/models/test-org/Tiny-GGUF") in hub.requests
     assert ("HEAD", "/test-org/Tiny-GGUF/resolve/main/tiny-Q8_0.gguf") in hub.requests
-    assert ("GET", "/test-org/Tiny-GGUF/resolve/main/tiny-Q8_0.gguf") in hub.requests
-    assert not any("F16" in r[1] for r in hub.requests)  # only the chosen file is fetched
+    sha256 = hashlib.sha256(models["q8_0"]).hexdigest()
+    assert ("GET", f"/cdn/{sha256}") in hub.requests  # the bytes from the CDN the hub redirected to
+    assert blob(home, sha256).read_bytes() == models["q8_0"]  # stored under its sha256, as the Hub's client does
+    assert sum(r[0] == "GET" and r[1].startswith("/cdn/") for r in hub.requests) == 1  # only the chosen file
 
     # a cached file is not downloaded again; the Python API and --json take the reference too
     hub.requests.clear()
     out = cli(home, hub.url, "generate", "test-org/Tiny-GGUF:Q8_0", "hello", "-n", "3", "--json", "--seed", "1")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["usage"]["completion_tokens"] <= 3
-    assert ("GET", "/test-org/Tiny-GGUF/resolve/main/tiny-Q8_0.gguf") not in hub.requests
+    assert not any(r[1].startswith("/cdn/") for r in hub.requests)
 
     listing = cli(home, hub.url, "list").stdout.splitlines()
     assert listing[0].split() == ["NAME", "QUANT", "SIZE", "PATH"]
