@@ -112,6 +112,10 @@ def pull(ref: Ref | str) -> Path:
     except QwenCpuError:
         raise
     except Exception as e:  # noqa: BLE001 - network and server errors: the cache may still have it
+        if isinstance(e, OSError) and e.errno is not None and not isinstance(e, ConnectionError):
+            # the cache folder itself (no space, no permission): not a network error
+            where = f"{e.filename}: " if e.filename else ""
+            raise QwenCpuError(f"{ref}: writing the Hugging Face cache failed: {where}{e.strerror or e}") from None
         return _from_cache(ref, f"the hub cannot be reached ({_first_line(e)})")
 
 

@@ -173,3 +173,12 @@ def test_a_local_split_part_is_refused_by_name(tmp_path):
     w.close()
     with pytest.raises(QwenCpuError, match="part 1 of a GGUF split into 2 files; merge them first"):
         Model.load(path)
+
+
+
+def test_a_cache_that_cannot_be_written_is_not_called_a_network_error(hub, tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "hub").write_text("a file where the cache folder should be")
+    p = cli(tmp_path / "hf", hub.url, "pull", "test-org/Tiny-GGUF:q8_0")
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "test-org/Tiny-GGUF:q8_0: writing the Hugging Face cache failed" in p.stderr
