@@ -2,6 +2,7 @@
 long prompt's prefill in `chat`, run in a pseudo-terminal with pexpect; on a pipe, or with --json,
 nothing is written (the pipe cases are in test_hub.py)."""
 
+import json
 import os
 import sys
 
@@ -55,4 +56,33 @@ def test_long_prompt_prefill_bar_in_chat(tmp_path):
         child.expect(pexpect.EOF)
     finally:
         child.close()
+    assert child.exitstatus == 0
+
+
+def test_json_output_has_no_bar_even_on_a_terminal(tmp_path):
+    model = make_gguf(tmp_path / "ckpt", "f32", vocab=4096)
+    hub = FakeHub({"test-org/Tiny-GGUF": {"tiny-F32.gguf": model.read_bytes()}})
+    try:
+        child = spawn(["generate", "test-org/Tiny-GGUF:f32", "hi", "-n", "2", "--json"], {
+            "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"})
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        out = child.before.replace("\r\n", "\n")
+        assert json.loads(out)["object"] == "chat.completion"  # the whole output is the JSON object
+        assert any(r[1].startswith("/cdn/") for r in hub.requests)  # it was downloaded, silently
+    finally:
+        hub.close()
+
+
+def test_quantize_bar_on_a_terminal(tmp_path):
+    from _checkpoints import make_checkpoint
+
+    make_checkpoint(tmp_path / "ckpt", hidden=64, ffn=128, n_layer=2)
+    child = spawn(["quantize", tmp_path / "ckpt", "-o", tmp_path / "out.gguf", "--type", "q8_0"])
+    child.expect(r"out\.gguf: +\d+%\|")
+    child.expect(r"wrote .*out\.gguf")
+    child.expect(pexpect.EOF)
+    child.close()
     assert child.exitstatus == 0
