@@ -121,7 +121,12 @@ def top_k_indices(logits: np.ndarray, k: int) -> np.ndarray:
         if k <= width // 4:
             group_max = logits[:_GROUPS * width].reshape(_GROUPS, width).max(axis=0)
             threshold = np.partition(group_max, width - k)[width - k]
-            cand = np.flatnonzero(logits >= threshold)
+            if threshold == -np.inf:              # mostly -inf (a grammar's mask): the finite ones,
+                cand = np.flatnonzero(logits > threshold)   # padded with -inf ones up to k
+                if cand.size < k:
+                    cand = np.concatenate([cand, np.flatnonzero(logits == threshold)[:k - cand.size]])
+            else:
+                cand = np.flatnonzero(logits >= threshold)
             if cand.size > n // 2:                # flat logits: the threshold did not help
                 cand = None
         if cand is None:

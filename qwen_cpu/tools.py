@@ -98,7 +98,7 @@ def prepare(tokenizer, tools: Any = None, tool_choice: Any = None, parallel_tool
     with tools: the model decides), "none" (no tools rendered, nothing parsed), "required" (one or
     more calls, several only if parallel_tool_calls), or {"type": "function", "function": {"name"}}
     (exactly one call to that function). The Grammar is compiled here: a bad schema fails now."""
-    if tools is None:
+    if tools is None or (isinstance(tools, (list, tuple)) and not tools):  # [] as OpenAI clients may send
         if tool_choice not in (None, "none"):
             raise QwenCpuError("tool_choice needs tools")
         return ToolPlan(None, None, False)
@@ -110,7 +110,8 @@ def prepare(tokenizer, tools: Any = None, tool_choice: Any = None, parallel_tool
         return ToolPlan(tools, None, True)
     if choice == "required":
         return ToolPlan(tools, call_grammar(tokenizer, [t["function"] for t in tools], several=parallel_tool_calls), True)
-    name = choice.get("function", {}).get("name") if isinstance(choice, Mapping) else None
+    fn = choice.get("function") if isinstance(choice, Mapping) else None
+    name = fn.get("name") if isinstance(fn, Mapping) else None
     if not (isinstance(choice, Mapping) and choice.get("type") == "function" and isinstance(name, str)):
         raise QwenCpuError("tool_choice must be 'auto', 'none', 'required' or "
                            "{\"type\": \"function\", \"function\": {\"name\": ...}}")

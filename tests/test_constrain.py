@@ -223,3 +223,17 @@ def test_real_model_json_object_and_schema(smollm2_path):
         answer = json.loads(out["choices"][0]["message"]["content"])
         jsonschema.validate(answer, schema)
         assert answer["capital"] == "Paris"
+
+
+def test_top_k_on_masked_logits_takes_the_allowed_tokens():
+    """A grammar often allows fewer tokens than top_k: the finite logits come first (padded with
+    masked ones up to k), found without partitioning the whole vocabulary."""
+    from qwen_cpu.sampler import top_k_indices
+
+    x = np.full(151936, -np.inf, dtype=np.float32)
+    x[[5, 70001, 151000]] = [1.0, 3.0, 2.0]
+    ids = top_k_indices(x, 40)
+    assert ids.size == 40 and ids[:3].tolist() == [70001, 151000, 5] and np.isneginf(x[ids[3:]]).all()
+    x[np.arange(0, 151936, 7)] = 0.5                      # many finite logits: the ordinary path
+    ids = top_k_indices(x, 40)
+    assert ids[:3].tolist() == [70001, 151000, 5] and (x[ids[3:]] == 0.5).all() and ids.size == 40

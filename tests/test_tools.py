@@ -189,6 +189,8 @@ BAD = [
     (dict(tools=[{"type": "function", "function": {"name": ""}}]), "name"),
     (dict(tools=[ADD, ADD]), "twice"),
     (dict(tools=TOOLS, tool_choice="sometimes"), "tool_choice must be"),
+    (dict(tools=TOOLS, tool_choice={"type": "function", "function": "add"}), "tool_choice must be"),
+    (dict(tools=[], tool_choice="required"), "tool_choice needs tools"),
     (dict(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}), "not among the tools"),
     (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "strin"}}}],
           tool_choice="required"), "tool call grammar"),
