@@ -2,7 +2,7 @@
 """Constrained decoding speed: the grammar mask's time per token (p50/p99) and end-to-end decode
 tokens/s with and without a JSON schema.
 
-    PYTHONPATH=. python3 bench/bench_structured.py [MODEL.gguf ...] [--tokens 160] [--rounds 3]
+    PYTHONPATH=. python3 bench/bench_structured.py [MODEL.gguf ...] [--tokens 400] [--rounds 3]
 
 Default models: the random-weight Qwen2.5-0.5B Q4_0 file of bench/make_models.py
 (~/.cache/qwen-cpu-bench/qwen2.5-0.5b-random-q4_0.gguf) and the SmolLM2-135M-Instruct Q4_1 demo file.
@@ -12,13 +12,17 @@ Per model, interleaved rounds of three runs on the same chat prompt with the sam
   schema    the JSON schema below (a fixed-length array of records) until the grammar completes
             (at most --tokens), tokens the grammar forces skipping the sampler as generate.py does;
   free      no constraint, end tokens ignored, as many tokens as that round's schema run;
-  sampled   the same with that shortcut off (forced_tokens() -> []): every token masked and sampled.
+  sampled   the schema run with that shortcut off (forced_tokens() -> []): every token masked and
+            sampled.
 
-Reported per run type: decode tokens/s (after the first token, medians over rounds) and its ratio to
-free; per constrained token: the mask (llguidance's bitmask + applying it to the logits) p50/p99,
-all grammar work (mask, accept, forced-token lookups) per generated token, and that work as a
-share of a free decode step (both measured under the same load, so steadier than the tokens/s
-ratio on a busy machine).
+Reported per run type: decode tokens/s (after the first token, medians over rounds) and its ratio
+to free (the median of the rounds' ratios); the same from the process's CPU time per decoded token
+(all threads: less sensitive than wall time to other processes on a busy machine); per constrained
+token, the mask (llguidance's bitmask + applying it to the logits) p50/p99, all grammar work (mask,
+accept, forced-token lookups) per generated token, and that work as a share of a free decode step
+(both measured under the same load). Last, per model, the CPU time of the sampling step alone, free
+and constrained, replayed over the logits of one constrained generation (no forward pass in the
+timed loop).
 """
 
 from __future__ import annotations
@@ -81,13 +85,48 @@ def run(m: Model, ids: list[int], mode: str, grammar, n_tokens: int, seed: int) 
     params = generate.sampling_params(seed=seed, **SAMPLING)
     stream = generate.stream(m, ids, max_tokens=n_tokens, params=params, constraint=constraint,
                              stop_tokens=[] if mode == "free" else None)
-    last = generate.generate(stream)
+    parts, cpu0, n0 = [], None, 0
+    for last in stream:
+        parts.append(last.text)
+        if cpu0 is None:                                # the first token: decoding starts here
+            cpu0, n0 = time.process_time(), last.generation_tokens
+    cpu_ms = 1e3 * (time.process_time() - cpu0) / max(last.generation_tokens - n0, 1)
     out = {"tps": last.generation_tps, "tokens": last.generation_tokens, "finish": last.finish_reason,
-           "text": last.text}
+           "text": "".join(parts), "cpu_ms": cpu_ms}
     if constraint is not None:
         out["mask_s"] = constraint.mask_s
         out["grammar_s"] = sum(constraint.mask_s) + constraint.other_s
     return out
+
+
+def replay_cost(m: Model, ids: list[int], grammar, n_tokens: int) -> tuple[float, float]:
+    """CPU ms per token of the sampling step alone, free and constrained (mask, sample, accept,
+    forced-token lookup), replayed over the logits of one constrained generation: no forward pass
+    in the timed loop, so a busy machine disturbs it least."""
+    from qwen_cpu.sampler import Sampler, sample
+
+    params = generate.sampling_params(seed=0, **SAMPLING)
+    constraint = grammar.constraint()
+    sampler = Sampler(params, constraint=constraint)
+    m.reset()
+    logits, history, steps = m.prefill(ids), list(ids), []
+    while not constraint.is_complete() and len(steps) < n_tokens:
+        token = sampler(logits, history)
+        steps.append((logits.copy(), token))
+        history.append(token)
+        logits = m.decode_step(token)
+    free = Sampler(params)
+    t0 = time.process_time()
+    for x, _ in steps:
+        free(x, history)
+    free_ms = 1e3 * (time.process_time() - t0) / len(steps)
+    constraint = grammar.constraint()
+    t0 = time.process_time()
+    for x, token in steps:
+        sample(x, history, params, free.rng, constraint)
+        constraint.accept(token)                        # the recorded token, so the grammar follows
+        constraint.forced_tokens()
+    return free_ms, 1e3 * (time.process_time() - t0) / len(steps)
 
 
 def bench_model(path: Path, n_tokens: int, rounds: int) -> list[dict]:
@@ -110,7 +149,11 @@ def bench_model(path: Path, n_tokens: int, rounds: int) -> list[dict]:
     for mode in ("free", "schema", "sampled"):
         res = results[mode]
         tps = float(np.median([x["tps"] for x in res]))
-        row = {"model": path.name, "mode": mode, "tps": tps, "ratio": tps / free_tps,
+        # paired: each round's runs are adjacent in time, so the ratio within a round cancels slow load drift
+        ratio = float(np.median([x["tps"] / f["tps"] for x, f in zip(res, results["free"])]))
+        cpu_ratio = float(np.median([f["cpu_ms"] / x["cpu_ms"] for x, f in zip(res, results["free"])]))
+        row = {"model": path.name, "mode": mode, "tps": tps, "ratio": ratio, "cpu_ratio": cpu_ratio,
+               "cpu_ms": float(np.median([x["cpu_ms"] for x in res])),
                "tokens": int(np.median([x["tokens"] for x in res]))}
         if mode != "free":
             masks = np.concatenate([x["mask_s"] for x in res]) * 1e3
@@ -119,6 +162,8 @@ def bench_model(path: Path, n_tokens: int, rounds: int) -> list[dict]:
                        grammar_ms_per_token=1e3 * sum(x["grammar_s"] for x in res) / sum(x["tokens"] for x in res))
             row["grammar_share"] = row["grammar_ms_per_token"] * free_tps / 1e3
         rows.append(row)
+    free_ms, constrained_ms = replay_cost(m, ids, grammar, n_tokens)
+    rows[0]["replay"] = (free_ms, constrained_ms)
     m.close()
     return rows
 
@@ -150,16 +195,23 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} logical CPUs, "
           f"kernel path {_kernels.get_isa()}, {_kernels.default_thread_count()} threads, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| model | run | tokens (sampled) | decode tok/s | vs free | mask p50 ms | mask p99 ms | grammar ms/token "
-          "| share of a step |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    print("| model | run | tokens (sampled) | decode tok/s | vs free | CPU ms/token | vs free | mask p50 ms "
+          "| mask p99 ms | grammar ms/token | share of a step |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    replays = []
     for path in models:
         for r in bench_model(path, args.tokens, args.rounds):
+            if "replay" in r:
+                replays.append((r["model"], *r["replay"]))
             sampled = f" ({r['sampled']})" if "sampled" in r else ""
             extra = (f"{r['mask_p50']:.3f} | {r['mask_p99']:.3f} | {r['grammar_ms_per_token']:.3f} | "
                      f"{r['grammar_share']:.1%}" if "mask_p50" in r else " | | | ")
-            print(f"| {r['model']} | {r['mode']} | {r['tokens']}{sampled} | {r['tps']:.1f} | {r['ratio']:.2f} | {extra} |",
-                  flush=True)
+            print(f"| {r['model']} | {r['mode']} | {r['tokens']}{sampled} | {r['tps']:.1f} | {r['ratio']:.2f} "
+                  f"| {r['cpu_ms']:.1f} | {r['cpu_ratio']:.2f} | {extra} |", flush=True)
+
+    print("\nThe sampling step alone, replayed over recorded logits (CPU ms per token):")
+    for name, free_ms, constrained_ms in replays:
+        print(f"  {name}: free {free_ms:.3f}, constrained {constrained_ms:.3f} (+{constrained_ms - free_ms:.3f})")
 
 
 if __name__ == "__main__":
