@@ -286,3 +286,74 @@ def test_closing_the_model_under_an_open_stream_is_an_error_at_its_next_step(smo
     m.close()
     with pytest.raises(QwenCpuError, match="closed"):
         list(g)
+
+
+# ---- options checked before any computation (issue #21) -------------------------------------
+
+@pytest.mark.parametrize("bad, word", [
+    ({"presence_penalty": float("nan")}, "presence_penalty"),
+    ({"frequency_penalty": float("-inf")}, "frequency_penalty"),
+    ({"temperature": float("inf")}, "temperature"),
+    ({"logit_bias": {28: float("nan")}}, "logit_bias"),
+    ({"logit_bias": [1, 2]}, "logit_bias"),
+    ({"logit_bias": {10**9: 1.0}}, "logit_bias"),
+    ({"max_tokens": 2.5}, "max_tokens"),
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"top_k": 2.5}, "top_k"),
+    ({"penalty_window": 2.5}, "penalty_window"),
+    ({"seed": -1}, "seed"), ({"seed": "abc"}, "seed"), ({"seed": 1.5}, "seed"),
+    ({"stop": [5]}, "stop"),
+    ({"no_such_option": 1}, "no_such_option"),
+])
+def test_bad_options_are_errors_before_any_computation(smol, bad, word):
+    before = smol.n_evaluated
+    for call in (lambda: smol.stream("Hello", **bad), lambda: smol.generate("Hello", **bad),
+                 lambda: smol.chat(QUESTION, **bad)):
+        with pytest.raises(QwenCpuError, match=word):
+            call()
+    assert smol.n_evaluated == before
+
+
+def test_bad_token_ids_are_errors(smol):
+    before = smol.n_evaluated
+    for call, word in ((lambda: smol.logits("hello"), "text"), (lambda: smol.logits([1.7, 2.2]), "integer"),
+                       (lambda: smol.decode_step(10**20), "vocabulary"), (lambda: smol.prefill([10**20]), "vocabulary"),
+                       (lambda: smol.logits([True]), "integer"), (lambda: smol.stream(5), "integers"),
+                       (lambda: smol.chat(QUESTION, tools="x"), "tools"),
+                       (lambda: smol.chat(QUESTION, tools=[None]), "tools")):
+        with pytest.raises(QwenCpuError, match=word):
+            call()
+    assert smol.n_evaluated == before
+
+
+def test_bad_load_options_are_errors(smollm2_path):
+    for kw, word in (({"n_batch": 10**9}, "n_batch"), ({"n_ctx": True}, "n_ctx"), ({"n_ctx": 0}, "n_ctx"),
+                     ({"n_threads": 2.5}, "n_threads")):
+        with pytest.raises(QwenCpuError, match=word):
+            Model.load(smollm2_path, **kw)
+
+
+def test_stop_may_be_one_string_and_none_means_no_stop(smol):
+    plain = smol.generate("The capital of France is", max_tokens=8, temperature=0)
+    assert "e" in plain and "ezq" not in plain
+    # "ezq" is one stop string (it was taken as the characters 'e', 'z', 'q')
+    assert smol.generate("The capital of France is", max_tokens=8, temperature=0, stop="ezq") == plain
+    assert smol.generate("The capital of France is", max_tokens=8, temperature=0, stop=None) == plain
+    cut = smol.generate("The capital of France is", max_tokens=8, temperature=0, stop="e")
+    assert cut == plain[:plain.index("e")]
+
+
+def test_tiny_temperature_is_greedy_without_overflow(smol):
+    import warnings
+
+    greedy = smol.generate("Once upon a time", max_tokens=6, temperature=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # no overflow / invalid-value RuntimeWarning
+        assert smol.generate("Once upon a time", max_tokens=6, temperature=1e-40, seed=1) == greedy
+
+
+def test_max_tokens_none_runs_to_the_end_of_the_context(smollm2_path):
+    with Model.load(smollm2_path, n_ctx=20) as m:
+        ids = m.tokenize("1, 2, 3, 4, 5,")
+        last = list(m.stream(ids, max_tokens=None, temperature=0, stop_tokens=[]))[-1]
+        assert last.finish_reason == "length" and m.n_past == 20
