@@ -334,7 +334,8 @@ class Model:
         from . import generate
         from .chat import encode_chat
 
-        ids = encode_chat(self.tokenizer, messages, tools=tools)
+        ids = encode_chat(self.tokenizer, messages, tools=tools,
+                          template_name=f"{self.path.name}: tokenizer.chat_template")
         responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
                                     stop=stop)
         if stream:

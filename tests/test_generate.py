@@ -11,7 +11,7 @@ import pytest
 
 from qwen_cpu import Model, QwenCpuError
 from qwen_cpu.chat import encode_chat
-from qwen_cpu.generate import StopStringMatcher, stream
+from qwen_cpu.generate import StopStringMatcher, sampling_params, stream
 from qwen_cpu.perplexity import perplexity
 
 # SmolLM2-135M Q4_1 is a small model on the edge for some phrasings: with its default system prompt,
@@ -355,5 +355,5 @@ def test_tiny_temperature_is_greedy_without_overflow(smol):
 def test_max_tokens_none_runs_to_the_end_of_the_context(smollm2_path):
     with Model.load(smollm2_path, n_ctx=20) as m:
         ids = m.tokenize("1, 2, 3, 4, 5,")
-        last = list(m.stream(ids, max_tokens=None, temperature=0, stop_tokens=[]))[-1]
+        last = list(stream(m, ids, max_tokens=None, params=sampling_params(temperature=0), stop_tokens=[]))[-1]
         assert last.finish_reason == "length" and m.n_past == 20
