@@ -23,6 +23,7 @@
 
 #include "../act_q8_x8.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
+#include "min_dot.h"
 #include "simd.h"
 
 #ifndef QC_GEMM_ATTR
@@ -190,11 +191,13 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
                      size_t ys) {
   typedef typename W::B B;
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
+  static_assert(!W::kMin || kSeg == QC_AVX2_NS::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
   alignas(32) int32_t ncorr[kSeg][8];    // [block][row] -128 * sum(v)
+  alignas(32) int32_t isums[W::kMin ? D::kTokens : 1][W::kMin ? kSeg : 1][8];  // kMin: [token][block][row] exact dots
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
@@ -251,12 +254,28 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
             }
           }
           for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
+          if constexpr (W::kMin) {  // the float sums after the segment, in min_dot.h's order
+            for (int c = 0; c < kC; ++c) _mm256_store_si256(reinterpret_cast<__m256i*>(isums[c][b]), isum[c]);
+            continue;
+          }
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(ab[c][b].d), acc[c]);
-          if constexpr (W::kMin) {
-            const __m256 mwv = _mm256_load_ps(mw[b]);
-            for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(mwv, _mm256_set1_ps(ab[c][b].s), acc[c]);
+        }
+        if constexpr (W::kMin) {
+          // Q4_1, Q5_1: the order their decode rows (vec_dot) use too, so that a token's outputs do
+          // not depend on which kind of step computed it (min_dot.h): 4 sums each, block b in b % 4
+          for (int c = 0; c < kC; ++c) {
+            __m256 p[4], m[4];
+            for (int j = 0; j < 4; ++j) p[j] = m[j] = _mm256_setzero_ps();
+            for (int b = 0; b < ns; ++b) {
+              const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(isums[c][b]))),
+                                             _mm256_load_ps(dw[b]));
+              p[b & 3] = _mm256_fmadd_ps(t, _mm256_set1_ps(ab[c][b].d), p[b & 3]);
+              m[b & 3] = _mm256_fmadd_ps(_mm256_load_ps(mw[b]), _mm256_set1_ps(ab[c][b].s), m[b & 3]);
+            }
+            acc[c] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])),
+                                   _mm256_add_ps(_mm256_add_ps(m[0], m[1]), _mm256_add_ps(m[2], m[3])));
           }
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
