@@ -71,7 +71,8 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
            stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text: an iterator of Responses.
 
-    Every argument is checked here, before anything is computed. The stream takes the model
+    params: default the model's own (sampling_params(model)). Every argument is checked here,
+    before anything is computed. The stream takes the model
     (`Model.hold()`) at its first step and owns its cache until it finishes, is closed or is
     garbage-collected; it may be advanced from any thread. See Model.hold for what another call
     does meanwhile. max_tokens None: until a stop or the end of the context. stop: one string or
@@ -81,7 +82,7 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
     prompt_ids = check_token_ids(prompt_ids, n_vocab, "prompt token ids")
     max_tokens = check_max_tokens(max_tokens)
     stop = check_stop(stop)
-    params = params if params is not None else sampling_params()
+    params = params if params is not None else sampling_params(model)
     if not isinstance(params, SamplingParams):
         raise QwenCpuError(f"params must be a SamplingParams, got {type(params).__name__}")
     if params.logit_bias and max(params.logit_bias) >= n_vocab:
@@ -149,14 +150,18 @@ def collect(responses: Iterator[Response]) -> Response:
     return last
 
 
-# Defaults as llama.cpp's and llama-cpp-python's completion calls have them.
-DEFAULT_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
+    """SamplingParams from keyword overrides (temperature=0: greedy; a None value means "not
+    given") over a model's own defaults: `defaults` is a Model, a defaults.Defaults, or None for
+    the generic ones. The order in which settings win is described in defaults.py."""
+    from . import defaults as _defaults
 
-
-def sampling_params(**overrides) -> SamplingParams:
-    """SamplingParams with the usual defaults, overridden by keyword (temperature=0: greedy)."""
+    n_ctx = getattr(defaults, "n_ctx", None)
+    if defaults is not None and not isinstance(defaults, _defaults.Defaults):
+        defaults = defaults.sampling_defaults  # a Model
+    values, _ = _defaults.resolve(defaults, overrides, n_ctx)
     try:
-        return SamplingParams(**{**DEFAULT_SAMPLING, **overrides})
+        return SamplingParams(**values)
     except TypeError as e:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 
