@@ -183,6 +183,16 @@ static inline void transpose_8x8_epi32(__m256i x[8]) {
   }
 }
 
+// One block of gemm_x8's float sums for the min types (min_dot.h), 8 rows: p += float(isum) * dw
+// * a.d (the product rounded before the fma, as the decode row does), m += mw * a.s.
+QC_GEMM_ATTR static inline void min_dot_step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
+                                             __m256& p, __m256& m) {
+  const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(isum))),
+                                 _mm256_load_ps(dw));
+  p = _mm256_fmadd_ps(t, _mm256_set1_ps(a.d), p);
+  m = _mm256_fmadd_ps(_mm256_load_ps(mw), _mm256_set1_ps(a.s), m);
+}
+
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
 // (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8
 // activations (register it with gemm_act = QC_ACT_Q8_X8).
@@ -266,16 +276,20 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
           // Q4_1, Q5_1: the order their decode rows (vec_dot) use too, so that a token's outputs do
           // not depend on which kind of step computed it (min_dot.h): 4 sums each, block b in b % 4
           for (int c = 0; c < kC; ++c) {
-            __m256 p[4], m[4];
-            for (int j = 0; j < 4; ++j) p[j] = m[j] = _mm256_setzero_ps();
-            for (int b = 0; b < ns; ++b) {
-              const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(isums[c][b]))),
-                                             _mm256_load_ps(dw[b]));
-              p[b & 3] = _mm256_fmadd_ps(t, _mm256_set1_ps(ab[c][b].d), p[b & 3]);
-              m[b & 3] = _mm256_fmadd_ps(_mm256_load_ps(mw[b]), _mm256_set1_ps(ab[c][b].s), m[b & 3]);
+            // accumulator j in a register of its own (an indexed array would live in memory)
+            __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
+            int b = 0;
+            for (; b + 4 <= ns; b += 4) {
+              min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+              min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+              min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+              min_dot_step(isums[c][b + 3], dw[b + 3], mw[b + 3], ab[c][b + 3], p3, m3);
             }
-            acc[c] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])),
-                                   _mm256_add_ps(_mm256_add_ps(m[0], m[1]), _mm256_add_ps(m[2], m[3])));
+            if (b < ns) min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+            if (b + 1 < ns) min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+            if (b + 2 < ns) min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+            acc[c] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)),
+                                   _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3)));
           }
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
