@@ -44,11 +44,13 @@ class ChatRequest:
 
 def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: Any = None,
                  parallel_tool_calls: bool = True, response_format: Mapping | None = None, json_schema: Any = None,
-                 regex: str | None = None, grammar: str | None = None) -> ChatRequest:
+                 regex: str | None = None, grammar: str | None = None,
+                 template_name: str = "chat template") -> ChatRequest:
     """Everything an OpenAI-style chat request needs before generation, every option checked
     (QwenCpuError naming it) before anything runs: the prompt through the tokenizer's chat template
     with the tools and earlier calls (`template_messages`), and the Grammar of the tool_choice or of
-    response_format / json_schema / regex / grammar (at most one source)."""
+    response_format / json_schema / regex / grammar (at most one source). template_name: how
+    template errors name the template."""
     from .chat import encode_chat
 
     plan = prepare(tokenizer, tools, tool_choice, parallel_tool_calls)
@@ -58,7 +60,8 @@ def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: An
         raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
                            "response_format, json_schema, regex or grammar")
     messages, rendered_tools = template_messages(messages, plan.tools, tokenizer.chat_template)
-    return ChatRequest(encode_chat(tokenizer, messages, tools=rendered_tools), g or plan.grammar, plan.parse)
+    ids = encode_chat(tokenizer, messages, tools=rendered_tools, template_name=template_name)
+    return ChatRequest(ids, g or plan.grammar, plan.parse)
 
 
 @dataclass(frozen=True)

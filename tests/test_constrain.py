@@ -80,7 +80,7 @@ def test_random_model_output_validates_against_the_schema(tiny, index):
     schema = SCHEMAS[index]
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     for seed in (1, 2):
-        r = generate.generate(tiny.stream("{", max_tokens=400, json_schema=schema, temperature=1.0, seed=seed))
+        r = generate.collect(tiny.stream("{", max_tokens=400, json_schema=schema, temperature=1.0, seed=seed))
         assert r.finish_reason == "stop", (r.text, r.generation_tokens)
         validator.validate(json.loads(r.text))
 
@@ -88,7 +88,7 @@ def test_random_model_output_validates_against_the_schema(tiny, index):
 @pytest.mark.parametrize("pattern", REGEXES)
 def test_random_model_output_matches_the_regex(tiny, pattern):
     for seed in (1, 2):
-        r = generate.generate(tiny.stream("x", max_tokens=200, regex=pattern, temperature=1.0, seed=seed))
+        r = generate.collect(tiny.stream("x", max_tokens=200, regex=pattern, temperature=1.0, seed=seed))
         assert r.finish_reason == "stop"
         assert re.fullmatch(pattern, r.text), r.text
 
@@ -165,15 +165,17 @@ def test_mask_comes_before_logit_bias_and_the_callers_logits_stay(tiny):
 
 
 def test_length_at_max_tokens(tiny):
-    r = generate.generate(tiny.stream("{", max_tokens=3, json_schema=SCHEMAS[2], temperature=1.0, seed=1))
+    r = generate.collect(tiny.stream("{", max_tokens=3, json_schema=SCHEMAS[2], temperature=1.0, seed=1))
     assert r.finish_reason == "length" and r.generation_tokens == 3
 
 
 def test_forced_tokens_run_as_one_prefill(tiny, monkeypatch):
     pattern = "The quick brown fox jumps over the lazy dog and runs away: [0-9]{2}"
+    from qwen_cpu.model import ModelLease
+
     calls = []
-    real_prefill = tiny.prefill
-    monkeypatch.setattr(tiny, "prefill", lambda ids: calls.append(len(ids)) or real_prefill(ids))
+    real_prefill = ModelLease.prefill
+    monkeypatch.setattr(ModelLease, "prefill", lambda lease, ids: calls.append(len(ids)) or real_prefill(lease, ids))
     tiny.reset()
     batched = tiny.generate("x", max_tokens=40, regex=pattern, temperature=0)
     assert len(calls) == 2                    # the prompt, then the forced run in one call
