@@ -1,4 +1,4 @@
-"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity."""
+"""The `qwen-cpu` command line: chat, generate, serve, info, bench, quantize, perplexity."""
 
 from __future__ import annotations
 
@@ -190,6 +190,36 @@ def generate(model, prompt, raw, as_json, **kw):
             sys.stdout.flush()
         sys.stdout.write("\n")
     except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+
+
+# ---- serve ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--port", type=int, default=8080, show_default=True, help="0: a free port, printed at start")
+@click.option("-np", "--parallel", type=int, default=1, show_default=True, help="sequences decoded together (KV slots)")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="context per slot [model's, at most 4096]")
+@click.option("-t", "--threads", "n_threads", type=int, default=None, help="compute threads [physical cores]")
+@click.option("--queue", "max_queue", type=int, default=64, show_default=True, help="requests waiting for a slot; more get 429")
+@click.option("--api-key", default=None, envvar="QWEN_CPU_API_KEY", help="require 'Authorization: Bearer KEY' [$QWEN_CPU_API_KEY]")
+@click.option("--max-body", type=int, default=4 * 2**20, show_default=True, help="request body limit in bytes")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="allow cross-origin requests from this origin (repeatable)")
+@click.option("--name", "model_id", default=None, help="model name clients send [the file name]")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(model, host, port, log_level, **options):
+    """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""
+    try:
+        from .server import serve as run_server
+    except ImportError as e:
+        raise click.ClickException(f"the server needs FastAPI and uvicorn ({e}): pip install qwen-cpu") from None
+    if model is None:
+        model = demo_model_path()
+        if model is None:
+            raise click.ClickException(NO_MODEL_HELP)
+    try:
+        run_server(model, host=host, port=port, log_level=log_level, **options)
+    except (QwenCpuError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
