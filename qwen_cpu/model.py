@@ -52,6 +52,19 @@ class Run:
     logits: bool = True  # return the last token's logits
 
 
+def check_pooling(pooling: str) -> None:
+    if pooling not in ("mean", "last"):
+        raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+
+
+def pool_states(hidden: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """The embedding of a sequence: its final-norm hidden states (n, n_embd) pooled ('mean', or
+    'last' for the last token's) into a unit-length (n_embd,) float32 vector."""
+    v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+
+
 def _available_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
@@ -143,8 +156,9 @@ class Model:
             avail = _available_memory()
             if avail is not None and need > avail:
                 raise QwenCpuError(
-                    f"a context of {n_ctx} tokens in {n_seq} slot(s) needs {need / 2**20:.0f} MiB of KV cache, "
-                    f"but only {avail / 2**20:.0f} MiB of memory is available; use a smaller n_ctx or n_seq"
+                    f"a context of {n_ctx} tokens{f' in each of {n_seq} slots' if n_seq > 1 else ''} needs "
+                    f"{need / 2**20:.0f} MiB of KV cache, but only {avail / 2**20:.0f} MiB of memory is available; "
+                    f"use a smaller n_ctx{' or n_seq' if n_seq > 1 else ''}"
                 )
             return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack, n_seq)
         except BaseException:
@@ -248,17 +262,14 @@ class Model:
         sequence ('mean', or 'last' for the last token's state)."""
         ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
         arr = self._check_ids(ids)
-        if pooling not in ("mean", "last"):
-            raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+        check_pooling(pooling)
         with self._lock:
             net = self._require_slot0()
             self._cache.clear()
             _, hidden = net.forward(arr, 0, want_logits=False, want_hidden=True)
             self._cache.append(arr.tolist())
             self.n_evaluated += arr.size
-        v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
-        norm = float(np.linalg.norm(v))
-        return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+        return pool_states(hidden, pooling)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
@@ -414,6 +425,20 @@ class Model:
         from . import generate
 
         return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
+
+    def generate_batch(self, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
+                       **sampling: Any) -> list["Response"]:
+        """Generate for a list of prompts (strings, token ids or chat message lists), up to n_seq
+        at a time in one forward pass (qwen_cpu.batch); one Response with the whole text each."""
+        from .batch import generate_batch
+
+        return generate_batch(self, prompts, max_tokens=max_tokens, stop=stop, **sampling)
+
+    def embed_batch(self, texts: Sequence, pooling: str = "mean") -> np.ndarray:
+        """embed() of each text or id list, up to n_seq at a time: (len(texts), n_embd) float32."""
+        from .batch import embed_batch
+
+        return embed_batch(self, texts, pooling)
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
