@@ -4,6 +4,11 @@ the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
 Thread safety: a Model may be shared between threads; every call that runs the network holds the
 model's lock, so calls from two threads run one after the other (never interleaved in the cache).
 The GIL is released while C++ computes, so other Python threads keep running.
+
+Sequences: the KV cache has n_seq slots (`Model.load(..., n_seq=4)`); `forward_runs` runs tokens of
+several slots in one pass (qwen_cpu.scheduler drives it). The single-sequence API (prefill,
+decode_step, logits, embed, stream, chat) works on slot 0, and refuses while a Scheduler holds the
+slots (`claim`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
@@ -33,6 +39,30 @@ _BLOCK_TENSORS = {
     "attn_q.bias": True, "attn_k.bias": True, "attn_v.bias": True, "attn_output.weight": False,
     "ffn_norm.weight": False, "ffn_gate.weight": False, "ffn_up.weight": False, "ffn_down.weight": False,
 }
+
+
+@dataclass
+class Run:
+    """Tokens of one sequence for `Model.forward_runs`: `tokens` at positions pos, pos+1, ... of
+    cache slot `slot` (pos <= the tokens the slot holds: positions from pos on are replaced)."""
+
+    slot: int
+    pos: int
+    tokens: Sequence[int]
+    logits: bool = True  # return the last token's logits
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in ("mean", "last"):
+        raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+
+
+def pool_states(hidden: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """The embedding of a sequence: its final-norm hidden states (n, n_embd) pooled ('mean', or
+    'last' for the last token's) into a unit-length (n_embd,) float32 vector."""
+    v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
 
 
 def _available_memory() -> int | None:
@@ -63,20 +93,23 @@ class Model:
     """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
-                 repack: bool = True):
+                 repack: bool = True, n_seq: int = 1):
         self._file = gguf
         self.config = config
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
+        self.n_seq = n_seq
         self._lock = threading.RLock()
-        self._cache = KVCache(n_ctx)
+        self._slots = [KVCache(n_ctx) for _ in range(n_seq)]  # what each cache slot holds
+        self._cache = self._slots[0]  # the single-sequence API's slot
+        self._owner: object | None = None  # a Scheduler that holds the slots (claim)
         self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
         tensors = self._tensor_views(gguf, config)
         try:
             # The tensors are views of the file mapping: once a matrix is repacked its pages can go
             # (the OS reads them again if touched).
             kernel_config = {**config.kernel_config(n_ctx, n_batch, kv_f16), "repack": repack,
-                             "release_repacked_source": True}
+                             "release_repacked_source": True, "n_seq": n_seq}
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
@@ -85,7 +118,7 @@ class Model:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
-             n_batch: int = 512, kv_f16: bool = True, repack: bool = True) -> "Model":
+             n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1) -> "Model":
         """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
@@ -96,7 +129,8 @@ class Model:
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
-        --no-repack does.
+        --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
+        parallel requests); each holds n_ctx positions.
         """
         gguf = GGUFFile(path)
         try:
@@ -116,14 +150,17 @@ class Model:
                 raise QwenCpuError(f"n_ctx must be a positive integer, got {n_ctx!r}")
             if n_threads is not None and (not isinstance(n_threads, int) or n_threads <= 0):
                 raise QwenCpuError(f"n_threads must be a positive integer, got {n_threads!r}")
-            need = config.kv_cache_bytes(n_ctx, kv_f16)
+            if not isinstance(n_seq, int) or isinstance(n_seq, bool) or not 0 < n_seq <= 1024:
+                raise QwenCpuError(f"n_seq must be an integer in 1..1024, got {n_seq!r}")
+            need = config.kv_cache_bytes(n_ctx, kv_f16) * n_seq
             avail = _available_memory()
             if avail is not None and need > avail:
                 raise QwenCpuError(
-                    f"a context of {n_ctx} tokens needs {need / 2**20:.0f} MiB of KV cache, but only "
-                    f"{avail / 2**20:.0f} MiB of memory is available; use a smaller n_ctx"
+                    f"a context of {n_ctx} tokens{f' in each of {n_seq} slots' if n_seq > 1 else ''} needs "
+                    f"{need / 2**20:.0f} MiB of KV cache, but only {avail / 2**20:.0f} MiB of memory is available; "
+                    f"use a smaller n_ctx{' or n_seq' if n_seq > 1 else ''}"
                 )
-            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack)
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack, n_seq)
         except BaseException:
             gguf.close()
             raise
@@ -213,7 +250,7 @@ class Model:
         """Logits (len(ids), n_vocab) float32 of every position, computed from an empty cache."""
         arr = self._check_ids(ids)
         with self._lock:
-            net = self._require_open()
+            net = self._require_slot0()
             self._cache.clear()
             logits, _ = net.forward(arr, 0, all_logits=True)
             self._cache.append(arr.tolist())
@@ -225,24 +262,21 @@ class Model:
         sequence ('mean', or 'last' for the last token's state)."""
         ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
         arr = self._check_ids(ids)
-        if pooling not in ("mean", "last"):
-            raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+        check_pooling(pooling)
         with self._lock:
-            net = self._require_open()
+            net = self._require_slot0()
             self._cache.clear()
             _, hidden = net.forward(arr, 0, want_logits=False, want_hidden=True)
             self._cache.append(arr.tolist())
             self.n_evaluated += arr.size
-        v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
-        norm = float(np.linalg.norm(v))
-        return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+        return pool_states(hidden, pooling)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
         position's logits (n_vocab,). Holds the lock only for the call (generate.py holds it longer)."""
         arr = self._check_ids(ids)
         with self._lock:
-            net = self._require_open()
+            net = self._require_slot0()
             keep = self._cache.reusable_prefix(arr.tolist())
             self._cache.truncate(keep)
             logits, _ = net.forward(arr[keep:], keep)
@@ -253,7 +287,7 @@ class Model:
     def decode_step(self, token: int) -> np.ndarray:
         """Append one token at the next position; returns its logits (n_vocab,)."""
         with self._lock:
-            net = self._require_open()
+            net = self._require_slot0()
             pos = self._cache.n_past
             if pos >= self.n_ctx:
                 raise QwenCpuError(f"the context of {self.n_ctx} tokens is full")
@@ -277,6 +311,102 @@ class Model:
         with self._lock:
             self._cache.clear()
 
+    # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
+    def claim(self, owner: object) -> None:
+        """Give every cache slot to owner (a Scheduler) until release(owner): the single-sequence
+        API then refuses, since it would overwrite slot 0 under a running sequence."""
+        with self._lock:
+            self._require_open()
+            if self._owner is not None and self._owner is not owner:
+                raise QwenCpuError("the model's cache slots already belong to another Scheduler")
+            self._owner = owner
+
+    def release(self, owner: object) -> None:
+        with self._lock:
+            if self._owner is owner:
+                self._owner = None
+
+    def _require_slot0(self) -> Any:
+        net = self._require_open()
+        if self._owner is not None:
+            raise QwenCpuError("the model's cache slots belong to a Scheduler: submit requests to it "
+                               "(Scheduler.submit, Scheduler.embed) or close it first")
+        return net
+
+    def slot_tokens(self, slot: int) -> list[int]:
+        """The token ids cache slot `slot` holds, position by position (a copy)."""
+        return list(self._slot(slot).tokens)
+
+    def cached_prefix(self, slot: int, ids: Sequence[int]) -> int:
+        """How many leading ids slot `slot` already holds (at most len(ids) - 1: the last prompt
+        token is always run again, for its logits)."""
+        return self._slot(slot).reusable_prefix(list(ids))
+
+    def copy_slot(self, src: int, dst: int, n_pos: int) -> None:
+        """Make slot dst hold slot src's first n_pos positions (keys, values and token ids)."""
+        with self._lock:
+            net = self._require_open()
+            source, target = self._slot(src), self._slot(dst)
+            if not 0 <= n_pos <= source.n_past:
+                raise QwenCpuError(f"copy_slot: slot {src} holds {source.n_past} positions, not {n_pos}")
+            net.copy_slot(src, dst, n_pos)
+            if src != dst:
+                target.clear()
+                target.append(source.tokens[:n_pos])
+
+    def clear_slot(self, slot: int) -> None:
+        """Forget what slot `slot` holds."""
+        with self._lock:
+            self._slot(slot).clear()
+
+    def _slot(self, slot: int) -> KVCache:
+        if not isinstance(slot, int) or not 0 <= slot < self.n_seq:
+            raise QwenCpuError(f"slot {slot!r} is outside 0..{self.n_seq - 1} (n_seq = {self.n_seq})")
+        return self._slots[slot]
+
+    def forward_runs(self, runs: Sequence[Run], hidden: bool = False) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Run several sequences' tokens in one pass (at most one Run per slot). Per run returns
+        (logits (n_vocab,) of its last token or None, hidden (len(tokens), n_embd) final-norm
+        states or None). One-token runs (decode steps) give exactly the logits a single-sequence
+        decode_step gives; longer runs those of a prefill."""
+        if not runs:
+            raise QwenCpuError("forward_runs: no runs")
+        with self._lock:
+            net = self._require_open()
+            tokens, pos, seq, rows, seen = [], [], [], [], set()
+            for run in runs:
+                cache = self._slot(run.slot)
+                ids = self._check_ids(run.tokens)
+                if run.slot in seen:
+                    raise QwenCpuError(f"forward_runs: slot {run.slot} has two runs")
+                seen.add(run.slot)
+                if not 0 <= run.pos <= cache.n_past:
+                    raise QwenCpuError(f"forward_runs: slot {run.slot} holds {cache.n_past} tokens, a run cannot "
+                                       f"start at position {run.pos}")
+                if run.pos + ids.size > self.n_ctx:
+                    raise QwenCpuError(f"forward_runs: slot {run.slot} would hold {run.pos + ids.size} tokens, "
+                                       f"the context holds {self.n_ctx} (n_ctx)")
+                if run.logits:
+                    rows.append(len(tokens) + ids.size - 1)
+                tokens.extend(ids.tolist())
+                pos.extend(range(run.pos, run.pos + ids.size))
+                seq.extend([run.slot] * ids.size)
+            for run in runs:
+                self._slots[run.slot].truncate(run.pos)  # what follows is being overwritten
+            logits, states = net.forward_batch(np.asarray(tokens, np.int32), np.asarray(pos, np.int32),
+                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden)
+            out, start, row = [], 0, 0
+            for run in runs:
+                n = len(run.tokens)
+                self._slots[run.slot].append(run.tokens)
+                lg = None
+                if run.logits:
+                    lg, row = logits[row], row + 1
+                out.append((lg, states[start:start + n] if states is not None else None))
+                start += n
+            self.n_evaluated += len(tokens)
+            return out
+
     # ---- generation (generate.py does the work) -----------------------------------------------
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                **sampling: Any) -> Iterator["Response"]:
@@ -295,6 +425,20 @@ class Model:
         from . import generate
 
         return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
+
+    def generate_batch(self, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
+                       **sampling: Any) -> list["Response"]:
+        """Generate for a list of prompts (strings, token ids or chat message lists), up to n_seq
+        at a time in one forward pass (qwen_cpu.batch); one Response with the whole text each."""
+        from .batch import generate_batch
+
+        return generate_batch(self, prompts, max_tokens=max_tokens, stop=stop, **sampling)
+
+    def embed_batch(self, texts: Sequence, pooling: str = "mean") -> np.ndarray:
+        """embed() of each text or id list, up to n_seq at a time: (len(texts), n_embd) float32."""
+        from .batch import embed_batch
+
+        return embed_batch(self, texts, pooling)
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
