@@ -96,7 +96,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = self.metrics()
-            if m.get("qwen_cpu_scheduler_slots_busy", 1) == 0 and m.get("qwen_cpu_scheduler_queue_depth", 1) == 0:
+            if m.get("qwen_cpu_slots_busy", 1) == 0 and m.get("qwen_cpu_queue_depth", 1) == 0:
                 return
             time.sleep(0.05)
         raise AssertionError(f"the server is still busy after {timeout} s: {self.metrics()}")

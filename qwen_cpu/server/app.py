@@ -33,6 +33,7 @@ from .streams import Job
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_BODY = 4 * 2**20  # bytes; a 32k-token prompt is ~150 kB of text, so this leaves room for JSON overhead
+COUNTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics")
 PUBLIC_PATHS = ("/health",)  # reachable without the API key
 PAGE_PREFIX = "/static/"  # with "/": the chat page, files holding no data (the page sends the key itself)
 
@@ -68,22 +69,17 @@ class Service:
 
     def submit(self, prompt_ids: list[int], max_tokens: int | None, params, stop: Sequence[str],
                n_logprobs: int | None):
-        """Submit one generation; max_tokens is capped by the room the context leaves."""
+        """Submit one generation. Without max_tokens it runs until an end token or the context is
+        full (the scheduler caps every request by the context)."""
         from ..scheduler import QueueFull, Request
 
-        room = self.model.n_ctx - len(prompt_ids)
-        if room <= 0:
-            raise QwenCpuError(f"the prompt has {len(prompt_ids)} tokens but the context holds "
-                               f"{self.model.n_ctx} (n_ctx), leaving no room to generate")
-        request = Request(prompt_ids=list(prompt_ids), max_tokens=min(max_tokens or room, room), params=params,
+        request = Request(prompt_ids=list(prompt_ids), max_tokens=max_tokens or self.model.n_ctx, params=params,
                           stop=list(stop), logprobs=n_logprobs, constraint=None)
         try:
-            handle = self.scheduler.submit(request)
+            return self.scheduler.submit(request)
         except QueueFull as e:
-            raise APIError(429, f"the server is busy: {e}; retry later", type_="rate_limit_error",
+            raise APIError(429, f"the server is busy: {e}", type_="rate_limit_error",
                            code="queue_full", headers={"Retry-After": "1"}) from None
-        self.metrics.count_prompt(len(prompt_ids))
-        return handle
 
 
 class Gate:
@@ -110,7 +106,7 @@ class Gate:
                 return await refusal(scope, receive, send)
             await self.app(scope, self._limited(receive), counted_send)
         finally:
-            endpoint = path if path.startswith("/v1/") or path in ("/health", "/metrics") else "other"
+            endpoint = path if path in COUNTED_PATHS else "other"
             self.metrics.count_request(endpoint, status[0])
 
     def _refusal(self, scope) -> JSONResponse | None:
@@ -263,7 +259,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         n_logprobs = body.n_logprobs()
         ids = await asyncio.to_thread(encode_chat, s.model.tokenizer, body.message_dicts())
         handle = s.submit(ids, body.token_limit(), params, body.stop_list(), n_logprobs)
-        job = Job(handle, "chat", s.model_id, s.model.tokenizer, s.metrics, n_logprobs,
+        job = Job(handle, "chat", s.model_id, s.model.tokenizer, n_logprobs,
                   include_usage=bool(body.stream_options and body.stream_options.include_usage))
         return await _maybe_await(answer(job, body.stream, request))
 
@@ -279,10 +275,8 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
             ids = await asyncio.to_thread(s.model.tokenize, prompt, True)
         else:
             ids = list(prompt)
-            if min(ids) < 0 or max(ids) >= s.model.config.n_vocab:
-                raise QwenCpuError(f"prompt: token id out of range 0..{s.model.config.n_vocab - 1}")
         handle = s.submit(ids, body.max_tokens, params, body.stop_list(), body.logprobs)
-        job = Job(handle, "text", s.model_id, s.model.tokenizer, s.metrics, body.logprobs,
+        job = Job(handle, "text", s.model_id, s.model.tokenizer, body.logprobs,
                   include_usage=bool(body.stream_options and body.stream_options.include_usage))
         return await _maybe_await(answer(job, body.stream, request))
 
@@ -294,14 +288,15 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         data, n_tokens = [], 0
         for i, item in enumerate(body.inputs()):
             ids = await asyncio.to_thread(s.model.tokenize, item) if isinstance(item, str) else list(item)
-            if len(ids) > s.model.n_ctx:
-                raise QwenCpuError(f"input {i} has {len(ids)} tokens but the context holds {s.model.n_ctx} (n_ctx)")
-            vector = np.asarray(await asyncio.to_thread(s.scheduler.embed, ids), dtype="<f4")
+            try:
+                vector = await asyncio.wrap_future(s.scheduler.embed_async(ids))
+            except QwenCpuError as e:
+                raise QwenCpuError(f"input {i}: {e}") from None
+            vector = np.asarray(vector, dtype="<f4")
             n_tokens += len(ids)
             value: Any = (base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64"
                           else vector.tolist())
             data.append({"object": "embedding", "index": i, "embedding": value})
-        s.metrics.count_prompt(n_tokens)
         return {"object": "list", "data": data, "model": s.model_id,
                 "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 

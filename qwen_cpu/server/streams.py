@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from ..errors import QwenCpuError
-from .metrics import Metrics
 
 
 @dataclass
@@ -27,7 +26,6 @@ class Job:
     kind: str  # "chat" or "text"
     model_id: str
     tokenizer: Any
-    metrics: Metrics
     n_logprobs: int | None = None  # None: no logprobs; k: the chosen token and k alternatives
     include_usage: bool = False
     id: str = ""
@@ -84,12 +82,10 @@ class Job:
         return c
 
     async def _responses(self) -> AsyncIterator:
-        """The handle's Responses, counting tokens; the handle is cancelled if we stop early."""
+        """The handle's Responses; the handle is cancelled if we stop early."""
         done = False
         try:
             async for r in self.handle.aiter():
-                if r.token is not None:
-                    self.metrics.count_token()
                 done = r.finish_reason is not None
                 yield r
         finally:
