@@ -68,3 +68,20 @@ def test_matmul_large_chunked(isa, wtype, threads):
     """More tokens than one activation chunk of the driver (192 KB of quantized rows: 65 rows of
     3072 values), an odd number of rows split over 1 or 3 threads."""
     check(wtype, 3072, 23, 70, seed=int(wtype) + threads, threads=threads)
+
+
+@pytest.mark.parametrize("wtype", QUANT_TYPES + [T.F16], ids=lambda t: t.name)
+def test_rows_alone_equal_one_row_products_exactly(isa, wtype):
+    """matmul(alone=True): several activation rows, each through the one-row (decode) kernels
+    over the weights read once for all (matmul.h) - the path that batches sequences' decode steps.
+    Every row must equal its one-row product bit for bit, whatever the row count and threads."""
+    blk = WEIGHT_TYPES[wtype][0]
+    n_in = 2 * blk if blk == 256 else 8 * blk
+    rng = np.random.default_rng(int(wtype))
+    w = np.stack([random_weights(rng, wtype, n_in) for _ in range(37)])
+    x = (rng.standard_normal((6, n_in)) * rng.choice([1e-2, 1.0, 20.0], (6, 1))).astype(np.float32)
+    for threads in (1, 3):
+        pool = _kernels.ThreadPool(threads)
+        got = _kernels.matmul(pool, w, int(wtype), n_in, x, alone=True)
+        for t in range(x.shape[0]):
+            np.testing.assert_array_equal(got[t], _kernels.matmul(pool, w, int(wtype), n_in, x[t:t + 1])[0])
