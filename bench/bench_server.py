@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -242,7 +241,7 @@ def table(rows: list[dict], levels: list[int], facts: dict, loads: list[float], 
             f"`{facts['isa']}`, commit {facts['commit']}; {args.threads} threads per server, {args.tokens} tokens "
             f"per stream, greedy; load average during the run {min(loads):.2f}-{max(loads):.2f} (shared machine).\n\n")
     cols = " | ".join(f"{n} stream{'s' if n > 1 else ''}" for n in levels)
-    lines = [f"Aggregate decode tokens/s (inter-token latency p50 / p99, ms):\n",
+    lines = ["Aggregate decode tokens/s (inter-token latency p50 / p99, ms):\n",
              f"| model | server | {cols} | x at 4 vs 1 |", "|---|---|" + "--:|" * (len(levels) + 1)]
     for r in rows:
         cells = [f"{r[n]['agg_tps']:.1f} ({r[n]['itl_p50']:.0f} / {r[n]['itl_p99']:.0f})" for n in levels]

@@ -29,7 +29,7 @@ class ServerProcess:
         self.port = 0
         self.log: list[str] = []
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         cmd = [sys.executable, "-m", "qwen_cpu.cli", "serve", self.model, "--port", "0", *self.args]
         if self.api_key:
             cmd += ["--api-key", self.api_key]
@@ -69,7 +69,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -89,7 +89,7 @@ class ServerProcess:
         import httpx
 
         text = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=10).text
-        return {k: float(v) for k, v in re.findall(r"^(qwen_cpu_\w+) (\S+)$", text, re.M)}
+        return {k: float(v) for k, v in re.findall(r"^(qwen_cpu_\w+) (\S+)$", text, re.MULTILINE)}
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until no slot is busy and nothing is queued (the scheduler has caught up)."""

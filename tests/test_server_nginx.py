@@ -49,7 +49,7 @@ class Nginx:
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self) -> "Nginx":
+    def start(self) -> Nginx:
         for _ in range(5):  # the port picked may be taken by someone else meanwhile: pick again
             port = free_port()
             site = self.site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")

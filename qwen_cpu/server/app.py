@@ -12,17 +12,19 @@ import asyncio
 import base64
 import hmac
 import os
+import threading
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ValidationError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from ..errors import QwenCpuError
@@ -47,6 +49,10 @@ class APIError(Exception):
         self.status, self.type, self.code, self.headers = status, type_, code, headers
 
 
+def shutting_down() -> APIError:
+    return APIError(503, "the server is shutting down", type_="server_error", code="shutting_down")
+
+
 def _error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                     param: str | None = None, headers: dict | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -61,6 +67,7 @@ class Service:
     scheduler: Any
     model_id: str
     metrics: Metrics
+    closing: threading.Lock = field(default_factory=threading.Lock)  # held while closing
 
     def check_model(self, name: str) -> None:
         if name != self.model_id:
@@ -73,13 +80,23 @@ class Service:
         full (the scheduler caps every request by the context)."""
         from ..scheduler import QueueFull, Request
 
+        # STRUCTURED OUTPUT (issue #15): the constraint built from response_format / tools goes here.
         request = Request(prompt_ids=list(prompt_ids), max_tokens=max_tokens or self.model.n_ctx, params=params,
                           stop=list(stop), logprobs=n_logprobs, constraint=None)
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise shutting_down()
         try:
-            return self.scheduler.submit(request)
+            return scheduler.submit(request)
         except QueueFull as e:
             raise APIError(429, f"the server is busy: {e}", type_="rate_limit_error",
                            code="queue_full", headers={"Retry-After": "1"}) from None
+
+    def embed_async(self, ids: list[int]):
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise shutting_down()
+        return scheduler.embed_async(ids)
 
 
 class Gate:
@@ -210,10 +227,11 @@ def close_service(app) -> None:
     """Stop the scheduler (running streams end with a final "cancelled" response) and free the
     model. Safe to call twice; used by the lifespan and by the signal handler of `serve`."""
     svc: Service = app.state.service
-    scheduler, svc.scheduler = svc.scheduler, None
-    if scheduler is not None:
-        scheduler.close()
-        svc.model.close()
+    with svc.closing:  # a second caller (the lifespan after a signal) waits for the first to finish
+        scheduler, svc.scheduler = svc.scheduler, None
+        if scheduler is not None:
+            scheduler.close()
+            svc.model.close()
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -240,7 +258,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
 
     def running() -> Service:
         if svc.scheduler is None:
-            raise APIError(503, "the server is shutting down", type_="server_error", code="shutting_down")
+            raise shutting_down()
         return svc
 
     def answer(job: Job, stream: bool, request: Request):
@@ -289,7 +307,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         for i, item in enumerate(body.inputs()):
             ids = await asyncio.to_thread(s.model.tokenize, item) if isinstance(item, str) else list(item)
             try:
-                vector = await asyncio.wrap_future(s.scheduler.embed_async(ids))
+                vector = await asyncio.wrap_future(s.embed_async(ids))
             except QwenCpuError as e:
                 raise QwenCpuError(f"input {i}: {e}") from None
             vector = np.asarray(vector, dtype="<f4")
