@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import qwen_cpu
+
 START_TIMEOUT = 60.0
 
 
@@ -33,7 +34,9 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "qwen_cpu.cli", "serve", self.model, "--port", "0", *self.args]
         if self.api_key:
             cmd += ["--api-key", self.api_key]
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        # the qwen_cpu this test process imports (the source tree with PYTHONPATH=., or the installed one)
+        package_parent = str(Path(qwen_cpu.__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": package_parent + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
