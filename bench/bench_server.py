@@ -17,9 +17,8 @@ first-token to the last token. Inter-token latency: the gaps between consecutive
 of every stream (p50, p99). Steady arrivals: 4 slots, one request (64-token prompt, 32 tokens) every
 1/--rate s for --duration s. The table goes into bench/README.md between marker comments.
 
-llama-server: built from the llama.cpp tree vendored in the llama-cpp-python sdist, outside the
-repository (`pip download --no-deps --no-binary :all: llama-cpp-python`, then cmake with
--DLLAMA_BUILD_SERVER=ON, `cmake --build build --target llama-server`).
+llama-server: `bash bench/build_llama_server.sh` builds it from the llama.cpp tree vendored in the
+llama-cpp-python sdist, outside the repository (default /work/peers/build-server/bin/llama-server).
 """
 
 from __future__ import annotations
