@@ -41,6 +41,9 @@ README = ROOT / "bench" / "README.md"
 BEGIN, END = "<!-- bench_server:begin -->", "<!-- bench_server:end -->"
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 SLOT_CTX = 1024
+# a new connection per request: llama-server closes a streamed response's connection, and reusing
+# one it is closing fails; both servers get the same treatment
+FRESH = httpx.Limits(max_keepalive_connections=0)
 PROMPT = ("The history of the city begins with a small settlement by the river, where traders met to "
           "exchange salt, wool and grain. Over the centuries it grew into")
 
@@ -54,7 +57,8 @@ def free_port() -> int:
 class Server:
     """One server process (ours or llama-server) with n slots; `url` once healthy."""
 
-    def __init__(self, engine: str, model: Path, n_slots: int, threads: int, llama_server: Path | None):
+    def __init__(self, engine: str, model: Path, n_slots: int, threads: int, llama_server: Path | None,
+                 omp_active: bool = False):
         self.engine, self.model = engine, model
         port = free_port()
         if engine == "qwen-cpu":
@@ -63,9 +67,14 @@ class Server:
         else:
             cmd = [str(llama_server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                    "-np", str(n_slots), "-c", str(SLOT_CTX * n_slots), "-t", str(threads), "-tb", str(threads),
-                   "--no-webui", "-lv", "0"]
+                   "--no-webui"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        if engine == "llama-server" and not omp_active:
+            # OpenMP's default spin-waiting collapses when the cores are shared (a loaded machine:
+            # 2.7 tokens/s instead of 47 on SmolLM2); passive waiting is llama-server's best here
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        self.log = open(f"/tmp/bench_server_{engine}.log", "w")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -113,7 +122,7 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 async def concurrent(srv: Server, n: int, n_tokens: int, ban: dict) -> dict:
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with httpx.AsyncClient(timeout=600, limits=FRESH) as client:
         await one_stream(client, srv, PROMPT, 4, ban)  # warm-up: first decode step repacks weights
         runs = await asyncio.gather(*[one_stream(client, srv, f"{i}. {PROMPT}", n_tokens, ban) for i in range(n)])
     first = min(r["times"][0] for r in runs)
@@ -126,7 +135,7 @@ async def concurrent(srv: Server, n: int, n_tokens: int, ban: dict) -> dict:
 
 async def steady(srv: Server, rate: float, duration: float, ban: dict) -> dict:
     """TTFT of requests arriving every 1/rate s (prompt ~64 tokens, 32 generated)."""
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with httpx.AsyncClient(timeout=600, limits=FRESH) as client:
         tasks, start = [], time.perf_counter()
         i = 0
         while time.perf_counter() - start < duration:
@@ -140,7 +149,7 @@ async def steady(srv: Server, rate: float, duration: float, ban: dict) -> dict:
 
 async def busy_ttft(srv: Server, ban: dict) -> dict:
     """TTFT of one request on the idle server, then while 3 long streams run (medians of 3)."""
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with httpx.AsyncClient(timeout=600, limits=FRESH) as client:
         idle = []
         for i in range(3):
             r = await one_stream(client, srv, f"Idle {i}: {PROMPT}", 2, ban)
@@ -198,6 +207,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2.0, help="requests per second for the TTFT run")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of steady arrivals")
     ap.add_argument("--engines", default="qwen-cpu,llama-server")
+    ap.add_argument("--llama-omp-active", action="store_true", help="llama-server with OpenMP's default spin-waiting")
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
     models = [Path(p) for p in args.models.split(",")] if args.models else default_models()
@@ -213,14 +223,14 @@ def main() -> None:
         for engine in engines:
             row = {"model": model.name, "engine": engine}
             for n in levels:
-                srv = Server(engine, model, n, args.threads, args.llama_server)
+                srv = Server(engine, model, n, args.threads, args.llama_server, args.llama_omp_active)
                 try:
                     row[n] = asyncio.run(concurrent(srv, n, args.tokens, ban))
                 finally:
                     srv.close()
                 loads.append(os.getloadavg()[0])
                 print(model.name, engine, n, row[n], flush=True)
-            srv = Server(engine, model, 4, args.threads, args.llama_server)
+            srv = Server(engine, model, 4, args.threads, args.llama_server, args.llama_omp_active)
             try:
                 row["steady"] = asyncio.run(steady(srv, args.rate, args.duration, ban))
                 row["busy"] = asyncio.run(busy_ttft(srv, ban))
@@ -238,7 +248,8 @@ def main() -> None:
 def table(rows: list[dict], levels: list[int], facts: dict, loads: list[float], args) -> str:
     head = (f"Measured {facts['date']} on {facts['cpu']} ({facts['cores']} logical CPUs), kernel path "
             f"`{facts['isa']}`, commit {facts['commit']}; {args.threads} threads per server, {args.tokens} tokens "
-            f"per stream, greedy; load average during the run {min(loads):.2f}-{max(loads):.2f} (shared machine).\n\n")
+            f"per stream, greedy; llama-server with OMP_WAIT_POLICY={'ACTIVE' if args.llama_omp_active else 'PASSIVE'}; "
+            f"load average during the run {min(loads):.2f}-{max(loads):.2f} (shared machine).\n\n")
     cols = " | ".join(f"{n} stream{'s' if n > 1 else ''}" for n in levels)
     lines = ["Aggregate decode tokens/s (inter-token latency p50 / p99, ms):\n",
              f"| model | server | {cols} | x at 4 vs 1 |", "|---|---|" + "--:|" * (len(levels) + 1)]
