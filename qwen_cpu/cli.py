@@ -76,11 +76,14 @@ SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
 
 
 def _sampling(kw: dict):
+    """The sampling options and -n checked (options.py) before the model is loaded."""
     from .generate import sampling_params
+    from .options import check_max_tokens
 
     try:
+        check_max_tokens(kw["max_tokens"])
         return sampling_params(**{k: kw[k] for k in SAMPLING_KEYS})
-    except (QwenCpuError, ValueError) as e:
+    except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -104,8 +107,8 @@ def chat(model, system, verbose, **kw):
     from .chat import encode_chat
     from .generate import stream
 
-    m = _load(model, kw["n_ctx"], kw["threads"])
     params = _sampling(kw)
+    m = _load(model, kw["n_ctx"], kw["threads"])
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     totals = Counter()
@@ -168,8 +171,8 @@ def generate(model, prompt, raw, as_json, **kw):
     from .chat import encode_chat
     from .generate import openai_completion, stream
 
-    m = _load(model, kw["n_ctx"], kw["threads"])
     params = _sampling(kw)
+    m = _load(model, kw["n_ctx"], kw["threads"])
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
@@ -196,7 +199,8 @@ def generate(model, prompt, raw, as_json, **kw):
 # ---- info -------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", required=False)
-@click.option("-c", "--ctx", "n_ctx", type=int, default=4096, show_default=True, help="context for the memory estimate")
+@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
 def info(model, n_ctx, system_info):
     """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
@@ -223,6 +227,8 @@ def info(model, n_ctx, system_info):
             size = f.file_size
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{model}: {e.strerror}") from None
     kv = cfg.kv_cache_bytes(n_ctx)
     rows = [
         ("file", f"{model} ({size / 2**20:.1f} MiB)"),
@@ -246,9 +252,9 @@ def info(model, n_ctx, system_info):
 # ---- bench ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
-@click.option("-p", "--n-prompt", type=int, default=512, show_default=True, help="prompt tokens")
-@click.option("-n", "--n-gen", type=int, default=128, show_default=True, help="generated tokens")
-@click.option("-r", "--repetitions", type=int, default=3, show_default=True)
+@click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=512, show_default=True, help="prompt tokens")
+@click.option("-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, help="generated tokens")
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("-t", "--threads", type=int, default=None)
 def bench(model, n_prompt, n_gen, repetitions, threads):
     """Prompt-processing and generation speed (tokens/s, median of repetitions)."""
@@ -283,10 +289,14 @@ def quantize(src, output, qtype, force, threads):
     """Convert an HF checkpoint folder (Qwen2/Llama) or a GGUF file into a GGUF file of TYPE."""
     from .quantize import quantize_model
 
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise click.ClickException(f"{output}: exists and is not a regular file")
     try:
         r = quantize_model(src, output, qtype, force=force, progress=None, n_threads=threads)
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or output}: {e.strerror}") from None
     types = ", ".join(f"{k} x{v}" for k, v in sorted(r.type_counts.items()))
     click.echo(f"wrote {r.path} ({r.n_bytes / 2**20:.1f} MiB; {types}) in {r.seconds:.1f} s")
 
