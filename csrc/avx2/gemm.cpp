@@ -12,7 +12,8 @@
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
 // the VEX encoding names only 16 ymm registers).
 #define QC_GEMM_ATTR
-#include "gemm_impl.h"
+#include "simd.h"
+#include "../x86/gemm_impl.h"
 
 #include "../gemm.h"
 

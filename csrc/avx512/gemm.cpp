@@ -10,7 +10,7 @@
 #include "simd512.h"
 
 #define QC_GEMM_ATTR QC_VNNI
-#include "../avx2/gemm_impl.h"
+#include "../x86/gemm_impl.h"
 #include "../gemm.h"
 
 namespace qc {
