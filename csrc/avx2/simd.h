@@ -33,6 +33,10 @@
 #define QC_AVX2_CAT2(a, b) a##_##b
 #define QC_AVX2_CAT(a, b) QC_AVX2_CAT2(a, b)
 #define QC_AVX2_ENTRY(name) QC_AVX2_CAT(name, QC_AVX2_NS)
+#define QC_AVX2_STR2(x) #x
+#define QC_AVX2_STR(x) QC_AVX2_STR2(x)
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX QC_AVX2_STR(QC_AVX2_NS) "::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -55,20 +59,12 @@ static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_
 static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) { return _mm256_dpwssd_avx_epi32(acc, x, y); }
 #else
 // Test twin: our development machine (Zen 4) has no AVX-VNNI and qemu's TCG does not emulate it,
-// so the kernels of this directory are also built with the EVEX form of the same instructions (AVX512-VNNI +
-// AVX512VL: the identical operation on ymm registers) and run wherever the CPU has those. Written
-// as assembly, so that this object is compiled with the AVX2 flags only: everything else in it is
-// the VEX code of the shipped variant, in the 16 registers the VEX encoding can name ("x"
-// operands are ymm0-15). The shipped variant's own binary is only checked statically
-// (.ci/test-x86-baseline).
-static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) {
-  __asm__("%{evex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "xm"(s));
-  return acc;
-}
-static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) {
-  __asm__("%{evex%} vpdpwssd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(x), "xm"(y));
-  return acc;
-}
+// so the kernels of this directory are also built with the EVEX form of the same instructions
+// (csrc/x86/simd256.h) and run wherever the CPU has AVX512-VNNI + VL. Everything else in this
+// object is the VEX code of the shipped variant. The shipped variant's own binary is only checked
+// statically (.ci/test-x86-baseline).
+static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return dpbusd_evex(acc, u, s); }
+static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) { return dpwssd_evex(acc, x, y); }
 #endif
 #endif
 

@@ -177,11 +177,11 @@ QC_VNNI float vec_dot_32_ymm(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_32_vnni(Kernels& k) {
-  k.weight[GGML_Q4_0] = {vec_dot_32<Q4_0Dot>, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_32<Q4_1Dot>, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_32<Q5_0Dot>, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_32<Q5_1Dot>, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_32_ymm<Q8_0Dot>, GGML_Q8_0};
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_32<Q4_0Dot>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_32<Q4_1Dot>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_32<Q5_0Dot>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_32<Q5_1Dot>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_32_ymm<Q8_0Dot>), GGML_Q8_0);
 }
 
 }  // namespace avx512

@@ -16,6 +16,8 @@
 #include "../x86/simd256.h"  // the 256-bit helpers (hsum_ps, scale decoders), compiled here with these flags
 
 #define QC_VNNI __attribute__((target("avx512vnni")))
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX "avx512::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {
 namespace avx512 {

@@ -15,6 +15,9 @@
 #include "../kernels.h"
 #include "../x86/scales.h"
 
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX "sse42::"  // kernel names (kernels.h, QC_FN)
+
 namespace qc {
 namespace sse42 {
 

@@ -85,5 +85,19 @@ static inline __m256i bits_to_bytes_32(const uint8_t* p) {
   return bits_to_bytes_32(w);
 }
 
+// vpdpbusd / vpdpwssd on ymm registers in their EVEX encoding (AVX512-VNNI + AVX512VL): acc + 8
+// int32 lanes, lane i the sum of the 4 byte products u[4i+k] * s[4i+k] (u unsigned, s signed),
+// exact; or of the 2 word products x[2i+k] * y[2i+k]. Written as assembly so that the includer
+// needs the AVX2 flags only, and the rest of its code stays VEX-encoded in ymm0-15 ("x" operands).
+// Needs an assembler that takes {evex} (CMakeLists.txt: QWEN_ASM_HAS_EVEX_VNNI).
+static inline __m256i dpbusd_evex(__m256i acc, __m256i u, __m256i s) {
+  __asm__("%{evex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "xm"(s));
+  return acc;
+}
+static inline __m256i dpwssd_evex(__m256i acc, __m256i x, __m256i y) {
+  __asm__("%{evex%} vpdpwssd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(x), "xm"(y));
+  return acc;
+}
+
 }  // namespace x86
 }  // namespace qc
