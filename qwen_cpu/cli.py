@@ -202,11 +202,14 @@ def generate(model, prompt, raw, as_json, **kw):
 @click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
-def info(model, n_ctx, system_info):
+@click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type")
+def info(model, n_ctx, system_info, kernel_info):
     """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
     from . import _kernels
 
-    if system_info or model is None:
+    if kernel_info:
+        _print_kernel_table(_kernels)
+    if system_info or (model is None and not kernel_info):
         click.echo(f"cpu features:   {_kernels.cpu_features() or '(none detected)'}")
         click.echo(f"kernel paths:   {', '.join(_kernels.available_isas())}")
         click.echo(f"selected path:  {_kernels.get_isa()} (QWEN_CPU_ISA={os.environ.get('QWEN_CPU_ISA', '')!r})")
@@ -247,6 +250,23 @@ def info(model, n_ctx, system_info):
     ]
     for k, v in rows:
         click.echo(f"{k + ':':18} {v}")
+
+
+def _print_kernel_table(_kernels) -> None:
+    """Per weight type, the functions the selected path multiplies it with (from the C++ table)."""
+    def fn(entry, fallback):
+        name, act = entry
+        return f"{name} [{act}]" if name else fallback
+
+    click.echo(f"kernel path: {_kernels.get_isa()}   [activation format]")
+    for row in _kernels.kernel_table():
+        stored = fn(row["gemv"], fn(row["vec_dot"], ""))
+        decode = stored
+        if row["layout"] != "stored":
+            decode = f"{fn(row['layout_gemv'], '')} over the {row['layout']} layout; {stored} where a matrix does not repack"
+        click.echo(f"{row['type']:5} vec_dot  {fn(row['vec_dot'], '-')}")
+        click.echo(f"{'':5} prefill  {fn(row['gemm'], 'vec_dot per output')}")
+        click.echo(f"{'':5} decode   {decode}")
 
 
 # ---- bench ------------------------------------------------------------------------------------
