@@ -54,7 +54,8 @@ def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
 
 
 def test_info_describes_the_model_and_the_machine(smollm2_path):
-    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines())
+    # (the indented lines of the sampling-defaults table have no colon)
+    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     # SmolLM2-135M's config.json: 30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152
     assert fields["architecture"] == "llama" and fields["tensor types"].startswith("Q4_1 x210")
