@@ -164,7 +164,7 @@ def _fails_cleanly(args, *words):
 
 def test_bad_inputs_are_one_line_errors(tmp_path, smollm2_path, tiny_qwen_gguf):
     _fails_cleanly(["info", tmp_path / "missing.gguf"], "missing.gguf")
-    _fails_cleanly(["info", tmp_path], "directory")
+    _fails_cleanly(["info", tmp_path], "folder")
     _fails_cleanly(["info", smollm2_path, "-c", "-1"], "-c")
     _fails_cleanly(["generate", smollm2_path, "hi", "--seed", "-1"], "seed")
     _fails_cleanly(["generate", smollm2_path, "hi", "--presence-penalty", "nan"], "presence_penalty")
