@@ -8,7 +8,7 @@ serve`, without HTTP): 1, 2, 4 and 8 concurrent sequences.
 
 Per model file, thread count and kernel path, a fresh process measures, round after round with the
 stream counts interleaved (fair on a shared machine):
-  forward    Model.forward_runs with N one-token runs after N 16-token prompts, `steps` steps: the
+  forward    forward_runs (Model.hold) with N one-token runs after N 16-token prompts, `steps` steps: the
              median time of a step, and the aggregate tokens/s N / step time (fixed token ids, no
              sampling, as llama-bench's tg). x1: against N = 1 in the same rounds
   scheduler  N greedy requests through qwen_cpu.scheduler at once (sampling, detokenizing, the step
@@ -52,7 +52,7 @@ def model_path(name: str) -> Path:
 
 # ---- in the worker process --------------------------------------------------------------------
 def forward_step_seconds(m, n: int, steps: int, rng) -> float:
-    """Median seconds of a forward_runs step decoding n sequences."""
+    """Median seconds of a forward_runs step decoding n sequences (m: a ModelLease)."""
     import numpy as np
 
     from qwen_cpu.model import Run
@@ -82,9 +82,10 @@ def scheduler_run(m, n: int, steps: int, rng) -> tuple[float, float]:
         for _ in h:
             out.append(time.perf_counter())
 
-    with Scheduler(m, prompt_chunk=512) as s:
+    with m.hold() as lease:
         for slot in range(m.n_seq):
-            m.clear_slot(slot)
+            lease.clear_slot(slot)
+    with Scheduler(m, prompt_chunk=512) as s:
         handles = [s.submit(Request(prompt_ids=rng.integers(100, 20000, PROMPT).tolist(), max_tokens=steps + 1,
                                     params=sampling_params(temperature=0), stop_tokens=[])) for _ in range(n)]
         threads = [threading.Thread(target=consume, args=(h, st)) for h, st in zip(handles, stamps)]
@@ -109,7 +110,8 @@ def worker(path: str, threads: int, streams: list[int], steps: int, rounds: int)
     out = {"isa": _kernels.get_isa(), "forward": {n: [] for n in streams}, "scheduler": {n: [] for n in streams}}
     for _ in range(rounds):
         for n in streams:
-            out["forward"][n].append(forward_step_seconds(m, n, steps, rng))
+            with m.hold() as lease:
+                out["forward"][n].append(forward_step_seconds(lease, n, steps, rng))
             out["scheduler"][n].append(scheduler_run(m, n, steps, rng))
     return out
 

@@ -27,6 +27,10 @@ typedef void (*gemm_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_w, c
 // The decode form of vec_dot: y[r] = dot(w row r, a) for r < n_rows, w rows w_row_bytes apart,
 // a one activation row in the layout WeightKernels::gemv_act (several rows share its loads).
 typedef void (*gemv_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, float* y);
+// gemv over n_a activation rows (a_row_bytes apart) at once, y[i * y_stride + r] for row i, each
+// row's values bit for bit the gemv's of that row alone: the weights are read once for all rows.
+typedef void (*gemv_rows_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a,
+                             size_t a_row_bytes, int n_a, float* y, size_t y_stride);
 // y (n) = dequantized x (n elements of the type)
 typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
@@ -39,19 +43,22 @@ enum : int32_t {
   QC_ACT_COUNT,
 };
 
+// What a path multiplies one weight type with. Each kernel carries the name it was registered
+// under (QC_FN), which `qwen-cpu info --kernels` prints.
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
+  const char* vec_dot_name = nullptr;
   int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
-  // Optional, and last so that `= {vec_dot, act_type}` resets them: register them after the
-  // vec_dot they go with.
   // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot), over activations in
   // the layout gemm_act (a QC_ACT_* id) where that is set, else in act_type.
   gemm_fn gemm = nullptr;
+  const char* gemm_name = nullptr;
   int32_t gemm_act = -1;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
   gemv_fn gemv = nullptr;
+  const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
 };
 
@@ -59,7 +66,9 @@ struct WeightKernels {
 // multiple of 4, w the repacked rows from a quad's first tile (w_row_bytes: the stored row's).
 struct LayoutKernels {
   gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
+  const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
+  gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
 };
 
 struct Kernels {
@@ -91,8 +100,47 @@ struct Kernels {
   void (*fp32_to_fp16_row)(const float* x, half_t* y, int64_t n) = nullptr;
 };
 
-// Each instruction set registers what it implements on top of the table it is given
-// (dispatch.cpp starts every SIMD table as a copy of the scalar one).
+// A kernel function and its name as written, for the setters below: set_gemm(k, t, QC_FN(f<A, B>), ...).
+// The name is prefixed by QC_KERNEL_PREFIX, which every registering file defines ("avx2::", ...).
+#define QC_FN(...) __VA_ARGS__, QC_KERNEL_PREFIX #__VA_ARGS__
+
+// The setters the registration functions fill a table with. Each changes only the fields it names,
+// so the order of registration matters only where two set the same entry (the later one wins).
+static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const char* name, int32_t act_type) {
+  k.weight[type].vec_dot = f;
+  k.weight[type].vec_dot_name = name;
+  k.weight[type].act_type = act_type;
+}
+// gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
+static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1) {
+  k.weight[type].gemm = f;
+  k.weight[type].gemm_name = name;
+  k.weight[type].gemm_act = gemm_act;
+}
+static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act) {
+  k.weight[type].gemv = f;
+  k.weight[type].gemv_name = name;
+  k.weight[type].gemv_act = gemv_act;
+}
+static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
+                                   gemv_rows_fn rows = nullptr) {
+  k.layout[layout].gemv = f;
+  k.layout[layout].gemv_name = name;
+  k.layout[layout].gemv_act = gemv_act;
+  k.layout[layout].gemv_rows = rows;
+}
+
+// The CPU's features, probed once by dispatch.cpp and passed to the registrations that depend on
+// more than their own table's requirements.
+struct CpuFeatures {
+  bool sse42 = false, popcnt = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+  bool avxvnni = false;
+  bool neon = false, dotprod = false;
+};
+
+// Each instruction set registers what it implements on top of the table it is given; the tables
+// and their order are in dispatch.cpp (Tables), the one place that says which path runs what.
 void register_quant_kernels_scalar(Kernels& k);
 void register_op_kernels_scalar(Kernels& k);
 #ifdef QWEN_HAVE_SSE42
@@ -114,8 +162,12 @@ void register_quant_kernels_avxvnni(Kernels& k);
 void register_quant_kernels_avxvnni_evex(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_AVX512
-void register_quant_kernels_avx512(Kernels& k);
+// The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.
+void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
 void register_op_kernels_avx512(Kernels& k);
+// The K-quant prefill tiles of the avx512 table: 256-bit code with EVEX vpdpbusd, compiled without
+// the AVX-512 flags (csrc/avx512/gemm_k.cpp says why).
+void register_gemm_k_avx512_ymm(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_NEON
 void register_quant_kernels_neon(Kernels& k);

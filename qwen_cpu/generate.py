@@ -1,12 +1,15 @@
 """Generation in three layers (as in mlx-lm):
 
-1. `Generation`: one sequence's way from logits to text, a token at a time: sampling (with its
-   history), end tokens, the streaming detokenizer, stop strings, limits, logprobs and the
-   `Response` objects. `stream` drives one; qwen_cpu.scheduler drives many in one forward pass;
+1. `Generation`: one sequence's way from logits to text, a token at a time: its options checked,
+   sampling (with its history), end tokens, the streaming detokenizer, stop strings, limits,
+   logprobs and the `Response` objects. `stream` drives one; qwen_cpu.scheduler drives many in one
+   forward pass;
 2. `stream`: prompt ids -> `Response` objects carrying the new text (never broken UTF-8, never any
    part of a stop string), the token, speed figures and, on the last one, the finish reason (the
    KV cache keeps what it can from the previous call, so a chat turn only computes its new tokens);
-3. `generate`: a drained stream, the whole text at once.
+3. `collect`: a drained stream, the whole text at once.
+
+Stop strings are text handling and live here too (StopStringMatcher).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import QwenCpuError
-from .sampler import Sampler, SamplingParams, StopStringMatcher, log_softmax
+from .options import check_max_tokens, check_stop, check_token_ids
+from .sampler import Sampler, SamplingParams, log_softmax
 from .tokenizer import StreamingDetokenizer
 
 MAX_TOP_LOGPROBS = 20  # as OpenAI's API
@@ -45,41 +49,51 @@ class Response:
 
 class Generation:
     """The state of one sequence's generation, advanced one sampled token at a time:
-    `token = g.sample(logits)` then `responses = g.push(token)` (0 to 2 Responses, the last with a
+    `token = g.sample(logits)` then `responses = g.push(token)` (1 or 2 Responses, the last with a
     finish reason once `g.done`); the caller runs the model on `token` while not done. `finish(reason)`
     ends it early (e.g. "cancelled") with the held-back text.
 
-    n_ctx: the context the sequence runs in (a sampled token with no position left ends it with
-    "length"). logprobs: None, or N in 0..20 to fill Response.logprob and the top-N. constraint: an
-    object of interface 1 (qwen_cpu.constrain), applied by the Sampler; its completion ends "stop".
+    Every option is checked here, before anything is computed. n_ctx: the context the sequence runs
+    in (a sampled token with no position left ends it with "length"); n_vocab: the model's.
+    max_tokens None: until a stop or the end of the context. stop: one string or several.
+    logprobs: None, or N in 0..20 to fill Response.logprob and the top-N. constraint: an object of
+    interface 1 (qwen_cpu.constrain), applied by the Sampler; its completion ends with "stop".
     """
 
-    def __init__(self, tokenizer, prompt_ids: Sequence[int], *, n_ctx: int, max_tokens: int = 256,
-                 params: SamplingParams | None = None, stop: Sequence[str] = (),
-                 stop_tokens: Sequence[int] | None = None, logprobs: int | None = None, constraint=None):
-        if len(prompt_ids) >= n_ctx:
+    def __init__(self, tokenizer, prompt_ids: Sequence[int], *, n_ctx: int, n_vocab: int,
+                 max_tokens: int | None = 256, params: SamplingParams | None = None,
+                 stop: str | Sequence[str] | None = (), stop_tokens: Sequence[int] | None = None,
+                 logprobs: int | None = None, constraint=None):
+        self.prompt_ids = check_token_ids(prompt_ids, n_vocab, "prompt token ids")
+        self.max_tokens = check_max_tokens(max_tokens)
+        params = params if params is not None else sampling_params()
+        if not isinstance(params, SamplingParams):
+            raise QwenCpuError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if params.logit_bias and max(params.logit_bias) >= n_vocab:
+            raise QwenCpuError(f"logit_bias token id {max(params.logit_bias)} is outside the vocabulary "
+                               f"(0 .. {n_vocab - 1})")
+        if len(self.prompt_ids) >= n_ctx:
             raise QwenCpuError(
-                f"the prompt has {len(prompt_ids)} tokens but the context holds {n_ctx} (n_ctx), "
+                f"the prompt has {len(self.prompt_ids)} tokens but the context holds {n_ctx} (n_ctx), "
                 "leaving no room to generate"
             )
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise QwenCpuError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS} (top-N), got {logprobs!r}")
-        params = params or sampling_params()
+        self.end_tokens = set(tokenizer.eos_ids if stop_tokens is None
+                              else check_token_ids(stop_tokens, n_vocab, "stop_tokens") if stop_tokens else ())
         self.sampler = Sampler(params) if constraint is None else Sampler(params, constraint=constraint)
         self.constraint = constraint
-        self.prompt_ids = list(prompt_ids)
-        self.history = list(prompt_ids)
-        self.n_ctx, self.max_tokens, self.logprobs = n_ctx, max_tokens, logprobs
-        self.end_tokens = set(tokenizer.eos_ids if stop_tokens is None else stop_tokens)
+        self.history = list(self.prompt_ids)
+        self.n_ctx, self.logprobs = n_ctx, logprobs
         self.detok = StreamingDetokenizer(tokenizer, skip_special=True)
-        self.stops = StopStringMatcher(stop)
+        self.stops = StopStringMatcher(check_stop(stop))
         self.n_gen = 0
         self.finish_reason: str | None = None
         self.prompt_computed, self.prompt_seconds = 0, 0.0
         self.t_first: float | None = None
         self._logprob: tuple[float, list[tuple[int, float]]] | None = None
-        if max_tokens <= 0:
+        if self.max_tokens == 0:
             self.finish_reason = "length"
 
     @property
@@ -118,7 +132,7 @@ class Generation:
             out.append(self._response(text, token, None))
         if self.stops.stopped or (self.constraint is not None and self.constraint.is_complete()):
             out.append(self.finish("stop"))
-        elif self.n_gen >= self.max_tokens or len(self.prompt_ids) + self.n_gen > self.n_ctx:
+        elif self.n_gen == self.max_tokens or len(self.prompt_ids) + self.n_gen > self.n_ctx:
             out.append(self.finish("length"))  # (the token just sampled has no position left)
         return out
 
@@ -140,30 +154,46 @@ class Generation:
         )
 
 
-def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
-           stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
+def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
+           params: SamplingParams | None = None, stop: str | Sequence[str] | None = (),
+           stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
            constraint=None) -> Iterator[Response]:
-    """Stream the continuation of prompt_ids as text (see Generation for the options). The model's
-    lock is held for the whole generation, so two threads streaming from one model take turns
-    instead of corrupting the cache."""
-    gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, max_tokens=max_tokens, params=params,
-                     stop=stop, stop_tokens=stop_tokens, logprobs=logprobs, constraint=constraint)
-    with model._lock:
-        if gen.done:  # max_tokens <= 0: nothing to compute
-            yield gen.finish(gen.finish_reason)
-            return
-        before, t0 = model.n_evaluated, time.perf_counter()
-        logits = model.prefill(prompt_ids)
-        gen.prompt_done(model.n_evaluated - before, time.perf_counter() - t0)
-        while True:
-            token = gen.sample(logits)
-            yield from gen.push(token)
-            if gen.done:
-                return
-            logits = model.decode_step(token)
+    """Stream the continuation of prompt_ids as text: an iterator of Responses (see Generation
+    for the options, all checked here before anything is computed; params: default the model's
+    own, sampling_params(model)).
+
+    The stream takes the model (`Model.hold()`) at its first step and owns its cache until it
+    finishes, is closed or is garbage-collected; it may be advanced from any thread. See
+    Model.hold for what another call does meanwhile."""
+    gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, n_vocab=model.config.n_vocab,
+                     max_tokens=max_tokens, params=params if params is not None else sampling_params(model),
+                     stop=stop, stop_tokens=stop_tokens,
+                     logprobs=logprobs, constraint=constraint)
+    return _stream(model, gen)
 
 
-def generate(responses: Iterator[Response]) -> Response:
+def _stream(model, gen: Generation) -> Iterator[Response]:
+    # The lease is held across the yields below; released by the `with` when the stream ends, is
+    # closed (GeneratorExit) or is collected, before the final Response. Not a thread-bound lock:
+    # any thread may advance the stream.
+    final = None
+    if not gen.done:  # (max_tokens 0: nothing to compute)
+        with model.hold() as lease:
+            before, t0 = model.n_evaluated, time.perf_counter()
+            logits = lease.prefill(gen.prompt_ids)
+            gen.prompt_done(model.n_evaluated - before, time.perf_counter() - t0)
+            while final is None:
+                token = gen.sample(logits)
+                responses = gen.push(token)
+                if gen.done:
+                    final = responses.pop()
+                yield from responses
+                if final is None:
+                    logits = lease.decode_step(token)
+    yield final if final is not None else gen.finish(gen.finish_reason)
+
+
+def collect(responses: Iterator[Response]) -> Response:
     """Drain a stream into one Response holding the whole text (and the last one's figures)."""
     parts, last = [], None
     for last in responses:
@@ -173,21 +203,25 @@ def generate(responses: Iterator[Response]) -> Response:
     return last
 
 
-# Defaults as llama.cpp's and llama-cpp-python's completion calls have them.
-DEFAULT_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
+    """SamplingParams from keyword overrides (temperature=0: greedy; a None value means "not
+    given") over a model's own defaults: `defaults` is a Model, a defaults.Defaults, or None for
+    the generic ones. The order in which settings win is described in defaults.py."""
+    from . import defaults as _defaults
 
-
-def sampling_params(**overrides) -> SamplingParams:
-    """SamplingParams with the usual defaults, overridden by keyword (temperature=0: greedy)."""
+    n_ctx = getattr(defaults, "n_ctx", None)
+    if defaults is not None and not isinstance(defaults, _defaults.Defaults):
+        defaults = defaults.sampling_defaults  # a Model
+    values, _ = _defaults.resolve(defaults, overrides, n_ctx)
     try:
-        return SamplingParams(**{**DEFAULT_SAMPLING, **overrides})
+        return SamplingParams(**values)
     except TypeError as e:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 
 
 def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
     """Drain a stream into an OpenAI `chat.completion` dict."""
-    last = generate(responses)
+    last = collect(responses)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -215,3 +249,45 @@ def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[di
             yield chunk({"content": r.text}, None)
         if r.finish_reason is not None:
             yield chunk({}, r.finish_reason)
+
+
+# ---- stop strings -----------------------------------------------------------------------------
+
+class StopStringMatcher:
+    """Filters streamed text so that no stop string, nor its beginning, is ever emitted.
+
+    `push(delta) -> str` returns text that is safe to show: it holds back the longest tail that
+    could still grow into a stop string. When a stop string completes (even across many deltas),
+    `push` returns the text before it, `stopped` becomes True and `stop_string` names it; further
+    pushes return "". `flush() -> str` releases what is held back once generation ends without one.
+    """
+
+    def __init__(self, stop_strings: Sequence[str]):
+        self.stop_strings = [s for s in stop_strings if s]
+        self._held = ""
+        self.stopped = False
+        self.stop_string: str | None = None
+
+    def push(self, delta: str) -> str:
+        if self.stopped or not delta:
+            return ""
+        if not self.stop_strings:
+            return delta
+        text = self._held + delta
+        hits = [(i, s) for s in self.stop_strings if (i := text.find(s)) >= 0]
+        if hits:
+            at, self.stop_string = min(hits, key=lambda h: (h[0], -len(h[1])))
+            self.stopped, self._held = True, ""
+            return text[:at]
+        hold = 0
+        for s in self.stop_strings:
+            for length in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:length]):
+                    hold = length
+                    break
+        self._held = text[len(text) - hold:]
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        out, self._held = ("" if self.stopped else self._held), ""
+        return out

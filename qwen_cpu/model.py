@@ -1,20 +1,24 @@
 """A loaded model: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++ forward pass,
 the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
 
-Thread safety: a Model may be shared between threads; every call that runs the network holds the
-model's lock, so calls from two threads run one after the other (never interleaved in the cache).
-The GIL is released while C++ computes, so other Python threads keep running.
+Thread safety: a Model may be shared between threads. Its KV cache has one owner at a time: a
+`ModelLease` from `Model.hold()`. A stream holds one from its first step until it ends, is closed
+or is collected; every other call that runs the network takes one for its own duration. A call
+made while another owner's lease is open waits for it, except on the thread that last used that
+lease, where the wait could never end: there it is a QwenCpuError (see `Model.hold`). Leases are
+not bound to a thread. The GIL is released while C++ computes, so other Python threads keep running.
 
-Sequences: the KV cache has n_seq slots (`Model.load(..., n_seq=4)`); `forward_runs` runs tokens of
-several slots in one pass (qwen_cpu.scheduler drives it). The single-sequence API (prefill,
-decode_step, logits, embed, stream, chat) works on slot 0, and refuses while a Scheduler holds the
-slots (`claim`).
+Sequences: the KV cache has n_seq slots (`Model.load(..., n_seq=4)`); a lease's `forward_runs`
+runs tokens of several slots in one pass (qwen_cpu.scheduler holds a lease for its whole life and
+drives it; other calls are refused meanwhile). The single-sequence API (prefill, decode_step,
+logits, embed, stream, chat) works on slot 0.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -27,11 +31,13 @@ from .config import ModelConfig, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
+from .options import MAX_BATCH, MAX_THREADS, check_int, check_regular_file, check_token_ids
 
 if TYPE_CHECKING:
     from .generate import Response
 
 DEFAULT_N_CTX = 4096
+MAX_SEQ = 1024  # cache slots (n_seq)
 
 # GGUF tensor names per block, and whether each may be absent (biases exist in qwen2 only).
 _BLOCK_TENSORS = {
@@ -99,10 +105,14 @@ class Model:
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
         self.n_seq = n_seq
-        self._lock = threading.RLock()
+        # The cache's owner (a ModelLease) and a condition to wait for it. An RLock: a lease that
+        # the garbage collector finalizes inside this thread's critical section releases safely.
+        # Held weakly: a lease nobody references any more is collected, which releases it.
+        self._owner: weakref.ref | None = None
+        self._owner_changed = threading.Condition(threading.RLock())
+        self._compute = threading.Lock()  # one forward pass at a time; never held across a yield
         self._slots = [KVCache(n_ctx) for _ in range(n_seq)]  # what each cache slot holds
         self._cache = self._slots[0]  # the single-sequence API's slot
-        self._owner: object | None = None  # a Scheduler that holds the slots (claim)
         self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
         tensors = self._tensor_views(gguf, config)
         try:
@@ -113,13 +123,18 @@ class Model:
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
+        except MemoryError:
+            raise QwenCpuError(f"{self.path.name}: not enough memory for the buffers of n_ctx={n_ctx}, "
+                               f"n_batch={n_batch}") from None
         self._tokenizer = None
+        self._sampling_defaults = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
              n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1) -> "Model":
-        """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
+        """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
+        `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
         faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
@@ -132,8 +147,22 @@ class Model:
         --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
         parallel requests); each holds n_ctx positions.
         """
+        from .hub import resolve_model
+
+        path = resolve_model(path)
+        check_regular_file(path)
+        if n_ctx is not None:
+            n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
+        if n_threads is not None:
+            n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
+        n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
+        n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
         gguf = GGUFFile(path)
         try:
+            if int(gguf.metadata.get("split.count", 1)) > 1:
+                raise QwenCpuError(f"{path}: part {gguf.metadata.get('split.no', 0) + 1} of a GGUF split into "
+                                   f"{gguf.metadata['split.count']} files; merge them first (llama.cpp: "
+                                   "llama-gguf-split --merge FIRST_PART OUT.gguf)")
             if "token_embd.weight" not in gguf.tensors:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
@@ -146,12 +175,7 @@ class Model:
                 gguf.release_metadata_pages()  # read again only if the tokenizer is built
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
-            if not isinstance(n_ctx, int) or n_ctx <= 0:
-                raise QwenCpuError(f"n_ctx must be a positive integer, got {n_ctx!r}")
-            if n_threads is not None and (not isinstance(n_threads, int) or n_threads <= 0):
-                raise QwenCpuError(f"n_threads must be a positive integer, got {n_threads!r}")
-            if not isinstance(n_seq, int) or isinstance(n_seq, bool) or not 0 < n_seq <= 1024:
-                raise QwenCpuError(f"n_seq must be an integer in 1..1024, got {n_seq!r}")
+            n_batch = min(n_batch, n_ctx)  # a step never holds more tokens than the context
             need = config.kv_cache_bytes(n_ctx, kv_f16) * n_seq
             avail = _available_memory()
             if avail is not None and need > avail:
@@ -189,8 +213,9 @@ class Model:
 
     # ---- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Free the KV cache and buffers and unmap the file. The model is unusable afterwards."""
-        with self._lock:
+        """Free the KV cache and buffers and unmap the file. The model is unusable afterwards: a
+        computation running on another thread finishes first; an open stream's next step raises."""
+        with self._compute:
             self._net = None
             if self._file is not None:
                 self._file.close()
@@ -207,6 +232,36 @@ class Model:
         if self._net is None:
             raise QwenCpuError("the model has been closed")
         return self._net
+
+    # ---- ownership of the cache ---------------------------------------------------------------
+    def hold(self) -> "ModelLease":
+        """Take the KV cache for a sequence of calls (a generation): returns a ModelLease, whose
+        prefill/decode_step run on this model, until `lease.release()` (or the end of a `with`
+        block, or the lease being garbage-collected). generate.stream holds one per stream.
+
+        While another lease is open this waits for its release (requests from several threads
+        take turns), except when the calling thread is the one that last used that lease (e.g. a
+        paused stream on this thread): then nothing could ever release it, and this raises
+        QwenCpuError instead of waiting forever. Not re-entrant."""
+        me = threading.get_ident()
+        with self._owner_changed:
+            while (owner := self._owner and self._owner()) is not None:
+                if owner.exclusive:
+                    raise QwenCpuError(owner.exclusive)
+                if owner.thread == me:
+                    raise QwenCpuError(
+                        "the model is in use by an open stream that this thread last advanced: "
+                        "finish it or close() it before another call (waiting here would never end)")
+                self._owner_changed.wait()
+            lease = ModelLease(self)
+            self._owner = weakref.ref(lease)
+            return lease
+
+    def _release(self, lease: "ModelLease") -> None:
+        with self._owner_changed:
+            if self._owner is not None and self._owner() in (lease, None):
+                self._owner = None
+                self._owner_changed.notify_all()
 
     # ---- text ---------------------------------------------------------------------------------
     @property
@@ -228,6 +283,15 @@ class Model:
             raise QwenCpuError("the model has been closed")
         return self._file.metadata
 
+    @property
+    def sampling_defaults(self):
+        """The file's own sampling defaults (defaults.Defaults: values and where each comes from)."""
+        if self._sampling_defaults is None:
+            from .defaults import model_defaults
+
+            self._sampling_defaults = model_defaults(self.metadata, self.path.name)
+        return self._sampling_defaults
+
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
         """Token ids of text; special-token markup in text is NOT recognised (it stays text)."""
         return self.tokenizer.encode(text, add_special=add_special)
@@ -237,64 +301,52 @@ class Model:
 
     # ---- the network --------------------------------------------------------------------------
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
-        arr = np.asarray(ids, dtype=np.int64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise QwenCpuError("expected a non-empty sequence of token ids")
-        if arr.min() < 0 or arr.max() >= self.config.n_vocab:
-            raise QwenCpuError(f"token id out of range 0..{self.config.n_vocab - 1}")
+        arr = np.asarray(check_token_ids(ids, self.config.n_vocab), dtype=np.int32)
         if arr.size > self.n_ctx:
             raise QwenCpuError(f"the prompt has {arr.size} tokens but the context holds {self.n_ctx} (n_ctx)")
-        return arr.astype(np.int32)
+        return arr
+
+    def _forward_from_empty(self, arr: np.ndarray, **kw) -> tuple:
+        """The network on arr (checked ids) from an empty cache, under the compute lock."""
+        with self._compute:
+            net = self._require_open()
+            self._cache.clear()
+            out = net.forward(arr, 0, **kw)
+            self._cache.append(arr.tolist())
+            self.n_evaluated += arr.size
+            return out
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) float32 of every position, computed from an empty cache."""
         arr = self._check_ids(ids)
-        with self._lock:
-            net = self._require_slot0()
-            self._cache.clear()
-            logits, _ = net.forward(arr, 0, all_logits=True)
-            self._cache.append(arr.tolist())
-            self.n_evaluated += arr.size
-            return logits
+        with self.hold():
+            return self._forward_from_empty(arr, all_logits=True)[0]
 
     def embed(self, text_or_ids: str | Sequence[int], pooling: str = "mean") -> np.ndarray:
         """A unit-length vector (n_embd,) float32: the final-norm hidden states pooled over the
         sequence ('mean', or 'last' for the last token's state)."""
-        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else text_or_ids
         arr = self._check_ids(ids)
         check_pooling(pooling)
-        with self._lock:
-            net = self._require_slot0()
-            self._cache.clear()
-            _, hidden = net.forward(arr, 0, want_logits=False, want_hidden=True)
-            self._cache.append(arr.tolist())
-            self.n_evaluated += arr.size
+        with self.hold():
+            _, hidden = self._forward_from_empty(arr, want_logits=False, want_hidden=True)
         return pool_states(hidden, pooling)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
-        position's logits (n_vocab,). Holds the lock only for the call (generate.py holds it longer)."""
-        arr = self._check_ids(ids)
-        with self._lock:
-            net = self._require_slot0()
-            keep = self._cache.reusable_prefix(arr.tolist())
-            self._cache.truncate(keep)
-            logits, _ = net.forward(arr[keep:], keep)
-            self._cache.append(arr[keep:].tolist())
-            self.n_evaluated += arr.size - keep
-            return logits[0]
+        position's logits (n_vocab,). Takes the model for this call only (see hold)."""
+        with self.hold() as lease:
+            return lease.prefill(ids)
+
+    def cached_tokens(self, ids: Sequence[int]) -> int:
+        """How many leading ids the KV cache already holds (prefill(ids) computes the rest)."""
+        with self._compute:
+            return self._cache.reusable_prefix(list(ids))
 
     def decode_step(self, token: int) -> np.ndarray:
         """Append one token at the next position; returns its logits (n_vocab,)."""
-        with self._lock:
-            net = self._require_slot0()
-            pos = self._cache.n_past
-            if pos >= self.n_ctx:
-                raise QwenCpuError(f"the context of {self.n_ctx} tokens is full")
-            logits, _ = net.forward(self._check_ids([token]), pos)
-            self._cache.append([token])
-            self.n_evaluated += 1
-            return logits[0]
+        with self.hold() as lease:
+            return lease.decode_step(token)
 
     @property
     def threads(self) -> int:
@@ -308,104 +360,13 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached context."""
-        with self._lock:
+        with self.hold(), self._compute:
             self._cache.clear()
 
-    # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
-    def claim(self, owner: object) -> None:
-        """Give every cache slot to owner (a Scheduler) until release(owner): the single-sequence
-        API then refuses, since it would overwrite slot 0 under a running sequence."""
-        with self._lock:
-            self._require_open()
-            if self._owner is not None and self._owner is not owner:
-                raise QwenCpuError("the model's cache slots already belong to another Scheduler")
-            self._owner = owner
-
-    def release(self, owner: object) -> None:
-        with self._lock:
-            if self._owner is owner:
-                self._owner = None
-
-    def _require_slot0(self) -> Any:
-        net = self._require_open()
-        if self._owner is not None:
-            raise QwenCpuError("the model's cache slots belong to a Scheduler: submit requests to it "
-                               "(Scheduler.submit, Scheduler.embed) or close it first")
-        return net
-
-    def slot_tokens(self, slot: int) -> list[int]:
-        """The token ids cache slot `slot` holds, position by position (a copy)."""
-        return list(self._slot(slot).tokens)
-
-    def cached_prefix(self, slot: int, ids: Sequence[int]) -> int:
-        """How many leading ids slot `slot` already holds (at most len(ids) - 1: the last prompt
-        token is always run again, for its logits)."""
-        return self._slot(slot).reusable_prefix(list(ids))
-
-    def copy_slot(self, src: int, dst: int, n_pos: int) -> None:
-        """Make slot dst hold slot src's first n_pos positions (keys, values and token ids)."""
-        with self._lock:
-            net = self._require_open()
-            source, target = self._slot(src), self._slot(dst)
-            if not 0 <= n_pos <= source.n_past:
-                raise QwenCpuError(f"copy_slot: slot {src} holds {source.n_past} positions, not {n_pos}")
-            net.copy_slot(src, dst, n_pos)
-            if src != dst:
-                target.clear()
-                target.append(source.tokens[:n_pos])
-
-    def clear_slot(self, slot: int) -> None:
-        """Forget what slot `slot` holds."""
-        with self._lock:
-            self._slot(slot).clear()
-
     def _slot(self, slot: int) -> KVCache:
-        if not isinstance(slot, int) or not 0 <= slot < self.n_seq:
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.n_seq:
             raise QwenCpuError(f"slot {slot!r} is outside 0..{self.n_seq - 1} (n_seq = {self.n_seq})")
         return self._slots[slot]
-
-    def forward_runs(self, runs: Sequence[Run], hidden: bool = False) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-        """Run several sequences' tokens in one pass (at most one Run per slot). Per run returns
-        (logits (n_vocab,) of its last token or None, hidden (len(tokens), n_embd) final-norm
-        states or None). One-token runs (decode steps) give exactly the logits a single-sequence
-        decode_step gives; longer runs those of a prefill."""
-        if not runs:
-            raise QwenCpuError("forward_runs: no runs")
-        with self._lock:
-            net = self._require_open()
-            tokens, pos, seq, rows, seen = [], [], [], [], set()
-            for run in runs:
-                cache = self._slot(run.slot)
-                ids = self._check_ids(run.tokens)
-                if run.slot in seen:
-                    raise QwenCpuError(f"forward_runs: slot {run.slot} has two runs")
-                seen.add(run.slot)
-                if not 0 <= run.pos <= cache.n_past:
-                    raise QwenCpuError(f"forward_runs: slot {run.slot} holds {cache.n_past} tokens, a run cannot "
-                                       f"start at position {run.pos}")
-                if run.pos + ids.size > self.n_ctx:
-                    raise QwenCpuError(f"forward_runs: slot {run.slot} would hold {run.pos + ids.size} tokens, "
-                                       f"the context holds {self.n_ctx} (n_ctx)")
-                if run.logits:
-                    rows.append(len(tokens) + ids.size - 1)
-                tokens.extend(ids.tolist())
-                pos.extend(range(run.pos, run.pos + ids.size))
-                seq.extend([run.slot] * ids.size)
-            for run in runs:
-                self._slots[run.slot].truncate(run.pos)  # what follows is being overwritten
-            logits, states = net.forward_batch(np.asarray(tokens, np.int32), np.asarray(pos, np.int32),
-                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden)
-            out, start, row = [], 0, 0
-            for run in runs:
-                n = len(run.tokens)
-                self._slots[run.slot].append(run.tokens)
-                lg = None
-                if run.logits:
-                    lg, row = logits[row], row + 1
-                out.append((lg, states[start:start + n] if states is not None else None))
-                start += n
-            self.n_evaluated += len(tokens)
-            return out
 
     # ---- generation (generate.py does the work) -----------------------------------------------
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
@@ -413,18 +374,19 @@ class Model:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
-        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...)."""
+        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
+        given take the model's own defaults (`sampling_defaults`)."""
         from . import generate
 
-        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else list(prompt)
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling), stop=stop)
+        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling), stop=stop)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                  **sampling: Any) -> str:
         """The continuation of a prompt as one string (see stream)."""
         from . import generate
 
-        return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
+        return generate.collect(self.stream(prompt, max_tokens, stop, **sampling)).text
 
     def generate_batch(self, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
                        **sampling: Any) -> list["Response"]:
@@ -450,9 +412,141 @@ class Model:
         from . import generate
         from .chat import encode_chat
 
-        ids = encode_chat(self.tokenizer, messages, tools=tools)
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
+        ids = encode_chat(self.tokenizer, messages, tools=tools,
+                          template_name=f"{self.path.name}: tokenizer.chat_template")
+        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                     stop=stop)
         if stream:
             return generate.openai_chunks(responses, self.path.name)
         return generate.openai_completion(responses, self.path.name)
+
+
+class ModelLease:
+    """Exclusive use of a Model's KV cache, from `Model.hold()` until `release()`: `with
+    model.hold() as lease: lease.prefill(ids); lease.decode_step(token)`. Not bound to a thread:
+    any thread may call it (one at a time) and release it; being collected releases it too."""
+
+    def __init__(self, model: Model):
+        self.model: Model | None = model
+        self.thread = threading.get_ident()  # the thread that last used it (see Model.hold)
+        # Set by an owner that keeps the lease for good (a Scheduler): Model.hold then raises this
+        # message at once instead of waiting.
+        self.exclusive: str | None = None
+
+    def _use(self) -> Model:
+        if self.model is None:
+            raise QwenCpuError("this lease of the model has been released")
+        self.thread = threading.get_ident()
+        return self.model
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Model.prefill under this lease: logits (n_vocab,) of the last of ids."""
+        m = self._use()
+        arr = m._check_ids(ids)
+        with m._compute:
+            net = m._require_open()
+            keep = m._cache.reusable_prefix(arr.tolist())
+            m._cache.truncate(keep)
+            logits, _ = net.forward(arr[keep:], keep)
+            m._cache.append(arr[keep:].tolist())
+            m.n_evaluated += arr.size - keep
+            return logits[0]
+
+    def decode_step(self, token: int) -> np.ndarray:
+        """Model.decode_step under this lease: logits (n_vocab,) of token at the next position."""
+        m = self._use()
+        arr = m._check_ids([token])
+        with m._compute:
+            net = m._require_open()
+            pos = m._cache.n_past
+            if pos >= m.n_ctx:
+                raise QwenCpuError(f"the context of {m.n_ctx} tokens is full")
+            logits, _ = net.forward(arr, pos)
+            m._cache.append(arr.tolist())
+            m.n_evaluated += 1
+            return logits[0]
+
+    # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
+    def slot_tokens(self, slot: int) -> list[int]:
+        """The token ids cache slot `slot` holds, position by position (a copy)."""
+        return list(self._use()._slot(slot).tokens)
+
+    def cached_prefix(self, slot: int, ids: Sequence[int]) -> int:
+        """How many leading ids slot `slot` already holds (at most len(ids) - 1: the last prompt
+        token is always run again, for its logits)."""
+        return self._use()._slot(slot).reusable_prefix(list(ids))
+
+    def copy_slot(self, src: int, dst: int, n_pos: int) -> None:
+        """Make slot dst hold slot src's first n_pos positions (keys, values and token ids)."""
+        m = self._use()
+        source, target = m._slot(src), m._slot(dst)
+        if not 0 <= n_pos <= source.n_past:
+            raise QwenCpuError(f"copy_slot: slot {src} holds {source.n_past} positions, not {n_pos}")
+        with m._compute:
+            m._require_open().copy_slot(src, dst, n_pos)
+            if src != dst:
+                target.clear()
+                target.append(source.tokens[:n_pos])
+
+    def clear_slot(self, slot: int) -> None:
+        """Forget what slot `slot` holds."""
+        self._use()._slot(slot).clear()
+
+    def forward_runs(self, runs: Sequence[Run], hidden: bool = False) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Run several sequences' tokens in one pass (at most one Run per slot). Per run returns
+        (logits (n_vocab,) of its last token or None, hidden (len(tokens), n_embd) final-norm
+        states or None). One-token runs (decode steps) give exactly the logits a single-sequence
+        decode_step gives; longer runs those of a prefill."""
+        m = self._use()
+        if not runs:
+            raise QwenCpuError("forward_runs: no runs")
+        tokens, pos, seq, rows, seen = [], [], [], [], set()
+        for run in runs:
+            cache = m._slot(run.slot)
+            ids = m._check_ids(run.tokens)
+            if run.slot in seen:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} has two runs")
+            seen.add(run.slot)
+            if not 0 <= run.pos <= cache.n_past:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} holds {cache.n_past} tokens, a run cannot "
+                                   f"start at position {run.pos}")
+            if run.pos + ids.size > m.n_ctx:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} would hold {run.pos + ids.size} tokens, "
+                                   f"the context holds {m.n_ctx} (n_ctx)")
+            if run.logits:
+                rows.append(len(tokens) + ids.size - 1)
+            tokens.extend(ids.tolist())
+            pos.extend(range(run.pos, run.pos + ids.size))
+            seq.extend([run.slot] * ids.size)
+        with m._compute:
+            net = m._require_open()
+            for run in runs:
+                m._slots[run.slot].truncate(run.pos)  # what follows is being overwritten
+            logits, states = net.forward_batch(np.asarray(tokens, np.int32), np.asarray(pos, np.int32),
+                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden)
+            out, start, row = [], 0, 0
+            for run in runs:
+                n = len(run.tokens)
+                m._slots[run.slot].append(run.tokens)
+                lg = None
+                if run.logits:
+                    lg, row = logits[row], row + 1
+                out.append((lg, states[start:start + n] if states is not None else None))
+                start += n
+            m.n_evaluated += len(tokens)
+            return out
+
+    def release(self) -> None:
+        """Give the cache back (idempotent); the next waiting call proceeds."""
+        m, self.model = self.model, None
+        if m is not None:
+            m._release(self)
+
+    def __enter__(self) -> "ModelLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()

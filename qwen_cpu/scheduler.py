@@ -30,8 +30,9 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 import numpy as np
 
 from .errors import QwenCpuError
-from .generate import Generation, Response
+from .generate import Generation, Response, sampling_params
 from .model import Model, Run, check_pooling, pool_states
+from .options import check_token_ids
 from .sampler import SamplingParams
 
 
@@ -45,7 +46,7 @@ class Request:
 
     prompt_ids: Sequence[int]
     max_tokens: int = 256
-    params: SamplingParams | None = None  # generate.sampling_params(...); None: its defaults
+    params: SamplingParams | None = None  # generate.sampling_params(model, ...); None: the model's defaults
     stop: Sequence[str] = ()
     logprobs: int | None = None  # None, or top-N (0..20): fills Response.logprob / top_logprobs
     constraint: Any = None  # interface 1 (qwen_cpu.constrain): a per-request grammar
@@ -127,9 +128,9 @@ class Handle:
 
     def result(self) -> Response:
         """Wait for the end: one Response with the whole text (and the last one's figures)."""
-        from .generate import generate
+        from .generate import collect
 
-        return generate(iter(self))
+        return collect(iter(self))
 
 
 def _wake(fut: asyncio.Future) -> None:
@@ -159,15 +160,17 @@ class _Seq:
 
 
 class Scheduler:
-    """Runs requests on a Model with n_seq slots; starts its step thread, which holds the model's
-    slots (the single-sequence Model API refuses meanwhile) until close()."""
+    """Runs requests on a Model with n_seq slots; starts its step thread. It holds the model
+    (a lease from Model.hold) until close(): other calls on the model are refused meanwhile."""
 
     def __init__(self, model: Model, max_queue: int = 64, prompt_chunk: int = 256):
         if not isinstance(max_queue, int) or max_queue < 0:
             raise QwenCpuError(f"max_queue must be a non-negative integer, got {max_queue!r}")
         if not isinstance(prompt_chunk, int) or prompt_chunk < 2:
             raise QwenCpuError(f"prompt_chunk must be an integer >= 2, got {prompt_chunk!r}")
-        model.claim(self)
+        self._lease = model.hold()
+        self._lease.exclusive = ("the model's cache slots belong to a Scheduler: submit requests to it "
+                                 "(Scheduler.submit, Scheduler.embed) or close it first")
         self.model, self.max_queue, self.prompt_chunk = model, max_queue, prompt_chunk
         self.n_seq = model.n_seq
         self._cond = threading.Condition()
@@ -184,12 +187,13 @@ class Scheduler:
     def submit(self, request: Request) -> Handle:
         """Queue a request; returns its Handle at once. Raises QueueFull when max_queue requests
         wait already, QwenCpuError for a bad request (prompt ids, options) or a closed scheduler."""
-        ids = self._check_ids(request.prompt_ids)
-        gen = Generation(self.model.tokenizer, ids, n_ctx=self.model.n_ctx, max_tokens=request.max_tokens,
-                         params=request.params, stop=request.stop, stop_tokens=request.stop_tokens,
-                         logprobs=request.logprobs, constraint=request.constraint)
+        m = self.model
+        gen = Generation(m.tokenizer, request.prompt_ids, n_ctx=m.n_ctx, n_vocab=m.config.n_vocab,
+                         max_tokens=request.max_tokens,
+                         params=request.params if request.params is not None else sampling_params(m), stop=request.stop,
+                         stop_tokens=request.stop_tokens, logprobs=request.logprobs, constraint=request.constraint)
         handle = Handle()
-        self._enqueue((ids, gen, handle))
+        self._enqueue((gen.prompt_ids, gen, handle))
         return handle
 
     def embed(self, ids: Sequence[int], pooling: str = "mean") -> np.ndarray:
@@ -238,20 +242,10 @@ class Scheduler:
 
     # ---- internals ------------------------------------------------------------------------------
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
-        try:
-            out = [int(i) for i in ids]
-            if any(out[k] != ids[k] for k in range(len(out))):
-                raise TypeError
-        except (TypeError, ValueError):
-            raise QwenCpuError("prompt_ids must be a sequence of integer token ids") from None
-        if not out:
-            raise QwenCpuError("prompt_ids is empty")
-        n_vocab = self.model.config.n_vocab
-        if min(out) < 0 or max(out) >= n_vocab:
-            raise QwenCpuError(f"prompt_ids: token id out of range 0..{n_vocab - 1}")
-        if len(out) > self.model.n_ctx:
-            raise QwenCpuError(f"the prompt has {len(out)} tokens but the context holds {self.model.n_ctx} (n_ctx)")
-        return out
+        ids = check_token_ids(ids, self.model.config.n_vocab, "prompt token ids")
+        if len(ids) > self.model.n_ctx:
+            raise QwenCpuError(f"the prompt has {len(ids)} tokens but the context holds {self.model.n_ctx} (n_ctx)")
+        return ids
 
     def _enqueue(self, job) -> None:
         with self._cond:
@@ -304,7 +298,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Queued requests into free slots, first come first served."""
-        m = self.model
+        m = self._lease
         while self._queue and len(self._active) < self.n_seq:
             job = self._queue.popleft()
             free = [s for s in range(self.n_seq) if s not in self._active]
@@ -344,7 +338,7 @@ class Scheduler:
             return
         want_hidden = any(isinstance(q.job, _Embed) for q in seqs)
         try:
-            outs = self.model.forward_runs(runs, hidden=want_hidden)
+            outs = self._lease.forward_runs(runs, hidden=want_hidden)
         except BaseException as e:  # noqa: BLE001 - every sequence of the step learns why it ended
             with self._cond:
                 for seq in seqs:
@@ -407,7 +401,7 @@ class Scheduler:
                 else:
                     job[2]._put(job[1].finish("cancelled"))
             self._queue.clear()
-        self.model.release(self)
+        self._lease.release()
 
 
 def _prompt_take(remaining: int, budget: int) -> int:

@@ -199,7 +199,7 @@ def test_embedding_matches_transformers_pooling(isa):
 
 def test_bad_token_ids_and_long_prompts_are_clear_errors():
     with Model.load(GOLDEN / "qwen2-tiny-tied.q8_0.gguf", n_ctx=32) as m:
-        with pytest.raises(QwenCpuError, match="out of range"):
+        with pytest.raises(QwenCpuError, match=r"\[2\] = 512 is outside the vocabulary \(0 .. 511\)"):
             m.logits([1, 2, 512])
         with pytest.raises(QwenCpuError, match="context holds 32"):
             m.prefill(list(range(33)))
@@ -260,7 +260,7 @@ def test_wrong_tensor_shape(tmp_path):
         Model.load(path)
 
 
-# ---- several sequences in one forward pass (Model.forward_runs) ---------------------------------
+# ---- several sequences in one forward pass (a lease's forward_runs) ---------------------------------
 @pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf",
                                   "qwen2-tiny-untied.q8_0.gguf", "llama-tiny-tied.f32.gguf"])
 def test_batched_sequences_equal_each_run_alone(isa, name):
@@ -278,7 +278,7 @@ def test_batched_sequences_equal_each_run_alone(isa, name):
         for p, c in zip(prompts, conts):
             m.reset()
             alone.append([m.prefill(p)] + [m.decode_step(t) for t in c[:-1]])
-    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=3) as m:
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=3) as model, model.hold() as m:
         got = [[], [], []]
         for (s, (lg, _)) in zip((0, 1), m.forward_runs([Run(0, 0, prompts[0]), Run(1, 0, prompts[1])])):
             got[s].append(lg)
@@ -299,7 +299,7 @@ def test_batched_sequences_equal_each_run_alone(isa, name):
 def test_batched_forward_checks_its_rows():
     from qwen_cpu.model import Run
 
-    with Model.load(GOLDEN / "qwen2-tiny-tied.q8_0.gguf", n_ctx=32, n_seq=2) as m:
+    with Model.load(GOLDEN / "qwen2-tiny-tied.q8_0.gguf", n_ctx=32, n_seq=2) as model, model.hold() as m:
         m.forward_runs([Run(0, 0, [1, 2, 3])])
         with pytest.raises(QwenCpuError, match=r"slot 2 is outside 0\.\.1"):
             m.forward_runs([Run(2, 0, [1])])
@@ -310,7 +310,7 @@ def test_batched_forward_checks_its_rows():
         with pytest.raises(QwenCpuError, match="would hold 33 tokens"):
             m.forward_runs([Run(0, 3, [1] * 30)])
         assert m.slot_tokens(0) == [1, 2, 3] and m.slot_tokens(1) == []  # nothing ran
-        net = m._net  # the C++ checks, under the Python ones
+        net = model._net  # the C++ checks, under the Python ones
         rows = np.array([0], np.int64)
         with pytest.raises(ValueError, match="row 2: slot 0 already has a run from row 0"):
             net.forward_batch(np.array([1, 2, 3], np.int32), np.array([0, 1, 0], np.int32),
@@ -327,7 +327,7 @@ def test_copy_slot_continues_another_sequence():
     computed the prefix itself."""
     from qwen_cpu.model import Run
 
-    with Model.load(GOLDEN / "qwen2-tiny-untied.q8_0.gguf", n_ctx=64, n_seq=2) as m:
+    with Model.load(GOLDEN / "qwen2-tiny-untied.q8_0.gguf", n_ctx=64, n_seq=2) as model, model.hold() as m:
         m.forward_runs([Run(0, 0, TOKENS[:30])])
         m.copy_slot(0, 1, 20)
         assert m.slot_tokens(1) == TOKENS[:20] and m.cached_prefix(1, TOKENS[:25]) == 20
@@ -337,3 +337,23 @@ def test_copy_slot_continues_another_sequence():
         assert rel_err(copied, own) == 0
         with pytest.raises(QwenCpuError, match="slot 0 holds 25 positions, not 26"):
             m.copy_slot(0, 1, 26)
+
+
+@pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
+def test_batched_decode_steps_equal_lone_ones_bit_for_bit(isa, name):
+    """Decode steps of four sequences in one pass (their matrices repacked: the layouts' several-row
+    kernels where the path has them, LayoutKernels::gemv_rows) give exactly the logits of each
+    sequence's steps run alone."""
+    from qwen_cpu.model import Run
+
+    prompts = [TOKENS[i:i + 9 + 3 * i] for i in range(4)]
+    steps = [TOKENS[20 + i:24 + i] for i in range(4)]
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=4) as model, model.hold() as m:
+        alone = []
+        for s in range(4):
+            m.forward_runs([Run(s, 0, prompts[s])])
+            alone.append([m.forward_runs([Run(s, len(prompts[s]) + i, [t])])[0][0] for i, t in enumerate(steps[s])])
+        for i in range(4):
+            outs = m.forward_runs([Run(s, len(prompts[s]) + i, [steps[s][i]]) for s in (3, 1, 0, 2)])
+            for s, (lg, _) in zip((3, 1, 0, 2), outs):
+                np.testing.assert_array_equal(lg, alone[s][i])

@@ -12,7 +12,8 @@
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
 // the VEX encoding names only 16 ymm registers).
 #define QC_GEMM_ATTR
-#include "gemm_impl.h"
+#include "simd.h"
+#include "../x86/gemm_impl.h"
 
 #include "../gemm.h"
 
@@ -57,21 +58,19 @@ void QC_AVX2_ENTRY(register_gemm_kernels)(Kernels& k) {
   using QC_AVX2_NS::Dot;
   using namespace gemm;
   // 8 rows interleaved where |q - offset| <= 31 (AVX2: the products fit vpmaddubsw's int16 pairs)
-  k.weight[GGML_Q4_0].gemm = gemm_x8<Q4_0W, Dot>;
-  k.weight[GGML_Q4_1].gemm = gemm_x8<Q4_1W, Dot>;
-  k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, Dot>;
-  k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Dot>;
-  for (int32_t type : {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1}) k.weight[type].gemm_act = QC_ACT_Q8_X8;
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_x8<Q4_0W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_x8<Q4_1W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_x8<Q5_0W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_x8<Q5_1W, Dot>), QC_ACT_Q8_X8);
 #ifdef QC_DOT_VNNI
-  k.weight[GGML_Q8_0].gemm = gemm_x8<Q8_0W, Dot>;
-  k.weight[GGML_Q8_0].gemm_act = QC_ACT_Q8_X8;
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_x8<Q8_0W, Dot>), QC_ACT_Q8_X8);
 #else
   // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
-  k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>;
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>));
 #endif
-  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, Dot>;
-  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, Dot>;
-  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, Dot>;
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_kx8<Q4_KW, Dot>));
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_kx8<Q5_KW, Dot>));
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_kx8<Q6_KW, Dot>));
 }
 
 }  // namespace qc

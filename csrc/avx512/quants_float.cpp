@@ -55,9 +55,9 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_float(Kernels& k) {
-  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
-  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
-  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
 }
 
 }  // namespace avx512

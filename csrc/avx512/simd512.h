@@ -12,17 +12,20 @@
 #endif
 #include <immintrin.h>
 
-#include "../avx2/simd.h"  // the AVX2 helpers (hsum_ps, scale decoders), compiled here with these flags
+#include "../kernels.h"
+#include "../x86/simd256.h"  // the 256-bit helpers (hsum_ps, scale decoders), compiled here with these flags
 
 #define QC_VNNI __attribute__((target("avx512vnni")))
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX "avx512::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {
 namespace avx512 {
 
-using avx2::h2f;
-using avx2::hsum_ps;
-using avx2::load4_h;
-using avx2::hsum128_ps;
+using x86::h2f;
+using x86::hsum_ps;
+using x86::load4_h;
+using x86::hsum128_ps;
 
 // Registration of each group of kernels (one per translation unit).
 void register_quants_float(Kernels& k);    // F32, F16, BF16 (no VNNI needed)

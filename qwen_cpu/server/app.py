@@ -273,7 +273,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         s = running()
         s.check_model(body.model)
         body.check_supported()
-        params = sampling_params(**body.sampling_overrides())
+        params = sampling_params(s.model, **body.sampling_overrides())
         n_logprobs = body.n_logprobs()
         ids = await asyncio.to_thread(encode_chat, s.model.tokenizer, body.message_dicts())
         handle = s.submit(ids, body.token_limit(), params, body.stop_list(), n_logprobs)
@@ -287,7 +287,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         s = running()
         s.check_model(body.model)
         body.check_supported()
-        params = sampling_params(**body.sampling_overrides())
+        params = sampling_params(s.model, **body.sampling_overrides())
         prompt = body.single_prompt()
         if isinstance(prompt, str):
             ids = await asyncio.to_thread(s.model.tokenize, prompt, True)
