@@ -16,7 +16,8 @@ import openai
 import pytest
 from _serving import ServerProcess, sse_events
 
-from qwen_cpu import Model
+from qwen_cpu import Model, QwenCpuError
+from qwen_cpu.generate import sampling_params
 
 KEY = "test-key-0123"
 QUESTIONS = ["What is the capital of France?", "Name three colours.", "What is 2 + 2?", "Say hello.",
@@ -253,8 +254,10 @@ def test_bad_requests(smol):
                                                                                                   "content": 3}]})
     assert "messages: Field required" in error(smol, chat, 400, json_body={"model": model})
     assert "max_tokens" in error(smol, chat, 400, json_body={"model": model, "messages": user, "max_tokens": "many"})
-    assert "temperature must be >= 0" in error(smol, chat, 400, json_body={"model": model, "messages": user,
-                                                                           "temperature": -1})
+    with pytest.raises(QwenCpuError) as python_api:  # the same check, the same message as the Python API's
+        sampling_params(temperature=-1)
+    assert error(smol, chat, 400, json_body={"model": model, "messages": user, "temperature": -1}) == \
+        str(python_api.value)
     assert "n = 2" in error(smol, chat, 400, json_body={"model": model, "messages": user, "n": 2})
     assert "tools is not supported yet" in error(smol, chat, 400, json_body={
         "model": model, "messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]})
