@@ -10,7 +10,8 @@ others stream against the same request on an idle server.
 Both servers are driven by this one load script over their OpenAI-compatible /v1/completions
 endpoint (streamed, greedy, end-of-text tokens banned by logit_bias so every stream is exactly
 --tokens long). For each concurrency N each server is started with N slots (ours `--parallel N`,
-llama-server `-np N`, each slot 1024 positions) and N streams start together.
+llama-server `-np N`, each slot 1024 positions) and N streams start together; the two servers take
+turns at every measurement.
 
 Aggregate decode tokens/s: the tokens after each stream's first, over the time from the first
 first-token to the last token. Inter-token latency: the gaps between consecutive streamed chunks
@@ -204,8 +205,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concurrency", default="1,2,4,8")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per stream")
-    ap.add_argument("--rate", type=float, default=2.0, help="requests per second for the TTFT run")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of steady arrivals")
+    ap.add_argument("--rate", type=float, default=0.5, help="requests per second for the TTFT run")
+    ap.add_argument("--duration", type=float, default=16.0, help="seconds of steady arrivals")
     ap.add_argument("--engines", default="qwen-cpu,llama-server")
     ap.add_argument("--llama-omp-active", action="store_true", help="llama-server with OpenMP's default spin-waiting")
     ap.add_argument("--no-readme", action="store_true")
@@ -220,25 +221,28 @@ def main() -> None:
     rows = []
     for model in models:
         ban = eos_ban(model)
-        for engine in engines:
-            row = {"model": model.name, "engine": engine}
-            for n in levels:
+        # the engines alternate at every measurement, so that a change in the machine's load
+        # falls on both alike
+        row = {engine: {"model": model.name, "engine": engine} for engine in engines}
+        for n in levels:
+            for engine in engines:
                 srv = Server(engine, model, n, args.threads, args.llama_server, args.llama_omp_active)
                 try:
-                    row[n] = asyncio.run(concurrent(srv, n, args.tokens, ban))
+                    row[engine][n] = asyncio.run(concurrent(srv, n, args.tokens, ban))
                 finally:
                     srv.close()
                 loads.append(os.getloadavg()[0])
-                print(model.name, engine, n, row[n], flush=True)
+                print(model.name, engine, n, row[engine][n], flush=True)
+        for engine in engines:
             srv = Server(engine, model, 4, args.threads, args.llama_server, args.llama_omp_active)
             try:
-                row["steady"] = asyncio.run(steady(srv, args.rate, args.duration, ban))
-                row["busy"] = asyncio.run(busy_ttft(srv, ban))
+                row[engine]["steady"] = asyncio.run(steady(srv, args.rate, args.duration, ban))
+                row[engine]["busy"] = asyncio.run(busy_ttft(srv, ban))
             finally:
                 srv.close()
             loads.append(os.getloadavg()[0])
-            print(model.name, engine, row["steady"], row["busy"], flush=True)
-            rows.append(row)
+            print(model.name, engine, row[engine]["steady"], row[engine]["busy"], flush=True)
+        rows += [row[engine] for engine in engines]
     text = table(rows, levels, facts, loads, args)
     print(text)
     if not args.no_readme:
