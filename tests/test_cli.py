@@ -98,7 +98,7 @@ def test_chat_without_a_model_says_how_to_get_one(monkeypatch):
 
 
 def test_quantize_and_perplexity_commands(tmp_path, smollm2_path):
-    from conftest import DATA
+    from _helpers import DATA
 
     out = tmp_path / "smol.q8_0.gguf"
     assert "wrote" in run("quantize", smollm2_path, "-o", out, "--type", "q8_0").stdout

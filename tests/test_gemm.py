@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
-from test_quants_simd import WEIGHT_TYPES, act_type, act_values, random_weights
+from _helpers import WEIGHT_TYPES, act_type, act_values, random_weights
 
 from qwen_cpu import _kernels
 

@@ -1,6 +1,6 @@
 // Standalone kernel test: every kernel table this build has and this CPU runs (qc::available_isas)
 // against the scalar reference table and float64 references, with the error bounds of the Python
-// tests (tests/test_quants_simd.py, tests/test_ops.py). No Python needed, so it runs where the
+// tests (tests/test_simd_vs_scalar.py, tests/test_ops.py). No Python needed, so it runs where the
 // package cannot (under qemu-aarch64 for NEON, see .ci/test-neon-qemu; on an emulated pre-AVX
 // x86, see .ci/test-x86-baseline).
 //
@@ -166,7 +166,7 @@ std::vector<uint8_t> quantize(const Kernels& K, int32_t atype, const std::vector
   return a;
 }
 
-// The activation rows of tests/test_quants_simd.py: random ones at several scales, adversarial ones.
+// The activation rows of tests/test_simd_vs_scalar.py: random ones at several scales, adversarial ones.
 std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt19937_64& g, int n) {
   std::vector<std::pair<std::string, std::vector<float>>> rows;
   std::uniform_real_distribution<double> u(0.0, 1.0);
