@@ -58,7 +58,7 @@ void register_gemv_k(Kernels& k);     // and Q4_K
 static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) { return _mm256_dpwssd_avx_epi32(acc, x, y); }
 #else
-// Test twin: our development machine (Zen 4) has no AVX-VNNI and qemu's TCG does not emulate it,
+// Test twin: AVX-VNNI is rare on the machines we test on (docs/cpus.md) and qemu's TCG does not emulate it,
 // so the kernels of this directory are also built with the EVEX form of the same instructions
 // (csrc/x86/simd256.h) and run wherever the CPU has AVX512-VNNI + VL. Everything else in this
 // object is the VEX code of the shipped variant. The shipped variant's own binary is only checked
