@@ -58,10 +58,11 @@ def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_toke
 
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
            stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
-    """Stream the continuation of prompt_ids as text. The model's lock is held for the whole
-    generation, so two threads streaming from one model take turns instead of corrupting the cache."""
+    """Stream the continuation of prompt_ids as text (params: default the model's own,
+    sampling_params(model)). The model's lock is held for the whole generation, so two threads
+    streaming from one model take turns instead of corrupting the cache."""
     tok = model.tokenizer
-    params = params or sampling_params()
+    params = params or sampling_params(model)
     sampler = Sampler(params)
     end_tokens = set(tok.eos_ids if stop_tokens is None else stop_tokens)
     if len(prompt_ids) >= model.n_ctx:
@@ -117,14 +118,18 @@ def generate(responses: Iterator[Response]) -> Response:
     return last
 
 
-# Defaults as llama.cpp's and llama-cpp-python's completion calls have them.
-DEFAULT_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
+    """SamplingParams from keyword overrides (temperature=0: greedy; a None value means "not
+    given") over a model's own defaults: `defaults` is a Model, a defaults.Defaults, or None for
+    the generic ones. The order in which settings win is described in defaults.py."""
+    from . import defaults as _defaults
 
-
-def sampling_params(**overrides) -> SamplingParams:
-    """SamplingParams with the usual defaults, overridden by keyword (temperature=0: greedy)."""
+    n_ctx = getattr(defaults, "n_ctx", None)
+    if defaults is not None and not isinstance(defaults, _defaults.Defaults):
+        defaults = defaults.sampling_defaults  # a Model
+    values, _ = _defaults.resolve(defaults, overrides, n_ctx)
     try:
-        return SamplingParams(**{**DEFAULT_SAMPLING, **overrides})
+        return SamplingParams(**values)
     except TypeError as e:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 

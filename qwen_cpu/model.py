@@ -81,12 +81,14 @@ class Model:
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
         self._tokenizer = None
+        self._sampling_defaults = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
              n_batch: int = 512, kv_f16: bool = True, repack: bool = True) -> "Model":
-        """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
+        """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
+        `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
         faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
@@ -98,8 +100,15 @@ class Model:
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
         --no-repack does.
         """
+        from .hub import resolve_model
+
+        path = resolve_model(path)
         gguf = GGUFFile(path)
         try:
+            if int(gguf.metadata.get("split.count", 1)) > 1:
+                raise QwenCpuError(f"{path}: part {gguf.metadata.get('split.no', 0) + 1} of a GGUF split into "
+                                   f"{gguf.metadata['split.count']} files; merge them first (llama.cpp: "
+                                   "llama-gguf-split --merge FIRST_PART OUT.gguf)")
             if "token_embd.weight" not in gguf.tensors:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
@@ -191,6 +200,15 @@ class Model:
             raise QwenCpuError("the model has been closed")
         return self._file.metadata
 
+    @property
+    def sampling_defaults(self):
+        """The file's own sampling defaults (defaults.Defaults: values and where each comes from)."""
+        if self._sampling_defaults is None:
+            from .defaults import model_defaults
+
+            self._sampling_defaults = model_defaults(self.metadata, self.path.name)
+        return self._sampling_defaults
+
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
         """Token ids of text; special-token markup in text is NOT recognised (it stays text)."""
         return self.tokenizer.encode(text, add_special=add_special)
@@ -250,6 +268,11 @@ class Model:
             self.n_evaluated += arr.size - keep
             return logits[0]
 
+    def cached_tokens(self, ids: Sequence[int]) -> int:
+        """How many leading ids the KV cache already holds (prefill(ids) computes the rest)."""
+        with self._lock:
+            return self._cache.reusable_prefix(list(ids))
+
     def decode_step(self, token: int) -> np.ndarray:
         """Append one token at the next position; returns its logits (n_vocab,)."""
         with self._lock:
@@ -283,11 +306,12 @@ class Model:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
-        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...)."""
+        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
+        given take the model's own defaults (`sampling_defaults`)."""
         from . import generate
 
         ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else list(prompt)
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling), stop=stop)
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling), stop=stop)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                  **sampling: Any) -> str:
@@ -307,7 +331,7 @@ class Model:
         from .chat import encode_chat
 
         ids = encode_chat(self.tokenizer, messages, tools=tools)
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
+        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                     stop=stop)
         if stream:
             return generate.openai_chunks(responses, self.path.name)

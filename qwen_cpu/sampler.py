@@ -264,7 +264,9 @@ def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings. Defaults sample from the model's plain distribution.
+    """Sampling settings. A field left out is neutral (that filter off: the model's plain
+    distribution); the settings a model runs with by default are not here but in defaults.py,
+    applied by generate.sampling_params.
 
     temperature: 0 = greedy. top_k: 0 = off. top_p: 1 = off. min_p: 0 = off.
     repetition_penalty: 1 = off. presence_penalty / frequency_penalty: 0 = off.

@@ -54,8 +54,8 @@ def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
 
 
 def test_info_describes_the_model_and_the_machine(smollm2_path):
-    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines())
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    head = run("info", smollm2_path).stdout.split("sampling defaults:")[0]  # the "key: value" rows
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in head.splitlines())}
     # SmolLM2-135M's config.json: 30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152
     assert fields["architecture"] == "llama" and fields["tensor types"].startswith("Q4_1 x210")
     assert (fields["layers"], fields["embedding"], fields["feed-forward"], fields["vocabulary"]) == ("30", "576", "1536", "49152")

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..defaults import add_sampling_metadata
 from ..errors import QwenCpuError
 from .hf_checkpoint import add_hf_metadata, add_tokenizer, hf_config, hf_tensors
 from .recipes import QUANT_TYPES, QuantType, row_bytes, tensor_type, type_name
@@ -89,6 +90,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
             w = gguf.GGUFWriter(None, arch)
             add_hf_metadata(w, cfg, qt)
             add_tokenizer(w, src_p, cfg.n_vocab)
+            add_sampling_metadata(w, src_p)  # general.sampling.* from generation_config.json
         else:
             gsrc, arch, n_layer, tensors = gguf_source(src_p, closers)
             w = gguf.GGUFWriter(None, arch)

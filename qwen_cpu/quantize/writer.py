@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import QwenCpuError
+from ..progress import Bar
 from .recipes import type_name
 from .source import SourceTensor
 
@@ -72,14 +73,18 @@ def write_gguf(w: Any, tensors: list[SourceTensor], dst: Path, progress: bool, n
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         n = len(tensors)
+        bar = Bar(total=sum(t.nbytes for t in tensors), desc=dst.name, unit="B", unit_scale=True,
+                  disable=not progress)  # drawn on a terminal only
         for i, t in enumerate(tensors):
             t0 = time.perf_counter()
             w.write_tensor_data(_Streamed(t.nbytes, _chunks(t, n_threads)))
             t.release()
+            bar.update(t.nbytes)
             if progress:
                 shape = "x".join(str(d) for d in t.shape)
-                print(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {type_name(t.out_type):<5}"
-                      f" {t.nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr, flush=True)
+                bar.write(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {type_name(t.out_type):<5}"
+                          f" {t.nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr)
+        bar.close()
         w.close()
         with open(tmp, "r+b") as fh:  # on disk before the rename makes it the model
             os.fsync(fh.fileno())
