@@ -47,7 +47,7 @@ using namespace x86;  // the 256-bit helpers shared with csrc/avx512 (csrc/x86/s
 // register_quant_kernels_avx2 / _avxvnni / _avxvnni_evex (quants.cpp).
 void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
 void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
-void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0, Q5_0, repacked Q4_0/Q8_0
+void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv): Q4_0, Q5_0, repacked Q4_0/Q8_0
 void register_gemv_k(Kernels& k);     // and Q4_K
 
 #ifdef QC_DOT_VNNI
