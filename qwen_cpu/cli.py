@@ -80,10 +80,15 @@ SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                  "frequency_penalty", "penalty_window", "seed")
 
 
-def _sampling(kw: dict, model):
+def _sampling(kw: dict, model=None):
+    """SamplingParams from the options over the model's defaults (None: the generic ones), -n
+    checked too (options.py). Called once before the model is loaded, so that a bad option is an
+    error at once, then with the model."""
     from .generate import sampling_params
+    from .options import check_max_tokens
 
     try:
+        check_max_tokens(kw["max_tokens"])
         return sampling_params(model, **{k: kw[k] for k in SAMPLING_KEYS})
     except (QwenCpuError, ValueError) as e:
         raise click.ClickException(str(e)) from None
@@ -109,6 +114,7 @@ def chat(model, system, verbose, **kw):
     from .chat import encode_chat
     from .generate import stream
 
+    _sampling(kw)
     m = _load(model, kw["n_ctx"], kw["threads"])
     params = _sampling(kw, m)
     base = [{"role": "system", "content": system}] if system else []
@@ -200,6 +206,7 @@ def generate(model, prompt, raw, as_json, **kw):
     from .chat import encode_chat
     from .generate import openai_completion, stream
 
+    _sampling(kw)
     if as_json:
         from .progress import disable
 
@@ -232,7 +239,8 @@ def generate(model, prompt, raw, as_json, **kw):
 # ---- info -------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", required=False)
-@click.option("-c", "--ctx", "n_ctx", type=int, default=4096, show_default=True, help="context for the memory estimate")
+@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
 @click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type")
 def info(model, n_ctx, system_info, kernel_info):
@@ -313,9 +321,9 @@ def _print_kernel_table(_kernels) -> None:
 # ---- bench ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
-@click.option("-p", "--n-prompt", type=int, default=512, show_default=True, help="prompt tokens")
-@click.option("-n", "--n-gen", type=int, default=128, show_default=True, help="generated tokens")
-@click.option("-r", "--repetitions", type=int, default=3, show_default=True)
+@click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=512, show_default=True, help="prompt tokens")
+@click.option("-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, help="generated tokens")
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("-t", "--threads", type=int, default=None)
 def bench(model, n_prompt, n_gen, repetitions, threads):
     """Prompt-processing and generation speed (tokens/s, median of repetitions)."""
@@ -351,12 +359,16 @@ def quantize(src, output, qtype, force, threads):
     from .hub import parse_ref, resolve_model
     from .quantize import quantize_model
 
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise click.ClickException(f"{output}: exists and is not a regular file")
     try:
         if not Path(src).exists() and parse_ref(src):  # a GGUF on Hugging Face, requantized
             src = resolve_model(src)
         r = quantize_model(src, output, qtype, force=force, progress=None, n_threads=threads)
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or output}: {e.strerror}") from None
     types = ", ".join(f"{k} x{v}" for k, v in sorted(r.type_counts.items()))
     click.echo(f"wrote {r.path} ({r.n_bytes / 2**20:.1f} MiB; {types}) in {r.seconds:.1f} s")
 

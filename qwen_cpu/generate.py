@@ -4,7 +4,9 @@
    what it can from the previous call, so a chat turn only computes its new tokens);
 2. `stream`: -> `Response` objects carrying the new text (never broken UTF-8, never any part of a
    stop string), the token, speed figures and, on the last one, the finish reason;
-3. `generate`: a drained stream, the whole text at once.
+3. `collect`: a drained stream, the whole text at once.
+
+Stop strings are text handling and live here too (StopStringMatcher).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from .errors import QwenCpuError
-from .sampler import Sampler, SamplingParams, StopStringMatcher
+from .options import check_max_tokens, check_stop, check_token_ids
+from .sampler import Sampler, SamplingParams
 from .tokenizer import StreamingDetokenizer
+
+if TYPE_CHECKING:
+    from .model import ModelLease
 
 
 @dataclass
@@ -33,44 +39,68 @@ class Response:
     generation_tps: float  # sampled tokens per second (after the first)
 
 
-def generate_tokens(model, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
-                    stats: dict | None = None) -> Iterator[int]:
-    """Yield up to max_tokens sampled ids; stops early when the context is full. The caller stops
-    on end-of-generation tokens. stats (optional) receives prompt timing and cache reuse."""
+def generate_tokens(lease: "ModelLease", prompt_ids: Sequence[int], sampler: Sampler,
+                    max_tokens: int | None, stats: dict | None = None) -> Iterator[int]:
+    """Yield up to max_tokens sampled ids (None: no limit); stops early when the context is full.
+    `lease` (Model.hold()) gives this generation the model's cache. The caller stops on
+    end-of-generation tokens. stats (optional) receives prompt timing and cache reuse."""
+    model = lease.model
     prompt_ids = list(prompt_ids)
-    if max_tokens <= 0:
+    if max_tokens == 0:
         return
     before = model.n_evaluated
     t0 = time.perf_counter()
-    logits = model.prefill(prompt_ids)
+    logits = lease.prefill(prompt_ids)
     if stats is not None:
         stats["prompt_seconds"] = time.perf_counter() - t0
         stats["prompt_computed"] = model.n_evaluated - before
     history = list(prompt_ids)
-    for i in range(max_tokens):
+    n = 0
+    while True:
         token = sampler(logits, history)
         history.append(token)
+        n += 1
         yield token
-        if i + 1 == max_tokens or model.n_past >= model.n_ctx:
+        if n == max_tokens or model.n_past >= model.n_ctx:
             return
-        logits = model.decode_step(token)
+        logits = lease.decode_step(token)
 
 
-def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: SamplingParams | None = None,
-           stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
-    """Stream the continuation of prompt_ids as text (params: default the model's own,
-    sampling_params(model)). The model's lock is held for the whole generation, so two threads
-    streaming from one model take turns instead of corrupting the cache."""
+def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
+           params: SamplingParams | None = None, stop: str | Sequence[str] | None = (),
+           stop_tokens: Sequence[int] | None = None) -> Iterator[Response]:
+    """Stream the continuation of prompt_ids as text: an iterator of Responses.
+
+    params: default the model's own (sampling_params(model)). Every argument is checked here,
+    before anything is computed. The stream takes the model
+    (`Model.hold()`) at its first step and owns its cache until it finishes, is closed or is
+    garbage-collected; it may be advanced from any thread. See Model.hold for what another call
+    does meanwhile. max_tokens None: until a stop or the end of the context. stop: one string or
+    several (never emitted, even when split across tokens)."""
     tok = model.tokenizer
-    params = params or sampling_params(model)
-    sampler = Sampler(params)
-    end_tokens = set(tok.eos_ids if stop_tokens is None else stop_tokens)
+    n_vocab = model.config.n_vocab
+    prompt_ids = check_token_ids(prompt_ids, n_vocab, "prompt token ids")
+    max_tokens = check_max_tokens(max_tokens)
+    stop = check_stop(stop)
+    params = params if params is not None else sampling_params(model)
+    if not isinstance(params, SamplingParams):
+        raise QwenCpuError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if params.logit_bias and max(params.logit_bias) >= n_vocab:
+        raise QwenCpuError(f"logit_bias token id {max(params.logit_bias)} is outside the vocabulary "
+                           f"(0 .. {n_vocab - 1})")
+    end_tokens = set(tok.eos_ids if stop_tokens is None
+                     else check_token_ids(stop_tokens, n_vocab, "stop_tokens") if stop_tokens else ())
     if len(prompt_ids) >= model.n_ctx:
         raise QwenCpuError(
             f"the prompt has {len(prompt_ids)} tokens but the context holds {model.n_ctx} (n_ctx), "
             "leaving no room to generate"
         )
-    detok = StreamingDetokenizer(tok, skip_special=True)
+    return _stream(model, prompt_ids, max_tokens, Sampler(params), stop, end_tokens)
+
+
+def _stream(model, prompt_ids: list[int], max_tokens: int | None, sampler: Sampler,
+            stop: tuple[str, ...], end_tokens: set[int]) -> Iterator[Response]:
+    detok = StreamingDetokenizer(model.tokenizer, skip_special=True)
     stops = StopStringMatcher(stop)
     stats: dict = {}
     n_gen = 0
@@ -87,9 +117,11 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: S
             generation_tps=(n_gen - 1) / gen_s if gen_s > 0 else 0.0,
         )
 
-    with model._lock:
+    # Held across the yields below; released by the `with` when the stream ends, is closed
+    # (GeneratorExit) or is collected. Not a thread-bound lock: any thread may advance the stream.
+    with model.hold() as lease:
         finish = "length"
-        for token in generate_tokens(model, prompt_ids, sampler, max_tokens, stats):
+        for token in generate_tokens(lease, prompt_ids, sampler, max_tokens, stats):
             n_gen += 1
             if t_first is None:
                 t_first = time.perf_counter()
@@ -105,10 +137,10 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int = 256, params: S
             yield response(text, token, None)
         # Text held back (an unfinished character, a possible stop-string prefix) is released at the end.
         tail = "" if stops.stopped else stops.push(detok.finish()) + stops.flush()
-        yield response(tail, None, finish)
+    yield response(tail, None, finish)
 
 
-def generate(responses: Iterator[Response]) -> Response:
+def collect(responses: Iterator[Response]) -> Response:
     """Drain a stream into one Response holding the whole text (and the last one's figures)."""
     parts, last = [], None
     for last in responses:
@@ -136,7 +168,7 @@ def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
 
 def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
     """Drain a stream into an OpenAI `chat.completion` dict."""
-    last = generate(responses)
+    last = collect(responses)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -164,3 +196,45 @@ def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[di
             yield chunk({"content": r.text}, None)
         if r.finish_reason is not None:
             yield chunk({}, r.finish_reason)
+
+
+# ---- stop strings -----------------------------------------------------------------------------
+
+class StopStringMatcher:
+    """Filters streamed text so that no stop string, nor its beginning, is ever emitted.
+
+    `push(delta) -> str` returns text that is safe to show: it holds back the longest tail that
+    could still grow into a stop string. When a stop string completes (even across many deltas),
+    `push` returns the text before it, `stopped` becomes True and `stop_string` names it; further
+    pushes return "". `flush() -> str` releases what is held back once generation ends without one.
+    """
+
+    def __init__(self, stop_strings: Sequence[str]):
+        self.stop_strings = [s for s in stop_strings if s]
+        self._held = ""
+        self.stopped = False
+        self.stop_string: str | None = None
+
+    def push(self, delta: str) -> str:
+        if self.stopped or not delta:
+            return ""
+        if not self.stop_strings:
+            return delta
+        text = self._held + delta
+        hits = [(i, s) for s in self.stop_strings if (i := text.find(s)) >= 0]
+        if hits:
+            at, self.stop_string = min(hits, key=lambda h: (h[0], -len(h[1])))
+            self.stopped, self._held = True, ""
+            return text[:at]
+        hold = 0
+        for s in self.stop_strings:
+            for length in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:length]):
+                    hold = length
+                    break
+        self._held = text[len(text) - hold:]
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        out, self._held = ("" if self.stopped else self._held), ""
+        return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import array
 import mmap
 import os
+import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -268,8 +269,13 @@ class GGUFFile:
         self.alignment = DEFAULT_ALIGNMENT
         self._map: mmap.mmap | None = None
         self._view: np.ndarray | None = None  # uint8 (file_size,) over the whole map
-        with open(self.path, "rb") as fh:
-            self.file_size = os.fstat(fh.fileno()).st_size
+        # O_NONBLOCK: open() of a FIFO with no writer would otherwise wait forever; only regular
+        # files are read (no effect on them).
+        with os.fdopen(os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise GGUFError(f"{self.path}: not a regular file")
+            self.file_size = st.st_size
             if self.file_size < 4:
                 raise GGUFError(f"{self.path}: magic at offset 0: the file has only "
                                 f"{self.file_size} bytes: truncated, not a GGUF file")

@@ -1,15 +1,19 @@
 """A loaded model: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++ forward pass,
 the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
 
-Thread safety: a Model may be shared between threads; every call that runs the network holds the
-model's lock, so calls from two threads run one after the other (never interleaved in the cache).
-The GIL is released while C++ computes, so other Python threads keep running.
+Thread safety: a Model may be shared between threads. Its KV cache has one owner at a time: a
+`ModelLease` from `Model.hold()`. A stream holds one from its first step until it ends, is closed
+or is collected; every other call that runs the network takes one for its own duration. A call
+made while another owner's lease is open waits for it, except on the thread that last used that
+lease, where the wait could never end: there it is a QwenCpuError (see `Model.hold`). Leases are
+not bound to a thread. The GIL is released while C++ computes, so other Python threads keep running.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -21,6 +25,7 @@ from .config import ModelConfig, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
+from .options import MAX_BATCH, MAX_THREADS, check_int, check_regular_file, check_token_ids
 
 if TYPE_CHECKING:
     from .generate import Response
@@ -68,7 +73,12 @@ class Model:
         self.config = config
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
-        self._lock = threading.RLock()
+        # The cache's owner (a ModelLease) and a condition to wait for it. An RLock: a lease that
+        # the garbage collector finalizes inside this thread's critical section releases safely.
+        # Held weakly: a lease nobody references any more is collected, which releases it.
+        self._owner: weakref.ref | None = None
+        self._owner_changed = threading.Condition(threading.RLock())
+        self._compute = threading.Lock()  # one forward pass at a time; never held across a yield
         self._cache = KVCache(n_ctx)
         self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
         tensors = self._tensor_views(gguf, config)
@@ -80,6 +90,9 @@ class Model:
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
+        except MemoryError:
+            raise QwenCpuError(f"{self.path.name}: not enough memory for the buffers of n_ctx={n_ctx}, "
+                               f"n_batch={n_batch}") from None
         self._tokenizer = None
         self._sampling_defaults = None
 
@@ -100,9 +113,15 @@ class Model:
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
         --no-repack does.
         """
+        if n_ctx is not None:
+            n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
+        if n_threads is not None:
+            n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
+        n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         from .hub import resolve_model
 
         path = resolve_model(path)
+        check_regular_file(path)
         gguf = GGUFFile(path)
         try:
             if int(gguf.metadata.get("split.count", 1)) > 1:
@@ -121,10 +140,7 @@ class Model:
                 gguf.release_metadata_pages()  # read again only if the tokenizer is built
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
-            if not isinstance(n_ctx, int) or n_ctx <= 0:
-                raise QwenCpuError(f"n_ctx must be a positive integer, got {n_ctx!r}")
-            if n_threads is not None and (not isinstance(n_threads, int) or n_threads <= 0):
-                raise QwenCpuError(f"n_threads must be a positive integer, got {n_threads!r}")
+            n_batch = min(n_batch, n_ctx)  # a step never holds more tokens than the context
             need = config.kv_cache_bytes(n_ctx, kv_f16)
             avail = _available_memory()
             if avail is not None and need > avail:
@@ -161,8 +177,9 @@ class Model:
 
     # ---- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Free the KV cache and buffers and unmap the file. The model is unusable afterwards."""
-        with self._lock:
+        """Free the KV cache and buffers and unmap the file. The model is unusable afterwards: a
+        computation running on another thread finishes first; an open stream's next step raises."""
+        with self._compute:
             self._net = None
             if self._file is not None:
                 self._file.close()
@@ -179,6 +196,34 @@ class Model:
         if self._net is None:
             raise QwenCpuError("the model has been closed")
         return self._net
+
+    # ---- ownership of the cache ---------------------------------------------------------------
+    def hold(self) -> "ModelLease":
+        """Take the KV cache for a sequence of calls (a generation): returns a ModelLease, whose
+        prefill/decode_step run on this model, until `lease.release()` (or the end of a `with`
+        block, or the lease being garbage-collected). generate.stream holds one per stream.
+
+        While another lease is open this waits for its release (requests from several threads
+        take turns), except when the calling thread is the one that last used that lease (e.g. a
+        paused stream on this thread): then nothing could ever release it, and this raises
+        QwenCpuError instead of waiting forever. Not re-entrant."""
+        me = threading.get_ident()
+        with self._owner_changed:
+            while (owner := self._owner and self._owner()) is not None:
+                if owner.thread == me:
+                    raise QwenCpuError(
+                        "the model is in use by an open stream that this thread last advanced: "
+                        "finish it or close() it before another call (waiting here would never end)")
+                self._owner_changed.wait()
+            lease = ModelLease(self)
+            self._owner = weakref.ref(lease)
+            return lease
+
+    def _release(self, lease: "ModelLease") -> None:
+        with self._owner_changed:
+            if self._owner is not None and self._owner() in (lease, None):
+                self._owner = None
+                self._owner_changed.notify_all()
 
     # ---- text ---------------------------------------------------------------------------------
     @property
@@ -218,72 +263,55 @@ class Model:
 
     # ---- the network --------------------------------------------------------------------------
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
-        arr = np.asarray(ids, dtype=np.int64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise QwenCpuError("expected a non-empty sequence of token ids")
-        if arr.min() < 0 or arr.max() >= self.config.n_vocab:
-            raise QwenCpuError(f"token id out of range 0..{self.config.n_vocab - 1}")
+        arr = np.asarray(check_token_ids(ids, self.config.n_vocab), dtype=np.int32)
         if arr.size > self.n_ctx:
             raise QwenCpuError(f"the prompt has {arr.size} tokens but the context holds {self.n_ctx} (n_ctx)")
-        return arr.astype(np.int32)
+        return arr
+
+    def _forward_from_empty(self, arr: np.ndarray, **kw) -> tuple:
+        """The network on arr (checked ids) from an empty cache, under the compute lock."""
+        with self._compute:
+            net = self._require_open()
+            self._cache.clear()
+            out = net.forward(arr, 0, **kw)
+            self._cache.append(arr.tolist())
+            self.n_evaluated += arr.size
+            return out
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) float32 of every position, computed from an empty cache."""
         arr = self._check_ids(ids)
-        with self._lock:
-            net = self._require_open()
-            self._cache.clear()
-            logits, _ = net.forward(arr, 0, all_logits=True)
-            self._cache.append(arr.tolist())
-            self.n_evaluated += arr.size
-            return logits
+        with self.hold():
+            return self._forward_from_empty(arr, all_logits=True)[0]
 
     def embed(self, text_or_ids: str | Sequence[int], pooling: str = "mean") -> np.ndarray:
         """A unit-length vector (n_embd,) float32: the final-norm hidden states pooled over the
         sequence ('mean', or 'last' for the last token's state)."""
-        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else text_or_ids
         arr = self._check_ids(ids)
         if pooling not in ("mean", "last"):
             raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
-        with self._lock:
-            net = self._require_open()
-            self._cache.clear()
-            _, hidden = net.forward(arr, 0, want_logits=False, want_hidden=True)
-            self._cache.append(arr.tolist())
-            self.n_evaluated += arr.size
+        with self.hold():
+            _, hidden = self._forward_from_empty(arr, want_logits=False, want_hidden=True)
         v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
         norm = float(np.linalg.norm(v))
         return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
-        position's logits (n_vocab,). Holds the lock only for the call (generate.py holds it longer)."""
-        arr = self._check_ids(ids)
-        with self._lock:
-            net = self._require_open()
-            keep = self._cache.reusable_prefix(arr.tolist())
-            self._cache.truncate(keep)
-            logits, _ = net.forward(arr[keep:], keep)
-            self._cache.append(arr[keep:].tolist())
-            self.n_evaluated += arr.size - keep
-            return logits[0]
+        position's logits (n_vocab,). Takes the model for this call only (see hold)."""
+        with self.hold() as lease:
+            return lease.prefill(ids)
 
     def cached_tokens(self, ids: Sequence[int]) -> int:
         """How many leading ids the KV cache already holds (prefill(ids) computes the rest)."""
-        with self._lock:
+        with self._compute:
             return self._cache.reusable_prefix(list(ids))
 
     def decode_step(self, token: int) -> np.ndarray:
         """Append one token at the next position; returns its logits (n_vocab,)."""
-        with self._lock:
-            net = self._require_open()
-            pos = self._cache.n_past
-            if pos >= self.n_ctx:
-                raise QwenCpuError(f"the context of {self.n_ctx} tokens is full")
-            logits, _ = net.forward(self._check_ids([token]), pos)
-            self._cache.append([token])
-            self.n_evaluated += 1
-            return logits[0]
+        with self.hold() as lease:
+            return lease.decode_step(token)
 
     @property
     def threads(self) -> int:
@@ -297,7 +325,7 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached context."""
-        with self._lock:
+        with self.hold(), self._compute:
             self._cache.clear()
 
     # ---- generation (generate.py does the work) -----------------------------------------------
@@ -310,7 +338,7 @@ class Model:
         given take the model's own defaults (`sampling_defaults`)."""
         from . import generate
 
-        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
         return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling), stop=stop)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
@@ -318,7 +346,7 @@ class Model:
         """The continuation of a prompt as one string (see stream)."""
         from . import generate
 
-        return generate.generate(self.stream(prompt, max_tokens, stop, **sampling)).text
+        return generate.collect(self.stream(prompt, max_tokens, stop, **sampling)).text
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
@@ -330,9 +358,68 @@ class Model:
         from . import generate
         from .chat import encode_chat
 
-        ids = encode_chat(self.tokenizer, messages, tools=tools)
+        ids = encode_chat(self.tokenizer, messages, tools=tools,
+                          template_name=f"{self.path.name}: tokenizer.chat_template")
         responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                     stop=stop)
         if stream:
             return generate.openai_chunks(responses, self.path.name)
         return generate.openai_completion(responses, self.path.name)
+
+
+class ModelLease:
+    """Exclusive use of a Model's KV cache, from `Model.hold()` until `release()`: `with
+    model.hold() as lease: lease.prefill(ids); lease.decode_step(token)`. Not bound to a thread:
+    any thread may call it (one at a time) and release it; being collected releases it too."""
+
+    def __init__(self, model: Model):
+        self.model: Model | None = model
+        self.thread = threading.get_ident()  # the thread that last used it (see Model.hold)
+
+    def _use(self) -> Model:
+        if self.model is None:
+            raise QwenCpuError("this lease of the model has been released")
+        self.thread = threading.get_ident()
+        return self.model
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Model.prefill under this lease: logits (n_vocab,) of the last of ids."""
+        m = self._use()
+        arr = m._check_ids(ids)
+        with m._compute:
+            net = m._require_open()
+            keep = m._cache.reusable_prefix(arr.tolist())
+            m._cache.truncate(keep)
+            logits, _ = net.forward(arr[keep:], keep)
+            m._cache.append(arr[keep:].tolist())
+            m.n_evaluated += arr.size - keep
+            return logits[0]
+
+    def decode_step(self, token: int) -> np.ndarray:
+        """Model.decode_step under this lease: logits (n_vocab,) of token at the next position."""
+        m = self._use()
+        arr = m._check_ids([token])
+        with m._compute:
+            net = m._require_open()
+            pos = m._cache.n_past
+            if pos >= m.n_ctx:
+                raise QwenCpuError(f"the context of {m.n_ctx} tokens is full")
+            logits, _ = net.forward(arr, pos)
+            m._cache.append(arr.tolist())
+            m.n_evaluated += 1
+            return logits[0]
+
+    def release(self) -> None:
+        """Give the cache back (idempotent); the next waiting call proceeds."""
+        m, self.model = self.model, None
+        if m is not None:
+            m._release(self)
+
+    def __enter__(self) -> "ModelLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()

@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import QwenCpuError
+from .sampler import log_softmax
 
 
 @dataclass
@@ -25,13 +26,6 @@ class PerplexityResult:
     kl_mean: float | None = None  # mean KL(reference || model) per token, nats
     kl_max: float | None = None
     top1_agreement: float | None = None  # share of positions where both models' argmax agree
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """(n, vocab) float64 log-probabilities, max-subtracted."""
-    x = logits.astype(np.float64)
-    x -= x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def windows(n_tokens: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
@@ -58,6 +52,12 @@ def perplexity(model, ids: Sequence[int], n_ctx: int, stride: int, reference=Non
         raise QwenCpuError("the text must hold at least 2 tokens")
     if n_ctx > model.n_ctx:
         raise QwenCpuError(f"window of {n_ctx} tokens exceeds the model's context of {model.n_ctx}")
+    if reference is not None:
+        if reference.config.n_vocab != model.config.n_vocab:
+            raise QwenCpuError(f"the reference model has a vocabulary of {reference.config.n_vocab} tokens, "
+                               f"this model {model.config.n_vocab}: KL divergence needs the same vocabulary")
+        if n_ctx > reference.n_ctx:
+            raise QwenCpuError(f"window of {n_ctx} tokens exceeds the reference model's context of {reference.n_ctx}")
     nll, n, kls, agree = 0.0, 0, [], 0
     for start, end, first in windows(len(ids), n_ctx, stride):
         window = ids[start:end]

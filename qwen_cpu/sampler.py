@@ -1,5 +1,4 @@
-"""Token sampling: small pure functions on a logits vector, a seeded Sampler that chains them, and a
-stop-string matcher for streamed text.
+"""Token sampling: small pure functions on a logits vector and a seeded Sampler that chains them.
 
 `logits` is always a 1-D float array of shape (n,): one row of the model's output (n = vocabulary
 rows) or a shorter candidate list. The filters (`apply_*`, `top_k`, `top_p`, `min_p`) return a new
@@ -26,8 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import QwenCpuError
+from .options import check_float, check_int, check_logit_bias, check_seed
 
 _GROUPS = 64   # interleaved groups for the top-k threshold and two-level sampling
+MAX_TEMPERATURE = 100.0        # beyond it every distribution is uniform to float precision
+MAX_REPETITION_PENALTY = 100.0
 
 
 # ---- pure functions ---------------------------------------------------------------------------
@@ -51,9 +53,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities (n,) float32 of `logits` (n,) (for reporting a token's logprob)."""
-    x = np.asarray(logits, dtype=np.float32)
-    return x - np.float32(log_sum_exp(x))
+    """Log-probabilities (float64, the shape of `logits`: (n,) or (rows, n)) over the last axis;
+    -inf entries stay -inf. Used for reported logprobs and by perplexity.py."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def log_sum_exp(logits: np.ndarray) -> float:
@@ -97,10 +101,17 @@ def apply_penalties(logits: np.ndarray, recent: Sequence[int], repetition: float
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """logits / temperature (temperature > 0)."""
+    """(logits - max(logits)) / temperature (temperature > 0), float32. The max is taken out first
+    (softmax does not change) so that a tiny temperature sends the other logits to -inf instead of
+    overflowing to inf - inf = NaN."""
     if not temperature > 0:
         raise QwenCpuError(f"temperature must be > 0 here, got {temperature}")
-    return np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max()
+    if m == -np.inf:                             # nothing left: sample_categorical says so
+        return x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return ((x - m) / temperature).astype(np.float32)
 
 
 def top_k_indices(logits: np.ndarray, k: int) -> np.ndarray:
@@ -268,10 +279,13 @@ class SamplingParams:
     distribution); the settings a model runs with by default are not here but in defaults.py,
     applied by generate.sampling_params.
 
-    temperature: 0 = greedy. top_k: 0 = off. top_p: 1 = off. min_p: 0 = off.
-    repetition_penalty: 1 = off. presence_penalty / frequency_penalty: 0 = off.
+    temperature: 0 = greedy, at most 100. top_k: 0 = off. top_p in (0, 1], 1 = off. min_p in
+    [0, 1], 0 = off. repetition_penalty in (0, 100], 1 = off. presence_penalty /
+    frequency_penalty in [-2, 2] (OpenAI's range), 0 = off.
     penalty_window: how many of the most recent tokens the penalties look at.
-    logit_bias: {token id: added logit}. seed: for the Sampler's numpy Generator (None = random).
+    logit_bias: {token id: added logit in [-100, 100], or -inf to ban}. seed: 0 .. 2^64-1 for the
+    Sampler's numpy Generator (None = random). Every field is checked (options.py) on
+    construction: a bad one is a QwenCpuError naming it and its range.
     """
 
     temperature: float = 1.0
@@ -286,17 +300,22 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
-        checks = [
-            (self.temperature >= 0, "temperature must be >= 0"),
-            (self.top_k >= 0, "top_k must be >= 0"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
-            (self.penalty_window >= 0, "penalty_window must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise QwenCpuError(f"{message} (got {self})")
+        # Every field through the shared validation layer (options.py), in canonical form.
+        checked = dict(
+            temperature=check_float("temperature", self.temperature, 0.0, MAX_TEMPERATURE),
+            top_k=check_int("top_k", self.top_k, 0),
+            top_p=check_float("top_p", self.top_p, 0.0, 1.0, lo_open=True),
+            min_p=check_float("min_p", self.min_p, 0.0, 1.0),
+            repetition_penalty=check_float("repetition_penalty", self.repetition_penalty, 0.0,
+                                           MAX_REPETITION_PENALTY, lo_open=True),
+            presence_penalty=check_float("presence_penalty", self.presence_penalty, -2.0, 2.0),
+            frequency_penalty=check_float("frequency_penalty", self.frequency_penalty, -2.0, 2.0),
+            penalty_window=check_int("penalty_window", self.penalty_window, 0, 2**31 - 1),
+            logit_bias=check_logit_bias(self.logit_bias),
+            seed=check_seed(self.seed),
+        )
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
 def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
@@ -347,45 +366,3 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         return sample(logits, history, self.params, self.rng)
-
-
-# ---- stop strings -----------------------------------------------------------------------------
-
-class StopStringMatcher:
-    """Filters streamed text so that no stop string, nor its beginning, is ever emitted.
-
-    `push(delta) -> str` returns text that is safe to show: it holds back the longest tail that
-    could still grow into a stop string. When a stop string completes (even across many deltas),
-    `push` returns the text before it, `stopped` becomes True and `stop_string` names it; further
-    pushes return "". `flush() -> str` releases what is held back once generation ends without one.
-    """
-
-    def __init__(self, stop_strings: Sequence[str]):
-        self.stop_strings = [s for s in stop_strings if s]
-        self._held = ""
-        self.stopped = False
-        self.stop_string: str | None = None
-
-    def push(self, delta: str) -> str:
-        if self.stopped or not delta:
-            return ""
-        if not self.stop_strings:
-            return delta
-        text = self._held + delta
-        hits = [(i, s) for s in self.stop_strings if (i := text.find(s)) >= 0]
-        if hits:
-            at, self.stop_string = min(hits, key=lambda h: (h[0], -len(h[1])))
-            self.stopped, self._held = True, ""
-            return text[:at]
-        hold = 0
-        for s in self.stop_strings:
-            for length in range(min(len(s) - 1, len(text)), hold, -1):
-                if text.endswith(s[:length]):
-                    hold = length
-                    break
-        self._held = text[len(text) - hold:]
-        return text[:len(text) - hold]
-
-    def flush(self) -> str:
-        out, self._held = ("" if self.stopped else self._held), ""
-        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,12 @@ from qwen_cpu import _kernels
 DATA = Path(__file__).parent / "data"
 QWEN_HEADER = DATA / "qwen2-7b-q4_k_m.header.gguf"  # the header of a real Qwen2 GGUF (tokenizer metadata)
 QWEN_JSON = DATA / "qwen2.5-tokenizer.json"
+
+# Subprocesses (the CLI tests) start outside the repository, so that `python -m` imports the
+# installed package and not the source tree (which has no compiled module after a plain
+# `pip install .`); a PYTHONPATH pointing at a development build is kept, made absolute.
+CWD = tempfile.gettempdir()
+PYTHONPATH = os.pathsep.join(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,21 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pexpect
 import pytest
+from _helpers import CWD, PYTHONPATH
 from click.testing import CliRunner
 
 from qwen_cpu import _kernels, cli
 
 CLI = [sys.executable, "-m", "qwen_cpu.cli"]
-# Subprocesses start outside the repository, so that `python -m` imports the installed package and
-# not the source tree (which has no compiled module after a plain `pip install .`); a PYTHONPATH
-# pointing at a development build is kept, made absolute.
-CWD = tempfile.gettempdir()
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 
 
 def run(*args, check=True):
@@ -146,3 +141,47 @@ def test_chat_session_in_a_terminal(request, model_fixture):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+# ---- bad inputs: one line naming the problem, never a traceback or exit 0 (issue #21) -----------
+
+def _fails_cleanly(args, *words):
+    r = CliRunner().invoke(cli.main, [str(a) for a in args])
+    assert r.exit_code in (1, 2), (r.exit_code, r.output)
+    assert isinstance(r.exception, SystemExit), repr(r.exception)   # not a crash
+    assert "Traceback" not in r.output
+    message = r.output.strip().splitlines()[-1]
+    for w in words:
+        assert w in message, message
+    return message
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, smollm2_path, tiny_qwen_gguf):
+    _fails_cleanly(["info", tmp_path / "missing.gguf"], "missing.gguf")
+    _fails_cleanly(["info", tmp_path], "folder")
+    _fails_cleanly(["info", smollm2_path, "-c", "-1"], "-c")
+    _fails_cleanly(["generate", smollm2_path, "hi", "--seed", "-1"], "seed")
+    _fails_cleanly(["generate", smollm2_path, "hi", "--presence-penalty", "nan"], "presence_penalty")
+    _fails_cleanly(["generate", smollm2_path, "hi", "--temp", "inf"], "temperature")
+    _fails_cleanly(["generate", smollm2_path, "hi", "-n", "-3"], "max_tokens")
+    _fails_cleanly(["generate", smollm2_path, "hi", "-t", "0"], "n_threads")
+    _fails_cleanly(["bench", smollm2_path, "-p", "0"], "n-prompt")
+    _fails_cleanly(["bench", smollm2_path, "-p", "4", "-n", "-3"], "n-gen")
+    _fails_cleanly(["bench", smollm2_path, "-r", "0"], "repetitions")
+    _fails_cleanly(["quantize", smollm2_path, "-o", "/proc/out.gguf", "--type", "q8_0"], "/proc")
+    text = tmp_path / "t.txt"
+    text.write_text("Some text to score, long enough for a few windows of tokens. " * 4)
+    _fails_cleanly(["perplexity", smollm2_path, text, "-c", "32", "--kl-reference", tiny_qwen_gguf],
+                   "vocabulary")
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    _fails_cleanly(["info", fifo], "not a regular file")
+    _fails_cleanly(["generate", fifo, "hi"], "not a regular file")
+    _fails_cleanly(["quantize", fifo, "-o", tmp_path / "out.gguf", "--type", "q8_0"], "not a regular file")
+    with pytest.raises(cli.QwenCpuError, match="not a regular file"):
+        from qwen_cpu import Model
+
+        Model.load(fifo)

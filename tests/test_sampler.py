@@ -18,7 +18,6 @@ from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.sampler import (
     Sampler,
     SamplingParams,
-    StopStringMatcher,
     apply_logit_bias,
     apply_penalties,
     apply_temperature,
@@ -251,41 +250,3 @@ def test_top_p_indices_match_full_sort(name):
         assert np.all(x[got] >= x[order[max(got.size, n_want) - 1]])
         assert np.count_nonzero(x[got] > threshold) == np.count_nonzero(x > threshold)
         assert probs[:got.size].sum() >= p - 1e-5
-
-
-# ---- stop strings -----------------------------------------------------------------------------
-
-def _run(matcher: StopStringMatcher, deltas) -> tuple[str, list[str]]:
-    emitted = [matcher.push(d) for d in deltas]
-    return "".join(emitted) + matcher.flush(), emitted
-
-
-def test_stop_string_split_across_tokens():
-    m = StopStringMatcher(["</answer>"])
-    text, emitted = _run(m, ["The answer", " is 4</", "ans", "wer> and more", "tail"])
-    assert text == "The answer is 4"
-    assert emitted[1] == " is 4"                      # "</" held back
-    assert m.stopped and m.stop_string == "</answer>"
-    assert all("</" not in e for e in emitted)
-
-
-def test_false_start_is_released():
-    m = StopStringMatcher(["STOP"])
-    text, emitted = _run(m, ["ST", "ORM", " S", "T"])
-    assert emitted == ["", "STORM", " ", ""] and text == "STORM ST" and not m.stopped
-
-
-def test_earliest_of_several_stop_strings():
-    m = StopStringMatcher(["\n\n", "User:", ""])
-    text, _ = _run(m, ["Hi there", "User", ":\n\nmore"])
-    assert text == "Hi there" and m.stop_string == "User:"
-    m = StopStringMatcher(["abc", "b"])
-    assert m.push("xab") == "xa" and m.stop_string == "b"
-
-
-def test_stop_at_start_and_no_stops():
-    m = StopStringMatcher(["<|im_end|>"])
-    assert m.push("<|im_end|>x") == "" and m.stopped
-    assert m.push("more") == "" and m.flush() == ""
-    m = StopStringMatcher([])
-    assert m.push("abc") == "abc" and m.flush() == ""
