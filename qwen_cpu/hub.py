@@ -79,6 +79,8 @@ def resolve_model(model: str | os.PathLike) -> Path:
         return path
     if path.is_dir():
         raise QwenCpuError(f"{text}: is a folder, not a GGUF file")
+    if path.exists():  # a FIFO, a device: open() could wait forever
+        raise QwenCpuError(f"{text}: not a regular file")
     ref = parse_ref(text)
     if ref is None:
         raise QwenCpuError(f"{text}: no such file (nor a Hugging Face reference owner/repo[:quant])")
