@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "act_q8_0x4.h"
+#include "act_q8_x8.h"
 #include "blocks.h"
 #include "repack.h"
 
@@ -27,10 +29,6 @@ typedef void (*gemm_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_w, c
 // The decode form of vec_dot: y[r] = dot(w row r, a) for r < n_rows, w rows w_row_bytes apart,
 // a one activation row in the layout WeightKernels::gemv_act (several rows share its loads).
 typedef void (*gemv_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, float* y);
-// gemv over n_a activation rows (a_row_bytes apart) at once, y[i * y_stride + r] for row i, each
-// row's values bit for bit the gemv's of that row alone: the weights are read once for all rows.
-typedef void (*gemv_rows_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a,
-                             size_t a_row_bytes, int n_a, float* y, size_t y_stride);
 // y (n) = dequantized x (n elements of the type)
 typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
@@ -68,7 +66,6 @@ struct LayoutKernels {
   gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
   const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
-  gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
 };
 
 struct Kernels {
@@ -122,12 +119,10 @@ static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* nam
   k.weight[type].gemv_name = name;
   k.weight[type].gemv_act = gemv_act;
 }
-static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
-                                   gemv_rows_fn rows = nullptr) {
+static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act) {
   k.layout[layout].gemv = f;
   k.layout[layout].gemv_name = name;
   k.layout[layout].gemv_act = gemv_act;
-  k.layout[layout].gemv_rows = rows;
 }
 
 // The CPU's features, probed once by dispatch.cpp and passed to the registrations that depend on
@@ -194,10 +189,12 @@ static inline size_t row_bytes(int32_t type, int64_t n) {
 
 // Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
 static inline int act_block_elems(int32_t fmt) {
-  return fmt == QC_ACT_Q8_0X4 ? 128 : fmt == QC_ACT_Q8_X8 ? 32 : type_info(fmt).block_elems;
+  return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
-  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : fmt == QC_ACT_Q8_X8 ? (size_t)(n / 32) * 40 : row_bytes(fmt, n);
+  if (fmt == QC_ACT_Q8_0X4) return (size_t)(n / QK8_0X4) * sizeof(block_q8_0x4);
+  if (fmt == QC_ACT_Q8_X8) return (size_t)(n / QK8_X8) * sizeof(block_q8_x8);
+  return row_bytes(fmt, n);
 }
 
 }  // namespace qc

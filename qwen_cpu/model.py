@@ -147,16 +147,16 @@ class Model:
         --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
         parallel requests); each holds n_ctx positions.
         """
-        from .hub import resolve_model
-
-        path = resolve_model(path)
-        check_regular_file(path)
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
         if n_threads is not None:
             n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
+        from .hub import resolve_model
+
+        path = resolve_model(path)
+        check_regular_file(path)
         gguf = GGUFFile(path)
         try:
             if int(gguf.metadata.get("split.count", 1)) > 1:
