@@ -1,4 +1,7 @@
-// CPU probe and kernel-table selection. Compiled without any instruction-set flags: nothing
+// CPU probe and kernel-table selection: the CPU is probed once (probe), every table this CPU runs
+// is built once from the registrations of its instruction set (Tables, the one place that says
+// which table builds on which), and one is selected (the best, or QWEN_CPU_ISA). What a table runs
+// per weight type: `qwen-cpu info --kernels`. Compiled without any instruction-set flags: nothing
 // here may execute an instruction the running CPU lacks.
 #include <atomic>
 #include <cstdlib>
@@ -20,11 +23,9 @@ namespace qc {
 
 namespace {
 
-struct CpuFeatures {
-  bool sse42 = false, popcnt = false, avx = false, avx2 = false, fma = false, f16c = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
-  bool avxvnni = false, os_avx = false, os_avx512 = false;
-  bool neon = false, dotprod = false;
+// The features (kernels.h) and their names, for bug reports.
+struct Probe {
+  CpuFeatures f;
   std::string text;
 };
 
@@ -37,9 +38,11 @@ uint64_t read_xcr0() {
 }
 #endif
 
-CpuFeatures probe() {
-  CpuFeatures f;
+Probe probe() {
+  Probe p;
+  CpuFeatures& f = p.f;
 #ifdef QC_X86
+  bool os_avx = false, os_avx512 = false;
   unsigned a, b, c, d;
   if (__get_cpuid(1, &a, &b, &c, &d)) {
     f.sse42 = c & (1u << 20);
@@ -50,8 +53,8 @@ CpuFeatures probe() {
     const bool osxsave = c & (1u << 27);
     if (osxsave) {
       const uint64_t xcr0 = read_xcr0();
-      f.os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state saved by the OS
-      f.os_avx512 = (xcr0 & 0xe6) == 0xe6;        // plus opmask and ZMM state
+      os_avx = (xcr0 & 0x6) == 0x6;             // XMM and YMM state saved by the OS
+      os_avx512 = (xcr0 & 0xe6) == 0xe6;        // plus opmask and ZMM state
     }
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
@@ -63,15 +66,15 @@ CpuFeatures probe() {
     f.avx512vnni = c & (1u << 11);
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avxvnni = a & (1u << 4);
-  if (!f.os_avx) f.avx = f.avx2 = f.fma = f.f16c = f.avxvnni = false;
-  if (!f.os_avx512) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = false;
+  if (!os_avx) f.avx = f.avx2 = f.fma = f.f16c = f.avxvnni = false;
+  if (!os_avx512) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = false;
   const std::pair<const char*, bool> names[] = {
       {"sse4.2", f.sse42}, {"popcnt", f.popcnt}, {"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma},
       {"f16c", f.f16c},
       {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl},
       {"avx512dq", f.avx512dq}, {"avx512vnni", f.avx512vnni}, {"avxvnni", f.avxvnni}};
   for (auto& n : names)
-    if (n.second) f.text += std::string(f.text.empty() ? "" : " ") + n.first;
+    if (n.second) p.text += std::string(p.text.empty() ? "" : " ") + n.first;
 #endif
 #if defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is part of the ARMv8-A baseline
@@ -80,46 +83,61 @@ CpuFeatures probe() {
 #elif defined(__APPLE__)
   f.dotprod = true;  // every Apple silicon core has FEAT_DotProd
 #endif
-  f.text = f.dotprod ? "neon dotprod" : "neon";
+  p.text = f.dotprod ? "neon dotprod" : "neon";
 #endif
-  return f;
+  return p;
 }
 
-const CpuFeatures& features() {
-  static const CpuFeatures f = probe();
-  return f;
+const Probe& features() {
+  static const Probe p = probe();
+  return p;
 }
 
 // The test twin of avxvnni (csrc/avx2/simd.h): tested wherever it runs, never selected by default.
 constexpr const char* kTestTwin = "avxvnni_evex";
 
+// A SIMD table starts as a copy of the table below it for whatever it does not implement itself
+// (the dequantizers of every path are the scalar ones). From the scalar table it takes the
+// vec_dots but not the gemms: those wrap the scalar vec_dot, and a SIMD path that has no gemm of
+// its own for a type runs the driver's loop over its own vec_dot instead.
+Kernels start_from(const Kernels& below, const char* isa) {
+  Kernels t = below;
+  t.isa = isa;
+  if (std::strcmp(below.isa, "scalar") == 0)
+    for (WeightKernels& w : t.weight) {
+      w.gemm = nullptr;
+      w.gemm_name = nullptr;
+      w.gemm_act = -1;
+    }
+  return t;
+}
+
+// Every table this build has and this CPU runs, in the order they build on each other.
 struct Tables {
   std::vector<Kernels> list;  // runnable on this CPU, best last (but for the test twin)
   size_t best = 0;            // the default: the last one that is not the test twin
   Tables() {
+    const CpuFeatures& f = features().f;
+    (void)f;
     Kernels scalar;
     scalar.isa = "scalar";
     register_quant_kernels_scalar(scalar);
     register_op_kernels_scalar(scalar);
     list.push_back(scalar);
-    const CpuFeatures& f = features();
-    (void)f;
 #ifdef QWEN_HAVE_SSE42
     // 128-bit integer dot products: every x86-64 CPU since Nehalem (2008). Sandy/Ivy Bridge (AVX1,
     // no AVX2/FMA) stay here too: AVX1 has no 256-bit integer operations, so the int8 kernels
     // would gain nothing from it, and one 128-bit tier serves both generations.
     if (f.sse42 && f.popcnt) {
-      Kernels t = scalar;
-      t.isa = "sse42";
+      Kernels t = start_from(scalar, "sse42");
       register_quant_kernels_sse42(t);
       register_op_kernels_sse42(t);
       list.push_back(t);
     }
 #endif
 #ifdef QWEN_HAVE_AVX2
-    Kernels avx2 = scalar;
+    Kernels avx2 = start_from(scalar, "avx2");
     if (f.avx2 && f.fma && f.f16c) {
-      avx2.isa = "avx2";
       register_quant_kernels_avx2(avx2);
       register_op_kernels_avx2(avx2);
       list.push_back(avx2);
@@ -127,8 +145,7 @@ struct Tables {
       // table with its integer dot products compiled again with those instructions.
 #ifdef QWEN_HAVE_AVXVNNI
       if (f.avxvnni) {
-        Kernels t = avx2;
-        t.isa = "avxvnni";
+        Kernels t = start_from(avx2, "avxvnni");
         register_quant_kernels_avxvnni(t);
         list.push_back(t);
       }
@@ -136,15 +153,11 @@ struct Tables {
       // Its twin with the EVEX encoding of the same instructions, so that the avxvnni code runs
       // and is tested on AVX512-VNNI machines (which need not have AVX-VNNI). Both before avx512,
       // which stays the default on CPUs with AVX-VNNI and AVX-512 (Zen 5, Sapphire Rapids): its
-      // per-row dot products are 512-bit, twice the work per instruction on cores with full-width
-      // AVX-512 units, and its Q4_0/Q8_0 prefill passes 8 tokens per repacked block (32
-      // registers) instead of 4. On Zen 4 (512-bit work split in two halves) the twin measured
-      // within 5% of avx512 on Q4_0/Q8_0, 4-15% faster on Q4_K/Q6_K prefill (tiles the avx512 table now takes from it, below), and mixed (+-10%)
-      // on the K-quant decode products (bench/README.md); no CPU with both was measured.
+      // per-row dot products are 512-bit, and its Q4_0/Q8_0 prefill passes 8 tokens per repacked
+      // block (32 registers) instead of 4 (bench/README.md compares the two on Zen 4).
 #ifdef QWEN_HAVE_AVXVNNI_EVEX
       if (f.avx512f && f.avx512vl && f.avx512vnni) {
-        Kernels t = avx2;
-        t.isa = kTestTwin;
+        Kernels t = start_from(avx2, kTestTwin);
         register_quant_kernels_avxvnni_evex(t);
         list.push_back(t);
       }
@@ -152,28 +165,20 @@ struct Tables {
     }
 #endif
 #ifdef QWEN_HAVE_AVX512
+    // The avx2 table with the 512-bit kernels on top; the quantized ones only with AVX512-VNNI.
     if (f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) {
-      Kernels t = avx2;
-      t.isa = "avx512";
-      register_quant_kernels_avx512(t);
+      Kernels t = start_from(avx2, "avx512");
+      register_quant_kernels_avx512(t, f);
       register_op_kernels_avx512(t);
-#ifdef QWEN_HAVE_AVXVNNI_EVEX
-      // The K-quant prefill tiles (gemm_kx8, 256-bit vectors in both builds) from the twin's
-      // compilation: the same source and instructions, compiled without the AVX-512 flags, ran
-      // 5-8% (Q4_K) and 10-18% (Q6_K) faster on Zen 4 at Qwen2.5 shapes, 512 tokens, one core
-      // (bench/bench_isa_ab.py compares the two paths);
-      // the Q4_0/Q8_0 tiles (8 tokens per pass here, 4 in the twin) are kept.
-      for (const Kernels& twin : list)
-        if (std::strcmp(twin.isa, kTestTwin) == 0 && t.weight[GGML_Q4_K].gemm)
-          for (int32_t type : {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K}) t.weight[type].gemm = twin.weight[type].gemm;
+#ifdef QWEN_HAVE_AVX512_YMM
+      if (f.avx512vnni) register_gemm_k_avx512_ymm(t);
 #endif
       list.push_back(t);
     }
 #endif
 #ifdef QWEN_HAVE_NEON
     if (f.neon) {
-      Kernels t = scalar;
-      t.isa = "neon";
+      Kernels t = start_from(scalar, "neon");
       register_quant_kernels_neon(t);
       register_op_kernels_neon(t);
       list.push_back(t);

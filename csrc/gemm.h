@@ -1,6 +1,5 @@
 // Registration hooks of the matrix-matrix kernels (WeightKernels::gemm, kernels.h). Each fills
-// the gemm entry of the weight types it implements and must run after the vec_dot registration
-// of that instruction set (brace-assigning a WeightKernels resets gemm); each is called from the
+// the gemm entry of the weight types it implements; each is called from the
 // register_quant_kernels_* function of its instruction set.
 #pragma once
 #include "kernels.h"
@@ -14,8 +13,7 @@ void register_gemm_kernels_avx2(Kernels& k);    // csrc/avx2/gemm.cpp
 // The same source compiled with the VNNI dot products (csrc/avx2/simd.h, QC_DOT_VNNI).
 void register_gemm_kernels_avxvnni(Kernels& k);
 void register_gemm_kernels_avxvnni_evex(Kernels& k);
-// AVX2 tiles again (the AVX-512 table re-registers the vec_dots, which resets gemm), then the
-// VNNI ones where the CPU has it.
+// The 32-element types' VNNI tiles (only on CPUs with AVX512-VNNI).
 void register_gemm_kernels_avx512(Kernels& k);  // csrc/avx512/gemm.cpp
 
 }  // namespace qc

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "act_q8_0x4.h"
+#include "act_q8_x8.h"
 #include "blocks.h"
 #include "repack.h"
 
@@ -39,19 +41,22 @@ enum : int32_t {
   QC_ACT_COUNT,
 };
 
+// What a path multiplies one weight type with. Each kernel carries the name it was registered
+// under (QC_FN), which `qwen-cpu info --kernels` prints.
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
+  const char* vec_dot_name = nullptr;
   int32_t act_type = -1;          // GGML_Q8_0, GGML_Q8_1, GGML_Q8_K or GGML_F32
-  // Optional, and last so that `= {vec_dot, act_type}` resets them: register them after the
-  // vec_dot they go with.
   // gemm: the matrix-matrix form (nullptr: the driver loops over vec_dot), over activations in
   // the layout gemm_act (a QC_ACT_* id) where that is set, else in act_type.
   gemm_fn gemm = nullptr;
+  const char* gemm_name = nullptr;
   int32_t gemm_act = -1;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
   gemv_fn gemv = nullptr;
+  const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
 };
 
@@ -59,6 +64,7 @@ struct WeightKernels {
 // multiple of 4, w the repacked rows from a quad's first tile (w_row_bytes: the stored row's).
 struct LayoutKernels {
   gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
+  const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
 };
 
@@ -91,8 +97,45 @@ struct Kernels {
   void (*fp32_to_fp16_row)(const float* x, half_t* y, int64_t n) = nullptr;
 };
 
-// Each instruction set registers what it implements on top of the table it is given
-// (dispatch.cpp starts every SIMD table as a copy of the scalar one).
+// A kernel function and its name as written, for the setters below: set_gemm(k, t, QC_FN(f<A, B>), ...).
+// The name is prefixed by QC_KERNEL_PREFIX, which every registering file defines ("avx2::", ...).
+#define QC_FN(...) __VA_ARGS__, QC_KERNEL_PREFIX #__VA_ARGS__
+
+// The setters the registration functions fill a table with. Each changes only the fields it names,
+// so the order of registration matters only where two set the same entry (the later one wins).
+static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const char* name, int32_t act_type) {
+  k.weight[type].vec_dot = f;
+  k.weight[type].vec_dot_name = name;
+  k.weight[type].act_type = act_type;
+}
+// gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
+static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1) {
+  k.weight[type].gemm = f;
+  k.weight[type].gemm_name = name;
+  k.weight[type].gemm_act = gemm_act;
+}
+static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act) {
+  k.weight[type].gemv = f;
+  k.weight[type].gemv_name = name;
+  k.weight[type].gemv_act = gemv_act;
+}
+static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act) {
+  k.layout[layout].gemv = f;
+  k.layout[layout].gemv_name = name;
+  k.layout[layout].gemv_act = gemv_act;
+}
+
+// The CPU's features, probed once by dispatch.cpp and passed to the registrations that depend on
+// more than their own table's requirements.
+struct CpuFeatures {
+  bool sse42 = false, popcnt = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+  bool avxvnni = false;
+  bool neon = false, dotprod = false;
+};
+
+// Each instruction set registers what it implements on top of the table it is given; the tables
+// and their order are in dispatch.cpp (Tables), the one place that says which path runs what.
 void register_quant_kernels_scalar(Kernels& k);
 void register_op_kernels_scalar(Kernels& k);
 #ifdef QWEN_HAVE_SSE42
@@ -114,8 +157,12 @@ void register_quant_kernels_avxvnni(Kernels& k);
 void register_quant_kernels_avxvnni_evex(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_AVX512
-void register_quant_kernels_avx512(Kernels& k);
+// The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.
+void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
 void register_op_kernels_avx512(Kernels& k);
+// The K-quant prefill tiles of the avx512 table: 256-bit code with EVEX vpdpbusd, compiled without
+// the AVX-512 flags (csrc/avx512/gemm_k.cpp says why).
+void register_gemm_k_avx512_ymm(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_NEON
 void register_quant_kernels_neon(Kernels& k);
@@ -142,10 +189,12 @@ static inline size_t row_bytes(int32_t type, int64_t n) {
 
 // Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
 static inline int act_block_elems(int32_t fmt) {
-  return fmt == QC_ACT_Q8_0X4 ? 128 : fmt == QC_ACT_Q8_X8 ? 32 : type_info(fmt).block_elems;
+  return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
-  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : fmt == QC_ACT_Q8_X8 ? (size_t)(n / 32) * 40 : row_bytes(fmt, n);
+  if (fmt == QC_ACT_Q8_0X4) return (size_t)(n / QK8_0X4) * sizeof(block_q8_0x4);
+  if (fmt == QC_ACT_Q8_X8) return (size_t)(n / QK8_X8) * sizeof(block_q8_x8);
+  return row_bytes(fmt, n);
 }
 
 }  // namespace qc

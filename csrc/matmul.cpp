@@ -19,33 +19,40 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
   return wk;
 }
 
-// Whether a product of this weight type runs the path's gemv: one token, and a row length that
-// fits the gemv's activation layout.
-static bool use_gemv(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
-  return n_tok == 1 && wk.gemv && n_in % act_block_elems(wk.gemv_act) == 0;
+// The ways one weight's rows are multiplied, chosen per product by route() (for rows computed
+// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone):
+//   kGemm       several tokens and the type has a gemm: tiles of rows x chunks of tokens (prefill);
+//   kGemv       one token, the type has a gemv and the row length fits its activation layout;
+//   kVecDot     otherwise: one vec_dot per output, in tiles of 16 rows;
+//   kLayoutGemv one token over repacked rows (repack.h) and the path has that layout's gemv;
+//   kUnrepack   repacked rows otherwise: unpacked a block of rows at a time, then as stored.
+enum Route { kGemm, kGemv, kVecDot, kLayoutGemv, kUnrepack };
+
+// The route of rows in the stored layout (one of the first three).
+static Route stored_route(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
+  if (n_tok > 1 && wk.gemm) return kGemm;
+  if (n_tok == 1 && wk.gemv && n_in % act_block_elems(wk.gemv_act) == 0) return kGemv;
+  return kVecDot;
 }
 
-// The activation format a product of this weight type reads: the gemv's layout when it runs,
-// the gemm's when that runs (several tokens) and has its own, else the type's activation type.
-static int32_t act_format(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
-  if (use_gemv(wk, n_in, n_tok)) return wk.gemv_act;
-  if (n_tok > 1 && wk.gemm && wk.gemm_act >= 0) return wk.gemm_act;
-  return wk.act_type;
-}
-
-// The same for one output, whose weights may be repacked: one token reads the layout's gemv format
-// where this table has that gemv; otherwise the rows are unpacked back (below) and read as stored.
-static bool use_layout_gemv(const Kernels& K, const MatmulOutput& o, int64_t n_tok) {
-  if (o.layout == QC_LAYOUT_STORED) return false;
+static Route route(const Kernels& K, const MatmulOutput& o, int64_t n_in, int64_t n_tok) {
+  if (o.layout == QC_LAYOUT_STORED) return stored_route(checked(K, o.wtype, n_in), n_in, n_tok);
   if (o.layout < 0 || o.layout >= QC_LAYOUT_COUNT || repack_base_type(o.layout) != o.wtype)
     throw std::invalid_argument("matmul: " + std::string(type_info(o.wtype).name) + " weights in an unknown layout " +
                                 std::to_string(o.layout));
-  return n_tok == 1 && K.layout[o.layout].gemv;
+  return n_tok == 1 && K.layout[o.layout].gemv ? kLayoutGemv : kUnrepack;
 }
 
+// The activation format the product reads: its kernel's layout where it has one, else the type's
+// activation type.
 static int32_t act_format(const Kernels& K, const MatmulOutput& o, int64_t n_in, int64_t n_tok) {
-  if (use_layout_gemv(K, o, n_tok)) return K.layout[o.layout].gemv_act;
-  return act_format(checked(K, o.wtype, n_in), n_in, n_tok);
+  const WeightKernels& wk = checked(K, o.wtype, n_in);
+  Route r = route(K, o, n_in, n_tok);
+  if (r == kLayoutGemv) return K.layout[o.layout].gemv_act;
+  if (r == kUnrepack) r = stored_route(wk, n_in, n_tok);
+  if (r == kGemv) return wk.gemv_act;
+  if (r == kGemm && wk.gemm_act >= 0) return wk.gemm_act;
+  return wk.act_type;
 }
 
 // The activation formats a group needs, each once: fmt[i] and the byte offset of its rows in scratch.
@@ -56,10 +63,12 @@ struct ActLayout {
   size_t total = 0;
 };
 
-static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
+// alone: the rows are quantized as a one-token product's (matmul_group).
+static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok,
+                            bool alone) {
   ActLayout L;
   for (int i = 0; i < n_outs; ++i) {
-    const int32_t f = act_format(K, outs[i], n_in, n_tok);
+    const int32_t f = act_format(K, outs[i], n_in, alone ? 1 : n_tok);
     bool seen = false;
     for (int j = 0; j < L.n; ++j) seen |= L.fmt[j] == f;
     if (seen) continue;
@@ -72,10 +81,11 @@ static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_ou
   return L;
 }
 
-// Enough for any call with 1 .. n_tok tokens (a single token may use a larger decode layout).
+// Enough for any call with 1 .. n_tok tokens, together or alone (the decode layouts may be larger).
 size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
-  const size_t one = act_layout(K, outs, n_outs, n_in, 1).total, all = act_layout(K, outs, n_outs, n_in, n_tok).total;
-  return one > all ? one : all;
+  const size_t together = act_layout(K, outs, n_outs, n_in, n_tok, false).total,
+               alone = act_layout(K, outs, n_outs, n_in, n_tok, true).total;
+  return together > alone ? together : alone;
 }
 
 size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok, int32_t layout) {
@@ -83,11 +93,30 @@ size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64
   return matmul_group_scratch_bytes(K, &one, 1, n_in, n_tok);
 }
 
+// Several activation rows, each through a decode kernel exactly as a product of that row alone:
+// gemv(w, n_rows, act, y) for one row over n_rows weight rows from w. The weight rows go in blocks
+// of about kBlockBytes, which stay in L2 while every activation row passes over them, so the
+// weights are read from memory once for all the rows. unit: rows per block are a multiple of it.
+template <class Gemv>
+static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
+                       size_t act_row, int64_t n_tok, float* y, size_t y_stride, Gemv&& gemv) {
+  constexpr size_t kBlockBytes = 64 * 1024;
+  if (n_tok == 1) return gemv(w, n_rows, act, y);
+  int64_t block = (int64_t)(kBlockBytes / w_row);
+  block = block < unit ? unit : block - block % unit;
+  for (int64_t rb = 0; rb < n_rows; rb += block) {
+    const int64_t nb = n_rows - rb < block ? n_rows - rb : block;
+    for (int64_t t = 0; t < n_tok; ++t) gemv(w + rb * w_row, nb, act + t * act_row, y + t * y_stride + rb);
+  }
+}
+
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
-// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens.
+// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
+// (alone: in a one-token product's format, each row computed as that product would).
 static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w, size_t w_row, int64_t n_rows,
-                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride) {
-  if (n_tok > 1 && wk.gemm) {
+                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride, bool alone) {
+  const Route r = stored_route(wk, n_in, alone ? 1 : n_tok);
+  if (r == kGemm) {
     // Prefill: the tile kernel over the rows x a chunk of tokens at a time. The chunk's
     // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
     // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
@@ -95,9 +124,7 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
     // times but spill the activations out of L2. At least kMinChunk tokens all the same:
     // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
     // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
-    // the spill (one Zen 4 core, 512 tokens of 1536x8960: Q4_K 122-130 -> 174 GFLOP/s,
-    // Q6_K 69-76 -> 113, Q4_0 133-149 -> 173, Q8_0 117-129 -> 158; 896x4864 Q4_K 148-161
-    // -> 181; the shorter rows, which already had 64 or more, unchanged).
+    // the spill (figures: bench/README.md, "Kernel design measurements").
     constexpr size_t kActChunkBytes = 192 * 1024;
     constexpr int64_t kMinChunk = 64;
     int64_t chunk = (int64_t)(kActChunkBytes / act_row);
@@ -106,12 +133,12 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
       const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
-  } else if (use_gemv(wk, n_in, n_tok)) {
-    // Decode with the type's decode form over its activation layout.
-    wk.gemv(n_in, w, w_row, (int)n_rows, act, y);
+  } else if (r == kGemv) {
+    rows_alone(w, w_row, n_rows, 4, act, act_row, n_tok, y, y_stride, [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) {
+      wk.gemv(n_in, wb, w_row, (int)nb, a, yb);
+    });
   } else {
-    // Decode (or a type without a gemm kernel): one vec_dot per output, in tiles of weight
-    // rows so that for several tokens a tile is reused while it is in cache.
+    // kVecDot: tiles of weight rows, so that for several tokens a tile is reused while in cache.
     constexpr int64_t kRowTile = 16;
     for (int64_t rt = 0; rt < n_rows; rt += kRowTile) {
       const int64_t rt_end = rt + kRowTile < n_rows ? rt + kRowTile : n_rows;
@@ -125,8 +152,10 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
 }
 
 void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
-                  const float* x, int64_t n_tok, void* act_scratch) {
-  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok);
+                  const float* x, int64_t n_tok, void* act_scratch, bool alone) {
+  if (n_tok == 1) alone = true;  // the same thing
+  const int64_t n_kernel = alone ? 1 : n_tok;  // the token count the kernels are chosen for
+  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok, alone);
   uint8_t* scratch = static_cast<uint8_t*>(act_scratch);
 
   // 1. Quantize the input once per activation format.
@@ -155,7 +184,7 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
     // (gemm_impl.h), and a tile cut in two by the split would cost both threads a full tile's
     // work; of 4 for one token: the gemv kernels take 4 rows per pass, repacked weights 4 rows per
     // tile (repack.h)
-    const int64_t unit = n_tok > 1 ? 8 : 4;
+    const int64_t unit = n_kernel > 1 ? 8 : 4;
     int64_t g0, g1;
     split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
     g0 = g0 * unit < total_rows ? g0 * unit : total_rows;
@@ -165,22 +194,22 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const MatmulOutput& o = outs[i];
       if (g0 >= base + o.n_out) continue;
       const int64_t r0 = g0 - base, r1 = (g1 < base + o.n_out ? g1 : base + o.n_out) - base;
-      const int32_t fmt = act_format(K, o, n_in, n_tok);
+      const int32_t fmt = act_format(K, o, n_in, n_kernel);
       int j = 0;
       while (L.fmt[j] != fmt) ++j;
       const uint8_t* act = scratch + L.offset[j];
       const size_t act_row = act_row_bytes(fmt, n_in), w_row = row_bytes(o.wtype, n_in);
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
       const WeightKernels& wk = K.weight[o.wtype];
-      if (o.layout == QC_LAYOUT_STORED) {
-        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out);
-      } else if (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0) {
+      const Route r = route(K, o, n_in, n_kernel);
+      if (r != kGemm && r != kGemv && r != kVecDot && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
         throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
-      } else if (use_layout_gemv(K, o, n_tok)) {
-        K.layout[o.layout].gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
-      } else {
-        // Several tokens (prefill), or a kernel path without this layout's gemv: the rows
-        // unpacked back to the stored layout a block at a time in this thread's buffer, then
+      if (r == kLayoutGemv) {
+        const gemv_fn gemv = K.layout[o.layout].gemv;
+        rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
+                   [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
+      } else if (r == kUnrepack) {
+        // Unpacked back to the stored layout a block at a time in this thread's buffer, then
         // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
         // activations its gemm reads; unpacking is a copy, small beside a product over tens or
         // hundreds of tokens.
@@ -192,8 +221,10 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
         for (int64_t rb = r0; rb < r1; rb += block) {
           const int64_t nb = r1 - rb < block ? r1 - rb : block;
           unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
-          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out);
+          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
         }
+      } else {
+        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
       }
       g0 = base + r1;
     }
@@ -201,9 +232,9 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
 }
 
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout) {
+            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout, bool alone) {
   const MatmulOutput one{W, wtype, n_out, y, layout};
-  matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch);
+  matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch, alone);
 }
 
 }  // namespace qc

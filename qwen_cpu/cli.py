@@ -1,4 +1,4 @@
-"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity; pull, list, rm.
+"""The `qwen-cpu` command line: chat, generate, serve, info, bench, quantize, perplexity; pull, list, rm.
 
 Every MODEL is a GGUF file or a Hugging Face reference owner/repo[:quant] (see hub.py)."""
 
@@ -270,17 +270,50 @@ def generate(model, prompt, raw, as_json, **kw):
         raise click.ClickException(str(e)) from None
 
 
+# ---- serve ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--port", type=int, default=8080, show_default=True, help="0: a free port, printed at start")
+@click.option("-np", "--parallel", type=int, default=1, show_default=True, help="sequences decoded together (KV slots)")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="context per slot [model's, at most 4096]")
+@click.option("-t", "--threads", "n_threads", type=int, default=None, help="compute threads [physical cores]")
+@click.option("--queue", "max_queue", type=int, default=64, show_default=True, help="requests waiting for a slot; more get 429")
+@click.option("--api-key", default=None, envvar="QWEN_CPU_API_KEY", help="require 'Authorization: Bearer KEY' [$QWEN_CPU_API_KEY]")
+@click.option("--max-body", type=int, default=4 * 2**20, show_default=True, help="request body limit in bytes")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="allow cross-origin requests from this origin (repeatable)")
+@click.option("--name", "model_id", default=None, help="model name clients send [the file name]")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(model, host, port, log_level, **options):
+    """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""
+    try:
+        from .server import serve as run_server
+    except ImportError as e:
+        raise click.ClickException(f"the server needs FastAPI and uvicorn ({e}): pip install qwen-cpu") from None
+    if model is None:
+        model = demo_model_path()
+        if model is None:
+            raise click.ClickException(NO_MODEL_HELP)
+    try:
+        run_server(model, host=host, port=port, log_level=log_level, **options)
+    except (QwenCpuError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 # ---- info -------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", required=False)
 @click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
-def info(model, n_ctx, system_info):
+@click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type")
+def info(model, n_ctx, system_info, kernel_info):
     """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
     from . import _kernels
 
-    if system_info or model is None:
+    if kernel_info:
+        _print_kernel_table(_kernels)
+    if system_info or (model is None and not kernel_info):
         click.echo(f"cpu features:   {_kernels.cpu_features() or '(none detected)'}")
         click.echo(f"kernel paths:   {', '.join(_kernels.available_isas())}")
         click.echo(f"selected path:  {_kernels.get_isa()} (QWEN_CPU_ISA={os.environ.get('QWEN_CPU_ISA', '')!r})")
@@ -330,6 +363,23 @@ def info(model, n_ctx, system_info):
         click.echo(f"  {k:18} {v:<12} {source}")
     for note in sampling.notes:
         click.echo(f"  note: {note}")
+
+
+def _print_kernel_table(_kernels) -> None:
+    """Per weight type, the functions the selected path multiplies it with (from the C++ table)."""
+    def fn(entry, fallback):
+        name, act = entry
+        return f"{name} [{act}]" if name else fallback
+
+    click.echo(f"kernel path: {_kernels.get_isa()}   [activation format]")
+    for row in _kernels.kernel_table():
+        stored = fn(row["gemv"], fn(row["vec_dot"], ""))
+        decode = stored
+        if row["layout"] != "stored":
+            decode = f"{fn(row['layout_gemv'], '')} over the {row['layout']} layout; {stored} where a matrix does not repack"
+        click.echo(f"{row['type']:5} vec_dot  {fn(row['vec_dot'], '-')}")
+        click.echo(f"{'':5} prefill  {fn(row['gemm'], 'vec_dot per output')}")
+        click.echo(f"{'':5} decode   {decode}")
 
 
 # ---- bench ------------------------------------------------------------------------------------

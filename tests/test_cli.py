@@ -6,21 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pexpect
 import pytest
+from _helpers import CWD, PYTHONPATH
 from click.testing import CliRunner
 
-from qwen_cpu import cli
+from qwen_cpu import _kernels, cli
 
 CLI = [sys.executable, "-m", "qwen_cpu.cli"]
-# Subprocesses start outside the repository, so that `python -m` imports the installed package and
-# not the source tree (which has no compiled module after a plain `pip install .`); a PYTHONPATH
-# pointing at a development build is kept, made absolute.
-CWD = tempfile.gettempdir()
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 
 
 def run(*args, check=True):
@@ -46,25 +41,48 @@ def test_generate_json_is_openai_shaped(smollm2_path):
 
 
 def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
-    p = run("generate", tiny_qwen_gguf, "Hello", "-n", "5", "--seed", "1")
-    assert p.returncode == 0
+    out = json.loads(run("generate", tiny_qwen_gguf, "Hello", "-n", "5", "--seed", "1", "--json").stdout)
+    usage, choice = out["usage"], out["choices"][0]
+    assert usage["prompt_tokens"] > 1 and 1 <= usage["completion_tokens"] <= 5
+    assert choice["finish_reason"] == ("length" if usage["completion_tokens"] == 5 else "stop")
+    assert isinstance(choice["message"]["content"], str)
 
 
 def test_info_describes_the_model_and_the_machine(smollm2_path):
-    out = run("info", smollm2_path).stdout
-    assert "llama" in out and "Q4_1 x210" in out and "30" in out
-    system = run("info", "--system").stdout
-    assert "selected path:" in system and "scalar" in system
+    head = run("info", smollm2_path).stdout.split("sampling defaults:")[0]  # the "key: value" rows
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in head.splitlines())}
+    # SmolLM2-135M's config.json: 30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152
+    assert fields["architecture"] == "llama" and fields["tensor types"].startswith("Q4_1 x210")
+    assert (fields["layers"], fields["embedding"], fields["feed-forward"], fields["vocabulary"]) == ("30", "576", "1536", "49152")
+    assert fields["heads"] == "9 query, 3 key/value, head_dim 64"
+    system = dict(line.split(":", 1) for line in run("info", "--system").stdout.splitlines())
+    assert system["kernel paths"].strip() == ", ".join(_kernels.available_isas())
+    assert system["selected path"].split()[0] == _kernels.get_isa()  # the subprocess selects as this process did
+    assert system["cpu features"].strip() == (_kernels.cpu_features() or "(none detected)")
+
+
+def test_info_kernels_prints_the_selected_paths_table():
+    env = {**ENV, "QWEN_CPU_ISA": "scalar"}
+    out = subprocess.run([*CLI, "info", "--kernels"], capture_output=True, text=True, timeout=60, cwd=CWD, env=env).stdout
+    assert out.splitlines()[0].startswith("kernel path: scalar")
+    # the scalar reference: a vec_dot per type and, for prefill, its gemm made of those vec_dots
+    assert "Q4_K  vec_dot  scalar::vec_dot_q4_K_q8_K [Q8_K]" in out
+    assert "      prefill  scalar::gemm_by_vec_dot<kType> [Q8_K]" in out
+    best = run("info", "--kernels").stdout  # the path this process selected too
+    assert best.splitlines()[0].startswith(f"kernel path: {_kernels.get_isa()} ")
+    for row in _kernels.kernel_table():
+        assert f"{row['type']:5} vec_dot  {row['vec_dot'][0]} [{row['vec_dot'][1]}]" in best
 
 
 def test_bad_model_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
     p = run("generate", bad, "hi", check=False)
-    assert p.returncode == 1
-    assert "Error:" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("Error: ") and "broken.gguf" in p.stderr
     p = run("generate", tmp_path / "missing.gguf", "hi", check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("Error: ") and "missing.gguf" in p.stderr
 
 
 def test_chat_without_a_model_says_how_to_get_one(monkeypatch):
@@ -75,7 +93,7 @@ def test_chat_without_a_model_says_how_to_get_one(monkeypatch):
 
 
 def test_quantize_and_perplexity_commands(tmp_path, smollm2_path):
-    from conftest import DATA
+    from _helpers import DATA
 
     out = tmp_path / "smol.q8_0.gguf"
     assert "wrote" in run("quantize", smollm2_path, "-o", out, "--type", "q8_0").stdout

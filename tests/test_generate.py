@@ -38,7 +38,7 @@ def test_real_model_answers_paris(smol):
 def test_real_model_perplexity_on_english_paragraph(smol, tmp_path):
     # Measured 23.4 (window 128, stride 64); llama.cpp on the same tokens and file: 25.4 vs our 25.2
     # (128-token window). A broken kernel sends this to the thousands.
-    from conftest import DATA
+    from _helpers import DATA
 
     ids = smol.tokenize((DATA / "english_paragraph.txt").read_text())
     r = perplexity(smol, ids, n_ctx=128, stride=64)

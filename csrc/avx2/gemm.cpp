@@ -5,14 +5,13 @@
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
 // products with a + 128 overflow vpmaddubsw's int16 pairs) and uses the R x C tile, 4 x 2 for
 // the 16 ymm registers: 8 float accumulators plus 4 unpacked weight blocks live across the
-// block loop. Measured on one Zen 4 core (bench/bench_prefill.py, 512 tokens, a shared machine:
-// +-20%): Q4_0 55-65 GFLOP/s with gemm_x8 against 22-30 with the 4 x 2 tile and 15-20 with one
-// vec_dot per output; Q4_K 58 (gemm_kx8) against 35-42 (a 2 x 4 tile).
+// block loop. The 8-row kernels ran 2-3x the R x C tiles' speed (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
 // the VEX encoding names only 16 ymm registers).
 #define QC_GEMM_ATTR
-#include "gemm_impl.h"
+#include "simd.h"
+#include "../x86/gemm_impl.h"
 
 #include "../gemm.h"
 
@@ -57,21 +56,19 @@ void QC_AVX2_ENTRY(register_gemm_kernels)(Kernels& k) {
   using QC_AVX2_NS::Dot;
   using namespace gemm;
   // 8 rows interleaved where |q - offset| <= 31 (AVX2: the products fit vpmaddubsw's int16 pairs)
-  k.weight[GGML_Q4_0].gemm = gemm_x8<Q4_0W, Dot>;
-  k.weight[GGML_Q4_1].gemm = gemm_x8<Q4_1W, Dot>;
-  k.weight[GGML_Q5_0].gemm = gemm_x8<Q5_0W, Dot>;
-  k.weight[GGML_Q5_1].gemm = gemm_x8<Q5_1W, Dot>;
-  for (int32_t type : {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1}) k.weight[type].gemm_act = QC_ACT_Q8_X8;
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_x8<Q4_0W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_x8<Q4_1W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_x8<Q5_0W, Dot>), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_x8<Q5_1W, Dot>), QC_ACT_Q8_X8);
 #ifdef QC_DOT_VNNI
-  k.weight[GGML_Q8_0].gemm = gemm_x8<Q8_0W, Dot>;
-  k.weight[GGML_Q8_0].gemm_act = QC_ACT_Q8_X8;
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_x8<Q8_0W, Dot>), QC_ACT_Q8_X8);
 #else
   // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
-  k.weight[GGML_Q8_0].gemm = gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>;
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>));
 #endif
-  k.weight[GGML_Q4_K].gemm = gemm_kx8<Q4_KW, Dot>;
-  k.weight[GGML_Q5_K].gemm = gemm_kx8<Q5_KW, Dot>;
-  k.weight[GGML_Q6_K].gemm = gemm_kx8<Q6_KW, Dot>;
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_kx8<Q4_KW, Dot>));
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_kx8<Q5_KW, Dot>));
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_kx8<Q6_KW, Dot>));
 }
 
 }  // namespace qc

@@ -183,12 +183,10 @@ void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, 
 }  // namespace
 
 void register_gemv(Kernels& k) {
-  k.weight[GGML_Q4_0].gemv = gemv<Q4_0G>;
-  k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
-  k.weight[GGML_Q5_0].gemv = gemv<Q5_0G>;
-  k.weight[GGML_Q5_0].gemv_act = QC_ACT_Q8_0X4;
-  k.layout[QC_LAYOUT_Q4_0_R4] = {gemv_r4<Q4_0R4>, QC_ACT_Q8_0X4};
-  k.layout[QC_LAYOUT_Q8_0_R4] = {gemv_r4<Q8_0R4>, QC_ACT_Q8_0X4};
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv<Q4_0G>), QC_ACT_Q8_0X4);
+  set_gemv(k, GGML_Q5_0, QC_FN(gemv<Q5_0G>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4);
 }
 
 }  // namespace QC_AVX2_NS

@@ -142,9 +142,8 @@ void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void*
 }  // namespace
 
 void register_gemv_k(Kernels& k) {
-  k.weight[GGML_Q4_K].gemv = gemv_q4_K;
-  k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
-  k.layout[QC_LAYOUT_Q4_K_R4] = {gemv_q4_K_r4, GGML_Q8_K};
+  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
+  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
 }
 
 }  // namespace QC_AVX2_NS

@@ -14,7 +14,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   QC_AVX2_NS::register_quants_k(k);
   QC_AVX2_NS::register_gemv(k);
   QC_AVX2_NS::register_gemv_k(k);
-  QC_AVX2_ENTRY(register_gemm_kernels)(k);  // after the vec_dots: assigning a WeightKernels resets gemm
+  QC_AVX2_ENTRY(register_gemm_kernels)(k);
 }
 
 }  // namespace qc

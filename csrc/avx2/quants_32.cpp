@@ -7,7 +7,7 @@
 // the per-block scale products are accumulated as floats with FMA in two independent accumulators
 // (two blocks per iteration), with one horizontal sum at the end.
 #include "simd.h"
-#include "min_dot.h"
+#include "../x86/min_dot.h"
 
 #include "../act_q8_0x4.h"
 #include "../act_q8_x8.h"
@@ -278,14 +278,14 @@ float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_32(Kernels& k) {
-  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
-  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
-  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
-  k.weight[GGML_Q4_0] = {vec_dot_q4_0, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_q4_1, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_q5_0, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_q5_1, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_q8_0, GGML_Q8_0};
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
   k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;

@@ -131,10 +131,8 @@ QC_VNNI void gemv_q5_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
 }  // namespace
 
 void register_gemv_vnni(Kernels& k) {
-  k.weight[GGML_Q4_0].gemv = gemv_q4_0;
-  k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
-  k.weight[GGML_Q5_0].gemv = gemv_q5_0;
-  k.weight[GGML_Q5_0].gemv_act = QC_ACT_Q8_0X4;
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4);
+  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4);
 }
 
 }  // namespace avx512

@@ -51,7 +51,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   // header unpacking, per 128-bit lane = dwords [d | dmin << 16, w0, w1, w2] of one row:
   // scales 0..3 = w0 & 0x3f.., 4..7 = (w2 & 0x0f..) | (w0 >> 2 & 0x30..); mins 0..3 = w1 & 0x3f..,
-  // 4..7 = (w2 >> 4 & 0x0f..) | (w1 >> 2 & 0x30..)  (the layout of avx2::k4_scales_mins)
+  // 4..7 = (w2 >> 4 & 0x0f..) | (w1 >> 2 & 0x30..)  (the layout of x86::k4_scales_mins)
   const __m512i shift = _mm512_set4_epi32(4, 0, 0, 0);
   const __m512i keep_lo = _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
   const __m512i keep_hi = _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0);
@@ -133,9 +133,8 @@ QC_VNNI void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, con
 }  // namespace
 
 void register_gemv_k_vnni(Kernels& k) {
-  k.weight[GGML_Q4_K].gemv = gemv_q4_K;
-  k.weight[GGML_Q4_K].gemv_act = GGML_Q8_K;
-  k.layout[QC_LAYOUT_Q4_K_R4] = {gemv_q4_K_r4, GGML_Q8_K};
+  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
+  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
 }
 
 }  // namespace avx512

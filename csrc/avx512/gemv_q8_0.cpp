@@ -87,8 +87,7 @@ QC_VNNI void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
 }  // namespace
 
 void register_gemv_q8_0_vnni(Kernels& k) {
-  k.weight[GGML_Q8_0].gemv = gemv_q8_0;
-  k.weight[GGML_Q8_0].gemv_act = GGML_Q8_0;
+  set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0);
 }
 
 }  // namespace avx512

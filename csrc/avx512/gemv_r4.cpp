@@ -83,8 +83,8 @@ QC_VNNI void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const vo
 }  // namespace
 
 void register_gemv_r4_vnni(Kernels& k) {
-  k.layout[QC_LAYOUT_Q4_0_R4] = {gemv_r4<Q4_0R4>, QC_ACT_Q8_0X4};
-  k.layout[QC_LAYOUT_Q8_0_R4] = {gemv_r4<Q8_0R4>, QC_ACT_Q8_0X4};
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4);
 }
 
 }  // namespace avx512

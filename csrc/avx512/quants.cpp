@@ -4,32 +4,23 @@
 // and their accumulation), so they replace the AVX2 ones only when the CPU has it -- without
 // VNNI the table keeps the AVX2 kernels for those types. The activation quantizers and the
 // dequantizers stay the inherited ones.
-#include <cpuid.h>
-
 #include "simd512.h"
 
 #include "../gemm.h"
 
 namespace qc {
 
-static bool cpu_has_avx512_vnni() {
-  unsigned a, b, c, d;
-  // CPUID leaf 7, sub-leaf 0: ECX bit 11 = AVX512_VNNI. The OS support for the AVX-512 state was
-  // checked by dispatch.cpp before this table was built.
-  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11));
-}
-
-void register_quant_kernels_avx512(Kernels& k) {
+void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   avx512::register_quants_float(k);
-  if (cpu_has_avx512_vnni()) {
+  if (cpu.avx512vnni) {
     avx512::register_quants_32_vnni(k);
     avx512::register_quants_k_vnni(k);
     avx512::register_gemv_vnni(k);
     avx512::register_gemv_k_vnni(k);
     avx512::register_gemv_q8_0_vnni(k);
     avx512::register_gemv_r4_vnni(k);
+    register_gemm_kernels_avx512(k);
   }
-  register_gemm_kernels_avx512(k);  // after the vec_dots: assigning a WeightKernels resets gemm
 }
 
 }  // namespace qc

@@ -8,7 +8,7 @@
 // (rows whose length is not a multiple of 128) goes through the same code at 256 bits. Q8_0
 // runs entirely at 256 bits (see Q8_0Dot).
 #include "simd512.h"
-#include "../avx2/min_dot.h"
+#include "../x86/min_dot.h"
 
 namespace qc {
 namespace avx512 {
@@ -26,7 +26,7 @@ static inline __m512i nibbles_2x32(const uint8_t* q0, const uint8_t* q1) {
 }
 
 // One block's nibbles (16 bytes) as 32 unsigned bytes in element order.
-static inline __m256i nibbles_32(const uint8_t* q) { return avx2::unpack_nibbles_32(q); }
+static inline __m256i nibbles_32(const uint8_t* q) { return x86::unpack_nibbles_32(q); }
 
 // Per weight type: pair() gives the int32 lanes of two blocks' integer dot products (8 lanes per
 // block), one() those of one block; kMin: the type has a min, whose term m * s is added apart.
@@ -96,7 +96,7 @@ struct Q5_0Dot {
   }
   QC_VNNI static __m256i one(const W* x, const A* y) {
     const __m256i a = load256(y->qs);
-    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(avx2::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
+    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(x86::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
     const __m256i z = _mm256_setzero_si256();
     return _mm256_sub_epi32(_mm256_dpbusd_epi32(z, u, a), _mm256_dpbusd_epi32(z, _mm256_set1_epi8(16), a));
   }
@@ -112,7 +112,7 @@ struct Q5_1Dot {
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, load_2x32(y[0].qs, y[1].qs));
   }
   QC_VNNI static __m256i one(const W* x, const A* y) {
-    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(avx2::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
+    const __m256i u = _mm256_or_si256(nibbles_32(x->qs), _mm256_and_si256(x86::bits_to_bytes_32(x->qh), _mm256_set1_epi8(16)));
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load256(y->qs));
   }
 };
@@ -124,13 +124,13 @@ static inline __m128 min_terms4(const typename D::W* x, const typename D::A* y) 
 }
 
 // vec_dot_32 of the types with a min (Q4_1, Q5_1): each block's exact integer dot (four at a
-// time), then the float sums in the order the prefill tile uses too (avx2/min_dot.h).
+// time), then the float sums in the order the prefill tile uses too (x86/min_dot.h).
 template <typename D>
 QC_VNNI float vec_dot_32_min(int64_t nb, const typename D::W* x, const typename D::A* y) {
-  alignas(16) int32_t isum[avx2::kMinDotSegment];
+  alignas(16) int32_t isum[x86::kMinDotSegment];
   float total = 0.0f;
-  for (int64_t s0 = 0; s0 < nb; s0 += avx2::kMinDotSegment) {
-    const int ns = nb - s0 < avx2::kMinDotSegment ? (int)(nb - s0) : avx2::kMinDotSegment;
+  for (int64_t s0 = 0; s0 < nb; s0 += x86::kMinDotSegment) {
+    const int ns = nb - s0 < x86::kMinDotSegment ? (int)(nb - s0) : x86::kMinDotSegment;
     int b = 0;
     for (; b + 4 <= ns; b += 4) {
       const __m512i p01 = D::pair(x + s0 + b, y + s0 + b), p23 = D::pair(x + s0 + b + 2, y + s0 + b + 2);
@@ -142,8 +142,8 @@ QC_VNNI float vec_dot_32_min(int64_t nb, const typename D::W* x, const typename 
       _mm_store_si128(reinterpret_cast<__m128i*>(isum + b),
                       _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
     }
-    for (; b < ns; ++b) isum[b] = avx2::hsum_epi32(D::one(x + s0 + b, y + s0 + b));
-    total = total + avx2::min_dot_segment(isum, x + s0, y + s0, ns);
+    for (; b < ns; ++b) isum[b] = x86::hsum_epi32(D::one(x + s0 + b, y + s0 + b));
+    total = total + x86::min_dot_segment(isum, x + s0, y + s0, ns);
   }
   return total;
 }
@@ -191,10 +191,10 @@ QC_VNNI float vec_dot_32_ymm(int64_t n, const void* vw, const void* va) {
   int64_t i = 0;
   for (; i + 4 <= nb; i += 4) {
     const __m128 d = _mm_mul_ps(load4_h(&x[i].d, sizeof(typename D::W)), load4_h(&y[i].d, sizeof(typename D::A)));
-    acc0 = _mm256_fmadd_ps(avx2::lane_ps(d, 0), _mm256_cvtepi32_ps(D::one(x + i, y + i)), acc0);
-    acc1 = _mm256_fmadd_ps(avx2::lane_ps(d, 1), _mm256_cvtepi32_ps(D::one(x + i + 1, y + i + 1)), acc1);
-    acc0 = _mm256_fmadd_ps(avx2::lane_ps(d, 2), _mm256_cvtepi32_ps(D::one(x + i + 2, y + i + 2)), acc0);
-    acc1 = _mm256_fmadd_ps(avx2::lane_ps(d, 3), _mm256_cvtepi32_ps(D::one(x + i + 3, y + i + 3)), acc1);
+    acc0 = _mm256_fmadd_ps(x86::lane_ps(d, 0), _mm256_cvtepi32_ps(D::one(x + i, y + i)), acc0);
+    acc1 = _mm256_fmadd_ps(x86::lane_ps(d, 1), _mm256_cvtepi32_ps(D::one(x + i + 1, y + i + 1)), acc1);
+    acc0 = _mm256_fmadd_ps(x86::lane_ps(d, 2), _mm256_cvtepi32_ps(D::one(x + i + 2, y + i + 2)), acc0);
+    acc1 = _mm256_fmadd_ps(x86::lane_ps(d, 3), _mm256_cvtepi32_ps(D::one(x + i + 3, y + i + 3)), acc1);
   }
   for (; i < nb; ++i)
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(D::one(x + i, y + i)), acc0);
@@ -204,11 +204,11 @@ QC_VNNI float vec_dot_32_ymm(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_32_vnni(Kernels& k) {
-  k.weight[GGML_Q4_0] = {vec_dot_32<Q4_0Dot>, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_32<Q4_1Dot>, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_32<Q5_0Dot>, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_32<Q5_1Dot>, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_32_ymm<Q8_0Dot>, GGML_Q8_0};
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_32<Q4_0Dot>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_32<Q4_1Dot>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_32<Q5_0Dot>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_32<Q5_1Dot>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_32_ymm<Q8_0Dot>), GGML_Q8_0);
 }
 
 }  // namespace avx512

@@ -87,7 +87,7 @@ QC_VNNI float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
   __m256 acc_off = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float d = h2f(x[i].d) * y[i].d;
-    const __m128i sc8 = avx2::q3_K_scales(x[i].scales);
+    const __m128i sc8 = x86::q3_K_scales(x[i].scales);
     // values are u - 4 with u = 2 low bits + 4 * high bit: 4 * sum_j scale_j * bsum_j comes off at the end
     const __m256i offs = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepi8_epi16(sc8));
     acc_off = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_slli_epi32(offs, 2)), acc_off);
@@ -125,7 +125,7 @@ QC_VNNI float vec_dot_q4_K(int64_t n, const void* vw, const void* va) {
   __m256 acc_min = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float d = h2f(x[i].d) * y[i].d, dmin = h2f(x[i].dmin) * y[i].d;
-    const __m128i sm = avx2::k4_scales_mins(x[i].scales);
+    const __m128i sm = x86::k4_scales_mins(x[i].scales);
     acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_term(sm, y[i])), acc_min);
     const __m512i sc = scales_u8_to_words(sm);
     const int8_t* a = y[i].qs;
@@ -157,7 +157,7 @@ QC_VNNI float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
   __m256 acc_min = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float d = h2f(x[i].d) * y[i].d, dmin = h2f(x[i].dmin) * y[i].d;
-    const __m128i sm = avx2::k4_scales_mins(x[i].scales);
+    const __m128i sm = x86::k4_scales_mins(x[i].scales);
     acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_term(sm, y[i])), acc_min);
     const __m512i sc = scales_u8_to_words(sm);
     // qh byte l in both halves; step k tests bit 2k (low half: low nibbles) and 2k + 1 (high half)
@@ -222,11 +222,11 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_k_vnni(Kernels& k) {
-  k.weight[GGML_Q2_K] = {vec_dot_q2_K, GGML_Q8_K};
-  k.weight[GGML_Q3_K] = {vec_dot_q3_K, GGML_Q8_K};
-  k.weight[GGML_Q4_K] = {vec_dot_q4_K, GGML_Q8_K};
-  k.weight[GGML_Q5_K] = {vec_dot_q5_K, GGML_Q8_K};
-  k.weight[GGML_Q6_K] = {vec_dot_q6_K, GGML_Q8_K};
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
 }
 
 }  // namespace avx512

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "../kernels.h"
 #include "../matmul.h"
+#include "../repack.h"
 #include "../threadpool.h"
 
 namespace qc {
@@ -24,6 +25,34 @@ static void bind_dispatch(py::module_& m) {
     require(set_isa(name.c_str()), "kernel path '" + name + "' is not available on this CPU/build");
   }, "Select a kernel path by name (process-wide).");
   m.def("cpu_features", [] { return std::string(cpu_features()); });
+  m.def("kernel_table", [] {
+    const Kernels& K = kernels();
+    auto act_name = [](int32_t fmt) -> std::string {
+      return fmt == QC_ACT_Q8_0X4 ? "Q8_0x4" : fmt == QC_ACT_Q8_X8 ? "Q8_X8" : type_info(fmt).name;
+    };
+    auto entry = [&](const char* name, int32_t act) {
+      return py::make_tuple(name ? name : "", name ? act_name(act) : "");
+    };
+    const char* layout_names[QC_LAYOUT_COUNT] = {"stored", "Q4_0_R4", "Q8_0_R4", "Q4_K_R4"};
+    py::list out;
+    for (int32_t t = 0; t < GGML_TYPE_COUNT; ++t) {
+      const WeightKernels& w = K.weight[t];
+      if (!w.vec_dot) continue;
+      py::dict d;
+      d["type"] = type_info(t).name;
+      d["vec_dot"] = entry(w.vec_dot_name, w.act_type);
+      d["gemm"] = entry(w.gemm_name, w.gemm_act >= 0 ? w.gemm_act : w.act_type);
+      d["gemv"] = entry(w.gemv_name, w.gemv_act);
+      const int32_t layout = repack_layout_of(t);
+      const bool repacks = layout != QC_LAYOUT_STORED && K.layout[layout].gemv;
+      d["layout"] = repacks ? layout_names[layout] : "stored";
+      d["layout_gemv"] = repacks ? entry(K.layout[layout].gemv_name, K.layout[layout].gemv_act) : entry(nullptr, 0);
+      out.append(d);
+    }
+    return out;
+  }, "The selected path's kernels per weight type: a list of dicts with 'type', 'layout' (the one "
+     "decode repacks into, or 'stored') and (name, activation format) pairs 'vec_dot', 'gemm', "
+     "'gemv', 'layout_gemv' ('' where the path has none).");
   m.def("default_thread_count", &default_thread_count);
 }
 
@@ -32,7 +61,7 @@ static void bind_pool_and_matmul(py::module_& m) {
       .def(py::init<int>(), py::arg("n_threads"))
       .def_property_readonly("size", &ThreadPool::size);
 
-  m.def("matmul", [](ThreadPool& pool, u8_array w, int32_t wtype, int64_t n_in, f32_array x) {
+  m.def("matmul", [](ThreadPool& pool, u8_array w, int32_t wtype, int64_t n_in, f32_array x, bool alone) {
     // w: (n_out, row_bytes) raw rows; x: (n_tok, n_in); returns (n_tok, n_out) float32
     require(w.ndim() == 2, "matmul: weight must be a 2-D uint8 array (n_out, row_bytes)");
     require(x.ndim() == 2 && x.shape(1) == n_in, "matmul: x must be (n_tok, n_in)");
@@ -48,11 +77,12 @@ static void bind_pool_and_matmul(py::module_& m) {
     float* yp = y.mutable_data();
     {
       py::gil_scoped_release nogil;
-      matmul(pool, K, wp, wtype, n_out, n_in, xp, n_tok, yp, scratch.data());
+      matmul(pool, K, wp, wtype, n_out, n_in, xp, n_tok, yp, scratch.data(), QC_LAYOUT_STORED, alone);
     }
     return y;
-  }, py::arg("pool"), py::arg("w"), py::arg("wtype"), py::arg("n_in"), py::arg("x"),
-     "y (n_tok, n_out) = x (n_tok, n_in) @ W^T with W's rows in their stored type.");
+  }, py::arg("pool"), py::arg("w"), py::arg("wtype"), py::arg("n_in"), py::arg("x"), py::arg("alone") = false,
+     "y (n_tok, n_out) = x (n_tok, n_in) @ W^T with W's rows in their stored type (alone: each row as a "
+     "one-row product computes it, matmul.h).");
 }
 
 // Streams a buffer of n_bytes with every thread of the pool, `repeats` times, and returns the best

@@ -379,20 +379,19 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 // Fills the integer dot products of table k with the kernels over D.
 template <class D>
 void register_int_kernels(Kernels& k) {
-  k.weight[GGML_Q4_0] = {vec_dot_32<D, Q4_0Block>, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_32<D, Q4_1Block>, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_32<D, Q5_0Block>, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_32<D, Q5_1Block>, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_32<D, Q8_0Block>, GGML_Q8_0};
-  k.weight[GGML_Q2_K] = {vec_dot_q2_K<D>, GGML_Q8_K};
-  k.weight[GGML_Q3_K] = {vec_dot_q3_K<D>, GGML_Q8_K};
-  k.weight[GGML_Q4_K] = {vec_dot_q4_K<D>, GGML_Q8_K};
-  k.weight[GGML_Q5_K] = {vec_dot_q5_K<D>, GGML_Q8_K};
-  k.weight[GGML_Q6_K] = {vec_dot_q6_K<D>, GGML_Q8_K};
-  k.weight[GGML_Q4_0].gemv = gemv_q4_0<D>;  // after the vec_dot (the brace assignment resets it)
-  k.weight[GGML_Q4_0].gemv_act = QC_ACT_Q8_0X4;
-  k.layout[QC_LAYOUT_Q4_0_R4] = {gemv_r4<D, Q4_0R4>, QC_ACT_Q8_0X4};
-  k.layout[QC_LAYOUT_Q8_0_R4] = {gemv_r4<D, Q8_0R4>, QC_ACT_Q8_0X4};
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_32<D, Q4_0Block>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_32<D, Q4_1Block>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_32<D, Q5_0Block>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_32<D, Q5_1Block>), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_32<D, Q8_0Block>), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K<D>), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K<D>), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K<D>), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K<D>), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K<D>), GGML_Q8_K);
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0<D>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<D, Q4_0R4>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<D, Q8_0R4>), QC_ACT_Q8_0X4);
 }
 
 }  // namespace

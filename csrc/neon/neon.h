@@ -9,6 +9,9 @@
 
 #include "../kernels.h"
 
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX "neon::"  // kernel names (kernels.h, QC_FN)
+
 namespace qc {
 namespace neon {
 

@@ -4,6 +4,8 @@
 // scalar path of matmul) and against their own table's vec_dot.
 #include "../gemm.h"
 
+#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
+
 namespace qc {
 namespace scalar {
 namespace {
@@ -27,7 +29,7 @@ void gemm_by_vec_dot(int64_t n, const void* vw, size_t w_row_bytes, int n_w, con
 template <int32_t kType>
 void add(Kernels& k) {
   g_vec_dot[kType] = k.weight[kType].vec_dot;
-  if (g_vec_dot[kType]) k.weight[kType].gemm = gemm_by_vec_dot<kType>;
+  if (g_vec_dot[kType]) set_gemm(k, kType, QC_FN(gemm_by_vec_dot<kType>));
 }
 
 }  // namespace

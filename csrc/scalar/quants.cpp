@@ -111,7 +111,7 @@ void register_quant_kernels_scalar(Kernels& k) {
   k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<scalar::quantize_row_q8_1>;
   k.dequantize[GGML_Q8_1] = scalar::dequantize_row_q8_1;
   k.dequantize[GGML_Q8_K] = scalar::dequantize_row_q8_K;
-  register_gemm_kernels_scalar(k);  // after the vec_dots it wraps
+  register_gemm_kernels_scalar(k);  // after the vec_dots it wraps (it reads them from the table)
 }
 
 }  // namespace qc

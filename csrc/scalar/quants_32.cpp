@@ -14,6 +14,8 @@
 
 #include "quants.h"
 
+#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
+
 namespace qc {
 namespace scalar {
 namespace {
@@ -225,14 +227,14 @@ void register_quants_32(Kernels& k) {
   k.dequantize[GGML_Q5_1] = dequantize_row_q5_1;
   k.dequantize[GGML_Q8_0] = dequantize_row_q8_0;
 
-  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
-  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
-  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
-  k.weight[GGML_Q4_0] = {vec_dot_q4_0_q8_0, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_q4_1_q8_1, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_q5_0_q8_0, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_q5_1_q8_1, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_q8_0_q8_0, GGML_Q8_0};
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0_q8_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1_q8_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0_q8_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1_q8_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0_q8_0), GGML_Q8_0);
 }
 
 }  // namespace scalar

@@ -15,6 +15,8 @@
 
 #include "quants.h"
 
+#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
+
 namespace qc {
 namespace scalar {
 namespace {
@@ -240,11 +242,11 @@ void register_quants_k(Kernels& k) {
   k.dequantize[GGML_Q5_K] = dequantize_row_q5_K;
   k.dequantize[GGML_Q6_K] = dequantize_row_q6_K;
 
-  k.weight[GGML_Q2_K] = {vec_dot_q2_K_q8_K, GGML_Q8_K};
-  k.weight[GGML_Q3_K] = {vec_dot_q3_K_q8_K, GGML_Q8_K};
-  k.weight[GGML_Q4_K] = {vec_dot_q4_K_q8_K, GGML_Q8_K};
-  k.weight[GGML_Q5_K] = {vec_dot_q5_K_q8_K, GGML_Q8_K};
-  k.weight[GGML_Q6_K] = {vec_dot_q6_K_q8_K, GGML_Q8_K};
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K_q8_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K_q8_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K_q8_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K_q8_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K_q8_K), GGML_Q8_K);
 }
 
 }  // namespace scalar

@@ -244,14 +244,14 @@ float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_32(Kernels& k) {
-  k.weight[GGML_F32] = {vec_dot_f32, GGML_F32};
-  k.weight[GGML_F16] = {vec_dot_f16, GGML_F32};
-  k.weight[GGML_BF16] = {vec_dot_bf16, GGML_F32};
-  k.weight[GGML_Q4_0] = {vec_dot_q4_0, GGML_Q8_0};
-  k.weight[GGML_Q4_1] = {vec_dot_q4_1, GGML_Q8_1};
-  k.weight[GGML_Q5_0] = {vec_dot_q5_0, GGML_Q8_0};
-  k.weight[GGML_Q5_1] = {vec_dot_q5_1, GGML_Q8_1};
-  k.weight[GGML_Q8_0] = {vec_dot_q8_0, GGML_Q8_0};
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
   // F32 activations stay the inherited plain copy.

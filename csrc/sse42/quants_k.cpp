@@ -240,11 +240,11 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 }  // namespace
 
 void register_quants_k(Kernels& k) {
-  k.weight[GGML_Q2_K] = {vec_dot_q2_K, GGML_Q8_K};
-  k.weight[GGML_Q3_K] = {vec_dot_q3_K, GGML_Q8_K};
-  k.weight[GGML_Q4_K] = {vec_dot_q4_K, GGML_Q8_K};
-  k.weight[GGML_Q5_K] = {vec_dot_q5_K, GGML_Q8_K};
-  k.weight[GGML_Q6_K] = {vec_dot_q6_K, GGML_Q8_K};
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
 }
 

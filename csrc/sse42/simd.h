@@ -13,6 +13,10 @@
 #include <cstring>
 
 #include "../kernels.h"
+#include "../x86/scales.h"
+
+#undef QC_KERNEL_PREFIX
+#define QC_KERNEL_PREFIX "sse42::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {
 namespace sse42 {
@@ -91,27 +95,8 @@ static inline __m128i pairs_i8i8(__m128i w, __m128i a) {
   return _mm_maddubs_epi16(_mm_sign_epi8(w, w), _mm_sign_epi8(a, w));
 }
 
-// The 16 6-bit scales of a Q3_K block (12 packed bytes) as int8 scale - 32 (layout: scalar/quants.h).
-static inline __m128i q3_K_scales(const uint8_t* p) {
-  uint32_t w[3];
-  std::memcpy(w, p, 12);
-  const uint32_t s0 = (w[0] & 0x0f0f0f0f) | (((w[2] >> 0) & 0x03030303) << 4);
-  const uint32_t s1 = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
-  const uint32_t s2 = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
-  const uint32_t s3 = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
-  return _mm_sub_epi8(_mm_setr_epi32((int)s0, (int)s1, (int)s2, (int)s3), _mm_set1_epi8(32));
-}
-
-// The 8 6-bit scales and 8 6-bit mins of a Q4_K/Q5_K block (12 packed bytes) as 16 bytes: scales
-// in bytes 0..7, mins in bytes 8..15 (layout: scalar/quants.h).
-static inline __m128i k4_scales_mins(const uint8_t* p) {
-  uint32_t w[3];
-  std::memcpy(w, p, 12);
-  const uint32_t sc_lo = w[0] & 0x3f3f3f3f, mn_lo = w[1] & 0x3f3f3f3f;
-  const uint32_t sc_hi = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
-  const uint32_t mn_hi = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
-  return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)mn_lo, (int)mn_hi);
-}
+using x86::k4_scales_mins;  // csrc/x86/scales.h
+using x86::q3_K_scales;
 
 // pshufb masks spreading int16 word j (j < 8) of a vector over all 8 words.
 struct WordMasks {

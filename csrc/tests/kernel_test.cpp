@@ -1,6 +1,6 @@
 // Standalone kernel test: every kernel table this build has and this CPU runs (qc::available_isas)
 // against the scalar reference table and float64 references, with the error bounds of the Python
-// tests (tests/test_quants_simd.py, tests/test_ops.py). No Python needed, so it runs where the
+// tests (tests/test_simd_vs_scalar.py, tests/test_ops.py). No Python needed, so it runs where the
 // package cannot (under qemu-aarch64 for NEON, see .ci/test-neon-qemu; on an emulated pre-AVX
 // x86, see .ci/test-x86-baseline).
 //
@@ -166,7 +166,7 @@ std::vector<uint8_t> quantize(const Kernels& K, int32_t atype, const std::vector
   return a;
 }
 
-// The activation rows of tests/test_quants_simd.py: random ones at several scales, adversarial ones.
+// The activation rows of tests/test_simd_vs_scalar.py: random ones at several scales, adversarial ones.
 std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt19937_64& g, int n) {
   std::vector<std::pair<std::string, std::vector<float>>> rows;
   std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -457,7 +457,7 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
 
 // Prefill vs decode on one table: WeightKernels::gemm (several tokens) against the same table's
 // vec_dot (one token, as a decode step computes it) on the same activations. Bit-identical for the
-// types whose tile and row share a summation order (Q4_1, Q5_1: csrc/avx2/min_dot.h), so that a
+// types whose tile and row share a summation order (Q4_1, Q5_1: csrc/x86/min_dot.h), so that a
 // token's outputs do not depend on the kind of step; rows of 2, 18 and 48 blocks (two segments).
 void test_gemm_matches_vec_dot(Report& R, const Kernels& K) {
   for (const WeightType& wt : weight_types()) {

@@ -1,6 +1,6 @@
 // The float summation order of the 32-element block types with a min (Q4_1, Q5_1: value d*q + m),
 // shared by their prefill tile (gemm_x8, gemm_impl.h) and their decode rows (vec_dot,
-// avx2/quants_32.cpp, avx512/quants_32.cpp), so that both give bit-identical outputs. A token's
+// avx2/quants_32.cpp, avx512/quants_32.cpp), in every x86 compilation, so that both give bit-identical outputs. A token's
 // logits then do not depend on whether a prefill or a decode step computed it (i.e. on the cache
 // state), which reproducible output and speculative decoding need. With two orders the outputs
 // differed in the last bits; through a network, where an activation can land on the other side
@@ -13,10 +13,10 @@
 // then y = y + (((p_0 + p_1) + (p_2 + p_3)) + ((m_0 + m_1) + (m_2 + m_3))), y starting at 0.
 // Four independent sums: a decode row does each step for 4 blocks in one vector instruction.
 #pragma once
-#include "simd.h"
+#include "simd256.h"
 
 namespace qc {
-namespace QC_AVX2_NS {
+namespace x86 {
 
 constexpr int kMinDotSegment = 32;
 
@@ -53,5 +53,5 @@ static inline float min_dot_segment(const int32_t* isum, const W* x, const A* y,
   return min_dot_sum4(p) + min_dot_sum4(m);
 }
 
-}  // namespace QC_AVX2_NS
+}  // namespace x86
 }  // namespace qc

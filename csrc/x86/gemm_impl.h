@@ -1,5 +1,5 @@
 // Matrix-matrix (prefill) tiles of the quantized weight types, as templates over an integer
-// dot-product policy so that the AVX2 translation unit (csrc/avx2/gemm.cpp: maddubs + madd) and
+// dot-product policy so that the AVX2 translation units (csrc/avx2/gemm.cpp: maddubs + madd) and
 // the AVX-512 VNNI one (csrc/avx512/gemm.cpp: vpdpbusd) share the tiling and the unpacking.
 // Only included by translation units compiled with at least -mavx2 -mfma -mf16c; the includer
 // defines QC_GEMM_ATTR (empty, or a target attribute that its policy's functions need) first.
@@ -24,7 +24,7 @@
 #include "../act_q8_x8.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
 #include "min_dot.h"
-#include "simd.h"
+#include "simd256.h"
 
 #ifndef QC_GEMM_ATTR
 #error "define QC_GEMM_ATTR before including gemm_impl.h"
@@ -47,14 +47,14 @@ struct Q4_0W {
   typedef block_q8_0 A;
   static constexpr int kOff = 8;
   static constexpr bool kSigned = false, kMin = false;
-  static inline __m256i q(const B& b) { return avx2::unpack_nibbles_32(b.qs); }
+  static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q4_1W {
   typedef block_q4_1 B;
   typedef block_q8_1 A;
   static constexpr int kOff = 0;
   static constexpr bool kSigned = false, kMin = true;
-  static inline __m256i q(const B& b) { return avx2::unpack_nibbles_32(b.qs); }
+  static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q5_0W {
   typedef block_q5_0 B;
@@ -62,8 +62,8 @@ struct Q5_0W {
   static constexpr int kOff = 16;
   static constexpr bool kSigned = false, kMin = false;
   static inline __m256i q(const B& b) {
-    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(avx2::unpack_nibbles_32(b.qs), hi);  // 0..31
+    const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);  // 0..31
   }
 };
 struct Q5_1W {
@@ -72,8 +72,8 @@ struct Q5_1W {
   static constexpr int kOff = 0;
   static constexpr bool kSigned = false, kMin = true;
   static inline __m256i q(const B& b) {
-    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(avx2::unpack_nibbles_32(b.qs), hi);
+    const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);
   }
 };
 struct Q8_0W {
@@ -114,13 +114,13 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
       const B& b = block_at<B>(w + r * wrb, i);
       q[r] = W::q(b);
       if constexpr (W::kSigned) qabs[r] = _mm256_sign_epi8(q[r], q[r]);
-      dw[r] = _mm256_set1_ps(avx2::h2f(b.d));
-      if constexpr (W::kMin) mw[r] = avx2::h2f(b.m);
+      dw[r] = _mm256_set1_ps(x86::h2f(b.d));
+      if constexpr (W::kMin) mw[r] = x86::h2f(b.m);
     }
     for (int c = 0; c < C; ++c) {
       const A& ab = block_at<A>(a + c * arb, i);
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
-      const __m256 da = _mm256_set1_ps(avx2::h2f(ab.d));
+      const __m256 da = _mm256_set1_ps(x86::h2f(ab.d));
       // -kOff * a in the int32 lanes, the start of every row's sum
       __m256i init = _mm256_setzero_si256();
       if constexpr (W::kOff != 0) init = _mm256_sub_epi32(init, D::udot_acc(init, _mm256_set1_epi8(W::kOff), av));
@@ -135,13 +135,13 @@ QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const
         acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
       }
       if constexpr (W::kMin) {
-        const float s = avx2::h2f(ab.s);
+        const float s = x86::h2f(ab.s);
         for (int r = 0; r < R; ++r) acc_min[r][c] += mw[r] * s;
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) y[c * ys + r] = avx2::hsum_ps(acc[r][c]) + acc_min[r][c];
+    for (int c = 0; c < C; ++c) y[c * ys + r] = x86::hsum_ps(acc[r][c]) + acc_min[r][c];
 }
 
 // ---- 32-element block types: 8 weight rows interleaved, one int32 lane per row ---------------
@@ -201,7 +201,7 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
                      size_t ys) {
   typedef typename W::B B;
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
-  static_assert(!W::kMin || kSeg == QC_AVX2_NS::kMinDotSegment, "the min types sum per segment as their vec_dot does");
+  static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
@@ -222,8 +222,8 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
           if (r < nr) {
             const B& blk = reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
             v[r] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
-            dw[b][r] = avx2::h2f(blk.d);
-            if constexpr (W::kMin) mw[b][r] = avx2::h2f(blk.m);
+            dw[b][r] = x86::h2f(blk.d);
+            if constexpr (W::kMin) mw[b][r] = x86::h2f(blk.m);
           } else {
             v[r] = _mm256_setzero_si256();
             dw[b][r] = 0.0f;
@@ -323,11 +323,11 @@ template <typename B>
 static inline void prepare_k4(const B& b, KUnpacked* u) {
     // mins duplicated per 16-value half of each 32-value sub-block, to pair them with bsums
     const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    const __m128i sm = avx2::k4_scales_mins(b.scales);
+    const __m128i sm = x86::k4_scales_mins(b.scales);
     u->offs = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins));
     u->sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-    u->d = avx2::h2f(b.d);
-    u->dmin = avx2::h2f(b.dmin);
+    u->d = x86::h2f(b.d);
+    u->dmin = x86::h2f(b.dmin);
 }
 struct Q4_KW {
   typedef block_q4_K B;
@@ -364,7 +364,7 @@ struct Q6_KW {
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
     u->offs = _mm256_cvtepi8_epi16(sc8);
     u->sc = u->offs;  // word j = scale of sub-block j (not duplicated: chunk picks lanes itself)
-    u->d = avx2::h2f(b.d);
+    u->d = x86::h2f(b.d);
     u->dmin = 32.0f * u->d;
   }
   static inline __m256i chunk(const B& b, const KUnpacked& u, int k, __m256i* sc) {
@@ -408,7 +408,7 @@ struct KSub<Q4_KW> {
   static inline void terms(const B& b, float* fs, float* fm) {
     uint8_t sc[8], mn[8];
     unpack_q4_K_scales(b.scales, sc, mn);
-    const float d = avx2::h2f(b.d), dmin = avx2::h2f(b.dmin);
+    const float d = x86::h2f(b.d), dmin = x86::h2f(b.dmin);
     for (int j = 0; j < 8; ++j) {
       fs[j] = d * sc[j];
       fm[j] = dmin * mn[j];
@@ -422,7 +422,7 @@ struct KSub<Q6_KW> {
   // the -32 of every value is taken out in the integer sum (it starts at -32 * S_j), so fm is unused
   static constexpr int kSub = 16, kIntOffset = 32;
   static inline void terms(const block_q6_K& b, float* fs, float* fm) {
-    const float d = avx2::h2f(b.d);
+    const float d = x86::h2f(b.d);
     for (int j = 0; j < 16; ++j) {
       fs[j] = d * b.scales[j];
       fm[j] = 32.0f * fs[j];
