@@ -239,3 +239,29 @@ def test_top_k_on_masked_logits_takes_the_allowed_tokens():
     x[np.arange(0, 151936, 7)] = 0.5                      # many finite logits: the ordinary path
     ids = top_k_indices(x, 40)
     assert ids[:3].tolist() == [70001, 151000, 5] and (x[ids[3:]] == 0.5).all() and ids.size == 40
+
+
+def test_scheduler_sequences_follow_their_own_grammars(tiny_qwen_gguf):
+    """Interface 1 through the engine's scheduler: several requests in one batch, each with its own
+    Constraint, each output valid under its own schema or regex."""
+    from qwen_cpu.scheduler import Request, Scheduler
+
+    with Model.load(tiny_qwen_gguf, n_ctx=512, n_seq=3) as m:
+        s = Scheduler(m)
+        try:
+            jobs = [(SCHEMAS[0], None), (SCHEMAS[3], None), (None, REGEXES[0])]
+            handles = []
+            for i, (schema, pattern) in enumerate(jobs):
+                g = constrain.from_json_schema(m.tokenizer, schema) if schema else constrain.from_regex(m.tokenizer, pattern)
+                params = generate.sampling_params(temperature=1.0, seed=i)
+                handles.append(s.submit(Request(prompt_ids=m.tokenize("{"), max_tokens=300, params=params,
+                                                constraint=g.constraint())))
+            for (schema, pattern), h in zip(jobs, handles):
+                r = generate.collect(iter(h))
+                assert r.finish_reason == "stop", r.text
+                if schema:
+                    jsonschema.validate(json.loads(r.text), schema)
+                else:
+                    assert re.fullmatch(pattern, r.text)
+        finally:
+            s.close()
