@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import QwenCpuError
-from .options import check_token_ids
+from .options import check_regular_file, check_token_ids
 
 MAGIC = b"QWENCPU-KV\0\0"
 FORMAT = 1
@@ -111,12 +111,10 @@ def _check_int(header: dict, key: str, path) -> int:
 def load_state(lease, path: str | os.PathLike) -> dict:
     """Check the file at path against the lease's model and load it into slot 0; returns extra."""
     model = lease.model
+    check_regular_file(path, "saved session")  # (a FIFO would block open())
     try:
         with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not os.path.isfile(path) or not (st.st_mode & 0o170000) == 0o100000:
-                raise _refuse(path, "not a regular file")
-            size = st.st_size
+            size = os.fstat(f.fileno()).st_size
             head = f.read(len(MAGIC) + 4)
             if len(head) < len(MAGIC) + 4 or head[:len(MAGIC)] != MAGIC:
                 raise _refuse(path, "it does not start with the session magic (not written by save_state)")
