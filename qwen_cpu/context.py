@@ -22,7 +22,7 @@ the kept tokens per shift, i.e. about half a context per half a context of new t
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import QwenCpuError
 

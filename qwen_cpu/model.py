@@ -383,8 +383,8 @@ class Model:
         ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
         shift = None
         if context_shift and max_tokens is not None:
-            bos = self.tokenizer.bos_id
-            shift = KeepStart(1 if len(ids) and bos is not None and ids[0] == bos else 0)
+            ids = check_token_ids(ids, self.config.n_vocab, "prompt token ids")
+            shift = KeepStart(1 if ids[:1] == [self.tokenizer.bos_id] else 0)
         return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
                                stop=stop, context_shift=shift)
 
