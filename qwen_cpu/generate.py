@@ -164,13 +164,15 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
            stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
            constraint=None, context_shift=None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text: an iterator of Responses (see Generation
-    for the options, all checked here before anything is computed).
+    for the options, all checked here before anything is computed; params: default the model's
+    own, sampling_params(model)).
 
     The stream takes the model (`Model.hold()`) at its first step and owns its cache until it
     finishes, is closed or is garbage-collected; it may be advanced from any thread. See
     Model.hold for what another call does meanwhile."""
     gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, n_vocab=model.config.n_vocab,
-                     max_tokens=max_tokens, params=params, stop=stop, stop_tokens=stop_tokens,
+                     max_tokens=max_tokens, params=params if params is not None else sampling_params(model),
+                     stop=stop, stop_tokens=stop_tokens,
                      logprobs=logprobs, constraint=constraint, context_shift=context_shift)
     return _stream(model, gen)
 
@@ -212,14 +214,18 @@ def collect(responses: Iterator[Response]) -> Response:
     return last
 
 
-# Defaults as llama.cpp's and llama-cpp-python's completion calls have them.
-DEFAULT_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
+    """SamplingParams from keyword overrides (temperature=0: greedy; a None value means "not
+    given") over a model's own defaults: `defaults` is a Model, a defaults.Defaults, or None for
+    the generic ones. The order in which settings win is described in defaults.py."""
+    from . import defaults as _defaults
 
-
-def sampling_params(**overrides) -> SamplingParams:
-    """SamplingParams with the usual defaults, overridden by keyword (temperature=0: greedy)."""
+    n_ctx = getattr(defaults, "n_ctx", None)
+    if defaults is not None and not isinstance(defaults, _defaults.Defaults):
+        defaults = defaults.sampling_defaults  # a Model
+    values, _ = _defaults.resolve(defaults, overrides, n_ctx)
     try:
-        return SamplingParams(**{**DEFAULT_SAMPLING, **overrides})
+        return SamplingParams(**values)
     except TypeError as e:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 

@@ -128,13 +128,15 @@ class Model:
             raise QwenCpuError(f"{self.path.name}: not enough memory for the buffers of n_ctx={n_ctx}, "
                                f"n_batch={n_batch}") from None
         self._tokenizer = None
+        self._sampling_defaults = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
              n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1,
              rope_scaling: str | None = None, rope_scale: float | None = None) -> "Model":
-        """Map a GGUF file and prepare it to run. Weights are not read or copied here (the OS
+        """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
+        `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
         faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
@@ -149,6 +151,10 @@ class Model:
         and rope_scale (the factor, e.g. 4) replace the file's RoPE scaling: Qwen2.5 runs beyond
         its 32K training context with rope_scaling='yarn', rope_scale=4 (config.check_rope_scaling).
         """
+        from .hub import resolve_model
+
+        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
+        path = resolve_model(path)
         check_regular_file(path)
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
@@ -156,9 +162,12 @@ class Model:
             n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
-        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
         gguf = GGUFFile(path)
         try:
+            if int(gguf.metadata.get("split.count", 1)) > 1:
+                raise QwenCpuError(f"{path}: part {gguf.metadata.get('split.no', 0) + 1} of a GGUF split into "
+                                   f"{gguf.metadata['split.count']} files; merge them first (llama.cpp: "
+                                   "llama-gguf-split --merge FIRST_PART OUT.gguf)")
             if "token_embd.weight" not in gguf.tensors:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
@@ -279,6 +288,15 @@ class Model:
             raise QwenCpuError("the model has been closed")
         return self._file.metadata
 
+    @property
+    def sampling_defaults(self):
+        """The file's own sampling defaults (defaults.Defaults: values and where each comes from)."""
+        if self._sampling_defaults is None:
+            from .defaults import model_defaults
+
+            self._sampling_defaults = model_defaults(self.metadata, self.path.name)
+        return self._sampling_defaults
+
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
         """Token ids of text; special-token markup in text is NOT recognised (it stays text)."""
         return self.tokenizer.encode(text, add_special=add_special)
@@ -324,6 +342,11 @@ class Model:
         position's logits (n_vocab,). Takes the model for this call only (see hold)."""
         with self.hold() as lease:
             return lease.prefill(ids)
+
+    def cached_tokens(self, ids: Sequence[int]) -> int:
+        """How many leading ids the KV cache already holds (prefill(ids) computes the rest)."""
+        with self._compute:
+            return self._cache.reusable_prefix(list(ids))
 
     def decode_step(self, token: int) -> np.ndarray:
         """Append one token at the next position; returns its logits (n_vocab,)."""
@@ -374,7 +397,8 @@ class Model:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
-        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...).
+        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
+        given take the model's own defaults (`sampling_defaults`).
         context_shift: when the context fills, keep the BOS token and the newer half of the rest
         and go on (qwen_cpu.context; not with max_tokens None); False ends with "length"."""
         from . import generate
@@ -385,7 +409,7 @@ class Model:
         if context_shift and max_tokens is not None:
             ids = check_token_ids(ids, self.config.n_vocab, "prompt token ids")
             shift = KeepStart(1 if ids[:1] == [self.tokenizer.bos_id] else 0)
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                stop=stop, context_shift=shift)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
@@ -431,7 +455,7 @@ class Model:
             shift = ChatShift(encode, messages, ids)
         else:
             ids = encode(messages)
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(**sampling),
+        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                     stop=stop, context_shift=shift)
         if stream:
             return generate.openai_chunks(responses, self.path.name)

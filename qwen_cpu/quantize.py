@@ -55,7 +55,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .defaults import add_sampling_metadata
 from .errors import QwenCpuError
+from .progress import Bar
 from .safetensors_io import SafetensorsFile
 
 __all__ = ["QUANT_TYPES", "QuantizeResult", "quantize_model", "tensor_type"]
@@ -649,6 +651,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
             w = gguf.GGUFWriter(None, arch)
             _add_hf_metadata(w, cfg, qt)
             _add_tokenizer(w, src_p, cfg.n_vocab)
+            add_sampling_metadata(w, src_p)  # general.sampling.* from generation_config.json
         else:
             gsrc, arch, n_layer, tensors = _gguf_source(src_p, closers)
             w = gguf.GGUFWriter(None, arch)
@@ -709,14 +712,18 @@ def _write(w: Any, tensors: list[_Tensor], dst: Path, progress: bool, n_threads:
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         n = len(tensors)
+        bar = Bar(total=sum(t.nbytes for t in tensors), desc=dst.name, unit="B", unit_scale=True,
+                  disable=not progress)  # drawn on a terminal only
         for i, t in enumerate(tensors):
             t0 = time.perf_counter()
             w.write_tensor_data(_Streamed(t.nbytes, _chunks(t, n_threads)))
             t.release()
+            bar.update(t.nbytes)
             if progress:
                 shape = "x".join(str(d) for d in t.shape)
-                print(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {_type_name(t.out_type):<5}"
-                      f" {t.nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr, flush=True)
+                bar.write(f"[{i + 1:4d}/{n}] {t.name:<28} {shape:>12} {t.src_type:>5} -> {_type_name(t.out_type):<5}"
+                          f" {t.nbytes / 2**20:9.2f} MiB {time.perf_counter() - t0:6.2f} s", file=sys.stderr)
+        bar.close()
         w.flush()
         os.fsync(w.fout[0].fileno())
         w.close()

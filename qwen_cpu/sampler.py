@@ -275,7 +275,9 @@ def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings. Defaults sample from the model's plain distribution.
+    """Sampling settings. A field left out is neutral (that filter off: the model's plain
+    distribution); the settings a model runs with by default are not here but in defaults.py,
+    applied by generate.sampling_params.
 
     temperature: 0 = greedy, at most 100. top_k: 0 = off. top_p in (0, 1], 1 = off. min_p in
     [0, 1], 0 = off. repetition_penalty in (0, 100], 1 = off. presence_penalty /

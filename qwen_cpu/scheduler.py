@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 import numpy as np
 
 from .errors import QwenCpuError
-from .generate import Generation, Response
+from .generate import Generation, Response, sampling_params
 from .model import Model, Run, check_pooling, pool_states
 from .options import check_token_ids
 from .sampler import SamplingParams
@@ -46,7 +46,7 @@ class Request:
 
     prompt_ids: Sequence[int]
     max_tokens: int = 256
-    params: SamplingParams | None = None  # generate.sampling_params(...); None: its defaults
+    params: SamplingParams | None = None  # generate.sampling_params(model, ...); None: the model's defaults
     stop: Sequence[str] = ()
     logprobs: int | None = None  # None, or top-N (0..20): fills Response.logprob / top_logprobs
     constraint: Any = None  # interface 1 (qwen_cpu.constrain): a per-request grammar
@@ -189,7 +189,8 @@ class Scheduler:
         wait already, QwenCpuError for a bad request (prompt ids, options) or a closed scheduler."""
         m = self.model
         gen = Generation(m.tokenizer, request.prompt_ids, n_ctx=m.n_ctx, n_vocab=m.config.n_vocab,
-                         max_tokens=request.max_tokens, params=request.params, stop=request.stop,
+                         max_tokens=request.max_tokens,
+                         params=request.params if request.params is not None else sampling_params(m), stop=request.stop,
                          stop_tokens=request.stop_tokens, logprobs=request.logprobs, constraint=request.constraint)
         handle = Handle()
         self._enqueue((gen.prompt_ids, gen, handle))

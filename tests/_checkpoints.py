@@ -115,3 +115,15 @@ def make_checkpoint(folder: Path, *, arch: str = "Qwen2ForCausalLM", hidden: int
     (folder / "config.json").write_text(json.dumps(cfg))
     write_tokenizer(folder)
     return t
+
+
+def make_gguf(folder: Path, qtype: str = "q8_0", generation_config: dict | None = None, name: str = "tiny.gguf",
+              **checkpoint) -> Path:
+    """A small random Qwen2 checkpoint (2 layers, hidden 64; make_checkpoint's keywords override),
+    with generation_config.json if given, converted by our quantizer; returns the GGUF's path."""
+    from qwen_cpu.quantize import quantize_model
+
+    make_checkpoint(folder, **{"hidden": 64, "ffn": 128, "n_layer": 2, **checkpoint})
+    if generation_config is not None:
+        (folder / "generation_config.json").write_text(json.dumps(generation_config))
+    return quantize_model(folder, folder / name, qtype, progress=False).path

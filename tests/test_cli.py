@@ -54,7 +54,8 @@ def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
 
 
 def test_info_describes_the_model_and_the_machine(smollm2_path):
-    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines())
+    # (the indented lines of the sampling-defaults table have no colon)
+    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     # SmolLM2-135M's config.json: 30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152
     assert fields["architecture"] == "llama" and fields["tensor types"].startswith("Q4_1 x210")
@@ -163,7 +164,7 @@ def _fails_cleanly(args, *words):
 
 def test_bad_inputs_are_one_line_errors(tmp_path, smollm2_path, tiny_qwen_gguf):
     _fails_cleanly(["info", tmp_path / "missing.gguf"], "missing.gguf")
-    _fails_cleanly(["info", tmp_path], "directory")
+    _fails_cleanly(["info", tmp_path], "folder")
     _fails_cleanly(["info", smollm2_path, "-c", "-1"], "-c")
     _fails_cleanly(["generate", smollm2_path, "hi", "--seed", "-1"], "seed")
     _fails_cleanly(["generate", smollm2_path, "hi", "--presence-penalty", "nan"], "presence_penalty")

@@ -339,6 +339,26 @@ def test_copy_slot_continues_another_sequence():
             m.copy_slot(0, 1, 26)
 
 
+@pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
+def test_batched_decode_steps_equal_lone_ones_bit_for_bit(isa, name):
+    """Decode steps of four sequences in one pass (their matrices repacked: the layouts' several-row
+    kernels where the path has them, LayoutKernels::gemv_rows) give exactly the logits of each
+    sequence's steps run alone."""
+    from qwen_cpu.model import Run
+
+    prompts = [TOKENS[i:i + 9 + 3 * i] for i in range(4)]
+    steps = [TOKENS[20 + i:24 + i] for i in range(4)]
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=4) as model, model.hold() as m:
+        alone = []
+        for s in range(4):
+            m.forward_runs([Run(s, 0, prompts[s])])
+            alone.append([m.forward_runs([Run(s, len(prompts[s]) + i, [t])])[0][0] for i, t in enumerate(steps[s])])
+        for i in range(4):
+            outs = m.forward_runs([Run(s, len(prompts[s]) + i, [steps[s][i]]) for s in (3, 1, 0, 2)])
+            for s, (lg, _) in zip((3, 1, 0, 2), outs):
+                np.testing.assert_array_equal(lg, alone[s][i])
+
+
 # ---- YaRN (issue #17): the golden qwen2-tiny-yarn model runs 2.5x past its original context -----
 
 YARN = "qwen2-tiny-yarn.f32.gguf"
