@@ -359,7 +359,8 @@ def info(model, n_ctx, system_info, kernel_info):
         ("heads", f"{cfg.n_head} query, {cfg.n_kv_head} key/value, head_dim {cfg.head_dim}"),
         ("vocabulary", cfg.n_vocab), ("training context", cfg.n_ctx_train),
         ("rope", f"base {cfg.rope_freq_base:g}, {'neox' if cfg.rope_neox else 'normal'} pairing, "
-                 f"freq_scale {cfg.rope_freq_scale:g}{', YaRN' if cfg.rope_ext_factor else ''}"),
+                 f"freq_scale {cfg.rope_freq_scale:g}"
+                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
         ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
