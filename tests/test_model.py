@@ -341,9 +341,8 @@ def test_copy_slot_continues_another_sequence():
 
 @pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
 def test_batched_decode_steps_equal_lone_ones_bit_for_bit(isa, name):
-    """Decode steps of four sequences in one pass (their matrices repacked: the layouts' several-row
-    kernels where the path has them, LayoutKernels::gemv_rows) give exactly the logits of each
-    sequence's steps run alone."""
+    """Decode steps of four sequences in one pass (their matrices repacked, read once per step for
+    all four) give exactly the logits of each sequence's steps run alone."""
     from qwen_cpu.model import Run
 
     prompts = [TOKENS[i:i + 9 + 3 * i] for i in range(4)]
