@@ -1,13 +1,12 @@
 // Q8_X8: the activation layout of the prefill kernels over 8 interleaved weight rows (gemm_x8,
-// csrc/avx2/gemm_impl.h), WeightKernels::gemm_act. Not a GGUF type: it exists only in the
+// csrc/x86/gemm_impl.h), WeightKernels::gemm_act. Not a GGUF type: it exists only in the
 // activation scratch of a matrix product of several tokens.
 //
 // Why: those kernels multiply bytes with vpdpbusd / vpmaddubsw, which want one unsigned side; the
 // repacked weights are signed, so the activations go in as a + 128, and each block's f16 scales
 // are wanted as floats. Done inside the kernel, that preparation was repeated for every tile of 8
-// weight rows (once per token, block and tile): one Zen 4 core spent a quarter of a Q4_0 or Q8_0
-// prefill product on it. In this layout it is done once per token, when the activations are
-// quantized.
+// weight rows (once per token, block and tile), a quarter of a Q4_0 or Q8_0 prefill product. In
+// this layout it is done once per token, when the activations are quantized.
 //
 // The values are exactly those of Q8_1 (same rounding; Q8_0's d and qs are the same numbers):
 // d and s as the float values of its f16 fields, the bytes with their top bit flipped.
@@ -25,6 +24,7 @@ struct block_q8_x8 {
   uint8_t u[32];  // q + 128 (q ^ 0x80)
 };
 static_assert(sizeof(block_q8_x8) == 40, "block_q8_x8 size");
+constexpr int QK8_X8 = 32;
 
 // x (n, a multiple of 32) -> y (n / 32 blocks), through the instruction set's own Q8_1
 // quantizer Q8_1 (so the values are bit-identical to its Q8_0 and Q8_1 activations).

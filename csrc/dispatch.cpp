@@ -1,4 +1,7 @@
-// CPU probe and kernel-table selection. Compiled without any instruction-set flags: nothing
+// CPU probe and kernel-table selection: the CPU is probed once (probe), every table this CPU runs
+// is built once from the registrations of its instruction set (Tables, the one place that says
+// which table builds on which), and one is selected (the best, or QWEN_CPU_ISA). What a table runs
+// per weight type: `qwen-cpu info --kernels`. Compiled without any instruction-set flags: nothing
 // here may execute an instruction the running CPU lacks.
 #include <atomic>
 #include <cstdlib>
@@ -38,8 +41,8 @@ uint64_t read_xcr0() {
 Probe probe() {
   Probe p;
   CpuFeatures& f = p.f;
-  bool os_avx = false, os_avx512 = false;
 #ifdef QC_X86
+  bool os_avx = false, os_avx512 = false;
   unsigned a, b, c, d;
   if (__get_cpuid(1, &a, &b, &c, &d)) {
     f.sse42 = c & (1u << 20);

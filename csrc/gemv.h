@@ -3,19 +3,13 @@
 //
 // Kernels that read R rows side by side (a few dozen bytes of each per step) defeat the hardware
 // prefetchers: streamed from memory, the AVX-512 4-row Q4_0 kernel ran at half the speed of a
-// one-row-at-a-time loop (5.7-7.6 vs 13.5 GB/s on one Zen 4 core, 8960 x 1536 weights, in a
-// one-off C++ timing loop while it was written; bench/bench_kernels.py --threads 1 measures the
-// streamed matvec as it is now), though twice as fast in cache. So while a tile of R rows is read,
-// the next tile (the same size, contiguous after it) is prefetched in step: at step g, its bytes
+// one-row-at-a-time loop, though twice as fast in cache. So while a tile of R rows is read, the
+// next tile (the same size, contiguous after it) is prefetched in step: at step g, its bytes
 // [g, g + 1) * kStep, kStep being the bytes of the R rows consumed per step; and the tile after
-// that one likewise into L2, which keeps more of the stream in flight (decode on one thread,
-// 3 interleaved pairs each: Qwen2.5-1.5B Q4_0 19.4-19.9 -> 20.6-21.3 tok/s, 1.5B Q4_K_M
-// 18.7-20.2 -> 19.2-20.4; prefetching that second tile into L1 instead was slower, 15.4-16.1).
-// Prefetches never fault, so the tiles after the last rows need no special case. The next tile
-// goes into L1 for tiles up to kPrefetchL1Tile bytes (short rows: 18.7 GB/s, 13.3 into L2; 4
-// Q5_0 rows of 1536, 4.2 KB: 20 vs 13.4), into L2 for larger ones (a 20 KB tile of 8960-wide rows
-// pushed the activations out of L1: 12.4 GB/s, 22.4 into L2; 4 rows of 4864, 11-13 KB: 13-16 into
-// L1, 18-21 into L2).
+// that one likewise into L2, which keeps more of the stream in flight. Prefetches never fault, so
+// the tiles after the last rows need no special case. The next tile goes into L1 for tiles up to
+// kPrefetchL1Tile bytes, into L2 for larger ones (a larger tile pushed the activations out of L1).
+// The figures behind each choice: bench/README.md, "Kernel design measurements".
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "act_q8_0x4.h"
+#include "act_q8_x8.h"
 #include "blocks.h"
 #include "repack.h"
 
@@ -187,10 +189,12 @@ static inline size_t row_bytes(int32_t type, int64_t n) {
 
 // Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
 static inline int act_block_elems(int32_t fmt) {
-  return fmt == QC_ACT_Q8_0X4 ? 128 : fmt == QC_ACT_Q8_X8 ? 32 : type_info(fmt).block_elems;
+  return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
-  return fmt == QC_ACT_Q8_0X4 ? (size_t)(n / 128) * 256 : fmt == QC_ACT_Q8_X8 ? (size_t)(n / 32) * 40 : row_bytes(fmt, n);
+  if (fmt == QC_ACT_Q8_0X4) return (size_t)(n / QK8_0X4) * sizeof(block_q8_0x4);
+  if (fmt == QC_ACT_Q8_X8) return (size_t)(n / QK8_X8) * sizeof(block_q8_x8);
+  return row_bytes(fmt, n);
 }
 
 }  // namespace qc

@@ -124,9 +124,7 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
     // times but spill the activations out of L2. At least kMinChunk tokens all the same:
     // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
     // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
-    // the spill (one Zen 4 core, 512 tokens of 1536x8960: Q4_K 122-130 -> 174 GFLOP/s,
-    // Q6_K 69-76 -> 113, Q4_0 133-149 -> 173, Q8_0 117-129 -> 158; 896x4864 Q4_K 148-161
-    // -> 181; the shorter rows, which already had 64 or more, unchanged).
+    // the spill (figures: bench/README.md, "Kernel design measurements").
     constexpr size_t kActChunkBytes = 192 * 1024;
     constexpr int64_t kMinChunk = 64;
     int64_t chunk = (int64_t)(kActChunkBytes / act_row);

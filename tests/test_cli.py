@@ -6,21 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pexpect
 import pytest
+from _helpers import CWD, PYTHONPATH
 from click.testing import CliRunner
 
 from qwen_cpu import _kernels, cli
 
 CLI = [sys.executable, "-m", "qwen_cpu.cli"]
-# Subprocesses start outside the repository, so that `python -m` imports the installed package and
-# not the source tree (which has no compiled module after a plain `pip install .`); a PYTHONPATH
-# pointing at a development build is kept, made absolute.
-CWD = tempfile.gettempdir()
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 
 
 def run(*args, check=True):
@@ -54,9 +49,8 @@ def test_generate_on_a_qwen2_model(tiny_qwen_gguf):
 
 
 def test_info_describes_the_model_and_the_machine(smollm2_path):
-    # (the indented lines of the sampling-defaults table have no colon)
-    fields = dict(line.split(":", 1) for line in run("info", smollm2_path).stdout.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    head = run("info", smollm2_path).stdout.split("sampling defaults:")[0]  # the "key: value" rows
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in head.splitlines())}
     # SmolLM2-135M's config.json: 30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152
     assert fields["architecture"] == "llama" and fields["tensor types"].startswith("Q4_1 x210")
     assert (fields["layers"], fields["embedding"], fields["feed-forward"], fields["vocabulary"]) == ("30", "576", "1536", "49152")
@@ -99,7 +93,7 @@ def test_chat_without_a_model_says_how_to_get_one(monkeypatch):
 
 
 def test_quantize_and_perplexity_commands(tmp_path, smollm2_path):
-    from conftest import DATA
+    from _helpers import DATA
 
     out = tmp_path / "smol.q8_0.gguf"
     assert "wrote" in run("quantize", smollm2_path, "-o", out, "--type", "q8_0").stdout

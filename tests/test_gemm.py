@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
-from test_quants_simd import WEIGHT_TYPES, act_type, act_values, random_weights
+from _helpers import WEIGHT_TYPES, act_type, act_values, random_weights
 
 from qwen_cpu import _kernels
 
@@ -85,3 +85,29 @@ def test_rows_alone_equal_one_row_products_exactly(isa, wtype):
         got = _kernels.matmul(pool, w, int(wtype), n_in, x, alone=True)
         for t in range(x.shape[0]):
             np.testing.assert_array_equal(got[t], _kernels.matmul(pool, w, int(wtype), n_in, x[t:t + 1])[0])
+
+
+# Types whose prefill tile and decode row sum in the same order, so that a token's outputs are
+# bit-identical whichever kind of step computes them (float types: no tile; Q2_K, Q3_K: no tile;
+# Q4_1, Q5_1: csrc/avx2/min_dot.h). On scalar and sse42 every type is exact (one vec_dot for both).
+EXACT_TYPES = [T.F32, T.F16, T.BF16, T.Q4_1, T.Q5_1, T.Q2_K, T.Q3_K]
+
+
+@pytest.mark.parametrize("wtype", QUANT_TYPES + [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_prefill_and_decode_outputs_are_bit_identical(request, isa, wtype):
+    """The prefill-vs-decode comparison of issue #21 on every type and path: exact where the
+    kernels share an order (EXACT_TYPES, and every type on scalar/sse42). The other SIMD pairs are
+    expected failures (strict: one that becomes exact must move to EXACT_TYPES); they stay within
+    REL_BOUND (check above). Rows of 576 and 1536 values: a remainder of 2 blocks, and 48 blocks =
+    two of gemm_x8's segments."""
+    if not (wtype in EXACT_TYPES or isa in ("scalar", "sse42")):
+        request.applymarker(pytest.mark.xfail(strict=True, reason="tile and row sum in different orders"))
+    blk = WEIGHT_TYPES[wtype][0]
+    rng = np.random.default_rng(int(wtype))
+    pool = _kernels.ThreadPool(1)
+    for n_in in (576 if blk <= 32 else 512, 1536):
+        w = np.stack([random_weights(rng, wtype, n_in) for _ in range(16)])
+        x = rng.standard_normal((5, n_in)).astype(np.float32)
+        full = _kernels.matmul(pool, w, int(wtype), n_in, x)
+        one = np.stack([_kernels.matmul(pool, w, int(wtype), n_in, x[t:t + 1])[0] for t in range(5)])
+        assert np.array_equal(full, one), f"{wtype.name} n_in={n_in}: max diff {np.abs(full - one).max()}"

@@ -8,18 +8,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 from _checkpoints import make_gguf
 from _fakehub import FakeHub
+from _helpers import CWD, PYTHONPATH
 
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.hub import Ref, _pick, parse_ref, quant_of
 
-CWD = tempfile.gettempdir()
-PYTHONPATH = os.pathsep.join(os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
 
 
 @pytest.fixture(scope="module")

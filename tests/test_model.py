@@ -18,7 +18,7 @@ import gguf
 import numpy as np
 import pytest
 
-from _memory import mapping_rss_kib, rss_bytes
+from _helpers import mapping_rss_kib, rss_bytes
 from qwen_cpu import _kernels
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.model import Model

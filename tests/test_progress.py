@@ -9,7 +9,7 @@ import sys
 import pexpect
 from _checkpoints import make_gguf
 from _fakehub import FakeHub
-from test_hub import CWD, PYTHONPATH
+from _helpers import CWD, PYTHONPATH
 
 
 def spawn(args, env_extra=None):

@@ -13,12 +13,13 @@ import sys
 import numpy as np
 import pexpect
 import pytest
-from test_cli import CWD, ENV
+from _helpers import CWD, PYTHONPATH
 
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.model import Model
 from qwen_cpu.session import MAGIC
 
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant who answers in one short sentence."}
 TURN1 = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
 

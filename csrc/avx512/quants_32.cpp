@@ -8,6 +8,7 @@
 // (rows whose length is not a multiple of 128) goes through the same code at 256 bits. Q8_0
 // runs entirely at 256 bits (see Q8_0Dot).
 #include "simd512.h"
+#include "../x86/min_dot.h"
 
 namespace qc {
 namespace avx512 {
@@ -122,12 +123,38 @@ static inline __m128 min_terms4(const typename D::W* x, const typename D::A* y) 
   return _mm_mul_ps(load4_h(&x->m, sizeof(typename D::W)), load4_h(&y->s, sizeof(typename D::A)));
 }
 
+// vec_dot_32 of the types with a min (Q4_1, Q5_1): each block's exact integer dot (four at a
+// time), then the float sums in the order the prefill tile uses too (x86/min_dot.h).
+template <typename D>
+QC_VNNI float vec_dot_32_min(int64_t nb, const typename D::W* x, const typename D::A* y) {
+  alignas(16) int32_t isum[x86::kMinDotSegment];
+  float total = 0.0f;
+  for (int64_t s0 = 0; s0 < nb; s0 += x86::kMinDotSegment) {
+    const int ns = nb - s0 < x86::kMinDotSegment ? (int)(nb - s0) : x86::kMinDotSegment;
+    int b = 0;
+    for (; b + 4 <= ns; b += 4) {
+      const __m512i p01 = D::pair(x + s0 + b, y + s0 + b), p23 = D::pair(x + s0 + b + 2, y + s0 + b + 2);
+      // lanes 0-7 of a pair: its first block, 8-15: its second; three hadds and a fold of the
+      // halves leave one int32 per block
+      const __m256i h = _mm256_hadd_epi32(
+          _mm256_hadd_epi32(_mm512_castsi512_si256(p01), _mm512_extracti64x4_epi64(p01, 1)),
+          _mm256_hadd_epi32(_mm512_castsi512_si256(p23), _mm512_extracti64x4_epi64(p23, 1)));
+      _mm_store_si128(reinterpret_cast<__m128i*>(isum + b),
+                      _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+    }
+    for (; b < ns; ++b) isum[b] = x86::hsum_epi32(D::one(x + s0 + b, y + s0 + b));
+    total = total + x86::min_dot_segment(isum, x + s0, y + s0, ns);
+  }
+  return total;
+}
+
 // w (n / 32 blocks of D::W) . a (n / 32 blocks of D::A)
 template <typename D>
 QC_VNNI float vec_dot_32(int64_t n, const void* vw, const void* va) {
   const typename D::W* x = static_cast<const typename D::W*>(vw);
   const typename D::A* y = static_cast<const typename D::A*>(va);
   const int64_t nb = n / 32;
+  if constexpr (D::kMin) return vec_dot_32_min<D>(nb, x, y);
   const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();

@@ -1,8 +1,7 @@
 // AVX-512 dot products of the float weight types (F32, F16, BF16) against float activations:
 // 16 lanes per vector, four accumulators, and a masked load for the last n % 16 elements (so
 // no scalar tail). These need only AVX-512 F/BW/VL, not VNNI. On Zen 4, which executes 512-bit
-// operations as two 256-bit halves, they run at about the speed of the AVX2 ones (1024 x 1024
-// matrix-vector product from L2, one thread: F32 71 vs 75 GB/s, F16 53 vs 50, BF16 52 vs 48).
+// operations as two 256-bit halves, they ran at about the speed of the AVX2 ones (bench/README.md, "Kernel design measurements").
 #include "simd512.h"
 
 namespace qc {

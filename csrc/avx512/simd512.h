@@ -1,7 +1,7 @@
 // AVX-512 (F, BW, VL, DQ) helpers for the AVX-512 quantized kernels. Only included by
 // translation units compiled with the AVX-512 flags; everything is `static inline`. The kernels
 // also use AVX512-VNNI (vpdpbusd, vpdpwssd), which dispatch.cpp does not require: functions
-// that use it carry QC_VNNI and are only registered after the runtime check in quants.cpp.
+// that use it carry QC_VNNI and are registered only where dispatch.cpp's probe found it (quants.cpp).
 #pragma once
 // GCC 12 reports the self-initialised placeholders of _mm512_undefined_* (used inside many
 // AVX-512 intrinsics) as uninitialised once they are inlined into functions with a target
@@ -31,7 +31,7 @@ using x86::hsum128_ps;
 void register_quants_float(Kernels& k);    // F32, F16, BF16 (no VNNI needed)
 void register_quants_32_vnni(Kernels& k);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
 void register_quants_k_vnni(Kernels& k);   // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
-void register_gemv_vnni(Kernels& k);       // decode forms (WeightKernels::gemv), after the vec_dots: Q4_0, Q5_0
+void register_gemv_vnni(Kernels& k);       // decode forms (WeightKernels::gemv): Q4_0, Q5_0
 void register_gemv_k_vnni(Kernels& k);     // Q4_K
 void register_gemv_q8_0_vnni(Kernels& k);  // Q8_0
 void register_gemv_r4_vnni(Kernels& k);    // the repacked layouts (repack.h)

@@ -16,6 +16,8 @@
 
 #include "neon.h"
 
+#include "../attn_groups.h"
+
 namespace qc {
 namespace neon {
 namespace {
@@ -226,13 +228,10 @@ static inline void values(float* out, const float* p, int nq, const void* v, int
 // out, q (n_q, head_dim); key/value row i at element i * kv_stride of k, v; scratch (n_q, n_keys)
 void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
                 int head_dim, float scale, bool kv_f16, float* scratch) {
-  for (int j0 = 0; j0 < n_q; j0 += 4) {
-    const int nq = n_q - j0 < 4 ? n_q - j0 : 4;
-    float* s = scratch + (int64_t)j0 * n_keys;
-    scores(s, q + (int64_t)j0 * head_dim, nq, k, n_keys, kv_stride, head_dim, scale, kv_f16);
-    for (int j = 0; j < nq; ++j) softmax(s + (int64_t)j * n_keys, n_keys);
-    values(out + (int64_t)j0 * head_dim, s, nq, v, n_keys, kv_stride, head_dim, kv_f16);
-  }
+  attn_query_groups<4>(
+      out, q, n_q, n_keys, head_dim, scratch,
+      [&](int nq, float* s, const float* qg) { scores(s, qg, nq, k, n_keys, kv_stride, head_dim, scale, kv_f16); },
+      softmax, [&](int nq, float* og, const float* s) { values(og, s, nq, v, n_keys, kv_stride, head_dim, kv_f16); });
 }
 
 // y (n) = x rounded to binary16 (FCVTN: round to nearest even, subnormal halves and overflow to

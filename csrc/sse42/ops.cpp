@@ -15,6 +15,8 @@
 
 #include "simd.h"
 
+#include "../attn_groups.h"
+
 #if defined(__clang__)
 #define QC_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)
@@ -252,13 +254,10 @@ void attn_group_t(float* out, const float* q, int n_q, const void* k, const void
   for (int64_t e = 0; e < (int64_t)n_q * head_dim; ++e) out[e] = 0.0f;
   if (n_keys <= 0) return;
   // queries in groups of up to 4 (the accumulators of scores_group fit the 16 xmm registers)
-  for (int j0 = 0; j0 < n_q; j0 += 4) {
-    const int nq = n_q - j0 < 4 ? n_q - j0 : 4;
-    float* s = scratch + (int64_t)j0 * n_keys;
-    GroupFns<F16>::scores[nq](s, n_keys, q + (int64_t)j0 * head_dim, k, kv_stride, head_dim, scale);
-    for (int j = 0; j < nq; ++j) softmax(s + j * n_keys, n_keys);
-    GroupFns<F16>::values[nq](out + (int64_t)j0 * head_dim, s, n_keys, v, kv_stride, head_dim);
-  }
+  attn_query_groups<4>(
+      out, q, n_q, n_keys, head_dim, scratch,
+      [&](int nq, float* s, const float* qg) { GroupFns<F16>::scores[nq](s, n_keys, qg, k, kv_stride, head_dim, scale); },
+      softmax, [&](int nq, float* og, const float* s) { GroupFns<F16>::values[nq](og, s, n_keys, v, kv_stride, head_dim); });
 }
 
 void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,

@@ -1,6 +1,6 @@
 // Standalone kernel test: every kernel table this build has and this CPU runs (qc::available_isas)
 // against the scalar reference table and float64 references, with the error bounds of the Python
-// tests (tests/test_quants_simd.py, tests/test_ops.py). No Python needed, so it runs where the
+// tests (tests/test_simd_vs_scalar.py, tests/test_ops.py). No Python needed, so it runs where the
 // package cannot (under qemu-aarch64 for NEON, see .ci/test-neon-qemu; on an emulated pre-AVX
 // x86, see .ci/test-x86-baseline).
 //
@@ -166,7 +166,7 @@ std::vector<uint8_t> quantize(const Kernels& K, int32_t atype, const std::vector
   return a;
 }
 
-// The activation rows of tests/test_quants_simd.py: random ones at several scales, adversarial ones.
+// The activation rows of tests/test_simd_vs_scalar.py: random ones at several scales, adversarial ones.
 std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt19937_64& g, int n) {
   std::vector<std::pair<std::string, std::vector<float>>> rows;
   std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -452,6 +452,42 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
         R.check(ok, K.isa, fmt("gemm %s n=%lld n_w=%d n_a=%d: beyond the vec_dot bound or wrote past n_w",
                                type_info(wt.type).name, (long long)n, n_w, n_a));
       }
+  }
+}
+
+// Prefill vs decode on one table: WeightKernels::gemm (several tokens) against the same table's
+// vec_dot (one token, as a decode step computes it) on the same activations. Bit-identical for the
+// types whose tile and row share a summation order (Q4_1, Q5_1: csrc/x86/min_dot.h), so that a
+// token's outputs do not depend on the kind of step; rows of 2, 18 and 48 blocks (two segments).
+void test_gemm_matches_vec_dot(Report& R, const Kernels& K) {
+  for (const WeightType& wt : weight_types()) {
+    if (!K.weight[wt.type].gemm || (wt.type != GGML_Q4_1 && wt.type != GGML_Q5_1)) continue;
+    const int32_t atype = K.weight[wt.type].act_type;
+    const int32_t gtype = K.weight[wt.type].gemm_act >= 0 ? K.weight[wt.type].gemm_act : atype;
+    for (int64_t n : {64, 576, 1536}) {
+      auto g = rng_for(fmt("gemm=vec_dot %d %lld", wt.type, (long long)n));
+      const int n_w = 13, n_a = 5;
+      const size_t wb = row_bytes(wt.type, n), ab = row_bytes(atype, n), gb = act_row_bytes(gtype, n);
+      std::vector<uint8_t> w, a, ga;
+      for (int j = 0; j < n_w; ++j) {
+        const std::vector<uint8_t> row = random_weights(g, wt, n);
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      for (int i = 0; i < n_a; ++i) {
+        const std::vector<float> x = normal(g, (size_t)n);
+        const std::vector<uint8_t> row = quantize(K, atype, x), grow = quantize(K, gtype, x);
+        a.insert(a.end(), row.begin(), row.end());
+        ga.insert(ga.end(), grow.begin(), grow.end());
+      }
+      std::vector<float> y((size_t)n_a * n_w);
+      K.weight[wt.type].gemm(n, w.data(), wb, n_w, ga.data(), gb, n_a, y.data(), (size_t)n_w);
+      int differ = 0;
+      for (int i = 0; i < n_a; ++i)
+        for (int j = 0; j < n_w; ++j)
+          differ += y[i * n_w + j] != K.weight[wt.type].vec_dot(n, w.data() + j * wb, a.data() + i * ab);
+      R.check(differ == 0, K.isa, fmt("gemm vs vec_dot %s n=%lld: %d of %d outputs not bit-identical",
+                                      type_info(wt.type).name, (long long)n, differ, n_a * n_w));
+    }
   }
 }
 
@@ -835,6 +871,7 @@ int main(int argc, char** argv) {
       test_vec_dot(R, K, S);
       test_dequantize(R, K, S);
       test_gemm(R, K, S);
+      test_gemm_matches_vec_dot(R, K);
       test_gemv(R, K, S);
       test_layout_gemv(R, K, S);
       test_matmul(R, K, S);

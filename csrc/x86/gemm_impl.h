@@ -23,6 +23,7 @@
 
 #include "../act_q8_x8.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
+#include "min_dot.h"
 #include "simd256.h"
 
 #ifndef QC_GEMM_ATTR
@@ -182,6 +183,16 @@ static inline void transpose_8x8_epi32(__m256i x[8]) {
   }
 }
 
+// One block of gemm_x8's float sums for the min types (min_dot.h), 8 rows: p += float(isum) * dw
+// * a.d (the product rounded before the fma, as the decode row does), m += mw * a.s.
+QC_GEMM_ATTR static inline void min_dot_step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
+                                             __m256& p, __m256& m) {
+  const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(isum))),
+                                 _mm256_load_ps(dw));
+  p = _mm256_fmadd_ps(t, _mm256_set1_ps(a.d), p);
+  m = _mm256_fmadd_ps(_mm256_load_ps(mw), _mm256_set1_ps(a.s), m);
+}
+
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
 // (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8
 // activations (register it with gemm_act = QC_ACT_Q8_X8).
@@ -190,11 +201,13 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
                      size_t ys) {
   typedef typename W::B B;
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
+  static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
   alignas(32) int32_t ncorr[kSeg][8];    // [block][row] -128 * sum(v)
+  alignas(32) int32_t isums[W::kMin ? D::kTokens : 1][W::kMin ? kSeg : 1][8];  // kMin: [token][block][row] exact dots
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
@@ -251,12 +264,32 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
             }
           }
           for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
+          if constexpr (W::kMin) {  // the float sums after the segment, in min_dot.h's order
+            for (int c = 0; c < kC; ++c) _mm256_store_si256(reinterpret_cast<__m256i*>(isums[c][b]), isum[c]);
+            continue;
+          }
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(ab[c][b].d), acc[c]);
-          if constexpr (W::kMin) {
-            const __m256 mwv = _mm256_load_ps(mw[b]);
-            for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(mwv, _mm256_set1_ps(ab[c][b].s), acc[c]);
+        }
+        if constexpr (W::kMin) {
+          // Q4_1, Q5_1: the order their decode rows (vec_dot) use too, so that a token's outputs do
+          // not depend on which kind of step computed it (min_dot.h): 4 sums each, block b in b % 4
+          for (int c = 0; c < kC; ++c) {
+            // accumulator j in a register of its own (an indexed array would live in memory)
+            __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
+            int b = 0;
+            for (; b + 4 <= ns; b += 4) {
+              min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+              min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+              min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+              min_dot_step(isums[c][b + 3], dw[b + 3], mw[b + 3], ab[c][b + 3], p3, m3);
+            }
+            if (b < ns) min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+            if (b + 1 < ns) min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+            if (b + 2 < ns) min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+            acc[c] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)),
+                                   _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3)));
           }
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c

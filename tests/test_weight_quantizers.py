@@ -12,6 +12,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
+from _helpers import rel_rmse
 
 from qwen_cpu import _kernels
 
@@ -105,8 +106,6 @@ def test_thread_count_does_not_change_bytes():
         np.testing.assert_array_equal(_kernels.quantize(int(qtype), x, 1), _kernels.quantize(int(qtype), x, 4))
 
 
-def rel_rmse(y: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((y.astype(np.float64) - x) ** 2) / np.mean(x.astype(np.float64) ** 2)))
 
 
 def naive(x: np.ndarray, group: int, bits: int, asym: bool) -> np.ndarray:

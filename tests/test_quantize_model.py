@@ -17,6 +17,7 @@ import gguf
 import numpy as np
 import pytest
 from _checkpoints import make_checkpoint
+from _helpers import rel_rmse
 
 from qwen_cpu import QwenCpuError, _kernels
 from qwen_cpu.quantize import QUANT_TYPES, quantize_model, tensor_type
@@ -67,9 +68,6 @@ def dequant(t) -> np.ndarray:
     return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
 
 
-def rel_rmse(y, x) -> float:
-    x = np.asarray(x, np.float64)
-    return float(np.sqrt(np.mean((np.asarray(y, np.float64) - x) ** 2) / max(np.mean(x**2), 1e-30)))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +171,7 @@ def qwen25_tokenizer_json() -> Path:
 
 def test_real_qwen25_tokenizer(tmp_path):
     """The real Qwen2.5 vocabulary: 151,665 ids padded to 151,936, pre-tokenizer qwen2."""
-    from qwen_cpu.quantize import _add_tokenizer
+    from qwen_cpu.quantize.hf_checkpoint import add_tokenizer
 
     folder = tmp_path / "tok"
     folder.mkdir()
@@ -182,7 +180,7 @@ def test_real_qwen25_tokenizer(tmp_path):
         {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": "{{ x }}"}))
     (folder / "config.json").write_text(json.dumps({"bos_token_id": 151643, "eos_token_id": 151645}))
     w = gguf.GGUFWriter(tmp_path / "t.gguf", "qwen2")
-    _add_tokenizer(w, folder, 151936)
+    add_tokenizer(w, folder, 151936)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()

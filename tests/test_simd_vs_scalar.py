@@ -11,7 +11,7 @@ For every kernel path other than "scalar" that this build has and this CPU runs:
     float32 ulps of that sum) for the sizes here (up to 4352 elements); a wrong value, scale,
     offset or block gives errors of 1e-3 and more;
   - matmul (threaded driver, activation quantization included): same bound per output element.
-The scalar path itself is tested against gguf.quants in tests/test_quants.py.
+The scalar path itself is tested against gguf.quants in tests/test_quant_kernels.py.
 """
 
 import numpy as np
@@ -19,30 +19,13 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
 
+from _helpers import ACT_BLOCK, ACT_Q8_0, ACT_Q8_1, ACT_Q8_K, WEIGHT_TYPES, act_type, act_values, random_weights
+
 from qwen_cpu import _kernels
 
 SIMD_ISAS = [name for name in _kernels.available_isas() if name != "scalar"]
 
 REL_BOUND = 1e-5
-
-# weight type -> (elements per block, bytes per block, byte offsets of its f16 scale fields)
-WEIGHT_TYPES = {
-    T.F32: (1, 4, ()),
-    T.F16: (1, 2, ()),
-    T.BF16: (1, 2, ()),
-    T.Q4_0: (32, 18, (0,)),
-    T.Q4_1: (32, 20, (0, 2)),
-    T.Q5_0: (32, 22, (0,)),
-    T.Q5_1: (32, 24, (0, 2)),
-    T.Q8_0: (32, 34, (0,)),
-    T.Q2_K: (256, 84, (80, 82)),
-    T.Q3_K: (256, 110, (108,)),
-    T.Q4_K: (256, 144, (0, 2)),
-    T.Q5_K: (256, 176, (0, 2)),
-    T.Q6_K: (256, 210, (208,)),
-}
-ACT_Q8_0, ACT_Q8_1, ACT_Q8_K, ACT_F32 = int(T.Q8_0), 9, int(T.Q8_K), int(T.F32)
-ACT_BLOCK = {ACT_Q8_0: 32, ACT_Q8_1: 32, ACT_Q8_K: 256, ACT_F32: 1}
 
 
 @pytest.fixture(params=SIMD_ISAS)
@@ -59,11 +42,6 @@ def simd(request, use_isa):
     return request.param, both
 
 
-def act_type(wtype):
-    """The activation format of a weight type (the same on every path: see the test below)."""
-    return _kernels.weight_act_type(int(wtype))
-
-
 @pytest.mark.parametrize("wtype", list(WEIGHT_TYPES), ids=lambda t: t.name)
 def test_act_type_same_as_scalar(simd, wtype):
     _, both = simd
@@ -77,42 +55,6 @@ def sizes(wtype):
     if blk == 1:
         return [1, 7, 64, 4101]
     return [blk, 2 * blk, 3 * blk, 4096 + blk]
-
-
-def random_weights(rng, wtype, n, fill=None):
-    """n values of wtype as raw bytes: random (or all `fill`) quant bytes, with finite random f16
-    scales (positive and negative) in the scale fields so every byte pattern gives finite values."""
-    blk, nbytes, scale_offsets = WEIGHT_TYPES[wtype]
-    if wtype == T.F32:
-        return rng.standard_normal(n).astype(np.float32).view(np.uint8)
-    if wtype == T.F16:
-        return rng.standard_normal(n).astype(np.float16).view(np.uint8)
-    if wtype == T.BF16:
-        bits = rng.standard_normal(n).astype(np.float32).view(np.uint32) >> 16
-        return bits.astype(np.uint16).view(np.uint8)
-    nb = n // blk
-    if fill is None:
-        w = rng.integers(0, 256, (nb, nbytes), dtype=np.uint8)
-    else:
-        w = np.full((nb, nbytes), fill, dtype=np.uint8)
-    for off in scale_offsets:
-        scales = (rng.standard_normal(nb) * 0.05).astype(np.float16)
-        w[:, off:off + 2] = scales.view(np.uint8).reshape(nb, 2)
-    return w.reshape(-1)
-
-
-def act_values(atype, a, n):
-    """float64 values (n,) of activation bytes a in format atype (the byte layout of blocks.h)."""
-    if atype == ACT_F32:
-        return a.view(np.float32).astype(np.float64)
-    if atype == ACT_Q8_K:
-        b = a.reshape(-1, 292)
-        d = b[:, :4].copy().view(np.float32)[:, 0].astype(np.float64)
-        return (b[:, 4:260].view(np.int8) * d[:, None]).reshape(-1)
-    head = 4 if atype == ACT_Q8_1 else 2
-    b = a.reshape(-1, head + 32)
-    d = b[:, :2].copy().view(np.float16)[:, 0].astype(np.float64)
-    return (b[:, head:].view(np.int8) * d[:, None]).reshape(-1)
 
 
 def abs_terms(wtype, w, atype, a, n):

@@ -1,0 +1,58 @@
+"""The kernel tables as dispatch.cpp builds them (_kernels.kernel_table, what `qwen-cpu info
+--kernels` prints), on every path this CPU runs: each weight type's kernels come from that path's
+own code (or, where a path keeps a lower one's, from a path below it), and the few choices the
+tables encode hold: the scalar prefill is its vec_dot per output, the 128-bit paths have no prefill
+tiles, and the avx512 table's K-quant prefill tiles are those of csrc/avx512_ymm."""
+
+import pytest
+
+from qwen_cpu import _kernels
+
+# Namespaces each path may take kernels from: its own and the paths it starts from (dispatch.cpp).
+SOURCES = {
+    "scalar": {"scalar"},
+    "sse42": {"sse42"},
+    "avx2": {"avx2"},
+    "avxvnni": {"avxvnni"},
+    "avxvnni_evex": {"avxvnni_evex"},
+    "avx512": {"avx512", "avx512_ymm", "avx2"},  # without AVX512-VNNI the quantized ones stay avx2's
+    "neon": {"neon"},
+    "neon_dotprod": {"neon"},
+}
+TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+
+
+def test_every_weight_type_has_a_vec_dot_from_its_own_path(isa):
+    rows = _kernels.kernel_table()
+    assert {r["type"] for r in rows} == TYPES
+    for r in rows:
+        for key in ("vec_dot", "gemm", "gemv", "layout_gemv"):
+            name, act = r[key]
+            if name:
+                assert name.split("::")[0] in SOURCES[isa], (r["type"], key, name)
+                assert act, (r["type"], key)
+        assert r["vec_dot"][0], r["type"]
+        assert (r["layout"] == "stored") == (r["layout_gemv"][0] == "")
+
+
+def test_the_tables_choices(isa):
+    rows = {r["type"]: r for r in _kernels.kernel_table()}
+    if isa == "scalar":
+        assert all(r["gemm"][0].startswith("scalar::gemm_by_vec_dot") for r in rows.values())
+        assert all(r["layout"] == "stored" and not r["gemv"][0] for r in rows.values())
+    if isa in ("sse42", "neon", "neon_dotprod"):
+        assert not any(r["gemm"][0] for r in rows.values())  # prefill loops over the vec_dots
+    if isa == "avx512" and "avx512vnni" in _kernels.cpu_features().split():
+        for t in ("Q4_K", "Q5_K", "Q6_K"):
+            assert rows[t]["gemm"][0].startswith("avx512_ymm::gemm_kx8<"), t
+        for t in ("Q4_0", "Q8_0"):
+            assert rows[t]["gemm"] == (f"avx512::gemm_x8<{t}W, VnniDot>", "Q8_X8")
+            assert rows[t]["layout"] == f"{t}_R4"
+
+
+@pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])
+def test_the_activation_format_is_one_the_path_quantizes(isa, name):
+    known = {"F32", "Q8_0", "Q8_1", "Q8_K", "Q8_0x4", "Q8_X8"}
+    for r in _kernels.kernel_table():
+        if r[name][0]:
+            assert r[name][1] in known, (r["type"], name, r[name])
