@@ -155,7 +155,8 @@ def _check_header(header: dict, model, path) -> None:
     """Refuse a header written for another model file, context, KV type, RoPE or shape."""
     ident = model_identity(model)
     saved = header.get("model")
-    if not isinstance(saved, dict) or {k: saved.get(k) for k in ident} != ident:
+    # (the file's name only informs: a renamed or moved copy of the same file is the same model)
+    if not isinstance(saved, dict) or (saved.get("size"), saved.get("digest")) != (ident["size"], ident["digest"]):
         name = saved.get("file") if isinstance(saved, dict) else saved
         raise _refuse(path, f"it was saved with another model file ({name!r}), this is {ident['file']!r}")
     if header.get("rope") != _rope(model):

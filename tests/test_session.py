@@ -105,6 +105,18 @@ def _write(path, header, rest):
     path.write_bytes(MAGIC + struct.pack("<I", len(text)) + text + rest)
 
 
+def test_a_renamed_copy_of_the_model_file_takes_the_state(saved, smollm2_path, tmp_path):
+    _, path, _ = saved
+    copy = tmp_path / "renamed.gguf"
+    copy.write_bytes(smollm2_path.read_bytes())
+    with Model.load(copy, n_ctx=512) as other:
+        other.load_state(path)
+        assert other.n_past > 0
+    copy.write_bytes(smollm2_path.read_bytes()[:-1] + b"\x01")  # one byte of the weights changed
+    with Model.load(copy, n_ctx=512) as other:
+        _refused(other, path, "another model file")
+
+
 def test_truncated_altered_and_hostile_files_are_refused(saved, tmp_path):
     m, path, _ = saved
     m.reset()
