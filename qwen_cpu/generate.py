@@ -59,12 +59,14 @@ class Generation:
     max_tokens None: until a stop or the end of the context. stop: one string or several.
     logprobs: None, or N in 0..20 to fill Response.logprob and the top-N. constraint: an object of
     interface 1 (qwen_cpu.constrain), applied by the Sampler; its completion ends with "stop".
+    context_shift: None (a full context ends the sequence with "length") or a qwen_cpu.context
+    shift (KeepStart, ChatShift) the driver calls when the cache is full; needs max_tokens.
     """
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], *, n_ctx: int, n_vocab: int,
                  max_tokens: int | None = 256, params: SamplingParams | None = None,
                  stop: str | Sequence[str] | None = (), stop_tokens: Sequence[int] | None = None,
-                 logprobs: int | None = None, constraint=None):
+                 logprobs: int | None = None, constraint=None, context_shift=None):
         self.prompt_ids = check_token_ids(prompt_ids, n_vocab, "prompt token ids")
         self.max_tokens = check_max_tokens(max_tokens)
         params = params if params is not None else sampling_params()
@@ -86,7 +88,9 @@ class Generation:
         self.sampler = Sampler(params) if constraint is None else Sampler(params, constraint=constraint)
         self.constraint = constraint
         self.history = list(self.prompt_ids)
-        self.n_ctx, self.logprobs = n_ctx, logprobs
+        if context_shift is not None and self.max_tokens is None:
+            raise QwenCpuError("a context shift needs max_tokens (else the generation might never end)")
+        self.n_ctx, self.logprobs, self.context_shift = n_ctx, logprobs, context_shift
         self.detok = StreamingDetokenizer(tokenizer, skip_special=True)
         self.stops = StopStringMatcher(check_stop(stop))
         self.n_gen = 0
@@ -118,13 +122,12 @@ class Generation:
             self._logprob = (float(lp[token]), [(int(i), float(lp[i])) for i in top])
         return token
 
-    def forced_tokens(self) -> list[int]:
-        """After `sample`: the tokens the constraint forces next (accepted into it), as many as
-        max_tokens and the context leave room for; the caller pushes each and runs the model on
-        them without sampling. [] without a constraint."""
+    def forced_tokens(self, room: int) -> list[int]:
+        """After `sample`: the tokens the constraint forces next (accepted into it), at most `room`
+        (the cache positions left after the sampled token) and what max_tokens allows; the caller
+        pushes each and runs the model on them without sampling. [] without a constraint."""
         if self.constraint is None:
             return []
-        room = self.n_ctx - len(self.prompt_ids) - self.n_gen - 1   # after the sampled token
         if self.max_tokens is not None:
             room = min(room, self.max_tokens - self.n_gen - 1)
         forced = self.constraint.forced_tokens()[:max(room, 0)]
@@ -152,7 +155,8 @@ class Generation:
         complete = self.constraint is not None and not self._unpushed and self.constraint.is_complete()
         if self.stops.stopped or complete:
             out.append(self.finish("stop"))
-        elif self.n_gen == self.max_tokens or len(self.prompt_ids) + self.n_gen > self.n_ctx:
+        elif self.n_gen == self.max_tokens or (self.context_shift is None
+                                               and len(self.prompt_ids) + self.n_gen > self.n_ctx):
             out.append(self.finish("length"))  # (the token just sampled has no position left)
         return out
 
@@ -177,7 +181,7 @@ class Generation:
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
            params: SamplingParams | None = None, stop: str | Sequence[str] | None = (),
            stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
-           constraint=None) -> Iterator[Response]:
+           constraint=None, context_shift=None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text: an iterator of Responses (see Generation
     for the options, all checked here before anything is computed; params: default the model's
     own, sampling_params(model)).
@@ -188,7 +192,7 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
     gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, n_vocab=model.config.n_vocab,
                      max_tokens=max_tokens, params=params if params is not None else sampling_params(model),
                      stop=stop, stop_tokens=stop_tokens,
-                     logprobs=logprobs, constraint=constraint)
+                     logprobs=logprobs, constraint=constraint, context_shift=context_shift)
     return _stream(model, gen)
 
 
@@ -209,7 +213,7 @@ def _stream(model, gen: Generation) -> Iterator[Response]:
             gen.prompt_done(model.n_evaluated - before, time.perf_counter() - t0)
             while final is None:
                 new = [gen.sample(logits)]
-                new += gen.forced_tokens()
+                new += gen.forced_tokens(model.n_ctx - model.n_past - 1)
                 for token in new:
                     responses = gen.push(token)
                     if gen.done:
@@ -217,11 +221,20 @@ def _stream(model, gen: Generation) -> Iterator[Response]:
                     yield from responses
                     if final is not None:
                         break
-                if final is None and len(new) >= FORCED_PREFILL_MIN:
-                    logits = lease.prefill(gen.history)
-                elif final is None:
-                    for token in new:
-                        logits = lease.decode_step(token)
+                if final is not None:
+                    break
+                if model.n_past + len(new) <= model.n_ctx:
+                    if len(new) >= FORCED_PREFILL_MIN:
+                        logits = lease.prefill(lease.slot_tokens(0) + new)
+                    else:
+                        for token in new:
+                            logits = lease.decode_step(token)
+                else:  # the cache is full (with a context shift: see qwen_cpu.context)
+                    kept = gen.context_shift(lease.slot_tokens(0) + new)
+                    if kept is None or len(kept) > model.n_ctx:
+                        final = gen.finish("length")
+                    else:
+                        logits = lease.prefill(kept)
     yield final if final is not None else gen.finish(gen.finish_reason)
 
 

@@ -40,6 +40,7 @@ class ChatRequest:
     prompt_ids: list[int]
     grammar: constrain.Grammar | None
     tool_calls: bool
+    tools: list[dict] | None  # the tools the template renders (for encode_messages)
 
 
 def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: Any = None,
@@ -51,17 +52,24 @@ def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: An
     with the tools and earlier calls (`template_messages`), and the Grammar of the tool_choice or of
     response_format / json_schema / regex / grammar (at most one source). template_name: how
     template errors name the template."""
-    from .chat import encode_chat
-
     plan = prepare(tokenizer, tools, tool_choice, parallel_tool_calls)
     g = constrain.from_options(tokenizer, response_format=response_format, json_schema=json_schema, regex=regex,
                                grammar=grammar)
     if g is not None and plan.grammar is not None:
         raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
                            "response_format, json_schema, regex or grammar")
-    messages, rendered_tools = template_messages(messages, plan.tools, tokenizer.chat_template)
-    ids = encode_chat(tokenizer, messages, tools=rendered_tools, template_name=template_name)
-    return ChatRequest(ids, g or plan.grammar, plan.parse)
+    return ChatRequest(encode_messages(tokenizer, messages, plan.tools, template_name), g or plan.grammar,
+                       plan.parse, plan.tools)
+
+
+def encode_messages(tokenizer, messages: Any, tools: list[dict] | None,
+                    template_name: str = "chat template") -> list[int]:
+    """Prompt ids of messages with `tools` (a ToolPlan's), through `template_messages` and the
+    tokenizer's chat template."""
+    from .chat import encode_chat
+
+    messages, rendered_tools = template_messages(messages, tools, tokenizer.chat_template)
+    return encode_chat(tokenizer, messages, tools=rendered_tools, template_name=template_name)
 
 
 @dataclass(frozen=True)
