@@ -75,14 +75,15 @@ class Service:
                            code="model_not_found")
 
     def submit(self, prompt_ids: list[int], max_tokens: int | None, params, stop: Sequence[str],
-               n_logprobs: int | None):
+               n_logprobs: int | None, grammar=None):
         """Submit one generation. Without max_tokens it runs until an end token or the context is
-        full (the scheduler caps every request by the context)."""
+        full (the scheduler caps every request by the context). grammar: a constrain.Grammar the
+        answer must follow (its own constraint per request), or None."""
         from ..scheduler import QueueFull, Request
 
-        # STRUCTURED OUTPUT (issue #15): the constraint built from response_format / tools goes here.
         request = Request(prompt_ids=list(prompt_ids), max_tokens=max_tokens or self.model.n_ctx, params=params,
-                          stop=list(stop), logprobs=n_logprobs, constraint=None)
+                          stop=list(stop), logprobs=n_logprobs,
+                          constraint=grammar.constraint() if grammar is not None else None)
         scheduler = self.scheduler
         if scheduler is None:
             raise shutting_down()
@@ -254,7 +255,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_routes(app: FastAPI, svc: Service) -> None:
-    from ..chat import encode_chat
+    from ..constrain import from_response_format
+    from ..tools import prepare_chat
 
     def running() -> Service:
         if svc.scheduler is None:
@@ -275,10 +277,14 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         body.check_supported()
         params = sampling_params(s.model, **body.sampling_overrides())
         n_logprobs = body.n_logprobs()
-        ids = await asyncio.to_thread(encode_chat, s.model.tokenizer, body.message_dicts())
-        handle = s.submit(ids, body.token_limit(), params, body.stop_list(), n_logprobs)
+        # template and grammar in a thread: compiling a schema can take a while
+        req = await asyncio.to_thread(prepare_chat, s.model.tokenizer, body.message_dicts(), tools=body.tools,
+                                      tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
+                                      response_format=body.response_format)
+        handle = s.submit(req.prompt_ids, body.token_limit(), params, body.stop_list(), n_logprobs, req.grammar)
         job = Job(handle, "chat", s.model_id, s.model.tokenizer, n_logprobs,
-                  include_usage=bool(body.stream_options and body.stream_options.include_usage))
+                  include_usage=bool(body.stream_options and body.stream_options.include_usage),
+                  tool_calls=req.tool_calls)
         return await _maybe_await(answer(job, body.stream, request))
 
     @app.post("/v1/completions")
@@ -289,11 +295,12 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         body.check_supported()
         params = sampling_params(s.model, **body.sampling_overrides())
         prompt = body.single_prompt()
+        grammar = await asyncio.to_thread(from_response_format, s.model.tokenizer, body.response_format)
         if isinstance(prompt, str):
             ids = await asyncio.to_thread(s.model.tokenize, prompt, True)
         else:
             ids = list(prompt)
-        handle = s.submit(ids, body.max_tokens, params, body.stop_list(), body.logprobs)
+        handle = s.submit(ids, body.max_tokens, params, body.stop_list(), body.logprobs, grammar)
         job = Job(handle, "text", s.model_id, s.model.tokenizer, body.logprobs,
                   include_usage=bool(body.stream_options and body.stream_options.include_usage))
         return await _maybe_await(answer(job, body.stream, request))

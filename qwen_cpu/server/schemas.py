@@ -80,10 +80,11 @@ class ChatRequest(_Common):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    # Issue #15 (structured output, tool calls) lands these; until then, setting one is a 400.
+    # checked and compiled by tools.prepare_chat (a bad schema or tool_choice is a 400 with its message)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
 
     def message_dicts(self) -> list[dict]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
@@ -97,15 +98,6 @@ class ChatRequest(_Common):
             raise QwenCpuError("top_logprobs needs logprobs: true")
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def check_supported(self) -> None:
-        super().check_supported()
-        # STRUCTURED OUTPUT / TOOLS (issue #15): wire qwen_cpu.constrain here, building the
-        # Request's `constraint` from response_format / tools / tool_choice.
-        for name in ("response_format", "tools", "tool_choice"):
-            value = getattr(self, name)
-            if value is not None and not (name == "response_format" and value.get("type") == "text"):
-                raise QwenCpuError(f"{name} is not supported yet by this server")
-
 
 class CompletionRequest(_Common):
     prompt: str | list[int] | list[str] | list[list[int]]
@@ -113,6 +105,7 @@ class CompletionRequest(_Common):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+    response_format: dict[str, Any] | None = None  # not OpenAI's here; vLLM and llama-server take it
 
     def check_supported(self) -> None:
         super().check_supported()

@@ -1,9 +1,10 @@
 """From a scheduler handle's `generate.Response` objects to OpenAI-shaped results: a whole
 `chat.completion` / `text_completion` dict, or the chunks of a stream as Server-Sent Events.
 
-A stream ends with a chunk carrying the finish reason ("stop", "length", or "cancelled" when the
-server shut down), an optional usage chunk, then `data: [DONE]`. The handle is cancelled when
-the consumer goes away (the client disconnected), which frees its slot at the next step.
+With tool calls, <tool_call> blocks become `message.tool_calls` or tool-call deltas (tools.py).
+A stream ends with a chunk carrying the finish reason ("stop", "length", "tool_calls", or
+"cancelled" when the server shut down), an optional usage chunk, then `data: [DONE]`. The handle is
+cancelled when the consumer goes away (the client disconnected), which frees its slot at the next step.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import tools
 from ..errors import QwenCpuError
 
 
@@ -29,6 +31,7 @@ class Job:
     tokenizer: Any
     n_logprobs: int | None = None  # None: no logprobs; k: the chosen token and k alternatives
     include_usage: bool = False
+    tool_calls: bool = False  # chat: parse <tool_call> blocks into tool_calls (tools.py)
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -111,7 +114,11 @@ class Job:
         if last is None:
             raise QwenCpuError("the generation produced no result")
         out = self._envelope(chunk=False)
-        out["choices"] = [self._choice("".join(texts), self._merge_logprobs(parts), last.finish_reason, chunk=False)]
+        choice = self._choice("".join(texts), self._merge_logprobs(parts), last.finish_reason, chunk=False)
+        if self.tool_calls:
+            choice["message"], choice["finish_reason"] = tools.chat_message(choice["message"]["content"],
+                                                                            last.finish_reason)
+        out["choices"] = [choice]
         out["usage"] = self.usage(last)
         return out
 
@@ -129,14 +136,26 @@ class Job:
             first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
             yield event(first)
         offset, last = 0, None
+        parser = tools.ToolCallStream() if self.tool_calls else None
         try:
             async for last in self._responses():
                 lp = self._logprob_part(last, offset)
                 offset += len(last.text)
-                if last.text or lp is not None:
-                    yield event(chunk(last.text, lp, None))
-                if last.finish_reason is not None:
-                    yield event(chunk("", None, last.finish_reason))
+                finish = last.finish_reason
+                if parser is None:
+                    if last.text or lp is not None:
+                        yield event(chunk(last.text, lp, None))
+                else:  # text is held back while it may be a call; a call arrives whole in one delta
+                    deltas = parser.push(last.text) + (parser.finish() if finish is not None else [])
+                    if lp is not None and not deltas:
+                        deltas = [{}]
+                    for i, delta in enumerate(deltas):
+                        c = chunk("", lp if i == 0 else None, None)
+                        c["choices"][0]["delta"] = delta
+                        yield event(c)
+                    finish = tools.finish_reason(finish, len(parser.calls))
+                if finish is not None:
+                    yield event(chunk("", None, finish))
         except QwenCpuError as e:
             yield event({"error": {"message": str(e), "type": "invalid_request_error", "param": None, "code": None}})
             return
