@@ -259,8 +259,8 @@ def test_bad_requests(smol):
     assert error(smol, chat, 400, json_body={"model": model, "messages": user, "temperature": -1}) == \
         str(python_api.value)
     assert "n = 2" in error(smol, chat, 400, json_body={"model": model, "messages": user, "n": 2})
-    assert "tools is not supported yet" in error(smol, chat, 400, json_body={
-        "model": model, "messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    assert "tools[0] must be" in error(smol, chat, 400, json_body={  # more in test_server_tools.py
+        "model": model, "messages": user, "tools": [{"type": "fn", "function": {"name": "f"}}]})
     assert "logit_bias" in error(smol, chat, 400, json_body={"model": model, "messages": user,
                                                              "logit_bias": {"x": 1}})
     assert "does not exist" in error(smol, chat, 404, json_body={"model": "gpt-4", "messages": user})
