@@ -37,7 +37,7 @@ def demo_model_path() -> Path | None:
 
 def _load(model: str | None, n_ctx: int | None, threads: int | None, **options):
     """Model.load of MODEL (the demo model when None); options: more Model.load keywords."""
-    from .model import Model
+    from .api import Model
 
     if model is None:
         path = demo_model_path()
