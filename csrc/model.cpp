@@ -304,6 +304,21 @@ void Model::copy_slot(int src, int dst, int64_t n_pos) {
     }
 }
 
+void Model::kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache) {
+  const ModelConfig& c = cfg_;
+  if (slot < 0 || slot >= c.n_seq) throw std::invalid_argument("kv_rows: slot " + std::to_string(slot) + " outside 0.." + std::to_string(c.n_seq - 1));
+  if (n_pos < 0 || n_pos > c.n_ctx)
+    throw std::invalid_argument("kv_rows: " + std::to_string(n_pos) + " positions exceed the context of " + std::to_string(c.n_ctx));
+  const size_t head_bytes = layer_cache_bytes_ / c.n_kv_head, bytes = head_bytes / c.n_ctx * n_pos;
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int kv = 0; kv < 2; ++kv)
+      for (int g = 0; g < c.n_kv_head; ++g, buf += bytes) {
+        uint8_t* cache = static_cast<uint8_t*>(kv ? v_layer(l, slot) : k_layer(l, slot)) + g * head_bytes;
+        if (to_cache) std::memcpy(cache, buf, bytes);
+        else std::memcpy(buf, cache, bytes);
+      }
+}
+
 bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
                     const std::function<bool()>& should_stop) {
   const ModelConfig& c = cfg_;

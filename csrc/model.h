@@ -141,6 +141,12 @@ class Model {
   // sequence can then continue from).
   void copy_slot(int src, int dst, int64_t n_pos);
 
+  // Slot's keys and values of positions 0 .. n_pos-1 as stored (binary16 if kv_f16, else float32),
+  // copied into buf (to_cache false: a saved session) or from it (true: restoring one):
+  //   buf (n_layer, 2 [K then V], n_kv_head, n_pos, head_dim) elements, kv_rows_bytes(n_pos) bytes.
+  void kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache);
+  size_t kv_rows_bytes(int64_t n_pos) const { return 2 * (size_t)cfg_.n_layer * (layer_cache_bytes_ / cfg_.n_ctx) * n_pos; }
+
   const ModelConfig& config() const { return cfg_; }
   size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
   size_t repacked_bytes() const { return repacked_.size(); }

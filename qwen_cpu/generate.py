@@ -58,12 +58,14 @@ class Generation:
     max_tokens None: until a stop or the end of the context. stop: one string or several.
     logprobs: None, or N in 0..20 to fill Response.logprob and the top-N. constraint: an object of
     interface 1 (qwen_cpu.constrain), applied by the Sampler; its completion ends with "stop".
+    context_shift: None (a full context ends the sequence with "length") or a qwen_cpu.context
+    shift (KeepStart, ChatShift) the driver calls when the cache is full; needs max_tokens.
     """
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], *, n_ctx: int, n_vocab: int,
                  max_tokens: int | None = 256, params: SamplingParams | None = None,
                  stop: str | Sequence[str] | None = (), stop_tokens: Sequence[int] | None = None,
-                 logprobs: int | None = None, constraint=None):
+                 logprobs: int | None = None, constraint=None, context_shift=None):
         self.prompt_ids = check_token_ids(prompt_ids, n_vocab, "prompt token ids")
         self.max_tokens = check_max_tokens(max_tokens)
         params = params if params is not None else sampling_params()
@@ -85,7 +87,9 @@ class Generation:
         self.sampler = Sampler(params) if constraint is None else Sampler(params, constraint=constraint)
         self.constraint = constraint
         self.history = list(self.prompt_ids)
-        self.n_ctx, self.logprobs = n_ctx, logprobs
+        if context_shift is not None and self.max_tokens is None:
+            raise QwenCpuError("a context shift needs max_tokens (else the generation might never end)")
+        self.n_ctx, self.logprobs, self.context_shift = n_ctx, logprobs, context_shift
         self.detok = StreamingDetokenizer(tokenizer, skip_special=True)
         self.stops = StopStringMatcher(check_stop(stop))
         self.n_gen = 0
@@ -132,7 +136,8 @@ class Generation:
             out.append(self._response(text, token, None))
         if self.stops.stopped or (self.constraint is not None and self.constraint.is_complete()):
             out.append(self.finish("stop"))
-        elif self.n_gen == self.max_tokens or len(self.prompt_ids) + self.n_gen > self.n_ctx:
+        elif self.n_gen == self.max_tokens or (self.context_shift is None
+                                               and len(self.prompt_ids) + self.n_gen > self.n_ctx):
             out.append(self.finish("length"))  # (the token just sampled has no position left)
         return out
 
@@ -157,7 +162,7 @@ class Generation:
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
            params: SamplingParams | None = None, stop: str | Sequence[str] | None = (),
            stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
-           constraint=None) -> Iterator[Response]:
+           constraint=None, context_shift=None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text: an iterator of Responses (see Generation
     for the options, all checked here before anything is computed; params: default the model's
     own, sampling_params(model)).
@@ -168,7 +173,7 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
     gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, n_vocab=model.config.n_vocab,
                      max_tokens=max_tokens, params=params if params is not None else sampling_params(model),
                      stop=stop, stop_tokens=stop_tokens,
-                     logprobs=logprobs, constraint=constraint)
+                     logprobs=logprobs, constraint=constraint, context_shift=context_shift)
     return _stream(model, gen)
 
 
@@ -188,8 +193,14 @@ def _stream(model, gen: Generation) -> Iterator[Response]:
                 if gen.done:
                     final = responses.pop()
                 yield from responses
-                if final is None:
+                if final is None and model.n_past < model.n_ctx:
                     logits = lease.decode_step(token)
+                elif final is None:  # the cache is full (with a context shift: see qwen_cpu.context)
+                    kept = gen.context_shift(lease.slot_tokens(0) + [token])
+                    if kept is None or len(kept) > model.n_ctx:
+                        final = gen.finish("length")
+                    else:
+                        logits = lease.prefill(kept)
     yield final if final is not None else gen.finish(gen.finish_reason)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _kernels
 from ._malloc import release_free_memory
-from .config import ModelConfig, config_from_gguf
+from .config import ModelConfig, check_rope_scaling, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
@@ -105,6 +105,7 @@ class Model:
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
         self.n_seq = n_seq
+        self.kv_type = "f16" if kv_f16 else "f32"  # the KV cache's element type (saved sessions name it)
         # The cache's owner (a ModelLease) and a condition to wait for it. An RLock: a lease that
         # the garbage collector finalizes inside this thread's critical section releases safely.
         # Held weakly: a lease nobody references any more is collected, which releases it.
@@ -132,7 +133,8 @@ class Model:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
-             n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1) -> "Model":
+             n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1,
+             rope_scaling: str | None = None, rope_scale: float | None = None) -> "Model":
         """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
@@ -145,7 +147,9 @@ class Model:
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
         --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
-        parallel requests); each holds n_ctx positions.
+        parallel requests); each holds n_ctx positions. rope_scaling ('none', 'linear' or 'yarn')
+        and rope_scale (the factor, e.g. 4) replace the file's RoPE scaling: Qwen2.5 runs beyond
+        its 32K training context with rope_scaling='yarn', rope_scale=4 (config.check_rope_scaling).
         """
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
@@ -153,6 +157,7 @@ class Model:
             n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
+        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
         from .hub import resolve_model
 
         path = resolve_model(path)
@@ -166,7 +171,7 @@ class Model:
             if "token_embd.weight" not in gguf.tensors:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
-            config = config_from_gguf(gguf.metadata, n_vocab)
+            config = config_from_gguf(gguf.metadata, n_vocab, rope_scaling, rope_scale)
             _check_ranges(config)
             if "tokenizer.ggml.tokens" in gguf.metadata:  # files without a vocabulary run on ids
                 from .tokenizer import check_gguf_vocab
@@ -368,25 +373,51 @@ class Model:
             raise QwenCpuError(f"slot {slot!r} is outside 0..{self.n_seq - 1} (n_seq = {self.n_seq})")
         return self._slots[slot]
 
+    # ---- saved sessions (session.py does the work) ---------------------------------------------
+    def save_state(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write the KV cache and the tokens it holds (slot 0) to path, with a header naming this
+        model file, n_ctx and the KV type; extra: JSON data kept alongside (e.g. the messages)."""
+        from .session import save_state
+
+        with self.hold() as lease:
+            save_state(lease, path, extra)
+
+    def load_state(self, path: str | os.PathLike) -> dict:
+        """Make the KV cache hold what save_state wrote, after checking it belongs to this model
+        file, n_ctx and KV type (QwenCpuError otherwise, or for a truncated/corrupt file);
+        returns its extra data. The next prompt that starts with its tokens computes only the rest."""
+        from .session import load_state
+
+        with self.hold() as lease:
+            return load_state(lease, path)
+
     # ---- generation (generate.py does the work) -----------------------------------------------
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-               **sampling: Any) -> Iterator["Response"]:
+               context_shift: bool = True, **sampling: Any) -> Iterator["Response"]:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
         sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
-        given take the model's own defaults (`sampling_defaults`)."""
+        given take the model's own defaults (`sampling_defaults`).
+        context_shift: when the context fills, keep the BOS token and the newer half of the rest
+        and go on (qwen_cpu.context; not with max_tokens None); False ends with "length"."""
         from . import generate
+        from .context import KeepStart
 
         ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling), stop=stop)
+        shift = None
+        if context_shift and max_tokens is not None:
+            ids = check_token_ids(ids, self.config.n_vocab, "prompt token ids")
+            shift = KeepStart(1 if ids[:1] == [self.tokenizer.bos_id] else 0)
+        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
+                               stop=stop, context_shift=shift)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-                 **sampling: Any) -> str:
+                 context_shift: bool = True, **sampling: Any) -> str:
         """The continuation of a prompt as one string (see stream)."""
         from . import generate
 
-        return generate.collect(self.stream(prompt, max_tokens, stop, **sampling)).text
+        return generate.collect(self.stream(prompt, max_tokens, stop, context_shift, **sampling)).text
 
     def generate_batch(self, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
                        **sampling: Any) -> list["Response"]:
@@ -403,19 +434,29 @@ class Model:
         return embed_batch(self, texts, pooling)
 
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
-             max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
+             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True, **sampling: Any):
         """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
         with the file's chat template (ChatML if it has none); message content never becomes
         control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
         `chat.completion.chunk` dicts. The KV cache keeps the conversation, so a follow-up turn
-        computes only its new tokens."""
+        computes only its new tokens. context_shift: a conversation longer than the context loses
+        its oldest turns, never the system prompt (qwen_cpu.context); False: it is an error."""
         from . import generate
         from .chat import encode_chat
+        from .context import ChatShift, fit_messages
 
-        ids = encode_chat(self.tokenizer, messages, tools=tools,
-                          template_name=f"{self.path.name}: tokenizer.chat_template")
+        def encode(msgs):
+            return encode_chat(self.tokenizer, msgs, tools=tools,
+                               template_name=f"{self.path.name}: tokenizer.chat_template")
+
+        shift = None
+        if context_shift and max_tokens is not None:
+            messages, ids = fit_messages(encode, messages, self.n_ctx)
+            shift = ChatShift(encode, messages, ids)
+        else:
+            ids = encode(messages)
         responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
-                                    stop=stop)
+                                    stop=stop, context_shift=shift)
         if stream:
             return generate.openai_chunks(responses, self.path.name)
         return generate.openai_completion(responses, self.path.name)
@@ -487,6 +528,23 @@ class ModelLease:
             if src != dst:
                 target.clear()
                 target.append(source.tokens[:n_pos])
+
+    def read_slot(self, slot: int) -> tuple[list[int], np.ndarray]:
+        """(token ids, keys and values) slot `slot` holds: _kernels.Model.read_kv's bytes."""
+        m = self._use()
+        with m._compute:
+            tokens = list(m._slot(slot).tokens)
+            return tokens, m._require_open().read_kv(slot, len(tokens))
+
+    def write_slot(self, slot: int, tokens: Sequence[int], kv: np.ndarray) -> None:
+        """Make slot `slot` hold tokens (checked ids, at most n_ctx) with their keys and values
+        kv (read_slot's layout and size)."""
+        m = self._use()
+        with m._compute:
+            cache = m._slot(slot)
+            cache.clear()
+            m._require_open().write_kv(slot, len(tokens), kv)
+            cache.append(tokens)
 
     def clear_slot(self, slot: int) -> None:
         """Forget what slot `slot` holds."""

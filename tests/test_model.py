@@ -356,3 +356,64 @@ def test_batched_decode_steps_equal_lone_ones_bit_for_bit(isa, name):
             outs = m.forward_runs([Run(s, len(prompts[s]) + i, [steps[s][i]]) for s in (3, 1, 0, 2)])
             for s, (lg, _) in zip((3, 1, 0, 2), outs):
                 np.testing.assert_array_equal(lg, alone[s][i])
+
+
+# ---- YaRN (issue #17): the golden qwen2-tiny-yarn model runs 2.5x past its original context -----
+
+YARN = "qwen2-tiny-yarn.f32.gguf"
+
+
+def _without_rope_scaling(src: Path, dst: Path, context_length: int) -> None:
+    """Copy a golden GGUF (scalar metadata, F32 tensors) with gguf-py, its rope.scaling.* keys
+    removed and its context length set: a file that has no YaRN, as most Qwen2.5 files."""
+    r = gguf.GGUFReader(src)
+    arch = r.get_field("general.architecture").contents()
+    w = gguf.GGUFWriter(dst, arch)
+    for name, field in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture" or ".rope.scaling." in name:
+            continue
+        value = context_length if name == f"{arch}.context_length" else field.contents()
+        w.add_key_value(name, value, field.types[0])
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_yarn_reaches_beyond_the_original_context():
+    cfg = MANIFEST["models"][FILES[YARN]["model"]]
+    assert len(TOKENS) > 2 * cfg["yarn"]["original_context_length"]  # (the golden test checks the logits)
+    with Model.load(GOLDEN / YARN, n_ctx=128) as m:
+        assert m.config.rope_n_ctx_orig == cfg["yarn"]["original_context_length"]
+        assert m.config.rope_freq_scale == 1 / cfg["yarn"]["factor"] and m.config.rope_ext_factor == 1.0
+    with Model.load(GOLDEN / YARN, n_ctx=128, kv_f16=False, rope_scaling="none") as m:
+        assert rel_err(m.logits(TOKENS), reference(YARN)["logits"]) > 1e-2  # the comparison sees YaRN
+
+
+def test_yarn_turned_on_for_a_file_without_it(tmp_path):
+    plain = tmp_path / "no-yarn.gguf"
+    _without_rope_scaling(GOLDEN / YARN, plain, MANIFEST["models"][FILES[YARN]["model"]]["yarn"]["original_context_length"])
+    ref = reference(YARN)["logits"]
+    with Model.load(plain, n_ctx=128, kv_f16=False) as m:
+        assert m.config.rope_ext_factor == 0 and rel_err(m.logits(TOKENS), ref) > 1e-2
+    with Model.load(plain, n_ctx=128, kv_f16=False, rope_scaling="yarn", rope_scale=4) as m:
+        assert rel_err(m.logits(TOKENS), ref) < 1e-5
+    with Model.load(plain, n_ctx=128, rope_scaling="yarn", rope_scale=4) as m:
+        assert rel_err(m.logits(TOKENS), ref) < 1e-3
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(rope_scaling="ntk"), "rope_scaling must be one of"),
+    (dict(rope_scaling="yarn"), "needs rope_scale"),
+    (dict(rope_scaling="yarn", rope_scale=0.5), "rope_scale must be a number in [1, 1024]"),
+    (dict(rope_scaling="yarn", rope_scale=float("nan")), "rope_scale must be"),
+    (dict(rope_scaling="yarn", rope_scale="4"), "rope_scale must be"),
+    (dict(rope_scaling="none", rope_scale=4), "no meaning"),
+    (dict(rope_scale=4), "the file has none"),
+])
+def test_bad_rope_scaling_options_are_refused(kw, words):
+    with pytest.raises(QwenCpuError) as e:
+        Model.load(GOLDEN / "qwen2-tiny-tied.f32.gguf", n_ctx=64, **kw)
+    assert words in str(e.value)

@@ -183,6 +183,28 @@ void bind_model(py::module_& m) {
              self.model->copy_slot(src, dst, n_pos);
            },
            py::arg("src"), py::arg("dst"), py::arg("n_pos"))
+      .def("read_kv",
+           [](PyModel& self, int slot, int64_t n_pos) {
+             // Model::kv_rows: slot's keys and values of positions 0 .. n_pos-1, (kv_rows_bytes,) uint8.
+             require(n_pos >= 0 && n_pos <= self.model->config().n_ctx, "read_kv: n_pos outside 0..n_ctx");
+             py::array_t<uint8_t> out((py::ssize_t)self.model->kv_rows_bytes(n_pos));
+             uint8_t* p = out.mutable_data();
+             py::gil_scoped_release nogil;
+             self.model->kv_rows(slot, n_pos, p, false);
+             return out;
+           },
+           py::arg("slot"), py::arg("n_pos"))
+      .def("write_kv",
+           [](PyModel& self, int slot, int64_t n_pos, py::array_t<uint8_t, py::array::c_style> data) {
+             // The inverse of read_kv: data must hold exactly kv_rows_bytes(n_pos) bytes.
+             require(n_pos >= 0 && n_pos <= self.model->config().n_ctx, "write_kv: n_pos outside 0..n_ctx");
+             require(data.ndim() == 1 && (size_t)data.shape(0) == self.model->kv_rows_bytes(n_pos),
+                     "write_kv: data must be a 1-D uint8 array of " + std::to_string(self.model->kv_rows_bytes(n_pos)) + " bytes");
+             const uint8_t* p = data.data();
+             py::gil_scoped_release nogil;
+             self.model->kv_rows(slot, n_pos, const_cast<uint8_t*>(p), true);
+           },
+           py::arg("slot"), py::arg("n_pos"), py::arg("data"))
       .def_property_readonly("n_seq", [](const PyModel& s) { return s.model->config().n_seq; })
       .def_property_readonly("kv_cache_bytes", [](const PyModel& s) { return s.model->kv_cache_bytes(); })
       .def_property_readonly("repacked_bytes", [](const PyModel& s) { return s.model->repacked_bytes(); })
