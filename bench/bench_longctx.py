@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from qwen_cpu import _kernels
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 
 
 def smollm2() -> Path:

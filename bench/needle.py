@@ -20,7 +20,7 @@ from pathlib import Path
 
 from qwen_cpu import _kernels
 from qwen_cpu.chat import encode_chat
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDLE = " The secret code word of the library is PINEAPPLE. "

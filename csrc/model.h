@@ -87,9 +87,8 @@ class ZeroBuffer {
 };
 
 // n bytes of anonymous memory from mmap (zero pages until written), owned. Not advised into
-// transparent huge pages (MADV_HUGEPAGE), though decode read them faster (Qwen2.5-0.5B Q4_0, one
-// thread: 63 -> 85 tokens/s): on the 2-core VM we measure on, fresh 2 MiB pages cost 0.5-0.6 s
-// of zeroing when first written (load to first token 0.26 -> 0.9 s; llama.cpp's is 0.44).
+// transparent huge pages: faster decode, but zeroing fresh 2 MiB pages delays the first token
+// (bench/README.md, "Kernel design measurements").
 class PageBuffer {
  public:
   PageBuffer() = default;

@@ -37,7 +37,7 @@ def demo_model_path() -> Path | None:
 
 def _load(model: str | None, n_ctx: int | None, threads: int | None, **options):
     """Model.load of MODEL (the demo model when None); options: more Model.load keywords."""
-    from .model import Model
+    from .api import Model
 
     if model is None:
         path = demo_model_path()
@@ -77,6 +77,20 @@ def sampling_options(f):
     return f
 
 
+def constraint_options(f):
+    """--json-schema FILE, --grammar FILE, --regex PATTERN (at most one): the answer follows it."""
+    opts = [
+        click.option("--json-schema", "json_schema_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer with JSON valid under the JSON schema in this file"),
+        click.option("--grammar", "grammar_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer in the grammar in this file (llguidance Lark or llama.cpp GBNF)"),
+        click.option("--regex", help="answer with text matching this regular expression"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def context_options(f):
     """Long-context options of chat and generate (qwen_cpu.context, Model.load's RoPE scaling)."""
     opts = [
@@ -89,6 +103,20 @@ def context_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _grammar(m, kw: dict):
+    """The constrain.Grammar the options ask for, or None; a bad one is a ClickException."""
+    from .constrain import from_options
+
+    def read(path):
+        return None if path is None else Path(path).read_text(encoding="utf-8")
+
+    try:
+        return from_options(m.tokenizer, json_schema=read(kw["json_schema_file"]), grammar=read(kw["grammar_file"]),
+                            regex=kw["regex"])
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _load_long(model, kw: dict):
@@ -128,6 +156,7 @@ def main() -> None:
 @click.option("--session", type=click.Path(dir_okay=False), default=None,
               help="resume the conversation saved in FILE (its KV cache: nothing recomputed) and save it there after each turn")
 @sampling_options
+@constraint_options
 @context_options
 def chat(model, system, verbose, session, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
@@ -141,6 +170,7 @@ def chat(model, system, verbose, session, **kw):
     _sampling(kw)
     m = _load_long(model, kw)
     params = _sampling(kw, m)
+    grammar = _grammar(m, kw)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     if session is not None and os.path.exists(session):
@@ -188,7 +218,7 @@ def chat(model, system, verbose, session, **kw):
             try:
                 pre = _prefill_with_bar(m, ids)
                 for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
-                                   context_shift=shift):
+                                   context_shift=shift, constraint=grammar.constraint() if grammar else None):
                     answer.append(last.text)
                     sys.stdout.write(last.text)
                     sys.stdout.flush()
@@ -270,6 +300,7 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
 @click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
 @sampling_options
+@constraint_options
 @context_options
 def generate(model, prompt, raw, as_json, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
@@ -285,6 +316,7 @@ def generate(model, prompt, raw, as_json, **kw):
         disable()  # a download's bar would be noise around the JSON
     m = _load_long(model, kw)
     params = _sampling(kw, m)
+    grammar = _grammar(m, kw)
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
@@ -292,7 +324,8 @@ def generate(model, prompt, raw, as_json, **kw):
             ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
         # A full context keeps the prompt (or a plain prompt's BOS) and the newer half of the answer.
         shift = None if kw["no_shift"] else KeepStart(len(ids) if not raw else int(ids[:1] == [m.tokenizer.bos_id]))
-        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift)
+        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift,
+                           constraint=grammar.constraint() if grammar else None)
         if as_json:
             out = openai_completion(responses, m.path.name)
             if raw:

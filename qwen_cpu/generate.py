@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import tools
 from .errors import QwenCpuError
 from .options import check_max_tokens, check_stop, check_token_ids
 from .sampler import Sampler, SamplingParams, log_softmax
@@ -35,7 +36,7 @@ class Response:
 
     text: str
     token: int | None  # the sampled token (None on a final response that only flushes text)
-    finish_reason: str | None  # None while generating; "stop" (end token or stop string), "length" or "cancelled"
+    finish_reason: str | None  # None while generating; "stop" (end token, stop string, complete grammar), "length" or "cancelled"
     prompt_tokens: int  # prompt length
     prompt_cached: int  # prompt tokens reused from the KV cache (not recomputed)
     generation_tokens: int  # tokens sampled so far
@@ -97,6 +98,7 @@ class Generation:
         self.prompt_computed, self.prompt_seconds = 0, 0.0
         self.t_first: float | None = None
         self._logprob: tuple[float, list[tuple[int, float]]] | None = None
+        self._unpushed = 0  # tokens the constraint has accepted that push has not seen yet
         if self.max_tokens == 0:
             self.finish_reason = "length"
 
@@ -112,6 +114,7 @@ class Generation:
         """The next token drawn from logits (n_vocab,) float32 (the history, penalties and seed
         are this sequence's)."""
         token = self.sampler(logits, self.history)
+        self._unpushed = 1  # accepted by the constraint, not yet pushed (forced_tokens adds to it)
         if self.logprobs is not None:
             lp = log_softmax(logits)
             top = np.argpartition(-lp, self.logprobs)[:self.logprobs] if self.logprobs else np.zeros(0, np.int64)
@@ -119,12 +122,27 @@ class Generation:
             self._logprob = (float(lp[token]), [(int(i), float(lp[i])) for i in top])
         return token
 
+    def forced_tokens(self, room: int) -> list[int]:
+        """After `sample`: the tokens the constraint forces next (accepted into it), at most `room`
+        (the cache positions left after the sampled token) and what max_tokens allows; the caller
+        pushes each and runs the model on them without sampling. [] without a constraint."""
+        if self.constraint is None:
+            return []
+        if self.max_tokens is not None:
+            room = min(room, self.max_tokens - self.n_gen - 1)
+        forced = self.constraint.forced_tokens()[:max(room, 0)]
+        for t in forced:
+            self.constraint.accept(t)
+        self._unpushed += len(forced)
+        return forced
+
     def push(self, token: int) -> list[Response]:
         """Take a sampled token: its Response (unless it ends the text), then the final one if the
         sequence ends here (end token, stop string, constraint complete, max_tokens, no context left)."""
         if self.done:
             raise QwenCpuError("push: this generation has finished")
         self.n_gen += 1
+        self._unpushed = max(self._unpushed - 1, 0)
         self.history.append(token)
         if self.t_first is None:
             self.t_first = time.perf_counter()
@@ -134,7 +152,8 @@ class Generation:
         text = self.stops.push(self.detok.feed(token))
         if text or not self.stops.stopped:
             out.append(self._response(text, token, None))
-        if self.stops.stopped or (self.constraint is not None and self.constraint.is_complete()):
+        complete = self.constraint is not None and not self._unpushed and self.constraint.is_complete()
+        if self.stops.stopped or complete:
             out.append(self.finish("stop"))
         elif self.n_gen == self.max_tokens or (self.context_shift is None
                                                and len(self.prompt_ids) + self.n_gen > self.n_ctx):
@@ -177,6 +196,11 @@ def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
     return _stream(model, gen)
 
 
+# Tokens a grammar forces run as one prefill from this many on, below it as decode steps: a short
+# prefill reads the repacked matrices unpacked, slower than a few decode steps (bench/README.md).
+FORCED_PREFILL_MIN = 8
+
+
 def _stream(model, gen: Generation) -> Iterator[Response]:
     # The lease is held across the yields below; released by the `with` when the stream ends, is
     # closed (GeneratorExit) or is collected, before the final Response. Not a thread-bound lock:
@@ -188,15 +212,25 @@ def _stream(model, gen: Generation) -> Iterator[Response]:
             logits = lease.prefill(gen.prompt_ids)
             gen.prompt_done(model.n_evaluated - before, time.perf_counter() - t0)
             while final is None:
-                token = gen.sample(logits)
-                responses = gen.push(token)
-                if gen.done:
-                    final = responses.pop()
-                yield from responses
-                if final is None and model.n_past < model.n_ctx:
-                    logits = lease.decode_step(token)
-                elif final is None:  # the cache is full (with a context shift: see qwen_cpu.context)
-                    kept = gen.context_shift(lease.slot_tokens(0) + [token])
+                new = [gen.sample(logits)]
+                new += gen.forced_tokens(model.n_ctx - model.n_past - 1)
+                for token in new:
+                    responses = gen.push(token)
+                    if gen.done:
+                        final = responses.pop()
+                    yield from responses
+                    if final is not None:
+                        break
+                if final is not None:
+                    break
+                if model.n_past + len(new) <= model.n_ctx:
+                    if len(new) >= FORCED_PREFILL_MIN:
+                        logits = lease.prefill(lease.slot_tokens(0) + new)
+                    else:
+                        for token in new:
+                            logits = lease.decode_step(token)
+                else:  # the cache is full (with a context shift: see qwen_cpu.context)
+                    kept = gen.context_shift(lease.slot_tokens(0) + new)
                     if kept is None or len(kept) > model.n_ctx:
                         final = gen.finish("length")
                     else:
@@ -230,23 +264,27 @@ def sampling_params(defaults=None, /, **overrides) -> SamplingParams:
         raise QwenCpuError(f"unknown sampling option: {e}") from None
 
 
-def openai_completion(responses: Iterator[Response], model_name: str) -> dict:
-    """Drain a stream into an OpenAI `chat.completion` dict."""
+def openai_completion(responses: Iterator[Response], model_name: str, tool_calls: bool = False) -> dict:
+    """Drain a stream into an OpenAI `chat.completion` dict. tool_calls: parse <tool_call> blocks
+    into message.tool_calls (tools.py)."""
     last = collect(responses)
+    message, finish = {"role": "assistant", "content": last.text}, last.finish_reason
+    if tool_calls:
+        message, finish = tools.chat_message(last.text, finish)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": last.text},
-                     "finish_reason": last.finish_reason}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
                   "total_tokens": last.prompt_tokens + last.generation_tokens},
     }
 
 
-def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[dict]:
-    """A stream as OpenAI `chat.completion.chunk` dicts: a role delta, content deltas, then an
+def openai_chunks(responses: Iterator[Response], model_name: str, tool_calls: bool = False) -> Iterator[dict]:
+    """A stream as OpenAI `chat.completion.chunk` dicts: a role delta, content deltas (and with
+    tool_calls, a tool-call delta per complete <tool_call> block: tools.ToolCallStream), then an
     empty delta carrying the finish reason."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -255,11 +293,16 @@ def openai_chunks(responses: Iterator[Response], model_name: str) -> Iterator[di
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant"}, None)
+    parser = tools.ToolCallStream() if tool_calls else None
     for r in responses:
-        if r.text:
-            yield chunk({"content": r.text}, None)
+        if parser is None:
+            deltas = [{"content": r.text}] if r.text else []
+        else:
+            deltas = parser.push(r.text) + (parser.finish() if r.finish_reason is not None else [])
+        for delta in deltas:
+            yield chunk(delta, None)
         if r.finish_reason is not None:
-            yield chunk({}, r.finish_reason)
+            yield chunk({}, tools.finish_reason(r.finish_reason, len(parser.calls)) if parser else r.finish_reason)
 
 
 # ---- stop strings -----------------------------------------------------------------------------

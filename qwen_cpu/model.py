@@ -1,5 +1,6 @@
-"""A loaded model: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++ forward pass,
-the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
+"""A loaded model's engine: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++
+forward pass, the KV cache book-keeping and the tokenizer. It knows nothing of generation:
+generate.py drives it, and the public `qwen_cpu.Model` (api.py) adds chat/stream/generate on top.
 
 Thread safety: a Model may be shared between threads. Its KV cache has one owner at a time: a
 `ModelLease` from `Model.hold()`. A stream holds one from its first step until it ends, is closed
@@ -21,7 +22,7 @@ import threading
 import weakref
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -33,8 +34,6 @@ from .gguf import GGUFFile
 from .kv_cache import KVCache
 from .options import MAX_BATCH, MAX_THREADS, check_int, check_regular_file, check_token_ids
 
-if TYPE_CHECKING:
-    from .generate import Response
 
 DEFAULT_N_CTX = 4096
 MAX_SEQ = 1024  # cache slots (n_seq)
@@ -95,8 +94,9 @@ def _check_ranges(config: ModelConfig) -> None:
         raise QwenCpuError(f"rope.freq_scale = {config.rope_freq_scale} (1 / rope.scaling.factor) must be > 0")
 
 
-class Model:
-    """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
+class Engine:
+    """A Qwen2/Llama GGUF model ready to run (no generation: see api.Model). Build with
+    `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
                  repack: bool = True, n_seq: int = 1):
@@ -134,7 +134,7 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
              n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1,
-             rope_scaling: str | None = None, rope_scale: float | None = None) -> "Model":
+             rope_scaling: str | None = None, rope_scale: float | None = None) -> "Engine":
         """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
@@ -227,7 +227,7 @@ class Model:
                 self._file = None
             release_free_memory()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> "Engine":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -391,90 +391,20 @@ class Model:
         with self.hold() as lease:
             return load_state(lease, path)
 
-    # ---- generation (generate.py does the work) -----------------------------------------------
-    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-               context_shift: bool = True, **sampling: Any) -> Iterator["Response"]:
-        """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
-        vocabulary asks for it) or of token ids: yields generate.Response objects with the new
-        text, the token id, speed figures and, last, the finish reason ("stop" or "length").
-        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
-        given take the model's own defaults (`sampling_defaults`).
-        context_shift: when the context fills, keep the BOS token and the newer half of the rest
-        and go on (qwen_cpu.context; not with max_tokens None); False ends with "length"."""
-        from . import generate
-        from .context import KeepStart
-
-        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
-        shift = None
-        if context_shift and max_tokens is not None:
-            ids = check_token_ids(ids, self.config.n_vocab, "prompt token ids")
-            shift = KeepStart(1 if ids[:1] == [self.tokenizer.bos_id] else 0)
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
-                               stop=stop, context_shift=shift)
-
-    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-                 context_shift: bool = True, **sampling: Any) -> str:
-        """The continuation of a prompt as one string (see stream)."""
-        from . import generate
-
-        return generate.collect(self.stream(prompt, max_tokens, stop, context_shift, **sampling)).text
-
-    def generate_batch(self, prompts: Sequence, max_tokens: int = 256, stop: Sequence[str] = (),
-                       **sampling: Any) -> list["Response"]:
-        """Generate for a list of prompts (strings, token ids or chat message lists), up to n_seq
-        at a time in one forward pass (qwen_cpu.batch); one Response with the whole text each."""
-        from .batch import generate_batch
-
-        return generate_batch(self, prompts, max_tokens=max_tokens, stop=stop, **sampling)
-
-    def embed_batch(self, texts: Sequence, pooling: str = "mean") -> np.ndarray:
-        """embed() of each text or id list, up to n_seq at a time: (len(texts), n_embd) float32."""
-        from .batch import embed_batch
-
-        return embed_batch(self, texts, pooling)
-
-    def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
-             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True, **sampling: Any):
-        """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
-        with the file's chat template (ChatML if it has none); message content never becomes
-        control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
-        `chat.completion.chunk` dicts. The KV cache keeps the conversation, so a follow-up turn
-        computes only its new tokens. context_shift: a conversation longer than the context loses
-        its oldest turns, never the system prompt (qwen_cpu.context); False: it is an error."""
-        from . import generate
-        from .chat import encode_chat
-        from .context import ChatShift, fit_messages
-
-        def encode(msgs):
-            return encode_chat(self.tokenizer, msgs, tools=tools,
-                               template_name=f"{self.path.name}: tokenizer.chat_template")
-
-        shift = None
-        if context_shift and max_tokens is not None:
-            messages, ids = fit_messages(encode, messages, self.n_ctx)
-            shift = ChatShift(encode, messages, ids)
-        else:
-            ids = encode(messages)
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
-                                    stop=stop, context_shift=shift)
-        if stream:
-            return generate.openai_chunks(responses, self.path.name)
-        return generate.openai_completion(responses, self.path.name)
-
 
 class ModelLease:
     """Exclusive use of a Model's KV cache, from `Model.hold()` until `release()`: `with
     model.hold() as lease: lease.prefill(ids); lease.decode_step(token)`. Not bound to a thread:
     any thread may call it (one at a time) and release it; being collected releases it too."""
 
-    def __init__(self, model: Model):
-        self.model: Model | None = model
+    def __init__(self, model: Engine):
+        self.model: Engine | None = model
         self.thread = threading.get_ident()  # the thread that last used it (see Model.hold)
         # Set by an owner that keeps the lease for good (a Scheduler): Model.hold then raises this
         # message at once instead of waiting.
         self.exclusive: str | None = None
 
-    def _use(self) -> Model:
+    def _use(self) -> Engine:
         if self.model is None:
             raise QwenCpuError("this lease of the model has been released")
         self.thread = threading.get_ident()

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import QwenCpuError
 from .generate import Generation, Response, sampling_params
-from .model import Model, Run, check_pooling, pool_states
+from .model import Engine, Run, check_pooling, pool_states
 from .options import check_token_ids
 from .sampler import SamplingParams
 
@@ -163,7 +163,7 @@ class Scheduler:
     """Runs requests on a Model with n_seq slots; starts its step thread. It holds the model
     (a lease from Model.hold) until close(): other calls on the model are refused meanwhile."""
 
-    def __init__(self, model: Model, max_queue: int = 64, prompt_chunk: int = 256):
+    def __init__(self, model: Engine, max_queue: int = 64, prompt_chunk: int = 256):
         if not isinstance(max_queue, int) or max_queue < 0:
             raise QwenCpuError(f"max_queue must be a non-negative integer, got {max_queue!r}")
         if not isinstance(prompt_chunk, int) or prompt_chunk < 2:

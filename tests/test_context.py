@@ -12,7 +12,7 @@ from qwen_cpu.chat import encode_chat
 from qwen_cpu.context import ChatShift, KeepStart, drop_oldest_turn, fit_messages
 from qwen_cpu.errors import QwenCpuError
 from qwen_cpu.generate import sampling_params, stream
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 
 SYS = {"role": "system", "content": "S"}
 

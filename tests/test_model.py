@@ -21,7 +21,7 @@ import pytest
 from _helpers import mapping_rss_kib, rss_bytes
 from qwen_cpu import _kernels
 from qwen_cpu.errors import QwenCpuError
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())

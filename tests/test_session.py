@@ -16,7 +16,7 @@ import pytest
 from _helpers import CWD, PYTHONPATH
 
 from qwen_cpu.errors import QwenCpuError
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 from qwen_cpu.session import MAGIC
 
 ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}

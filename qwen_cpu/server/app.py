@@ -192,7 +192,7 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
     model_id: the name clients send as `model` (default: the file name).
     The model is loaded here; the scheduler is closed when the application shuts down (lifespan).
     """
-    from ..model import Model
+    from ..api import Model
     from ..scheduler import Scheduler
 
     model = Model.load(model_path, n_ctx=n_ctx, n_threads=n_threads, n_seq=parallel)
