@@ -29,6 +29,10 @@ typedef void (*gemm_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_w, c
 // The decode form of vec_dot: y[r] = dot(w row r, a) for r < n_rows, w rows w_row_bytes apart,
 // a one activation row in the layout WeightKernels::gemv_act (several rows share its loads).
 typedef void (*gemv_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, float* y);
+// gemv over n_a activation rows (a_row_bytes apart) at once, y[i * y_stride + r] for row i, each
+// row's values bit for bit the gemv's of that row alone: the weights are read once for all rows.
+typedef void (*gemv_rows_fn)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a,
+                             size_t a_row_bytes, int n_a, float* y, size_t y_stride);
 // y (n) = dequantized x (n elements of the type)
 typedef void (*dequantize_row_fn)(const void* x, float* y, int64_t n);
 // y = x (n floats) quantized to an activation format (Q8_0, Q8_1, Q8_K) or copied (F32)
@@ -66,6 +70,7 @@ struct LayoutKernels {
   gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
   const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
+  gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
 };
 
 struct Kernels {
@@ -119,10 +124,12 @@ static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* nam
   k.weight[type].gemv_name = name;
   k.weight[type].gemv_act = gemv_act;
 }
-static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act) {
+static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
+                                   gemv_rows_fn rows = nullptr) {
   k.layout[layout].gemv = f;
   k.layout[layout].gemv_name = name;
   k.layout[layout].gemv_act = gemv_act;
+  k.layout[layout].gemv_rows = rows;
 }
 
 // The CPU's features, probed once by dispatch.cpp and passed to the registrations that depend on

@@ -204,7 +204,11 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const Route r = route(K, o, n_in, n_kernel);
       if (r != kGemm && r != kGemv && r != kVecDot && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
         throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
-      if (r == kLayoutGemv) {
+      if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
+        // every row at once over each tile of weights (LayoutKernels::gemv_rows)
+        K.layout[o.layout].gemv_rows(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, act_row, (int)n_tok, o.y + r0,
+                                     (size_t)o.n_out);
+      } else if (r == kLayoutGemv) {
         const gemv_fn gemv = K.layout[o.layout].gemv;
         rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
                    [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });

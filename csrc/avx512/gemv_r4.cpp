@@ -31,11 +31,11 @@ struct RowScaleIndex {
 // Q4_0_R4: row r's 64 nibble bytes at tile + 64r, the scales at tile + 256.
 struct Q4_0R4 {
   static constexpr size_t kTile = 288, kScales = 256;
-  QC_VNNI static __m512i dot(const uint8_t* tile, int r, const __m512i& lo, const __m512i& hi, const __m512i& offset) {
+  // row r's weights against the activation's lo and hi halves
+  QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i q = load512(tile + 64 * r);
-    const __m512i ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, ql, lo), qh, hi);
+    ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
   }
   // the weights are q + 8: 8 * sum(a) per lane
   QC_VNNI static __m512i offset(const block_q8_0x4& a) {
@@ -46,9 +46,8 @@ struct Q4_0R4 {
 // Q8_0_R4: row r's 64 lo bytes at tile + 128r, its 64 hi bytes after them, the scales at + 512.
 struct Q8_0R4 {
   static constexpr size_t kTile = 544, kScales = 512;
-  QC_VNNI static __m512i dot(const uint8_t* tile, int r, const __m512i& lo, const __m512i& hi, const __m512i& offset) {
-    const uint8_t* q = tile + 128 * r;
-    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, load512(q), lo), load512(q + 64), hi);
+  QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
+    ql = load512(tile + 128 * r), qh = load512(tile + 128 * r + 64);
   }
   // the weights are q + 128: 128 * sum(a) per lane = 16 * sum8
   QC_VNNI static __m512i offset(const block_q8_0x4& a) {
@@ -73,18 +72,70 @@ QC_VNNI void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const vo
       const __m512 dw = _mm512_cvtph_ps(load256(tile + L::kScales));
       for (int r = 0; r < 4; ++r) {
         const __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(ix.row[r], dw), da);
-        acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(L::dot(tile, r, lo, hi, offset)), acc[r]);
+        __m512i wl, wh;
+        L::weights(tile, r, wl, wh);
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, wl, lo), wh, hi);
+        acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc[r]);
       }
     }
     for (int r = 0; r < 4; ++r) y[4 * quad + r] = _mm512_reduce_add_ps(acc[r]);
   }
 }
 
+// One quad's 4 outputs for A activation rows (A <= 2, a_row_bytes apart), y[i * ys + r] for row
+// i: every row's arithmetic is gemv_r4's in its order (bit for bit the same values), the weights
+// unpacked and the scales spread once per tile for all A rows. A = 2 keeps both rows' activations
+// in registers (8 zmm) beside the 8 accumulators; more rows would spill (32 zmm in all).
+template <class L, int A>
+QC_VNNI inline void quad_rows(const uint8_t* tile, int64_t n_tiles, const RowScaleIndex& ix, const uint8_t* va,
+                              size_t arb, float* y, size_t ys) {
+  __m512 acc[A][4];
+  for (int i = 0; i < A; ++i)
+    for (int r = 0; r < 4; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+    __m512i lo[A], hi[A], offset[A];
+    __m512 da[A];
+    for (int i = 0; i < A; ++i) {
+      const block_q8_0x4& b = reinterpret_cast<const block_q8_0x4*>(va + i * arb)[g];
+      lo[i] = load512(b.lo), hi[i] = load512(b.hi), offset[i] = L::offset(b), da[i] = _mm512_loadu_ps(b.d);
+    }
+    const __m512 dw = _mm512_cvtph_ps(load256(tile + L::kScales));
+    for (int r = 0; r < 4; ++r) {
+      const __m512 dr = _mm512_permutexvar_ps(ix.row[r], dw);
+      __m512i wl, wh;
+      L::weights(tile, r, wl, wh);
+      for (int i = 0; i < A; ++i) {
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset[i], wl, lo[i]), wh, hi[i]);
+        acc[i][r] = _mm512_fmadd_ps(_mm512_mul_ps(dr, da[i]), _mm512_cvtepi32_ps(dot), acc[i][r]);
+      }
+    }
+  }
+  for (int i = 0; i < A; ++i)
+    for (int r = 0; r < 4; ++r) y[i * ys + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+// gemv_rows_fn over the layout: per quad, the activation rows two at a time (then the one left),
+// the quad's tiles read from memory by the first pair and from L1 by the others.
+template <class L>
+QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                          float* y, size_t y_stride) {
+  static const RowScaleIndex ix;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t n_tiles = n / 128;
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
+    int i = 0;
+    for (; i + 2 <= n_a; i += 2) quad_rows<L, 2>(tile, n_tiles, ix, a + i * arb, arb, y + i * y_stride + 4 * quad, y_stride);
+    if (i < n_a) quad_rows<L, 1>(tile, n_tiles, ix, a + i * arb, arb, y + i * y_stride + 4 * quad, y_stride);
+  }
+}
+
 }  // namespace
 
 void register_gemv_r4_vnni(Kernels& k) {
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4, gemv_r4_rows<Q4_0R4>);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4, gemv_r4_rows<Q8_0R4>);
 }
 
 }  // namespace avx512

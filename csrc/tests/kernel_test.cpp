@@ -406,6 +406,46 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// LayoutKernels::gemv_rows where a table has one: 1..5 activation rows (its passes of two rows and
+// the one left) over repacked rows (4 and 12 rows of 1 and 3 tiles), row i of y equal bit for bit
+// to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
+// reference); the y_stride padding is left untouched.
+void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    const int32_t layout = repack_layout_of(wt.type);
+    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv_rows) continue;
+    const LayoutKernels& lk = K.layout[layout];
+    const int64_t cols = repack_cols(layout);
+    for (int64_t n : {cols, 3 * cols})
+      for (int n_rows : {4, 12})
+        for (int n_a = 1; n_a <= 5; ++n_a) {
+          auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
+          const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
+          const size_t arb = act_row_bytes(lk.gemv_act, n), wrb = row_bytes(wt.type, n);
+          std::vector<uint8_t> a(arb * n_a);
+          for (int i = 0; i < n_a; ++i) {
+            const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
+            const std::vector<uint8_t> ai = quantize(S, lk.gemv_act, xi);
+            std::memcpy(a.data() + i * arb, ai.data(), arb);
+          }
+          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
+          std::vector<uint8_t> packed(w.size());
+          repack_rows(layout, w.data(), n_rows, n, packed.data());
+          const size_t ys = (size_t)n_rows + 3;
+          std::vector<float> y(ys * n_a, -7.0f), one((size_t)n_rows);
+          lk.gemv_rows(n, packed.data(), wrb, n_rows, a.data(), arb, n_a, y.data(), ys);
+          bool ok = true;
+          for (int i = 0; i < n_a; ++i) {
+            lk.gemv(n, packed.data(), wrb, n_rows, a.data() + i * arb, one.data());
+            ok &= std::memcmp(one.data(), y.data() + i * ys, sizeof(float) * n_rows) == 0;
+            for (size_t j = n_rows; j < ys; ++j) ok &= y[i * ys + j] == -7.0f;
+          }
+          R.check(ok, K.isa, fmt("layout gemv_rows %s n=%lld rows=%d n_a=%d: not the gemv of each row alone, or wrote "
+                                 "past n_rows", type_info(wt.type).name, (long long)n, n_rows, n_a));
+        }
+  }
+}
+
 // WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
 // of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
 // rows, 1..9 activation rows); the y_stride padding is left untouched.
@@ -874,6 +914,7 @@ int main(int argc, char** argv) {
       test_gemm_matches_vec_dot(R, K);
       test_gemv(R, K, S);
       test_layout_gemv(R, K, S);
+      test_layout_gemv_rows(R, K, S);
       test_matmul(R, K, S);
       test_matmul_repacked(R, K);
     }
