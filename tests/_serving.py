@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import qwen_cpu
+from _helpers import CWD
 
 START_TIMEOUT = 60.0
 
@@ -37,7 +38,8 @@ class ServerProcess:
         # the qwen_cpu this test process imports (the source tree with PYTHONPATH=., or the installed one)
         package_parent = str(Path(qwen_cpu.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": package_parent + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=CWD)  # outside the source tree (_helpers.CWD says why)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()

@@ -4,6 +4,7 @@ GGUFReader), the per-family table, the generic values, their precedence, and tha
 CLI use them. Expected values are the published ones, written out by hand."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import gguf
 import numpy as np
 import pytest
 from _checkpoints import make_gguf
+from _helpers import CWD, PYTHONPATH
 
 from qwen_cpu import Model, generate
 from qwen_cpu.defaults import GENERIC, WHOLE_CONTEXT, family, model_defaults, resolve
@@ -139,8 +141,9 @@ def test_model_generates_with_the_file_s_defaults(tmp_path):
 
 def test_info_shows_the_settings_in_force_and_their_sources(tmp_path):
     path = make_gguf(tmp_path / "ckpt", generation_config=QWEN_CONFIG)
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     out = subprocess.run([sys.executable, "-m", "qwen_cpu.cli", "info", str(path)], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, cwd=CWD, env=env).stdout
     lines = {line.split()[0]: line for line in out.splitlines()[-8:]}
     assert lines["temperature"].split()[1:] == ["0.7", "file", "(general.sampling.temp)"]
     assert lines["top_k"].split()[1:] == ["20", "file", "(general.sampling.top_k)"]
