@@ -73,7 +73,7 @@ def e2e_models() -> list[Path]:
 def bench_e2e(paths: list[Path], threads: int, n_prompt: int, reps: int) -> None:
     import llama_cpp
 
-    from qwen_cpu.model import Model
+    from qwen_cpu import Model
 
     print(f"\npp{n_prompt}, {threads} threads, medians of {reps} (interleaved); load average {load()}")
     print("| model | ours tok/s | llama.cpp tok/s | ours / llama.cpp |")

@@ -19,7 +19,8 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
   return wk;
 }
 
-// The ways one weight's rows are multiplied, chosen per product by route():
+// The ways one weight's rows are multiplied, chosen per product by route() (for rows computed
+// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone):
 //   kGemm       several tokens and the type has a gemm: tiles of rows x chunks of tokens (prefill);
 //   kGemv       one token, the type has a gemv and the row length fits its activation layout;
 //   kVecDot     otherwise: one vec_dot per output, in tiles of 16 rows;
@@ -62,10 +63,12 @@ struct ActLayout {
   size_t total = 0;
 };
 
-static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
+// alone: the rows are quantized as a one-token product's (matmul_group).
+static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok,
+                            bool alone) {
   ActLayout L;
   for (int i = 0; i < n_outs; ++i) {
-    const int32_t f = act_format(K, outs[i], n_in, n_tok);
+    const int32_t f = act_format(K, outs[i], n_in, alone ? 1 : n_tok);
     bool seen = false;
     for (int j = 0; j < L.n; ++j) seen |= L.fmt[j] == f;
     if (seen) continue;
@@ -78,10 +81,11 @@ static ActLayout act_layout(const Kernels& K, const MatmulOutput* outs, int n_ou
   return L;
 }
 
-// Enough for any call with 1 .. n_tok tokens (a single token may use a larger decode layout).
+// Enough for any call with 1 .. n_tok tokens, together or alone (the decode layouts may be larger).
 size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok) {
-  const size_t one = act_layout(K, outs, n_outs, n_in, 1).total, all = act_layout(K, outs, n_outs, n_in, n_tok).total;
-  return one > all ? one : all;
+  const size_t together = act_layout(K, outs, n_outs, n_in, n_tok, false).total,
+               alone = act_layout(K, outs, n_outs, n_in, n_tok, true).total;
+  return together > alone ? together : alone;
 }
 
 size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64_t n_tok, int32_t layout) {
@@ -89,11 +93,29 @@ size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64
   return matmul_group_scratch_bytes(K, &one, 1, n_in, n_tok);
 }
 
+// Several activation rows, each through a decode kernel exactly as a product of that row alone:
+// gemv(w, n_rows, act, y) for one row over n_rows weight rows from w. The weight rows go in blocks
+// of about kBlockBytes, which stay in L2 while every activation row passes over them, so the
+// weights are read from memory once for all the rows. unit: rows per block are a multiple of it.
+template <class Gemv>
+static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
+                       size_t act_row, int64_t n_tok, float* y, size_t y_stride, Gemv&& gemv) {
+  constexpr size_t kBlockBytes = 64 * 1024;
+  if (n_tok == 1) return gemv(w, n_rows, act, y);
+  int64_t block = (int64_t)(kBlockBytes / w_row);
+  block = block < unit ? unit : block - block % unit;
+  for (int64_t rb = 0; rb < n_rows; rb += block) {
+    const int64_t nb = n_rows - rb < block ? n_rows - rb : block;
+    for (int64_t t = 0; t < n_tok; ++t) gemv(w + rb * w_row, nb, act + t * act_row, y + t * y_stride + rb);
+  }
+}
+
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
-// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens.
+// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
+// (alone: in a one-token product's format, each row computed as that product would).
 static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w, size_t w_row, int64_t n_rows,
-                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride) {
-  const Route r = stored_route(wk, n_in, n_tok);
+                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride, bool alone) {
+  const Route r = stored_route(wk, n_in, alone ? 1 : n_tok);
   if (r == kGemm) {
     // Prefill: the tile kernel over the rows x a chunk of tokens at a time. The chunk's
     // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
@@ -112,7 +134,9 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
   } else if (r == kGemv) {
-    wk.gemv(n_in, w, w_row, (int)n_rows, act, y);
+    rows_alone(w, w_row, n_rows, 4, act, act_row, n_tok, y, y_stride, [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) {
+      wk.gemv(n_in, wb, w_row, (int)nb, a, yb);
+    });
   } else {
     // kVecDot: tiles of weight rows, so that for several tokens a tile is reused while in cache.
     constexpr int64_t kRowTile = 16;
@@ -128,8 +152,10 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
 }
 
 void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
-                  const float* x, int64_t n_tok, void* act_scratch) {
-  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok);
+                  const float* x, int64_t n_tok, void* act_scratch, bool alone) {
+  if (n_tok == 1) alone = true;  // the same thing
+  const int64_t n_kernel = alone ? 1 : n_tok;  // the token count the kernels are chosen for
+  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok, alone);
   uint8_t* scratch = static_cast<uint8_t*>(act_scratch);
 
   // 1. Quantize the input once per activation format.
@@ -158,7 +184,7 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
     // (gemm_impl.h), and a tile cut in two by the split would cost both threads a full tile's
     // work; of 4 for one token: the gemv kernels take 4 rows per pass, repacked weights 4 rows per
     // tile (repack.h)
-    const int64_t unit = n_tok > 1 ? 8 : 4;
+    const int64_t unit = n_kernel > 1 ? 8 : 4;
     int64_t g0, g1;
     split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
     g0 = g0 * unit < total_rows ? g0 * unit : total_rows;
@@ -168,18 +194,20 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const MatmulOutput& o = outs[i];
       if (g0 >= base + o.n_out) continue;
       const int64_t r0 = g0 - base, r1 = (g1 < base + o.n_out ? g1 : base + o.n_out) - base;
-      const int32_t fmt = act_format(K, o, n_in, n_tok);
+      const int32_t fmt = act_format(K, o, n_in, n_kernel);
       int j = 0;
       while (L.fmt[j] != fmt) ++j;
       const uint8_t* act = scratch + L.offset[j];
       const size_t act_row = act_row_bytes(fmt, n_in), w_row = row_bytes(o.wtype, n_in);
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
       const WeightKernels& wk = K.weight[o.wtype];
-      const Route r = route(K, o, n_in, n_tok);
+      const Route r = route(K, o, n_in, n_kernel);
       if (r != kGemm && r != kGemv && r != kVecDot && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
         throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
       if (r == kLayoutGemv) {
-        K.layout[o.layout].gemv(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, o.y + r0);
+        const gemv_fn gemv = K.layout[o.layout].gemv;
+        rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
+                   [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
       } else if (r == kUnrepack) {
         // Unpacked back to the stored layout a block at a time in this thread's buffer, then
         // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
@@ -193,10 +221,10 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
         for (int64_t rb = r0; rb < r1; rb += block) {
           const int64_t nb = r1 - rb < block ? r1 - rb : block;
           unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
-          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out);
+          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
         }
       } else {
-        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out);
+        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
       }
       g0 = base + r1;
     }
@@ -204,9 +232,9 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
 }
 
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout) {
+            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout, bool alone) {
   const MatmulOutput one{W, wtype, n_out, y, layout};
-  matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch);
+  matmul_group(pool, K, &one, 1, n_in, x, n_tok, act_scratch, alone);
 }
 
 }  // namespace qc

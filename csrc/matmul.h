@@ -18,10 +18,15 @@ size_t matmul_scratch_bytes(const Kernels& K, int32_t wtype, int64_t n_in, int64
 //   W: n_out rows of n_in elements of type wtype, each row_bytes(wtype, n_in) bytes, row-major;
 //   act_scratch: at least matmul_scratch_bytes(...) bytes.
 //   layout: that of W (MatmulOutput::layout).
+//   alone: every row of y exactly as the product of that activation row alone (n_tok = 1) gives it
+//   (the decode kernels, each row quantized in their format), the weights still read once for all
+//   rows; otherwise the rows go together through the prefill (gemm) kernels. Several sequences'
+//   decode steps batched together give the tokens they give one at a time.
 // Output rows are split across the pool's threads. Throws std::invalid_argument if the type has
 // no kernel or n_in is not a multiple of its block size.
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,
-            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout = QC_LAYOUT_STORED);
+            const float* x, int64_t n_tok, float* y, void* act_scratch, int32_t layout = QC_LAYOUT_STORED,
+            bool alone = false);
 
 // One weight of a group that shares its input (Q/K/V, or gate/up): y (n_tok, n_out) = x . W^T.
 struct MatmulOutput {
@@ -41,6 +46,6 @@ struct MatmulOutput {
 // the distinct activation formats (matmul_group_scratch_bytes).
 size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, int64_t n_tok);
 void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
-                  const float* x, int64_t n_tok, void* act_scratch);
+                  const float* x, int64_t n_tok, void* act_scratch, bool alone = false);
 
 }  // namespace qc

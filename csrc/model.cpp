@@ -59,8 +59,7 @@ void release_pages(const void* p, size_t n) {
 }
 
 // The pages covering [p, p + n) mapped in one call (Linux 5.14+; elsewhere, or refused, they are
-// faulted in one by one as they are touched): repacking Qwen2.5-0.5B Q8_0 on one thread took
-// 0.41 s without, 0.38 s with this for both the source and the copy.
+// faulted in one by one as they are touched): fewer page faults while repacking.
 void populate(const void* p, size_t n, bool write) {
 #if defined(MADV_POPULATE_READ) && defined(MADV_POPULATE_WRITE)
   const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -97,7 +96,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
     : cfg_(cfg), w_(std::move(w)), pool_(n_threads > 0 ? n_threads : default_thread_count()), K_(&kernels()) {
   const ModelConfig& c = cfg_;
   if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_ff <= 0 || c.n_head <= 0 || c.n_kv_head <= 0 || c.head_dim <= 0 ||
-      c.n_vocab <= 0 || c.n_ctx <= 0 || c.n_batch <= 0)
+      c.n_vocab <= 0 || c.n_ctx <= 0 || c.n_batch <= 0 || c.n_seq <= 0)
     throw std::invalid_argument("model config: every size must be positive");
   if (c.n_head % c.n_kv_head != 0)
     throw std::invalid_argument("model config: head_count " + std::to_string(c.n_head) +
@@ -132,8 +131,8 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
 
   const size_t elem = c.kv_f16 ? sizeof(half_t) : sizeof(float);
   layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * (size_t)c.head_dim * elem;
-  k_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer);
-  v_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer);
+  k_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
+  v_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
 
   const int64_t B = c.n_batch;
   ffn_chunk_ = std::min<int64_t>(B, kFfnChunk);
@@ -155,6 +154,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   act = std::max(act, activation_scratch_bytes());
   for (const PendingRepack& p : pending_) p.t->layout = QC_LAYOUT_STORED;
   act_ = ZeroBuffer<uint8_t>(act);
+  order_.resize(B), row_of_.resize(B), pos_.resize(B), seq_.resize(B);
 }
 
 // The quantized-activation scratch the products of one step need with the weights as they are.
@@ -268,22 +268,54 @@ void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {
   for (int64_t t = 0; t < n; ++t) K_->add(y + t * width, y + t * width, bias, width);
 }
 
-// Copies this step's keys and values (n tokens) into the cache at positions pos .. pos+n-1.
-void Model::store_kv(int l, int64_t n, int64_t pos) {
+// Copies this step's keys and values (m computed rows) into their slots at their positions.
+void Model::store_kv(int l, int64_t m) {
   const ModelConfig& c = cfg_;
   const int64_t kv_dim = (int64_t)c.n_kv_head * c.head_dim;
   for (int which = 0; which < 2; ++which) {
     const float* src = which == 0 ? k_.data() : v_.data();
-    uint8_t* cache = static_cast<uint8_t*>(which == 0 ? k_layer(l) : v_layer(l));
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = 0; t < m; ++t) {
+      uint8_t* cache = static_cast<uint8_t*>(which == 0 ? k_layer(l, seq_[t]) : v_layer(l, seq_[t]));
       for (int g = 0; g < c.n_kv_head; ++g) {
         const float* row = src + t * kv_dim + (int64_t)g * c.head_dim;
-        const size_t index = ((size_t)g * c.n_ctx + (size_t)(pos + t)) * c.head_dim;
+        const size_t index = ((size_t)g * c.n_ctx + (size_t)pos_[t]) * c.head_dim;
         if (c.kv_f16) K_->fp32_to_fp16_row(row, reinterpret_cast<half_t*>(cache) + index, c.head_dim);
         else std::memcpy(reinterpret_cast<float*>(cache) + index, row, sizeof(float) * c.head_dim);
       }
     }
   }
+}
+
+void Model::copy_slot(int src, int dst, int64_t n_pos) {
+  const ModelConfig& c = cfg_;
+  if (src < 0 || src >= c.n_seq || dst < 0 || dst >= c.n_seq)
+    throw std::invalid_argument("copy_slot: slots " + std::to_string(src) + " -> " + std::to_string(dst) +
+                                " outside 0.." + std::to_string(c.n_seq - 1));
+  if (n_pos < 0 || n_pos > c.n_ctx)
+    throw std::invalid_argument("copy_slot: " + std::to_string(n_pos) + " positions exceed the context of " +
+                                std::to_string(c.n_ctx));
+  if (src == dst || n_pos == 0) return;
+  const size_t head_bytes = layer_cache_bytes_ / c.n_kv_head, bytes = head_bytes / c.n_ctx * n_pos;
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int g = 0; g < c.n_kv_head; ++g) {
+      std::memcpy(static_cast<uint8_t*>(k_layer(l, dst)) + g * head_bytes, static_cast<uint8_t*>(k_layer(l, src)) + g * head_bytes, bytes);
+      std::memcpy(static_cast<uint8_t*>(v_layer(l, dst)) + g * head_bytes, static_cast<uint8_t*>(v_layer(l, src)) + g * head_bytes, bytes);
+    }
+}
+
+void Model::kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache) {
+  const ModelConfig& c = cfg_;
+  if (slot < 0 || slot >= c.n_seq) throw std::invalid_argument("kv_rows: slot " + std::to_string(slot) + " outside 0.." + std::to_string(c.n_seq - 1));
+  if (n_pos < 0 || n_pos > c.n_ctx)
+    throw std::invalid_argument("kv_rows: " + std::to_string(n_pos) + " positions exceed the context of " + std::to_string(c.n_ctx));
+  const size_t head_bytes = layer_cache_bytes_ / c.n_kv_head, bytes = head_bytes / c.n_ctx * n_pos;
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int kv = 0; kv < 2; ++kv)
+      for (int g = 0; g < c.n_kv_head; ++g, buf += bytes) {
+        uint8_t* cache = static_cast<uint8_t*>(kv ? v_layer(l, slot) : k_layer(l, slot)) + g * head_bytes;
+        if (to_cache) std::memcpy(cache, buf, bytes);
+        else std::memcpy(buf, cache, bytes);
+      }
 }
 
 bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
@@ -293,32 +325,107 @@ bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits
   if (pos < 0 || pos + n > c.n_ctx)
     throw std::invalid_argument("forward: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
                                 " exceed the context of " + std::to_string(c.n_ctx));
-  for (int64_t i = 0; i < n; ++i)
+  std::vector<int32_t> positions(n), seqs(n, 0);
+  for (int64_t i = 0; i < n; ++i) positions[i] = (int32_t)(pos + i);
+  std::vector<int64_t> rows;
+  if (logits) {
+    for (int64_t i = all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(i);
+  }
+  return forward_batch(tokens, positions.data(), seqs.data(), n, rows.data(), (int64_t)rows.size(), logits, hidden,
+                       should_stop);
+}
+
+bool Model::forward_batch(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t n,
+                          const int64_t* logit_rows, int64_t n_logits, float* logits, float* hidden,
+                          const std::function<bool()>& should_stop) {
+  const ModelConfig& c = cfg_;
+  if (n <= 0) throw std::invalid_argument("forward: no tokens");
+  auto row_error = [](int64_t i, const std::string& what) {
+    return std::invalid_argument("forward: row " + std::to_string(i) + ": " + what);
+  };
+  std::vector<int64_t> run_of_slot(c.n_seq, -1);  // first row of the slot's run
+  bool has_one_token_run = false;
+  int64_t run_start = 0;
+  for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
-      throw std::invalid_argument("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                  " is outside the vocabulary of " + std::to_string(c.n_vocab));
+      throw row_error(i, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary of " + std::to_string(c.n_vocab));
+    if (seq[i] < 0 || seq[i] >= c.n_seq)
+      throw row_error(i, "sequence slot " + std::to_string(seq[i]) + " is outside 0.." + std::to_string(c.n_seq - 1));
+    if (pos[i] < 0 || pos[i] >= c.n_ctx)
+      throw row_error(i, "position " + std::to_string(pos[i]) + " is outside the context of " + std::to_string(c.n_ctx));
+    if (i > 0 && seq[i] == seq[i - 1] && pos[i] == pos[i - 1] + 1) continue;  // the same run
+    if (i > 0 && i - run_start == 1) has_one_token_run = true;
+    run_start = i;
+    if (run_of_slot[seq[i]] >= 0)
+      throw row_error(i, "slot " + std::to_string(seq[i]) + " already has a run from row " +
+                             std::to_string(run_of_slot[seq[i]]) +
+                             " (a slot's rows must be consecutive, at consecutive positions)");
+    run_of_slot[seq[i]] = i;
+  }
+  if (n - run_start == 1) has_one_token_run = true;
+  if (n_logits > 0 && !logits) throw std::invalid_argument("forward: logit rows asked for without an output");
+  for (int64_t j = 0; j < n_logits; ++j)
+    if (logit_rows[j] < 0 || logit_rows[j] >= n || (j > 0 && logit_rows[j] <= logit_rows[j - 1]))
+      throw std::invalid_argument("forward: logit rows must be increasing row indices below " + std::to_string(n));
+
   K_ = &kernels();  // the path selected now (tests switch paths between calls)
-  if (n == 1 && !pending_.empty()) repack_pending();  // the first decode step (plan_repack says why)
+  if (has_one_token_run && !pending_.empty()) repack_pending();  // the first decode step (plan_repack says why)
+  const int64_t* lr = logit_rows;
+  std::vector<int64_t> rows;  // this step's logit rows, relative to its first row
   for (int64_t done = 0; done < n; done += c.n_batch) {
     const int64_t m = std::min<int64_t>(c.n_batch, n - done);
-    const bool last = done + m == n;
-    float* lg = nullptr;
-    if (logits && all_logits) lg = logits + done * c.n_vocab;
-    else if (logits && last) lg = logits;
+    rows.clear();
+    for (; lr < logit_rows + n_logits && *lr < done + m; ++lr) rows.push_back(*lr - done);
+    float* lg = logits ? logits + (lr - logit_rows - (int64_t)rows.size()) * c.n_vocab : nullptr;
     float* hd = hidden ? hidden + done * c.n_embd : nullptr;
-    if (!step(tokens + done, m, pos + done, lg, all_logits, hd, should_stop)) return false;
+    if (!step(tokens + done, pos + done, seq + done, m, rows.data(), (int64_t)rows.size(), lg, hd, should_stop))
+      return false;
   }
   return true;
 }
 
-// One step of m <= n_batch tokens.
-bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, bool all_logits, float* hidden,
-                 const std::function<bool()>& should_stop) {
+// The products of a group over m rows of x, the first n_alone of them alone (one-token runs), the
+// rest together (forward_batch says why).
+void Model::products(const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x, int64_t m, int64_t n_alone) {
+  const int64_t a = std::max<int64_t>(0, std::min(n_alone, m));
+  if (a > 0) matmul_group(pool_, *K_, outs, n_outs, n_in, x, a, act_.data(), true);
+  if (m > a) {
+    MatmulOutput rest[4];
+    for (int i = 0; i < n_outs; ++i) rest[i] = outs[i], rest[i].y += a * outs[i].n_out;
+    matmul_group(pool_, *K_, rest, n_outs, n_in, x + a * n_in, m - a, act_.data(), false);
+  }
+}
+
+// One step of m <= n_batch rows (forward_batch's arguments, checked there). The rows are computed
+// in an order of their own: the one-token runs first, then the longer runs, so that each group's
+// rows are contiguous for its products (forward_batch).
+bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t m, const int64_t* logit_rows,
+                 int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop) {
   const ModelConfig& c = cfg_;
   const Kernels& K = *K_;
   const int64_t E = c.n_embd, q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim;
-  for (int64_t t = 0; t < m; ++t) embed_row(tokens[t], x_.data() + t * E);
-  rope_tables(c.rope, pos, m, cos_.data(), sin_.data());
+  const int half = c.head_dim / 2;
+
+  // the runs (caller's rows), then the computed order: one-token runs, then the others
+  std::vector<std::pair<int64_t, int64_t>> caller_runs;  // (first row, rows)
+  for (int64_t i = 0; i < m; ++i) {
+    if (i > 0 && seq[i] == seq[i - 1] && pos[i] == pos[i - 1] + 1) ++caller_runs.back().second;
+    else caller_runs.push_back({i, 1});
+  }
+  runs_.clear(), run_seq_.clear();
+  int64_t r = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& [first, len] : caller_runs) {
+      if ((len == 1) != (pass == 0)) continue;
+      runs_.push_back({r, len, pos[first], nullptr, nullptr});
+      run_seq_.push_back(seq[first]);
+      for (int64_t i = first; i < first + len; ++i, ++r) order_[r] = i, row_of_[i] = r, pos_[r] = pos[i], seq_[r] = seq[i];
+    }
+    if (pass == 0) n_alone_ = r;
+  }
+  for (int64_t t = 0; t < m; ++t) embed_row(tokens[order_[t]], x_.data() + t * E);
+  for (const AttentionRun& R : runs_)
+    rope_tables(c.rope, R.pos0, R.n_tok, cos_.data() + R.row0 * half, sin_.data() + R.row0 * half);
 
   for (int l = 0; l < c.n_layer; ++l) {
     if (should_stop && should_stop()) return false;
@@ -328,17 +435,19 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.attn_norm.data), E, c.rms_eps);
     const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, q_.data()), output_of(L.wk, kv_dim, k_.data()),
                                  output_of(L.wv, kv_dim, v_.data())};
-    matmul_group(pool_, K, qkv, 3, E, xn_.data(), m, act_.data());
+    products(qkv, 3, E, xn_.data(), m, n_alone_);
     add_bias(q_.data(), L.bq, m, q_dim);
     add_bias(k_.data(), L.bk, m, kv_dim);
     add_bias(v_.data(), L.bv, m, kv_dim);
     rope_apply(pool_, K, q_.data(), m, c.n_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
-    store_kv(l, m, pos);
-    attention(pool_, K, att_.data(), q_.data(), k_layer(l), v_layer(l), c.kv_f16, m, pos, c.n_head, c.n_kv_head,
-              c.head_dim, c.n_ctx, att_scratch_.data());
+    store_kv(l, m);
+    for (size_t i = 0; i < runs_.size(); ++i) runs_[i].k_cache = k_layer(l, run_seq_[i]), runs_[i].v_cache = v_layer(l, run_seq_[i]);
+    attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), c.kv_f16, c.n_head, c.n_kv_head,
+                   c.head_dim, c.n_ctx, att_scratch_.data());
     // the output projection lands in xn_, free once the Q/K/V products have read it
-    matmul(pool_, K, L.wo.data, L.wo.type, E, q_dim, att_.data(), m, xn_.data(), act_.data(), L.wo.layout);
+    const MatmulOutput wo = output_of(L.wo, E, xn_.data());
+    products(&wo, 1, q_dim, att_.data(), m, n_alone_);
     K.add(x_.data(), x_.data(), xn_.data(), m * E);
 
     // feed-forward sub-block: x += W_down . (silu(W_gate xn) * (W_up xn))
@@ -350,31 +459,43 @@ bool Model::step(const int32_t* tokens, int64_t m, int64_t pos, float* logits, b
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, gate_.data()), output_of(L.w_up, c.n_ff, up_.data())};
     for (int64_t t0 = 0; t0 < m; t0 += ffn_chunk_) {
       const int64_t nt = std::min(ffn_chunk_, m - t0);
-      matmul_group(pool_, K, ffn, 2, E, xn_.data() + t0 * E, nt, act_.data());
+      products(ffn, 2, E, xn_.data() + t0 * E, nt, n_alone_ - t0);
       K.swiglu(gate_.data(), gate_.data(), up_.data(), nt * c.n_ff);
-      matmul(pool_, K, L.w_down.data, L.w_down.type, E, c.n_ff, gate_.data(), nt, xn_.data() + t0 * E, act_.data(),
-             L.w_down.layout);
+      const MatmulOutput down = output_of(L.w_down, E, xn_.data() + t0 * E);
+      products(&down, 1, c.n_ff, gate_.data(), nt, n_alone_ - t0);
     }
     K.add(x_.data(), x_.data(), xn_.data(), m * E);
   }
 
   // Final norm and LM head, only for the rows asked for.
-  const int64_t first = (all_logits || hidden) ? 0 : m - 1;
-  for (int64_t t = first; t < m; ++t)
-    K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(w_.output_norm.data), E, c.rms_eps);
-  if (hidden) std::memcpy(hidden, xn_.data(), sizeof(float) * m * E);
-  if (logits) {
-    const int64_t r0 = all_logits ? 0 : m - 1;
-    matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, xn_.data() + r0 * E, m - r0, logits, act_.data(),
-           w_.output.layout);
+  const float* out_norm = static_cast<const float*>(w_.output_norm.data);
+  if (hidden) {
+    for (int64_t t = 0; t < m; ++t) K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, out_norm, E, c.rms_eps);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(hidden + i * E, xn_.data() + row_of_[i] * E, sizeof(float) * E);
+  } else {
+    for (int64_t j = 0; j < n_logits; ++j) {
+      const int64_t t = row_of_[logit_rows[j]];
+      K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, out_norm, E, c.rms_eps);
+    }
+  }
+  if (logits && n_logits > 0) {
+    // the rows asked for, in the caller's order, into x_ (free now); alone unless a run asks for
+    // several rows (all of a prompt's logits): then the prefill kernels, as for a prompt's rows
+    bool alone = true;
+    for (int64_t j = 0; j < n_logits; ++j) {
+      std::memcpy(x_.data() + j * E, xn_.data() + row_of_[logit_rows[j]] * E, sizeof(float) * E);
+      if (j > 0 && seq[logit_rows[j]] == seq[logit_rows[j - 1]]) alone = false;
+    }
+    matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, x_.data(), n_logits, logits, act_.data(),
+           w_.output.layout, alone);
     // A non-finite hidden state must give non-finite logits, which the sampler reports. The
     // product alone does not promise it: the activation quantizers of some paths read a block of
     // NaN as zeros (their block maximum skips NaN), so the row's logits are made NaN here.
-    for (int64_t t = r0; t < m; ++t) {
-      const float* h = xn_.data() + t * E;
+    for (int64_t j = 0; j < n_logits; ++j) {
+      const float* h = x_.data() + j * E;
       float probe = 0.0f;
       for (int64_t e = 0; e < E; ++e) probe += h[e] * 0.0f;  // 0 for finite values, NaN otherwise
-      if (probe != 0.0f) std::fill(logits + (t - r0) * c.n_vocab, logits + (t - r0 + 1) * c.n_vocab, NAN);
+      if (probe != 0.0f) std::fill(logits + j * c.n_vocab, logits + (j + 1) * c.n_vocab, NAN);
     }
   }
   return true;

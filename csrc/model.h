@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "matmul.h"
 #include "ops.h"
 #include "threadpool.h"
 
@@ -22,7 +23,8 @@ struct ModelConfig {
   int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_kv_head = 0, head_dim = 0, n_vocab = 0;
   float rms_eps = 1e-6f;
   RopeParams rope{};       // rope.neox: qwen2 pairing; false for llama GGUF files
-  int64_t n_ctx = 0;       // KV cache length in positions
+  int64_t n_ctx = 0;       // KV cache length in positions, per sequence
+  int n_seq = 1;           // KV cache slots: sequences that can be in flight at once (forward_batch)
   int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
   bool kv_f16 = true;      // KV cache as binary16 (else float32)
   // Repack the matrices this CPU has a repacked decode kernel for (repack.h) into memory of the
@@ -85,9 +87,8 @@ class ZeroBuffer {
 };
 
 // n bytes of anonymous memory from mmap (zero pages until written), owned. Not advised into
-// transparent huge pages (MADV_HUGEPAGE), though decode read them faster (Qwen2.5-0.5B Q4_0, one
-// thread: 63 -> 85 tokens/s): on the 2-core VM we measure on, fresh 2 MiB pages cost 0.5-0.6 s
-// of zeroing when first written (load to first token 0.26 -> 0.9 s; llama.cpp's is 0.44).
+// transparent huge pages: faster decode, but zeroing fresh 2 MiB pages delays the first token
+// (bench/README.md, "Kernel design measurements").
 class PageBuffer {
  public:
   PageBuffer() = default;
@@ -116,8 +117,34 @@ class Model {
   //   hidden: (n, n_embd) final-norm hidden states, or nullptr.
   //   should_stop: polled between layers; when it returns true the call returns false at once
   //   (the cache then holds partial results past pos, which the caller must treat as unused).
+  // (The tokens of sequence slot 0; forward_batch with every seq = 0.)
   bool forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
                const std::function<bool()>& should_stop);
+
+  // Runs a batch of n tokens from several sequences in one pass: row i is token tokens[i] at
+  // position pos[i] of the sequence in cache slot seq[i] (0 <= seq < n_seq, 0 <= pos < n_ctx). A
+  // sequence's rows must be consecutive, at consecutive positions (a "run"), and a slot may have one
+  // run per call; each run's keys and values go into its slot, and its tokens attend to positions
+  // 0 .. pos of that slot only. The matrix products take all rows at once: runs of one token (decode
+  // steps) through the decode kernels, each row as it would be computed alone (matmul's `alone`),
+  // longer runs (prompts) together through the prefill kernels.
+  //   logit_rows: n_logits row indices, strictly increasing; logits: (n_logits, n_vocab), row j the
+  //   logits of row logit_rows[j] (computed as a one-row product when no run asks for more than one
+  //   row), or nullptr. hidden: (n, n_embd) final-norm hidden states, or nullptr. should_stop as
+  //   for forward(). Throws std::invalid_argument naming the first bad row.
+  bool forward_batch(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t n,
+                     const int64_t* logit_rows, int64_t n_logits, float* logits, float* hidden,
+                     const std::function<bool()>& should_stop);
+
+  // Copies positions 0 .. n_pos-1 of slot src's keys and values into slot dst (a prefix another
+  // sequence can then continue from).
+  void copy_slot(int src, int dst, int64_t n_pos);
+
+  // Slot's keys and values of positions 0 .. n_pos-1 as stored (binary16 if kv_f16, else float32),
+  // copied into buf (to_cache false: a saved session) or from it (true: restoring one):
+  //   buf (n_layer, 2 [K then V], n_kv_head, n_pos, head_dim) elements, kv_rows_bytes(n_pos) bytes.
+  void kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache);
+  size_t kv_rows_bytes(int64_t n_pos) const { return 2 * (size_t)cfg_.n_layer * (layer_cache_bytes_ / cfg_.n_ctx) * n_pos; }
 
   const ModelConfig& config() const { return cfg_; }
   size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
@@ -125,11 +152,12 @@ class Model {
   int n_threads() const { return pool_.size(); }
 
  private:
-  bool step(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
-            const std::function<bool()>& should_stop);
-  void* k_layer(int l) { return k_cache_.data() + (size_t)l * layer_cache_bytes_; }
-  void* v_layer(int l) { return v_cache_.data() + (size_t)l * layer_cache_bytes_; }
-  void store_kv(int l, int64_t n, int64_t pos);
+  bool step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t m, const int64_t* logit_rows,
+            int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop);
+  void* k_layer(int l, int s) { return k_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
+  void* v_layer(int l, int s) { return v_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
+  void store_kv(int l, int64_t m);
+  void products(const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x, int64_t m, int64_t n_alone);
   void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
   size_t activation_scratch_bytes() const;
   void plan_repack();
@@ -149,8 +177,8 @@ class Model {
   bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
   ZeroBuffer<uint8_t> embd_quad_; // (4, row_bytes) one quad of them unpacked (embed_row)
 
-  // KV cache: per layer (n_kv_head, n_ctx, head_dim), binary16 or float32. Positions never
-  // written cost no memory (ZeroBuffer).
+  // KV cache: (n_layer, n_seq, n_kv_head, n_ctx, head_dim), binary16 or float32; layer_cache_bytes_
+  // is one (layer, slot) block. Positions never written cost no memory (ZeroBuffer).
   size_t layer_cache_bytes_ = 0;
   ZeroBuffer<uint8_t> k_cache_, v_cache_;
 
@@ -166,6 +194,14 @@ class Model {
   ZeroBuffer<float> cos_, sin_; // (n_batch, head_dim/2) rope tables of this step
   ZeroBuffer<float> att_scratch_;  // attention_scratch_floats(...)
   ZeroBuffer<uint8_t> act_;     // quantized activations, the largest any matmul needs
+
+  // The step's rows in the order it computes them (step() says why), each with its position and slot.
+  int64_t n_alone_ = 0;         // rows 0 .. n_alone_-1 are one-token runs, the rest longer runs
+  std::vector<int64_t> order_;  // (n_batch) caller's row index of each computed row
+  std::vector<int64_t> row_of_; // (n_batch) computed row of each caller's row
+  std::vector<int32_t> pos_, seq_;  // (n_batch) of each computed row
+  std::vector<AttentionRun> runs_;  // the step's runs over computed rows (k/v set per layer)
+  std::vector<int32_t> run_seq_;    // slot of each run
 };
 
 }  // namespace qc

@@ -82,41 +82,55 @@ size_t attention_scratch_floats(int n_threads, int n_head, int n_kv_head, int64_
 void attention(ThreadPool& pool, const Kernels& K, float* out, const float* q, const void* k_cache, const void* v_cache,
                bool kv_f16, int64_t n_tok, int64_t pos0, int n_head, int n_kv_head, int head_dim, int64_t n_ctx,
                float* scratch) {
+  const AttentionRun run{0, n_tok, pos0, k_cache, v_cache};
+  attention_runs(pool, K, out, q, &run, 1, kv_f16, n_head, n_kv_head, head_dim, n_ctx, scratch);
+}
+
+void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float* q, const AttentionRun* runs, int n_runs,
+                    bool kv_f16, int n_head, int n_kv_head, int head_dim, int64_t n_ctx, float* scratch) {
   if (n_head <= 0 || n_kv_head <= 0 || n_head % n_kv_head != 0)
     throw std::invalid_argument("attention: n_head (" + std::to_string(n_head) +
                                 ") must be a positive multiple of n_kv_head (" + std::to_string(n_kv_head) + ")");
   if (head_dim <= 0) throw std::invalid_argument("attention: head_dim must be positive");
-  if (n_tok < 0 || pos0 < 0 || pos0 + n_tok > n_ctx)
-    throw std::invalid_argument("attention: positions [" + std::to_string(pos0) + ", " + std::to_string(pos0 + n_tok) +
-                                ") do not fit a cache of " + std::to_string(n_ctx));
-  if (n_tok == 0) return;
+  int64_t n_keys_max = 0, n_items = 0;
+  double total = 0.0;  // keys summed over all (token, kv head) items
+  for (int r = 0; r < n_runs; ++r) {
+    const AttentionRun& R = runs[r];
+    if (R.n_tok < 0 || R.pos0 < 0 || R.pos0 + R.n_tok > n_ctx)
+      throw std::invalid_argument("attention: positions [" + std::to_string(R.pos0) + ", " +
+                                  std::to_string(R.pos0 + R.n_tok) + ") do not fit a cache of " + std::to_string(n_ctx));
+    n_keys_max = std::max(n_keys_max, R.pos0 + R.n_tok);
+    n_items += R.n_tok * n_kv_head;
+    total += (double)n_kv_head * ((double)R.n_tok * (R.pos0 + 1) + (double)R.n_tok * (R.n_tok - 1) / 2.0);
+  }
+  if (n_items == 0) return;
   const int n_q = n_head / n_kv_head;
   const float scale = 1.0f / std::sqrt((float)head_dim);
   const size_t elem = kv_f16 ? sizeof(half_t) : sizeof(float);
-  const uint8_t* kc = static_cast<const uint8_t*>(k_cache);
-  const uint8_t* vc = static_cast<const uint8_t*>(v_cache);
-  const int64_t n_keys_max = pos0 + n_tok;
 
-  // Work items are (token, kv head) pairs in token-major order; item (t, g) costs n_keys =
+  // Work items are (run, token, kv head) triples in that order; item (r, t, g) costs n_keys =
   // pos0 + t + 1. Each thread takes the items whose cost midpoint falls in its equal share of the
   // total, so a long prompt's late tokens (which see more keys) are spread evenly.
-  const int64_t n_items = n_tok * n_kv_head;
-  const double total = (double)n_kv_head * ((double)n_tok * (pos0 + 1) + (double)n_tok * (n_tok - 1) / 2.0);
   auto work = [&](int ith, int nth) {
     float* sc = scratch + (size_t)ith * n_q * n_keys_max;
     double cum = 0.0;
-    for (int64_t it = 0; it < n_items; ++it) {
-      const int64_t t = it / n_kv_head;
-      const int g = (int)(it % n_kv_head);
-      const int64_t n_keys = pos0 + t + 1;
-      const double mid = cum + 0.5 * (double)n_keys;
-      cum += (double)n_keys;
-      int owner = (int)(mid * nth / total);
-      if (owner >= nth) owner = nth - 1;
-      if (owner != ith) continue;
-      const int64_t qoff = (t * n_head + (int64_t)g * n_q) * head_dim;
-      const size_t kvoff = (size_t)g * (size_t)n_ctx * (size_t)head_dim * elem;
-      K.attn_group(out + qoff, q + qoff, n_q, kc + kvoff, vc + kvoff, n_keys, head_dim, head_dim, scale, kv_f16, sc);
+    for (int r = 0; r < n_runs; ++r) {
+      const AttentionRun& R = runs[r];
+      const uint8_t* kc = static_cast<const uint8_t*>(R.k_cache);
+      const uint8_t* vc = static_cast<const uint8_t*>(R.v_cache);
+      for (int64_t it = 0; it < R.n_tok * n_kv_head; ++it) {
+        const int64_t t = it / n_kv_head;
+        const int g = (int)(it % n_kv_head);
+        const int64_t n_keys = R.pos0 + t + 1;
+        const double mid = cum + 0.5 * (double)n_keys;
+        cum += (double)n_keys;
+        int owner = (int)(mid * nth / total);
+        if (owner >= nth) owner = nth - 1;
+        if (owner != ith) continue;
+        const int64_t qoff = ((R.row0 + t) * n_head + (int64_t)g * n_q) * head_dim;
+        const size_t kvoff = (size_t)g * (size_t)n_ctx * (size_t)head_dim * elem;
+        K.attn_group(out + qoff, q + qoff, n_q, kc + kvoff, vc + kvoff, n_keys, head_dim, head_dim, scale, kv_f16, sc);
+      }
     }
   };
   if (n_items == 1) {

@@ -43,6 +43,21 @@ void attention(ThreadPool& pool, const Kernels& K, float* out, const float* q, c
                bool kv_f16, int64_t n_tok, int64_t pos0, int n_head, int n_kv_head, int head_dim, int64_t n_ctx,
                float* scratch);
 
+// A run of n_tok queries of one sequence at positions pos0 .. pos0+n_tok-1, rows row0 .. of q and
+// out, over that sequence's caches k_cache, v_cache (n_kv_head, n_ctx, head_dim), which already
+// hold positions [0, pos0+n_tok).
+struct AttentionRun {
+  int64_t row0, n_tok, pos0;
+  const void* k_cache;
+  const void* v_cache;
+};
+
+// attention() of several runs in one pass over the pool (one barrier for a whole batch of
+// sequences): q, out (rows, n_head, head_dim); scratch: attention_scratch_floats(pool.size(),
+// n_head, n_kv_head, n_keys_max) floats with n_keys_max >= every run's pos0 + n_tok.
+void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float* q, const AttentionRun* runs, int n_runs,
+                    bool kv_f16, int n_head, int n_kv_head, int head_dim, int64_t n_ctx, float* scratch);
+
 // Floats of scratch attention() needs: one (n_head/n_kv_head, n_keys_max) score block per thread.
 size_t attention_scratch_floats(int n_threads, int n_head, int n_kv_head, int64_t n_keys_max);
 

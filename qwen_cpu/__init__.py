@@ -8,7 +8,7 @@
 from . import _isa
 from .errors import GGUFError, QwenCpuError
 from .generate import Response
-from .model import Model
+from .api import Model
 from .sampler import SamplingParams
 
 __version__ = "0.1.0"

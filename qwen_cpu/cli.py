@@ -1,4 +1,4 @@
-"""The `qwen-cpu` command line: chat, generate, info, bench, quantize, perplexity; pull, list, rm.
+"""The `qwen-cpu` command line: chat, generate, serve, info, bench, quantize, perplexity; pull, list, rm.
 
 Every MODEL is a GGUF file or a Hugging Face reference owner/repo[:quant] (see hub.py)."""
 
@@ -35,8 +35,9 @@ def demo_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _load(model: str | None, n_ctx: int | None, threads: int | None):
-    from .model import Model
+def _load(model: str | None, n_ctx: int | None, threads: int | None, **options):
+    """Model.load of MODEL (the demo model when None); options: more Model.load keywords."""
+    from .api import Model
 
     if model is None:
         path = demo_model_path()
@@ -45,7 +46,7 @@ def _load(model: str | None, n_ctx: int | None, threads: int | None):
     else:
         path = model  # a path or a reference: Model.load resolves it
     try:
-        return Model.load(path, n_ctx=n_ctx, n_threads=threads)
+        return Model.load(path, n_ctx=n_ctx, n_threads=threads, **options)
     except QwenCpuError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # e.g. no permission to read the file
@@ -74,6 +75,53 @@ def sampling_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def constraint_options(f):
+    """--json-schema FILE, --grammar FILE, --regex PATTERN (at most one): the answer follows it."""
+    opts = [
+        click.option("--json-schema", "json_schema_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer with JSON valid under the JSON schema in this file"),
+        click.option("--grammar", "grammar_file", type=click.Path(exists=True, dir_okay=False),
+                     help="answer in the grammar in this file (llguidance Lark or llama.cpp GBNF)"),
+        click.option("--regex", help="answer with text matching this regular expression"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def context_options(f):
+    """Long-context options of chat and generate (qwen_cpu.context, Model.load's RoPE scaling)."""
+    opts = [
+        click.option("--rope-scaling", type=click.Choice(["none", "linear", "yarn"]), default=None,
+                     help="RoPE scaling instead of the file's (Qwen2.5 beyond 32K: yarn with --rope-scale 4)"),
+        click.option("--rope-scale", type=float, default=None, help="the RoPE scaling factor, e.g. 4"),
+        click.option("--no-context-shift", "no_shift", is_flag=True,
+                     help="a full context is an error (chat) or ends the answer, instead of dropping the oldest turns"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _grammar(m, kw: dict):
+    """The constrain.Grammar the options ask for, or None; a bad one is a ClickException."""
+    from .constrain import from_options
+
+    def read(path):
+        return None if path is None else Path(path).read_text(encoding="utf-8")
+
+    try:
+        return from_options(m.tokenizer, json_schema=read(kw["json_schema_file"]), grammar=read(kw["grammar_file"]),
+                            regex=kw["regex"])
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _load_long(model, kw: dict):
+    """_load with the context options of kw."""
+    return _load(model, kw["n_ctx"], kw["threads"], rope_scaling=kw["rope_scaling"], rope_scale=kw["rope_scale"])
 
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
@@ -105,23 +153,35 @@ def main() -> None:
 @click.argument("model", required=False)
 @click.option("-s", "--system", default=None, help="system prompt (default: the template's own)")
 @click.option("-v", "--verbose", is_flag=True, help="print prompt and generation speed after each answer")
+@click.option("--session", type=click.Path(dir_okay=False), default=None,
+              help="resume the conversation saved in FILE (its KV cache: nothing recomputed) and save it there after each turn")
 @sampling_options
-def chat(model, system, verbose, **kw):
+@constraint_options
+@context_options
+def chat(model, system, verbose, session, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
     Commands: /reset starts a new conversation, /exit (or Ctrl-D) quits.
     Ctrl-C stops the answer being written and returns to the prompt."""
     from .chat import encode_chat
+    from .context import ChatShift, fit_messages
     from .generate import stream
 
     _sampling(kw)
-    m = _load(model, kw["n_ctx"], kw["threads"])
+    m = _load_long(model, kw)
     params = _sampling(kw, m)
+    grammar = _grammar(m, kw)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
+    if session is not None and os.path.exists(session):
+        messages = _resume(m, session)
     totals = Counter()
     click.echo(f"qwen-cpu: {m.path.name} ({m.config.arch}, {m.config.n_layer} layers), context {m.n_ctx}, "
                f"{m.threads} threads. /reset to start over, /exit or Ctrl-D to quit.", err=True)
+
+    def encode(msgs):
+        return encode_chat(m.tokenizer, msgs)
+
     while True:
         try:
             line = input(">>> ")
@@ -139,22 +199,38 @@ def chat(model, system, verbose, **kw):
         if text == "/reset":
             messages = list(base)
             m.reset()
+            if session is not None:
+                _save(m, session, messages)
             click.echo("(conversation cleared)", err=True)
             continue
         messages.append({"role": "user", "content": line})
         try:
-            ids = encode_chat(m.tokenizer, messages)
+            shift = None
+            if kw["no_shift"]:
+                ids = encode(messages)
+            else:
+                n_before = len(messages)
+                messages, ids = fit_messages(encode, messages, m.n_ctx)
+                if len(messages) < n_before:
+                    click.echo(f"(context full: the oldest {n_before - len(messages)} messages were dropped)", err=True)
+                shift = ChatShift(encode, messages, ids)
             answer, last, pre = [], None, None
             try:
                 pre = _prefill_with_bar(m, ids)
-                for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"]):
+                for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
+                                   context_shift=shift, constraint=grammar.constraint() if grammar else None):
                     answer.append(last.text)
                     sys.stdout.write(last.text)
                     sys.stdout.flush()
             except KeyboardInterrupt:
                 sys.stdout.write("\n[interrupted]")
             sys.stdout.write("\n")
+            if shift is not None and shift.shifts:
+                click.echo(f"(context full while answering: kept {len(shift.messages)} messages)", err=True)
+                messages = shift.messages
             messages.append({"role": "assistant", "content": "".join(answer)})
+            if session is not None:
+                _save(m, session, messages)
             if last is not None:
                 computed = last.prompt_tokens - last.prompt_cached
                 seconds = computed / last.prompt_tps if last.prompt_tps else 0.0
@@ -166,10 +242,33 @@ def chat(model, system, verbose, **kw):
                                f"{computed / seconds if seconds else 0.0:.1f} tok/s | generation: "
                                f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s]", err=True)
         except QwenCpuError as e:
-            messages.pop()  # the turn that failed (e.g. the conversation outgrew the context)
+            if messages and messages[-1].get("role") == "user":
+                messages.pop()  # the turn that failed (e.g. the conversation outgrew the context)
             click.echo(f"error: {e}", err=True)
     if verbose:
         click.echo(f"[session: {totals['prompt']} prompt tokens computed, {totals['gen']} generated]", err=True)
+
+
+def _resume(m, session: str) -> list:
+    """The messages of a saved session, its KV cache loaded into m (a bad file is a ClickException)."""
+    try:
+        extra = m.load_state(session)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    messages = extra.get("messages")
+    if not isinstance(messages, list) or not all(
+            isinstance(x, dict) and isinstance(x.get("role"), str) and isinstance(x.get("content"), str)
+            for x in messages):
+        raise click.ClickException(f"{session}: the saved session holds no chat messages")
+    click.echo(f"(session {session}: {len(messages)} messages, {m.n_past} tokens cached)", err=True)
+    return messages
+
+
+def _save(m, session: str, messages: list) -> None:
+    try:
+        m.save_state(session, {"messages": messages})
+    except QwenCpuError as e:
+        click.echo(f"error: {e}", err=True)
 
 
 PREFILL_BAR_TOKENS = 512  # a prompt with fewer new tokens than this is computed without a bar
@@ -201,24 +300,32 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
 @click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
 @sampling_options
+@constraint_options
+@context_options
 def generate(model, prompt, raw, as_json, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
     from .generate import openai_completion, stream
+
+    from .context import KeepStart
 
     _sampling(kw)
     if as_json:
         from .progress import disable
 
         disable()  # a download's bar would be noise around the JSON
-    m = _load(model, kw["n_ctx"], kw["threads"])
+    m = _load_long(model, kw)
     params = _sampling(kw, m)
+    grammar = _grammar(m, kw)
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
         else:
             ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
-        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"])
+        # A full context keeps the prompt (or a plain prompt's BOS) and the newer half of the answer.
+        shift = None if kw["no_shift"] else KeepStart(len(ids) if not raw else int(ids[:1] == [m.tokenizer.bos_id]))
+        responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift,
+                           constraint=grammar.constraint() if grammar else None)
         if as_json:
             out = openai_completion(responses, m.path.name)
             if raw:
@@ -233,6 +340,36 @@ def generate(model, prompt, raw, as_json, **kw):
             sys.stdout.flush()
         sys.stdout.write("\n")
     except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+
+
+# ---- serve ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--port", type=int, default=8080, show_default=True, help="0: a free port, printed at start")
+@click.option("-np", "--parallel", type=int, default=1, show_default=True, help="sequences decoded together (KV slots)")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="context per slot [model's, at most 4096]")
+@click.option("-t", "--threads", "n_threads", type=int, default=None, help="compute threads [physical cores]")
+@click.option("--queue", "max_queue", type=int, default=64, show_default=True, help="requests waiting for a slot; more get 429")
+@click.option("--api-key", default=None, envvar="QWEN_CPU_API_KEY", help="require 'Authorization: Bearer KEY' [$QWEN_CPU_API_KEY]")
+@click.option("--max-body", type=int, default=4 * 2**20, show_default=True, help="request body limit in bytes")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="allow cross-origin requests from this origin (repeatable)")
+@click.option("--name", "model_id", default=None, help="model name clients send [the file name]")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(model, host, port, log_level, **options):
+    """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""
+    try:
+        from .server import serve as run_server
+    except ImportError as e:
+        raise click.ClickException(f"the server needs FastAPI and uvicorn ({e}): pip install qwen-cpu") from None
+    if model is None:
+        model = demo_model_path()
+        if model is None:
+            raise click.ClickException(NO_MODEL_HELP)
+    try:
+        run_server(model, host=host, port=port, log_level=log_level, **options)
+    except (QwenCpuError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -286,7 +423,8 @@ def info(model, n_ctx, system_info, kernel_info):
         ("heads", f"{cfg.n_head} query, {cfg.n_kv_head} key/value, head_dim {cfg.head_dim}"),
         ("vocabulary", cfg.n_vocab), ("training context", cfg.n_ctx_train),
         ("rope", f"base {cfg.rope_freq_base:g}, {'neox' if cfg.rope_neox else 'normal'} pairing, "
-                 f"freq_scale {cfg.rope_freq_scale:g}{', YaRN' if cfg.rope_ext_factor else ''}"),
+                 f"freq_scale {cfg.rope_freq_scale:g}"
+                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
         ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "

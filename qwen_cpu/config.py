@@ -12,6 +12,8 @@ from .errors import QwenCpuError
 # Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
 # while llama GGUF files have their Q/K rows permuted so that RoPE pairs adjacent dims.
 SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
+ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
+MAX_ROPE_SCALE = 1024.0
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,11 @@ def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> 
         raise QwenCpuError(f"GGUF metadata key {key!r} has an invalid value {value!r}") from None
 
 
-def config_from_gguf(meta: Mapping[str, Any], n_vocab: int) -> ModelConfig:
-    """Hyper-parameters of a qwen2/llama GGUF; n_vocab is the token embedding's row count."""
+def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | None = None,
+                     rope_scale: float | None = None) -> ModelConfig:
+    """Hyper-parameters of a qwen2/llama GGUF; n_vocab is the token embedding's row count.
+    rope_scaling / rope_scale (checked by check_rope_scaling) replace the file's RoPE scaling type
+    and factor: a file without YaRN keys runs with YaRN over its training context this way."""
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise QwenCpuError(
@@ -102,15 +107,43 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int) -> ModelConfig:
         rope_neox=arch == "qwen2",
     )
     scaling = str(meta.get(p + "rope.scaling.type", "none"))
+    if scaling not in ROPE_SCALING_TYPES:
+        raise QwenCpuError(f"unsupported RoPE scaling type {scaling!r} ({p}rope.scaling.type)")
     factor = _get(meta, p + "rope.scaling.factor", float, 0.0)
-    if scaling not in ("none", "linear", "yarn"):
-        raise QwenCpuError(f"unsupported RoPE scaling type {scaling!r}")
-    if scaling != "none" and factor > 0:
+    if rope_scaling is not None:  # the caller's choice replaces the file's
+        scaling, factor = rope_scaling, rope_scale if rope_scale is not None else factor
+    elif rope_scale is not None:
+        if scaling == "none":
+            raise QwenCpuError("rope_scale needs a RoPE scaling type: the file has none (give rope_scaling "
+                               "'yarn' or 'linear')")
+        factor = rope_scale
+    if scaling != "none" and factor > 0:  # (a file's missing factor: frequencies unscaled, as before)
         cfg["rope_freq_scale"] = 1.0 / factor
     if scaling == "yarn":
         cfg["rope_ext_factor"] = 1.0
+        # A file without YaRN keys (turned on by the caller): its training context is the original one,
+        # as Qwen2.5's model cards assume (factor 4 over 32768).
         cfg["rope_n_ctx_orig"] = _get(meta, p + "rope.scaling.original_context_length", int, cfg["n_ctx_train"])
         cfg["rope_attn_factor"] = _get(meta, p + "rope.scaling.attn_factor", float, 1.0)
         cfg["rope_beta_fast"] = _get(meta, p + "rope.scaling.yarn_beta_fast", float, 32.0)
         cfg["rope_beta_slow"] = _get(meta, p + "rope.scaling.yarn_beta_slow", float, 1.0)
+        if cfg["rope_n_ctx_orig"] <= 0:
+            raise QwenCpuError(f"YaRN needs a positive original context, got {cfg['rope_n_ctx_orig']}")
     return ModelConfig(**cfg)
+
+
+def check_rope_scaling(rope_scaling: str | None, rope_scale: float | None) -> tuple[str | None, float | None]:
+    """The caller's RoPE scaling choice checked: rope_scaling None (the file's), 'none', 'linear' or
+    'yarn'; rope_scale None (the file's factor) or a factor in [1, MAX_ROPE_SCALE]."""
+    if rope_scaling is not None and rope_scaling not in ROPE_SCALING_TYPES:
+        raise QwenCpuError(f"rope_scaling must be one of {', '.join(ROPE_SCALING_TYPES)}, got {rope_scaling!r}")
+    if rope_scale is not None:
+        if isinstance(rope_scale, bool) or not isinstance(rope_scale, (int, float)) or not math.isfinite(rope_scale) \
+                or not 1.0 <= rope_scale <= MAX_ROPE_SCALE:
+            raise QwenCpuError(f"rope_scale must be a number in [1, {MAX_ROPE_SCALE:g}], got {rope_scale!r}")
+        if rope_scaling == "none":
+            raise QwenCpuError("rope_scale has no meaning with rope_scaling 'none'")
+        rope_scale = float(rope_scale)
+    if rope_scaling in ("linear", "yarn") and rope_scale is None:
+        raise QwenCpuError(f"rope_scaling {rope_scaling!r} needs rope_scale (the factor, e.g. 4)")
+    return rope_scaling, rope_scale

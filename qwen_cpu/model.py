@@ -1,5 +1,6 @@
-"""A loaded model: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++ forward pass,
-the KV cache book-keeping and the tokenizer. Generation lives in generate.py.
+"""A loaded model's engine: the GGUF file's tensors (zero-copy, in the mmap) handed to the C++
+forward pass, the KV cache book-keeping and the tokenizer. It knows nothing of generation:
+generate.py drives it, and the public `qwen_cpu.Model` (api.py) adds chat/stream/generate on top.
 
 Thread safety: a Model may be shared between threads. Its KV cache has one owner at a time: a
 `ModelLease` from `Model.hold()`. A stream holds one from its first step until it ends, is closed
@@ -7,6 +8,11 @@ or is collected; every other call that runs the network takes one for its own du
 made while another owner's lease is open waits for it, except on the thread that last used that
 lease, where the wait could never end: there it is a QwenCpuError (see `Model.hold`). Leases are
 not bound to a thread. The GIL is released while C++ computes, so other Python threads keep running.
+
+Sequences: the KV cache has n_seq slots (`Model.load(..., n_seq=4)`); a lease's `forward_runs`
+runs tokens of several slots in one pass (qwen_cpu.scheduler holds a lease for its whole life and
+drives it; other calls are refused meanwhile). The single-sequence API (prefill, decode_step,
+logits, embed, stream, chat) works on slot 0.
 """
 
 from __future__ import annotations
@@ -15,22 +21,22 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _kernels
 from ._malloc import release_free_memory
-from .config import ModelConfig, config_from_gguf
+from .config import ModelConfig, check_rope_scaling, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
 from .options import MAX_BATCH, MAX_THREADS, check_int, check_regular_file, check_token_ids
 
-if TYPE_CHECKING:
-    from .generate import Response
 
 DEFAULT_N_CTX = 4096
+MAX_SEQ = 1024  # cache slots (n_seq)
 
 # GGUF tensor names per block, and whether each may be absent (biases exist in qwen2 only).
 _BLOCK_TENSORS = {
@@ -38,6 +44,30 @@ _BLOCK_TENSORS = {
     "attn_q.bias": True, "attn_k.bias": True, "attn_v.bias": True, "attn_output.weight": False,
     "ffn_norm.weight": False, "ffn_gate.weight": False, "ffn_up.weight": False, "ffn_down.weight": False,
 }
+
+
+@dataclass
+class Run:
+    """Tokens of one sequence for `Model.forward_runs`: `tokens` at positions pos, pos+1, ... of
+    cache slot `slot` (pos <= the tokens the slot holds: positions from pos on are replaced)."""
+
+    slot: int
+    pos: int
+    tokens: Sequence[int]
+    logits: bool = True  # return the last token's logits
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in ("mean", "last"):
+        raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+
+
+def pool_states(hidden: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """The embedding of a sequence: its final-norm hidden states (n, n_embd) pooled ('mean', or
+    'last' for the last token's) into a unit-length (n_embd,) float32 vector."""
+    v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
 
 
 def _available_memory() -> int | None:
@@ -64,29 +94,33 @@ def _check_ranges(config: ModelConfig) -> None:
         raise QwenCpuError(f"rope.freq_scale = {config.rope_freq_scale} (1 / rope.scaling.factor) must be > 0")
 
 
-class Model:
-    """A Qwen2/Llama GGUF model ready to run. Build with `Model.load(path)`."""
+class Engine:
+    """A Qwen2/Llama GGUF model ready to run (no generation: see api.Model). Build with
+    `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
-                 repack: bool = True):
+                 repack: bool = True, n_seq: int = 1):
         self._file = gguf
         self.config = config
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
+        self.n_seq = n_seq
+        self.kv_type = "f16" if kv_f16 else "f32"  # the KV cache's element type (saved sessions name it)
         # The cache's owner (a ModelLease) and a condition to wait for it. An RLock: a lease that
         # the garbage collector finalizes inside this thread's critical section releases safely.
         # Held weakly: a lease nobody references any more is collected, which releases it.
         self._owner: weakref.ref | None = None
         self._owner_changed = threading.Condition(threading.RLock())
         self._compute = threading.Lock()  # one forward pass at a time; never held across a yield
-        self._cache = KVCache(n_ctx)
+        self._slots = [KVCache(n_ctx) for _ in range(n_seq)]  # what each cache slot holds
+        self._cache = self._slots[0]  # the single-sequence API's slot
         self.n_evaluated = 0  # tokens run through the network since load (prefill + decode)
         tensors = self._tensor_views(gguf, config)
         try:
             # The tensors are views of the file mapping: once a matrix is repacked its pages can go
             # (the OS reads them again if touched).
             kernel_config = {**config.kernel_config(n_ctx, n_batch, kv_f16), "repack": repack,
-                             "release_repacked_source": True}
+                             "release_repacked_source": True, "n_seq": n_seq}
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
@@ -99,7 +133,8 @@ class Model:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
-             n_batch: int = 512, kv_f16: bool = True, repack: bool = True) -> "Model":
+             n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1,
+             rope_scaling: str | None = None, rope_scale: float | None = None) -> "Engine":
         """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
@@ -111,13 +146,18 @@ class Model:
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
-        --no-repack does.
+        --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
+        parallel requests); each holds n_ctx positions. rope_scaling ('none', 'linear' or 'yarn')
+        and rope_scale (the factor, e.g. 4) replace the file's RoPE scaling: Qwen2.5 runs beyond
+        its 32K training context with rope_scaling='yarn', rope_scale=4 (config.check_rope_scaling).
         """
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1, 2**31 - 1)
         if n_threads is not None:
             n_threads = check_int("n_threads", n_threads, 1, MAX_THREADS)
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
+        n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
+        rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
         from .hub import resolve_model
 
         path = resolve_model(path)
@@ -131,7 +171,7 @@ class Model:
             if "token_embd.weight" not in gguf.tensors:
                 raise QwenCpuError(f"{path}: missing tensor token_embd.weight")
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
-            config = config_from_gguf(gguf.metadata, n_vocab)
+            config = config_from_gguf(gguf.metadata, n_vocab, rope_scaling, rope_scale)
             _check_ranges(config)
             if "tokenizer.ggml.tokens" in gguf.metadata:  # files without a vocabulary run on ids
                 from .tokenizer import check_gguf_vocab
@@ -141,14 +181,15 @@ class Model:
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
             n_batch = min(n_batch, n_ctx)  # a step never holds more tokens than the context
-            need = config.kv_cache_bytes(n_ctx, kv_f16)
+            need = config.kv_cache_bytes(n_ctx, kv_f16) * n_seq
             avail = _available_memory()
             if avail is not None and need > avail:
                 raise QwenCpuError(
-                    f"a context of {n_ctx} tokens needs {need / 2**20:.0f} MiB of KV cache, but only "
-                    f"{avail / 2**20:.0f} MiB of memory is available; use a smaller n_ctx"
+                    f"a context of {n_ctx} tokens{f' in each of {n_seq} slots' if n_seq > 1 else ''} needs "
+                    f"{need / 2**20:.0f} MiB of KV cache, but only {avail / 2**20:.0f} MiB of memory is available; "
+                    f"use a smaller n_ctx{' or n_seq' if n_seq > 1 else ''}"
                 )
-            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack)
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack, n_seq)
         except BaseException:
             gguf.close()
             raise
@@ -186,7 +227,7 @@ class Model:
                 self._file = None
             release_free_memory()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> "Engine":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -210,6 +251,8 @@ class Model:
         me = threading.get_ident()
         with self._owner_changed:
             while (owner := self._owner and self._owner()) is not None:
+                if owner.exclusive:
+                    raise QwenCpuError(owner.exclusive)
                 if owner.thread == me:
                     raise QwenCpuError(
                         "the model is in use by an open stream that this thread last advanced: "
@@ -289,13 +332,10 @@ class Model:
         sequence ('mean', or 'last' for the last token's state)."""
         ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else text_or_ids
         arr = self._check_ids(ids)
-        if pooling not in ("mean", "last"):
-            raise QwenCpuError(f"unknown pooling {pooling!r} (use 'mean' or 'last')")
+        check_pooling(pooling)
         with self.hold():
             _, hidden = self._forward_from_empty(arr, want_logits=False, want_hidden=True)
-        v = hidden.mean(axis=0) if pooling == "mean" else hidden[-1]
-        norm = float(np.linalg.norm(v))
-        return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+        return pool_states(hidden, pooling)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ids, reusing the longest cached prefix; returns the last
@@ -328,43 +368,28 @@ class Model:
         with self.hold(), self._compute:
             self._cache.clear()
 
-    # ---- generation (generate.py does the work) -----------------------------------------------
-    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-               **sampling: Any) -> Iterator["Response"]:
-        """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
-        vocabulary asks for it) or of token ids: yields generate.Response objects with the new
-        text, the token id, speed figures and, last, the finish reason ("stop" or "length").
-        sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
-        given take the model's own defaults (`sampling_defaults`)."""
-        from . import generate
+    def _slot(self, slot: int) -> KVCache:
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.n_seq:
+            raise QwenCpuError(f"slot {slot!r} is outside 0..{self.n_seq - 1} (n_seq = {self.n_seq})")
+        return self._slots[slot]
 
-        ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
-        return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling), stop=stop)
+    # ---- saved sessions (session.py does the work) ---------------------------------------------
+    def save_state(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write the KV cache and the tokens it holds (slot 0) to path, with a header naming this
+        model file, n_ctx and the KV type; extra: JSON data kept alongside (e.g. the messages)."""
+        from .session import save_state
 
-    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
-                 **sampling: Any) -> str:
-        """The continuation of a prompt as one string (see stream)."""
-        from . import generate
+        with self.hold() as lease:
+            save_state(lease, path, extra)
 
-        return generate.collect(self.stream(prompt, max_tokens, stop, **sampling)).text
+    def load_state(self, path: str | os.PathLike) -> dict:
+        """Make the KV cache hold what save_state wrote, after checking it belongs to this model
+        file, n_ctx and KV type (QwenCpuError otherwise, or for a truncated/corrupt file);
+        returns its extra data. The next prompt that starts with its tokens computes only the rest."""
+        from .session import load_state
 
-    def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
-             max_tokens: int = 512, stop: Sequence[str] = (), **sampling: Any):
-        """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
-        with the file's chat template (ChatML if it has none); message content never becomes
-        control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
-        `chat.completion.chunk` dicts. The KV cache keeps the conversation, so a follow-up turn
-        computes only its new tokens."""
-        from . import generate
-        from .chat import encode_chat
-
-        ids = encode_chat(self.tokenizer, messages, tools=tools,
-                          template_name=f"{self.path.name}: tokenizer.chat_template")
-        responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
-                                    stop=stop)
-        if stream:
-            return generate.openai_chunks(responses, self.path.name)
-        return generate.openai_completion(responses, self.path.name)
+        with self.hold() as lease:
+            return load_state(lease, path)
 
 
 class ModelLease:
@@ -372,11 +397,14 @@ class ModelLease:
     model.hold() as lease: lease.prefill(ids); lease.decode_step(token)`. Not bound to a thread:
     any thread may call it (one at a time) and release it; being collected releases it too."""
 
-    def __init__(self, model: Model):
-        self.model: Model | None = model
+    def __init__(self, model: Engine):
+        self.model: Engine | None = model
         self.thread = threading.get_ident()  # the thread that last used it (see Model.hold)
+        # Set by an owner that keeps the lease for good (a Scheduler): Model.hold then raises this
+        # message at once instead of waiting.
+        self.exclusive: str | None = None
 
-    def _use(self) -> Model:
+    def _use(self) -> Engine:
         if self.model is None:
             raise QwenCpuError("this lease of the model has been released")
         self.thread = threading.get_ident()
@@ -408,6 +436,93 @@ class ModelLease:
             m._cache.append(arr.tolist())
             m.n_evaluated += 1
             return logits[0]
+
+    # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
+    def slot_tokens(self, slot: int) -> list[int]:
+        """The token ids cache slot `slot` holds, position by position (a copy)."""
+        return list(self._use()._slot(slot).tokens)
+
+    def cached_prefix(self, slot: int, ids: Sequence[int]) -> int:
+        """How many leading ids slot `slot` already holds (at most len(ids) - 1: the last prompt
+        token is always run again, for its logits)."""
+        return self._use()._slot(slot).reusable_prefix(list(ids))
+
+    def copy_slot(self, src: int, dst: int, n_pos: int) -> None:
+        """Make slot dst hold slot src's first n_pos positions (keys, values and token ids)."""
+        m = self._use()
+        source, target = m._slot(src), m._slot(dst)
+        if not 0 <= n_pos <= source.n_past:
+            raise QwenCpuError(f"copy_slot: slot {src} holds {source.n_past} positions, not {n_pos}")
+        with m._compute:
+            m._require_open().copy_slot(src, dst, n_pos)
+            if src != dst:
+                target.clear()
+                target.append(source.tokens[:n_pos])
+
+    def read_slot(self, slot: int) -> tuple[list[int], np.ndarray]:
+        """(token ids, keys and values) slot `slot` holds: _kernels.Model.read_kv's bytes."""
+        m = self._use()
+        with m._compute:
+            tokens = list(m._slot(slot).tokens)
+            return tokens, m._require_open().read_kv(slot, len(tokens))
+
+    def write_slot(self, slot: int, tokens: Sequence[int], kv: np.ndarray) -> None:
+        """Make slot `slot` hold tokens (checked ids, at most n_ctx) with their keys and values
+        kv (read_slot's layout and size)."""
+        m = self._use()
+        with m._compute:
+            cache = m._slot(slot)
+            cache.clear()
+            m._require_open().write_kv(slot, len(tokens), kv)
+            cache.append(tokens)
+
+    def clear_slot(self, slot: int) -> None:
+        """Forget what slot `slot` holds."""
+        self._use()._slot(slot).clear()
+
+    def forward_runs(self, runs: Sequence[Run], hidden: bool = False) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Run several sequences' tokens in one pass (at most one Run per slot). Per run returns
+        (logits (n_vocab,) of its last token or None, hidden (len(tokens), n_embd) final-norm
+        states or None). One-token runs (decode steps) give exactly the logits a single-sequence
+        decode_step gives; longer runs those of a prefill."""
+        m = self._use()
+        if not runs:
+            raise QwenCpuError("forward_runs: no runs")
+        tokens, pos, seq, rows, seen = [], [], [], [], set()
+        for run in runs:
+            cache = m._slot(run.slot)
+            ids = m._check_ids(run.tokens)
+            if run.slot in seen:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} has two runs")
+            seen.add(run.slot)
+            if not 0 <= run.pos <= cache.n_past:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} holds {cache.n_past} tokens, a run cannot "
+                                   f"start at position {run.pos}")
+            if run.pos + ids.size > m.n_ctx:
+                raise QwenCpuError(f"forward_runs: slot {run.slot} would hold {run.pos + ids.size} tokens, "
+                                   f"the context holds {m.n_ctx} (n_ctx)")
+            if run.logits:
+                rows.append(len(tokens) + ids.size - 1)
+            tokens.extend(ids.tolist())
+            pos.extend(range(run.pos, run.pos + ids.size))
+            seq.extend([run.slot] * ids.size)
+        with m._compute:
+            net = m._require_open()
+            for run in runs:
+                m._slots[run.slot].truncate(run.pos)  # what follows is being overwritten
+            logits, states = net.forward_batch(np.asarray(tokens, np.int32), np.asarray(pos, np.int32),
+                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden)
+            out, start, row = [], 0, 0
+            for run in runs:
+                n = len(run.tokens)
+                m._slots[run.slot].append(run.tokens)
+                lg = None
+                if run.logits:
+                    lg, row = logits[row], row + 1
+                out.append((lg, states[start:start + n] if states is not None else None))
+                start += n
+            m.n_evaluated += len(tokens)
+            return out
 
     def release(self) -> None:
         """Give the cache back (idempotent); the next waiting call proceeds."""

@@ -5,9 +5,9 @@ rows) or a shorter candidate list. The filters (`apply_*`, `top_k`, `top_p`, `mi
 (n,) float32 array with removed tokens set to -inf and never modify their input; `top_k_indices` /
 `top_p_indices` return the kept indices instead. Probabilities are softmax(logits).
 
-The Sampler applies, in this order (llama.cpp's order): logit bias, repetition/presence/frequency
-penalties over the last `penalty_window` tokens, top-k, top-p, min-p, temperature, then draws one
-token. top-p and min-p therefore see the temperature-1 distribution (after top-k when top-k is on:
+The Sampler applies, in this order (llama.cpp's order): a grammar's mask (constrain.py), logit
+bias, repetition/presence/frequency penalties over the last `penalty_window` tokens, top-k, top-p,
+min-p, temperature, then draws one token. top-p and min-p therefore see the temperature-1 distribution (after top-k when top-k is on:
 the top-k candidates renormalised). temperature == 0 means greedy (argmax after bias and penalties).
 
 Speed: the vocabulary (151,936 for Qwen2.5) is never fully sorted. top-k takes a threshold from the
@@ -132,7 +132,12 @@ def top_k_indices(logits: np.ndarray, k: int) -> np.ndarray:
         if k <= width // 4:
             group_max = logits[:_GROUPS * width].reshape(_GROUPS, width).max(axis=0)
             threshold = np.partition(group_max, width - k)[width - k]
-            cand = np.flatnonzero(logits >= threshold)
+            if threshold == -np.inf:              # mostly -inf (a grammar's mask): the finite ones,
+                cand = np.flatnonzero(logits > threshold)   # padded with -inf ones up to k
+                if cand.size < k:
+                    cand = np.concatenate([cand, np.flatnonzero(logits == threshold)[:k - cand.size]])
+            else:
+                cand = np.flatnonzero(logits >= threshold)
             if cand.size > n // 2:                # flat logits: the threshold did not help
                 cand = None
         if cand is None:
@@ -319,11 +324,16 @@ class SamplingParams:
 
 
 def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
-           rng: np.random.Generator) -> int:
-    """One token id drawn from `logits` (vocab,) given the ids generated so far (`history`)."""
+           rng: np.random.Generator, constraint=None) -> int:
+    """One token id drawn from `logits` (vocab,) given the ids generated so far (`history`).
+    constraint (constrain.Constraint): its mask comes first, so everything after sees allowed
+    tokens only (it is not advanced here: Sampler does that)."""
     logits = np.asarray(logits)
     check_finite(logits)
     x = logits.astype(np.float32, copy=False)
+    if constraint is not None:
+        x = x.copy()                             # the caller's logits stay as computed
+        constraint.mask_logits(x)
     if params.logit_bias:
         x = apply_logit_bias(x, params.logit_bias)
     window = history[-params.penalty_window:] if params.penalty_window else ()
@@ -355,14 +365,21 @@ def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
 
 class Sampler:
     """`SamplingParams` plus its own seeded `numpy.random.Generator`: the same seed and the same
-    logits give the same tokens. `sampler(logits, history) -> int`."""
+    logits give the same tokens. `sampler(logits, history) -> int`.
 
-    def __init__(self, params: SamplingParams | None = None, **overrides):
+    constraint (constrain.Constraint, optional): masks the logits before anything else and is
+    advanced by each drawn token (INTERFACES.md #1)."""
+
+    def __init__(self, params: SamplingParams | None = None, constraint=None, **overrides):
         params = params or SamplingParams()
         if overrides:
             params = SamplingParams(**{**params.__dict__, **overrides})
         self.params = params
         self.rng = np.random.default_rng(params.seed)
+        self.constraint = constraint
 
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
-        return sample(logits, history, self.params, self.rng)
+        token = sample(logits, history, self.params, self.rng, self.constraint)
+        if self.constraint is not None:
+            self.constraint.accept(token)
+        return token

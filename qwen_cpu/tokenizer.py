@@ -81,6 +81,10 @@ def _byte_to_unicode() -> dict[int, str]:
 
 
 _UNICODE_TO_BYTE = {c: b for b, c in _byte_to_unicode().items()}
+# For str.translate: byte-level characters -> their byte as a latin-1 character. U+0080..U+00FF
+# outside the table go to U+0100, which latin-1 cannot encode, so they take the UTF-8 path.
+_BYTE_LEVEL_TO_LATIN1 = {**{c: 0x100 for c in range(0x80, 0x100)},
+                         **{ord(c): b for c, b in _UNICODE_TO_BYTE.items()}}
 
 
 def clean_text(text: str | bytes) -> str:
@@ -374,14 +378,23 @@ class Tokenizer:
             raise QwenCpuError(f"token id {token_id} is negative")
         if token_id >= self.vocab_size:
             return b""
-        text = self._tokens[token_id]
-        if token_id in self._added_ids:
-            out = text.encode("utf-8")
-        else:  # byte-level text: one character per byte; anything else is kept as UTF-8
-            out = b"".join(bytes([_UNICODE_TO_BYTE[c]]) if c in _UNICODE_TO_BYTE
-                           else c.encode("utf-8", "surrogateescape") for c in text)
+        out = self._bytes_of(token_id, self._tokens[token_id])
         self._bytes_cache[token_id] = out
         return out
+
+    def all_token_bytes(self) -> list[bytes]:
+        """The bytes of every token id (vocab_size,), as `token_to_bytes` gives them, without
+        filling its cache (for building a constrained-decoding token table once)."""
+        return [self._bytes_of(i, text) for i, text in enumerate(self._tokens)]
+
+    def _bytes_of(self, token_id: int, text: str) -> bytes:
+        if token_id in self._added_ids:
+            return text.encode("utf-8")
+        try:  # byte-level text: one character per byte
+            return text.translate(_BYTE_LEVEL_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:  # a character outside the byte table is kept as UTF-8
+            return b"".join(bytes([_UNICODE_TO_BYTE[c]]) if c in _UNICODE_TO_BYTE
+                            else c.encode("utf-8", "surrogateescape") for c in text)
 
     def token_to_piece(self, token_id: int) -> str:
         """The text of one token; a token that is part of a multi-byte character shows U+FFFD."""

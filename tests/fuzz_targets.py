@@ -231,7 +231,7 @@ def gguf_target(data: bytes) -> None:
 
 def model_target(data: bytes) -> None:
     """Load `data` as a model, build its tokenizer and run three tokens: works or QwenCpuError."""
-    from qwen_cpu.model import Model
+    from qwen_cpu import Model
 
     path = _write_temp(data)
     try:

@@ -185,3 +185,18 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
         from qwen_cpu import Model
 
         Model.load(fifo)
+
+
+def test_long_context_options(smollm2_path, tmp_path):
+    """--rope-scaling/--rope-scale (issue #17) run and are checked; the session file of chat is
+    tested in tests/test_session.py, the context shift in tests/test_context.py."""
+    out = run("generate", smollm2_path, "What is the capital of France? Answer in one sentence.", "--temp", "0",
+              "-n", "16", "--rope-scaling", "yarn", "--rope-scale", "4").stdout
+    assert out.strip()
+    _fails_cleanly(["generate", smollm2_path, "hi", "--rope-scale", "4"], "rope_scale", "none")
+    _fails_cleanly(["generate", smollm2_path, "hi", "--rope-scaling", "yarn"], "needs rope_scale")
+    _fails_cleanly(["generate", smollm2_path, "hi", "--rope-scaling", "yarn", "--rope-scale", "0.5"], "rope_scale")
+    _fails_cleanly(["chat", smollm2_path, "--rope-scaling", "ntk"], "ntk")
+    bad = tmp_path / "bad.kv"
+    bad.write_bytes(b"not a session")
+    _fails_cleanly(["chat", smollm2_path, "--session", bad], "not a usable saved session")

@@ -21,7 +21,7 @@ import pytest
 from _helpers import mapping_rss_kib, rss_bytes
 from qwen_cpu import _kernels
 from qwen_cpu.errors import QwenCpuError
-from qwen_cpu.model import Model
+from qwen_cpu import Model
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
@@ -258,3 +258,162 @@ def test_wrong_tensor_shape(tmp_path):
     path = rewrite(GOLDEN / "qwen2-tiny-tied.q8_0.gguf", tmp_path / "x.gguf", reshape="blk.0.attn_k.weight")
     with pytest.raises(QwenCpuError, match=r"blk.0.attn_k.weight: shape \(16, 64\) does not match"):
         Model.load(path)
+
+
+# ---- several sequences in one forward pass (a lease's forward_runs) ---------------------------------
+@pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf",
+                                  "qwen2-tiny-untied.q8_0.gguf", "llama-tiny-tied.f32.gguf"])
+def test_batched_sequences_equal_each_run_alone(isa, name):
+    """Three sequences through one forward pass per step - two prompts together, then a prompt
+    beside two decode steps, then three decode steps - give, row for row, the logits each gives
+    alone through prefill and decode_step: decode rows take the one-row kernels (matmul's `alone`:
+    bit for bit), prompt rows the prefill kernels, whose rows hardly depend on one another (equal
+    on most paths; avx2's Q8_0 tiles sum some rows in another order: measured 1e-7)."""
+    from qwen_cpu.model import Run
+
+    prompts = [TOKENS[:20], TOKENS[5:17], TOKENS[30:41]]
+    conts = [TOKENS[20:26], TOKENS[40:46], TOKENS[10:15]]
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2) as m:
+        alone = []
+        for p, c in zip(prompts, conts):
+            m.reset()
+            alone.append([m.prefill(p)] + [m.decode_step(t) for t in c[:-1]])
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=3) as model, model.hold() as m:
+        got = [[], [], []]
+        for (s, (lg, _)) in zip((0, 1), m.forward_runs([Run(0, 0, prompts[0]), Run(1, 0, prompts[1])])):
+            got[s].append(lg)
+        step = [Run(0, 20, conts[0][:1]), Run(2, 0, prompts[2]), Run(1, 12, conts[1][:1])]
+        for run, (lg, _) in zip(step, m.forward_runs(step)):
+            got[run.slot].append(lg)
+        for i in range(1, 4):
+            step = [Run(s, len(prompts[s]) + i - (s == 2), [conts[s][i - (s == 2)]]) for s in (2, 0, 1)]
+            for run, (lg, _) in zip(step, m.forward_runs(step)):
+                got[run.slot].append(lg)
+        assert [m.slot_tokens(s) for s in range(3)] == [prompts[0] + conts[0][:4], prompts[1] + conts[1][:4],
+                                                        prompts[2] + conts[2][:3]]
+    for s in range(3):
+        n = len(got[s])
+        assert rel_err(np.stack(got[s]), np.stack(alone[s][:n])) < 1e-6, f"sequence {s}"
+
+
+def test_batched_forward_checks_its_rows():
+    from qwen_cpu.model import Run
+
+    with Model.load(GOLDEN / "qwen2-tiny-tied.q8_0.gguf", n_ctx=32, n_seq=2) as model, model.hold() as m:
+        m.forward_runs([Run(0, 0, [1, 2, 3])])
+        with pytest.raises(QwenCpuError, match=r"slot 2 is outside 0\.\.1"):
+            m.forward_runs([Run(2, 0, [1])])
+        with pytest.raises(QwenCpuError, match="slot 0 has two runs"):
+            m.forward_runs([Run(0, 3, [1]), Run(0, 4, [2])])
+        with pytest.raises(QwenCpuError, match="slot 1 holds 0 tokens, a run cannot start at position 1"):
+            m.forward_runs([Run(1, 1, [1])])
+        with pytest.raises(QwenCpuError, match="would hold 33 tokens"):
+            m.forward_runs([Run(0, 3, [1] * 30)])
+        assert m.slot_tokens(0) == [1, 2, 3] and m.slot_tokens(1) == []  # nothing ran
+        net = model._net  # the C++ checks, under the Python ones
+        rows = np.array([0], np.int64)
+        with pytest.raises(ValueError, match="row 2: slot 0 already has a run from row 0"):
+            net.forward_batch(np.array([1, 2, 3], np.int32), np.array([0, 1, 0], np.int32),
+                              np.array([0, 1, 0], np.int32), rows)
+        with pytest.raises(ValueError, match="row 1: position 32 is outside the context of 32"):
+            net.forward_batch(np.array([1, 2], np.int32), np.array([31, 32], np.int32), np.zeros(2, np.int32), rows)
+        with pytest.raises(ValueError, match="logit rows must be increasing"):
+            net.forward_batch(np.array([1, 2], np.int32), np.array([0, 1], np.int32), np.zeros(2, np.int32),
+                              np.array([1, 0], np.int64))
+
+
+def test_copy_slot_continues_another_sequence():
+    """A sequence continued from a prefix copied out of another slot gives the logits of one that
+    computed the prefix itself."""
+    from qwen_cpu.model import Run
+
+    with Model.load(GOLDEN / "qwen2-tiny-untied.q8_0.gguf", n_ctx=64, n_seq=2) as model, model.hold() as m:
+        m.forward_runs([Run(0, 0, TOKENS[:30])])
+        m.copy_slot(0, 1, 20)
+        assert m.slot_tokens(1) == TOKENS[:20] and m.cached_prefix(1, TOKENS[:25]) == 20
+        (copied, _), = m.forward_runs([Run(1, 20, TOKENS[20:25])])
+        m.clear_slot(0)
+        (own, _), = m.forward_runs([Run(0, 0, TOKENS[:25])])
+        assert rel_err(copied, own) == 0
+        with pytest.raises(QwenCpuError, match="slot 0 holds 25 positions, not 26"):
+            m.copy_slot(0, 1, 26)
+
+
+@pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf"])
+def test_batched_decode_steps_equal_lone_ones_bit_for_bit(isa, name):
+    """Decode steps of four sequences in one pass (their matrices repacked, read once per step for
+    all four) give exactly the logits of each sequence's steps run alone."""
+    from qwen_cpu.model import Run
+
+    prompts = [TOKENS[i:i + 9 + 3 * i] for i in range(4)]
+    steps = [TOKENS[20 + i:24 + i] for i in range(4)]
+    with Model.load(GOLDEN / name, n_ctx=64, n_threads=2, n_seq=4) as model, model.hold() as m:
+        alone = []
+        for s in range(4):
+            m.forward_runs([Run(s, 0, prompts[s])])
+            alone.append([m.forward_runs([Run(s, len(prompts[s]) + i, [t])])[0][0] for i, t in enumerate(steps[s])])
+        for i in range(4):
+            outs = m.forward_runs([Run(s, len(prompts[s]) + i, [steps[s][i]]) for s in (3, 1, 0, 2)])
+            for s, (lg, _) in zip((3, 1, 0, 2), outs):
+                np.testing.assert_array_equal(lg, alone[s][i])
+
+
+# ---- YaRN (issue #17): the golden qwen2-tiny-yarn model runs 2.5x past its original context -----
+
+YARN = "qwen2-tiny-yarn.f32.gguf"
+
+
+def _without_rope_scaling(src: Path, dst: Path, context_length: int) -> None:
+    """Copy a golden GGUF (scalar metadata, F32 tensors) with gguf-py, its rope.scaling.* keys
+    removed and its context length set: a file that has no YaRN, as most Qwen2.5 files."""
+    r = gguf.GGUFReader(src)
+    arch = r.get_field("general.architecture").contents()
+    w = gguf.GGUFWriter(dst, arch)
+    for name, field in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture" or ".rope.scaling." in name:
+            continue
+        value = context_length if name == f"{arch}.context_length" else field.contents()
+        w.add_key_value(name, value, field.types[0])
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_yarn_reaches_beyond_the_original_context():
+    cfg = MANIFEST["models"][FILES[YARN]["model"]]
+    assert len(TOKENS) > 2 * cfg["yarn"]["original_context_length"]  # (the golden test checks the logits)
+    with Model.load(GOLDEN / YARN, n_ctx=128) as m:
+        assert m.config.rope_n_ctx_orig == cfg["yarn"]["original_context_length"]
+        assert m.config.rope_freq_scale == 1 / cfg["yarn"]["factor"] and m.config.rope_ext_factor == 1.0
+    with Model.load(GOLDEN / YARN, n_ctx=128, kv_f16=False, rope_scaling="none") as m:
+        assert rel_err(m.logits(TOKENS), reference(YARN)["logits"]) > 1e-2  # the comparison sees YaRN
+
+
+def test_yarn_turned_on_for_a_file_without_it(tmp_path):
+    plain = tmp_path / "no-yarn.gguf"
+    _without_rope_scaling(GOLDEN / YARN, plain, MANIFEST["models"][FILES[YARN]["model"]]["yarn"]["original_context_length"])
+    ref = reference(YARN)["logits"]
+    with Model.load(plain, n_ctx=128, kv_f16=False) as m:
+        assert m.config.rope_ext_factor == 0 and rel_err(m.logits(TOKENS), ref) > 1e-2
+    with Model.load(plain, n_ctx=128, kv_f16=False, rope_scaling="yarn", rope_scale=4) as m:
+        assert rel_err(m.logits(TOKENS), ref) < 1e-5
+    with Model.load(plain, n_ctx=128, rope_scaling="yarn", rope_scale=4) as m:
+        assert rel_err(m.logits(TOKENS), ref) < 1e-3
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(rope_scaling="ntk"), "rope_scaling must be one of"),
+    (dict(rope_scaling="yarn"), "needs rope_scale"),
+    (dict(rope_scaling="yarn", rope_scale=0.5), "rope_scale must be a number in [1, 1024]"),
+    (dict(rope_scaling="yarn", rope_scale=float("nan")), "rope_scale must be"),
+    (dict(rope_scaling="yarn", rope_scale="4"), "rope_scale must be"),
+    (dict(rope_scaling="none", rope_scale=4), "no meaning"),
+    (dict(rope_scale=4), "the file has none"),
+])
+def test_bad_rope_scaling_options_are_refused(kw, words):
+    with pytest.raises(QwenCpuError) as e:
+        Model.load(GOLDEN / "qwen2-tiny-tied.f32.gguf", n_ctx=64, **kw)
+    assert words in str(e.value)

@@ -9,6 +9,7 @@
 #include "../x86/gemm_impl.h"
 #include "../kernels.h"
 
+#undef QC_KERNEL_PREFIX  // (avx2/simd.h, through min_dot.h, defines its own)
 #define QC_KERNEL_PREFIX "avx512_ymm::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {

@@ -1,6 +1,7 @@
 // Python binding of the C++ model: Python passes the config and zero-copy views of the GGUF
 // tensors; the binding keeps those arrays alive as long as the model.
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,6 +42,29 @@ Tensor tensor_from(const py::dict& tensors, const std::string& name, py::list& k
   return out;
 }
 
+using i32_array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+// Runs fn(should_stop) with the GIL released. should_stop is polled between layers: every 20 ms it
+// takes the GIL and lets Python run its signal handlers (Ctrl-C), so a long prefill stops within a
+// bounded time; a handler that raised is raised here (KeyboardInterrupt).
+void run_interruptible(const std::function<void(const std::function<bool()>&)>& fn) {
+  bool interrupted = false;
+  auto last_check = std::chrono::steady_clock::now();
+  const std::function<bool()> should_stop = [&]() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_check < std::chrono::milliseconds(20)) return false;
+    last_check = now;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) interrupted = true;
+    return interrupted;
+  };
+  {
+    py::gil_scoped_release nogil;
+    fn(should_stop);
+  }
+  if (interrupted) throw py::error_already_set();
+}
+
 }  // namespace
 
 void bind_model(py::module_& m) {
@@ -59,6 +83,7 @@ void bind_model(py::module_& m) {
              c.n_ctx = cfg["n_ctx"].cast<int64_t>();
              c.n_batch = cfg["n_batch"].cast<int>();
              c.kv_f16 = cfg["kv_f16"].cast<bool>();
+             if (cfg.contains("n_seq")) c.n_seq = cfg["n_seq"].cast<int>();
              if (cfg.contains("repack")) c.repack = cfg["repack"].cast<bool>();
              if (cfg.contains("release_repacked_source")) c.release_repacked_source = cfg["release_repacked_source"].cast<bool>();
              c.rope.head_dim = c.head_dim;
@@ -118,27 +143,69 @@ void bind_model(py::module_& m) {
                hidden = a;
              }
              const int32_t* tp = tokens.data();
-             bool interrupted = false;
-             auto last_check = std::chrono::steady_clock::now();
-             // Polled between layers with the GIL released: every 20 ms take the GIL and let Python
-             // run its signal handlers (Ctrl-C), so a long prefill stops within a bounded time.
-             auto should_stop = [&]() {
-               const auto now = std::chrono::steady_clock::now();
-               if (now - last_check < std::chrono::milliseconds(20)) return false;
-               last_check = now;
-               py::gil_scoped_acquire gil;
-               if (PyErr_CheckSignals() != 0) interrupted = true;
-               return interrupted;
-             };
-             {
-               py::gil_scoped_release nogil;
+             run_interruptible([&](const std::function<bool()>& should_stop) {
                self.model->forward(tp, n, pos, lp, all_logits, hp, should_stop);
-             }
-             if (interrupted) throw py::error_already_set();
+             });
              return py::make_tuple(logits, hidden);
            },
            py::arg("tokens"), py::arg("pos"), py::arg("all_logits") = false, py::arg("want_logits") = true,
            py::arg("want_hidden") = false)
+      .def("forward_batch",
+           [](PyModel& self, i32_array tokens, i32_array pos, i32_array seq,
+              py::array_t<int64_t, py::array::c_style | py::array::forcecast> logit_rows, bool want_hidden) {
+             // Model::forward_batch. Returns (logits (len(logit_rows), n_vocab), hidden (n, n_embd) or None).
+             require(tokens.ndim() == 1 && tokens.shape(0) > 0, "forward_batch: tokens must be a non-empty 1-D array");
+             const int64_t n = tokens.shape(0);
+             require(pos.ndim() == 1 && pos.shape(0) == n && seq.ndim() == 1 && seq.shape(0) == n,
+                     "forward_batch: tokens, pos and seq must be 1-D arrays of the same length");
+             require(logit_rows.ndim() == 1, "forward_batch: logit_rows must be a 1-D array");
+             const ModelConfig& c = self.model->config();
+             const int64_t n_logits = logit_rows.shape(0);
+             py::array_t<float> logits({n_logits, (int64_t)c.n_vocab});
+             py::object hidden = py::none();
+             float* hp = nullptr;
+             if (want_hidden) {
+               py::array_t<float> a({n, (int64_t)c.n_embd});
+               hp = a.mutable_data();
+               hidden = a;
+             }
+             float* lp = logits.mutable_data();
+             run_interruptible([&](const std::function<bool()>& should_stop) {
+               self.model->forward_batch(tokens.data(), pos.data(), seq.data(), n, logit_rows.data(), n_logits, lp, hp,
+                                         should_stop);
+             });
+             return py::make_tuple(logits, hidden);
+           },
+           py::arg("tokens"), py::arg("pos"), py::arg("seq"), py::arg("logit_rows"), py::arg("want_hidden") = false)
+      .def("copy_slot",
+           [](PyModel& self, int src, int dst, int64_t n_pos) {
+             py::gil_scoped_release nogil;
+             self.model->copy_slot(src, dst, n_pos);
+           },
+           py::arg("src"), py::arg("dst"), py::arg("n_pos"))
+      .def("read_kv",
+           [](PyModel& self, int slot, int64_t n_pos) {
+             // Model::kv_rows: slot's keys and values of positions 0 .. n_pos-1, (kv_rows_bytes,) uint8.
+             require(n_pos >= 0 && n_pos <= self.model->config().n_ctx, "read_kv: n_pos outside 0..n_ctx");
+             py::array_t<uint8_t> out((py::ssize_t)self.model->kv_rows_bytes(n_pos));
+             uint8_t* p = out.mutable_data();
+             py::gil_scoped_release nogil;
+             self.model->kv_rows(slot, n_pos, p, false);
+             return out;
+           },
+           py::arg("slot"), py::arg("n_pos"))
+      .def("write_kv",
+           [](PyModel& self, int slot, int64_t n_pos, py::array_t<uint8_t, py::array::c_style> data) {
+             // The inverse of read_kv: data must hold exactly kv_rows_bytes(n_pos) bytes.
+             require(n_pos >= 0 && n_pos <= self.model->config().n_ctx, "write_kv: n_pos outside 0..n_ctx");
+             require(data.ndim() == 1 && (size_t)data.shape(0) == self.model->kv_rows_bytes(n_pos),
+                     "write_kv: data must be a 1-D uint8 array of " + std::to_string(self.model->kv_rows_bytes(n_pos)) + " bytes");
+             const uint8_t* p = data.data();
+             py::gil_scoped_release nogil;
+             self.model->kv_rows(slot, n_pos, const_cast<uint8_t*>(p), true);
+           },
+           py::arg("slot"), py::arg("n_pos"), py::arg("data"))
+      .def_property_readonly("n_seq", [](const PyModel& s) { return s.model->config().n_seq; })
       .def_property_readonly("kv_cache_bytes", [](const PyModel& s) { return s.model->kv_cache_bytes(); })
       .def_property_readonly("repacked_bytes", [](const PyModel& s) { return s.model->repacked_bytes(); })
       .def_property_readonly("n_threads", [](const PyModel& s) { return s.model->n_threads(); })

@@ -61,7 +61,7 @@ static void bind_pool_and_matmul(py::module_& m) {
       .def(py::init<int>(), py::arg("n_threads"))
       .def_property_readonly("size", &ThreadPool::size);
 
-  m.def("matmul", [](ThreadPool& pool, u8_array w, int32_t wtype, int64_t n_in, f32_array x) {
+  m.def("matmul", [](ThreadPool& pool, u8_array w, int32_t wtype, int64_t n_in, f32_array x, bool alone) {
     // w: (n_out, row_bytes) raw rows; x: (n_tok, n_in); returns (n_tok, n_out) float32
     require(w.ndim() == 2, "matmul: weight must be a 2-D uint8 array (n_out, row_bytes)");
     require(x.ndim() == 2 && x.shape(1) == n_in, "matmul: x must be (n_tok, n_in)");
@@ -77,11 +77,12 @@ static void bind_pool_and_matmul(py::module_& m) {
     float* yp = y.mutable_data();
     {
       py::gil_scoped_release nogil;
-      matmul(pool, K, wp, wtype, n_out, n_in, xp, n_tok, yp, scratch.data());
+      matmul(pool, K, wp, wtype, n_out, n_in, xp, n_tok, yp, scratch.data(), QC_LAYOUT_STORED, alone);
     }
     return y;
-  }, py::arg("pool"), py::arg("w"), py::arg("wtype"), py::arg("n_in"), py::arg("x"),
-     "y (n_tok, n_out) = x (n_tok, n_in) @ W^T with W's rows in their stored type.");
+  }, py::arg("pool"), py::arg("w"), py::arg("wtype"), py::arg("n_in"), py::arg("x"), py::arg("alone") = false,
+     "y (n_tok, n_out) = x (n_tok, n_in) @ W^T with W's rows in their stored type (alone: each row as a "
+     "one-row product computes it, matmul.h).");
 }
 
 // Streams a buffer of n_bytes with every thread of the pool, `repeats` times, and returns the best

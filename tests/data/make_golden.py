@@ -62,6 +62,15 @@ MODELS = {
         rope_theta=1.0e6, rms_eps=1e-6, n_ctx=256, tied=True, seed=104,
         types=["F32", "Q4_K", "Q4_0", "Q8_0"],
     ),
+    # YaRN (Qwen2.5's long-context recipe: factor 4 over the original context) with a small original
+    # context, so that the 80 test tokens reach 2.5x beyond it. rope_theta 100 spreads the ramp
+    # between extrapolated and interpolated frequencies over several of the 8 rotating pairs.
+    "qwen2-tiny-yarn": dict(
+        arch="qwen2", n_vocab=512, n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=160,
+        rope_theta=100.0, rms_eps=1e-6, n_ctx=128, tied=True, seed=105,
+        yarn=dict(factor=4.0, original_context_length=32),
+        types=["F32"],
+    ),
 }
 
 # general.file_type written for each weight type (llama.cpp's LlamaFileType numbering). For Q4_K every
@@ -294,6 +303,10 @@ def write_gguf(path: Path, name: str, cfg: dict, weights: dict[str, np.ndarray],
     w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg["rms_eps"])
     if arch == "llama":
         w.add_uint32(f"{arch}.rope.dimension_count", head_dim(cfg))
+    if "yarn" in cfg:  # as llama.cpp's converter writes a config.json rope_scaling of type yarn
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg["yarn"]["factor"])
+        w.add_rope_scaling_orig_ctx_len(cfg["yarn"]["original_context_length"])
     w.add_uint32("general.file_type", int(FILE_TYPE[wtype]))
     w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
 
@@ -342,6 +355,10 @@ def build_hf_model(cfg: dict, weights: dict[str, np.ndarray]):
         max_position_embeddings=cfg["n_ctx"], tie_word_embeddings=cfg["tied"], hidden_act="silu",
         attn_implementation="eager",
     )
+    if "yarn" in cfg:
+        common["rope_parameters"] = {"rope_type": "yarn", "rope_theta": cfg["rope_theta"],
+                                     "factor": cfg["yarn"]["factor"],
+                                     "original_max_position_embeddings": cfg["yarn"]["original_context_length"]}
     if cfg["arch"] == "qwen2":
         hf_cfg = Qwen2Config(**common)
         model = Qwen2ForCausalLM(hf_cfg)
@@ -349,6 +366,7 @@ def build_hf_model(cfg: dict, weights: dict[str, np.ndarray]):
         hf_cfg = LlamaConfig(**common, head_dim=head_dim(cfg), attention_bias=False, mlp_bias=False)
         model = LlamaForCausalLM(hf_cfg)
     assert hf_cfg.rope_parameters["rope_theta"] == cfg["rope_theta"], hf_cfg.rope_parameters
+    assert hf_cfg.rope_parameters["rope_type"] == ("yarn" if "yarn" in cfg else "default"), hf_cfg.rope_parameters
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected, unexpected
@@ -421,6 +439,27 @@ def expected_tensors(cfg: dict) -> dict[str, tuple[int, ...]]:
     return t
 
 
+def yarn_frequencies(cfg: dict) -> tuple[np.ndarray, float]:
+    """Radians per position of each rotating pair (head_dim/2,) and the cos/sin magnitude, from the
+    YaRN paper (arXiv 2309.00071, section 3.2-3.3) with its defaults alpha = 1, beta = 32: pair i of
+    wavelength lambda_i makes r = L / lambda_i turns over the original context L; r > beta keeps its
+    frequency, r < alpha is divided by the factor s, ramps linearly in between (the ramp's ends
+    rounded outwards to whole pairs, as transformers and llama.cpp do); magnitude sqrt(1/t) =
+    0.1 ln(s) + 1 on both q and k. Without YaRN: the plain frequencies and 1."""
+    hd = head_dim(cfg)
+    theta = cfg["rope_theta"] ** (-np.arange(0, hd, 2) / hd)
+    if "yarn" not in cfg:
+        return theta, 1.0
+    s, L = cfg["yarn"]["factor"], cfg["yarn"]["original_context_length"]
+
+    def pair_at(turns: float) -> float:  # the (fractional) pair index that makes `turns` turns over L
+        return hd * np.log(L / (turns * 2 * np.pi)) / (2 * np.log(cfg["rope_theta"]))
+
+    lo, hi = max(np.floor(pair_at(32.0)), 0.0), min(np.ceil(pair_at(1.0)), hd - 1.0)
+    ramp = np.clip((np.arange(hd // 2) - lo) / max(hi - lo, 1e-3), 0.0, 1.0)  # 0: keep, 1: interpolate
+    return theta * (1 - ramp) + theta / s * ramp, 0.1 * np.log(s) + 1.0
+
+
 def numpy_forward(path: Path, cfg: dict, tokens: np.ndarray) -> np.ndarray:
     """Independent float64 forward pass straight from a GGUF file, with llama.cpp's conventions:
     qwen2 rotates pairs (j, j + head_dim/2) of the GGUF rows (NEOX style), llama rotates adjacent pairs
@@ -433,8 +472,9 @@ def numpy_forward(path: Path, cfg: dict, tokens: np.ndarray) -> np.ndarray:
     def rms(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + cfg["rms_eps"]) * w
 
-    ang = np.arange(n)[:, None] * cfg["rope_theta"] ** (-np.arange(0, hd, 2) / hd)  # (n, hd/2)
-    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    theta, mscale = yarn_frequencies(cfg)
+    ang = np.arange(n)[:, None] * theta  # (n, hd/2)
+    cos, sin = np.cos(ang)[:, None, :] * mscale, np.sin(ang)[:, None, :] * mscale
 
     def rope(x: np.ndarray) -> np.ndarray:  # x (n, heads, hd)
         if cfg["arch"] == "llama":
@@ -498,6 +538,10 @@ def self_check(golden: Path) -> None:
         assert np.isclose(field_value(r, f"{arch}.attention.layer_norm_rms_epsilon"), cfg["rms_eps"], rtol=1e-6)
         if arch == "llama":
             assert field_value(r, f"{arch}.rope.dimension_count") == cfg["head_dim"]
+        if "yarn" in cfg:
+            assert field_value(r, f"{arch}.rope.scaling.type") == "yarn"
+            assert field_value(r, f"{arch}.rope.scaling.factor") == cfg["yarn"]["factor"]
+            assert field_value(r, f"{arch}.rope.scaling.original_context_length") == cfg["yarn"]["original_context_length"]
         assert field_value(r, "general.file_type") == entry["file_type"]
         assert not any(k.startswith("tokenizer.") for k in r.fields), "tokenizer keys must be absent"
 
@@ -532,7 +576,9 @@ def self_check(golden: Path) -> None:
 # main
 # ---------------------------------------------------------------------------------------------------
 
-def build(golden: Path, skip_missing_q4k: bool) -> None:
+def build(golden: Path, skip_missing_q4k: bool, only: list[str] | None = None) -> None:
+    """Write every model's files, or with `only` those models' files, the other entries of the
+    existing manifest kept as they are."""
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
 
@@ -551,7 +597,18 @@ def build(golden: Path, skip_missing_q4k: bool) -> None:
         "models": {},
         "files": {},
     }
+    if only:
+        old = json.loads((golden / "manifest.json").read_text())
+        assert old["tokens"] == manifest["tokens"], "the token sequence changed"
+        manifest["versions"] = old["versions"]  # (the files kept were made with these)
+        if manifest["versions"]["transformers"] != transformers.__version__:
+            print(f"note: the kept files were made with transformers {old['versions']['transformers']}, "
+                  f"the new ones with {transformers.__version__}", file=sys.stderr)
+        manifest["models"] = {k: v for k, v in old["models"].items() if k not in only}
+        manifest["files"] = {k: v for k, v in old["files"].items() if v["model"] not in only}
     for name, cfg in MODELS.items():
+        if only and name not in only:
+            continue
         meta = {k: v for k, v in cfg.items() if k != "types"}
         meta["head_dim"] = head_dim(cfg)
         meta["attention_bias"] = cfg["arch"] == "qwen2"
@@ -616,9 +673,10 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="only self-check the existing files")
     ap.add_argument("--skip-missing-q4k", action="store_true",
                     help="leave the Q4_K file out when qwen_cpu._kernels.quantize is not built")
+    ap.add_argument("--only", nargs="+", choices=sorted(MODELS), help="rebuild only these models' files")
     args = ap.parse_args()
     if not args.check:
-        build(args.out, args.skip_missing_q4k)
+        build(args.out, args.skip_missing_q4k, args.only)
     self_check(args.out)
 
 
