@@ -14,6 +14,5 @@ void register_gemm_kernels_avx2(Kernels& k);    // csrc/avx2/gemm.cpp
 void register_gemm_kernels_avxvnni(Kernels& k);
 void register_gemm_kernels_avxvnni_evex(Kernels& k);
 // The 32-element types' VNNI tiles (only on CPUs with AVX512-VNNI).
-void register_gemm_kernels_avx512(Kernels& k);  // csrc/avx512/gemm.cpp
 
 }  // namespace qc

@@ -27,16 +27,29 @@ struct VnniDot {
 };
 
 }  // namespace
-}  // namespace avx512
 
-void register_gemm_kernels_avx512(Kernels& k) {
-  using avx512::VnniDot;
-  using namespace gemm;
-  set_gemm(k, GGML_Q4_0, QC_FN(gemm_x8<Q4_0W, VnniDot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q4_1, QC_FN(gemm_x8<Q4_1W, VnniDot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q5_0, QC_FN(gemm_x8<Q5_0W, VnniDot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q5_1, QC_FN(gemm_x8<Q5_1W, VnniDot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_x8<Q8_0W, VnniDot>), QC_ACT_Q8_X8);
+// WeightKernels::gemm of the 32-element types (table.cpp)
+QC_VNNI void gemm_q4_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
+                     size_t ldy) {
+  gemm::gemm_x8<gemm::Q4_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
+QC_VNNI void gemm_q4_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
+                     size_t ldy) {
+  gemm::gemm_x8<gemm::Q4_1W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+QC_VNNI void gemm_q5_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
+                     size_t ldy) {
+  gemm::gemm_x8<gemm::Q5_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+QC_VNNI void gemm_q5_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
+                     size_t ldy) {
+  gemm::gemm_x8<gemm::Q5_1W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+QC_VNNI void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
+                     size_t ldy) {
+  gemm::gemm_x8<gemm::Q8_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+
+}  // namespace avx512
 
 }  // namespace qc

@@ -60,6 +60,8 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+}  // namespace
+
 // gemv_fn (kernels.h) of Q4_0
 QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -67,6 +69,8 @@ QC_VNNI void gemv_q4_0(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   static const Q4_0x4Index ix;
   row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
 }
+
+namespace {
 
 // ---- Q5_0: the same form, plus the 5th bits --------------------------------------------------
 //
@@ -120,19 +124,14 @@ QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const blo
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+}  // namespace
+
 // gemv_fn (kernels.h) of Q5_0
 QC_VNNI void gemv_q5_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   static const Q5_0x4Index ix;
   row_passes(n_rows, [&](auto R, int r) { rows_q5_0<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
-}
-
-}  // namespace
-
-void register_gemv_vnni(Kernels& k) {
-  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4);
-  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4);
 }
 
 }  // namespace avx512

@@ -114,6 +114,8 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
     y[r] = _mm512_reduce_add_ps(acc[r]) - ((mins[4 * r] + mins[4 * r + 1]) + (mins[4 * r + 2] + mins[4 * r + 3]));
 }
 
+}  // namespace
+
 // gemv_fn (kernels.h) of Q4_K
 QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -128,13 +130,6 @@ QC_VNNI void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, con
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const Q4KMasks mk;
   for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, mk);
-}
-
-}  // namespace
-
-void register_gemv_k_vnni(Kernels& k) {
-  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
-  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
 }
 
 }  // namespace avx512

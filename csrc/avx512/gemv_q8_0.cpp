@@ -76,18 +76,14 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+}  // namespace
+
 // gemv_fn (kernels.h) of Q8_0
 QC_VNNI void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   static const Q8_0x2Index ix;
   row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
-}
-
-}  // namespace
-
-void register_gemv_q8_0_vnni(Kernels& k) {
-  set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0);
 }
 
 }  // namespace avx512

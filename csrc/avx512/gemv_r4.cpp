@@ -133,9 +133,20 @@ QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 
 }  // namespace
 
-void register_gemv_r4_vnni(Kernels& k) {
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4, gemv_r4_rows<Q4_0R4>);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4, gemv_r4_rows<Q8_0R4>);
+// LayoutKernels::gemv and gemv_rows of Q4_0_R4 and Q8_0_R4 (the table: quants.cpp)
+QC_VNNI void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4<Q4_0R4>(n, w, wrb, n_rows, a, y);
+}
+QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4<Q8_0R4>(n, w, wrb, n_rows, a, y);
+}
+QC_VNNI void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
+                               float* y, size_t y_stride) {
+  gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
+}
+QC_VNNI void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
+                               float* y, size_t y_stride) {
+  gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
 }
 
 }  // namespace avx512

@@ -1,26 +1,48 @@
-// The AVX-512 quantized kernels. dispatch.cpp builds this table only on CPUs with AVX-512
+// The AVX-512 table, weight type by weight type. dispatch.cpp builds it only on CPUs with AVX-512
 // F/BW/VL/DQ, as a copy of the AVX2 table. The float-weight kernels need nothing more; the
 // quantized ones use AVX512-VNNI as well (one instruction for the byte or word dot products
 // and their accumulation), so they replace the AVX2 ones only when the CPU has it -- without
 // VNNI the table keeps the AVX2 kernels for those types. The activation quantizers and the
-// dequantizers stay the inherited ones.
+// dequantizers stay the inherited ones; the K-quant prefill tiles come from csrc/avx512_ymm
+// (dispatch.cpp, where that object is built).
 #include "simd512.h"
-
-#include "../gemm.h"
 
 namespace qc {
 
 void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
-  avx512::register_quants_float(k);
-  if (cpu.avx512vnni) {
-    avx512::register_quants_32_vnni(k);
-    avx512::register_quants_k_vnni(k);
-    avx512::register_gemv_vnni(k);
-    avx512::register_gemv_k_vnni(k);
-    avx512::register_gemv_q8_0_vnni(k);
-    avx512::register_gemv_r4_vnni(k);
-    register_gemm_kernels_avx512(k);
-  }
+  using namespace avx512;
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  if (!cpu.avx512vnni) return;
+
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_q4_0_r4), QC_ACT_Q8_0X4, gemv_q4_0_r4_rows);
+
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
+
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4);
+
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
+
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4, gemv_q8_0_r4_rows);
+
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
+  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
+  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
 }
 
 }  // namespace qc

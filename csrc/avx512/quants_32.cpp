@@ -203,13 +203,12 @@ QC_VNNI float vec_dot_32_ymm(int64_t n, const void* vw, const void* va) {
 
 }  // namespace
 
-void register_quants_32_vnni(Kernels& k) {
-  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_32<Q4_0Dot>), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_32<Q4_1Dot>), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_32<Q5_0Dot>), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_32<Q5_1Dot>), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_32_ymm<Q8_0Dot>), GGML_Q8_0);
-}
+// the vec_dots the table (table.cpp) names: one instance of the forms above per type
+QC_VNNI float vec_dot_q4_0(int64_t n, const void* w, const void* a) { return vec_dot_32<Q4_0Dot>(n, w, a); }
+QC_VNNI float vec_dot_q4_1(int64_t n, const void* w, const void* a) { return vec_dot_32<Q4_1Dot>(n, w, a); }
+QC_VNNI float vec_dot_q5_0(int64_t n, const void* w, const void* a) { return vec_dot_32<Q5_0Dot>(n, w, a); }
+QC_VNNI float vec_dot_q5_1(int64_t n, const void* w, const void* a) { return vec_dot_32<Q5_1Dot>(n, w, a); }
+QC_VNNI float vec_dot_q8_0(int64_t n, const void* w, const void* a) { return vec_dot_32_ymm<Q8_0Dot>(n, w, a); }
 
 }  // namespace avx512
 }  // namespace qc

@@ -29,6 +29,8 @@ static inline float dot_float(int64_t n, const float* a, Load load) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+}  // namespace
+
 // w (n floats) . a (n floats)
 float vec_dot_f32(int64_t n, const void* vw, const void* va) {
   const float* w = static_cast<const float*>(vw);
@@ -49,14 +51,6 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
   return dot_float(n, static_cast<const float*>(va), [w](int64_t i, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + i)), 16));
   });
-}
-
-}  // namespace
-
-void register_quants_float(Kernels& k) {
-  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
 }
 
 }  // namespace avx512

@@ -46,6 +46,8 @@ static inline __m512i two_bits_step(__m512i q2, int j) {
   return _mm512_and_si512(_mm512_srlv_epi64(q2, shift), _mm512_set1_epi8(3));
 }
 
+}  // namespace
+
 // w (n / 256 blocks of block_q2_K) . a (n / 256 blocks of block_q8_K)
 QC_VNNI float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
   const block_q2_K* x = static_cast<const block_q2_K*>(vw);
@@ -74,8 +76,12 @@ QC_VNNI float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
   return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
 }
 
+namespace {
+
 // Rotation count that takes bit c of a byte to bit 2 of the same byte.
 static constexpr long long R(int c) { return (2 - c + 64) % 64; }
+
+}  // namespace
 
 // w (n / 256 blocks of block_q3_K) . a (n / 256 blocks of block_q8_K)
 QC_VNNI float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
@@ -217,16 +223,6 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
     acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
   }
   return _mm512_reduce_add_ps(acc) - hsum_ps(acc_off);
-}
-
-}  // namespace
-
-void register_quants_k_vnni(Kernels& k) {
-  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
 }
 
 }  // namespace avx512

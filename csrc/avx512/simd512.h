@@ -27,14 +27,33 @@ using x86::hsum_ps;
 using x86::load4_h;
 using x86::hsum128_ps;
 
-// Registration of each group of kernels (one per translation unit).
-void register_quants_float(Kernels& k);    // F32, F16, BF16 (no VNNI needed)
-void register_quants_32_vnni(Kernels& k);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
-void register_quants_k_vnni(Kernels& k);   // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
-void register_gemv_vnni(Kernels& k);       // decode forms (WeightKernels::gemv): Q4_0, Q5_0
-void register_gemv_k_vnni(Kernels& k);     // Q4_K
-void register_gemv_q8_0_vnni(Kernels& k);  // Q8_0
-void register_gemv_r4_vnni(Kernels& k);    // the repacked layouts (repack.h)
+// The kernels each translation unit exports, listed by the table (table.cpp); QC_VNNI ones need
+// AVX512-VNNI. Only these are global: the ISA object check (.ci/test-x86-baseline) holds it.
+float vec_dot_f32(int64_t n, const void* w, const void* a);   // quants_float.cpp
+float vec_dot_f16(int64_t n, const void* w, const void* a);
+float vec_dot_bf16(int64_t n, const void* w, const void* a);
+#define QC_AVX512_VEC_DOT(t) QC_VNNI float vec_dot_##t(int64_t n, const void* w, const void* a);
+QC_AVX512_VEC_DOT(q4_0) QC_AVX512_VEC_DOT(q4_1) QC_AVX512_VEC_DOT(q5_0) QC_AVX512_VEC_DOT(q5_1)  // quants_32.cpp
+QC_AVX512_VEC_DOT(q8_0)
+QC_AVX512_VEC_DOT(q2_K) QC_AVX512_VEC_DOT(q3_K) QC_AVX512_VEC_DOT(q4_K) QC_AVX512_VEC_DOT(q5_K)  // quants_k.cpp
+QC_AVX512_VEC_DOT(q6_K)
+#undef QC_AVX512_VEC_DOT
+#define QC_AVX512_GEMV(t) QC_VNNI void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+QC_AVX512_GEMV(q4_0) QC_AVX512_GEMV(q5_0)        // gemv.cpp
+QC_AVX512_GEMV(q4_K) QC_AVX512_GEMV(q4_K_r4)     // gemv_k.cpp
+QC_AVX512_GEMV(q8_0)                             // gemv_q8_0.cpp
+QC_AVX512_GEMV(q4_0_r4) QC_AVX512_GEMV(q8_0_r4)  // gemv_r4.cpp
+#undef QC_AVX512_GEMV
+#define QC_AVX512_GEMV_ROWS(t)                                                                        \
+  QC_VNNI void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, \
+                               int n_a, float* y, size_t y_stride);
+QC_AVX512_GEMV_ROWS(q4_0_r4) QC_AVX512_GEMV_ROWS(q8_0_r4)  // gemv_r4.cpp
+#undef QC_AVX512_GEMV_ROWS
+#define QC_AVX512_GEMM(t)                                                                                  \
+  QC_VNNI void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, \
+                        float* y, size_t ldy);
+QC_AVX512_GEMM(q4_0) QC_AVX512_GEMM(q4_1) QC_AVX512_GEMM(q5_0) QC_AVX512_GEMM(q5_1) QC_AVX512_GEMM(q8_0)  // gemm.cpp
+#undef QC_AVX512_GEMM
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 static inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }

@@ -41,6 +41,8 @@ static inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) 
   return d;
 }
 
+}  // namespace
+
 // y (n / 32 blocks of block_q8_0) = Q8_0(x (n))
 void quantize_row_q8_0(const float* x, void* vy, int64_t n) {
   block_q8_0* y = static_cast<block_q8_0*>(vy);
@@ -57,6 +59,8 @@ void quantize_row_q8_1(const float* x, void* vy, int64_t n) {
     y[i].s = fp32_to_fp16(d * (float)sum);
   }
 }
+
+namespace {
 
 // ---- float weights -----------------------------------------------------------------------
 
@@ -83,6 +87,8 @@ static inline float dot_float(int64_t n, const float* a, Load load) {
   }
   return hsum_ps(_mm_add_ps(_mm_add_ps(s0, s1), _mm_add_ps(s2, s3)));
 }
+
+}  // namespace
 
 // w (n floats) . a (n floats)
 float vec_dot_f32(int64_t n, const void* vw, const void* va) {
@@ -121,6 +127,8 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
   for (int64_t i = n8; i < n; ++i) s += bf16_to_fp32(w[i]) * a[i];
   return s;
 }
+
+namespace {
 
 // ---- 32-element block weights ------------------------------------------------------------
 
@@ -168,6 +176,8 @@ static inline __m128i dot_unsigned_small(__m128i lo, __m128i hi, const int8_t* a
   return _mm_madd_epi16(p, _mm_set1_epi16(1));
 }
 
+}  // namespace
+
 // w (n / 32 blocks of block_q4_0) . a (n / 32 blocks of block_q8_0)
 float vec_dot_q4_0(int64_t n, const void* vw, const void* va) {
   const block_q4_0* x = static_cast<const block_q4_0*>(vw);
@@ -191,6 +201,8 @@ float vec_dot_q4_1(int64_t n, const void* vw, const void* va) {
   });
 }
 
+namespace {
+
 // The 5th bits of a Q5 block (qh, 4 bytes) as 0xff/0x00 bytes for elements 0..15 and 16..31.
 static inline void fifth_bits(const uint8_t* qh, __m128i* lo, __m128i* hi) {
   uint32_t w;
@@ -198,6 +210,8 @@ static inline void fifth_bits(const uint8_t* qh, __m128i* lo, __m128i* hi) {
   *lo = bits_to_bytes_16(w, 0);
   *hi = bits_to_bytes_16(w, 2);
 }
+
+}  // namespace
 
 // w (n / 32 blocks of block_q5_0) . a (n / 32 blocks of block_q8_0)
 float vec_dot_q5_0(int64_t n, const void* vw, const void* va) {
@@ -239,22 +253,6 @@ float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
     const __m128i p1 = _mm_madd_epi16(pairs_i8i8(load128(x[i].qs + 16), load128(y[i].qs + 16)), ones);
     return _mm_add_epi32(p0, p1);
   });
-}
-
-}  // namespace
-
-void register_quants_32(Kernels& k) {
-  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
-  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
-  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
-  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
-  // F32 activations stay the inherited plain copy.
 }
 
 }  // namespace sse42

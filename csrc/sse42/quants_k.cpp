@@ -15,6 +15,8 @@ namespace {
 
 // ---- Q8_K activations ------------------------------------------------------------------------
 
+}  // namespace
+
 // y (n / 256 blocks of block_q8_K) = Q8_K(x (n))
 void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
   block_q8_K* y = static_cast<block_q8_K*>(vy);
@@ -47,6 +49,8 @@ void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
   }
 }
 
+namespace {
+
 // ---- shared pieces ---------------------------------------------------------------------------
 
 // 16 unsigned weight values q times 16 int8 activations at a, weighted by the int16 scale in
@@ -61,6 +65,8 @@ static inline __m128i dot_bsums(const block_q8_K& y, __m128i w_lo, __m128i w_hi)
 }
 
 // ---- Q2_K ------------------------------------------------------------------------------------
+
+}  // namespace
 
 // w (n / 256 blocks of block_q2_K) . a (n / 256 blocks of block_q8_K)
 float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
@@ -95,6 +101,8 @@ float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
   return hsum_ps(acc) - hsum_ps(acc_min);
 }
 
+namespace {
+
 // ---- Q3_K ------------------------------------------------------------------------------------
 
 // Bit k of each byte of v moved to bit 2 (the other bits zero).
@@ -103,6 +111,8 @@ static inline __m128i bit_to_4(__m128i v, int k) {
   if (k >= 2) return _mm_and_si128(_mm_srli_epi16(v, k - 2), four);
   return _mm_and_si128(_mm_slli_epi16(v, 2 - k), four);
 }
+
+}  // namespace
 
 // w (n / 256 blocks of block_q3_K) . a (n / 256 blocks of block_q8_K)
 float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
@@ -139,6 +149,8 @@ float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
   }
   return hsum_ps(acc);
 }
+
+namespace {
 
 // ---- Q4_K / Q5_K -----------------------------------------------------------------------------
 
@@ -179,6 +191,8 @@ static inline float dot_k4(int64_t nb, const B* x, const block_q8_K* y, HighBits
   return hsum_ps(acc) - hsum_ps(acc_min);
 }
 
+}  // namespace
+
 // w (n / 256 blocks of block_q4_K) . a (n / 256 blocks of block_q8_K)
 float vec_dot_q4_K(int64_t n, const void* vw, const void* va) {
   return dot_k4(n / QK_K, static_cast<const block_q4_K*>(vw), static_cast<const block_q8_K*>(va),
@@ -197,7 +211,11 @@ float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
                 });
 }
 
+namespace {
+
 // ---- Q6_K ------------------------------------------------------------------------------------
+
+}  // namespace
 
 // w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K)
 float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
@@ -235,17 +253,6 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(d), _mm_cvtepi32_ps(sumi)));
   }
   return hsum_ps(acc);
-}
-
-}  // namespace
-
-void register_quants_k(Kernels& k) {
-  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
-  k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
 }
 
 }  // namespace sse42

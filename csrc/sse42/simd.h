@@ -21,10 +21,17 @@
 namespace qc {
 namespace sse42 {
 
-// Registration of each group of kernels (one per translation unit), called by
-// register_quant_kernels_sse42 (quants.cpp).
-void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0..Q8_0; Q8_0/Q8_1 activations
-void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
+// The kernels each translation unit exports, listed by the table (quants.cpp). Only these are
+// global: the ISA object check (.ci/test-x86-baseline) holds it.
+#define QC_SSE42_VEC_DOT(t) float vec_dot_##t(int64_t n, const void* w, const void* a);
+QC_SSE42_VEC_DOT(f32) QC_SSE42_VEC_DOT(f16) QC_SSE42_VEC_DOT(bf16)  // quants_32.cpp
+QC_SSE42_VEC_DOT(q4_0) QC_SSE42_VEC_DOT(q4_1) QC_SSE42_VEC_DOT(q5_0) QC_SSE42_VEC_DOT(q5_1) QC_SSE42_VEC_DOT(q8_0)
+QC_SSE42_VEC_DOT(q2_K) QC_SSE42_VEC_DOT(q3_K) QC_SSE42_VEC_DOT(q4_K) QC_SSE42_VEC_DOT(q5_K)  // quants_k.cpp
+QC_SSE42_VEC_DOT(q6_K)
+#undef QC_SSE42_VEC_DOT
+void quantize_row_q8_0(const float* x, void* y, int64_t n);  // quants_32.cpp
+void quantize_row_q8_1(const float* x, void* y, int64_t n);
+void quantize_row_q8_K(const float* x, void* y, int64_t n);  // quants_k.cpp
 
 static inline float hsum_ps(__m128 v) {
   v = _mm_add_ps(v, _mm_movehl_ps(v, v));
