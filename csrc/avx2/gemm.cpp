@@ -13,8 +13,6 @@
 #include "simd.h"
 #include "../x86/gemm_impl.h"
 
-#include "../gemm.h"
-
 namespace qc {
 namespace QC_AVX2_NS {
 namespace {
@@ -49,26 +47,40 @@ struct Dot {
 #endif
 
 }  // namespace
-}  // namespace QC_AVX2_NS
 
-// register_gemm_kernels_avx2, _avxvnni or _avxvnni_evex (gemm.h)
-void QC_AVX2_ENTRY(register_gemm_kernels)(Kernels& k) {
-  using QC_AVX2_NS::Dot;
-  using namespace gemm;
-  // 8 rows interleaved where |q - offset| <= 31 (AVX2: the products fit vpmaddubsw's int16 pairs)
-  set_gemm(k, GGML_Q4_0, QC_FN(gemm_x8<Q4_0W, Dot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q4_1, QC_FN(gemm_x8<Q4_1W, Dot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q5_0, QC_FN(gemm_x8<Q5_0W, Dot>), QC_ACT_Q8_X8);
-  set_gemm(k, GGML_Q5_1, QC_FN(gemm_x8<Q5_1W, Dot>), QC_ACT_Q8_X8);
+// WeightKernels::gemm of the quantized types: 8 rows interleaved where |q - offset| <= 31 (AVX2:
+// the products fit vpmaddubsw's int16 pairs)
+void gemm_q4_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_x8<gemm::Q4_0W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q4_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_x8<gemm::Q4_1W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q5_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_x8<gemm::Q5_0W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q5_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_x8<gemm::Q5_1W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
 #ifdef QC_DOT_VNNI
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_x8<Q8_0W, Dot>), QC_ACT_Q8_X8);
+void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_x8<gemm::Q8_0W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
 #else
-  // Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_32<Q8_0W, Dot, QC_AVX2_NS::kR32, QC_AVX2_NS::kC32>));
+// Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
+void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_32<gemm::Q8_0W, Dot, kR32, kC32>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
 #endif
-  set_gemm(k, GGML_Q4_K, QC_FN(gemm_kx8<Q4_KW, Dot>));
-  set_gemm(k, GGML_Q5_K, QC_FN(gemm_kx8<Q5_KW, Dot>));
-  set_gemm(k, GGML_Q6_K, QC_FN(gemm_kx8<Q6_KW, Dot>));
+void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_kx8<gemm::Q4_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_kx8<gemm::Q5_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_kx8<gemm::Q6_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 
+}  // namespace QC_AVX2_NS
 }  // namespace qc

@@ -182,11 +182,19 @@ void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, 
 
 }  // namespace
 
-void register_gemv(Kernels& k) {
-  set_gemv(k, GGML_Q4_0, QC_FN(gemv<Q4_0G>), QC_ACT_Q8_0X4);
-  set_gemv(k, GGML_Q5_0, QC_FN(gemv<Q5_0G>), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<Q4_0R4>), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<Q8_0R4>), QC_ACT_Q8_0X4);
+// The decode kernels (gemv_fn, kernels.h) of Q4_0 and Q5_0, and the LayoutKernels::gemv of the
+// repacked Q4_0_R4 / Q8_0_R4 (n_rows a multiple of 4)
+void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv<Q4_0G>(n, w, wrb, n_rows, a, y);
+}
+void gemv_q5_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv<Q5_0G>(n, w, wrb, n_rows, a, y);
+}
+void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4<Q4_0R4>(n, w, wrb, n_rows, a, y);
+}
+void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4<Q8_0R4>(n, w, wrb, n_rows, a, y);
 }
 
 }  // namespace QC_AVX2_NS

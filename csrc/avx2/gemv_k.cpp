@@ -123,6 +123,8 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
   }
 }
 
+}  // namespace
+
 // gemv_fn (kernels.h) of Q4_K
 void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -137,13 +139,6 @@ void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void*
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const WordSpread ws;
   for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, ws);
-}
-
-}  // namespace
-
-void register_gemv_k(Kernels& k) {
-  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
-  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
 }
 
 }  // namespace QC_AVX2_NS

@@ -1,20 +1,62 @@
-// The AVX2 (+FMA, F16C) quantized kernels: dot products of every weight type we read against
-// its activation format, and the activation quantizers. Dequantization stays the inherited
-// scalar one: it serves the embedding lookup (one row per token) and offline conversion, never
-// a matrix product. Compiled once per dot-product variant (simd.h): this defines
-// register_quant_kernels_avx2, _avxvnni or _avxvnni_evex (kernels.h).
+// The AVX2 (+FMA, F16C) table, weight type by weight type: dot products of every weight type we
+// read against its activation format, the prefill gemm and decode gemv with theirs, and the
+// activation quantizers. Dequantization stays the inherited scalar one (embedding lookups and
+// offline conversion, never a matrix product), so do the F32 activations (a plain copy).
+// Compiled once per dot-product variant (simd.h): this defines register_quant_kernels_avx2,
+// _avxvnni or _avxvnni_evex (kernels.h), each listing the kernels of its own namespace. The
+// variants differ in one entry: Q8_0's gemm (see gemm.cpp), chosen there.
 #include "simd.h"
 
-#include "../gemm.h"
+#include "../act_q8_0x4.h"
+#include "../act_q8_x8.h"
 
 namespace qc {
 
 void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
-  QC_AVX2_NS::register_quants_32(k);
-  QC_AVX2_NS::register_quants_k(k);
-  QC_AVX2_NS::register_gemv(k);
-  QC_AVX2_NS::register_gemv_k(k);
-  QC_AVX2_ENTRY(register_gemm_kernels)(k);
+  using namespace QC_AVX2_NS;
+  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
+  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
+  k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
+  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;  // the decode gemvs'
+  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;   // the prefill gemms'
+
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_q4_0_r4), QC_ACT_Q8_0X4);
+
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
+
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4);
+
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
+
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
+#ifdef QC_DOT_VNNI
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
+#else
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));  // the R x C tile reads Q8_0 rows (gemm.cpp)
+#endif
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4);
+
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K));
+  set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
+  set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K);
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K));
 }
 
 }  // namespace qc

@@ -9,12 +9,8 @@
 #include "simd.h"
 #include "../x86/min_dot.h"
 
-#include "../act_q8_0x4.h"
-#include "../act_q8_x8.h"
-
 namespace qc {
 namespace QC_AVX2_NS {
-namespace {
 
 // ---- activation quantizers ---------------------------------------------------------------
 
@@ -273,24 +269,6 @@ float vec_dot_q8_0(int64_t n, const void* vw, const void* va) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     return block_i8i8(w, a);  // <= 2 * 128 * 127: too large to add two in int16
   });
-}
-
-}  // namespace
-
-void register_quants_32(Kernels& k) {
-  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
-  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
-  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
-  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
-  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
-  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;
-  // F32 activations stay the inherited plain copy.
 }
 
 }  // namespace QC_AVX2_NS

@@ -13,7 +13,6 @@
 
 namespace qc {
 namespace QC_AVX2_NS {
-namespace {
 
 // ---- Q8_K activations ------------------------------------------------------------------------
 
@@ -57,6 +56,8 @@ void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
 
 // ---- shared pieces ---------------------------------------------------------------------------
 
+namespace {
+
 // Shuffle masks for a 128-bit-duplicated vector of 8 int16 scales: mask k puts scale 2k in the
 // 8 words of the low lane and scale 2k + 1 in the 8 words of the high lane, i.e. the scales
 // of the two 16-element sub-blocks covered by a 32-byte chunk after maddubs.
@@ -80,6 +81,8 @@ struct WordMasks {
     for (int j = 0; j < 8; ++j) m[j] = _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8));
   }
 };
+
+}  // namespace
 
 // 8 int16 scales (one 128-bit vector) duplicated into both lanes.
 static inline __m256i dup128(__m128i s16) { return _mm256_broadcastsi128_si256(s16); }
@@ -263,17 +266,6 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
   return hsum_ps(acc);
-}
-
-}  // namespace
-
-void register_quants_k(Kernels& k) {
-  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
-  k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
 }
 
 }  // namespace QC_AVX2_NS

@@ -43,12 +43,26 @@ namespace QC_AVX2_NS {
 
 using namespace x86;  // the 256-bit helpers shared with csrc/avx512 (csrc/x86/simd256.h)
 
-// Registration of each group of kernels (one per translation unit), called by
-// register_quant_kernels_avx2 / _avxvnni / _avxvnni_evex (quants.cpp).
-void register_quants_32(Kernels& k);  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; Q8_0/Q8_1 activations
-void register_quants_k(Kernels& k);   // Q2_K .. Q6_K; Q8_K activations
-void register_gemv(Kernels& k);       // decode forms (WeightKernels::gemv): Q4_0, Q5_0, repacked Q4_0/Q8_0
-void register_gemv_k(Kernels& k);     // and Q4_K
+// The kernels each translation unit exports, listed by the table (quants.cpp). Only these are
+// global, each in this compilation's own namespace: the ISA object check (.ci/test-x86-baseline) holds it.
+void quantize_row_q8_0(const float* x, void* y, int64_t n);  // quants_32.cpp
+void quantize_row_q8_1(const float* x, void* y, int64_t n);
+void quantize_row_q8_K(const float* x, void* y, int64_t n);  // quants_k.cpp
+#define QC_AVX2_VEC_DOT(t) float vec_dot_##t(int64_t n, const void* w, const void* a);
+QC_AVX2_VEC_DOT(f32) QC_AVX2_VEC_DOT(f16) QC_AVX2_VEC_DOT(bf16)                             // quants_32.cpp
+QC_AVX2_VEC_DOT(q4_0) QC_AVX2_VEC_DOT(q4_1) QC_AVX2_VEC_DOT(q5_0) QC_AVX2_VEC_DOT(q5_1) QC_AVX2_VEC_DOT(q8_0)
+QC_AVX2_VEC_DOT(q2_K) QC_AVX2_VEC_DOT(q3_K) QC_AVX2_VEC_DOT(q4_K) QC_AVX2_VEC_DOT(q5_K)  // quants_k.cpp
+QC_AVX2_VEC_DOT(q6_K)
+#undef QC_AVX2_VEC_DOT
+#define QC_AVX2_GEMV(t) void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4) QC_AVX2_GEMV(q8_0_r4)  // gemv.cpp
+QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4)                                           // gemv_k.cpp
+#undef QC_AVX2_GEMV
+#define QC_AVX2_GEMM(t) \
+  void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy);
+QC_AVX2_GEMM(q4_0) QC_AVX2_GEMM(q4_1) QC_AVX2_GEMM(q5_0) QC_AVX2_GEMM(q5_1) QC_AVX2_GEMM(q8_0)  // gemm.cpp
+QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
+#undef QC_AVX2_GEMM
 
 #ifdef QC_DOT_VNNI
 // The VNNI dot-product primitives. dpbusd: acc + 8 int32 lanes, lane i the sum of the 4 byte
