@@ -125,3 +125,16 @@ def mapping_rss_kib(address: int) -> int | None:
         elif inside and line.startswith("Rss:"):
             return int(head[1])
     return None
+
+
+# ---- tool definitions shared by the tool-call tests (test_tools.py, test_server_tools.py) ----------
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city"]}}}
+ADD = {"type": "function", "function": {
+    "name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                                                   "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+                                  "required": ["a", "b"]}}}
+TOOLS = [WEATHER, ADD]

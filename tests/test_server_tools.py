@@ -12,21 +12,12 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from _helpers import ADD, TOOLS, WEATHER
 from _serving import ServerProcess
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from qwen_cpu import Model
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
-                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
-                   "required": ["city"]}}}
-ADD = {"type": "function", "function": {
-    "name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                                                   "b": {"type": "integer", "minimum": 0, "maximum": 99}},
-                                  "required": ["a", "b"]}}}
-TOOLS = [WEATHER, ADD]
 PERSON = {"type": "object",
           "properties": {"name": {"type": "string", "maxLength": 10},
                          "age": {"type": "integer", "minimum": 0, "maximum": 120},

@@ -14,18 +14,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from qwen_cpu import Model, QwenCpuError, tools
 from qwen_cpu.chat import encode_chat
 
+from _helpers import ADD, TOOLS, WEATHER
 from conftest import DATA
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
-                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
-                   "required": ["city"]}}}
-ADD = {"type": "function", "function": {
-    "name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                                                   "b": {"type": "integer", "minimum": 0, "maximum": 99}},
-                                  "required": ["a", "b"]}}}
-TOOLS = [WEATHER, ADD]
 
 # Answers in the format Qwen2.5 writes (its chat template's instructions and model card), with the
 # content and calls (name, arguments) each must give.
