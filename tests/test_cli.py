@@ -67,7 +67,7 @@ def test_info_kernels_prints_the_selected_paths_table():
     assert out.splitlines()[0].startswith("kernel path: scalar")
     # the scalar reference: a vec_dot per type and, for prefill, its gemm made of those vec_dots
     assert "Q4_K  vec_dot  scalar::vec_dot_q4_K_q8_K [Q8_K]" in out
-    assert "      prefill  scalar::gemm_by_vec_dot<kType> [Q8_K]" in out
+    assert "      prefill  scalar::gemm_q4_K [Q8_K]" in out
     best = run("info", "--kernels").stdout  # the path this process selected too
     assert best.splitlines()[0].startswith(f"kernel path: {_kernels.get_isa()} ")
     for row in _kernels.kernel_table():

@@ -38,7 +38,8 @@ def test_every_weight_type_has_a_vec_dot_from_its_own_path(isa):
 def test_the_tables_choices(isa):
     rows = {r["type"]: r for r in _kernels.kernel_table()}
     if isa == "scalar":
-        assert all(r["gemm"][0].startswith("scalar::gemm_by_vec_dot") for r in rows.values())
+        for t, r in rows.items():  # one gemm per type, made of that type's vec_dot, on its activations
+            assert r["gemm"][0].lower() == f"scalar::gemm_{t.lower()}" and r["gemm"][1] == r["vec_dot"][1], t
         assert all(r["layout"] == "stored" and not r["gemv"][0] for r in rows.values())
     if isa in ("sse42", "neon", "neon_dotprod"):
         assert not any(r["gemm"][0] for r in rows.values())  # prefill loops over the vec_dots

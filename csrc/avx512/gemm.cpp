@@ -8,7 +8,6 @@
 
 #define QC_GEMM_ATTR QC_VNNI
 #include "../x86/gemm_impl.h"
-#include "../gemm.h"
 
 namespace qc {
 namespace avx512 {

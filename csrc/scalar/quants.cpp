@@ -9,7 +9,8 @@
 #include "quants.h"
 #include "../act_q8_0x4.h"
 #include "../act_q8_x8.h"
-#include "../gemm.h"
+
+#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
 
 namespace qc {
 namespace scalar {
@@ -99,19 +100,63 @@ void dequantize_row_q8_K(const void* x, float* y, int64_t n) {
 }  // namespace
 }  // namespace scalar
 
+// The scalar table, weight type by weight type: dequantizer, dot product against its activation
+// format, and the prefill gemm (one vec_dot per output: the scalar matrix-matrix path computes
+// exactly what its matrix-vector path does; the SIMD gemms are tested against it). No scalar gemv:
+// it would gain nothing here. The SIMD tables start from this one (dispatch.cpp, start_from).
 void register_quant_kernels_scalar(Kernels& k) {
-  scalar::register_quants_32(k);
-  scalar::register_quants_k(k);
-  k.quantize_act[GGML_Q8_0] = scalar::quantize_row_q8_0;
-  k.quantize_act[GGML_Q8_1] = scalar::quantize_row_q8_1;
-  k.quantize_act[GGML_Q8_K] = scalar::quantize_row_q8_K;
-  k.quantize_act[GGML_F32] = scalar::quantize_row_f32;
-  // The reference for the SIMD paths' decode layout (no scalar gemv: it would gain nothing here).
-  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<scalar::quantize_row_q8_0>;
-  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<scalar::quantize_row_q8_1>;
-  k.dequantize[GGML_Q8_1] = scalar::dequantize_row_q8_1;
-  k.dequantize[GGML_Q8_K] = scalar::dequantize_row_q8_K;
-  register_gemm_kernels_scalar(k);  // after the vec_dots it wraps (it reads them from the table)
+  using namespace scalar;
+  k.quantize_act[GGML_F32] = quantize_row_f32;
+  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
+  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
+  k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
+  // The reference for the SIMD paths' decode and prefill layouts.
+  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
+  k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;
+  k.dequantize[GGML_Q8_1] = dequantize_row_q8_1;
+  k.dequantize[GGML_Q8_K] = dequantize_row_q8_K;
+
+  k.dequantize[GGML_F32] = dequantize_row_f32;
+  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_gemm(k, GGML_F32, QC_FN(gemm_f32));
+  k.dequantize[GGML_F16] = dequantize_row_f16;
+  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_gemm(k, GGML_F16, QC_FN(gemm_f16));
+  k.dequantize[GGML_BF16] = dequantize_row_bf16;
+  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  set_gemm(k, GGML_BF16, QC_FN(gemm_bf16));
+
+  k.dequantize[GGML_Q4_0] = dequantize_row_q4_0;
+  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0_q8_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0));
+  k.dequantize[GGML_Q4_1] = dequantize_row_q4_1;
+  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1_q8_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1));
+  k.dequantize[GGML_Q5_0] = dequantize_row_q5_0;
+  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0_q8_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0));
+  k.dequantize[GGML_Q5_1] = dequantize_row_q5_1;
+  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1_q8_1), GGML_Q8_1);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1));
+  k.dequantize[GGML_Q8_0] = dequantize_row_q8_0;
+  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0_q8_0), GGML_Q8_0);
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));
+
+  k.dequantize[GGML_Q2_K] = dequantize_row_q2_K;
+  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K_q8_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q2_K, QC_FN(gemm_q2_K));
+  k.dequantize[GGML_Q3_K] = dequantize_row_q3_K;
+  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K_q8_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q3_K, QC_FN(gemm_q3_K));
+  k.dequantize[GGML_Q4_K] = dequantize_row_q4_K;
+  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K_q8_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K));
+  k.dequantize[GGML_Q5_K] = dequantize_row_q5_K;
+  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K_q8_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
+  k.dequantize[GGML_Q6_K] = dequantize_row_q6_K;
+  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K_q8_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K));
 }
 
 }  // namespace qc

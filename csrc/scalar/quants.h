@@ -1,7 +1,7 @@
-// Shared pieces of the scalar quantized kernels (csrc/scalar/quants*.cpp): the per-file
-// registration hooks, and the unpacking of the packed K-quant scales, which SIMD kernels may
-// include too (everything here is `static inline`, so each translation unit gets its own copy
-// compiled with its own flags).
+// Shared pieces of the scalar quantized kernels (csrc/scalar/quants*.cpp, gemm.cpp): the kernels
+// each file exports, and the unpacking of the packed K-quant scales, which SIMD kernels may
+// include too (those are `static inline`, so each translation unit gets its own copy compiled
+// with its own flags).
 #pragma once
 #include <cstdint>
 
@@ -38,9 +38,28 @@ static inline void unpack_q4_K_scales(const uint8_t* scales, uint8_t* sc, uint8_
 }
 
 namespace scalar {
-// Each fills its part of the table; register_quant_kernels_scalar (quants.cpp) calls all of them.
-void register_quants_32(Kernels& k);  // F32, F16, BF16 and the 32-element block types (quants_32.cpp)
-void register_quants_k(Kernels& k);   // Q2_K .. Q6_K (quants_k.cpp)
+// The kernels of the scalar table (quants.cpp), one per weight type each.
+void dequantize_row_f32(const void* x, float* y, int64_t n);  // quants_32.cpp
+void dequantize_row_f16(const void* x, float* y, int64_t n);
+void dequantize_row_bf16(const void* x, float* y, int64_t n);
+#define QC_SCALAR_DEQ(t) void dequantize_row_##t(const void* x, float* y, int64_t n);
+#define QC_SCALAR_DOT(t) float vec_dot_##t(int64_t n, const void* w, const void* a);
+#define QC_SCALAR_GEMM(t) \
+  void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy);
+QC_SCALAR_DEQ(q4_0) QC_SCALAR_DEQ(q4_1) QC_SCALAR_DEQ(q5_0) QC_SCALAR_DEQ(q5_1) QC_SCALAR_DEQ(q8_0)  // quants_32.cpp
+QC_SCALAR_DEQ(q2_K) QC_SCALAR_DEQ(q3_K) QC_SCALAR_DEQ(q4_K) QC_SCALAR_DEQ(q5_K) QC_SCALAR_DEQ(q6_K)  // quants_k.cpp
+QC_SCALAR_DOT(f32) QC_SCALAR_DOT(f16) QC_SCALAR_DOT(bf16)  // quants_32.cpp
+QC_SCALAR_DOT(q4_0_q8_0) QC_SCALAR_DOT(q4_1_q8_1) QC_SCALAR_DOT(q5_0_q8_0) QC_SCALAR_DOT(q5_1_q8_1)
+QC_SCALAR_DOT(q8_0_q8_0)
+QC_SCALAR_DOT(q2_K_q8_K) QC_SCALAR_DOT(q3_K_q8_K) QC_SCALAR_DOT(q4_K_q8_K) QC_SCALAR_DOT(q5_K_q8_K)  // quants_k.cpp
+QC_SCALAR_DOT(q6_K_q8_K)
+// gemm.cpp: y[i * ldy + j] = the vec_dot above of weight row j with activation row i
+QC_SCALAR_GEMM(f32) QC_SCALAR_GEMM(f16) QC_SCALAR_GEMM(bf16)
+QC_SCALAR_GEMM(q4_0) QC_SCALAR_GEMM(q4_1) QC_SCALAR_GEMM(q5_0) QC_SCALAR_GEMM(q5_1) QC_SCALAR_GEMM(q8_0)
+QC_SCALAR_GEMM(q2_K) QC_SCALAR_GEMM(q3_K) QC_SCALAR_GEMM(q4_K) QC_SCALAR_GEMM(q5_K) QC_SCALAR_GEMM(q6_K)
+#undef QC_SCALAR_DEQ
+#undef QC_SCALAR_DOT
+#undef QC_SCALAR_GEMM
 }  // namespace scalar
 
 }  // namespace qc

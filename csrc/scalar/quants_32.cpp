@@ -14,11 +14,8 @@
 
 #include "quants.h"
 
-#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
-
 namespace qc {
 namespace scalar {
-namespace {
 
 // ---- float types ------------------------------------------------------------------------
 
@@ -213,28 +210,6 @@ float vec_dot_q8_0_q8_0(int64_t n, const void* vw, const void* va) {
     sum += fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d) * (float)s;
   }
   return sum;
-}
-
-}  // namespace
-
-void register_quants_32(Kernels& k) {
-  k.dequantize[GGML_F32] = dequantize_row_f32;
-  k.dequantize[GGML_F16] = dequantize_row_f16;
-  k.dequantize[GGML_BF16] = dequantize_row_bf16;
-  k.dequantize[GGML_Q4_0] = dequantize_row_q4_0;
-  k.dequantize[GGML_Q4_1] = dequantize_row_q4_1;
-  k.dequantize[GGML_Q5_0] = dequantize_row_q5_0;
-  k.dequantize[GGML_Q5_1] = dequantize_row_q5_1;
-  k.dequantize[GGML_Q8_0] = dequantize_row_q8_0;
-
-  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
-  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0_q8_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1_q8_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0_q8_0), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1_q8_1), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0_q8_0), GGML_Q8_0);
 }
 
 }  // namespace scalar

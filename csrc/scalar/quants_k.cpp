@@ -15,17 +15,14 @@
 
 #include "quants.h"
 
-#define QC_KERNEL_PREFIX "scalar::"  // kernel names (kernels.h, QC_FN)
-
 namespace qc {
 namespace scalar {
-namespace {
 
 // ---- unpacking: one super-block -> q (256) in element order --------------------------------
 
 // Q2_K: q in 0..3. Element e = 128 h + 32 s + l (h: half, s: shift, l < 32) is bits 2s..2s+1
 // of qs[32 h + l].
-void unpack_q2_K(const block_q2_K& b, int8_t q[QK_K]) {
+static void unpack_q2_K(const block_q2_K& b, int8_t q[QK_K]) {
   for (int e = 0; e < QK_K; ++e) {
     const int h = e / 128, s = (e % 128) / 32, l = e % 32;
     q[e] = (int8_t)((b.qs[32 * h + l] >> (2 * s)) & 3);
@@ -34,7 +31,7 @@ void unpack_q2_K(const block_q2_K& b, int8_t q[QK_K]) {
 
 // Q3_K: q in -4..3: bits 2s..2s+1 of qs[32 h + l] as for Q2_K, minus 4 unless bit e / 32 of
 // hmask[e % 32] is set.
-void unpack_q3_K(const block_q3_K& b, int8_t q[QK_K]) {
+static void unpack_q3_K(const block_q3_K& b, int8_t q[QK_K]) {
   for (int e = 0; e < QK_K; ++e) {
     const int h = e / 128, s = (e % 128) / 32, l = e % 32;
     const int low = (b.qs[32 * h + l] >> (2 * s)) & 3;
@@ -44,7 +41,7 @@ void unpack_q3_K(const block_q3_K& b, int8_t q[QK_K]) {
 }
 
 // Q4_K: q in 0..15. Element e = 64 c + 32 h + l is nibble h (0 low, 1 high) of qs[32 c + l].
-void unpack_q4_K(const uint8_t* qs, int8_t q[QK_K]) {
+static void unpack_q4_K(const uint8_t* qs, int8_t q[QK_K]) {
   for (int e = 0; e < QK_K; ++e) {
     const int c = e / 64, h = (e % 64) / 32, l = e % 32;
     q[e] = (int8_t)((qs[32 * c + l] >> (4 * h)) & 0x0f);
@@ -52,14 +49,14 @@ void unpack_q4_K(const uint8_t* qs, int8_t q[QK_K]) {
 }
 
 // Q5_K: q in 0..31: the Q4_K nibble plus bit e / 32 of qh[e % 32] as bit 4.
-void unpack_q5_K(const block_q5_K& b, int8_t q[QK_K]) {
+static void unpack_q5_K(const block_q5_K& b, int8_t q[QK_K]) {
   unpack_q4_K(b.qs, q);
   for (int e = 0; e < QK_K; ++e) q[e] = (int8_t)(q[e] | (((b.qh[e % 32] >> (e / 32)) & 1) << 4));
 }
 
 // Q6_K: q in -32..31. Element e = 128 h + r: low 4 bits are nibble r / 64 of ql[64 h + r % 64],
 // high 2 bits are bits 2 (r / 32)..+1 of qh[32 h + r % 32]; minus 32.
-void unpack_q6_K(const block_q6_K& b, int8_t q[QK_K]) {
+static void unpack_q6_K(const block_q6_K& b, int8_t q[QK_K]) {
   for (int e = 0; e < QK_K; ++e) {
     const int h = e / 128, r = e % 128;
     const int low = (b.ql[64 * h + r % 64] >> (4 * (r / 64))) & 0x0f;
@@ -231,22 +228,6 @@ float vec_dot_q6_K_q8_K(int64_t n, const void* vw, const void* va) {
     sum += a[i].d * fp16_to_fp32(w[i].d) * (float)sumi;
   }
   return sum;
-}
-
-}  // namespace
-
-void register_quants_k(Kernels& k) {
-  k.dequantize[GGML_Q2_K] = dequantize_row_q2_K;
-  k.dequantize[GGML_Q3_K] = dequantize_row_q3_K;
-  k.dequantize[GGML_Q4_K] = dequantize_row_q4_K;
-  k.dequantize[GGML_Q5_K] = dequantize_row_q5_K;
-  k.dequantize[GGML_Q6_K] = dequantize_row_q6_K;
-
-  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K_q8_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K_q8_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K_q8_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K_q8_K), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K_q8_K), GGML_Q8_K);
 }
 
 }  // namespace scalar
