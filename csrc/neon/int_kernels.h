@@ -1,7 +1,8 @@
 // The NEON dot products of the quantized weight types against their 8-bit activation formats,
 // written once over the int8 dot step `D::dot` (neon.h: DotBase, ARMv8.0 widening multiplies;
 // quants_dotprod.cpp: SDOT). Included by exactly two translation units, quants_int.cpp and
-// quants_dotprod.cpp, each instantiating it for its own target; everything is in an unnamed
+// quants_dotprod.cpp, each defining the kernels neon.h declares over its own D and target
+// (QC_NEON_INT_DEFINE, in namespaces neon and neon::dotprod); everything else is in an unnamed
 // namespace (or static inline), so the two instantiations never merge at link time.
 //
 // Every block's integer sum is exact (int32 lanes), as in the scalar reference; only the float
@@ -133,7 +134,7 @@ float gemv_row_q4_0(int64_t n, const block_q4_0* w, const block_q8_0x4* a) {
 }
 
 template <class D>
-void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+void decode_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   for (int r = 0; r < n_rows; ++r)
     y[r] = gemv_row_q4_0<D>(n, reinterpret_cast<const block_q4_0*>(static_cast<const uint8_t*>(w) + r * wrb),
                             static_cast<const block_q8_0x4*>(a));
@@ -224,7 +225,7 @@ static inline int32_t q2_K_min_sum(const uint8_t* scales, const int16_t* bsums) 
 // Q2_K: value (d * sc) * q - dmin * m, q in 0..3. Element 128 h + 32 s + l (l < 32) is bits
 // 2s..2s+1 of qs[32 h + l]; sub-block j = 8 h + 2 s + l / 16.
 template <class D>
-float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
+float dot_q2_K(int64_t n, const void* vw, const void* va) {
   const block_q2_K* w = static_cast<const block_q2_K*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   const uint8x16_t three = vdupq_n_u8(3);
@@ -252,7 +253,7 @@ float vec_dot_q2_K(int64_t n, const void* vw, const void* va) {
 // Q3_K: value (d * sc) * q with sc signed 6-bit and q = 2 low bits - 4 unless the high bit is
 // set. Element 128 h + 32 s + l: low bits as Q2_K, high bit = bit 4 h + s of hmask[l].
 template <class D>
-float vec_dot_q3_K(int64_t n, const void* vw, const void* va) {
+float dot_q3_K(int64_t n, const void* vw, const void* va) {
   const block_q3_K* w = static_cast<const block_q3_K*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   const uint8x16_t three = vdupq_n_u8(3), four = vdupq_n_u8(4);
@@ -324,7 +325,7 @@ static inline float dot_q45_K_block(const uint8_t* qs, const uint8_t* qh, const 
 }
 
 template <class D>
-float vec_dot_q4_K(int64_t n, const void* vw, const void* va) {
+float dot_q4_K(int64_t n, const void* vw, const void* va) {
   const block_q4_K* w = static_cast<const block_q4_K*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   float sum = 0.0f;
@@ -334,7 +335,7 @@ float vec_dot_q4_K(int64_t n, const void* vw, const void* va) {
 }
 
 template <class D>
-float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
+float dot_q5_K(int64_t n, const void* vw, const void* va) {
   const block_q5_K* w = static_cast<const block_q5_K*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   float sum = 0.0f;
@@ -347,7 +348,7 @@ float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
 // the 16 values at 128 h + 32 u + 16 k (u < 4, k < 2) take their low 4 bits from nibble u / 2 of
 // ql[64 h + 32 (u % 2) + 16 k ..] and their high 2 bits from bits 2u..2u+1 of qh[32 h + 16 k ..].
 template <class D>
-float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
+float dot_q6_K(int64_t n, const void* vw, const void* va) {
   const block_q6_K* w = static_cast<const block_q6_K*>(vw);
   const block_q8_K* a = static_cast<const block_q8_K*>(va);
   const uint8x16_t low4 = vdupq_n_u8(0x0f), high2 = vdupq_n_u8(0x30);
@@ -376,24 +377,29 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
   return sum;
 }
 
-// Fills the integer dot products of table k with the kernels over D.
-template <class D>
-void register_int_kernels(Kernels& k) {
-  set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_32<D, Q4_0Block>), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_32<D, Q4_1Block>), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_32<D, Q5_0Block>), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_32<D, Q5_1Block>), GGML_Q8_1);
-  set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_32<D, Q8_0Block>), GGML_Q8_0);
-  set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K<D>), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K<D>), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K<D>), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K<D>), GGML_Q8_K);
-  set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K<D>), GGML_Q8_K);
-  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0<D>), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_r4<D, Q4_0R4>), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_r4<D, Q8_0R4>), QC_ACT_Q8_0X4);
-}
-
 }  // namespace
+
+// Defines the kernels over D that neon.h declares (QC_NEON_INT_KERNELS) in the namespace where it is used.
+#define QC_NEON_INT_DEFINE(D)                                                                                  \
+  float vec_dot_q4_0(int64_t n, const void* w, const void* a) { return vec_dot_32<D, Q4_0Block>(n, w, a); } \
+  float vec_dot_q4_1(int64_t n, const void* w, const void* a) { return vec_dot_32<D, Q4_1Block>(n, w, a); } \
+  float vec_dot_q5_0(int64_t n, const void* w, const void* a) { return vec_dot_32<D, Q5_0Block>(n, w, a); } \
+  float vec_dot_q5_1(int64_t n, const void* w, const void* a) { return vec_dot_32<D, Q5_1Block>(n, w, a); } \
+  float vec_dot_q8_0(int64_t n, const void* w, const void* a) { return vec_dot_32<D, Q8_0Block>(n, w, a); } \
+  float vec_dot_q2_K(int64_t n, const void* w, const void* a) { return dot_q2_K<D>(n, w, a); }            \
+  float vec_dot_q3_K(int64_t n, const void* w, const void* a) { return dot_q3_K<D>(n, w, a); }            \
+  float vec_dot_q4_K(int64_t n, const void* w, const void* a) { return dot_q4_K<D>(n, w, a); }            \
+  float vec_dot_q5_K(int64_t n, const void* w, const void* a) { return dot_q5_K<D>(n, w, a); }            \
+  float vec_dot_q6_K(int64_t n, const void* w, const void* a) { return dot_q6_K<D>(n, w, a); }            \
+  void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {                 \
+    decode_q4_0<D>(n, w, wrb, n_rows, a, y);                                                                   \
+  }                                                                                                            \
+  void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {              \
+    gemv_r4<D, Q4_0R4>(n, w, wrb, n_rows, a, y);                                                               \
+  }                                                                                                            \
+  void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {              \
+    gemv_r4<D, Q8_0R4>(n, w, wrb, n_rows, a, y);                                                               \
+  }
+
 }  // namespace neon
 }  // namespace qc

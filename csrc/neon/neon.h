@@ -1,4 +1,4 @@
-// NEON (AArch64 Advanced SIMD, ARMv8.0 baseline) helpers shared by csrc/neon/*.cpp. Everything
+// NEON (AArch64 Advanced SIMD, ARMv8.0 baseline) helpers shared by csrc/neon/*.cpp, and the kernels they export. Every helper
 // here is `static inline` so each translation unit gets its own copy compiled with its own target
 // (quants_dotprod.cpp is compiled for ARMv8.2 + dotprod and must not lend code to the baseline).
 #pragma once
@@ -15,11 +15,34 @@
 namespace qc {
 namespace neon {
 
-// Registration of each group of kernels (one per translation unit), called by
-// register_quant_kernels_neon (quants.cpp) and register_quant_kernels_neon_dotprod.
-void register_quants_float(Kernels& k);  // F32, F16, BF16 weights; Q8_0, Q8_1, Q8_K activation quantizers
-void register_quants_int(Kernels& k);    // the 8-bit-activation dot products, ARMv8.0 (quants_int.cpp)
-void register_quants_int_dotprod(Kernels& k);  // the same with SDOT (quants_dotprod.cpp)
+// The kernels each translation unit exports, listed by the tables (quants.cpp).
+void quantize_row_f32(const float* x, void* y, int64_t n);  // quants_float.cpp
+void quantize_row_q8_0(const float* x, void* y, int64_t n);
+void quantize_row_q8_1(const float* x, void* y, int64_t n);
+void quantize_row_q8_K(const float* x, void* y, int64_t n);
+float vec_dot_f32(int64_t n, const void* w, const void* a);
+float vec_dot_f16(int64_t n, const void* w, const void* a);
+float vec_dot_bf16(int64_t n, const void* w, const void* a);
+// The integer dot products and decode kernels (int_kernels.h): ARMv8.0 ones in neon (quants_int.cpp),
+// SDOT ones in neon::dotprod (quants_dotprod.cpp, ARMv8.2 + dotprod only).
+#define QC_NEON_INT_KERNELS                                                                     \
+  float vec_dot_q4_0(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q4_1(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q5_0(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q5_1(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q8_0(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q2_K(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q3_K(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q4_K(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q5_K(int64_t n, const void* w, const void* a);                                  \
+  float vec_dot_q6_K(int64_t n, const void* w, const void* a);                                  \
+  void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);    \
+  void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y); \
+  void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+QC_NEON_INT_KERNELS
+namespace dotprod {
+QC_NEON_INT_KERNELS
+}  // namespace dotprod
 
 // One binary16 value to float: FCVT, exact (AArch64 has half conversions in the base ISA).
 static inline float h2f(half_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }

@@ -32,7 +32,9 @@ struct DotProd {
 
 }  // namespace
 
-void register_quants_int_dotprod(Kernels& k) { register_int_kernels<DotProd>(k); }
+namespace dotprod {
+QC_NEON_INT_DEFINE(DotProd)
+}  // namespace dotprod
 
 }  // namespace neon
 }  // namespace qc

@@ -9,7 +9,6 @@
 
 namespace qc {
 namespace neon {
-namespace {
 
 // ---- float weights -----------------------------------------------------------------------
 
@@ -134,19 +133,6 @@ void quantize_row_q8_K(const float* x, void* vy, int64_t n) {
 
 // x (n) -> y (n floats)
 void quantize_row_f32(const float* x, void* y, int64_t n) { std::memcpy(y, x, (size_t)n * sizeof(float)); }
-
-}  // namespace
-
-void register_quants_float(Kernels& k) {
-  set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
-  k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
-  k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
-  k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
-  k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
-  k.quantize_act[GGML_F32] = quantize_row_f32;
-}
 
 }  // namespace neon
 }  // namespace qc

@@ -5,7 +5,7 @@
 namespace qc {
 namespace neon {
 
-void register_quants_int(Kernels& k) { register_int_kernels<DotBase>(k); }
+QC_NEON_INT_DEFINE(DotBase)
 
 }  // namespace neon
 }  // namespace qc
