@@ -1,6 +1,7 @@
-// NEON (AArch64 Advanced SIMD, ARMv8.0 baseline) helpers shared by csrc/neon/*.cpp, and the kernels they export. Every helper
-// here is `static inline` so each translation unit gets its own copy compiled with its own target
-// (quants_dotprod.cpp is compiled for ARMv8.2 + dotprod and must not lend code to the baseline).
+// NEON (AArch64 Advanced SIMD, ARMv8.0 baseline) helpers shared by csrc/neon/*.cpp, and the
+// kernels they export. Every helper here is `static inline` so each translation unit gets its own
+// copy compiled with its own target (quants_dotprod.cpp is compiled for ARMv8.2 + dotprod and
+// must not lend code to the baseline).
 #pragma once
 #include <arm_neon.h>
 
