@@ -5,8 +5,6 @@
 // vmaxnm for the abs max so that NaN inputs are skipped as the scalar comparison skips them.
 #include "neon.h"
 
-#include "../act_q8_0x4.h"
-
 namespace qc {
 namespace neon {
 
