@@ -53,6 +53,13 @@ def _load(model: str | None, n_ctx: int | None, threads: int | None, **options):
         raise click.ClickException(f"{e.filename or path}: {e.strerror or e}") from None
 
 
+def _with_options(f, opts):
+    """f decorated with the click options opts, listed in --help in that order."""
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def sampling_options(f):
     """The sampling options shared by chat and generate. Those not given take the model's own
     defaults (`qwen-cpu info MODEL` shows them and where they come from)."""
@@ -72,9 +79,7 @@ def sampling_options(f):
         click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="context length [model's, at most 4096]"),
         click.option("-t", "--threads", type=int, default=None, help="compute threads [physical cores]"),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return _with_options(f, opts)
 
 
 def constraint_options(f):
@@ -86,9 +91,7 @@ def constraint_options(f):
                      help="answer in the grammar in this file (llguidance Lark or llama.cpp GBNF)"),
         click.option("--regex", help="answer with text matching this regular expression"),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return _with_options(f, opts)
 
 
 def context_options(f):
@@ -100,9 +103,7 @@ def context_options(f):
         click.option("--no-context-shift", "no_shift", is_flag=True,
                      help="a full context is an error (chat) or ends the answer, instead of dropping the oldest turns"),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return _with_options(f, opts)
 
 
 def _grammar(m, kw: dict):

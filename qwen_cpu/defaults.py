@@ -151,7 +151,7 @@ def resolve(defaults: Defaults | None, overrides: Mapping[str, Any], n_ctx: int 
     """(SamplingParams keyword arguments, field -> source): the overrides that are not None over
     the defaults (GENERIC when None). penalty_window WHOLE_CONTEXT becomes n_ctx (without a
     context length: 2**31 - 1, longer than any history)."""
-    defaults = defaults or Defaults(dict(GENERIC), {k: "generic (llama.cpp's default)" for k in GENERIC})
+    defaults = defaults or model_defaults({})
     values, sources = dict(defaults.values), dict(defaults.sources)
     for k, v in overrides.items():
         if v is not None:

@@ -330,9 +330,9 @@ def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
     tokens only (it is not advanced here: Sampler does that)."""
     logits = np.asarray(logits)
     check_finite(logits)
-    x = logits.astype(np.float32, copy=False)
+    # a copy to mask in place (the caller's logits stay as computed); one even for float64 input
+    x = logits.astype(np.float32, copy=constraint is not None)
     if constraint is not None:
-        x = x.copy()                             # the caller's logits stay as computed
         constraint.mask_logits(x)
     if params.logit_bias:
         x = apply_logit_bias(x, params.logit_bias)

@@ -59,6 +59,13 @@ def model_identity(model) -> dict[str, Any]:
     return {"file": path.name, "size": size, "digest": h.hexdigest()}
 
 
+def _payload_digest(toks: bytes, kv) -> str:
+    """blake2b (hex) of the payload: the token ids' bytes, then the cache's."""
+    h = hashlib.blake2b(toks, digest_size=16)
+    h.update(memoryview(kv))
+    return h.hexdigest()
+
+
 def _rope(model) -> dict[str, Any]:
     return {k: v for k, v in asdict(model.config).items() if k.startswith("rope_")}
 
@@ -73,12 +80,9 @@ def save_state(lease, path: str | os.PathLike, extra: dict | None = None) -> Non
     model = lease.model
     tokens, kv = lease.read_slot(0)
     toks = np.asarray(tokens, dtype="<i4").tobytes()
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(toks)
-    digest.update(memoryview(kv))
     header = {"format": FORMAT, "model": model_identity(model), "rope": _rope(model), "n_ctx": model.n_ctx,
               "kv_type": model.kv_type, **_geometry(model), "n_pos": len(tokens),
-              "payload_digest": digest.hexdigest(), "extra": extra if extra is not None else {}}
+              "payload_digest": _payload_digest(toks, kv), "extra": extra if extra is not None else {}}
     try:
         text = json.dumps(header, ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as e:
@@ -137,10 +141,7 @@ def load_state(lease, path: str | os.PathLike) -> dict:
             kv = np.frombuffer(f.read(kv_bytes), dtype=np.uint8)
     except OSError as e:
         raise QwenCpuError(f"{path}: {e.strerror or e}") from None
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(toks.tobytes())
-    digest.update(memoryview(kv))
-    if digest.hexdigest() != header.get("payload_digest"):
+    if _payload_digest(toks.tobytes(), kv) != header.get("payload_digest"):
         raise _refuse(path, "the cached keys, values or tokens do not match their digest (corrupt)")
     try:
         tokens = check_token_ids(toks.tolist(), model.config.n_vocab, "saved tokens")
