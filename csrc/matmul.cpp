@@ -202,7 +202,7 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const uint8_t* w = static_cast<const uint8_t*>(o.w);
       const WeightKernels& wk = K.weight[o.wtype];
       const Route r = route(K, o, n_in, n_kernel);
-      if (r != kGemm && r != kGemv && r != kVecDot && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
+      if (o.layout != QC_LAYOUT_STORED && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
         throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
       if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
         // every row at once over each tile of weights (LayoutKernels::gemv_rows)

@@ -55,36 +55,9 @@ struct Q8_0R4 {
   }
 };
 
-// y[r] for n_rows (a multiple of 4) rows: the quads' tiles one after another from w.
-template <class L>
-QC_VNNI void gemv_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
-  static const RowScaleIndex ix;
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
-  const int64_t n_tiles = n / 128;  // repack_cols of both layouts
-  for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
-    __m512 acc[4];
-    for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-      const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi), offset = L::offset(a[g]);
-      const __m512 da = _mm512_loadu_ps(a[g].d);
-      const __m512 dw = _mm512_cvtph_ps(load256(tile + L::kScales));
-      for (int r = 0; r < 4; ++r) {
-        const __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(ix.row[r], dw), da);
-        __m512i wl, wh;
-        L::weights(tile, r, wl, wh);
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(offset, wl, lo), wh, hi);
-        acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc[r]);
-      }
-    }
-    for (int r = 0; r < 4; ++r) y[4 * quad + r] = _mm512_reduce_add_ps(acc[r]);
-  }
-}
-
 // One quad's 4 outputs for A activation rows (A <= 2, a_row_bytes apart), y[i * ys + r] for row
-// i: every row's arithmetic is gemv_r4's in its order (bit for bit the same values), the weights
-// unpacked and the scales spread once per tile for all A rows. A = 2 keeps both rows' activations
+// i: each row's arithmetic in the same order whatever A (a row alone, A = 1, is the decode gemv), the
+// weights unpacked and the scales spread once per tile for all A rows. A = 2 keeps both rows' activations
 // in registers (8 zmm) beside the 8 accumulators; more rows would spill (32 zmm in all).
 template <class L, int A>
 QC_VNNI inline void quad_rows(const uint8_t* tile, int64_t n_tiles, const RowScaleIndex& ix, const uint8_t* va,
@@ -114,7 +87,7 @@ QC_VNNI inline void quad_rows(const uint8_t* tile, int64_t n_tiles, const RowSca
     for (int r = 0; r < 4; ++r) y[i * ys + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-// gemv_rows_fn over the layout: per quad, the activation rows two at a time (then the one left),
+// gemv_rows_fn over the layout (n_rows a multiple of 4, the quads' tiles one after another from w): per quad, the activation rows two at a time (then the one left),
 // the quad's tiles read from memory by the first pair and from L1 by the others.
 template <class L>
 QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
@@ -135,10 +108,10 @@ QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 
 // LayoutKernels::gemv and gemv_rows of Q4_0_R4 and Q8_0_R4 (the table: quants.cpp)
 QC_VNNI void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_r4<Q4_0R4>(n, w, wrb, n_rows, a, y);
+  gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_r4<Q8_0R4>(n, w, wrb, n_rows, a, y);
+  gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 QC_VNNI void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
                                float* y, size_t y_stride) {
