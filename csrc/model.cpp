@@ -384,13 +384,16 @@ bool Model::forward_batch(const int32_t* tokens, const int32_t* pos, const int32
   return true;
 }
 
+constexpr int kMaxGroup = 3;  // the largest group: Q, K and V
+
 // The products of a group over m rows of x, the first n_alone of them alone (one-token runs), the
 // rest together (forward_batch says why).
 void Model::products(const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x, int64_t m, int64_t n_alone) {
   const int64_t a = std::max<int64_t>(0, std::min(n_alone, m));
   if (a > 0) matmul_group(pool_, *K_, outs, n_outs, n_in, x, a, act_.data(), true);
   if (m > a) {
-    MatmulOutput rest[4];
+    MatmulOutput rest[kMaxGroup];
+    if (n_outs > kMaxGroup) throw std::logic_error("products: more outputs than a group holds");
     for (int i = 0; i < n_outs; ++i) rest[i] = outs[i], rest[i].y += a * outs[i].n_out;
     matmul_group(pool_, *K_, rest, n_outs, n_in, x + a * n_in, m - a, act_.data(), false);
   }
