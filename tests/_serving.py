@@ -115,3 +115,8 @@ def sse_events(lines) -> list:
             data = line[5:].strip()
             out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+def name(srv: ServerProcess) -> str:
+    """The model id the server reports (GET /v1/models)."""
+    return srv.client().models.list().data[0].id

@@ -84,3 +84,21 @@ def tiny_qwen_gguf(tmp_path_factory) -> Path:
     out = folder / "tiny-qwen2.q8_0.gguf"
     quantize_model(folder, out, "q8_0", progress=False)
     return out
+
+
+# The server tests' references: the models loaded as `qwen-cpu serve` loads them there (the tiny one
+# with 2048 positions), answering the same requests through the Python API.
+@pytest.fixture(scope="module")
+def tiny_model(tiny_qwen_gguf):
+    from qwen_cpu import Model
+
+    with Model.load(tiny_qwen_gguf, n_ctx=2048, n_threads=1) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def smol_model(smollm2_path):
+    from qwen_cpu import Model
+
+    with Model.load(smollm2_path, n_threads=1) as m:
+        yield m

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from _serving import ServerProcess, sse_events
+from _serving import ServerProcess, name, sse_events
 
-from qwen_cpu import Model, QwenCpuError
+from qwen_cpu import QwenCpuError
 from qwen_cpu.generate import sampling_params
 
 KEY = "test-key-0123"
@@ -33,28 +33,12 @@ def smol(smollm2_path):
 
 
 @pytest.fixture(scope="module")
-def smol_model(smollm2_path):
-    with Model.load(smollm2_path, n_threads=1) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def tiny(tiny_qwen_gguf):
     """The Qwen2.5-shaped model with one slot, a queue of one, an API key, 2048 positions and a
     50 kB body limit: the limits are reached quickly here."""
     with ServerProcess(tiny_qwen_gguf, "--parallel", "1", "--queue", "1", "-c", "2048", "--max-body", "50000",
                        "-t", "1", api_key=KEY) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_qwen_gguf):
-    with Model.load(tiny_qwen_gguf, n_ctx=2048, n_threads=1) as m:
-        yield m
-
-
-def name(srv) -> str:
-    return srv.client().models.list().data[0].id
 
 
 def no_eos(model) -> dict[str, float]:

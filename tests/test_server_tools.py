@@ -12,11 +12,10 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from _helpers import ADD, TOOLS, WEATHER
-from _serving import ServerProcess
+from _helpers import TOOLS, WEATHER
+from _serving import ServerProcess, name
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from qwen_cpu import Model
 
 PERSON = {"type": "object",
           "properties": {"name": {"type": "string", "maxLength": 10},
@@ -48,25 +47,9 @@ def tiny(tiny_qwen_gguf):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_qwen_gguf):
-    with Model.load(tiny_qwen_gguf, n_ctx=2048, n_threads=1) as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
 def smol(smollm2_path):
     with ServerProcess(smollm2_path, "--parallel", "2", "-t", "2") as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def smol_model(smollm2_path):
-    with Model.load(smollm2_path, n_threads=1) as m:
-        yield m
-
-
-def name(srv) -> str:
-    return srv.client().models.list().data[0].id
 
 
 def accumulate(chunks):

@@ -263,6 +263,14 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
             raise shutting_down()
         return svc
 
+    async def admit(request: Request, schema):
+        """The preamble of both generation routes -> (parsed body, running service, sampling params)."""
+        body = await _parse(request, schema)
+        s = running()
+        s.check_model(body.model)
+        body.check_supported()
+        return body, s, sampling_params(s.model, **body.sampling_overrides())
+
     def answer(job: Job, stream: bool, request: Request):
         if stream:
             return StreamingResponse(job.sse(), media_type="text/event-stream",
@@ -271,11 +279,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = await _parse(request, ChatRequest)
-        s = running()
-        s.check_model(body.model)
-        body.check_supported()
-        params = sampling_params(s.model, **body.sampling_overrides())
+        body, s, params = await admit(request, ChatRequest)
         n_logprobs = body.n_logprobs()
         # template and grammar in a thread: compiling a schema can take a while
         req = await asyncio.to_thread(prepare_chat, s.model.tokenizer, body.message_dicts(), tools=body.tools,
@@ -283,17 +287,12 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
                                       response_format=body.response_format)
         handle = s.submit(req.prompt_ids, body.token_limit(), params, body.stop_list(), n_logprobs, req.grammar)
         job = Job(handle, "chat", s.model_id, s.model.tokenizer, n_logprobs,
-                  include_usage=bool(body.stream_options and body.stream_options.include_usage),
-                  tool_calls=req.tool_calls)
+                  include_usage=body.include_usage(), tool_calls=req.tool_calls)
         return await _maybe_await(answer(job, body.stream, request))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = await _parse(request, CompletionRequest)
-        s = running()
-        s.check_model(body.model)
-        body.check_supported()
-        params = sampling_params(s.model, **body.sampling_overrides())
+        body, s, params = await admit(request, CompletionRequest)
         prompt = body.single_prompt()
         grammar = await asyncio.to_thread(from_response_format, s.model.tokenizer, body.response_format)
         if isinstance(prompt, str):
@@ -302,7 +301,7 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
             ids = list(prompt)
         handle = s.submit(ids, body.max_tokens, params, body.stop_list(), body.logprobs, grammar)
         job = Job(handle, "text", s.model_id, s.model.tokenizer, body.logprobs,
-                  include_usage=bool(body.stream_options and body.stream_options.include_usage))
+                  include_usage=body.include_usage())
         return await _maybe_await(answer(job, body.stream, request))
 
     @app.post("/v1/embeddings")

@@ -56,6 +56,9 @@ class _Common(BaseModel):
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def check_supported(self) -> None:
         """Refuse options we do not implement, naming them."""
         if self.n != 1:
