@@ -85,7 +85,7 @@ class Generation:
             raise QwenCpuError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS} (top-N), got {logprobs!r}")
         self.end_tokens = set(tokenizer.eos_ids if stop_tokens is None
                               else check_token_ids(stop_tokens, n_vocab, "stop_tokens") if stop_tokens else ())
-        self.sampler = Sampler(params) if constraint is None else Sampler(params, constraint=constraint)
+        self.sampler = Sampler(params, constraint=constraint)
         self.constraint = constraint
         self.history = list(self.prompt_ids)
         if context_shift is not None and self.max_tokens is None:
