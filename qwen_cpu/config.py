@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from .arch import ARCHES
 from .errors import QwenCpuError
 
-# Architectures we run: qwen2 (Qwen2.5 and its fine-tunes and distills) and llama (SmolLM2,
-# Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
-# while llama GGUF files have their Q/K rows permuted so that RoPE pairs adjacent dims.
-SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
+# Architectures we run (their tensors: arch.py): qwen2 (Qwen2.5 and its fine-tunes and distills),
+# qwen3 (dense) and llama (SmolLM2, Llama 3.x).
+SUPPORTED_ARCHITECTURES = tuple(ARCHES)
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
 
@@ -37,12 +37,19 @@ class ModelConfig:
     rope_beta_slow: float = 1.0
     rope_n_ctx_orig: int = 0
 
-    def kernel_config(self, n_ctx: int, n_batch: int, kv_f16: bool) -> dict[str, Any]:
-        """The dict that `_kernels.Model` takes."""
-        d = asdict(self)
-        del d["arch"], d["n_ctx_train"]
-        d.update(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16)
-        return d
+    def kernel_config(self, **run: Any) -> Any:
+        """The `_kernels.ModelConfig` that `_kernels.Model` takes: these fields (but the file-only
+        arch and n_ctx_train) and the run settings (n_ctx, n_batch, kv_f16, n_seq, repack, ...),
+        set by name: a name the C++ struct lacks raises AttributeError."""
+        from . import _kernels
+
+        kc = _kernels.ModelConfig()
+        for f in fields(self):
+            if f.name not in ("arch", "n_ctx_train"):
+                setattr(kc, f.name, getattr(self, f.name))
+        for name, value in run.items():
+            setattr(kc, name, value)
+        return kc
 
     def kv_cache_bytes(self, n_ctx: int, kv_f16: bool = True) -> int:
         """Bytes of the K and V caches for n_ctx positions."""
@@ -72,7 +79,7 @@ def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> 
 
 def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | None = None,
                      rope_scale: float | None = None) -> ModelConfig:
-    """Hyper-parameters of a qwen2/llama GGUF; n_vocab is the token embedding's row count.
+    """Hyper-parameters of a GGUF file (an architecture of arch.py); n_vocab is the token embedding's row count.
     rope_scaling / rope_scale (checked by check_rope_scaling) replace the file's RoPE scaling type
     and factor: a file without YaRN keys runs with YaRN over its training context this way."""
     arch = meta.get("general.architecture")
@@ -104,7 +111,7 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         n_ctx_train=_get(meta, p + "context_length", int),
         rms_eps=_get(meta, p + "attention.layer_norm_rms_epsilon", float),
         rope_freq_base=_get(meta, p + "rope.freq_base", float, 10000.0),
-        rope_neox=arch == "qwen2",
+        rope_neox=ARCHES[arch].rope_neox,
     )
     scaling = str(meta.get(p + "rope.scaling.type", "none"))
     if scaling not in ROPE_SCALING_TYPES:
