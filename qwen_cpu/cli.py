@@ -146,7 +146,7 @@ def _sampling(kw: dict, model=None):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qwen-cpu")
 def main() -> None:
-    """CPU inference for Qwen2.5-family (and Llama-architecture) GGUF models."""
+    """CPU inference for Qwen2.5 / Qwen3-family (and Llama-architecture) GGUF models."""
 
 
 # ---- chat -------------------------------------------------------------------------------------
@@ -407,6 +407,7 @@ def info(model, n_ctx, system_info, kernel_info):
                 raise QwenCpuError("missing tensor token_embd.weight")
             cfg = config_from_gguf(meta, f.tensors["token_embd.weight"].shape[0])
             types = Counter(t.type_name for t in f.tensors.values())
+            tensors = set(f.tensors)
             n_params = sum(t.n_elements for t in f.tensors.values())
             size = f.file_size
             sampling = model_defaults(meta, path.name)
@@ -425,7 +426,9 @@ def info(model, n_ctx, system_info, kernel_info):
         ("vocabulary", cfg.n_vocab), ("training context", cfg.n_ctx_train),
         ("rope", f"base {cfg.rope_freq_base:g}, {'neox' if cfg.rope_neox else 'normal'} pairing, "
                  f"freq_scale {cfg.rope_freq_scale:g}"
-                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"),
+                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"
+                 f"{', per-pair factors (rope_freqs: Llama 3.1 scaling)' if 'rope_freqs.weight' in tensors else ''}"),
+        ("q/k norm", "per head, before RoPE" if "blk.0.attn_q_norm.weight" in tensors else "none"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
         ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
@@ -494,7 +497,7 @@ def bench(model, n_prompt, n_gen, repetitions, threads):
 @click.option("--force", is_flag=True, help="overwrite OUTPUT if it exists")
 @click.option("-t", "--threads", type=int, default=0)
 def quantize(src, output, qtype, force, threads):
-    """Convert an HF checkpoint folder (Qwen2/Llama) or a GGUF file into a GGUF file of TYPE."""
+    """Convert an HF checkpoint folder (Qwen2/Qwen3/Llama) or a GGUF file into a GGUF file of TYPE."""
     from .hub import parse_ref, resolve_model
     from .quantize import quantize_model
 
