@@ -20,7 +20,7 @@ from .tools import encode_messages, prepare_chat
 
 
 class Model(Engine):
-    """A Qwen2/Llama GGUF model ready to run and to generate with. Build with `Model.load(path)`;
+    """A Qwen2/Qwen3/Llama GGUF model ready to run and to generate with. Build with `Model.load(path)`;
     the engine's calls (tokenize, logits, embed, prefill, decode_step, hold, save_state, ...)
     are inherited from model.Engine."""
 

@@ -114,11 +114,10 @@ def test_every_table_name_is_a_gguf_py_tensor_of_its_arch():
             assert ("blk.{bid}." + base if t.per_layer else base) in known, (arch.name, t.gguf)
 
 
-def test_qwen3_without_its_norms_is_refused(converted, tmp_path):
-    src = converted("qwen3-tiny.f32")
-    dst = tmp_path / "no_norm.gguf"
+def rewrite(src: Path, dst: Path, drop: str | None = None, replace: dict | None = None) -> Path:
+    """A copy of the GGUF src (gguf-py) without tensor `drop` and with tensors replaced by arrays."""
     r = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(dst, "qwen3")
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
     for k, f in r.fields.items():
         if k.startswith("GGUF.") or k == "general.architecture":
             continue
@@ -127,14 +126,30 @@ def test_qwen3_without_its_norms_is_refused(converted, tmp_path):
         else:
             w.add_key_value(k, f.contents(), f.types[0])
     for t in r.tensors:
-        if t.name != "blk.1.attn_k_norm.weight":
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        if t.name != drop:
+            w.add_tensor(t.name, (replace or {}).get(t.name, np.array(t.data)), raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return dst
+
+
+def test_qwen3_without_its_norms_is_refused(converted, tmp_path):
+    path = rewrite(converted("qwen3-tiny.f32"), tmp_path / "no_norm.gguf", drop="blk.1.attn_k_norm.weight")
     with pytest.raises(QwenCpuError, match=r"missing tensor blk.1.attn_k_norm.weight \(a qwen3 model has it\)"):
-        Model.load(dst)
+        Model.load(path)
+
+
+def test_llama3_bad_rope_freqs_refused(converted, tmp_path):
+    f = np.ones(8, np.float32)
+    f[3] = 0.0
+    path = rewrite(converted("llama3-tiny.f32"), tmp_path / "zero.gguf", replace={"rope_freqs.weight": f})
+    with pytest.raises(QwenCpuError, match=r"rope_freqs.weight: factor 3 is 0.0+, not a positive number"):
+        Model.load(path)
+    path = rewrite(converted("llama3-tiny.f32"), tmp_path / "short.gguf", replace={"rope_freqs.weight": f[:4]})
+    with pytest.raises(QwenCpuError, match=r"tensor rope_freqs.weight has shape \(4,\); .* give \(8,\) \(rope_pairs\)"):
+        Model.load(path)
 
 
 def test_llama3_rope_freqs_written_as_llama_cpp_does(converted):
