@@ -156,10 +156,12 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="print prompt and generation speed after each answer")
 @click.option("--session", type=click.Path(dir_okay=False), default=None,
               help="resume the conversation saved in FILE (its KV cache: nothing recomputed) and save it there after each turn")
+@click.option("--no-think", is_flag=True,
+              help="render the chat template with enable_thinking=false (Qwen3: no reasoning block)")
 @sampling_options
 @constraint_options
 @context_options
-def chat(model, system, verbose, session, **kw):
+def chat(model, system, verbose, session, no_think, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
     Commands: /reset starts a new conversation, /exit (or Ctrl-D) quits.
@@ -181,7 +183,7 @@ def chat(model, system, verbose, session, **kw):
                f"{m.threads} threads. /reset to start over, /exit or Ctrl-D to quit.", err=True)
 
     def encode(msgs):
-        return encode_chat(m.tokenizer, msgs)
+        return encode_chat(m.tokenizer, msgs, **({"enable_thinking": False} if no_think else {}))
 
     while True:
         try:
@@ -300,10 +302,12 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @click.argument("prompt")
 @click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
 @click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
+@click.option("--no-think", is_flag=True,
+              help="render the chat template with enable_thinking=false (Qwen3: no reasoning block)")
 @sampling_options
 @constraint_options
 @context_options
-def generate(model, prompt, raw, as_json, **kw):
+def generate(model, prompt, raw, as_json, no_think, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
     from .generate import openai_completion, stream
@@ -322,7 +326,8 @@ def generate(model, prompt, raw, as_json, **kw):
         if raw:
             ids = m.tokenize(prompt, add_special=True)
         else:
-            ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
+            ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}],
+                              **({"enable_thinking": False} if no_think else {}))
         # A full context keeps the prompt (or a plain prompt's BOS) and the newer half of the answer.
         shift = None if kw["no_shift"] else KeepStart(len(ids) if not raw else int(ids[:1] == [m.tokenizer.bos_id]))
         responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift,

@@ -215,3 +215,68 @@ def test_qwen3_chat_with_the_file_s_template(converted):
         assert r["usage"]["prompt_tokens"] == len(ids) and r["usage"]["completion_tokens"] == 4
         assert first != m.tokenizer.eos_id and r["choices"][0]["finish_reason"] == "length"
         assert r["choices"][0]["message"]["content"].startswith(m.detokenize([first]))
+
+
+@pytest.fixture(scope="module")
+def thinking_qwen3(tmp_path_factory):
+    """The qwen3 checkpoint with the Qwen3-style template (tests/data/qwen3-style-chat-template.jinja),
+    converted to Q8_0."""
+    folder = tmp_path_factory.mktemp("thinking") / "qwen3-think"
+    shutil.copytree(DATA / "qwen3-tiny", folder)
+    tc = json.loads((folder / "tokenizer_config.json").read_text())
+    tc["chat_template"] = (DATA.parent / "qwen3-style-chat-template.jinja").read_text()
+    (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+    return quantize_model(folder, folder.parent / "think.gguf", "q8_0", progress=False).path
+
+
+MSGS = [{"role": "user", "content": "the weather"}]
+THINK_OFF = b"<think>\n\n</think>\n\n"  # one token per byte in the tiny BPE (no merge applies)
+
+
+def test_chat_template_kwargs_reach_the_template(thinking_qwen3):
+    from qwen_cpu.chat import encode_chat
+
+    with Model.load(thinking_qwen3, n_ctx=128, n_threads=2) as m:
+        on, off = encode_chat(m.tokenizer, MSGS), encode_chat(m.tokenizer, MSGS, enable_thinking=False)
+        assert m.detokenize(off[len(on):]) == "<think>\n\n</think>\n\n" and off[:len(on)] == on
+        r = m.chat(MSGS, max_tokens=1, temperature=0, chat_template_kwargs={"enable_thinking": False})
+        assert r["usage"]["prompt_tokens"] == len(off)
+        assert m.chat(MSGS, max_tokens=1, temperature=0)["usage"]["prompt_tokens"] == len(on)
+        for bad, why in [({"messages": []}, "is set by the chat itself"), ({"1x": 1}, "is not a template variable"),
+                         (["enable_thinking"], "must be an object")]:
+            with pytest.raises(QwenCpuError, match=why):
+                m.chat(MSGS, max_tokens=1, chat_template_kwargs=bad)
+
+
+def test_cli_no_think(thinking_qwen3):
+    from click.testing import CliRunner
+
+    from qwen_cpu import cli
+
+    usage = {}
+    for flags in ([], ["--no-think"]):
+        out = CliRunner().invoke(cli.main, ["generate", str(thinking_qwen3), "the weather", "-n", "1", "--json",
+                                            "--temp", "0", *flags])
+        assert out.exit_code == 0, out.output
+        usage[bool(flags)] = json.loads(out.output)["usage"]["prompt_tokens"]
+    assert usage[True] == usage[False] + len(THINK_OFF)
+
+
+def test_server_chat_template_kwargs(thinking_qwen3):
+    import httpx
+
+    from _serving import ServerProcess, name
+
+    srv = ServerProcess(thinking_qwen3, "--threads", "1").start()
+    try:
+        body = {"model": name(srv), "messages": MSGS, "max_tokens": 1, "temperature": 0}
+        plain = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=30).json()
+        off = httpx.post(srv.url + "/v1/chat/completions", timeout=30,
+                         json={**body, "chat_template_kwargs": {"enable_thinking": False}}).json()
+        assert "usage" in plain, plain
+        assert off["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"] + len(THINK_OFF)
+        bad = httpx.post(srv.url + "/v1/chat/completions", timeout=30,
+                         json={**body, "chat_template_kwargs": {"messages": []}})
+        assert bad.status_code == 400 and "is set by the chat itself" in bad.text
+    finally:
+        srv.stop()
