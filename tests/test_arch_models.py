@@ -280,3 +280,10 @@ def test_server_chat_template_kwargs(thinking_qwen3):
         assert bad.status_code == 400 and "is set by the chat itself" in bad.text
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("model", ["qwen3-tiny", "llama3-tiny"])
+def test_requantizing_the_f32_gguf_gives_the_direct_q8_0_file(converted, tmp_path, model):
+    # GGUF -> GGUF (q_norm/k_norm and rope_freqs copied as F32 vectors) writes the same tensors as HF -> Q8_0
+    path = quantize_model(converted(f"{model}.f32"), tmp_path / "re.gguf", "q8_0", progress=False).path
+    assert tensor_digest(path) == FILES[f"{model}.q8_0"]["tensor_digest"]
