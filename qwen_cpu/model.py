@@ -437,6 +437,32 @@ class ModelLease:
             m.n_evaluated += 1
             return logits[0]
 
+    def verify(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens at the next positions in one pass, every row computed exactly as a
+        decode_step of it would be (the decode kernels, the weights read once for all rows):
+        logits (len(tokens), n_vocab) float32, row i those after tokens[i]. Speculative decoding
+        checks drafted tokens with it, then `rollback`s the rejected ones."""
+        m = self._use()
+        arr = m._check_ids(tokens)
+        with m._compute:
+            net = m._require_open()
+            pos = m._cache.n_past
+            if pos + arr.size > m.n_ctx:
+                raise QwenCpuError(f"verify: {pos + arr.size} tokens would exceed the context of {m.n_ctx} (n_ctx)")
+            logits, _ = net.forward(arr, pos, all_logits=True, alone=True)
+            m._cache.append(arr.tolist())
+            m.n_evaluated += arr.size
+            return logits
+
+    def rollback(self, n_past: int) -> None:
+        """Forget the cached positions from n_past on (the next tokens overwrite them), as if
+        they had never been run."""
+        m = self._use()
+        if not 0 <= n_past <= m._cache.n_past:
+            raise QwenCpuError(f"rollback: the cache holds {m._cache.n_past} positions, not {n_past}")
+        with m._compute:
+            m._cache.truncate(n_past)
+
     # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
     def slot_tokens(self, slot: int) -> list[int]:
         """The token ids cache slot `slot` holds, position by position (a copy)."""
