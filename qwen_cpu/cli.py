@@ -393,6 +393,8 @@ def generate(model, prompt, raw, as_json, **kw):
 @click.option("--max-body", type=int, default=4 * 2**20, show_default=True, help="request body limit in bytes")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="allow cross-origin requests from this origin (repeatable)")
 @click.option("--name", "model_id", default=None, help="model name clients send [the file name]")
+@click.option("--draft", default=None, metavar="lookup|MODEL",
+              help="speculative decoding for every request: 'lookup' or a draft model with the same vocabulary")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(model, host, port, log_level, **options):
     """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""

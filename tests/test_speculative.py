@@ -242,3 +242,40 @@ def test_cli_draft_flag(smollm2_path, tiny_qwen_gguf):
         assert b["usage"]["completion_tokens"] == a["usage"]["completion_tokens"]
     bad = cli(*base, "--draft", str(tiny_qwen_gguf))
     assert bad.returncode != 0 and "vocabulary" in bad.stderr
+
+
+# ---- the scheduler and the server ---------------------------------------------------------------------
+def test_scheduler_with_drafts_equals_plain_decoding(smollm2_path, smol, tiny_qwen_gguf, policy):
+    from qwen_cpu.generate import sampling_params
+    from qwen_cpu.scheduler import Request, Scheduler
+
+    prompts = [smol.tokenize(p, add_special=True) for p in PROMPTS]
+    want = []
+    for ids in prompts:
+        smol.reset()
+        want.append(collect(smol.stream(ids, max_tokens=40, temperature=0)).text)
+    with Model.load(smollm2_path, n_ctx=512, n_threads=1, n_seq=2) as m:
+        for draft in ("lookup", smollm2_path):
+            with Scheduler(m, draft=draft) as s:
+                handles = [s.submit(Request(prompt_ids=ids, max_tokens=40, params=sampling_params(temperature=0)))
+                           for ids in prompts]
+                got = [h.result() for h in handles]
+            assert [r.text for r in got] == want
+            assert all(r.generation_tokens == 40 or r.finish_reason == "stop" for r in got)
+            if policy == "always":
+                assert sum(r.draft_accepted for r in got) > 0
+        with pytest.raises(QwenCpuError, match="vocabulary"):
+            Scheduler(m, draft=tiny_qwen_gguf)
+
+
+def test_server_draft_flag(smollm2_path, smol_model):
+    from _serving import ServerProcess
+
+    with ServerProcess(smollm2_path, "--draft", "lookup", "-t", "1") as srv:
+        out = srv.client().completions.create(model=smollm2_path.name, prompt=REPEAT, max_tokens=30, temperature=0)
+    smol_model.reset()
+    assert out.choices[0].text == smol_model.generate(REPEAT, max_tokens=30, temperature=0)
+    bad = subprocess.run([sys.executable, "-m", "qwen_cpu.cli", "serve", str(smollm2_path), "--port", "0",
+                          "--draft", "/nonexistent/draft.gguf"], capture_output=True, text=True, cwd=CWD,
+                         env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert bad.returncode != 0 and "draft.gguf" in bad.stderr
