@@ -36,6 +36,8 @@ from .model import Engine
 
 K_MAX = 10  # most drafted tokens checked in one pass
 _ALPHA = 0.15  # weight of a new observation in the running averages
+_MARGIN = 1.1  # a draft must promise this many times plain decoding's rate (the estimates are noisy)
+_PROBE = 16  # steps without drafts before a costly drafter is tried again (doubled while probes fail)
 
 
 class Lookup:
@@ -43,7 +45,9 @@ class Lookup:
     of the n-grams seen so far (n = n_min .. n_max) -> the position after their latest occurrence,
     updated incrementally, so a proposal costs O(n_max) whatever the length."""
 
-    explores = False  # an unverified proposal is still checked against the next token (DraftLength)
+    # An unverified proposal is still checked against the next token (stream), but a row's cost
+    # is measured only when one is verified: probe now and then (DraftLength).
+    explores = True
 
     def __init__(self, n_max: int = 4, n_min: int = 1):
         self.n_max, self.n_min = n_max, n_min
@@ -63,6 +67,9 @@ class Lookup:
             if at is not None:
                 return list(tokens[at:at + k]), n
         return [], None
+
+    def prepare(self, prompt: Sequence[int]) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -94,6 +101,12 @@ class ModelDrafter:
                     break
                 logits = lease.decode_step(t)
         return out, "model"
+
+    def prepare(self, prompt: Sequence[int]) -> None:
+        """Read the prompt into the draft model's cache now, as part of the prompt's cost."""
+        if len(prompt) <= self.engine.n_ctx:
+            with self.engine.hold() as lease:
+                lease.prefill(prompt)
 
     def close(self) -> None:
         pass
@@ -173,27 +186,30 @@ class DraftLength:
         self.t1: float | None = None
         self.dt: float | None = None
         self.td = 0.0
-        self.explores, self._skipped = explores, 0
+        self.explores, self._skipped, self._probe = explores, 0, _PROBE
 
     def choose(self, key, available: int) -> int:
         if available <= 0 or self.t1 is None:
             return 0
+        if self.dt is None:
+            return 1  # the first check: one token, to time an extra row
         a = self.acc.get(key, 0.6)
-        dt = self.dt if self.dt is not None else 0.3 * self.t1
-        best_k, best, gain, p = 0, 1.0 / self.t1, 1.0, 1.0
+        best_k, best, gain, p = 0, _MARGIN / self.t1, 1.0, 1.0
         for k in range(1, available + 1):
             p *= a
             gain += p
-            rate = gain / (self.t1 + k * (dt + self.td))
+            rate = gain / (self.t1 + k * (self.dt + self.td))
             if rate > best:
                 best_k, best = k, rate
         if best_k == 0 and self.explores:
             self._skipped += 1
-            if self._skipped >= 16:  # the estimate only moves when drafts are checked
+            if self._skipped >= self._probe:  # the estimate only moves when drafts are checked
                 self._skipped, best_k = 0, 1
         return best_k
 
     def accepted(self, key, checked: int, ok: int) -> None:
+        if self.explores and checked:  # probe less often while probes fail
+            self._probe = _PROBE if ok else min(self._probe * 2, 256)
         a = self.acc.get(key, 0.6)
         for i in range(checked):
             a += _ALPHA * ((1.0 if i < ok else 0.0) - a)
@@ -223,6 +239,7 @@ def stream(model, gen, draft, forced_prefill_min: int) -> Iterator:
             with model.hold() as lease:
                 before, t0 = model.n_evaluated, time.perf_counter()
                 logits = lease.prefill(gen.prompt_ids)
+                draft.prepare(gen.prompt_ids)
                 gen.prompt_done(model.n_evaluated - before, time.perf_counter() - t0)
                 while final is None:
                     if not pending:
