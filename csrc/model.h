@@ -134,8 +134,9 @@ class Model {
   //   logits of row logit_rows[j] (computed as a one-row product when no run asks for more than one
   //   row), or nullptr. hidden: (n, n_embd) final-norm hidden states, or nullptr. should_stop as
   //   for forward(). alone: nullptr, or (n) flags: a run whose first row is flagged goes through the
-  //   decode kernels like a one-token run, each row as it would be alone, all its logit rows too
-  //   (drafted tokens being verified). Throws std::invalid_argument naming the first bad row.
+  //   decode kernels like a one-token run, each row as it would be alone, and so do all its logit
+  //   rows unless an unflagged run asks for several (drafted tokens being verified). Throws
+  //   std::invalid_argument naming the first bad row.
   bool forward_batch(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t n,
                      const int64_t* logit_rows, int64_t n_logits, float* logits, float* hidden,
                      const std::function<bool()>& should_stop, const uint8_t* alone = nullptr);
