@@ -201,7 +201,8 @@ class DraftLength:
             rate = gain / (self.t1 + k * (self.dt + self.td))
             if rate > best:
                 best_k, best = k, rate
-        if best_k == 0 and self.explores:
+        ideal = (1 + available) / (self.t1 + available * (self.dt + self.td))  # every draft accepted
+        if best_k == 0 and self.explores and ideal * self.t1 > _MARGIN:  # (else no acceptance could pay)
             self._skipped += 1
             if self._skipped >= self._probe:  # the estimate only moves when drafts are checked
                 self._skipped, best_k = 0, 1

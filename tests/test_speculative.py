@@ -66,6 +66,14 @@ def test_draft_length_drafts_only_when_it_pays():
     d.verify_time(3, 0.030)        # rows as dear as decode steps: not even a good draft pays much
     d.dt = 0.010
     assert d.choose("x", 8) == 0
+    # a costly drafter is probed now and then while the estimate is bad, never when nothing could pay
+    p = DraftLength(explores=True)
+    p.decode_time(0.010)
+    p.verify_time(2, 0.011)
+    p.accepted("m", 20, 0)
+    assert 0 < sum(p.choose("m", 4) for _ in range(100)) < 10
+    p.draft_time(1, 0.010)         # a drafted token costs a decode step: no acceptance could pay
+    assert sum(p.choose("m", 4) for _ in range(1000)) == 0
 
 
 @pytest.fixture(params=["adaptive", "always"])
