@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=1)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (smol-q4_1, smol-q4_0, smol-q8_0, qwen-0.5b)")
+    ap.add_argument("--only", default=None, help="comma-separated labels to run (smol-q4_1, smol-q4_0, smol-q8_0, qwen-0.5b-q4_0)")
     args = ap.parse_args()
     lookup = {"none": (None, True), "lookup": ("lookup", True), "lookup, no gate": ("lookup", False)}
     plan = [
