@@ -397,7 +397,7 @@ void Model::kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache) {
 }
 
 bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
-                    const std::function<bool()>& should_stop) {
+                    const std::function<bool()>& should_stop, bool alone) {
   const ModelConfig& c = cfg_;
   if (n <= 0) throw std::invalid_argument("forward: no tokens");
   if (pos < 0 || pos + n > c.n_ctx)
@@ -409,13 +409,14 @@ bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits
   if (logits) {
     for (int64_t i = all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(i);
   }
+  std::vector<uint8_t> flags(alone ? n : 0, 1);
   return forward_batch(tokens, positions.data(), seqs.data(), n, rows.data(), (int64_t)rows.size(), logits, hidden,
-                       should_stop);
+                       should_stop, alone ? flags.data() : nullptr);
 }
 
 bool Model::forward_batch(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t n,
                           const int64_t* logit_rows, int64_t n_logits, float* logits, float* hidden,
-                          const std::function<bool()>& should_stop) {
+                          const std::function<bool()>& should_stop, const uint8_t* alone) {
   const ModelConfig& c = cfg_;
   if (n <= 0) throw std::invalid_argument("forward: no tokens");
   auto row_error = [](int64_t i, const std::string& what) {
@@ -432,6 +433,7 @@ bool Model::forward_batch(const int32_t* tokens, const int32_t* pos, const int32
     if (pos[i] < 0 || pos[i] >= c.n_ctx)
       throw row_error(i, "position " + std::to_string(pos[i]) + " is outside the context of " + std::to_string(c.n_ctx));
     if (i > 0 && seq[i] == seq[i - 1] && pos[i] == pos[i - 1] + 1) continue;  // the same run
+    if (alone && alone[i]) has_one_token_run = true;  // decode kernels: the repacked layouts
     if (i > 0 && i - run_start == 1) has_one_token_run = true;
     run_start = i;
     if (run_of_slot[seq[i]] >= 0)
@@ -456,7 +458,8 @@ bool Model::forward_batch(const int32_t* tokens, const int32_t* pos, const int32
     for (; lr < logit_rows + n_logits && *lr < done + m; ++lr) rows.push_back(*lr - done);
     float* lg = logits ? logits + (lr - logit_rows - (int64_t)rows.size()) * c.n_vocab : nullptr;
     float* hd = hidden ? hidden + done * c.n_embd : nullptr;
-    if (!step(tokens + done, pos + done, seq + done, m, rows.data(), (int64_t)rows.size(), lg, hd, should_stop))
+    if (!step(tokens + done, pos + done, seq + done, m, rows.data(), (int64_t)rows.size(), lg, hd, should_stop,
+              alone ? alone + done : nullptr))
       return false;
   }
   return true;
@@ -481,7 +484,8 @@ void Model::products(const MatmulOutput* outs, int n_outs, int64_t n_in, const f
 // in an order of their own: the one-token runs first, then the longer runs, so that each group's
 // rows are contiguous for its products (forward_batch).
 bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t m, const int64_t* logit_rows,
-                 int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop) {
+                 int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop,
+                 const uint8_t* alone) {
   const ModelConfig& c = cfg_;
   const Kernels& K = *K_;
   const int64_t E = c.n_embd, q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim;
@@ -497,7 +501,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
   int64_t r = 0;
   for (int pass = 0; pass < 2; ++pass) {
     for (const auto& [first, len] : caller_runs) {
-      if ((len == 1) != (pass == 0)) continue;
+      if ((len == 1 || (alone && alone[first])) != (pass == 0)) continue;
       runs_.push_back({r, len, pos[first], nullptr, nullptr});
       run_seq_.push_back(seq[first]);
       for (int64_t i = first; i < first + len; ++i, ++r) order_[r] = i, row_of_[i] = r, pos_[r] = pos[i], seq_[r] = seq[i];
@@ -562,15 +566,16 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     }
   }
   if (logits && n_logits > 0) {
-    // the rows asked for, in the caller's order, into x_ (free now); alone unless a run asks for
-    // several rows (all of a prompt's logits): then the prefill kernels, as for a prompt's rows
-    bool alone = true;
+    // the rows asked for, in the caller's order, into x_ (free now); alone unless a run not
+    // flagged alone asks for several rows (all of a prompt's logits): then the prefill kernels, as
+    // for a prompt's rows
+    bool rows_alone = true;
     for (int64_t j = 0; j < n_logits; ++j) {
       std::memcpy(x_.data() + j * E, xn_.data() + row_of_[logit_rows[j]] * E, sizeof(float) * E);
-      if (j > 0 && seq[logit_rows[j]] == seq[logit_rows[j - 1]]) alone = false;
+      if (j > 0 && seq[logit_rows[j]] == seq[logit_rows[j - 1]] && row_of_[logit_rows[j]] >= n_alone_) rows_alone = false;
     }
     matmul(pool_, K, w_.output.data, w_.output.type, c.n_vocab, E, x_.data(), n_logits, logits, act_.data(),
-           w_.output.layout, alone);
+           w_.output.layout, rows_alone);
     // A non-finite hidden state must give non-finite logits, which the sampler reports. The
     // product alone does not promise it: the activation quantizers of some paths read a block of
     // NaN as zeros (their block maximum skips NaN), so the row's logits are made NaN here.

@@ -136,9 +136,11 @@ class Model {
   //   hidden: (n, n_embd) final-norm hidden states, or nullptr.
   //   should_stop: polled between layers; when it returns true the call returns false at once
   //   (the cache then holds partial results past pos, which the caller must treat as unused).
+  //   alone: every row computed as a one-token run (a decode step) would compute it, bit for bit, the
+  //   weights still read once for all rows (speculative decoding's verification of drafted tokens).
   // (The tokens of sequence slot 0; forward_batch with every seq = 0.)
   bool forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
-               const std::function<bool()>& should_stop);
+               const std::function<bool()>& should_stop, bool alone = false);
 
   // Runs a batch of n tokens from several sequences in one pass: row i is token tokens[i] at
   // position pos[i] of the sequence in cache slot seq[i] (0 <= seq < n_seq, 0 <= pos < n_ctx). A
@@ -150,10 +152,13 @@ class Model {
   //   logit_rows: n_logits row indices, strictly increasing; logits: (n_logits, n_vocab), row j the
   //   logits of row logit_rows[j] (computed as a one-row product when no run asks for more than one
   //   row), or nullptr. hidden: (n, n_embd) final-norm hidden states, or nullptr. should_stop as
-  //   for forward(). Throws std::invalid_argument naming the first bad row.
+  //   for forward(). alone: nullptr, or (n) flags: a run whose first row is flagged goes through the
+  //   decode kernels like a one-token run, each row as it would be alone, and so do all its logit
+  //   rows unless an unflagged run asks for several (drafted tokens being verified). Throws
+  //   std::invalid_argument naming the first bad row.
   bool forward_batch(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t n,
                      const int64_t* logit_rows, int64_t n_logits, float* logits, float* hidden,
-                     const std::function<bool()>& should_stop);
+                     const std::function<bool()>& should_stop, const uint8_t* alone = nullptr);
 
   // Copies positions 0 .. n_pos-1 of slot src's keys and values into slot dst (a prefix another
   // sequence can then continue from).
@@ -172,7 +177,8 @@ class Model {
 
  private:
   bool step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t m, const int64_t* logit_rows,
-            int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop);
+            int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop,
+            const uint8_t* alone);
   void* k_layer(int l, int s) { return k_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
   void* v_layer(int l, int s) { return v_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
   void store_kv(int l, int64_t m);
@@ -216,7 +222,7 @@ class Model {
   ZeroBuffer<uint8_t> act_;     // quantized activations, the largest any matmul needs
 
   // The step's rows in the order it computes them (step() says why), each with its position and slot.
-  int64_t n_alone_ = 0;         // rows 0 .. n_alone_-1 are one-token runs, the rest longer runs
+  int64_t n_alone_ = 0;         // rows 0 .. n_alone_-1 are one-token (or alone) runs, the rest longer runs
   std::vector<int64_t> order_;  // (n_batch) caller's row index of each computed row
   std::vector<int64_t> row_of_; // (n_batch) computed row of each caller's row
   std::vector<int32_t> pos_, seq_;  // (n_batch) of each computed row

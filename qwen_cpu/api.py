@@ -26,7 +26,8 @@ class Model(Engine):
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                context_shift: bool = True, *, response_format: dict | None = None, json_schema: Any = None,
-               regex: str | None = None, grammar: str | None = None, **sampling: Any) -> Iterator["Response"]:
+               regex: str | None = None, grammar: str | None = None, draft: Any = None,
+               **sampling: Any) -> Iterator["Response"]:
         """Stream the continuation of a plain-text prompt (no chat template; BOS added where the
         vocabulary asks for it) or of token ids: yields generate.Response objects with the new
         text, the token id, speed figures and, last, the finish reason ("stop" or "length").
@@ -35,7 +36,10 @@ class Model(Engine):
         sampling: SamplingParams fields (temperature, top_k, top_p, min_p, seed, ...); those not
         given take the model's own defaults (`sampling_defaults`).
         context_shift: when the context fills, keep the BOS token and the newer half of the rest
-        and go on (qwen_cpu.context; not with max_tokens None); False ends with "length"."""
+        and go on (qwen_cpu.context; not with max_tokens None); False ends with "length".
+        draft: speculative decoding, the same output faster when it can be guessed: "lookup"
+        (continuations of n-grams of the prompt and output), or a smaller model with the same
+        vocabulary (a path, or a loaded Model) (qwen_cpu.speculative)."""
         g = constrain.from_options(self.tokenizer, response_format=response_format, json_schema=json_schema,
                                    regex=regex, grammar=grammar)
         ids = self.tokenize(prompt, add_special=True) if isinstance(prompt, str) else prompt
@@ -44,7 +48,8 @@ class Model(Engine):
             ids = check_token_ids(ids, self.config.n_vocab, "prompt token ids")
             shift = KeepStart(1 if ids[:1] == [self.tokenizer.bos_id] else 0)
         return generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
-                               stop=stop, context_shift=shift, constraint=g.constraint() if g else None)
+                               stop=stop, context_shift=shift, constraint=g.constraint() if g else None,
+                               draft=draft)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, stop: Sequence[str] = (),
                  context_shift: bool = True, **options: Any) -> str:
@@ -61,6 +66,13 @@ class Model(Engine):
 
         return generate_batch(self, prompts, max_tokens=max_tokens, stop=stop, **sampling)
 
+    def close(self) -> None:
+        """Engine.close, and the draft model loaded for a `draft` path, if any."""
+        cached = self.__dict__.pop("_draft_model", None)
+        if cached is not None:
+            cached[1].close()
+        super().close()
+
     def embed_batch(self, texts: Sequence, pooling: str = "mean") -> np.ndarray:
         """embed() of each text or id list, up to n_seq at a time: (len(texts), n_embd) float32."""
 
@@ -71,7 +83,7 @@ class Model(Engine):
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              tool_choice: Any = None, parallel_tool_calls: bool = True, response_format: dict | None = None,
              json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
-             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True,
+             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True, draft: Any = None,
              chat_template_kwargs: dict | None = None, **sampling: Any):
         """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
         with the file's chat template (ChatML if it has none); message content never becomes
@@ -81,7 +93,7 @@ class Model(Engine):
         its oldest turns, never the system prompt (qwen_cpu.context); False: it is an error.
         tools / tool_choice / parallel_tool_calls: OpenAI's; calls come back as message.tool_calls
         (finish_reason "tool_calls"), earlier calls and role "tool" results are rendered back
-        (tools.py). response_format, json_schema, regex, grammar: as in stream.
+        (tools.py). response_format, json_schema, regex, grammar, draft: as in stream.
         chat_template_kwargs: more template variables, e.g. {"enable_thinking": False} for Qwen3's
         template (chat.check_template_kwargs)."""
 
@@ -100,7 +112,7 @@ class Model(Engine):
             shift = ChatShift(encode, messages, ids)
         responses = generate.stream(self, ids, max_tokens=max_tokens, params=generate.sampling_params(self, **sampling),
                                     stop=stop, context_shift=shift,
-                                    constraint=req.grammar.constraint() if req.grammar else None)
+                                    constraint=req.grammar.constraint() if req.grammar else None, draft=draft)
         if stream:
             return generate.openai_chunks(responses, self.path.name, tool_calls=req.tool_calls)
         return generate.openai_completion(responses, self.path.name, tool_calls=req.tool_calls)

@@ -106,6 +106,36 @@ def context_options(f):
     return _with_options(f, opts)
 
 
+def draft_option(f):
+    """--draft lookup|MODEL: speculative decoding (qwen_cpu.speculative), the same answer."""
+    return click.option("--draft", default=None, metavar="lookup|MODEL",
+                        help="speculative decoding: 'lookup' (copy from the prompt and answer) or a smaller "
+                             "draft model with the same vocabulary; the answer is the same, token for token")(f)
+
+
+def _draft(m, kw: dict):
+    """The `draft` option of generate.stream for --draft (a draft model loaded once, its
+    vocabulary checked), or None; a bad one is a ClickException."""
+    from .speculative import drafter
+
+    draft = kw["draft"]
+    if draft is None or draft == "lookup":
+        return draft
+    d = _load(draft, m.n_ctx, kw["threads"])
+    try:
+        drafter(m, d)
+    except QwenCpuError as e:
+        d.close()
+        raise click.ClickException(str(e)) from None
+    return d
+
+
+def _draft_stats(last) -> str:
+    if not last.draft_tokens:
+        return ""
+    return f", drafts {last.draft_accepted}/{last.draft_tokens} accepted"
+
+
 def _grammar(m, kw: dict):
     """The constrain.Grammar the options ask for, or None; a bad one is a ClickException."""
     from .constrain import from_options
@@ -161,6 +191,7 @@ def main() -> None:
 @sampling_options
 @constraint_options
 @context_options
+@draft_option
 def chat(model, system, verbose, session, no_think, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
@@ -174,6 +205,7 @@ def chat(model, system, verbose, session, no_think, **kw):
     m = _load_long(model, kw)
     params = _sampling(kw, m)
     grammar = _grammar(m, kw)
+    draft = _draft(m, kw)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     if session is not None and os.path.exists(session):
@@ -221,7 +253,8 @@ def chat(model, system, verbose, session, no_think, **kw):
             try:
                 pre = _prefill_with_bar(m, ids)
                 for last in stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"],
-                                   context_shift=shift, constraint=grammar.constraint() if grammar else None):
+                                   context_shift=shift, constraint=grammar.constraint() if grammar else None,
+                                   draft=draft):
                     answer.append(last.text)
                     sys.stdout.write(last.text)
                     sys.stdout.flush()
@@ -243,7 +276,8 @@ def chat(model, system, verbose, session, no_think, **kw):
                 if verbose:
                     click.echo(f"[prompt: {last.prompt_tokens} tokens ({last.prompt_tokens - computed} cached), "
                                f"{computed / seconds if seconds else 0.0:.1f} tok/s | generation: "
-                               f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s]", err=True)
+                               f"{last.generation_tokens} tokens, {last.generation_tps:.1f} tok/s{_draft_stats(last)}]",
+                               err=True)
         except QwenCpuError as e:
             if messages and messages[-1].get("role") == "user":
                 messages.pop()  # the turn that failed (e.g. the conversation outgrew the context)
@@ -307,6 +341,7 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @sampling_options
 @constraint_options
 @context_options
+@draft_option
 def generate(model, prompt, raw, as_json, no_think, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
@@ -322,6 +357,7 @@ def generate(model, prompt, raw, as_json, no_think, **kw):
     m = _load_long(model, kw)
     params = _sampling(kw, m)
     grammar = _grammar(m, kw)
+    draft = _draft(m, kw)
     try:
         if raw:
             ids = m.tokenize(prompt, add_special=True)
@@ -331,7 +367,7 @@ def generate(model, prompt, raw, as_json, no_think, **kw):
         # A full context keeps the prompt (or a plain prompt's BOS) and the newer half of the answer.
         shift = None if kw["no_shift"] else KeepStart(len(ids) if not raw else int(ids[:1] == [m.tokenizer.bos_id]))
         responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift,
-                           constraint=grammar.constraint() if grammar else None)
+                           constraint=grammar.constraint() if grammar else None, draft=draft)
         if as_json:
             out = openai_completion(responses, m.path.name)
             if raw:
@@ -362,6 +398,8 @@ def generate(model, prompt, raw, as_json, no_think, **kw):
 @click.option("--max-body", type=int, default=4 * 2**20, show_default=True, help="request body limit in bytes")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="allow cross-origin requests from this origin (repeatable)")
 @click.option("--name", "model_id", default=None, help="model name clients send [the file name]")
+@click.option("--draft", default=None, metavar="lookup|MODEL",
+              help="speculative decoding for every request: 'lookup' or a draft model with the same vocabulary")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(model, host, port, log_level, **options):
     """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""

@@ -46,6 +46,9 @@ class Response:
     # the sampling filters), and the top-N (token, logprob) pairs, most likely first.
     logprob: float | None = None
     top_logprobs: list[tuple[int, float]] | None = None
+    # With a draft (speculative decoding): drafted tokens checked so far, and those accepted.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
 
 class Generation:
@@ -94,6 +97,7 @@ class Generation:
         self.detok = StreamingDetokenizer(tokenizer, skip_special=True)
         self.stops = StopStringMatcher(check_stop(stop))
         self.n_gen = 0
+        self.draft_checked = self.draft_accepted = 0  # speculative decoding's drafted tokens (speculative.py)
         self.finish_reason: str | None = None
         self.prompt_computed, self.prompt_seconds = 0, 0.0
         self.t_first: float | None = None
@@ -175,24 +179,36 @@ class Generation:
             prompt_cached=len(self.prompt_ids) - self.prompt_computed, generation_tokens=self.n_gen,
             prompt_tps=self.prompt_computed / self.prompt_seconds if self.prompt_seconds > 0 else 0.0,
             generation_tps=(self.n_gen - 1) / gen_s if gen_s > 0 else 0.0, logprob=lp, top_logprobs=top,
+            draft_tokens=self.draft_checked, draft_accepted=self.draft_accepted,
         )
 
 
 def stream(model, prompt_ids: Sequence[int], *, max_tokens: int | None = 256,
            params: SamplingParams | None = None, stop: str | Sequence[str] | None = (),
            stop_tokens: Sequence[int] | None = None, logprobs: int | None = None,
-           constraint=None, context_shift=None) -> Iterator[Response]:
+           constraint=None, context_shift=None, draft=None) -> Iterator[Response]:
     """Stream the continuation of prompt_ids as text: an iterator of Responses (see Generation
     for the options, all checked here before anything is computed; params: default the model's
     own, sampling_params(model)).
 
     The stream takes the model (`Model.hold()`) at its first step and owns its cache until it
     finishes, is closed or is garbage-collected; it may be advanced from any thread. See
-    Model.hold for what another call does meanwhile."""
+    Model.hold for what another call does meanwhile.
+
+    draft: speculative decoding (qwen_cpu.speculative): None, "lookup" (prompt lookup), or a
+    draft model (a GGUF path or reference, or a loaded Model with the same vocabulary); the output
+    is the same, token for token."""
+    drafter = None
+    if draft is not None:
+        from . import speculative
+
+        drafter = speculative.drafter(model, draft)
     gen = Generation(model.tokenizer, prompt_ids, n_ctx=model.n_ctx, n_vocab=model.config.n_vocab,
                      max_tokens=max_tokens, params=params if params is not None else sampling_params(model),
                      stop=stop, stop_tokens=stop_tokens,
                      logprobs=logprobs, constraint=constraint, context_shift=context_shift)
+    if drafter is not None:
+        return speculative.stream(model, gen, drafter, FORCED_PREFILL_MIN)
     return _stream(model, gen)
 
 
@@ -277,9 +293,19 @@ def openai_completion(responses: Iterator[Response], model_name: str, tool_calls
         "created": int(time.time()),
         "model": model_name,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
-                  "total_tokens": last.prompt_tokens + last.generation_tokens},
+        "usage": usage(last),
     }
+
+
+def usage(last: Response) -> dict:
+    """OpenAI's usage object of a finished stream; with drafting, its checked drafted tokens as
+    completion_tokens_details (OpenAI's predicted-output fields: accepted and rejected)."""
+    out = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
+           "total_tokens": last.prompt_tokens + last.generation_tokens}
+    if last.draft_tokens:
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": last.draft_accepted,
+                                            "rejected_prediction_tokens": last.draft_tokens - last.draft_accepted}
+    return out
 
 
 def openai_chunks(responses: Iterator[Response], model_name: str, tool_calls: bool = False) -> Iterator[dict]:

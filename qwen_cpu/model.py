@@ -49,6 +49,9 @@ class Run:
     pos: int
     tokens: Sequence[int]
     logits: bool = True  # return the last token's logits
+    # Drafted tokens being verified (speculative decoding): every row through the decode kernels, as
+    # a decode step of it would be computed, and the logits of every row, (len(tokens), n_vocab).
+    verify: bool = False
 
 
 def check_pooling(pooling: str) -> None:
@@ -438,6 +441,33 @@ class ModelLease:
             m.n_evaluated += 1
             return logits[0]
 
+    def verify(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens at the next positions in one pass, every row computed exactly as a
+        decode_step of it would be (the decode kernels, the weights read once for all rows):
+        logits (len(tokens), n_vocab) float32, row i those after tokens[i]. Speculative decoding
+        checks drafted tokens with it, then `rollback`s the rejected ones."""
+        m = self._use()
+        arr = m._check_ids(tokens)
+        with m._compute:
+            net = m._require_open()
+            pos = m._cache.n_past
+            if pos + arr.size > m.n_ctx:
+                raise QwenCpuError(f"verify: {pos + arr.size} tokens would exceed the context of {m.n_ctx} (n_ctx)")
+            logits, _ = net.forward(arr, pos, all_logits=True, alone=True)
+            m._cache.append(arr.tolist())
+            m.n_evaluated += arr.size
+            return logits
+
+    def rollback(self, n_past: int, slot: int = 0) -> None:
+        """Forget the positions from n_past on that cache slot `slot` holds (the next tokens
+        overwrite them), as if they had never been run."""
+        m = self._use()
+        cache = m._slot(slot)
+        if not 0 <= n_past <= cache.n_past:
+            raise QwenCpuError(f"rollback: slot {slot} holds {cache.n_past} positions, not {n_past}")
+        with m._compute:
+            cache.truncate(n_past)
+
     # ---- several sequences (qwen_cpu.scheduler drives these) ----------------------------------
     def slot_tokens(self, slot: int) -> list[int]:
         """The token ids cache slot `slot` holds, position by position (a copy)."""
@@ -483,13 +513,14 @@ class ModelLease:
 
     def forward_runs(self, runs: Sequence[Run], hidden: bool = False) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
         """Run several sequences' tokens in one pass (at most one Run per slot). Per run returns
-        (logits (n_vocab,) of its last token or None, hidden (len(tokens), n_embd) final-norm
-        states or None). One-token runs (decode steps) give exactly the logits a single-sequence
-        decode_step gives; longer runs those of a prefill."""
+        (logits (n_vocab,) of its last token, or (len(tokens), n_vocab) of every token for a
+        verify run, or None; hidden (len(tokens), n_embd) final-norm states or None). One-token
+        runs (decode steps) and verify runs give exactly the logits a single-sequence decode_step
+        gives; longer runs those of a prefill."""
         m = self._use()
         if not runs:
             raise QwenCpuError("forward_runs: no runs")
-        tokens, pos, seq, rows, seen = [], [], [], [], set()
+        tokens, pos, seq, rows, seen, alone = [], [], [], [], set(), []
         for run in runs:
             cache = m._slot(run.slot)
             ids = m._check_ids(run.tokens)
@@ -502,8 +533,11 @@ class ModelLease:
             if run.pos + ids.size > m.n_ctx:
                 raise QwenCpuError(f"forward_runs: slot {run.slot} would hold {run.pos + ids.size} tokens, "
                                    f"the context holds {m.n_ctx} (n_ctx)")
-            if run.logits:
+            if run.verify:
+                rows.extend(range(len(tokens), len(tokens) + ids.size))
+            elif run.logits:
                 rows.append(len(tokens) + ids.size - 1)
+            alone.extend([run.verify] * ids.size)
             tokens.extend(ids.tolist())
             pos.extend(range(run.pos, run.pos + ids.size))
             seq.extend([run.slot] * ids.size)
@@ -512,13 +546,16 @@ class ModelLease:
             for run in runs:
                 m._slots[run.slot].truncate(run.pos)  # what follows is being overwritten
             logits, states = net.forward_batch(np.asarray(tokens, np.int32), np.asarray(pos, np.int32),
-                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden)
+                                               np.asarray(seq, np.int32), np.asarray(rows, np.int64), hidden,
+                                               np.asarray(alone, np.uint8) if any(alone) else None)
             out, start, row = [], 0, 0
             for run in runs:
                 n = len(run.tokens)
                 m._slots[run.slot].append(run.tokens)
                 lg = None
-                if run.logits:
+                if run.verify:
+                    lg, row = logits[row:row + n], row + n
+                elif run.logits:
                     lg, row = logits[row], row + 1
                 out.append((lg, states[start:start + n] if states is not None else None))
                 start += n

@@ -157,17 +157,26 @@ class _Seq:
     computed: int = 0  # prompt tokens computed (not reused)
     states: list = field(default_factory=list)  # an embedding's hidden states so far
     next_token: int | None = None  # sampled, to run at pos (generating)
+    drafter: Any = None  # speculative.Lookup or ModelDrafter (the scheduler's draft option)
+    drafts: list = field(default_factory=list)  # drafted tokens run after next_token this step
+    draft_key: Any = None  # what kind of draft they are (DraftLength)
 
 
 class Scheduler:
     """Runs requests on a Model with n_seq slots; starts its step thread. It holds the model
     (a lease from Model.hold) until close(): other calls on the model are refused meanwhile."""
 
-    def __init__(self, model: Engine, max_queue: int = 64, prompt_chunk: int = 256):
+    def __init__(self, model: Engine, max_queue: int = 64, prompt_chunk: int = 256, draft: Any = None):
         if not isinstance(max_queue, int) or max_queue < 0:
             raise QwenCpuError(f"max_queue must be a non-negative integer, got {max_queue!r}")
         if not isinstance(prompt_chunk, int) or prompt_chunk < 2:
             raise QwenCpuError(f"prompt_chunk must be an integer >= 2, got {prompt_chunk!r}")
+        self._draft, self._length = draft, None
+        if draft is not None:  # checked now (a bad draft model is an error here, not per request)
+            from .speculative import DraftLength, drafter
+
+            drafter(model, draft)
+            self._length = DraftLength(explores=True)  # shared: the costs are the model's
         self._lease = model.hold()
         self._lease.exclusive = ("the model's cache slots belong to a Scheduler: submit requests to it "
                                  "(Scheduler.submit, Scheduler.embed) or close it first")
@@ -318,6 +327,10 @@ class Scheduler:
             self._counts["prompt_tokens_total"] += len(ids)
             self._counts["prompt_tokens_cached_total"] += keep
             self._active[slot] = _Seq(slot, (gen, handle), ids[keep:], keep)
+            if self._draft is not None:
+                from .speculative import drafter
+
+                self._active[slot].drafter = drafter(self.model, self._draft)
 
     def _step(self) -> None:
         """One forward pass: a token for every generating sequence, a share of prompt_chunk
@@ -326,7 +339,8 @@ class Scheduler:
         budget = self.prompt_chunk
         for seq in sorted(self._active.values(), key=lambda q: q.t_admit):
             if seq.next_token is not None:
-                runs.append(Run(seq.slot, seq.pos, [seq.next_token]))
+                seq.drafts = self._drafts(seq) if seq.drafter is not None else []
+                runs.append(Run(seq.slot, seq.pos, [seq.next_token] + seq.drafts, verify=bool(seq.drafts)))
             else:
                 take = _prompt_take(len(seq.pending), budget)
                 if take == 0:
@@ -338,7 +352,13 @@ class Scheduler:
             return
         want_hidden = any(isinstance(q.job, _Embed) for q in seqs)
         try:
+            t0 = time.perf_counter()
             outs = self._lease.forward_runs(runs, hidden=want_hidden)
+            if self._length is not None and len(runs) == 1:  # a lone sequence's step: its cost
+                if runs[0].verify:
+                    self._length.verify_time(len(runs[0].tokens), time.perf_counter() - t0)
+                elif len(runs[0].tokens) == 1:
+                    self._length.decode_time(time.perf_counter() - t0)
         except BaseException as e:  # noqa: BLE001 - every sequence of the step learns why it ended
             with self._cond:
                 for seq in seqs:
@@ -365,10 +385,14 @@ class Scheduler:
                         continue
                     seq.job[0].prompt_done(seq.computed, now - seq.t_admit)
                 gen, handle = seq.job
-                token = gen.sample(logits)
-                generated += 1
-                for r in gen.push(token):
-                    handle._put(r)
+                if run.verify:
+                    token, n_gen = self._verified(seq, logits, seq.pos - n)
+                    generated += n_gen
+                else:
+                    token = gen.sample(logits)
+                    generated += 1
+                    for r in gen.push(token):
+                        handle._put(r)
                 if gen.done:
                     self._counts["requests_finished"] += 1
                     self._free(seq.slot)
@@ -378,6 +402,50 @@ class Scheduler:
             self._counts["steps_total"] += 1
             self._recent.append((now, generated))
             self._forget_old(now)
+
+    def _drafts(self, seq: _Seq) -> list[int]:
+        """The drafted tokens to verify after seq.next_token this step (speculative.py), maybe []."""
+        from .speculative import K_MAX, Lookup
+
+        gen = seq.job[0]
+        room = self.model.n_ctx - seq.pos - 1
+        if gen.max_tokens is not None:
+            room = min(room, gen.max_tokens - gen.n_gen - 1)
+        if room <= 0 or self._length.t1 is None:
+            return []
+        want = min(K_MAX, room)
+        if isinstance(seq.drafter, Lookup):
+            proposal, seq.draft_key = seq.drafter.propose(gen.history, want)
+            return proposal[:self._length.choose(seq.draft_key, len(proposal))]
+        k = self._length.choose("model", want)
+        if not k:
+            return []
+        t0 = time.perf_counter()
+        drafts, seq.draft_key = seq.drafter.propose(self._lease.slot_tokens(seq.slot)[:seq.pos] + [seq.next_token], k)
+        self._length.draft_time(len(drafts), time.perf_counter() - t0)
+        return drafts
+
+    def _verified(self, seq: _Seq, logits: np.ndarray, base: int) -> tuple[int, int]:
+        """Sample each verified row (logits (1 + len(seq.drafts), n_vocab)) while the samples
+        match the drafts (speculative.py's rule), push them, roll the slot back past the first
+        mismatch; returns (the last token sampled, tokens sampled)."""
+        gen, handle = seq.job
+        drafts, ok = seq.drafts, 0
+        for i in range(len(drafts) + 1):
+            token = gen.sample(logits[i])
+            for r in gen.push(token):
+                handle._put(r)
+            accept = i < len(drafts) and token == drafts[i]
+            ok += accept
+            if gen.done or not accept:
+                break
+        checked = min(i + 1, len(drafts))
+        gen.draft_checked += checked
+        gen.draft_accepted += ok
+        self._length.accepted(seq.draft_key, checked, ok)
+        seq.pos = base + i + 1  # the rows whose tokens stand
+        self._lease.rollback(seq.pos, seq.slot)
+        return token, i + 1
 
     def _fail(self, seq: _Seq, error: Exception) -> None:
         if isinstance(seq.job, _Embed):

@@ -141,7 +141,7 @@ void bind_model(py::module_& m) {
            py::arg("config"), py::arg("tensors"), py::arg("n_threads") = 0)
       .def("forward",
            [](PyModel& self, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, int64_t pos,
-              bool all_logits, bool want_logits, bool want_hidden) {
+              bool all_logits, bool want_logits, bool want_hidden, bool alone) {
              // Returns (logits (n|1, n_vocab) or None, hidden (n, n_embd) or None). Raises
              // KeyboardInterrupt if a signal handler raised while the step ran.
              require(tokens.ndim() == 1 && tokens.shape(0) > 0, "forward: tokens must be a non-empty 1-D array");
@@ -162,15 +162,16 @@ void bind_model(py::module_& m) {
              }
              const int32_t* tp = tokens.data();
              run_interruptible([&](const std::function<bool()>& should_stop) {
-               self.model->forward(tp, n, pos, lp, all_logits, hp, should_stop);
+               self.model->forward(tp, n, pos, lp, all_logits, hp, should_stop, alone);
              });
              return py::make_tuple(logits, hidden);
            },
            py::arg("tokens"), py::arg("pos"), py::arg("all_logits") = false, py::arg("want_logits") = true,
-           py::arg("want_hidden") = false)
+           py::arg("want_hidden") = false, py::arg("alone") = false)
       .def("forward_batch",
            [](PyModel& self, i32_array tokens, i32_array pos, i32_array seq,
-              py::array_t<int64_t, py::array::c_style | py::array::forcecast> logit_rows, bool want_hidden) {
+              py::array_t<int64_t, py::array::c_style | py::array::forcecast> logit_rows, bool want_hidden,
+              py::object alone) {
              // Model::forward_batch. Returns (logits (len(logit_rows), n_vocab), hidden (n, n_embd) or None).
              require(tokens.ndim() == 1 && tokens.shape(0) > 0, "forward_batch: tokens must be a non-empty 1-D array");
              const int64_t n = tokens.shape(0);
@@ -187,14 +188,22 @@ void bind_model(py::module_& m) {
                hp = a.mutable_data();
                hidden = a;
              }
+             // alone: None or (n) flags (Model::forward_batch)
+             py::array_t<uint8_t, py::array::c_style | py::array::forcecast> flags;
+             if (!alone.is_none()) {
+               flags = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(alone);
+               require(flags && flags.ndim() == 1 && flags.shape(0) == n, "forward_batch: alone must be None or n flags");
+             }
+             const uint8_t* ap = alone.is_none() ? nullptr : flags.data();
              float* lp = logits.mutable_data();
              run_interruptible([&](const std::function<bool()>& should_stop) {
                self.model->forward_batch(tokens.data(), pos.data(), seq.data(), n, logit_rows.data(), n_logits, lp, hp,
-                                         should_stop);
+                                         should_stop, ap);
              });
              return py::make_tuple(logits, hidden);
            },
-           py::arg("tokens"), py::arg("pos"), py::arg("seq"), py::arg("logit_rows"), py::arg("want_hidden") = false)
+           py::arg("tokens"), py::arg("pos"), py::arg("seq"), py::arg("logit_rows"), py::arg("want_hidden") = false,
+           py::arg("alone") = py::none())
       .def("copy_slot",
            [](PyModel& self, int src, int dst, int64_t n_pos) {
              py::gil_scoped_release nogil;

@@ -72,8 +72,9 @@ class Job:
 
     @staticmethod
     def usage(last) -> dict:
-        return {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.generation_tokens,
-                "total_tokens": last.prompt_tokens + last.generation_tokens}
+        from ..generate import usage
+
+        return usage(last)
 
     def _choice(self, text: str, logprobs: dict | None, finish: str | None, chunk: bool) -> dict:
         if self.kind == "text":
