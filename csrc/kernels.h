@@ -62,7 +62,9 @@ struct WeightKernels {
   gemv_fn gemv = nullptr;
   const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
-  gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
+  // optional: gemv for several activation rows (batched decode), each row's values the gemv's;
+  // set_gemv sets it with the gemv, so a table that replaces a gemv never keeps another's.
+  gemv_rows_fn gemv_rows = nullptr;
 };
 
 // The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a

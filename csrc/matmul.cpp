@@ -20,7 +20,8 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
 }
 
 // The ways one weight's rows are multiplied, chosen per product by route() (for rows computed
-// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone):
+// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone,
+// or where the kernel has a gemv_rows, several at a time):
 //   kGemm       several tokens and the type has a gemm: tiles of rows x chunks of tokens (prefill);
 //   kGemv       one token, the type has a gemv and the row length fits its activation layout;
 //   kVecDot     otherwise: one vec_dot per output, in tiles of 16 rows;

@@ -9,7 +9,9 @@
 // activation's 8 * sum(a) per lane (16 * for Q5_0) is subtracted in the integer domain (the
 // values are q + 8, q + 16); one conversion, one scale product and one FMA per pair. Several
 // rows per pass share the activation group's loads. In the VNNI compilations (simd.h,
-// QC_DOT_VNNI) the two dpbusd accumulate onto the negated offset directly.
+// QC_DOT_VNNI) the two dpbusd accumulate onto the negated offset directly. Each kernel also has
+// its several-activation-row form (gemv_rows, batched decode): the weights unpacked once for two
+// activation rows (8 accumulators of the 16 registers).
 #include "simd.h"
 
 #include "../act_q8_0x4.h"

@@ -57,6 +57,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K));
+  set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 
 }  // namespace qc

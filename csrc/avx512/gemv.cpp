@@ -6,7 +6,8 @@
 // lo and hi halves, so two vpdpbusd make 16 int32 lanes, 4 per block. The activation's 8 * sum(a)
 // per lane is subtracted in the integer domain (the nibbles are q + 8); one conversion, one scale
 // product and one FMA per four blocks. Four rows per pass share the activation group's registers
-// (measured 1.3x one row per pass: the loads, not the arithmetic, were the limit).
+// (measured 1.3x one row per pass: the loads, not the arithmetic, were the limit). Q5_0 also
+// has the several-activation-row form (gemv_rows, batched decode): its unpacking is most of its work.
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
