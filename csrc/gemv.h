@@ -48,8 +48,8 @@ static inline void row_passes(int n_rows, Pass&& pass) {
 // The passes of a gemv_rows kernel (kernels.h) over n_rows weight rows x n_a activation rows:
 // per pass of weight rows (row_passes), the activation rows kMaxA at a time, then the 1 ..
 // kMaxA - 1 left: rows(R, A, r, i) reads weight rows r .. r + R - 1 for activation rows i .. i +
-// A - 1, R and A std::integral_constants. The first pass over a set of weight rows reads them
-// from memory, the others from L1.
+// A - 1, R and A std::integral_constants. The first pass over a set of weight rows loads them,
+// the others find them in L1.
 template <int kMaxA, typename Rows>
 static inline void row_passes_a(int n_rows, int n_a, Rows&& rows) {
   static_assert(kMaxA >= 1 && kMaxA <= 4, "1 .. 4 activation rows per pass");
