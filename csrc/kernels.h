@@ -62,6 +62,9 @@ struct WeightKernels {
   gemv_fn gemv = nullptr;
   const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
+  // optional: gemv for several activation rows (batched decode), each row's values the gemv's;
+  // set_gemv sets it with the gemv, so a table that replaces a gemv never keeps another's.
+  gemv_rows_fn gemv_rows = nullptr;
 };
 
 // The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a
@@ -119,10 +122,12 @@ static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* nam
   k.weight[type].gemm_name = name;
   k.weight[type].gemm_act = gemm_act;
 }
-static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act) {
+static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
+                            gemv_rows_fn rows = nullptr) {
   k.weight[type].gemv = f;
   k.weight[type].gemv_name = name;
   k.weight[type].gemv_act = gemv_act;
+  k.weight[type].gemv_rows = rows;
 }
 static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
                                    gemv_rows_fn rows = nullptr) {

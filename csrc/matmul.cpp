@@ -20,7 +20,8 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
 }
 
 // The ways one weight's rows are multiplied, chosen per product by route() (for rows computed
-// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone):
+// alone, matmul.h, as for one token; the gemv routes then take the rows one by one, rows_alone,
+// or where the kernel has a gemv_rows, several at a time):
 //   kGemm       several tokens and the type has a gemm: tiles of rows x chunks of tokens (prefill);
 //   kGemv       one token, the type has a gemv and the row length fits its activation layout;
 //   kVecDot     otherwise: one vec_dot per output, in tiles of 16 rows;
@@ -110,6 +111,25 @@ static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t u
   }
 }
 
+// rows_alone for a kernel that also takes several activation rows per pass over the weights
+// (gemv_rows): per block of weight rows, the first activation row alone (gemv), which streams
+// the block from memory at the one-row kernel's pace, then the other rows together (gemv_rows)
+// over the block in L2, the weights unpacked once for them. Reading the weights from memory
+// with the several-row kernel itself was slower (bench/README.md, "Several sequences at once").
+template <class Gemv, class GemvRows>
+static void rows_alone_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
+                                 size_t act_row, int64_t n_tok, float* y, size_t y_stride, Gemv&& gemv,
+                                 GemvRows&& gemv_rows) {
+  constexpr size_t kBlockBytes = 64 * 1024;
+  int64_t block = (int64_t)(kBlockBytes / w_row);
+  block = block < unit ? unit : block - block % unit;
+  for (int64_t rb = 0; rb < n_rows; rb += block) {
+    const int64_t nb = n_rows - rb < block ? n_rows - rb : block;
+    gemv(w + rb * w_row, nb, act, y + rb);
+    gemv_rows(w + rb * w_row, nb, act + act_row, n_tok - 1, y + y_stride + rb);
+  }
+}
+
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
 // the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
 // (alone: in a one-token product's format, each row computed as that product would).
@@ -133,6 +153,12 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
       const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
+  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
+    rows_alone_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, y, y_stride,
+                         [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { wk.gemv(n_in, wb, w_row, (int)nb, a, yb); },
+                         [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t na, float* yb) {
+                           wk.gemv_rows(n_in, wb, w_row, (int)nb, a, act_row, (int)na, yb, y_stride);
+                         });
   } else if (r == kGemv) {
     rows_alone(w, w_row, n_rows, 4, act, act_row, n_tok, y, y_stride, [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) {
       wk.gemv(n_in, wb, w_row, (int)nb, a, yb);

@@ -100,11 +100,12 @@ def test_prefill_and_decode_outputs_are_bit_identical(request, isa, wtype):
 def test_rows_alone_equal_one_row_products_exactly(isa, wtype):
     """matmul(alone=True): several activation rows, each through the one-row (decode) kernels
     over the weights read once for all (matmul.h) - the path that batches sequences' decode steps.
-    Every row must equal its one-row product bit for bit, whatever the row count and threads."""
+    Every row must equal its one-row product bit for bit, whatever the row count and threads
+    (411 rows: more than one of matmul.cpp's 64 KiB blocks of weight rows)."""
     blk = WEIGHT_TYPES[wtype][0]
     n_in = 2 * blk if blk == 256 else 8 * blk
     rng = np.random.default_rng(int(wtype))
-    w = np.stack([random_weights(rng, wtype, n_in) for _ in range(37)])
+    w = np.stack([random_weights(rng, wtype, n_in) for _ in range(411)])
     x = (rng.standard_normal((6, n_in)) * rng.choice([1e-2, 1.0, 20.0], (6, 1))).astype(np.float32)
     for threads in (1, 3):
         pool = _kernels.ThreadPool(threads)

@@ -6,7 +6,8 @@
 // lo and hi halves, so two vpdpbusd make 16 int32 lanes, 4 per block. The activation's 8 * sum(a)
 // per lane is subtracted in the integer domain (the nibbles are q + 8); one conversion, one scale
 // product and one FMA per four blocks. Four rows per pass share the activation group's registers
-// (measured 1.3x one row per pass: the loads, not the arithmetic, were the limit).
+// (measured 1.3x one row per pass: the loads, not the arithmetic, were the limit). Q5_0 also
+// has the several-activation-row form (gemv_rows, batched decode): its unpacking is most of its work.
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
@@ -94,18 +95,26 @@ struct Q5_0x4Index {
   }
 };
 
-template <int R, bool prefetch>
-QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const block_q8_0x4* a, float* y,
-                              const Q5_0x4Index& ix) {
+// y[i * ys + r] = row r of w (R rows of wrb bytes) . activation row i (A rows, arb bytes apart):
+// the weights' unpacking (permutes, 5th-bit masks, scales) done once per group for the A rows,
+// each row's arithmetic in the order of the one-row kernel (A = 1), so its value is bit for bit
+// that of the gemv of the row alone.
+template <int R, bool prefetch, int A>
+QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y,
+                              size_t ys, const Q5_0x4Index& ix) {
   const __m512i m4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[A][R];
+  for (int i = 0; i < A; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
     if (prefetch) prefetch_tiles<R * 4 * sizeof(block_q5_0)>(w + R * wrb, R * wrb, g, to_l1);
-    const __m512i lo = load512(a[g].lo), hi = load512(a[g].hi);
-    const __m512i nsum16 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a[g].sum8), 1));
-    const __m512 da = _mm512_loadu_ps(a[g].d);
+    const block_q8_0x4* a[A];
+    __m512i nsum16[A];
+    for (int i = 0; i < A; ++i) {
+      a[i] = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
+      nsum16[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a[i]->sum8), 1));
+    }
     for (int r = 0; r < R; ++r) {
       const uint8_t* b = w + r * wrb + (size_t)g * 4 * sizeof(block_q5_0);
       const __m512i v0 = load512(b), v1 = _mm512_maskz_loadu_epi16(0xfff, b + 64);
@@ -117,21 +126,34 @@ QC_VNNI static void rows_q5_0(int64_t n, const uint8_t* w, size_t wrb, const blo
       const __mmask64 k_hi = _cvtu64_mask64((uint64_t)_mm_extract_epi64(bits, 1));
       const __m512i ql = _mm512_and_si512(q, m4), qh = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
       const __m512i ul = _mm512_mask_add_epi8(ql, k_lo, ql, fifth), uh = _mm512_mask_add_epi8(qh, k_hi, qh, fifth);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nsum16, ul, lo), uh, hi);
-      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(s), acc[r]);
+      for (int i = 0; i < A; ++i) {
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nsum16[i], ul, load512(a[i]->lo)), uh, load512(a[i]->hi));
+        acc[i][r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(a[i]->d)), _mm512_cvtepi32_ps(s), acc[i][r]);
+      }
     }
   }
-  for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+  for (int i = 0; i < A; ++i)
+    for (int r = 0; r < R; ++r) y[i * ys + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
 }  // namespace
 
-// gemv_fn (kernels.h) of Q5_0
+// gemv_fn (kernels.h) of Q5_0, and its gemv_rows_fn
 QC_VNNI void gemv_q5_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_0x4* a = static_cast<const block_q8_0x4*>(va);
   static const Q5_0x4Index ix;
-  row_passes(n_rows, [&](auto R, int r) { rows_q5_0<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ix); });
+  row_passes(n_rows, [&](auto R, int r) {
+    rows_q5_0<R, R == 4, 1>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ix);
+  });
+}
+QC_VNNI void gemv_q5_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                            float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  static const Q5_0x4Index ix;
+  row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
+    rows_q5_0<R, R == 4, A>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ix);
+  });
 }
 
 }  // namespace avx512

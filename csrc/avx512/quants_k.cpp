@@ -189,25 +189,35 @@ QC_VNNI float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
   return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
 }
 
-// w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K)
-QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
-  const block_q6_K* x = static_cast<const block_q6_K*>(vw);
-  const block_q8_K* y = static_cast<const block_q8_K*>(va);
+namespace {
+
+// out[i] = w (n / 256 blocks of block_q6_K) . activation row i (A rows of n / 256 block_q8_K, arb
+// bytes apart): the weights unpacked once for the A rows, each row's arithmetic that of A = 1
+// (vec_dot_q6_K), so its value is bit for bit the same.
+template <int A>
+QC_VNNI static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va, size_t arb, float* out) {
   const __m512i g0 = quad_mask_16(0), g1 = quad_mask_16(1);
   const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
   // qh byte l (in both halves) holds the 2 high bits of values l, l+32, l+64, l+96 of a
   // 128-value half at bits 0-1, 2-3, 4-5, 6-7: shift each pair to bits 4-5
   const __m512i shl_01 = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2);
   const __m512i shr_23 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
-  __m512 acc = _mm512_setzero_ps();
-  __m256 acc_off = _mm256_setzero_ps();
+  __m512 acc[A];
+  __m256 acc_off[A];
+  for (int k = 0; k < A; ++k) acc[k] = _mm512_setzero_ps(), acc_off[k] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = h2f(x[i].d) * y[i].d;
+    const block_q8_K* y[A];
+    for (int k = 0; k < A; ++k) y[k] = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
+    const float dx = h2f(x[i].d);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    // values are u - 32 with u in 0..63: 32 * sum_j scale_j * bsum_j comes off at the end
-    const __m256i offs = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepi8_epi16(sc8));
-    acc_off = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_slli_epi32(offs, 5)), acc_off);
-    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    __m512i s0[A], s1[A];
+    for (int k = 0; k < A; ++k) {
+      // values are u - 32 with u in 0..63: 32 * sum_j scale_j * bsum_j comes off at the end
+      const __m256i offs = _mm256_madd_epi16(load256(y[k]->bsums), sc16);
+      acc_off[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[k]->d), _mm256_cvtepi32_ps(_mm256_slli_epi32(offs, 5)), acc_off[k]);
+      s0[k] = _mm512_setzero_si512(), s1[k] = _mm512_setzero_si512();
+    }
     for (int h = 0; h < 2; ++h) {
       // ql bytes 0..63 of this half: low nibbles are values 0..63, high nibbles values 64..127
       const __m512i ql = load512(x[i].ql + 64 * h);
@@ -216,13 +226,50 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
       const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
                                           _mm512_and_si512(_mm512_srlv_epi64(qh, shr_23), bits45));
       const __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
-      const int8_t* a = y[i].qs + 128 * h;
-      s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(u01, load512(a)), _mm512_shuffle_epi8(sc, g0));
-      s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(u23, load512(a + 64)), _mm512_shuffle_epi8(sc, g1));
+      const __m512i sc0 = _mm512_shuffle_epi8(sc, g0), sc1 = _mm512_shuffle_epi8(sc, g1);
+      for (int k = 0; k < A; ++k) {
+        const int8_t* a = y[k]->qs + 128 * h;
+        s0[k] = _mm512_dpwssd_epi32(s0[k], _mm512_maddubs_epi16(u01, load512(a)), sc0);
+        s1[k] = _mm512_dpwssd_epi32(s1[k], _mm512_maddubs_epi16(u23, load512(a + 64)), sc1);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+    for (int k = 0; k < A; ++k)
+      acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[k]->d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k])), acc[k]);
   }
-  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_off);
+  for (int k = 0; k < A; ++k) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum_ps(acc_off[k]);
+}
+
+}  // namespace
+
+// w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K)
+QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
+  float y;
+  dots_q6_K<1>(n, static_cast<const block_q6_K*>(vw), static_cast<const uint8_t*>(va), 0, &y);
+  return y;
+}
+
+// The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row, and
+// for several activation rows, each weight row unpacked once for up to 4 of them.
+QC_VNNI void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_q6_K(n, static_cast<const uint8_t*>(w) + r * wrb, a);
+}
+QC_VNNI void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                            float* y, size_t ys) {
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  float out[4];
+  for (int r = 0; r < n_rows; ++r) {
+    const block_q6_K* x = reinterpret_cast<const block_q6_K*>(static_cast<const uint8_t*>(vw) + r * wrb);
+    for (int i = 0; i < n_a; i += 4) {
+      const int m = n_a - i < 4 ? n_a - i : 4;
+      switch (m) {
+        case 4: dots_q6_K<4>(n, x, a + i * arb, arb, out); break;
+        case 3: dots_q6_K<3>(n, x, a + i * arb, arb, out); break;
+        case 2: dots_q6_K<2>(n, x, a + i * arb, arb, out); break;
+        default: dots_q6_K<1>(n, x, a + i * arb, arb, out); break;
+      }
+      for (int k = 0; k < m; ++k) y[(i + k) * ys + r] = out[k];
+    }
+  }
 }
 
 }  // namespace avx512

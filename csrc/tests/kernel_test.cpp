@@ -446,6 +446,43 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// WeightKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of up to 4
+// rows and the 1..3 left) over 1, 3, 4, 5 and 9 stored rows (the passes of 4 weight rows and the
+// rest) of 1 and 3 activation blocks, row i of y equal bit for bit to the gemv of activation row
+// i alone (which test_gemv bounds against the scalar reference); the y_stride padding is untouched.
+void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
+  for (const WeightType& wt : weight_types()) {
+    const WeightKernels& wk = K.weight[wt.type];
+    if (!wk.gemv_rows) continue;
+    const int64_t blk = act_block_elems(wk.gemv_act);
+    for (int64_t n : {blk, 3 * blk})
+      for (int n_rows : {1, 3, 4, 5, 9})
+        for (int n_a = 1; n_a <= 9; ++n_a) {
+          auto g = rng_for(fmt("gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
+          const std::vector<float> x = normal(g, (size_t)(n * n_a), n_a % 2 ? 1.0 : 30.0);
+          const size_t arb = act_row_bytes(wk.gemv_act, n), wrb = row_bytes(wt.type, n);
+          std::vector<uint8_t> a(arb * n_a);
+          for (int i = 0; i < n_a; ++i) {
+            const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
+            const std::vector<uint8_t> ai = quantize(S, wk.gemv_act, xi);
+            std::memcpy(a.data() + i * arb, ai.data(), arb);
+          }
+          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
+          const size_t ys = (size_t)n_rows + 3;
+          std::vector<float> y(ys * n_a, -7.0f), one((size_t)n_rows);
+          wk.gemv_rows(n, w.data(), wrb, n_rows, a.data(), arb, n_a, y.data(), ys);
+          bool ok = true;
+          for (int i = 0; i < n_a; ++i) {
+            wk.gemv(n, w.data(), wrb, n_rows, a.data() + i * arb, one.data());
+            ok &= std::memcmp(one.data(), y.data() + i * ys, sizeof(float) * n_rows) == 0;
+            for (size_t j = n_rows; j < ys; ++j) ok &= y[i * ys + j] == -7.0f;
+          }
+          R.check(ok, K.isa, fmt("gemv_rows %s n=%lld rows=%d n_a=%d: not the gemv of each row alone, or wrote past "
+                                 "n_rows", type_info(wt.type).name, (long long)n, n_rows, n_a));
+        }
+  }
+}
+
 // WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
 // of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
 // rows, 1..9 activation rows); the y_stride padding is left untouched.
@@ -913,6 +950,7 @@ int main(int argc, char** argv) {
       test_gemm(R, K, S);
       test_gemm_matches_vec_dot(R, K);
       test_gemv(R, K, S);
+      test_gemv_rows(R, K, S);
       test_layout_gemv(R, K, S);
       test_layout_gemv_rows(R, K, S);
       test_matmul(R, K, S);
