@@ -122,10 +122,15 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
     check_vector(L.bv, kv_dim, p + "attn_v.bias", true);
     check_matrix(K, L.wo, c.n_embd, q_dim, p + "attn_output.weight");
     check_vector(L.ffn_norm, c.n_embd, p + "ffn_norm.weight", false);
+    if (c.moe.n_expert > 0) {
+      check_moe(K, c.moe, L.moe, c.n_embd, p);
+      continue;
+    }
     check_matrix(K, L.w_gate, c.n_ff, c.n_embd, p + "ffn_gate.weight");
     check_matrix(K, L.w_up, c.n_ff, c.n_embd, p + "ffn_up.weight");
     check_matrix(K, L.w_down, c.n_embd, c.n_ff, p + "ffn_down.weight");
   }
+  if (c.moe.n_expert > 0) moe_ = std::make_unique<MoeFfn>(c.moe, c.n_embd);
 
   if (c.repack) plan_repack();
 
@@ -142,6 +147,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   k_ = ZeroBuffer<float>(B * kv_dim);
   v_ = ZeroBuffer<float>(B * kv_dim);
   att_ = ZeroBuffer<float>(B * q_dim);
+  if (moe_) moe_out_ = ZeroBuffer<float>(B * c.n_embd);
   gate_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   up_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   cos_ = ZeroBuffer<float>(B * c.head_dim / 2);
@@ -166,8 +172,13 @@ size_t Model::activation_scratch_bytes() const {
   for (const LayerWeights& L : w_.layers) {
     const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, nullptr), output_of(L.wk, kv_dim, nullptr),
                                  output_of(L.wv, kv_dim, nullptr)};
+    act = std::max(act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B));
+    if (moe_) {
+      act = std::max({act, moe_->scratch_bytes(K, L.moe, B), matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout)});
+      continue;
+    }
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, nullptr), output_of(L.w_up, c.n_ff, nullptr)};
-    act = std::max({act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B),
+    act = std::max({act,
                     matmul_group_scratch_bytes(K, ffn, 2, c.n_embd, ffn_chunk_),
                     matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout),
                     matmul_scratch_bytes(K, L.w_down.type, c.n_ff, ffn_chunk_, L.w_down.layout)});
@@ -202,6 +213,13 @@ void Model::plan_repack() {
     consider({&L.wo});
     consider({&L.w_gate, &L.w_up});
     consider({&L.w_down});
+    // an expert's matrix is a view inside its 3-D tensor: whole 4-row tiles per expert
+    if (cfg_.moe.n_ff_exp % kRepackRows == 0 && cfg_.n_embd % kRepackRows == 0) {
+      consider({&L.moe.gate_exps, &L.moe.up_exps});
+      consider({&L.moe.down_exps});
+    }
+    consider({&L.moe.gate_shexp, &L.moe.up_shexp});
+    consider({&L.moe.down_shexp});
   }
   consider({&w_.output});
   if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
@@ -459,6 +477,11 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     // overwrites its own rows of xn_, which its gate and up products have read by then.
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
+    if (moe_) {
+      moe_->run(pool_, K, L.moe, xn_.data(), moe_out_.data(), m, n_alone_, act_.data());
+      K.add(x_.data(), x_.data(), moe_out_.data(), m * E);
+      continue;
+    }
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, gate_.data()), output_of(L.w_up, c.n_ff, up_.data())};
     for (int64_t t0 = 0; t0 < m; t0 += ffn_chunk_) {
       const int64_t nt = std::min(ffn_chunk_, m - t0);

@@ -14,7 +14,9 @@
 
 #include "kernels.h"
 #include "matmul.h"
+#include "moe.h"
 #include "ops.h"
+#include "tensor.h"
 #include "threadpool.h"
 
 namespace qc {
@@ -34,15 +36,7 @@ struct ModelConfig {
   // memory stays about the file's size. Only for weights in a file mapping, which the OS reads
   // again if they are touched (anonymous memory would read back as zeros).
   bool release_repacked_source = false;
-};
-
-// A weight matrix (rows, cols) in its stored type: rows of row_bytes(type, cols) bytes; or a
-// 1-D float32 vector (rows = 1) for norms and biases. data == nullptr: absent (e.g. no bias).
-struct Tensor {
-  const void* data = nullptr;
-  int32_t type = GGML_F32;
-  int64_t rows = 0, cols = 0;
-  int32_t layout = QC_LAYOUT_STORED;  // or the one the Model has repacked it into (repack_pending)
+  MoeConfig moe;  // moe.n_expert > 0: every layer's FFN is a mixture of experts (LayerWeights::moe)
 };
 
 struct LayerWeights {
@@ -53,6 +47,7 @@ struct LayerWeights {
   Tensor ffn_norm;             // (n_embd) f32
   Tensor w_gate, w_up;         // (n_ff, n_embd)
   Tensor w_down;               // (n_embd, n_ff)
+  MoeWeights moe;              // instead of w_gate/w_up/w_down when ModelConfig::moe.n_expert > 0
 };
 
 struct ModelWeights {
@@ -194,6 +189,8 @@ class Model {
   ZeroBuffer<float> cos_, sin_; // (n_batch, head_dim/2) rope tables of this step
   ZeroBuffer<float> att_scratch_;  // attention_scratch_floats(...)
   ZeroBuffer<uint8_t> act_;     // quantized activations, the largest any matmul needs
+  std::unique_ptr<MoeFfn> moe_; // the expert FFNs' routing and buffers (cfg_.moe.n_expert > 0)
+  ZeroBuffer<float> moe_out_;   // (n_batch, n_embd) their output (moe_ only)
 
   // The step's rows in the order it computes them (step() says why), each with its position and slot.
   int64_t n_alone_ = 0;         // rows 0 .. n_alone_-1 are one-token runs, the rest longer runs

@@ -11,7 +11,13 @@ from .errors import QwenCpuError
 # Architectures we run: qwen2 (Qwen2.5 and its fine-tunes and distills) and llama (SmolLM2,
 # Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
 # while llama GGUF files have their Q/K rows permuted so that RoPE pairs adjacent dims.
-SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
+# qwen2moe (Qwen1.5/Qwen2-MoE): qwen2's attention, and a mixture-of-experts FFN with a shared expert.
+SUPPORTED_ARCHITECTURES = ("qwen2", "llama", "qwen2moe")
+MOE_ARCHITECTURES = ("qwen2moe",)
+# Whether the top-k routing weights are renormalised when the file has no expert_weights_norm
+# key: llama.cpp's fixed choice per architecture (qwen2moe: no; qwen3moe: yes), as HF's
+# norm_topk_prob of the released models.
+_EXPERT_WEIGHTS_NORM = {"qwen2moe": False, "qwen3moe": True}
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
 
@@ -36,6 +42,12 @@ class ModelConfig:
     rope_beta_fast: float = 32.0
     rope_beta_slow: float = 1.0
     rope_n_ctx_orig: int = 0
+    # mixture of experts (n_expert 0: a dense FFN of n_ff)
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0  # the shared expert's FFN length, 0: none
+    expert_weights_norm: bool = False
 
     def kernel_config(self, n_ctx: int, n_batch: int, kv_f16: bool) -> dict[str, Any]:
         """The dict that `_kernels.Model` takes."""
@@ -104,8 +116,10 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         n_ctx_train=_get(meta, p + "context_length", int),
         rms_eps=_get(meta, p + "attention.layer_norm_rms_epsilon", float),
         rope_freq_base=_get(meta, p + "rope.freq_base", float, 10000.0),
-        rope_neox=arch == "qwen2",
+        rope_neox=arch in ("qwen2", "qwen2moe", "qwen3", "qwen3moe"),
     )
+    if arch in MOE_ARCHITECTURES:
+        cfg.update(_moe_config(meta, p, arch))
     scaling = str(meta.get(p + "rope.scaling.type", "none"))
     if scaling not in ROPE_SCALING_TYPES:
         raise QwenCpuError(f"unsupported RoPE scaling type {scaling!r} ({p}rope.scaling.type)")
@@ -130,6 +144,22 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         if cfg["rope_n_ctx_orig"] <= 0:
             raise QwenCpuError(f"YaRN needs a positive original context, got {cfg['rope_n_ctx_orig']}")
     return ModelConfig(**cfg)
+
+
+def _moe_config(meta: Mapping[str, Any], p: str, arch: str) -> dict[str, Any]:
+    n_expert = _get(meta, p + "expert_count", int)
+    n_used = _get(meta, p + "expert_used_count", int)
+    if not 0 < n_used <= n_expert:
+        raise QwenCpuError(f"{p}expert_used_count {n_used} must be in 1 .. expert_count {n_expert}")
+    n_ff_exp = _get(meta, p + "expert_feed_forward_length", int)
+    n_ff_shexp = _get(meta, p + "expert_shared_feed_forward_length", int, 0)
+    if n_ff_exp <= 0 or n_ff_shexp < 0:
+        raise QwenCpuError(f"invalid expert feed-forward lengths {n_ff_exp}, shared {n_ff_shexp}")
+    norm = meta.get(p + "expert_weights_norm", _EXPERT_WEIGHTS_NORM[arch])
+    if not isinstance(norm, (bool, int)):
+        raise QwenCpuError(f"GGUF metadata key {p}expert_weights_norm has an invalid value {norm!r}")
+    return dict(n_expert=n_expert, n_expert_used=n_used, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp,
+                expert_weights_norm=bool(norm))
 
 
 def check_rope_scaling(rope_scaling: str | None, rope_scale: float | None) -> tuple[str | None, float | None]:

@@ -44,6 +44,14 @@ _BLOCK_TENSORS = {
     "attn_q.bias": True, "attn_k.bias": True, "attn_v.bias": True, "attn_output.weight": False,
     "ffn_norm.weight": False, "ffn_gate.weight": False, "ffn_up.weight": False, "ffn_down.weight": False,
 }
+# A mixture-of-experts block's FFN instead (the shared expert is qwen2moe's only; the C++ model
+# checks which are required).
+_MOE_TENSORS = {
+    "ffn_gate_inp.weight": True, "ffn_gate_exps.weight": True, "ffn_up_exps.weight": True,
+    "ffn_down_exps.weight": True, "ffn_gate_inp_shexp.weight": True, "ffn_gate_shexp.weight": True,
+    "ffn_up_shexp.weight": True, "ffn_down_shexp.weight": True,
+}
+_DENSE_FFN = ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
 
 
 @dataclass
@@ -199,8 +207,13 @@ class Engine:
         """name -> (zero-copy view, ggml type, rows, cols) for every tensor the network uses."""
         # (name, optional): output.weight is absent when the embeddings are tied
         wanted = [("token_embd.weight", False), ("output_norm.weight", False), ("output.weight", True)]
+        block = dict(_BLOCK_TENSORS)
+        if config.n_expert:
+            block.update(_MOE_TENSORS)
+            for name in _DENSE_FFN:
+                del block[name]
         wanted += [(f"blk.{layer}.{suffix}", optional) for layer in range(config.n_layer)
-                   for suffix, optional in _BLOCK_TENSORS.items()]
+                   for suffix, optional in block.items()]
         out = {}
         for name, optional in wanted:
             info = gguf.tensors.get(name)

@@ -86,6 +86,13 @@ void bind_model(py::module_& m) {
              if (cfg.contains("n_seq")) c.n_seq = cfg["n_seq"].cast<int>();
              if (cfg.contains("repack")) c.repack = cfg["repack"].cast<bool>();
              if (cfg.contains("release_repacked_source")) c.release_repacked_source = cfg["release_repacked_source"].cast<bool>();
+             if (cfg.contains("n_expert")) {
+               c.moe.n_expert = cfg["n_expert"].cast<int>();
+               c.moe.n_expert_used = cfg["n_expert_used"].cast<int>();
+               c.moe.n_ff_exp = cfg["n_ff_exp"].cast<int>();
+               c.moe.n_ff_shexp = cfg["n_ff_shexp"].cast<int>();
+               c.moe.norm_topk = cfg["expert_weights_norm"].cast<bool>();
+             }
              c.rope.head_dim = c.head_dim;
              c.rope.freq_base = cfg["rope_freq_base"].cast<float>();
              c.rope.neox = cfg["rope_neox"].cast<bool>();
@@ -112,9 +119,19 @@ void bind_model(py::module_& m) {
                L.bv = tensor_from(tensors, p + "attn_v.bias", keep, true);
                L.wo = tensor_from(tensors, p + "attn_output.weight", keep, false);
                L.ffn_norm = tensor_from(tensors, p + "ffn_norm.weight", keep, false);
-               L.w_gate = tensor_from(tensors, p + "ffn_gate.weight", keep, false);
-               L.w_up = tensor_from(tensors, p + "ffn_up.weight", keep, false);
-               L.w_down = tensor_from(tensors, p + "ffn_down.weight", keep, false);
+               const bool moe = c.moe.n_expert > 0;
+               L.w_gate = tensor_from(tensors, p + "ffn_gate.weight", keep, moe);
+               L.w_up = tensor_from(tensors, p + "ffn_up.weight", keep, moe);
+               L.w_down = tensor_from(tensors, p + "ffn_down.weight", keep, moe);
+               // 3-D expert tensors come as (n_expert * rows, cols) matrices (moe.h)
+               L.moe.gate_inp = tensor_from(tensors, p + "ffn_gate_inp.weight", keep, !moe);
+               L.moe.gate_exps = tensor_from(tensors, p + "ffn_gate_exps.weight", keep, !moe);
+               L.moe.up_exps = tensor_from(tensors, p + "ffn_up_exps.weight", keep, !moe);
+               L.moe.down_exps = tensor_from(tensors, p + "ffn_down_exps.weight", keep, !moe);
+               L.moe.gate_inp_shexp = tensor_from(tensors, p + "ffn_gate_inp_shexp.weight", keep, true);
+               L.moe.gate_shexp = tensor_from(tensors, p + "ffn_gate_shexp.weight", keep, true);
+               L.moe.up_shexp = tensor_from(tensors, p + "ffn_up_shexp.weight", keep, true);
+               L.moe.down_shexp = tensor_from(tensors, p + "ffn_down_shexp.weight", keep, true);
                w.layers.push_back(L);
              }
              pm->model = std::make_unique<Model>(c, std::move(w), n_threads);
