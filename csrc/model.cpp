@@ -70,7 +70,93 @@ void populate(const void* p, size_t n, bool write) {
 #endif
 }
 
+// A tensor of the table against the model's shape for it (absent: allowed if optional).
+void check_slot(const Kernels& K, const TensorSlot& slot, const Tensor& t, const ModelConfig& c, const std::string& name) {
+  if (!t.data && slot.optional) return;
+  const int64_t mats = slot.experts ? c.moe.n_expert : 1;
+  if (slot.cols == Dim::none) check_vector(t, dim_value(c, slot.rows), name, false);
+  else check_matrix(K, t, mats * dim_value(c, slot.rows), dim_value(c, slot.cols), name);
+}
+
 }  // namespace
+
+#define QC_LAYER(name, member, rows, cols, optional) {name, &LayerWeights::member, nullptr, Dim::rows, Dim::cols, optional}
+#define QC_GLOBAL(name, member, rows, cols, optional) {name, nullptr, &ModelWeights::member, Dim::rows, Dim::cols, optional}
+#define QC_EXPERTS(name, member, rows, cols) {name, &LayerWeights::member, nullptr, Dim::rows, Dim::cols, true, true}
+const TensorSlot kTensorSlots[] = {
+    QC_GLOBAL("token_embd.weight", tok_embd, n_vocab, n_embd, false),
+    QC_GLOBAL("output_norm.weight", output_norm, n_embd, none, false),
+    QC_GLOBAL("output.weight", output, n_vocab, n_embd, false),  // the binding ties it to token_embd if absent
+    QC_GLOBAL("rope_freqs.weight", rope_freqs, rope_pairs, none, true),
+    QC_LAYER("attn_norm.weight", attn_norm, n_embd, none, false),
+    QC_LAYER("attn_q.weight", wq, q_dim, n_embd, false),
+    QC_LAYER("attn_k.weight", wk, kv_dim, n_embd, false),
+    QC_LAYER("attn_v.weight", wv, kv_dim, n_embd, false),
+    QC_LAYER("attn_q.bias", bq, q_dim, none, true),
+    QC_LAYER("attn_k.bias", bk, kv_dim, none, true),
+    QC_LAYER("attn_v.bias", bv, kv_dim, none, true),
+    QC_LAYER("attn_q_norm.weight", q_norm, head_dim, none, true),
+    QC_LAYER("attn_k_norm.weight", k_norm, head_dim, none, true),
+    QC_LAYER("attn_output.weight", wo, n_embd, q_dim, false),
+    QC_LAYER("ffn_norm.weight", ffn_norm, n_embd, none, false),
+    // the dense FFN, or (ModelConfig::moe) the mixture of experts: Model checks which is there
+    QC_LAYER("ffn_gate.weight", w_gate, n_ff, n_embd, true),
+    QC_LAYER("ffn_up.weight", w_up, n_ff, n_embd, true),
+    QC_LAYER("ffn_down.weight", w_down, n_embd, n_ff, true),
+    QC_LAYER("ffn_gate_inp.weight", ffn_gate_inp, n_expert, n_embd, true),
+    QC_EXPERTS("ffn_gate_exps.weight", ffn_gate_exps, n_ff_exp, n_embd),
+    QC_EXPERTS("ffn_up_exps.weight", ffn_up_exps, n_ff_exp, n_embd),
+    QC_EXPERTS("ffn_down_exps.weight", ffn_down_exps, n_embd, n_ff_exp),
+    QC_LAYER("ffn_gate_inp_shexp.weight", ffn_gate_inp_shexp, one, n_embd, true),
+    QC_LAYER("ffn_gate_shexp.weight", ffn_gate_shexp, n_ff_shexp, n_embd, true),
+    QC_LAYER("ffn_up_shexp.weight", ffn_up_shexp, n_ff_shexp, n_embd, true),
+    QC_LAYER("ffn_down_shexp.weight", ffn_down_shexp, n_embd, n_ff_shexp, true),
+};
+#undef QC_LAYER
+#undef QC_GLOBAL
+#undef QC_EXPERTS
+const int kNumTensorSlots = sizeof(kTensorSlots) / sizeof(kTensorSlots[0]);
+
+const char* dim_name(Dim d) {
+  switch (d) {
+    case Dim::none: return "";
+    case Dim::n_embd: return "n_embd";
+    case Dim::n_ff: return "n_ff";
+    case Dim::n_vocab: return "n_vocab";
+    case Dim::head_dim: return "head_dim";
+    case Dim::rope_pairs: return "rope_pairs";
+    case Dim::q_dim: return "q_dim";
+    case Dim::kv_dim: return "kv_dim";
+    case Dim::one: return "one";
+    case Dim::n_expert: return "n_expert";
+    case Dim::n_ff_exp: return "n_ff_exp";
+    case Dim::n_ff_shexp: return "n_ff_shexp";
+  }
+  return "?";
+}
+
+int64_t dim_value(const ModelConfig& c, Dim d) {
+  switch (d) {
+    case Dim::none: return 1;
+    case Dim::n_embd: return c.n_embd;
+    case Dim::n_ff: return c.n_ff;
+    case Dim::n_vocab: return c.n_vocab;
+    case Dim::head_dim: return c.head_dim;
+    case Dim::rope_pairs: return c.head_dim / 2;
+    case Dim::q_dim: return (int64_t)c.n_head * c.head_dim;
+    case Dim::kv_dim: return (int64_t)c.n_kv_head * c.head_dim;
+    case Dim::one: return 1;
+    case Dim::n_expert: return c.moe.n_expert;
+    case Dim::n_ff_exp: return c.moe.n_ff_exp;
+    case Dim::n_ff_shexp: return c.moe.n_ff_shexp;
+  }
+  return 0;
+}
+
+MoeWeights moe_weights(const LayerWeights& L) {
+  return {L.ffn_gate_inp, L.ffn_gate_exps, L.ffn_up_exps, L.ffn_down_exps,
+          L.ffn_gate_inp_shexp, L.ffn_gate_shexp, L.ffn_up_shexp, L.ffn_down_shexp};
+}
 
 PageBuffer::PageBuffer(size_t n) : n_(n) {
   if (!n) return;
@@ -106,29 +192,35 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
     throw std::invalid_argument("model has " + std::to_string(w_.layers.size()) + " blocks, config says " +
                                 std::to_string(c.n_layer));
   const int64_t q_dim = (int64_t)c.n_head * c.head_dim, kv_dim = (int64_t)c.n_kv_head * c.head_dim;
-  const Kernels& K = *K_;
-  check_matrix(K, w_.tok_embd, c.n_vocab, c.n_embd, "token_embd.weight");
-  check_matrix(K, w_.output, c.n_vocab, c.n_embd, "output.weight");
-  check_vector(w_.output_norm, c.n_embd, "output_norm.weight", false);
-  for (int l = 0; l < c.n_layer; ++l) {
+  for (int s = 0; s < kNumTensorSlots; ++s) {
+    const TensorSlot& slot = kTensorSlots[s];
+    if (slot.global) check_slot(*K_, slot, w_.*slot.global, c, slot.name);
+    else
+      for (int l = 0; l < c.n_layer; ++l)
+        check_slot(*K_, slot, w_.layers[l].*slot.layer, c, "blk." + std::to_string(l) + "." + slot.name);
+  }
+  for (const LayerWeights& L : w_.layers)
+    if (!L.q_norm.data != !L.k_norm.data)
+      throw std::invalid_argument("attn_q_norm and attn_k_norm must be both present or both absent");
+  cfg_.rope.head_dim = c.head_dim;
+  if (w_.rope_freqs.data) {
+    const float* f = static_cast<const float*>(w_.rope_freqs.data);
+    for (int i = 0; i < c.head_dim / 2; ++i)
+      if (!(f[i] > 0.0f) || !std::isfinite(f[i]))
+        throw std::invalid_argument("rope_freqs.weight: factor " + std::to_string(i) + " is " + std::to_string(f[i]) +
+                                    ", not a positive number");
+    cfg_.rope.freq_factors = f;
+  }
+  for (int l = 0; l < c.n_layer; ++l) {  // the FFN: a mixture of experts, or the dense one
     const LayerWeights& L = w_.layers[l];
     const std::string p = "blk." + std::to_string(l) + ".";
-    check_vector(L.attn_norm, c.n_embd, p + "attn_norm.weight", false);
-    check_matrix(K, L.wq, q_dim, c.n_embd, p + "attn_q.weight");
-    check_matrix(K, L.wk, kv_dim, c.n_embd, p + "attn_k.weight");
-    check_matrix(K, L.wv, kv_dim, c.n_embd, p + "attn_v.weight");
-    check_vector(L.bq, q_dim, p + "attn_q.bias", true);
-    check_vector(L.bk, kv_dim, p + "attn_k.bias", true);
-    check_vector(L.bv, kv_dim, p + "attn_v.bias", true);
-    check_matrix(K, L.wo, c.n_embd, q_dim, p + "attn_output.weight");
-    check_vector(L.ffn_norm, c.n_embd, p + "ffn_norm.weight", false);
     if (c.moe.n_expert > 0) {
-      check_moe(K, c.moe, L.moe, c.n_embd, p);
-      continue;
+      check_moe(*K_, c.moe, moe_weights(L), c.n_embd, p);
+    } else {
+      for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&L.w_gate, "ffn_gate.weight"},
+                                    {&L.w_up, "ffn_up.weight"}, {&L.w_down, "ffn_down.weight"}})
+        if (!t->data) throw std::invalid_argument("missing tensor " + p + name);
     }
-    check_matrix(K, L.w_gate, c.n_ff, c.n_embd, p + "ffn_gate.weight");
-    check_matrix(K, L.w_up, c.n_ff, c.n_embd, p + "ffn_up.weight");
-    check_matrix(K, L.w_down, c.n_embd, c.n_ff, p + "ffn_down.weight");
   }
   if (c.moe.n_expert > 0) moe_ = std::make_unique<MoeFfn>(c.moe, c.n_embd);
 
@@ -174,7 +266,7 @@ size_t Model::activation_scratch_bytes() const {
                                  output_of(L.wv, kv_dim, nullptr)};
     act = std::max(act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B));
     if (moe_) {
-      act = std::max({act, moe_->scratch_bytes(K, L.moe, B), matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout)});
+      act = std::max({act, moe_->scratch_bytes(K, moe_weights(L), B), matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout)});
       continue;
     }
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, nullptr), output_of(L.w_up, c.n_ff, nullptr)};
@@ -215,11 +307,11 @@ void Model::plan_repack() {
     consider({&L.w_down});
     // an expert's matrix is a view inside its 3-D tensor: whole 4-row tiles per expert
     if (cfg_.moe.n_ff_exp % kRepackRows == 0 && cfg_.n_embd % kRepackRows == 0) {
-      consider({&L.moe.gate_exps, &L.moe.up_exps});
-      consider({&L.moe.down_exps});
+      consider({&L.ffn_gate_exps, &L.ffn_up_exps});
+      consider({&L.ffn_down_exps});
     }
-    consider({&L.moe.gate_shexp, &L.moe.up_shexp});
-    consider({&L.moe.down_shexp});
+    consider({&L.ffn_gate_shexp, &L.ffn_up_shexp});
+    consider({&L.ffn_down_shexp});
   }
   consider({&w_.output});
   if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
@@ -284,6 +376,24 @@ void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {
   if (!b.data) return;
   const float* bias = static_cast<const float*>(b.data);
   for (int64_t t = 0; t < n; ++t) K_->add(y + t * width, y + t * width, bias, width);
+}
+
+// x (n_heads, head_dim) each head RMS-normalised in place with weights w (head_dim), if w is present.
+void Model::head_norm(float* x, int64_t n_heads, const Tensor& w) {
+  if (!w.data) return;
+  const int hd = cfg_.head_dim;
+  const float* wp = static_cast<const float*>(w.data);
+  const Kernels& K = *K_;
+  const float eps = cfg_.rms_eps;
+  if (n_heads * hd <= 4096) {  // a decode step's heads: not worth a pool barrier
+    for (int64_t h = 0; h < n_heads; ++h) K.rmsnorm(x + h * hd, x + h * hd, wp, hd, eps);
+    return;
+  }
+  pool_.run([&](int ith, int nth) {
+    int64_t h0, h1;
+    split_range(n_heads, ith, nth, &h0, &h1);
+    for (int64_t h = h0; h < h1; ++h) K.rmsnorm(x + h * hd, x + h * hd, wp, hd, eps);
+  });
 }
 
 // Copies this step's keys and values (m computed rows) into their slots at their positions.
@@ -451,7 +561,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
   for (int l = 0; l < c.n_layer; ++l) {
     if (should_stop && should_stop()) return false;
     const LayerWeights& L = w_.layers[l];
-    // attention sub-block: x += Wo . attention(rope(Wq xn + bq), rope(Wk xn + bk), Wv xn + bv)
+    // attention sub-block: x += Wo . attention(rope(qnorm(Wq xn + bq)), rope(knorm(Wk xn + bk)), Wv xn + bv)
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.attn_norm.data), E, c.rms_eps);
     const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, q_.data()), output_of(L.wk, kv_dim, k_.data()),
@@ -460,6 +570,8 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     add_bias(q_.data(), L.bq, m, q_dim);
     add_bias(k_.data(), L.bk, m, kv_dim);
     add_bias(v_.data(), L.bv, m, kv_dim);
+    head_norm(q_.data(), m * c.n_head, L.q_norm);
+    head_norm(k_.data(), m * c.n_kv_head, L.k_norm);
     rope_apply(pool_, K, q_.data(), m, c.n_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     store_kv(l, m);
@@ -478,7 +590,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
     if (moe_) {
-      moe_->run(pool_, K, L.moe, xn_.data(), moe_out_.data(), m, n_alone_, act_.data());
+      moe_->run(pool_, K, moe_weights(L), xn_.data(), moe_out_.data(), m, n_alone_, act_.data());
       K.add(x_.data(), x_.data(), moe_out_.data(), m * E);
       continue;
     }

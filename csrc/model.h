@@ -24,7 +24,7 @@ namespace qc {
 struct ModelConfig {
   int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_kv_head = 0, head_dim = 0, n_vocab = 0;
   float rms_eps = 1e-6f;
-  RopeParams rope{};       // rope.neox: qwen2 pairing; false for llama GGUF files
+  RopeParams rope{};       // rope.neox: qwen2 pairing; false for llama GGUF files (head_dim, freq_factors: set by Model)
   int64_t n_ctx = 0;       // KV cache length in positions, per sequence
   int n_seq = 1;           // KV cache slots: sequences that can be in flight at once (forward_batch)
   int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
@@ -43,11 +43,14 @@ struct LayerWeights {
   Tensor attn_norm;            // (n_embd) f32
   Tensor wq, wk, wv;           // (n_head*head_dim | n_kv_head*head_dim, n_embd)
   Tensor bq, bk, bv;           // biases (qwen2) or absent (llama)
+  Tensor q_norm, k_norm;       // (head_dim) f32: RMSNorm of each query/key head before RoPE (qwen3), or absent
   Tensor wo;                   // (n_embd, n_head*head_dim)
   Tensor ffn_norm;             // (n_embd) f32
   Tensor w_gate, w_up;         // (n_ff, n_embd)
   Tensor w_down;               // (n_embd, n_ff)
-  MoeWeights moe;              // instead of w_gate/w_up/w_down when ModelConfig::moe.n_expert > 0
+  // instead of w_gate/w_up/w_down when ModelConfig::moe.n_expert > 0: moe.h's MoeWeights (moe_weights())
+  Tensor ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;
+  Tensor ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;
 };
 
 struct ModelWeights {
@@ -55,7 +58,30 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   Tensor output_norm;          // (n_embd) f32
   Tensor output;               // (n_vocab, n_embd); tok_embd when the embeddings are tied
+  Tensor rope_freqs;           // (head_dim/2) f32: divisor of each RoPE pair's frequency (llama3 scaling), or absent
 };
+
+// The tensors the forward pass knows, by GGUF name (per-layer ones after "blk.N."), each with the
+// member it fills and its shape (numpy order, rows first) in the hyper-parameters. Which of them an
+// architecture has, and which it may lack, is qwen_cpu/arch.py's table (the loader passes only
+// those); tests check that table's shapes against these. optional: the forward pass runs without it.
+enum class Dim : uint8_t { none, one, n_embd, n_ff, n_vocab, head_dim, rope_pairs, q_dim, kv_dim, n_expert, n_ff_exp,
+                           n_ff_shexp };
+struct TensorSlot {
+  const char* name;
+  Tensor LayerWeights::*layer;  // a per-layer tensor's member, or nullptr
+  Tensor ModelWeights::*global; // a global tensor's member, or nullptr
+  Dim rows, cols;               // a vector: (rows = its length, cols = none)
+  bool optional;
+  bool experts = false;         // (n_expert, rows, cols): n_expert matrices back to back (moe.h)
+};
+// A layer's expert tensors as moe.h takes them.
+MoeWeights moe_weights(const LayerWeights& L);
+
+extern const TensorSlot kTensorSlots[];
+extern const int kNumTensorSlots;
+const char* dim_name(Dim d);
+int64_t dim_value(const ModelConfig& c, Dim d);
 
 // A zero-filled array of n trivially copyable T, owned. It comes from calloc, which takes large
 // blocks straight from the OS as zero pages that are neither read nor written here: a page counts
@@ -154,6 +180,7 @@ class Model {
   void store_kv(int l, int64_t m);
   void products(const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x, int64_t m, int64_t n_alone);
   void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
+  void head_norm(float* x, int64_t n_heads, const Tensor& w);
   size_t activation_scratch_bytes() const;
   void plan_repack();
   void repack_pending();

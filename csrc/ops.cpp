@@ -39,7 +39,8 @@ void rope_tables(const RopeParams& p, int64_t pos0, int64_t n_pos, float* cos, f
     mscale *= 1.0 + 0.1 * std::log(1.0 / freq_scale);
   }
   for (int i = 0; i < half; ++i) {
-    const double theta_extrap = std::pow(base, -2.0 * i / p.head_dim);  // radians per position
+    double theta_extrap = std::pow(base, -2.0 * i / p.head_dim);  // radians per position
+    if (p.freq_factors) theta_extrap /= p.freq_factors[i];
     const double theta_interp = freq_scale * theta_extrap;
     double theta = theta_interp;
     if (ext != 0.0) {

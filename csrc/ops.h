@@ -23,10 +23,11 @@ struct RopeParams {
   float attn_factor = 1.0f;  // extra multiplier on cos/sin
   float beta_fast = 32.0f, beta_slow = 1.0f;
   int n_ctx_orig = 0;        // original training context (YaRN correction dims)
+  const float* freq_factors = nullptr;  // (head_dim/2) each pair's frequency divided by its factor (llama3 rope_freqs), or none
 };
 
 // cos, sin (n_pos, head_dim/2) for positions pos0 .. pos0+n_pos-1 (YaRN frequency mix and magnitude scaling applied).
-// Computed in double precision, rounded once to float.
+// Computed in double precision, rounded once to float. freq_factors divide the base frequencies first.
 void rope_tables(const RopeParams& p, int64_t pos0, int64_t n_pos, float* cos, float* sin);
 
 // x (n_tok, n_head, head_dim) rotated in place, token t with row t of the tables.

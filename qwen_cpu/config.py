@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from .arch import ARCHES
 from .errors import QwenCpuError
 
-# Architectures we run: qwen2 (Qwen2.5 and its fine-tunes and distills) and llama (SmolLM2,
-# Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
-# while llama GGUF files have their Q/K rows permuted so that RoPE pairs adjacent dims.
-# qwen2moe (Qwen1.5/Qwen2-MoE): qwen2's attention, and a mixture-of-experts FFN with a shared expert.
-SUPPORTED_ARCHITECTURES = ("qwen2", "llama", "qwen2moe")
-MOE_ARCHITECTURES = ("qwen2moe",)
+# Architectures we run (their tensors: arch.py): qwen2 (Qwen2.5 and its fine-tunes and distills),
+# qwen3 (dense), llama (SmolLM2, Llama 3.x), and the mixtures of experts qwen2moe (Qwen1.5/Qwen2-MoE:
+# qwen2's attention, a shared expert) and qwen3moe (qwen3's attention).
+SUPPORTED_ARCHITECTURES = tuple(ARCHES)
+MOE_ARCHITECTURES = ("qwen2moe", "qwen3moe")
 # Whether the top-k routing weights are renormalised when the file has no expert_weights_norm
-# key: llama.cpp's fixed choice per architecture (qwen2moe: no; qwen3moe: yes), as HF's
-# norm_topk_prob of the released models.
-_EXPERT_WEIGHTS_NORM = {"qwen2moe": False, "qwen3moe": True}
+# key: llama.cpp's fixed choice per architecture (qwen2moe: no; qwen3moe: yes), which is the
+# norm_topk_prob of the released models' config.json.
+EXPERT_WEIGHTS_NORM = {"qwen2moe": False, "qwen3moe": True}
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
 
@@ -49,12 +49,19 @@ class ModelConfig:
     n_ff_shexp: int = 0  # the shared expert's FFN length, 0: none
     expert_weights_norm: bool = False
 
-    def kernel_config(self, n_ctx: int, n_batch: int, kv_f16: bool) -> dict[str, Any]:
-        """The dict that `_kernels.Model` takes."""
-        d = asdict(self)
-        del d["arch"], d["n_ctx_train"]
-        d.update(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16)
-        return d
+    def kernel_config(self, **run: Any) -> Any:
+        """The `_kernels.ModelConfig` that `_kernels.Model` takes: these fields (but the file-only
+        arch and n_ctx_train) and the run settings (n_ctx, n_batch, kv_f16, n_seq, repack, ...),
+        set by name: a name the C++ struct lacks raises AttributeError."""
+        from . import _kernels
+
+        kc = _kernels.ModelConfig()
+        for f in fields(self):
+            if f.name not in ("arch", "n_ctx_train"):
+                setattr(kc, f.name, getattr(self, f.name))
+        for name, value in run.items():
+            setattr(kc, name, value)
+        return kc
 
     def kv_cache_bytes(self, n_ctx: int, kv_f16: bool = True) -> int:
         """Bytes of the K and V caches for n_ctx positions."""
@@ -84,7 +91,7 @@ def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> 
 
 def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | None = None,
                      rope_scale: float | None = None) -> ModelConfig:
-    """Hyper-parameters of a qwen2/llama GGUF; n_vocab is the token embedding's row count.
+    """Hyper-parameters of a GGUF file (an architecture of arch.py); n_vocab is the token embedding's row count.
     rope_scaling / rope_scale (checked by check_rope_scaling) replace the file's RoPE scaling type
     and factor: a file without YaRN keys runs with YaRN over its training context this way."""
     arch = meta.get("general.architecture")
@@ -116,7 +123,7 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         n_ctx_train=_get(meta, p + "context_length", int),
         rms_eps=_get(meta, p + "attention.layer_norm_rms_epsilon", float),
         rope_freq_base=_get(meta, p + "rope.freq_base", float, 10000.0),
-        rope_neox=arch in ("qwen2", "qwen2moe", "qwen3", "qwen3moe"),
+        rope_neox=ARCHES[arch].rope_neox,
     )
     if arch in MOE_ARCHITECTURES:
         cfg.update(_moe_config(meta, p, arch))
@@ -151,11 +158,13 @@ def _moe_config(meta: Mapping[str, Any], p: str, arch: str) -> dict[str, Any]:
     n_used = _get(meta, p + "expert_used_count", int)
     if not 0 < n_used <= n_expert:
         raise QwenCpuError(f"{p}expert_used_count {n_used} must be in 1 .. expert_count {n_expert}")
-    n_ff_exp = _get(meta, p + "expert_feed_forward_length", int)
-    n_ff_shexp = _get(meta, p + "expert_shared_feed_forward_length", int, 0)
+    # without the keys, llama.cpp's defaults: n_ff split over the used experts; a shared expert of n_ff
+    n_ff = _get(meta, p + "feed_forward_length", int)
+    n_ff_exp = _get(meta, p + "expert_feed_forward_length", int, n_ff // n_used)
+    n_ff_shexp = _get(meta, p + "expert_shared_feed_forward_length", int, n_ff) if arch == "qwen2moe" else 0
     if n_ff_exp <= 0 or n_ff_shexp < 0:
         raise QwenCpuError(f"invalid expert feed-forward lengths {n_ff_exp}, shared {n_ff_shexp}")
-    norm = meta.get(p + "expert_weights_norm", _EXPERT_WEIGHTS_NORM[arch])
+    norm = meta.get(p + "expert_weights_norm", EXPERT_WEIGHTS_NORM[arch])
     if not isinstance(norm, (bool, int)):
         raise QwenCpuError(f"GGUF metadata key {p}expert_weights_norm has an invalid value {norm!r}")
     return dict(n_expert=n_expert, n_expert_used=n_used, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp,

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _kernels
 from ._malloc import release_free_memory
+from .arch import ARCHES, dims, shape_of
 from .config import ModelConfig, check_rope_scaling, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
@@ -37,21 +38,6 @@ from .options import MAX_BATCH, MAX_THREADS, check_int, check_regular_file, chec
 
 DEFAULT_N_CTX = 4096
 MAX_SEQ = 1024  # cache slots (n_seq)
-
-# GGUF tensor names per block, and whether each may be absent (biases exist in qwen2 only).
-_BLOCK_TENSORS = {
-    "attn_norm.weight": False, "attn_q.weight": False, "attn_k.weight": False, "attn_v.weight": False,
-    "attn_q.bias": True, "attn_k.bias": True, "attn_v.bias": True, "attn_output.weight": False,
-    "ffn_norm.weight": False, "ffn_gate.weight": False, "ffn_up.weight": False, "ffn_down.weight": False,
-}
-# A mixture-of-experts block's FFN instead (the shared expert is qwen2moe's only; the C++ model
-# checks which are required).
-_MOE_TENSORS = {
-    "ffn_gate_inp.weight": True, "ffn_gate_exps.weight": True, "ffn_up_exps.weight": True,
-    "ffn_down_exps.weight": True, "ffn_gate_inp_shexp.weight": True, "ffn_gate_shexp.weight": True,
-    "ffn_up_shexp.weight": True, "ffn_down_shexp.weight": True,
-}
-_DENSE_FFN = ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
 
 
 @dataclass
@@ -127,8 +113,8 @@ class Engine:
         try:
             # The tensors are views of the file mapping: once a matrix is repacked its pages can go
             # (the OS reads them again if touched).
-            kernel_config = {**config.kernel_config(n_ctx, n_batch, kv_f16), "repack": repack,
-                             "release_repacked_source": True, "n_seq": n_seq}
+            kernel_config = config.kernel_config(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16, repack=repack,
+                                                 release_repacked_source=True, n_seq=n_seq)
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
@@ -204,29 +190,31 @@ class Engine:
 
     @staticmethod
     def _tensor_views(gguf: GGUFFile, config: ModelConfig) -> dict[str, tuple[np.ndarray, int, int, int]]:
-        """name -> (zero-copy view, ggml type, rows, cols) for every tensor the network uses."""
-        # (name, optional): output.weight is absent when the embeddings are tied
-        wanted = [("token_embd.weight", False), ("output_norm.weight", False), ("output.weight", True)]
-        block = dict(_BLOCK_TENSORS)
-        if config.n_expert:
-            block.update(_MOE_TENSORS)
-            for name in _DENSE_FFN:
-                del block[name]
-        wanted += [(f"blk.{layer}.{suffix}", optional) for layer in range(config.n_layer)
-                   for suffix, optional in block.items()]
+        """name -> (zero-copy view, ggml type, rows, cols) for every tensor of the file, checked
+        against the architecture's table (arch.py): present unless optional, of the shape the
+        hyper-parameters give, in a type we have kernels for, and nothing the table lacks."""
+        arch = ARCHES[config.arch]
+        d = dims(config)
         out = {}
-        for name, optional in wanted:
+        for name, spec in arch.gguf_names(config.n_layer):
             info = gguf.tensors.get(name)
             if info is None:
-                if optional:
+                if spec.optional:
                     continue
-                raise QwenCpuError(f"{gguf.path}: missing tensor {name}")
+                raise QwenCpuError(f"{gguf.path}: missing tensor {name} (a {arch.name} model has it)")
+            want, shape = shape_of(spec, d), tuple(info.shape)
+            if shape != want:
+                raise QwenCpuError(f"{gguf.path}: tensor {name} has shape {shape}; this {arch.name} model's "
+                                   f"hyper-parameters give {want} ({', '.join(spec.shape)})")
             if _kernels.type_info(int(info.ggml_type)) is None:
                 raise QwenCpuError(f"{gguf.path}: {name}: tensor type {info.type_name} ({int(info.ggml_type)}) "
                                    "is not supported (no kernels for it)")
-            shape = tuple(info.shape)
             rows, cols = (1, shape[0]) if len(shape) == 1 else (int(np.prod(shape[:-1])), shape[-1])
             out[name] = (gguf.tensor(name), int(info.ggml_type), rows, cols)
+        unknown = [n for n in gguf.tensors if n not in out]
+        if unknown:
+            raise QwenCpuError(f"{gguf.path}: tensor {unknown[0]} is not part of a {config.n_layer}-block "
+                               f"{arch.name} model ({len(unknown)} such tensors); qwen-cpu would ignore it")
         return out
 
     # ---- lifetime -----------------------------------------------------------------------------

@@ -86,10 +86,12 @@ _N_TOK = len(_VOCAB["tokenizer.ggml.tokens"][0])
 MALFORMED_MODELS = {
     # hyper-parameters that contradict the tensors
     "embedding_length_changed": (dict(meta={"{arch}.embedding_length": u32(128)}),
-                                 r"token_embd.weight: shape \(512, 64\) does not match the model's \(512, 128\)"),
+                                 r"tensor token_embd.weight has shape \(512, 64\); this qwen2 model's hyper-parameters give \(512, 128\)"),
     "feed_forward_length_changed": (dict(meta={"{arch}.feed_forward_length": u32(128)}),
-                                    r"blk.0.ffn_gate.weight: shape \(160, 64\) does not match the model's \(128, 64\)"),
+                                    r"tensor blk.0.ffn_gate.weight has shape \(160, 64\); this qwen2 model's hyper-parameters give \(128, 64\)"),
     "block_count_too_large": (dict(meta={"{arch}.block_count": u32(3)}), r"missing tensor blk.2.attn_norm.weight"),
+    "block_count_too_small": (dict(meta={"{arch}.block_count": u32(1)}),
+                              r"tensor blk.1.attn_norm.weight is not part of a 1-block qwen2 model"),
     "block_count_zero": (dict(meta={"{arch}.block_count": u32(0)}), r"n_layer = 0 is out of range"),
     # found by bench/fuzz.py (model, random engine): a pybind11 cast error, and a ValueError at
     # the first forward pass instead of at load

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 
 #include "common.h"
 #include "../model.h"
@@ -17,11 +18,7 @@ struct PyModel {
 };
 
 // tensors: name -> (array, ggml type, rows, cols); the array must cover rows * row_bytes(type, cols) bytes.
-Tensor tensor_from(const py::dict& tensors, const std::string& name, py::list& keep, bool optional) {
-  if (!tensors.contains(name.c_str())) {
-    if (optional) return Tensor{};
-    throw std::invalid_argument("missing tensor " + name);
-  }
+Tensor tensor_from(const py::dict& tensors, const std::string& name, py::list& keep) {
   const py::tuple t = tensors[name.c_str()].cast<py::tuple>();
   require(t.size() == 4, name + ": expected (array, type, rows, cols)");
   const py::array arr = t[0].cast<py::array>();
@@ -68,72 +65,87 @@ void run_interruptible(const std::function<void(const std::function<bool()>&)>& 
 }  // namespace
 
 void bind_model(py::module_& m) {
+  // The typed config (no dynamic attributes: a misspelt name raises AttributeError where it is set).
+  // The file's hyper-parameters are named as in qwen_cpu/config.py's ModelConfig, which sets them
+  // by name; the rest are the engine's run settings.
+  py::class_<ModelConfig> cfg(m, "ModelConfig");
+  cfg.def(py::init<>())
+      .def_readwrite("n_layer", &ModelConfig::n_layer)
+      .def_readwrite("n_embd", &ModelConfig::n_embd)
+      .def_readwrite("n_ff", &ModelConfig::n_ff)
+      .def_readwrite("n_head", &ModelConfig::n_head)
+      .def_readwrite("n_kv_head", &ModelConfig::n_kv_head)
+      .def_readwrite("head_dim", &ModelConfig::head_dim)
+      .def_readwrite("n_vocab", &ModelConfig::n_vocab)
+      .def_readwrite("rms_eps", &ModelConfig::rms_eps)
+      .def_readwrite("n_ctx", &ModelConfig::n_ctx)
+      .def_readwrite("n_seq", &ModelConfig::n_seq)
+      .def_readwrite("n_batch", &ModelConfig::n_batch)
+      .def_readwrite("kv_f16", &ModelConfig::kv_f16)
+      .def_readwrite("repack", &ModelConfig::repack)
+      .def_readwrite("release_repacked_source", &ModelConfig::release_repacked_source);
+  // the mixture of experts (moe.h MoeConfig), under config.py's names
+#define QC_MOE_FIELD(py_name, field) \
+  cfg.def_property(py_name, [](const ModelConfig& c) { return c.moe.field; }, \
+                   [](ModelConfig& c, decltype(MoeConfig::field) v) { c.moe.field = v; })
+  QC_MOE_FIELD("n_expert", n_expert);
+  QC_MOE_FIELD("n_expert_used", n_expert_used);
+  QC_MOE_FIELD("n_ff_exp", n_ff_exp);
+  QC_MOE_FIELD("n_ff_shexp", n_ff_shexp);
+  QC_MOE_FIELD("expert_weights_norm", norm_topk);
+#undef QC_MOE_FIELD
+  // RoPE's fields under their GGUF-derived names (rope_*), as config.py's ModelConfig has them
+#define QC_ROPE_FIELD(py_name, field) \
+  cfg.def_property(py_name, [](const ModelConfig& c) { return c.rope.field; }, \
+                   [](ModelConfig& c, decltype(RopeParams::field) v) { c.rope.field = v; })
+  QC_ROPE_FIELD("rope_freq_base", freq_base);
+  QC_ROPE_FIELD("rope_neox", neox);
+  QC_ROPE_FIELD("rope_freq_scale", freq_scale);
+  QC_ROPE_FIELD("rope_ext_factor", ext_factor);
+  QC_ROPE_FIELD("rope_attn_factor", attn_factor);
+  QC_ROPE_FIELD("rope_beta_fast", beta_fast);
+  QC_ROPE_FIELD("rope_beta_slow", beta_slow);
+  QC_ROPE_FIELD("rope_n_ctx_orig", n_ctx_orig);
+#undef QC_ROPE_FIELD
+
+  // The tensors the forward pass knows (model.h kTensorSlots): [(gguf name, per_layer, shape, optional)],
+  // shape in dimension names (numpy order), for qwen_cpu/arch.py's tests.
+  m.def("tensor_slots", [] {
+    py::list out;
+    for (int s = 0; s < kNumTensorSlots; ++s) {
+      const TensorSlot& t = kTensorSlots[s];
+      py::list shape;
+      shape.append(dim_name(t.rows));
+      if (t.experts) shape.insert(0, "n_expert");
+      if (t.cols != Dim::none) shape.append(dim_name(t.cols));
+      out.append(py::make_tuple(t.name, t.layer != nullptr, py::tuple(shape), t.optional));
+    }
+    return out;
+  });
+
   py::class_<PyModel>(m, "Model")
-      .def(py::init([](const py::dict& cfg, const py::dict& tensors, int n_threads) {
+      .def(py::init([](const ModelConfig& c, const py::dict& tensors, int n_threads) {
              auto pm = std::make_unique<PyModel>();
-             ModelConfig c;
-             c.n_layer = cfg["n_layer"].cast<int>();
-             c.n_embd = cfg["n_embd"].cast<int>();
-             c.n_ff = cfg["n_ff"].cast<int>();
-             c.n_head = cfg["n_head"].cast<int>();
-             c.n_kv_head = cfg["n_kv_head"].cast<int>();
-             c.head_dim = cfg["head_dim"].cast<int>();
-             c.n_vocab = cfg["n_vocab"].cast<int>();
-             c.rms_eps = cfg["rms_eps"].cast<float>();
-             c.n_ctx = cfg["n_ctx"].cast<int64_t>();
-             c.n_batch = cfg["n_batch"].cast<int>();
-             c.kv_f16 = cfg["kv_f16"].cast<bool>();
-             if (cfg.contains("n_seq")) c.n_seq = cfg["n_seq"].cast<int>();
-             if (cfg.contains("repack")) c.repack = cfg["repack"].cast<bool>();
-             if (cfg.contains("release_repacked_source")) c.release_repacked_source = cfg["release_repacked_source"].cast<bool>();
-             if (cfg.contains("n_expert")) {
-               c.moe.n_expert = cfg["n_expert"].cast<int>();
-               c.moe.n_expert_used = cfg["n_expert_used"].cast<int>();
-               c.moe.n_ff_exp = cfg["n_ff_exp"].cast<int>();
-               c.moe.n_ff_shexp = cfg["n_ff_shexp"].cast<int>();
-               c.moe.norm_topk = cfg["expert_weights_norm"].cast<bool>();
-             }
-             c.rope.head_dim = c.head_dim;
-             c.rope.freq_base = cfg["rope_freq_base"].cast<float>();
-             c.rope.neox = cfg["rope_neox"].cast<bool>();
-             c.rope.freq_scale = cfg["rope_freq_scale"].cast<float>();
-             c.rope.ext_factor = cfg["rope_ext_factor"].cast<float>();
-             c.rope.attn_factor = cfg["rope_attn_factor"].cast<float>();
-             c.rope.beta_fast = cfg["rope_beta_fast"].cast<float>();
-             c.rope.beta_slow = cfg["rope_beta_slow"].cast<float>();
-             c.rope.n_ctx_orig = cfg["rope_n_ctx_orig"].cast<int>();
+             require(c.n_layer > 0, "model config: n_layer must be positive");
              ModelWeights w;
+             w.layers.resize(c.n_layer);
              py::list& keep = pm->keep_alive;
-             w.tok_embd = tensor_from(tensors, "token_embd.weight", keep, false);
-             w.output_norm = tensor_from(tensors, "output_norm.weight", keep, false);
-             w.output = tensors.contains("output.weight") ? tensor_from(tensors, "output.weight", keep, false) : w.tok_embd;
-             for (int l = 0; l < c.n_layer; ++l) {
-               const std::string p = "blk." + std::to_string(l) + ".";
-               LayerWeights L;
-               L.attn_norm = tensor_from(tensors, p + "attn_norm.weight", keep, false);
-               L.wq = tensor_from(tensors, p + "attn_q.weight", keep, false);
-               L.wk = tensor_from(tensors, p + "attn_k.weight", keep, false);
-               L.wv = tensor_from(tensors, p + "attn_v.weight", keep, false);
-               L.bq = tensor_from(tensors, p + "attn_q.bias", keep, true);
-               L.bk = tensor_from(tensors, p + "attn_k.bias", keep, true);
-               L.bv = tensor_from(tensors, p + "attn_v.bias", keep, true);
-               L.wo = tensor_from(tensors, p + "attn_output.weight", keep, false);
-               L.ffn_norm = tensor_from(tensors, p + "ffn_norm.weight", keep, false);
-               const bool moe = c.moe.n_expert > 0;
-               L.w_gate = tensor_from(tensors, p + "ffn_gate.weight", keep, moe);
-               L.w_up = tensor_from(tensors, p + "ffn_up.weight", keep, moe);
-               L.w_down = tensor_from(tensors, p + "ffn_down.weight", keep, moe);
-               // 3-D expert tensors come as (n_expert * rows, cols) matrices (moe.h)
-               L.moe.gate_inp = tensor_from(tensors, p + "ffn_gate_inp.weight", keep, !moe);
-               L.moe.gate_exps = tensor_from(tensors, p + "ffn_gate_exps.weight", keep, !moe);
-               L.moe.up_exps = tensor_from(tensors, p + "ffn_up_exps.weight", keep, !moe);
-               L.moe.down_exps = tensor_from(tensors, p + "ffn_down_exps.weight", keep, !moe);
-               L.moe.gate_inp_shexp = tensor_from(tensors, p + "ffn_gate_inp_shexp.weight", keep, true);
-               L.moe.gate_shexp = tensor_from(tensors, p + "ffn_gate_shexp.weight", keep, true);
-               L.moe.up_shexp = tensor_from(tensors, p + "ffn_up_shexp.weight", keep, true);
-               L.moe.down_shexp = tensor_from(tensors, p + "ffn_down_shexp.weight", keep, true);
-               w.layers.push_back(L);
+             std::unordered_set<std::string> used;  // any other name is one the forward pass does not know
+             for (int s = 0; s < kNumTensorSlots; ++s) {
+               const TensorSlot& slot = kTensorSlots[s];
+               for (int l = 0; l < (slot.global ? 1 : c.n_layer); ++l) {
+                 const std::string name = slot.global ? slot.name : "blk." + std::to_string(l) + "." + slot.name;
+                 if (!tensors.contains(name.c_str())) continue;  // Model checks what must be present
+                 (slot.global ? w.*slot.global : w.layers[l].*slot.layer) = tensor_from(tensors, name, keep);
+                 used.insert(name);
+               }
              }
+             for (const auto& item : tensors) {
+               const std::string name = py::str(item.first);
+               require(used.count(name), "tensor " + name + " is not one the forward pass of " +
+                                             std::to_string(c.n_layer) + " blocks uses");
+             }
+             if (!w.output.data) w.output = w.tok_embd;  // tied embeddings
              pm->model = std::make_unique<Model>(c, std::move(w), n_threads);
              return pm;
            }),

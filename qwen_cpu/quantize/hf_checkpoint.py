@@ -1,9 +1,11 @@
 """The Hugging Face checkpoint source: config.json, the safetensors shards (mapped, rows converted on
-demand), the tokenizer and the GGUF metadata they imply, for Qwen2ForCausalLM and LlamaForCausalLM."""
+demand), the tokenizer and the GGUF metadata they imply, for the architectures of qwen_cpu/arch.py
+(Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM); tensor names and shapes come from its table."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,23 +13,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..arch import ARCHES, Arch, TensorSpec, dims, shape_of
 from ..errors import QwenCpuError
 from ..safetensors_io import SafetensorsFile
 from .recipes import LAYER, QuantType
 from .source import SourceTensor
 
 
-_HF_ARCHES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
-_HF_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
+_HF_ARCHES = {cls: a.name for a in ARCHES.values() for cls in a.hf_classes}
 _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
@@ -48,7 +41,7 @@ class _HFConfig:
     n_ff: int
     n_layer: int
     n_head: int
-    n_head_kv: int
+    n_kv_head: int
     head_dim: int
     n_vocab: int
     n_ctx: int
@@ -57,6 +50,11 @@ class _HFConfig:
     tied: bool
     rope_scaling: dict | None
     name: str
+    explicit_head_dim: bool = False  # config.json names head_dim (llama.cpp then writes attention.key_length)
+
+    @property
+    def schema(self) -> Arch:
+        return ARCHES[self.arch]
 
 
 def hf_config(folder: Path) -> _HFConfig:
@@ -64,7 +62,7 @@ def hf_config(folder: Path) -> _HFConfig:
     archs = cfg.get("architectures") or []
     arch = next((_HF_ARCHES[a] for a in archs if a in _HF_ARCHES), None)
     if arch is None and not archs:
-        arch = {"qwen2": "qwen2", "llama": "llama"}.get(cfg.get("model_type", ""))
+        arch = cfg.get("model_type") if cfg.get("model_type") in ARCHES else None
     if arch is None:
         raise QwenCpuError(f"{folder}: unsupported model (architectures {archs}, model_type "
                            f"{cfg.get('model_type')!r}); supported: {sorted(_HF_ARCHES)}")
@@ -76,11 +74,11 @@ def hf_config(folder: Path) -> _HFConfig:
         return v
 
     n_embd, n_head = need("hidden_size"), need("num_attention_heads")
-    n_head_kv = need("num_key_value_heads") if "num_key_value_heads" in cfg else n_head
+    n_kv_head = need("num_key_value_heads") if "num_key_value_heads" in cfg else n_head
     head_dim = need("head_dim") if cfg.get("head_dim") is not None else n_embd // n_head
     explicit_head_dim = cfg.get("head_dim") is not None
-    if n_head % n_head_kv != 0 or (not explicit_head_dim and head_dim * n_head != n_embd) or head_dim % 2:
-        raise QwenCpuError(f"{folder / 'config.json'}: {n_head} heads of {head_dim}, {n_head_kv} kv heads and "
+    if n_head % n_kv_head != 0 or (not explicit_head_dim and head_dim * n_head != n_embd) or head_dim % 2:
+        raise QwenCpuError(f"{folder / 'config.json'}: {n_head} heads of {head_dim}, {n_kv_head} kv heads and "
                            f"hidden size {n_embd} are inconsistent")
     # transformers >= 5 writes rope_parameters {rope_theta, rope_type, factor, ...}; older configs a
     # top-level rope_theta and an optional rope_scaling {type or rope_type, factor, ...}
@@ -97,15 +95,17 @@ def hf_config(folder: Path) -> _HFConfig:
         rs = None
     if rs is not None:
         kind = rs.get("type") or rs.get("rope_type")
-        if kind not in ("yarn", "linear"):
+        has_freqs = any(t.gguf == "rope_freqs.weight" for t in ARCHES[arch].tensors)
+        kinds = ("yarn", "linear", "llama3") if has_freqs else ("yarn", "linear")
+        if kind not in kinds:
             raise QwenCpuError(f"{folder / 'config.json'}: rope_scaling type {kind!r} is not supported "
-                               "(supported: yarn, linear)")
+                               f"for {arch} (supported: {', '.join(kinds)})")
     return _HFConfig(
         arch=arch, n_embd=n_embd, n_ff=need("intermediate_size"), n_layer=need("num_hidden_layers"),
-        n_head=n_head, n_head_kv=int(n_head_kv), head_dim=int(head_dim), n_vocab=need("vocab_size"),
+        n_head=n_head, n_kv_head=int(n_kv_head), head_dim=int(head_dim), n_vocab=need("vocab_size"),
         n_ctx=int(cfg.get("max_position_embeddings") or 4096), rope_theta=rope_theta,
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), tied=bool(cfg.get("tie_word_embeddings", False)),
-        rope_scaling=rs, name=folder.resolve().name,
+        rope_scaling=rs, name=folder.resolve().name, explicit_head_dim=explicit_head_dim,
     )
 
 
@@ -136,35 +136,38 @@ def _hf_shards(folder: Path) -> dict[str, SafetensorsFile]:
     return by_name
 
 
-def _expected_shapes(c: _HFConfig) -> dict[str, tuple[int, ...]]:
-    """GGUF name -> numpy shape the config implies (biases are optional)."""
-    q, kv = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
-    shapes = {"token_embd.weight": (c.n_vocab, c.n_embd), "output_norm.weight": (c.n_embd,)}
-    if not c.tied:
-        shapes["output.weight"] = (c.n_vocab, c.n_embd)
-    for i in range(c.n_layer):
-        p = f"blk.{i}."
-        shapes.update({
-            p + "attn_norm.weight": (c.n_embd,), p + "attn_q.weight": (q, c.n_embd),
-            p + "attn_k.weight": (kv, c.n_embd), p + "attn_v.weight": (kv, c.n_embd),
-            p + "attn_output.weight": (c.n_embd, q), p + "ffn_norm.weight": (c.n_embd,),
-            p + "ffn_gate.weight": (c.n_ff, c.n_embd), p + "ffn_up.weight": (c.n_ff, c.n_embd),
-            p + "ffn_down.weight": (c.n_embd, c.n_ff),
-        })
-    return shapes
-
-
-def _gguf_name(hf: str) -> str | None:
-    if hf == "model.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf == "model.norm.weight":
-        return "output_norm.weight"
-    if hf == "lm_head.weight":
-        return "output.weight"
+def _gguf_name(hf: str, schema: Arch) -> tuple[str, TensorSpec] | None:
+    """(GGUF name, spec) of an HF checkpoint tensor name, or None if the table lacks it."""
     m = _HF_LAYER.match(hf)
-    if m and m.group(2) in _HF_LAYER_NAMES:
-        return f"blk.{int(m.group(1))}.{_HF_LAYER_NAMES[m.group(2)]}"
+    for t in schema.tensors:
+        if t.hf is None:
+            continue
+        if t.per_layer and m and m.group(2) == t.hf:
+            return f"blk.{int(m.group(1))}.{t.gguf}", t
+        if not t.per_layer and hf == t.hf:
+            return t.gguf, t
     return None
+
+
+def llama3_rope_factors(rs: dict, rope_theta: float, head_dim: int) -> np.ndarray:
+    """rope_freqs (head_dim/2) float32 of Llama 3.1+ rope scaling, as llama.cpp's converter writes
+    it: per frequency, 1 above the high-frequency band's wavelength limit, `factor` below the
+    low-frequency one, and in between the inverse of the smooth mix HF's llama3 rope applies."""
+    factor = float(rs.get("factor", 8.0))
+    low, high = float(rs.get("low_freq_factor", 1.0)), float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi * rope_theta ** (i / head_dim)
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, np.float32)
 
 
 def _permute_rows(rows: np.ndarray, head_dim: int) -> np.ndarray:
@@ -180,38 +183,37 @@ def _permute_rows(rows: np.ndarray, head_dim: int) -> np.ndarray:
 def hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[SourceTensor], list[SafetensorsFile]]:
     by_name = _hf_shards(folder)
     shards = list({id(s): s for s in by_name.values()}.values())
-    expected = _expected_shapes(c)
-    found: dict[str, tuple[str, SafetensorsFile]] = {}
+    schema, d = c.schema, dims(c)
+    found: dict[str, tuple[str, SafetensorsFile, TensorSpec]] = {}
     unknown = []
     for hf, st in by_name.items():
-        g = _gguf_name(hf)
+        g = _gguf_name(hf, schema)
         if g is None:
             if not hf.endswith("rotary_emb.inv_freq"):
                 unknown.append(hf)
             continue
-        if g == "output.weight" and c.tied:
+        if g[0] == "output.weight" and c.tied:
             continue  # tied: the embedding is the output
-        found[g] = (hf, st)
+        found[g[0]] = (hf, st, g[1])
     if unknown:
-        raise QwenCpuError(f"{folder}: tensors this converter does not know: {', '.join(sorted(unknown)[:5])}"
-                           + (" ..." if len(unknown) > 5 else ""))
-    missing = [n for n in expected if n not in found]
+        raise QwenCpuError(f"{folder}: tensors this converter does not know for {c.arch}: "
+                           f"{', '.join(sorted(unknown)[:5])}" + (" ..." if len(unknown) > 5 else ""))
+    wanted = dict(schema.gguf_names(c.n_layer))
+    missing = [n for n, t in wanted.items() if n not in found and t.hf is not None
+               and not (t.optional and (n != "output.weight" or c.tied))]
     if missing:
         raise QwenCpuError(f"{folder}: missing tensors for a {c.n_layer}-layer {c.arch} model: "
                            f"{', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     out = []
-    for g, (hf, st) in found.items():
+    for g, (hf, st, spec) in found.items():
         e = st.tensors[hf]
-        want = expected.get(g)
-        weight_of_bias = g[: -len("bias")] + "weight"
-        if want is None and g.endswith(".bias") and weight_of_bias in expected:
-            want = (expected[weight_of_bias][0],)  # a bias: as long as its weight has rows
-        if want is None:
+        if g not in wanted:
             raise QwenCpuError(f"{st.path}: tensor {hf!r} does not belong to a {c.n_layer}-layer model "
                                "(num_hidden_layers in config.json)")
+        want = shape_of(spec, d)
         if e.shape != want:
             raise QwenCpuError(f"{st.path}: tensor {hf!r} has shape {e.shape}, but config.json implies {want}")
-        permute = c.arch == "llama" and (".attn_q." in g or ".attn_k." in g)
+        permute = not schema.rope_neox and (".attn_q." in g or ".attn_k." in g)
         t = SourceTensor(name=g, shape=e.shape, src_type=e.dtype,
                     read_rows=_hf_reader(st, hf, permute and len(e.shape) == 2, c.head_dim),
                     release=(lambda st=st, hf=hf: st.release(hf)))
@@ -221,6 +223,11 @@ def hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[SourceTensor], list[Saf
                                _permute_rows(st.rows(hf, 0, n).reshape(-1, 1), c.head_dim).reshape(-1)[a:b])
             t.row_align = c.head_dim
         out.append(t)
+    rs = c.rope_scaling or {}
+    if (rs.get("type") or rs.get("rope_type")) == "llama3":
+        factors = llama3_rope_factors(rs, c.rope_theta, c.head_dim)
+        out.append(SourceTensor(name="rope_freqs.weight", shape=factors.shape, src_type="F32",
+                                read_rows=lambda a, b, f=factors: f[a:b]))
     return _ordered(out), shards
 
 
@@ -236,7 +243,8 @@ def _ordered(tensors: list[SourceTensor]) -> list[SourceTensor]:
         m = LAYER.match(t.name)
         if m:
             return (1, int(m.group(1)), t.name)
-        return ({"token_embd.weight": 0, "output_norm.weight": 2, "output.weight": 3}.get(t.name, 4), 0, t.name)
+        return ({"rope_freqs.weight": -1, "token_embd.weight": 0, "output_norm.weight": 2,
+                 "output.weight": 3}.get(t.name, 4), 0, t.name)
     return sorted(tensors, key=key)
 
 
@@ -315,17 +323,17 @@ def add_hf_metadata(w: Any, c: _HFConfig, qt: QuantType) -> None:
     w.add_uint32(f"{a}.feed_forward_length", c.n_ff)
     w.add_uint32(f"{a}.block_count", c.n_layer)
     w.add_uint32(f"{a}.attention.head_count", c.n_head)
-    w.add_uint32(f"{a}.attention.head_count_kv", c.n_head_kv)
+    w.add_uint32(f"{a}.attention.head_count_kv", c.n_kv_head)
     w.add_float32(f"{a}.rope.freq_base", c.rope_theta)
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", c.rms_eps)
     if a == "llama":
         w.add_uint32(f"{a}.vocab_size", c.n_vocab)
         w.add_uint32(f"{a}.rope.dimension_count", c.head_dim)
-    if c.head_dim * c.n_head != c.n_embd:
+    if c.explicit_head_dim or c.head_dim * c.n_head != c.n_embd:  # (llama.cpp: whenever config.json has head_dim)
         w.add_uint32(f"{a}.attention.key_length", c.head_dim)
         w.add_uint32(f"{a}.attention.value_length", c.head_dim)
-    if c.rope_scaling:
-        kind = c.rope_scaling.get("type") or c.rope_scaling.get("rope_type")
+    kind = c.rope_scaling and (c.rope_scaling.get("type") or c.rope_scaling.get("rope_type"))
+    if kind in ("linear", "yarn"):  # (llama3: the rope_freqs tensor, no keys)
         w.add_string(f"{a}.rope.scaling.type", kind)
         w.add_float32(f"{a}.rope.scaling.factor", float(c.rope_scaling.get("factor", 1.0)))
         if kind == "yarn":

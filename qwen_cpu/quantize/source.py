@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..arch import ARCHES
 from ..errors import QwenCpuError
 from .recipes import BF16, F16, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0
 
@@ -61,8 +62,8 @@ def gguf_source(path: Path, closers: list) -> tuple[Any, str, int, list[SourceTe
     src = GGUFFile(path)  # parses and validates header, metadata and tensor ranges
     closers.append(src.close)
     arch = src.metadata.get("general.architecture")
-    if arch not in ("qwen2", "llama"):
-        raise QwenCpuError(f"{path}: architecture {arch!r} is not supported (qwen2, llama)")
+    if arch not in ARCHES:
+        raise QwenCpuError(f"{path}: architecture {arch!r} is not supported ({', '.join(ARCHES)})")
     data = _GGUFData(path)
     closers.append(data.close)
     n_layer = int(src.metadata.get(f"{arch}.block_count", 0))
