@@ -25,7 +25,7 @@ MatmulOutput output_of(const Tensor& t, int64_t n_out, float* y) { return {t.dat
 
 // The products of a group over m rows of x, the first n_alone of them alone, the rest together
 // (as Model::products); n_outs <= kMaxOuts.
-constexpr int kMaxOuts = 2;
+constexpr int kMaxOuts = 3;
 void products(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x,
               int64_t m, int64_t n_alone, void* act) {
   const int64_t a = std::max<int64_t>(0, std::min(n_alone, m));
@@ -70,11 +70,8 @@ void check_moe(const Kernels& K, const MoeConfig& c, const MoeWeights& w, int64_
   check_matrix(K, w.gate_shexp, c.n_ff_shexp, n_embd, p + "ffn_gate_shexp.weight");
   check_matrix(K, w.up_shexp, c.n_ff_shexp, n_embd, p + "ffn_up_shexp.weight");
   check_matrix(K, w.down_shexp, n_embd, c.n_ff_shexp, p + "ffn_down_shexp.weight");
-  const Tensor& g = w.gate_inp_shexp;
-  if (!g.data) throw std::invalid_argument("missing tensor " + p + "ffn_gate_inp_shexp.weight");
-  if (g.type != GGML_F32 || g.rows * g.cols != n_embd)
-    throw std::invalid_argument(p + "ffn_gate_inp_shexp.weight: expected a float32 vector of " + std::to_string(n_embd) +
-                                " elements");
+  // a one-row matrix: llama.cpp's quantizer quantizes it like the other FFN gates
+  check_matrix(K, w.gate_inp_shexp, 1, n_embd, p + "ffn_gate_inp_shexp.weight");
 }
 
 MoeFfn::MoeFfn(const MoeConfig& c, int64_t n_embd) : c_(c), E_(n_embd) {}
@@ -86,8 +83,9 @@ size_t MoeFfn::scratch_bytes(const Kernels& K, const MoeWeights& w, int64_t m) c
                        matmul_group_scratch_bytes(K, gu, 2, E_, m),
                        matmul_scratch_bytes(K, w.down_exps.type, c_.n_ff_exp, m, w.down_exps.layout)});
   if (c_.n_ff_shexp > 0) {
-    const MatmulOutput sh[2] = {output_of(w.gate_shexp, c_.n_ff_shexp, nullptr), output_of(w.up_shexp, c_.n_ff_shexp, nullptr)};
-    s = std::max({s, matmul_group_scratch_bytes(K, sh, 2, E_, m),
+    const MatmulOutput sh[3] = {output_of(w.gate_shexp, c_.n_ff_shexp, nullptr), output_of(w.up_shexp, c_.n_ff_shexp, nullptr),
+                                output_of(w.gate_inp_shexp, 1, nullptr)};
+    s = std::max({s, matmul_group_scratch_bytes(K, sh, 3, E_, m),
                   matmul_scratch_bytes(K, w.down_shexp.type, c_.n_ff_shexp, m, w.down_shexp.layout)});
   }
   return s;
@@ -141,16 +139,15 @@ void MoeFfn::shared_expert(ThreadPool& pool, const Kernels& K, const MoeWeights&
   const int64_t F = c_.n_ff_shexp;
   float* g = grown(gate_, (size_t)m * F);
   float* u = grown(up_, (size_t)m * F);
-  const MatmulOutput gu[2] = {output_of(w.gate_shexp, F, g), output_of(w.up_shexp, F, u)};
-  products(pool, K, gu, 2, E_, x, m, n_alone, act);
+  float* sg = grown(shared_gate_, (size_t)m);
+  // the one-row gate last: outputs before a repacked one must be whole 4-row tiles (matmul.h)
+  const MatmulOutput gu[3] = {output_of(w.gate_shexp, F, g), output_of(w.up_shexp, F, u), output_of(w.gate_inp_shexp, 1, sg)};
+  products(pool, K, gu, 3, E_, x, m, n_alone, act);
   K.swiglu(g, g, u, m * F);
   const MatmulOutput down = output_of(w.down_shexp, E_, y);
   products(pool, K, &down, 1, F, g, m, n_alone, act);
-  const float* gw = static_cast<const float*>(w.gate_inp_shexp.data);
   for (int64_t t = 0; t < m; ++t) {
-    float d = 0.0f;
-    for (int64_t i = 0; i < E_; ++i) d += gw[i] * x[t * E_ + i];
-    const float s = 1.0f / (1.0f + std::exp(-d));
+    const float s = 1.0f / (1.0f + std::exp(-sg[t]));
     for (int64_t i = 0; i < E_; ++i) y[t * E_ + i] *= s;
   }
 }

@@ -28,7 +28,7 @@ struct MoeWeights {
   Tensor gate_inp;               // (n_expert, n_embd) router
   Tensor gate_exps, up_exps;     // (n_expert * n_ff_exp, n_embd): expert e's rows e*n_ff_exp ..
   Tensor down_exps;              // (n_expert * n_embd, n_ff_exp): expert e's rows e*n_embd ..
-  Tensor gate_inp_shexp;         // (n_embd) f32: the shared expert's gate, or absent
+  Tensor gate_inp_shexp;         // (1, n_embd): the shared expert's gate, or absent
   Tensor gate_shexp, up_shexp;   // (n_ff_shexp, n_embd), or absent
   Tensor down_shexp;             // (n_embd, n_ff_shexp), or absent
 };
@@ -70,6 +70,7 @@ class MoeFfn {
   std::vector<float> xg_;         // (m * k, n_embd) gathered inputs, grouped by expert
   std::vector<float> gate_, up_;  // (m * k, n_ff_exp) and, for the shared expert, (m, n_ff_shexp)
   std::vector<float> down_;       // (m * k, n_embd) expert outputs, grouped by expert
+  std::vector<float> shared_gate_;  // (m) the shared expert's gate before its sigmoid
 };
 
 }  // namespace qc
