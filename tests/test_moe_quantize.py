@@ -129,3 +129,22 @@ def test_norm_topk_prob_other_than_the_default_is_written(tmp_path):
     assert gguf.GGUFReader(out).fields["qwen2moe.expert_weights_norm"].contents() is True
     with Model.load(out, n_ctx=32) as m:
         assert m.config.expert_weights_norm is True
+
+
+def test_converted_moe_model_chats_and_info_describes_its_experts(tmp_path):
+    from click.testing import CliRunner
+
+    from qwen_cpu import cli
+
+    out = tmp_path / "q8.gguf"
+    quantize_model(checkpoint(tmp_path, "qwen3moe-tiny"), out, "q8_0", progress=False)
+    with Model.load(out, n_ctx=128) as m:  # the tokenizer and chat template come from the conversion
+        r = m.chat([{"role": "user", "content": "the the"}], max_tokens=6, temperature=0)
+        assert r["usage"]["completion_tokens"] >= 1 and isinstance(r["choices"][0]["message"]["content"], str)
+    r = CliRunner().invoke(cli.main, ["info", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "architecture:      qwen3moe" in r.output
+    assert "experts:           8, 2 per token (weights renormalised: yes), expert FFN 32" in r.output
+    # per token: all but 6 of 8 experts' share of the expert tensors (3 x 8 x 32 x 64 per layer, 2 layers)
+    total = sum(int(np.prod(t.shape)) for t in gguf.GGUFReader(out).tensors)
+    assert f"active parameters: {(total - 2 * 3 * 6 * 32 * 64) / 1e6:.1f} M per token" in r.output
