@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PP, TG, SHORT = 512, 64, 16
 
 
-def bytes_per_token(path: Path) -> tuple[float, float, int]:
-    """(bytes read per decoded token at the mean tg64 position, file bytes, active parameters)."""
+def bytes_per_token(path: Path, used: int | None = None) -> tuple[float, float, int]:
+    """(bytes read per decoded token at the mean tg64 position, file bytes, active parameters), with
+    `used` experts per token instead of the file's."""
     from qwen_cpu.config import config_from_gguf
     from qwen_cpu.gguf import GGUFFile
 
@@ -41,7 +42,7 @@ def bytes_per_token(path: Path) -> tuple[float, float, int]:
         total = sum(t.n_bytes for t in g.tensors.values())
         exps = sum(t.n_bytes for n, t in g.tensors.items() if n.endswith("_exps.weight"))
         embd = g.tensors["token_embd.weight"].n_bytes  # one row per token: not counted
-        share = cfg.n_expert_used / cfg.n_expert if cfg.n_expert else 1.0
+        share = (used or cfg.n_expert_used) / cfg.n_expert if cfg.n_expert else 1.0
         weights = total - embd - exps * (1 - share)
         kv = cfg.kv_cache_bytes(SHORT + TG // 2, kv_f16=True)
         n_exps = sum(t.n_elements for n, t in g.tensors.items() if n.endswith("_exps.weight"))
@@ -51,10 +52,16 @@ def bytes_per_token(path: Path) -> tuple[float, float, int]:
         g.close()
 
 
-def run_ours(path: str, n_threads: int) -> dict:
+def run_ours(path: str, n_threads: int, used: int | None = None) -> dict:
+    import dataclasses
+
     import numpy as np
 
-    from qwen_cpu import Model
+    from qwen_cpu import Model, model
+
+    if used:  # the file's experts, `used` of them per token (the --sweep of decode speed against bytes read)
+        from_gguf = model.config_from_gguf
+        model.config_from_gguf = lambda *a, **k: dataclasses.replace(from_gguf(*a, **k), n_expert_used=used)
 
     ids = np.random.default_rng(0).integers(100, 20000, PP).tolist()
     with Model.load(path, n_ctx=PP + TG, n_threads=n_threads) as m:
@@ -86,6 +93,22 @@ def run_llama_bench(exe: Path, path: str, n_threads: int) -> dict:
     return out
 
 
+def sweep(args) -> None:
+    """Our decode speed with k experts per token for each k of --sweep: tokens/s against bytes read."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    f = args.files.split(",")[0]
+    print(f"{Path(f).name}, {args.threads} threads, medians of {args.reps}, load average {os.getloadavg()[0]:.2f}")
+    print("| experts per token | bytes/token MiB | tg64 tokens/s | tokens/s x bytes/token GB/s |")
+    print("|--:|--:|--:|--:|")
+    for k in (int(x) for x in args.sweep.split(",")):
+        per_tok = bytes_per_token(Path(f), k)[0]
+        tg = statistics.median(json.loads(subprocess.run(
+            [sys.executable, __file__, "--worker", f, "--threads", str(args.threads), "--used", str(k)],
+            capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1])["tg"]
+            for _ in range(args.reps))
+        print(f"| {k} | {per_tok / 2**20:.0f} | {tg:.2f} | {tg * per_tok / 1e9:.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cache = Path.home() / ".cache" / "qwen-cpu-bench"
@@ -93,10 +116,15 @@ def main() -> None:
     ap.add_argument("--llama-bench", type=Path, default=Path("/work/peers/llama-bench"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sweep", default=None, help="experts per token to run the first file with, e.g. 2,8,32 (ours only)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--used", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:  # one measurement of ours in a fresh process
-        print(json.dumps(run_ours(args.worker, args.threads)))
+        print(json.dumps(run_ours(args.worker, args.threads, args.used)))
+        return
+    if args.sweep:
+        sweep(args)
         return
     from qwen_cpu import _kernels
 

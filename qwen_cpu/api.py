@@ -20,7 +20,7 @@ from .tools import encode_messages, prepare_chat
 
 
 class Model(Engine):
-    """A Qwen2/Llama GGUF model ready to run and to generate with. Build with `Model.load(path)`;
+    """A Qwen2/Qwen3/Llama GGUF model ready to run and to generate with. Build with `Model.load(path)`;
     the engine's calls (tokenize, logits, embed, prefill, decode_step, hold, save_state, ...)
     are inherited from model.Engine."""
 
@@ -71,7 +71,8 @@ class Model(Engine):
     def chat(self, messages: Sequence[dict], *, stream: bool = False, tools: Sequence[dict] | None = None,
              tool_choice: Any = None, parallel_tool_calls: bool = True, response_format: dict | None = None,
              json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
-             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True, **sampling: Any):
+             max_tokens: int = 512, stop: Sequence[str] = (), context_shift: bool = True,
+             chat_template_kwargs: dict | None = None, **sampling: Any):
         """OpenAI-shaped chat completion. messages: [{"role": ..., "content": ...}, ...], rendered
         with the file's chat template (ChatML if it has none); message content never becomes
         control tokens. Returns a `chat.completion` dict, or with stream=True an iterator of
@@ -80,15 +81,18 @@ class Model(Engine):
         its oldest turns, never the system prompt (qwen_cpu.context); False: it is an error.
         tools / tool_choice / parallel_tool_calls: OpenAI's; calls come back as message.tool_calls
         (finish_reason "tool_calls"), earlier calls and role "tool" results are rendered back
-        (tools.py). response_format, json_schema, regex, grammar: as in stream."""
+        (tools.py). response_format, json_schema, regex, grammar: as in stream.
+        chat_template_kwargs: more template variables, e.g. {"enable_thinking": False} for Qwen3's
+        template (chat.check_template_kwargs)."""
 
         name = f"{self.path.name}: tokenizer.chat_template"
         req = prepare_chat(self.tokenizer, messages, tools=tools, tool_choice=tool_choice,
                            parallel_tool_calls=parallel_tool_calls, response_format=response_format,
-                           json_schema=json_schema, regex=regex, grammar=grammar, template_name=name)
+                           json_schema=json_schema, regex=regex, grammar=grammar, template_name=name,
+                           template_kwargs=chat_template_kwargs)
 
         def encode(msgs):
-            return encode_messages(self.tokenizer, msgs, req.tools, name)
+            return encode_messages(self.tokenizer, msgs, req.tools, name, chat_template_kwargs)
 
         shift, ids = None, req.prompt_ids
         if context_shift and max_tokens is not None:

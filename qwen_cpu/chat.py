@@ -262,6 +262,27 @@ def _compiled(source: str | None, bos_token: str, eos_token: str, name: str) -> 
     return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token, name=name)
 
 
+# Variables every render sets itself (and encode_chat's own keywords): not for the caller to replace.
+_RESERVED_VARIABLES = {"messages", "add_generation_prompt", "tools", "bos_token", "eos_token", "template",
+                       "template_name", "tokenizer"}
+
+
+def check_template_kwargs(kwargs) -> dict:
+    """Extra template variables ({name: value}, e.g. {"enable_thinking": False} for Qwen3's
+    template; vLLM's and llama-server's chat_template_kwargs) checked: identifier names, none of
+    the variables a render sets itself. Returns a dict (empty for None)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise QwenCpuError(f"chat_template_kwargs must be an object of template variables, got {kwargs!r:.80}")
+    for k in kwargs:
+        if not isinstance(k, str) or not k.isidentifier() or k.startswith("_"):
+            raise QwenCpuError(f"chat_template_kwargs: {k!r} is not a template variable name")
+        if k in _RESERVED_VARIABLES:
+            raise QwenCpuError(f"chat_template_kwargs: {k!r} is set by the chat itself")
+    return dict(kwargs)
+
+
 def encode_chat(tokenizer, messages, template=None, add_generation_prompt: bool = True,
                 tools=None, template_name: str = "chat template", **extra) -> list[int]:
     """Token ids of a chat prompt.

@@ -146,7 +146,7 @@ def _sampling(kw: dict, model=None):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qwen-cpu")
 def main() -> None:
-    """CPU inference for Qwen2.5-family (and Llama-architecture) GGUF models."""
+    """CPU inference for Qwen2.5 / Qwen3-family (and Llama-architecture) GGUF models."""
 
 
 # ---- chat -------------------------------------------------------------------------------------
@@ -156,10 +156,12 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="print prompt and generation speed after each answer")
 @click.option("--session", type=click.Path(dir_okay=False), default=None,
               help="resume the conversation saved in FILE (its KV cache: nothing recomputed) and save it there after each turn")
+@click.option("--no-think", is_flag=True,
+              help="render the chat template with enable_thinking=false (Qwen3: no reasoning block)")
 @sampling_options
 @constraint_options
 @context_options
-def chat(model, system, verbose, session, **kw):
+def chat(model, system, verbose, session, no_think, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
     Commands: /reset starts a new conversation, /exit (or Ctrl-D) quits.
@@ -181,7 +183,7 @@ def chat(model, system, verbose, session, **kw):
                f"{m.threads} threads. /reset to start over, /exit or Ctrl-D to quit.", err=True)
 
     def encode(msgs):
-        return encode_chat(m.tokenizer, msgs)
+        return encode_chat(m.tokenizer, msgs, **({"enable_thinking": False} if no_think else {}))
 
     while True:
         try:
@@ -300,10 +302,12 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @click.argument("prompt")
 @click.option("--raw", is_flag=True, help="send PROMPT as plain text for completion (no chat template)")
 @click.option("--json", "as_json", is_flag=True, help="print an OpenAI-shaped JSON object instead of text")
+@click.option("--no-think", is_flag=True,
+              help="render the chat template with enable_thinking=false (Qwen3: no reasoning block)")
 @sampling_options
 @constraint_options
 @context_options
-def generate(model, prompt, raw, as_json, **kw):
+def generate(model, prompt, raw, as_json, no_think, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
     from .generate import openai_completion, stream
@@ -322,7 +326,8 @@ def generate(model, prompt, raw, as_json, **kw):
         if raw:
             ids = m.tokenize(prompt, add_special=True)
         else:
-            ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}])
+            ids = encode_chat(m.tokenizer, [{"role": "user", "content": prompt}],
+                              **({"enable_thinking": False} if no_think else {}))
         # A full context keeps the prompt (or a plain prompt's BOS) and the newer half of the answer.
         shift = None if kw["no_shift"] else KeepStart(len(ids) if not raw else int(ids[:1] == [m.tokenizer.bos_id]))
         responses = stream(m, ids, max_tokens=kw["max_tokens"], params=params, stop=kw["stop"], context_shift=shift,
@@ -407,6 +412,7 @@ def info(model, n_ctx, system_info, kernel_info):
                 raise QwenCpuError("missing tensor token_embd.weight")
             cfg = config_from_gguf(meta, f.tensors["token_embd.weight"].shape[0])
             types = Counter(t.type_name for t in f.tensors.values())
+            tensors = set(f.tensors)
             n_params = sum(t.n_elements for t in f.tensors.values())
             size = f.file_size
             sampling = model_defaults(meta, path.name)
@@ -425,7 +431,9 @@ def info(model, n_ctx, system_info, kernel_info):
         ("vocabulary", cfg.n_vocab), ("training context", cfg.n_ctx_train),
         ("rope", f"base {cfg.rope_freq_base:g}, {'neox' if cfg.rope_neox else 'normal'} pairing, "
                  f"freq_scale {cfg.rope_freq_scale:g}"
-                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"),
+                 f"{f', YaRN over {cfg.rope_n_ctx_orig}' if cfg.rope_ext_factor else ''}"
+                 f"{', per-pair factors (rope_freqs: Llama 3.1 scaling)' if 'rope_freqs.weight' in tensors else ''}"),
+        ("q/k norm", "per head, before RoPE" if "blk.0.attn_q_norm.weight" in tensors else "none"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
         ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
@@ -501,7 +509,7 @@ def bench(model, n_prompt, n_gen, repetitions, threads):
 @click.option("--force", is_flag=True, help="overwrite OUTPUT if it exists")
 @click.option("-t", "--threads", type=int, default=0)
 def quantize(src, output, qtype, force, threads):
-    """Convert an HF checkpoint folder (Qwen2/Llama) or a GGUF file into a GGUF file of TYPE."""
+    """Convert an HF checkpoint folder (Qwen2/Qwen3/Llama) or a GGUF file into a GGUF file of TYPE."""
     from .hub import parse_ref, resolve_model
     from .quantize import quantize_model
 

@@ -89,8 +89,8 @@ def _check_ranges(config: ModelConfig) -> None:
 
 
 class Engine:
-    """A Qwen2/Llama GGUF model ready to run (no generation: see api.Model). Build with
-    `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
+    """A GGUF model of an architecture of arch.py (qwen2, qwen3, llama) ready to run (no
+    generation: see api.Model). Build with `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
                  repack: bool = True, n_seq: int = 1):

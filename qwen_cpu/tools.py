@@ -46,30 +46,32 @@ class ChatRequest:
 def prepare_chat(tokenizer, messages: Any, *, tools: Any = None, tool_choice: Any = None,
                  parallel_tool_calls: bool = True, response_format: Mapping | None = None, json_schema: Any = None,
                  regex: str | None = None, grammar: str | None = None,
-                 template_name: str = "chat template") -> ChatRequest:
+                 template_name: str = "chat template", template_kwargs: Mapping | None = None) -> ChatRequest:
     """Everything an OpenAI-style chat request needs before generation, every option checked
     (QwenCpuError naming it) before anything runs: the prompt through the tokenizer's chat template
     with the tools and earlier calls (`template_messages`), and the Grammar of the tool_choice or of
     response_format / json_schema / regex / grammar (at most one source). template_name: how
-    template errors name the template."""
+    template errors name the template; template_kwargs: more template variables (e.g. Qwen3's
+    enable_thinking), chat.check_template_kwargs."""
     plan = prepare(tokenizer, tools, tool_choice, parallel_tool_calls)
     g = constrain.from_options(tokenizer, response_format=response_format, json_schema=json_schema, regex=regex,
                                grammar=grammar)
     if g is not None and plan.grammar is not None:
         raise QwenCpuError("tool_choice 'required' or a named function cannot be combined with "
                            "response_format, json_schema, regex or grammar")
-    return ChatRequest(encode_messages(tokenizer, messages, plan.tools, template_name), g or plan.grammar,
+    return ChatRequest(encode_messages(tokenizer, messages, plan.tools, template_name, template_kwargs), g or plan.grammar,
                        plan.parse, plan.tools)
 
 
 def encode_messages(tokenizer, messages: Any, tools: list[dict] | None,
-                    template_name: str = "chat template") -> list[int]:
+                    template_name: str = "chat template", template_kwargs: Mapping | None = None) -> list[int]:
     """Prompt ids of messages with `tools` (a ToolPlan's), through `template_messages` and the
-    tokenizer's chat template."""
-    from .chat import encode_chat
+    tokenizer's chat template (with the variables template_kwargs)."""
+    from .chat import check_template_kwargs, encode_chat
 
+    extra = check_template_kwargs(template_kwargs)
     messages, rendered_tools = template_messages(messages, tools, tokenizer.chat_template)
-    return encode_chat(tokenizer, messages, tools=rendered_tools, template_name=template_name)
+    return encode_chat(tokenizer, messages, tools=rendered_tools, template_name=template_name, **extra)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from pathlib import Path
 
 import pytest
 from _helpers import QWEN_HEADER, QWEN_JSON, cached_metadata
@@ -438,3 +439,37 @@ def test_limits_leave_real_templates_alone(qwen, smollm):
     text = ChatTemplate(QWEN25_TEMPLATE).render(msgs, tools=[WEATHER_TOOL])
     assert text.count("<|im_start|>") == 402
     assert ChatTemplate(smollm.chat_template).render(msgs).count("<|im_end|>") == 401
+
+
+# ---- a Qwen3-style template (tests/data/qwen3-style-chat-template.jinja: its constructs, our text) ----
+QWEN3_STYLE = (Path(__file__).parent / "data" / "qwen3-style-chat-template.jinja").read_text()
+
+
+def test_qwen3_style_template_tools_reasoning_and_tool_results():
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "<think>\nneed tool\n</think>\n\nChecking.",
+             "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "18C"}, {"role": "tool", "content": "sunny"}]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    assert ChatTemplate(QWEN3_STYLE).render(msgs, tools=tools) == (
+        '<|im_start|>system\nBe brief.\n\n# Tools\n<tools>\n'
+        '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n'
+        '</tools><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n'
+        # after the last real user query: the reasoning is kept
+        '<|im_start|>assistant\n<think>\nneed tool\n</think>\n\nChecking.\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
+        # consecutive tool results: one user turn
+        '<|im_start|>user\n<tool_response>\n18C\n</tool_response>\n<tool_response>\nsunny\n</tool_response>'
+        '<|im_end|>\n<|im_start|>assistant\n')
+
+
+def test_qwen3_style_template_enable_thinking():
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>x</think>yo"},
+            {"role": "user", "content": "again"}]
+    t = ChatTemplate(QWEN3_STYLE)
+    # an earlier turn's reasoning is dropped; thinking on unless enable_thinking is false
+    base = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n" \
+           "<|im_start|>assistant\n"
+    assert t.render(msgs) == base
+    assert t.render(msgs, enable_thinking=True) == base
+    assert t.render(msgs, enable_thinking=False) == base + "<think>\n\n</think>\n\n"

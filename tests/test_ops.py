@@ -374,3 +374,14 @@ def test_shape_errors_raise_value_error(isa):
         except ValueError:
             continue
         pytest.fail(f"case {i} did not raise ValueError")
+
+
+def test_rope_tables_freq_factors_divide_each_pair_s_frequency():
+    # llama3 rope_freqs: pair i turns at base^(-2i/d) / f_i radians per position (float64 reference)
+    f = np.array([1.0, 1.5, 3.3, 8.0, 8.0, 8.0, 8.0, 8.0], np.float32)
+    c, s = _kernels.rope_tables(16, 5, 90, freq_base=100.0, freq_factors=f)
+    ang = np.arange(5, 95)[:, None] * (100.0 ** (-np.arange(0, 16, 2) / 16) / f.astype(np.float64))[None, :]
+    np.testing.assert_allclose(c, np.cos(ang), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(s, np.sin(ang), rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="freq_factors must be 1-D with head_dim/2 elements"):
+        _kernels.rope_tables(16, 0, 1, freq_base=100.0, freq_factors=f[:4])

@@ -106,16 +106,26 @@ void bind_ops(py::module_& m) {
   }, py::arg("a"), py::arg("b"), "a + b, elementwise.");
 
   m.def("rope_tables", [](int head_dim, int64_t pos0, int64_t n_pos, float freq_base, float freq_scale, float ext_factor,
-                          float attn_factor, float beta_fast, float beta_slow, int n_ctx_orig) {
+                          float attn_factor, float beta_fast, float beta_slow, int n_ctx_orig,
+                          const py::object& freq_factors_arg) {
     require(head_dim > 0 && head_dim % 2 == 0, "rope_tables: head_dim must be positive and even");
     require(pos0 >= 0 && n_pos >= 0, "rope_tables: pos0 and n_pos must be non-negative");
-    const RopeParams p = rope_params(head_dim, freq_base, true, freq_scale, ext_factor, attn_factor, beta_fast,
-                                     beta_slow, n_ctx_orig);
+    RopeParams p = rope_params(head_dim, freq_base, true, freq_scale, ext_factor, attn_factor, beta_fast,
+                               beta_slow, n_ctx_orig);
+    f32_array freq_factors;  // kept alive for rope_tables
+    if (!freq_factors_arg.is_none()) {
+      freq_factors = freq_factors_arg.cast<f32_array>();
+      require(freq_factors.ndim() == 1 && freq_factors.shape(0) == head_dim / 2,
+              "rope_tables: freq_factors must be 1-D with head_dim/2 elements");
+      p.freq_factors = freq_factors.data();
+    }
     f32_array c({n_pos, (int64_t)head_dim / 2}), s({n_pos, (int64_t)head_dim / 2});
     rope_tables(p, pos0, n_pos, c.mutable_data(), s.mutable_data());
     return py::make_tuple(c, s);
   }, py::arg("head_dim"), py::arg("pos0"), py::arg("n_pos"), py::kw_only(), py::arg("freq_base"), QC_ROPE_KWARGS,
-     "(cos, sin), each (n_pos, head_dim/2), for positions pos0 .. pos0+n_pos-1, YaRN and attn_factor applied.");
+     py::arg("freq_factors") = py::none(),
+     "(cos, sin), each (n_pos, head_dim/2), for positions pos0 .. pos0+n_pos-1, YaRN and attn_factor applied;\n"
+     "freq_factors (head_dim/2) divide each pair's frequency (llama3 rope_freqs).");
 
   m.def("rope", [](f32_array x, int64_t pos0, float freq_base, bool neox, float freq_scale, float ext_factor,
                    float attn_factor, float beta_fast, float beta_slow, int n_ctx_orig, std::shared_ptr<ThreadPool> pool) {

@@ -1,4 +1,4 @@
-"""Checkpoint -> GGUF: quantize a Hugging Face Qwen2/Llama checkpoint (or requantize a GGUF) into a
+"""Checkpoint -> GGUF: quantize a Hugging Face Qwen2/Qwen3/Llama checkpoint (or requantize a GGUF) into a
 GGUF file that llama.cpp and qwen-cpu both load.
 
     quantize_model("Qwen2.5-0.5B-Instruct/", "qwen2.5-0.5b-q4_k_m.gguf", "q4_k_m")
@@ -50,8 +50,8 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
     """Quantize a checkpoint folder or requantize a GGUF file into the GGUF file `dst`.
 
     src: a Hugging Face folder (config.json, *.safetensors [+ model.safetensors.index.json],
-    tokenizer.json, tokenizer_config.json) of an architecture of qwen_cpu/arch.py (Qwen2, Qwen3, Llama,
-    Qwen2Moe, Qwen3Moe ForCausalLM), or a .gguf file.
+    tokenizer.json, tokenizer_config.json) of Qwen2, Qwen3, Llama, Qwen2Moe or Qwen3Moe ForCausalLM
+    (qwen_cpu/arch.py), or a .gguf file.
     type: one of QUANT_TYPES (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k).
     force: overwrite an existing dst. progress: a line per tensor on stderr (None: only if stderr is
     a terminal). n_threads: quantization threads (0: one per core).

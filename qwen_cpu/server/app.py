@@ -284,7 +284,8 @@ def _install_routes(app: FastAPI, svc: Service) -> None:
         # template and grammar in a thread: compiling a schema can take a while
         req = await asyncio.to_thread(prepare_chat, s.model.tokenizer, body.message_dicts(), tools=body.tools,
                                       tool_choice=body.tool_choice, parallel_tool_calls=body.parallel_tool_calls,
-                                      response_format=body.response_format)
+                                      response_format=body.response_format,
+                                      template_kwargs=body.chat_template_kwargs)
         handle = s.submit(req.prompt_ids, body.token_limit(), params, body.stop_list(), n_logprobs, req.grammar)
         job = Job(handle, "chat", s.model_id, s.model.tokenizer, n_logprobs,
                   include_usage=body.include_usage(), tool_calls=req.tool_calls)

@@ -88,6 +88,8 @@ class ChatRequest(_Common):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
+    # more chat template variables, e.g. {"enable_thinking": false} (vLLM's and llama-server's name)
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def message_dicts(self) -> list[dict]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
