@@ -73,14 +73,16 @@ void populate(const void* p, size_t n, bool write) {
 // A tensor of the table against the model's shape for it (absent: allowed if optional).
 void check_slot(const Kernels& K, const TensorSlot& slot, const Tensor& t, const ModelConfig& c, const std::string& name) {
   if (!t.data && slot.optional) return;
+  const int64_t mats = slot.experts ? c.moe.n_expert : 1;
   if (slot.cols == Dim::none) check_vector(t, dim_value(c, slot.rows), name, false);
-  else check_matrix(K, t, dim_value(c, slot.rows), dim_value(c, slot.cols), name);
+  else check_matrix(K, t, mats * dim_value(c, slot.rows), dim_value(c, slot.cols), name);
 }
 
 }  // namespace
 
 #define QC_LAYER(name, member, rows, cols, optional) {name, &LayerWeights::member, nullptr, Dim::rows, Dim::cols, optional}
 #define QC_GLOBAL(name, member, rows, cols, optional) {name, nullptr, &ModelWeights::member, Dim::rows, Dim::cols, optional}
+#define QC_EXPERTS(name, member, rows, cols) {name, &LayerWeights::member, nullptr, Dim::rows, Dim::cols, true, true}
 const TensorSlot kTensorSlots[] = {
     QC_GLOBAL("token_embd.weight", tok_embd, n_vocab, n_embd, false),
     QC_GLOBAL("output_norm.weight", output_norm, n_embd, none, false),
@@ -97,12 +99,22 @@ const TensorSlot kTensorSlots[] = {
     QC_LAYER("attn_k_norm.weight", k_norm, head_dim, none, true),
     QC_LAYER("attn_output.weight", wo, n_embd, q_dim, false),
     QC_LAYER("ffn_norm.weight", ffn_norm, n_embd, none, false),
-    QC_LAYER("ffn_gate.weight", w_gate, n_ff, n_embd, false),
-    QC_LAYER("ffn_up.weight", w_up, n_ff, n_embd, false),
-    QC_LAYER("ffn_down.weight", w_down, n_embd, n_ff, false),
+    // the dense FFN, or (ModelConfig::moe) the mixture of experts: Model checks which is there
+    QC_LAYER("ffn_gate.weight", w_gate, n_ff, n_embd, true),
+    QC_LAYER("ffn_up.weight", w_up, n_ff, n_embd, true),
+    QC_LAYER("ffn_down.weight", w_down, n_embd, n_ff, true),
+    QC_LAYER("ffn_gate_inp.weight", ffn_gate_inp, n_expert, n_embd, true),
+    QC_EXPERTS("ffn_gate_exps.weight", ffn_gate_exps, n_ff_exp, n_embd),
+    QC_EXPERTS("ffn_up_exps.weight", ffn_up_exps, n_ff_exp, n_embd),
+    QC_EXPERTS("ffn_down_exps.weight", ffn_down_exps, n_embd, n_ff_exp),
+    QC_LAYER("ffn_gate_inp_shexp.weight", ffn_gate_inp_shexp, one, n_embd, true),
+    QC_LAYER("ffn_gate_shexp.weight", ffn_gate_shexp, n_ff_shexp, n_embd, true),
+    QC_LAYER("ffn_up_shexp.weight", ffn_up_shexp, n_ff_shexp, n_embd, true),
+    QC_LAYER("ffn_down_shexp.weight", ffn_down_shexp, n_embd, n_ff_shexp, true),
 };
 #undef QC_LAYER
 #undef QC_GLOBAL
+#undef QC_EXPERTS
 const int kNumTensorSlots = sizeof(kTensorSlots) / sizeof(kTensorSlots[0]);
 
 const char* dim_name(Dim d) {
@@ -115,6 +127,10 @@ const char* dim_name(Dim d) {
     case Dim::rope_pairs: return "rope_pairs";
     case Dim::q_dim: return "q_dim";
     case Dim::kv_dim: return "kv_dim";
+    case Dim::one: return "one";
+    case Dim::n_expert: return "n_expert";
+    case Dim::n_ff_exp: return "n_ff_exp";
+    case Dim::n_ff_shexp: return "n_ff_shexp";
   }
   return "?";
 }
@@ -129,8 +145,17 @@ int64_t dim_value(const ModelConfig& c, Dim d) {
     case Dim::rope_pairs: return c.head_dim / 2;
     case Dim::q_dim: return (int64_t)c.n_head * c.head_dim;
     case Dim::kv_dim: return (int64_t)c.n_kv_head * c.head_dim;
+    case Dim::one: return 1;
+    case Dim::n_expert: return c.moe.n_expert;
+    case Dim::n_ff_exp: return c.moe.n_ff_exp;
+    case Dim::n_ff_shexp: return c.moe.n_ff_shexp;
   }
   return 0;
+}
+
+MoeWeights moe_weights(const LayerWeights& L) {
+  return {L.ffn_gate_inp, L.ffn_gate_exps, L.ffn_up_exps, L.ffn_down_exps,
+          L.ffn_gate_inp_shexp, L.ffn_gate_shexp, L.ffn_up_shexp, L.ffn_down_shexp};
 }
 
 PageBuffer::PageBuffer(size_t n) : n_(n) {
@@ -186,6 +211,18 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
                                     ", not a positive number");
     cfg_.rope.freq_factors = f;
   }
+  for (int l = 0; l < c.n_layer; ++l) {  // the FFN: a mixture of experts, or the dense one
+    const LayerWeights& L = w_.layers[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    if (c.moe.n_expert > 0) {
+      check_moe(*K_, c.moe, moe_weights(L), c.n_embd, p);
+    } else {
+      for (const auto& [t, name] : {std::pair<const Tensor*, const char*>{&L.w_gate, "ffn_gate.weight"},
+                                    {&L.w_up, "ffn_up.weight"}, {&L.w_down, "ffn_down.weight"}})
+        if (!t->data) throw std::invalid_argument("missing tensor " + p + name);
+    }
+  }
+  if (c.moe.n_expert > 0) moe_ = std::make_unique<MoeFfn>(c.moe, c.n_embd);
 
   if (c.repack) plan_repack();
 
@@ -202,6 +239,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   k_ = ZeroBuffer<float>(B * kv_dim);
   v_ = ZeroBuffer<float>(B * kv_dim);
   att_ = ZeroBuffer<float>(B * q_dim);
+  if (moe_) moe_out_ = ZeroBuffer<float>(B * c.n_embd);
   gate_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   up_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   cos_ = ZeroBuffer<float>(B * c.head_dim / 2);
@@ -226,8 +264,13 @@ size_t Model::activation_scratch_bytes() const {
   for (const LayerWeights& L : w_.layers) {
     const MatmulOutput qkv[3] = {output_of(L.wq, q_dim, nullptr), output_of(L.wk, kv_dim, nullptr),
                                  output_of(L.wv, kv_dim, nullptr)};
+    act = std::max(act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B));
+    if (moe_) {
+      act = std::max({act, moe_->scratch_bytes(K, moe_weights(L), B), matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout)});
+      continue;
+    }
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, nullptr), output_of(L.w_up, c.n_ff, nullptr)};
-    act = std::max({act, matmul_group_scratch_bytes(K, qkv, 3, c.n_embd, B),
+    act = std::max({act,
                     matmul_group_scratch_bytes(K, ffn, 2, c.n_embd, ffn_chunk_),
                     matmul_scratch_bytes(K, L.wo.type, q_dim, B, L.wo.layout),
                     matmul_scratch_bytes(K, L.w_down.type, c.n_ff, ffn_chunk_, L.w_down.layout)});
@@ -262,6 +305,13 @@ void Model::plan_repack() {
     consider({&L.wo});
     consider({&L.w_gate, &L.w_up});
     consider({&L.w_down});
+    // an expert's matrix is a view inside its 3-D tensor: whole 4-row tiles per expert
+    if (cfg_.moe.n_ff_exp % kRepackRows == 0 && cfg_.n_embd % kRepackRows == 0) {
+      consider({&L.ffn_gate_exps, &L.ffn_up_exps});
+      consider({&L.ffn_down_exps});
+    }
+    consider({&L.ffn_gate_shexp, &L.ffn_up_shexp});
+    consider({&L.ffn_down_shexp});
   }
   consider({&w_.output});
   if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
@@ -543,6 +593,11 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     // overwrites its own rows of xn_, which its gate and up products have read by then.
     for (int64_t t = 0; t < m; ++t)
       K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
+    if (moe_) {
+      moe_->run(pool_, K, moe_weights(L), xn_.data(), moe_out_.data(), m, n_alone_, act_.data());
+      K.add(x_.data(), x_.data(), moe_out_.data(), m * E);
+      continue;
+    }
     const MatmulOutput ffn[2] = {output_of(L.w_gate, c.n_ff, gate_.data()), output_of(L.w_up, c.n_ff, up_.data())};
     for (int64_t t0 = 0; t0 < m; t0 += ffn_chunk_) {
       const int64_t nt = std::min(ffn_chunk_, m - t0);

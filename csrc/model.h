@@ -14,7 +14,9 @@
 
 #include "kernels.h"
 #include "matmul.h"
+#include "moe.h"
 #include "ops.h"
+#include "tensor.h"
 #include "threadpool.h"
 
 namespace qc {
@@ -34,15 +36,7 @@ struct ModelConfig {
   // memory stays about the file's size. Only for weights in a file mapping, which the OS reads
   // again if they are touched (anonymous memory would read back as zeros).
   bool release_repacked_source = false;
-};
-
-// A weight matrix (rows, cols) in its stored type: rows of row_bytes(type, cols) bytes; or a
-// 1-D float32 vector (rows = 1) for norms and biases. data == nullptr: absent (e.g. no bias).
-struct Tensor {
-  const void* data = nullptr;
-  int32_t type = GGML_F32;
-  int64_t rows = 0, cols = 0;
-  int32_t layout = QC_LAYOUT_STORED;  // or the one the Model has repacked it into (repack_pending)
+  MoeConfig moe;  // moe.n_expert > 0: every layer's FFN is a mixture of experts (LayerWeights::moe)
 };
 
 struct LayerWeights {
@@ -54,6 +48,9 @@ struct LayerWeights {
   Tensor ffn_norm;             // (n_embd) f32
   Tensor w_gate, w_up;         // (n_ff, n_embd)
   Tensor w_down;               // (n_embd, n_ff)
+  // instead of w_gate/w_up/w_down when ModelConfig::moe.n_expert > 0: moe.h's MoeWeights (moe_weights())
+  Tensor ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;
+  Tensor ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;
 };
 
 struct ModelWeights {
@@ -68,14 +65,19 @@ struct ModelWeights {
 // member it fills and its shape (numpy order, rows first) in the hyper-parameters. Which of them an
 // architecture has, and which it may lack, is qwen_cpu/arch.py's table (the loader passes only
 // those); tests check that table's shapes against these. optional: the forward pass runs without it.
-enum class Dim : uint8_t { none, n_embd, n_ff, n_vocab, head_dim, rope_pairs, q_dim, kv_dim };
+enum class Dim : uint8_t { none, one, n_embd, n_ff, n_vocab, head_dim, rope_pairs, q_dim, kv_dim, n_expert, n_ff_exp,
+                           n_ff_shexp };
 struct TensorSlot {
   const char* name;
   Tensor LayerWeights::*layer;  // a per-layer tensor's member, or nullptr
   Tensor ModelWeights::*global; // a global tensor's member, or nullptr
   Dim rows, cols;               // a vector: (rows = its length, cols = none)
   bool optional;
+  bool experts = false;         // (n_expert, rows, cols): n_expert matrices back to back (moe.h)
 };
+// A layer's expert tensors as moe.h takes them.
+MoeWeights moe_weights(const LayerWeights& L);
+
 extern const TensorSlot kTensorSlots[];
 extern const int kNumTensorSlots;
 const char* dim_name(Dim d);
@@ -220,6 +222,8 @@ class Model {
   ZeroBuffer<float> cos_, sin_; // (n_batch, head_dim/2) rope tables of this step
   ZeroBuffer<float> att_scratch_;  // attention_scratch_floats(...)
   ZeroBuffer<uint8_t> act_;     // quantized activations, the largest any matmul needs
+  std::unique_ptr<MoeFfn> moe_; // the expert FFNs' routing and buffers (cfg_.moe.n_expert > 0)
+  ZeroBuffer<float> moe_out_;   // (n_batch, n_embd) their output (moe_ only)
 
   // The step's rows in the order it computes them (step() says why), each with its position and slot.
   int64_t n_alone_ = 0;         // rows 0 .. n_alone_-1 are one-token (or alone) runs, the rest longer runs

@@ -59,7 +59,9 @@ def dims(c: Any) -> dict[str, int]:
     """The dimension names of the shapes, from a config with n_embd, n_ff, n_vocab, n_head,
     n_kv_head and head_dim (config.ModelConfig or the quantizer's HF config)."""
     return {"n_embd": c.n_embd, "n_ff": c.n_ff, "n_vocab": c.n_vocab, "head_dim": c.head_dim,
-            "rope_pairs": c.head_dim // 2, "q_dim": c.n_head * c.head_dim, "kv_dim": c.n_kv_head * c.head_dim}
+            "rope_pairs": c.head_dim // 2, "q_dim": c.n_head * c.head_dim, "kv_dim": c.n_kv_head * c.head_dim,
+            "one": 1, "n_expert": getattr(c, "n_expert", 0), "n_ff_exp": getattr(c, "n_ff_exp", 0),
+            "n_ff_shexp": getattr(c, "n_ff_shexp", 0)}
 
 
 def shape_of(spec: TensorSpec, d: dict[str, int]) -> tuple[int, ...]:
@@ -102,8 +104,32 @@ _QK_NORM = (  # qwen3: RMSNorm over each query / key head before RoPE
     TensorSpec("attn_k_norm.weight", "self_attn.k_norm.weight", ("head_dim",)),
 )
 
+# A mixture-of-experts FFN instead of the dense one: the router, then n_expert experts stored as
+# 3-D tensors; HF checkpoints hold one matrix per expert ("{e}": the expert's index), which the
+# quantizer stacks as llama.cpp's converter does (quantize/hf_checkpoint.py).
+_DENSE_FFN = ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+_EXPERTS = (
+    TensorSpec("ffn_gate_inp.weight", "mlp.gate.weight", ("n_expert", "n_embd")),
+    TensorSpec("ffn_gate_exps.weight", "mlp.experts.{e}.gate_proj.weight", ("n_expert", "n_ff_exp", "n_embd")),
+    TensorSpec("ffn_up_exps.weight", "mlp.experts.{e}.up_proj.weight", ("n_expert", "n_ff_exp", "n_embd")),
+    TensorSpec("ffn_down_exps.weight", "mlp.experts.{e}.down_proj.weight", ("n_expert", "n_embd", "n_ff_exp")),
+)
+_SHARED_EXPERT = (  # qwen2moe: one more expert every token uses, scaled by sigmoid(gate_inp_shexp . x)
+    TensorSpec("ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight", ("one", "n_embd")),
+    TensorSpec("ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight", ("n_ff_shexp", "n_embd")),
+    TensorSpec("ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight", ("n_ff_shexp", "n_embd")),
+    TensorSpec("ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight", ("n_embd", "n_ff_shexp")),
+)
+
+
+def _moe_block(*extra: TensorSpec, ffn: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    return tuple(t for t in _block(*extra) if t.gguf not in _DENSE_FFN) + ffn
+
+
 ARCHES: dict[str, Arch] = {a.name: a for a in (
     Arch("qwen2", ("Qwen2ForCausalLM",), _GLOBAL + _block(), rope_neox=True),
     Arch("llama", ("LlamaForCausalLM",), _GLOBAL + (_ROPE_FREQS,) + _block(), rope_neox=False),
     Arch("qwen3", ("Qwen3ForCausalLM",), _GLOBAL + _block(*_QK_NORM), rope_neox=True),
+    Arch("qwen2moe", ("Qwen2MoeForCausalLM",), _GLOBAL + _moe_block(ffn=_EXPERTS + _SHARED_EXPERT), rope_neox=True),
+    Arch("qwen3moe", ("Qwen3MoeForCausalLM",), _GLOBAL + _moe_block(*_QK_NORM, ffn=_EXPERTS), rope_neox=True),
 )}

@@ -477,6 +477,13 @@ def info(model, n_ctx, system_info, kernel_info):
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
                                    f"KV cache {kv / 2**20:.0f} MiB f16)"),
     ]
+    if cfg.n_expert:  # a token reads only its experts' share of the expert tensors
+        n_exps = sum(t.n_elements for n, t in f.tensors.items() if n.endswith("_exps.weight"))
+        active = n_params - n_exps * (cfg.n_expert - cfg.n_expert_used) / cfg.n_expert
+        shared = f", shared expert FFN {cfg.n_ff_shexp}" if cfg.n_ff_shexp else ""
+        rows[7:7] = [("experts", f"{cfg.n_expert}, {cfg.n_expert_used} per token (weights renormalised: "
+                                 f"{'yes' if cfg.expert_weights_norm else 'no'}), expert FFN {cfg.n_ff_exp}{shared}"),
+                     ("active parameters", f"{active / 1e6:.1f} M per token")]
     for k, v in rows:
         click.echo(f"{k + ':':18} {v}")
     click.echo("sampling defaults: (the options of chat and generate override them)")

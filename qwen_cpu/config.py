@@ -10,8 +10,14 @@ from .arch import ARCHES
 from .errors import QwenCpuError
 
 # Architectures we run (their tensors: arch.py): qwen2 (Qwen2.5 and its fine-tunes and distills),
-# qwen3 (dense) and llama (SmolLM2, Llama 3.x).
+# qwen3 (dense), llama (SmolLM2, Llama 3.x), and the mixtures of experts qwen2moe (Qwen1.5/Qwen2-MoE:
+# qwen2's attention, a shared expert) and qwen3moe (qwen3's attention).
 SUPPORTED_ARCHITECTURES = tuple(ARCHES)
+MOE_ARCHITECTURES = ("qwen2moe", "qwen3moe")
+# Whether the top-k routing weights are renormalised when the file has no expert_weights_norm
+# key: llama.cpp's fixed choice per architecture (qwen2moe: no; qwen3moe: yes), which is the
+# norm_topk_prob of the released models' config.json.
+EXPERT_WEIGHTS_NORM = {"qwen2moe": False, "qwen3moe": True}
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
 
@@ -36,6 +42,12 @@ class ModelConfig:
     rope_beta_fast: float = 32.0
     rope_beta_slow: float = 1.0
     rope_n_ctx_orig: int = 0
+    # mixture of experts (n_expert 0: a dense FFN of n_ff)
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0  # the shared expert's FFN length, 0: none
+    expert_weights_norm: bool = False
 
     def kernel_config(self, **run: Any) -> Any:
         """The `_kernels.ModelConfig` that `_kernels.Model` takes: these fields (but the file-only
@@ -113,6 +125,8 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         rope_freq_base=_get(meta, p + "rope.freq_base", float, 10000.0),
         rope_neox=ARCHES[arch].rope_neox,
     )
+    if arch in MOE_ARCHITECTURES:
+        cfg.update(_moe_config(meta, p, arch))
     scaling = str(meta.get(p + "rope.scaling.type", "none"))
     if scaling not in ROPE_SCALING_TYPES:
         raise QwenCpuError(f"unsupported RoPE scaling type {scaling!r} ({p}rope.scaling.type)")
@@ -137,6 +151,24 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab: int, rope_scaling: str | 
         if cfg["rope_n_ctx_orig"] <= 0:
             raise QwenCpuError(f"YaRN needs a positive original context, got {cfg['rope_n_ctx_orig']}")
     return ModelConfig(**cfg)
+
+
+def _moe_config(meta: Mapping[str, Any], p: str, arch: str) -> dict[str, Any]:
+    n_expert = _get(meta, p + "expert_count", int)
+    n_used = _get(meta, p + "expert_used_count", int)
+    if not 0 < n_used <= n_expert:
+        raise QwenCpuError(f"{p}expert_used_count {n_used} must be in 1 .. expert_count {n_expert}")
+    # without the keys, llama.cpp's defaults: n_ff split over the used experts; a shared expert of n_ff
+    n_ff = _get(meta, p + "feed_forward_length", int)
+    n_ff_exp = _get(meta, p + "expert_feed_forward_length", int, n_ff // n_used)
+    n_ff_shexp = _get(meta, p + "expert_shared_feed_forward_length", int, n_ff) if arch == "qwen2moe" else 0
+    if n_ff_exp <= 0 or n_ff_shexp < 0:
+        raise QwenCpuError(f"invalid expert feed-forward lengths {n_ff_exp}, shared {n_ff_shexp}")
+    norm = meta.get(p + "expert_weights_norm", EXPERT_WEIGHTS_NORM[arch])
+    if not isinstance(norm, (bool, int)):
+        raise QwenCpuError(f"GGUF metadata key {p}expert_weights_norm has an invalid value {norm!r}")
+    return dict(n_expert=n_expert, n_expert_used=n_used, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp,
+                expert_weights_norm=bool(norm))
 
 
 def check_rope_scaling(rope_scaling: str | None, rope_scale: float | None) -> tuple[str | None, float | None]:

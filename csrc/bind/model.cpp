@@ -84,6 +84,16 @@ void bind_model(py::module_& m) {
       .def_readwrite("kv_f16", &ModelConfig::kv_f16)
       .def_readwrite("repack", &ModelConfig::repack)
       .def_readwrite("release_repacked_source", &ModelConfig::release_repacked_source);
+  // the mixture of experts (moe.h MoeConfig), under config.py's names
+#define QC_MOE_FIELD(py_name, field) \
+  cfg.def_property(py_name, [](const ModelConfig& c) { return c.moe.field; }, \
+                   [](ModelConfig& c, decltype(MoeConfig::field) v) { c.moe.field = v; })
+  QC_MOE_FIELD("n_expert", n_expert);
+  QC_MOE_FIELD("n_expert_used", n_expert_used);
+  QC_MOE_FIELD("n_ff_exp", n_ff_exp);
+  QC_MOE_FIELD("n_ff_shexp", n_ff_shexp);
+  QC_MOE_FIELD("expert_weights_norm", norm_topk);
+#undef QC_MOE_FIELD
   // RoPE's fields under their GGUF-derived names (rope_*), as config.py's ModelConfig has them
 #define QC_ROPE_FIELD(py_name, field) \
   cfg.def_property(py_name, [](const ModelConfig& c) { return c.rope.field; }, \
@@ -106,6 +116,7 @@ void bind_model(py::module_& m) {
       const TensorSlot& t = kTensorSlots[s];
       py::list shape;
       shape.append(dim_name(t.rows));
+      if (t.experts) shape.insert(0, "n_expert");
       if (t.cols != Dim::none) shape.append(dim_name(t.cols));
       out.append(py::make_tuple(t.name, t.layer != nullptr, py::tuple(shape), t.optional));
     }

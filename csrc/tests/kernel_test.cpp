@@ -30,6 +30,8 @@
 //   - attn_group (f16 and f32 caches, 1..10 queries per KV head, head_dim 6..136): |err| <= 5e-6
 //     (1e-5 for the long and odd shapes) vs float64 causal attention; cache rows past the keys a
 //     call may read hold NaN.
+//   - MoeFfn (moe.h): within 2e-5 of the largest output vs a float64 evaluation of the block
+//     (test_moe says how the activations are quantized there); measured <= 1.2e-6.
 // Prints one line per failure, one per table, and 'N passed, M failed'; exits 1 on any failure.
 // Options: --expect-isas a,b,c  fail unless available_isas() is exactly that list.
 #include <algorithm>
@@ -45,6 +47,7 @@
 
 #include "../kernels.h"
 #include "../matmul.h"
+#include "../moe.h"
 #include "../threadpool.h"
 
 namespace {
@@ -916,6 +919,122 @@ std::vector<std::string> split(const std::string& s) {
 
 }  // namespace
 
+// ---- mixture of experts ------------------------------------------------------------------
+
+// MoeFfn (moe.h) against a straightforward float64 evaluation of the same block: router softmax,
+// top-k (renormalised or not), each chosen expert's silu(gate) * up then down, plus the shared
+// expert scaled by its sigmoid gate; the quantized products' activations quantized as the kernels
+// quantize them (so only rounding order separates the two), checked within 2e-5 of the output's
+// largest magnitude. One token (the fused decode group), 7 tokens with 3 computed alone (grouped by
+// expert), and the same with the expert matrices repacked where the type has a layout.
+void moe_case(Report& R, const Kernels& K, const WeightType& wt, bool shexp, bool norm_topk, bool repacked) {
+  ThreadPool pool(2);
+  const int64_t E = 256;
+  MoeConfig c;
+  c.n_expert = 6, c.n_expert_used = 2, c.n_ff_exp = 256, c.n_ff_shexp = shexp ? 256 : 0, c.norm_topk = norm_topk;
+  const int64_t F = c.n_ff_exp, X = c.n_expert;
+  auto g = rng_for(fmt("moe %d %d %d", wt.type, (int)shexp, (int)norm_topk));
+  const size_t rb_e = row_bytes(wt.type, E), rb_f = row_bytes(wt.type, F);
+  std::vector<uint8_t> gate = random_rows(g, wt, E, (int)(X * F)), up = random_rows(g, wt, E, (int)(X * F));
+  std::vector<uint8_t> down = random_rows(g, wt, F, (int)(X * E));
+  std::vector<uint8_t> sg = random_rows(g, wt, E, (int)F), su = random_rows(g, wt, E, (int)F), sd = random_rows(g, wt, F, (int)E);
+  const std::vector<float> router = normal(g, (size_t)(X * E), 0.2), sgate = normal(g, (size_t)E, 0.1);
+  MoeWeights w;
+  w.gate_inp = {router.data(), GGML_F32, X, E};
+  w.gate_exps = {gate.data(), wt.type, X * F, E};
+  w.up_exps = {up.data(), wt.type, X * F, E};
+  w.down_exps = {down.data(), wt.type, X * E, F};
+  if (shexp) {
+    w.gate_inp_shexp = {sgate.data(), GGML_F32, 1, E};
+    w.gate_shexp = {sg.data(), wt.type, F, E};
+    w.up_shexp = {su.data(), wt.type, F, E};
+    w.down_shexp = {sd.data(), wt.type, E, F};
+  }
+  std::vector<uint8_t> packed[3];
+  const int32_t layout = repack_layout_of(wt.type);
+  if (repacked) {
+    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv || !repack_fits(layout, X * F, E)) return;
+    Tensor* ts[3] = {&w.gate_exps, &w.up_exps, &w.down_exps};
+    for (int i = 0; i < 3; ++i) {
+      packed[i].resize(row_bytes(wt.type, ts[i]->cols) * ts[i]->rows);
+      repack_rows(layout, static_cast<const uint8_t*>(ts[i]->data), ts[i]->rows, ts[i]->cols, packed[i].data());
+      ts[i]->data = packed[i].data(), ts[i]->layout = layout;
+    }
+  }
+  // float64 value of a product of quantized rows w (row r at r * rb) with x, x quantized as the kernels' activations
+  const int32_t atype = K.weight[wt.type].act_type;
+  auto product = [&](const std::vector<uint8_t>& wq, size_t rb, int64_t r0, int64_t n_out, const std::vector<float>& x) {
+    const std::vector<double> av = act_values(atype, quantize(K, atype, x), (int64_t)x.size());
+    std::vector<float> wv(x.size());
+    std::vector<double> y((size_t)n_out);
+    for (int64_t r = 0; r < n_out; ++r) {
+      K.dequantize[wt.type](wq.data() + (r0 + r) * rb, wv.data(), (int64_t)x.size());
+      for (size_t i = 0; i < x.size(); ++i) y[r] += (double)wv[i] * av[i];
+    }
+    return y;
+  };
+  auto ffn = [&](const std::vector<uint8_t>& g_, const std::vector<uint8_t>& u_, const std::vector<uint8_t>& d_, int64_t e,
+                 const std::vector<float>& x) {
+    const std::vector<double> gv = product(g_, rb_e, e * F, F, x), uv = product(u_, rb_e, e * F, F, x);
+    std::vector<float> h((size_t)F);
+    for (int64_t i = 0; i < F; ++i) h[i] = (float)(gv[i] / (1.0 + std::exp(-gv[i])) * uv[i]);
+    return product(d_, rb_f, e * E, E, h);
+  };
+  MoeFfn moe(c, E);
+  for (int64_t m : {1, 7}) {
+    const int64_t n_alone = m == 1 ? 1 : 3;
+    const std::vector<float> x = normal(g, (size_t)(m * E));
+    std::vector<float> y((size_t)(m * E));
+    std::vector<uint8_t> act(moe.scratch_bytes(K, w, m));
+    moe.run(pool, K, w, x.data(), y.data(), m, n_alone, act.data());
+    double worst = 0.0, top = 0.0;
+    for (int64_t t = 0; t < m; ++t) {
+      const std::vector<float> xt(x.begin() + t * E, x.begin() + (t + 1) * E);
+      std::vector<double> p((size_t)X), ref((size_t)E, 0.0);
+      double mx = -1e300, sum = 0.0;
+      for (int64_t e = 0; e < X; ++e) {
+        for (int64_t i = 0; i < E; ++i) p[e] += (double)router[e * E + i] * xt[i];
+        mx = std::max(mx, p[e]);
+      }
+      for (auto& v : p) sum += (v = std::exp(v - mx));
+      for (auto& v : p) v /= sum;
+      std::vector<int64_t> order((size_t)X);
+      for (int64_t e = 0; e < X; ++e) order[e] = e;
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+      double wsum = 0.0;
+      for (int j = 0; j < c.n_expert_used; ++j) wsum += p[order[j]];
+      for (int j = 0; j < c.n_expert_used; ++j) {
+        const std::vector<double> d = ffn(gate, up, down, order[j], xt);
+        const double s = norm_topk ? p[order[j]] / wsum : p[order[j]];
+        for (int64_t i = 0; i < E; ++i) ref[i] += s * d[i];
+      }
+      if (shexp) {
+        double dot = 0.0;
+        for (int64_t i = 0; i < E; ++i) dot += (double)sgate[i] * xt[i];
+        const std::vector<double> d = ffn(sg, su, sd, 0, xt);
+        for (int64_t i = 0; i < E; ++i) ref[i] += d[i] / (1.0 + std::exp(-dot));
+      }
+      for (int64_t i = 0; i < E; ++i) {
+        worst = std::max(worst, std::fabs(y[t * E + i] - ref[i]));
+        top = std::max(top, std::fabs(ref[i]));
+      }
+    }
+    R.check(worst <= 2e-5 * top, K.isa,
+            fmt("moe %s%s%s%s m=%lld: |err| %.3g of max %.3g", type_info(wt.type).name, shexp ? " shexp" : "",
+                norm_topk ? " norm" : "", repacked ? " repacked" : "", (long long)m, worst, top));
+  }
+}
+
+void test_moe(Report& R, const Kernels& K) {
+  for (const WeightType& wt : weight_types()) {
+    if (wt.type != GGML_F32 && wt.type != GGML_Q8_0 && wt.type != GGML_Q4_0 && wt.type != GGML_Q4_K) continue;
+    if (!K.weight[wt.type].vec_dot) continue;
+    moe_case(R, K, wt, true, false, false);
+    moe_case(R, K, wt, false, true, false);
+    moe_case(R, K, wt, false, true, true);
+  }
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> expect;
   for (int i = 1; i < argc; ++i) {
@@ -963,6 +1082,7 @@ int main(int argc, char** argv) {
     test_fp16(R, K, S);
     test_rope(R, K);
     test_attention(R, K);
+    test_moe(R, K);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[%s] %d passed, %d failed (%.1f s)\n", name.c_str(), R.passed - passed0, R.failed - failed0, secs);
   }

@@ -50,7 +50,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
     """Quantize a checkpoint folder or requantize a GGUF file into the GGUF file `dst`.
 
     src: a Hugging Face folder (config.json, *.safetensors [+ model.safetensors.index.json],
-    tokenizer.json, tokenizer_config.json) of Qwen2ForCausalLM, Qwen3ForCausalLM or LlamaForCausalLM
+    tokenizer.json, tokenizer_config.json) of Qwen2, Qwen3, Llama, Qwen2Moe or Qwen3Moe ForCausalLM
     (qwen_cpu/arch.py), or a .gguf file.
     type: one of QUANT_TYPES (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k).
     force: overwrite an existing dst. progress: a line per tensor on stderr (None: only if stderr is
@@ -87,13 +87,14 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
                     raise QwenCpuError(f"{src_p}: no {f} (the tokenizer is written into the GGUF)")
             tensors, shards = hf_tensors(src_p, cfg)
             closers += [s.close for s in shards]
-            arch, n_layer = cfg.arch, cfg.n_layer
+            arch, n_layer, n_expert = cfg.arch, cfg.n_layer, cfg.n_expert
             w = gguf.GGUFWriter(None, arch)
             add_hf_metadata(w, cfg, qt)
             add_tokenizer(w, src_p, cfg.n_vocab)
             add_sampling_metadata(w, src_p)  # general.sampling.* from generation_config.json
         else:
             gsrc, arch, n_layer, tensors = gguf_source(src_p, closers)
+            n_expert = int(gsrc.metadata.get(f"{arch}.expert_count", 0))
             w = gguf.GGUFWriter(None, arch)
             copy_gguf_metadata(w, gsrc)
             w.add_file_type(qt.file_type)
@@ -105,7 +106,7 @@ def quantize_model(src: str | os.PathLike, dst: str | os.PathLike, type: str, fo
             if len(t.shape) == 1 and t.raw_type is not None:
                 t.out_type = t.raw_type  # GGUF vectors are copied as they are
             else:
-                t.out_type = tensor_type(t.name, t.shape, qt, n_layer, has_output)
+                t.out_type = tensor_type(t.name, t.shape, qt, n_layer, has_output, n_expert)
             if t.raw_type is not None and t.out_type != t.raw_type and t.raw_type not in READABLE:
                 raise QwenCpuError(f"{src_p}: tensor {t.name!r} is {t.src_type}, which cannot be requantized "
                                    f"(readable: {', '.join(type_name(x) for x in sorted(READABLE))})")

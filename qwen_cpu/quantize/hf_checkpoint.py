@@ -1,6 +1,7 @@
 """The Hugging Face checkpoint source: config.json, the safetensors shards (mapped, rows converted on
 demand), the tokenizer and the GGUF metadata they imply, for the architectures of qwen_cpu/arch.py
-(Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM); tensor names and shapes come from its table."""
+(Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM); tensor
+names and shapes come from its table (experts: stacked from one matrix per expert)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..arch import ARCHES, Arch, TensorSpec, dims, shape_of
+from ..config import EXPERT_WEIGHTS_NORM, MOE_ARCHITECTURES
 from ..errors import QwenCpuError
 from ..safetensors_io import SafetensorsFile
 from .recipes import LAYER, QuantType
@@ -22,6 +24,7 @@ from .source import SourceTensor
 
 _HF_ARCHES = {cls: a.name for a in ARCHES.values() for cls in a.hf_classes}
 _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_HF_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(mlp\.experts\.)(\d+)(\..+)$")  # one expert's matrix
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -51,6 +54,12 @@ class _HFConfig:
     rope_scaling: dict | None
     name: str
     explicit_head_dim: bool = False  # config.json names head_dim (llama.cpp then writes attention.key_length)
+    # mixture of experts (qwen2moe, qwen3moe); n_expert 0: a dense FFN
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0
+    norm_topk: bool | None = None  # norm_topk_prob when config.json differs from the architecture's default
 
     @property
     def schema(self) -> Arch:
@@ -100,13 +109,34 @@ def hf_config(folder: Path) -> _HFConfig:
         if kind not in kinds:
             raise QwenCpuError(f"{folder / 'config.json'}: rope_scaling type {kind!r} is not supported "
                                f"for {arch} (supported: {', '.join(kinds)})")
+    moe = {}
+    if arch in MOE_ARCHITECTURES:
+        moe = _moe_hparams(folder, cfg, arch, need)
     return _HFConfig(
         arch=arch, n_embd=n_embd, n_ff=need("intermediate_size"), n_layer=need("num_hidden_layers"),
         n_head=n_head, n_kv_head=int(n_kv_head), head_dim=int(head_dim), n_vocab=need("vocab_size"),
         n_ctx=int(cfg.get("max_position_embeddings") or 4096), rope_theta=rope_theta,
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), tied=bool(cfg.get("tie_word_embeddings", False)),
-        rope_scaling=rs, name=folder.resolve().name, explicit_head_dim=explicit_head_dim,
+        rope_scaling=rs, name=folder.resolve().name, explicit_head_dim=explicit_head_dim, **moe,
     )
+
+
+def _moe_hparams(folder: Path, cfg: dict, arch: str, need: Callable[[str], int]) -> dict[str, Any]:
+    """The experts' hyper-parameters of a Qwen2Moe/Qwen3Moe config.json."""
+    where = folder / "config.json"
+    if cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers"):
+        raise QwenCpuError(f"{where}: layers with a dense FFN (decoder_sparse_step "
+                           f"{cfg.get('decoder_sparse_step')}, mlp_only_layers {cfg.get('mlp_only_layers')}) "
+                           "are not supported: every layer must be a mixture of experts")
+    # (released configs name num_experts; transformers 5 writes Qwen3Moe's as num_local_experts)
+    n_expert = need("num_local_experts" if "num_local_experts" in cfg else "num_experts")
+    n_used = need("num_experts_per_tok")
+    if n_used > n_expert:
+        raise QwenCpuError(f"{where}: num_experts_per_tok {n_used} exceeds num_experts {n_expert}")
+    norm = cfg.get("norm_topk_prob", False)
+    return dict(n_expert=n_expert, n_expert_used=n_used, n_ff_exp=need("moe_intermediate_size"),
+                n_ff_shexp=need("shared_expert_intermediate_size") if arch == "qwen2moe" else 0,
+                norm_topk=None if bool(norm) == EXPERT_WEIGHTS_NORM[arch] else bool(norm))
 
 
 def _hf_shards(folder: Path) -> dict[str, SafetensorsFile]:
@@ -186,7 +216,13 @@ def hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[SourceTensor], list[Saf
     schema, d = c.schema, dims(c)
     found: dict[str, tuple[str, SafetensorsFile, TensorSpec]] = {}
     unknown = []
+    experts: dict[str, tuple[TensorSpec, dict[int, tuple[str, SafetensorsFile]]]] = {}
     for hf, st in by_name.items():
+        m = _HF_EXPERT.match(hf)
+        spec = m and next((t for t in schema.tensors if t.hf == f"{m.group(2)}{{e}}{m.group(4)}"), None)
+        if spec:  # stacked into the 3-D tensor below
+            experts.setdefault(f"blk.{int(m.group(1))}.{spec.gguf}", (spec, {}))[1][int(m.group(3))] = (hf, st)
+            continue
         g = _gguf_name(hf, schema)
         if g is None:
             if not hf.endswith("rotary_emb.inv_freq"):
@@ -199,7 +235,8 @@ def hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[SourceTensor], list[Saf
         raise QwenCpuError(f"{folder}: tensors this converter does not know for {c.arch}: "
                            f"{', '.join(sorted(unknown)[:5])}" + (" ..." if len(unknown) > 5 else ""))
     wanted = dict(schema.gguf_names(c.n_layer))
-    missing = [n for n, t in wanted.items() if n not in found and t.hf is not None
+    stacked = [_stacked_experts(g, spec, parts, c, d, g in wanted) for g, (spec, parts) in experts.items()]
+    missing = [n for n, t in wanted.items() if n not in found and n not in experts and t.hf is not None
                and not (t.optional and (n != "output.weight" or c.tied))]
     if missing:
         raise QwenCpuError(f"{folder}: missing tensors for a {c.n_layer}-layer {c.arch} model: "
@@ -223,12 +260,46 @@ def hf_tensors(folder: Path, c: _HFConfig) -> tuple[list[SourceTensor], list[Saf
                                _permute_rows(st.rows(hf, 0, n).reshape(-1, 1), c.head_dim).reshape(-1)[a:b])
             t.row_align = c.head_dim
         out.append(t)
+    out += stacked
     rs = c.rope_scaling or {}
     if (rs.get("type") or rs.get("rope_type")) == "llama3":
         factors = llama3_rope_factors(rs, c.rope_theta, c.head_dim)
         out.append(SourceTensor(name="rope_freqs.weight", shape=factors.shape, src_type="F32",
                                 read_rows=lambda a, b, f=factors: f[a:b]))
     return _ordered(out), shards
+
+
+def _stacked_experts(g: str, spec: TensorSpec, parts: dict[int, tuple[str, SafetensorsFile]], c: _HFConfig,
+                     d: dict[str, int], wanted: bool) -> SourceTensor:
+    """One 3-D GGUF tensor (n_expert, rows, cols) from the checkpoint's per-expert matrices, expert e's
+    rows e*rows .. as llama.cpp's converter stacks them (torch.stack over the expert index)."""
+    shape = shape_of(spec, d)
+    some = next(iter(parts.values()))
+    if not wanted:
+        raise QwenCpuError(f"{some[1].path}: tensor {some[0]!r} does not belong to a {c.n_layer}-layer model "
+                           "(num_hidden_layers in config.json)")
+    if sorted(parts) != list(range(shape[0])):
+        lacking = sorted(set(range(shape[0])) - set(parts))
+        raise QwenCpuError(f"{Path(some[1].path).parent}: {g}: experts {lacking[:5] or sorted(parts)[-1:]} of "
+                           f"{shape[0]} (num_experts) missing or extra in the checkpoint")
+    for hf, st in parts.values():
+        if st.tensors[hf].shape != shape[1:]:
+            raise QwenCpuError(f"{st.path}: tensor {hf!r} has shape {st.tensors[hf].shape}, but config.json "
+                               f"implies {shape[1:]}")
+    rows = shape[1]
+
+    def read(a: int, b: int) -> np.ndarray:
+        out = []
+        for e in range(a // rows, (b - 1) // rows + 1):
+            hf, st = parts[e]
+            out.append(st.rows(hf, max(a, e * rows) - e * rows, min(b, (e + 1) * rows) - e * rows))
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def release() -> None:
+        for hf, st in parts.values():
+            st.release(hf)
+
+    return SourceTensor(name=g, shape=shape, src_type=st.tensors[hf].dtype, read_rows=read, release=release)
 
 
 def _hf_reader(st: SafetensorsFile, hf: str, permute: bool, head_dim: int) -> Callable[[int, int], np.ndarray]:
@@ -340,5 +411,13 @@ def add_hf_metadata(w: Any, c: _HFConfig, qt: QuantType) -> None:
             orig = c.rope_scaling.get("original_max_position_embeddings")
             if orig:
                 w.add_uint32(f"{a}.rope.scaling.original_context_length", int(orig))
+    if c.n_expert:  # the keys llama.cpp's converter writes for Qwen2Moe / Qwen3Moe
+        w.add_uint32(f"{a}.expert_count", c.n_expert)
+        w.add_uint32(f"{a}.expert_used_count", c.n_expert_used)
+        w.add_uint32(f"{a}.expert_feed_forward_length", c.n_ff_exp)
+        if c.n_ff_shexp:
+            w.add_uint32(f"{a}.expert_shared_feed_forward_length", c.n_ff_shexp)
+        if c.norm_topk is not None:  # ours only: llama.cpp fixes the choice per architecture
+            w.add_bool(f"{a}.expert_weights_norm", c.norm_topk)
     w.add_file_type(qt.file_type)
     w.add_quantization_version(2)

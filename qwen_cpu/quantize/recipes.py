@@ -26,6 +26,10 @@ count, "more-bits layers" are i < n/8, i >= 7n/8 and every third layer in betwee
   (hidden 896 = 3.5 x 256) at q4_k_m therefore gets: token_embd Q8_0, attn_q/k/output and
   ffn_gate/up Q5_0, attn_v Q5_0 (Q8_0 in more-bits layers), ffn_down (rows of 4864 = 19 x 256)
   Q4_K (Q6_K in more-bits layers).
+- Mixtures of experts (qwen2moe, qwen3moe), as llama.cpp: the router (ffn_gate_inp) stays F32; the
+  3-D expert tensors follow the 2-D rules per row (ffn_down_exps like ffn_down, by its layer), as do
+  the shared expert's tensors, its one-row gate ffn_gate_inp_shexp included; with exactly 8 experts
+  attn_k and attn_v become Q8_0 in every quantized recipe.
 - Requantizing a GGUF applies the same rules to its tensors; a tensor already in its target type
   is copied unchanged, 1-D tensors are copied in their type.
 """
@@ -71,24 +75,30 @@ def _use_more_bits(i_layer: int, n_layer: int) -> bool:
     return i_layer < n_layer // 8 or i_layer >= 7 * n_layer // 8 or (i_layer - n_layer // 8) % 3 == 2
 
 
-def tensor_type(name: str, shape: tuple[int, ...], qtype: str | QuantType, n_layer: int, has_output: bool) -> int:
+def tensor_type(name: str, shape: tuple[int, ...], qtype: str | QuantType, n_layer: int, has_output: bool,
+                n_expert: int = 0) -> int:
     """The GGUF type a tensor gets under a TYPE recipe (see the module docstring).
 
-    name: GGUF tensor name ("blk.3.attn_v.weight"); shape: numpy order, rows first.
+    name: GGUF tensor name ("blk.3.attn_v.weight"); shape: numpy order, rows first; n_expert: the
+    model's expert count (0: dense).
     """
     q = QUANT_TYPES[qtype] if isinstance(qtype, str) else qtype
     if len(shape) < 2 or not name.endswith(".weight") or name.endswith("_norm.weight"):
         return F32
+    if name.endswith(".ffn_gate_inp.weight"):  # the router is never quantized
+        return F32
     if q.default not in _QUANTIZED:
         return q.default
     new = q.default
+    if n_expert == 8 and (name.endswith(".attn_k.weight") or name.endswith(".attn_v.weight")):
+        new = Q8_0
     n_per_row = shape[-1]
     if name == "output.weight" or (not has_output and name == "token_embd.weight"):
         if n_per_row % block_elems(new) != 0:
             new = Q8_0
         elif new != Q8_0:
             new = Q6_K
-    elif q.k_mix and (".attn_v.weight" in name or ".ffn_down" in name):
+    elif q.k_mix and new != Q8_0 and (".attn_v.weight" in name or ".ffn_down" in name):
         m = LAYER.match(name)
         if m and _use_more_bits(int(m.group(1)), n_layer):
             new = Q6_K
