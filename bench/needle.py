@@ -40,7 +40,7 @@ def main() -> None:
         unit = len(m.tokenize(paragraph))
         filler = paragraph * (args.tokens // unit + 1)
         words = filler.split(" ")
-        print(f"{path.name}, kernel path {_kernels.get_isa()}, {args.threads} threads, KV cache {m.kv_type}")
+        print(f"{path.name}, kernel path {_kernels.get_isa()}, {args.threads} threads, KV cache {'/'.join(m.kv_type)}")
         for depth in sorted(map(float, args.depths.split(",")), reverse=True):
             cut = int(len(words) * depth)
             text = " ".join(words[:cut]) + NEEDLE + " ".join(words[cut:])

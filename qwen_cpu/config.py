@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import QwenCpuError
+from .gguf_types import GGML_TYPES
 
 # Architectures we run: qwen2 (Qwen2.5 and its fine-tunes and distills) and llama (SmolLM2,
 # Llama 3.x): the same decoder blocks; qwen2 adds Q/K/V biases and pairs RoPE dims i, i+d/2,
@@ -14,6 +15,25 @@ from .errors import QwenCpuError
 SUPPORTED_ARCHITECTURES = ("qwen2", "llama")
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
+# KV cache element types (llama.cpp's -ctk/-ctv names) -> ggml type id; the quantized ones store a
+# (position, kv head) row as head_dim/32 blocks of 32 values (csrc/ops.h kv_row_bytes).
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2}
+DEFAULT_KV_TYPE = "f16"
+KvType = tuple[str, str]  # (K type, V type)
+
+
+def check_kv_type(kv_type: str | Sequence[str]) -> KvType:
+    """(K type, V type) from one name for both ('f16', 'q8_0', ...) or a (k, v) pair of names."""
+    names = [kv_type, kv_type] if isinstance(kv_type, str) else kv_type
+    if isinstance(names, (list, tuple)) and len(names) == 2 and all(isinstance(n, str) and n in KV_TYPES for n in names):
+        return names[0], names[1]
+    raise QwenCpuError(f"kv_type must be one of {', '.join(KV_TYPES)} or a (K, V) pair of them, got {kv_type!r}")
+
+
+def kv_row_bytes(kv_type: str, head_dim: int) -> int:
+    """Bytes of one cached (position, kv head) row of head_dim values of a KV cache type."""
+    t = GGML_TYPES[KV_TYPES[kv_type]]
+    return head_dim // t.block_elems * t.block_bytes
 
 
 @dataclass(frozen=True)
@@ -37,16 +57,28 @@ class ModelConfig:
     rope_beta_slow: float = 1.0
     rope_n_ctx_orig: int = 0
 
-    def kernel_config(self, n_ctx: int, n_batch: int, kv_f16: bool) -> dict[str, Any]:
-        """The dict that `_kernels.Model` takes."""
+    def kernel_config(self, n_ctx: int, n_batch: int, kv_type: KvType) -> dict[str, Any]:
+        """The dict that `_kernels.Model` takes (kv_type checked by check_kv_heads)."""
         d = asdict(self)
         del d["arch"], d["n_ctx_train"]
-        d.update(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16)
+        d.update(n_ctx=n_ctx, n_batch=n_batch, kv_k=KV_TYPES[kv_type[0]], kv_v=KV_TYPES[kv_type[1]])
         return d
 
-    def kv_cache_bytes(self, n_ctx: int, kv_f16: bool = True) -> int:
-        """Bytes of the K and V caches for n_ctx positions."""
-        return 2 * self.n_layer * self.n_kv_head * n_ctx * self.head_dim * (2 if kv_f16 else 4)
+    def kv_type_fits(self, name: str) -> bool:
+        """Whether a KV cache type's rows hold head_dim values (its blocks divide head_dim)."""
+        return self.head_dim % GGML_TYPES[KV_TYPES[name]].block_elems == 0
+
+    def check_kv_heads(self, kv_type: KvType) -> None:
+        """Refuse a quantized KV cache type whose blocks do not divide head_dim, naming it."""
+        for which, name in zip("KV", kv_type):
+            block = GGML_TYPES[KV_TYPES[name]].block_elems
+            if not self.kv_type_fits(name):
+                raise QwenCpuError(f"KV cache type {name} ({which}) stores blocks of {block} values, but this model's "
+                                   f"head_dim {self.head_dim} is not a multiple of {block}; use f16 or f32")
+
+    def kv_cache_bytes(self, n_ctx: int, kv_type: KvType = (DEFAULT_KV_TYPE, DEFAULT_KV_TYPE)) -> int:
+        """Bytes of the K and V caches for n_ctx positions with these (K, V) types."""
+        return self.n_layer * self.n_kv_head * n_ctx * sum(kv_row_bytes(t, self.head_dim) for t in kv_type)
 
 
 def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:

@@ -82,7 +82,7 @@ void bind_model(py::module_& m) {
              c.rms_eps = cfg["rms_eps"].cast<float>();
              c.n_ctx = cfg["n_ctx"].cast<int64_t>();
              c.n_batch = cfg["n_batch"].cast<int>();
-             c.kv_f16 = cfg["kv_f16"].cast<bool>();
+             c.kv = KvTypes{cfg["kv_k"].cast<int32_t>(), cfg["kv_v"].cast<int32_t>()};  // ggml type ids
              if (cfg.contains("n_seq")) c.n_seq = cfg["n_seq"].cast<int>();
              if (cfg.contains("repack")) c.repack = cfg["repack"].cast<bool>();
              if (cfg.contains("release_repacked_source")) c.release_repacked_source = cfg["release_repacked_source"].cast<bool>();
