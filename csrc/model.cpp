@@ -14,6 +14,12 @@
 
 namespace qc {
 
+// The cache's element types from the configuration (kv_f16: F16, else F32, for K and V alike).
+static KvTypes kv_types(const ModelConfig& c) {
+  const int32_t t = c.kv_f16 ? GGML_F16 : GGML_F32;
+  return KvTypes{t, t};
+}
+
 namespace {
 
 // Tokens per feed-forward sub-step of a prefill step: gate/up then hold (kFfnChunk, n_ff) floats
@@ -129,8 +135,8 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
 
   if (c.repack) plan_repack();
 
-  const size_t elem = c.kv_f16 ? sizeof(half_t) : sizeof(float);
-  layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * (size_t)c.head_dim * elem;
+  const KvTypes kv = kv_types(c);
+  layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * kv_row_bytes(kv.k, c.head_dim);
   k_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
   v_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
 
@@ -146,7 +152,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   up_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   cos_ = ZeroBuffer<float>(B * c.head_dim / 2);
   sin_ = ZeroBuffer<float>(B * c.head_dim / 2);
-  att_scratch_ = ZeroBuffer<float>(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.n_ctx));
+  att_scratch_ = ZeroBuffer<float>(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.head_dim, c.n_ctx));
 
   // big enough for the products before the matrices are repacked and after
   size_t act = activation_scratch_bytes();
@@ -278,9 +284,9 @@ void Model::store_kv(int l, int64_t m) {
       uint8_t* cache = static_cast<uint8_t*>(which == 0 ? k_layer(l, seq_[t]) : v_layer(l, seq_[t]));
       for (int g = 0; g < c.n_kv_head; ++g) {
         const float* row = src + t * kv_dim + (int64_t)g * c.head_dim;
-        const size_t index = ((size_t)g * c.n_ctx + (size_t)pos_[t]) * c.head_dim;
-        if (c.kv_f16) K_->fp32_to_fp16_row(row, reinterpret_cast<half_t*>(cache) + index, c.head_dim);
-        else std::memcpy(reinterpret_cast<float*>(cache) + index, row, sizeof(float) * c.head_dim);
+        const int32_t type = which == 0 ? kv_types(c).k : kv_types(c).v;
+        const size_t index = ((size_t)g * c.n_ctx + (size_t)pos_[t]) * kv_row_bytes(type, c.head_dim);
+        kv_store_row(*K_, type, row, cache + index, c.head_dim);
       }
     }
   }
@@ -446,7 +452,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     store_kv(l, m);
     for (size_t i = 0; i < runs_.size(); ++i) runs_[i].k_cache = k_layer(l, run_seq_[i]), runs_[i].v_cache = v_layer(l, run_seq_[i]);
-    attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), c.kv_f16, c.n_head, c.n_kv_head,
+    attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), kv_types(c), c.n_head, c.n_kv_head,
                    c.head_dim, c.n_ctx, att_scratch_.data());
     // the output projection lands in xn_, free once the Q/K/V products have read it
     const MatmulOutput wo = output_of(L.wo, E, xn_.data());
