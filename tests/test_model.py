@@ -422,28 +422,40 @@ def test_bad_rope_scaling_options_are_refused(kw, words):
 
 # ---- KV cache types (issue #17) ----------------------------------------------------------------
 # qwen2-h256-tied has head_dim 64, which the quantized types' 32-value blocks divide; its f32 file
-# isolates the cache's rounding from the weights'. Bounds: measured relative errors against the f16
-# cache (bench/README.md, "KV cache types") with about 2x headroom.
+# isolates the cache's rounding from the weights'. Bounds (relative error of the logits against
+# the f16 cache, mean KL of the next-token distributions in nats, top-1 agreement) with about 2x
+# headroom over what every path measures (the same on all: 80 tokens of this random model):
+#   f32 2e-4, 1e-7, 100%; q8_0 5.8e-3, 7.1e-5, 97.5%; q4_0 9.3e-2, 1.9e-2, 92.5%;
+#   K f16 V q8_0 4.6e-3, 3.9e-5, 97.5%; K q8_0 V q4_0 8.2e-2, 1.1e-2, 93.8%.
+# (A random model's logits spread wide, so 4-bit keys move them more than a trained model's: see
+# bench/README.md, "KV cache types", for SmolLM2.)
 KV_FILE = "qwen2-h256-tied.f32.gguf"
-KV_BOUNDS = {"q8_0": 2e-2, "q4_0": 8e-2, ("f16", "q8_0"): 2e-2, ("q8_0", "q4_0"): 8e-2, "f32": 1e-3}
+KV_BOUNDS = {"f32": (1e-3, 1e-6, 1.0), "q8_0": (1.5e-2, 2e-4, 0.95), "q4_0": (0.2, 4e-2, 0.85),
+             ("f16", "q8_0"): (1.5e-2, 1e-4, 0.95), ("q8_0", "q4_0"): (0.2, 3e-2, 0.85)}
 
 
 @pytest.mark.parametrize("kv_type", list(KV_BOUNDS), ids=str)
 def test_quantized_kv_cache_logits_close_to_the_f16_cache(isa, kv_type):
+    from qwen_cpu.sampler import log_softmax
+
     with Model.load(GOLDEN / KV_FILE, n_ctx=128, n_threads=2) as m:
         f16 = m.logits(TOKENS)
     with Model.load(GOLDEN / KV_FILE, n_ctx=128, n_threads=2, kv_type=kv_type) as m:
         assert m.kv_type == ((kv_type, kv_type) if isinstance(kv_type, str) else kv_type)
         got = m.logits(TOKENS)
-    err = rel_err(got, f16)
-    assert 0 < err < KV_BOUNDS[kv_type]  # (> 0: the type is in effect)
-    assert np.mean(got.argmax(-1) == f16.argmax(-1)) >= 0.9
+    err, kl_bound, top1 = KV_BOUNDS[kv_type]
+    ref, ours = log_softmax(f16), log_softmax(got)
+    assert 0 < rel_err(got, f16) < err  # (> 0: the type is in effect)
+    assert (np.exp(ref) * (ref - ours)).sum(-1).mean() < kl_bound
+    assert np.mean(got.argmax(-1) == f16.argmax(-1)) >= top1
 
 
 @pytest.mark.parametrize("kv_type", ["q8_0", "q4_0", ("f16", "q4_0")], ids=str)
 def test_quantized_cache_prefill_then_decode_equals_one_prefill(isa, kv_type):
-    """Decode steps read the rows that prefill quantized, at the right positions."""
-    with Model.load(GOLDEN / "qwen2-h256-tied.q4_0.gguf", n_ctx=128, n_threads=2, kv_type=kv_type) as m:
+    """Decode steps read the rows that prefill quantized, at the right positions. (Float weights: with
+    quantized ones, the last-bit differences between the prefill and decode attention kernels can
+    move an activation across an 8-bit rounding step, which this random model amplifies to 1e-2.)"""
+    with Model.load(GOLDEN / KV_FILE, n_ctx=128, n_threads=2, kv_type=kv_type) as m:
         full = m.logits(TOKENS)
         m.reset()
         steps = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
