@@ -52,6 +52,11 @@ static inline const void* kv_block_rows(const void* base, size_t row_bytes, int6
   }
 }
 
+// A hint to load bytes [p, p + n) into the cache (no fault if they are not mapped: a prefetch).
+static inline void prefetch_bytes(const uint8_t* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64) __builtin_prefetch(p + i);
+}
+
 // The float kernels read f16 rows for an f16 cache, f32 rows for every other type.
 template <int32_t T>
 constexpr bool kv_rows_f16 = T == GGML_F16;
@@ -72,6 +77,11 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
   float* c = part + (int64_t)n_q * head_dim;             // (n_q) rescale of the old state
   for (int64_t i0 = 0; i0 < n_keys; i0 += kAttnBlock) {
     const int n = n_keys - i0 < kAttnBlock ? (int)(n_keys - i0) : kAttnBlock;
+    if (i0 + n < n_keys) {  // the next block's rows, one cache line at a time: read from memory meanwhile
+      const int64_t n_next = n_keys - i0 - n < kAttnBlock ? n_keys - i0 - n : kAttnBlock;
+      prefetch_bytes(static_cast<const uint8_t*>(k) + (i0 + n) * k_row_bytes, n_next * k_row_bytes);
+      prefetch_bytes(static_cast<const uint8_t*>(v) + (i0 + n) * v_row_bytes, n_next * v_row_bytes);
+    }
     const void* kr = kv_block_rows<KT>(k, k_row_bytes, i0, n, head_dim, kbuf);
     for (int j0 = 0; j0 < n_q; j0 += kGroup) {
       const int nq = n_q - j0 < kGroup ? n_q - j0 : kGroup;
