@@ -52,6 +52,23 @@ static inline const void* kv_block_rows(const void* base, size_t row_bytes, int6
   }
 }
 
+// A hint to load bytes [p, p + n) into the cache (no fault if they are not mapped: a prefetch).
+static inline void prefetch_bytes(const uint8_t* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64) __builtin_prefetch(p + i);
+}
+
+// The largest of x[0 .. n) and init: 8 independent maxima (a vector max where the compiler sees
+// one; a single running max is a chain of dependent instructions, 7 per key at 7 queries).
+static inline float block_max(const float* x, int n, float init) {
+  float mx[8] = {init, init, init, init, init, init, init, init};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) mx[u] = x[i + u] > mx[u] ? x[i + u] : mx[u];
+  for (; i < n; ++i) mx[0] = x[i] > mx[0] ? x[i] : mx[0];
+  for (int u = 1; u < 8; ++u) mx[0] = mx[u] > mx[0] ? mx[u] : mx[0];
+  return mx[0];
+}
+
 // The float kernels read f16 rows for an f16 cache, f32 rows for every other type.
 template <int32_t T>
 constexpr bool kv_rows_f16 = T == GGML_F16;
@@ -72,6 +89,11 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
   float* c = part + (int64_t)n_q * head_dim;             // (n_q) rescale of the old state
   for (int64_t i0 = 0; i0 < n_keys; i0 += kAttnBlock) {
     const int n = n_keys - i0 < kAttnBlock ? (int)(n_keys - i0) : kAttnBlock;
+    if (i0 + n < n_keys) {  // the next block's rows, one cache line at a time: read from memory meanwhile
+      const int64_t n_next = n_keys - i0 - n < kAttnBlock ? n_keys - i0 - n : kAttnBlock;
+      prefetch_bytes(static_cast<const uint8_t*>(k) + (i0 + n) * k_row_bytes, n_next * k_row_bytes);
+      prefetch_bytes(static_cast<const uint8_t*>(v) + (i0 + n) * v_row_bytes, n_next * v_row_bytes);
+    }
     const void* kr = kv_block_rows<KT>(k, k_row_bytes, i0, n, head_dim, kbuf);
     for (int j0 = 0; j0 < n_q; j0 += kGroup) {
       const int nq = n_q - j0 < kGroup ? n_q - j0 : kGroup;
@@ -79,8 +101,7 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
     }
     for (int j = 0; j < n_q; ++j) {
       float* sj = s + (int64_t)j * n;
-      float mx = m[j];
-      for (int i = 0; i < n; ++i) mx = sj[i] > mx ? sj[i] : mx;
+      float mx = block_max(sj, n, m[j]);
       c[j] = std::exp(m[j] - mx);  // 0 before the first key (m = -inf)
       l[j] = l[j] * c[j] + exp_sum(sj, n, mx);
       m[j] = mx;
