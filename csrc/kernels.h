@@ -91,7 +91,8 @@ constexpr int kAttnBlock = 64;
 //   state per query j: m[j] the largest score so far (-inf before any key), l[j] the sum of
 //   exp(score - m[j]), acc (n_q, head_dim) row j the sum of exp(score - m[j]) * value; score =
 //   scale * q_j . k_i. The caller divides acc by l at the end. Causality is the caller's job.
-//   scratch: attn_kernel_scratch_floats(n_q, head_dim) floats, 64-byte aligned.
+//   scratch: attn_kernel_scratch_floats(n_q, head_dim) floats, 8-byte aligned (the scalar kernel keeps
+//   doubles there).
 typedef void (*attn_fn)(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v,
                         size_t v_row_bytes, int64_t n_keys, int head_dim, float scale, float* m, float* l,
                         float* acc, float* scratch);

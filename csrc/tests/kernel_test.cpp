@@ -922,7 +922,8 @@ void test_attention(Report& R, const Kernels& K, const Kernels& S) {
     attention_case(R, K, S, kv, 3, 70, 10, 1, 20, 2, 1e-5);  // 10 queries per KV head, head_dim % 8 != 0
     for (int n_q = 1; n_q <= 8; ++n_q) attention_case(R, K, S, kv, 2, 126, 2 * n_q, 2, 136, 2, 5e-6);
     attention_case(R, K, S, kv, 61, 0, 4, 2, 32, 3, 1e-5);  // a long prompt
-    for (int head_dim : {6, 30}) attention_case(R, K, S, kv, 3, 9, 6, 2, head_dim, 2, 1e-5);
+    for (int head_dim : {6, 8, 16, 30}) attention_case(R, K, S, kv, 3, 9, 6, 2, head_dim, 2, 1e-5);
+    attention_case(R, K, S, kv, 40, 0, 4, 2, 16, 1, 1e-5);  // the tiny test model's shape
   }
   // decode at depth: 1 thread (whole pairs) and 3 threads (each pair's keys split into parts)
   for (KvTypes kv : {KvTypes{GGML_F16, GGML_F16}, KvTypes{GGML_Q8_0, GGML_Q8_0}, KvTypes{GGML_Q4_0, GGML_Q4_0},
