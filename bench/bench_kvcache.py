@@ -10,6 +10,10 @@ Per depth D and cache type T:
   tg   32 decode steps after a D-token context, tokens/s (llama-bench -d D -p 0 -n 32)
   RSS  ours: the worker process's resident memory after the decode steps (VmRSS), and the bytes
        of the KV cache itself (n_ctx = D + 32 positions)
+With --fill (ours only; for depths whose prefill takes too long on a small machine), the cache is
+filled instead of computed: a 512-token prefill's rows repeated to D positions (read_slot,
+write_slot), then the same 32 decode steps: decode reads as many cache bytes as after a real
+prefill (its speed does not depend on the values), and RSS counts the same committed pages.
 Ours runs one fresh process per (D, T, repetition): the prefill is timed, then the decode steps
 from where it ended. llama-bench runs with -fa 1 -ctk T -ctv T -r 1 (its depth prefill is not
 timed, as ours is not in tg). Engines and types interleave inside each repetition; medians are
@@ -40,7 +44,10 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
-def worker(path: str, depth: int, kv_type: str, threads: int) -> dict:
+FILL = 512  # tokens computed for --fill
+
+
+def worker(path: str, depth: int, kv_type: str, threads: int, fill: bool) -> dict:
     """Our figures for one (depth, type), in this (fresh) process."""
     import numpy as np
 
@@ -48,9 +55,19 @@ def worker(path: str, depth: int, kv_type: str, threads: int) -> dict:
 
     ids = np.random.default_rng(0).integers(100, 20000, depth + TG).tolist()
     m = Model.load(path, n_ctx=depth + TG, n_threads=threads, kv_type=kv_type)
-    t0 = time.perf_counter()
-    m.prefill(ids[:depth])
-    pp = depth / (time.perf_counter() - t0)
+    pp = None
+    if fill:
+        with m.hold() as lease:
+            lease.prefill(ids[:FILL])
+            tokens, rows = lease.read_slot(0)
+            c = m.config
+            rows = rows.reshape(c.n_layer, 2, c.n_kv_head, FILL, -1)  # (K and V of one type: one row size)
+            reps = -(-depth // FILL)
+            lease.write_slot(0, (tokens * reps)[:depth], np.tile(rows, (1, 1, 1, reps, 1))[:, :, :, :depth].ravel())
+    else:
+        t0 = time.perf_counter()
+        m.prefill(ids[:depth])
+        pp = depth / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for tok in ids[depth:depth + TG]:
         m.decode_step(tok)
@@ -59,10 +76,10 @@ def worker(path: str, depth: int, kv_type: str, threads: int) -> dict:
             "kv_mib": m.config.kv_cache_bytes(depth + TG, m.kv_type) / 2**20}
 
 
-def run_ours(path: Path, depth: int, kv_type: str, threads: int) -> dict:
+def run_ours(path: Path, depth: int, kv_type: str, threads: int, fill: bool) -> dict:
     root = str(ROOT)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, __file__, "--worker", str(path), str(depth), kv_type, str(threads)],
+    r = subprocess.run([sys.executable, __file__, "--worker", str(path), str(depth), kv_type, str(threads), str(int(fill))],
                        capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"worker {depth} {kv_type} failed:\n{r.stderr[-3000:]}")
@@ -83,7 +100,7 @@ def run_llama(exe: Path, path: Path, depth: int, kv_type: str, threads: int) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--worker", nargs=4, metavar=("MODEL", "DEPTH", "TYPE", "THREADS"))
+    ap.add_argument("--worker", nargs=5, metavar=("MODEL", "DEPTH", "TYPE", "THREADS", "FILL"))
     ap.add_argument("--depths", default="4096,16384,32768")
     ap.add_argument("--types", default="f16,q8_0,q4_0")
     ap.add_argument("--reps", type=int, default=3)
@@ -91,14 +108,15 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--llama-bench", type=Path, default=LLAMA_BENCH)
     ap.add_argument("--no-llama", action="store_true", help="our figures only")
+    ap.add_argument("--fill", action="store_true", help="ours only, cache filled instead of computed (no pp)")
     args = ap.parse_args()
     if args.worker:
-        path, depth, kv_type, threads = args.worker
-        print(json.dumps(worker(path, int(depth), kv_type, int(threads))))
+        path, depth, kv_type, threads, fill = args.worker
+        print(json.dumps(worker(path, int(depth), kv_type, int(threads), fill == "1")))
         return
     from qwen_cpu import _kernels
 
-    llama = not args.no_llama and args.llama_bench.is_file()
+    llama = not args.no_llama and not args.fill and args.llama_bench.is_file()
     types = args.types.split(",")
     log = CACHE / "bench_kvcache.jsonl"
     print(f"{args.model.name}, {args.threads} threads, kernel path {_kernels.get_isa()}, "
@@ -114,19 +132,19 @@ def main() -> None:
                     if engine == "llama" and not llama:
                         continue
                     loads.append(os.getloadavg()[0])
-                    r = run_ours(args.model, depth, t, args.threads) if engine == "ours" else \
+                    r = run_ours(args.model, depth, t, args.threads, args.fill) if engine == "ours" else \
                         run_llama(args.llama_bench, args.model, depth, t, args.threads)
                     rows[(engine, t)].append(r)
                     with open(log, "a") as f:
-                        f.write(json.dumps({"depth": depth, "type": t, "engine": engine, "rep": rep, **r,
+                        f.write(json.dumps({"fill": args.fill, "depth": depth, "type": t, "engine": engine, "rep": rep, **r,
                                             "load": loads[-1], "time": time.time()}) + "\n")
                     print(f"  depth {depth} {t} {engine} rep {rep}: {json.dumps(r)} (load {loads[-1]:.1f})", flush=True)
-        print(f"\ndepth {depth}, {args.reps} repetitions, load {min(loads):.1f}-{max(loads):.1f}")
+        print(f"\ndepth {depth}{' (cache filled, not computed)' if args.fill else ''}, {args.reps} repetitions, load {min(loads):.1f}-{max(loads):.1f}")
         print("| KV type | pp ours | pp llama.cpp | ratio | tg ours | tg llama.cpp | ratio | KV cache MiB | RSS ours MiB |")
         print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
         for t in types:
             o, l = rows[("ours", t)], rows[("llama", t)]
-            pp, tg = median(r["pp"] for r in o), median(r["tg"] for r in o)
+            pp, tg = (median(r["pp"] for r in o) if o[0]["pp"] else 0.0), median(r["tg"] for r in o)
             lpp = median(r["pp"] for r in l) if l else None
             ltg = median(r["tg"] for r in l) if l else None
             ratio = (lambda a, b: f"**{a / b:.2f}**" if b else "-")
