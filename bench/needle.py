@@ -84,7 +84,7 @@ def main() -> None:
             for depth, needle in zip(depths, NEEDLES):
                 t0 = time.perf_counter()
                 answer = ask(m, text, needle)
-                found = needle.word in answer.upper()
+                found = needle.word[:6] in answer.upper()  # (as tests/test_needle.py)
                 print(f"KV {kv_type}, depth {depth:.0%} of {m.n_past} tokens: {'found' if found else 'MISSED'} "
                       f"({answer!r}), {time.perf_counter() - t0:.1f} s", flush=True)
 
