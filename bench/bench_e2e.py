@@ -211,7 +211,7 @@ def bytes_per_token(path: Path, depth: int) -> tuple[int, int]:
     try:
         weights = sum(t.n_bytes for t in g.tensors.values())
         cfg = config_from_gguf(g.metadata, g.tensors["token_embd.weight"].shape[0])
-        return weights, cfg.kv_cache_bytes(depth, kv_f16=True)
+        return weights, cfg.kv_cache_bytes(depth)
     finally:
         g.close()
 

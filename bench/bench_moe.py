@@ -44,7 +44,7 @@ def bytes_per_token(path: Path, used: int | None = None) -> tuple[float, float, 
         embd = g.tensors["token_embd.weight"].n_bytes  # one row per token: not counted
         share = (used or cfg.n_expert_used) / cfg.n_expert if cfg.n_expert else 1.0
         weights = total - embd - exps * (1 - share)
-        kv = cfg.kv_cache_bytes(SHORT + TG // 2, kv_f16=True)
+        kv = cfg.kv_cache_bytes(SHORT + TG // 2)
         n_exps = sum(t.n_elements for n, t in g.tensors.items() if n.endswith("_exps.weight"))
         n_all = sum(t.n_elements for t in g.tensors.values()) - g.tensors["token_embd.weight"].n_elements
         return weights + kv, total, int(n_all - n_exps * (1 - share))

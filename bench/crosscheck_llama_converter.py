@@ -127,7 +127,7 @@ def main() -> None:
               f"(largest difference {worst:.1e}, rope_freqs only)")
         ref = np.load(DATA / f"{model}.f32.npz")["logits"]
         for label, path in (("llama.cpp's file", theirs), ("our file", ours)):
-            with Model.load(path, n_ctx=128, n_threads=2, kv_f16=False) as m:
+            with Model.load(path, n_ctx=128, n_threads=2, kv_type="f32") as m:
                 err = float(np.abs(m.logits(manifest["tokens"]) - ref).max() / np.abs(ref).max())
             print(f"  qwen-cpu on {label}: logits rel err vs transformers {err:.1e}")
         if LLAMA_PERPLEXITY.exists():

@@ -88,7 +88,7 @@ def main() -> None:
                 quantize_model(src, out, qtype, progress=False)
                 theirs = llama_top(args.server, out, prompts)
                 worst, same = 0.0, 0
-                with Model.load(out, n_ctx=64, kv_f16=False) as m:
+                with Model.load(out, n_ctx=64, kv_type="f32") as m:
                     for ids, top in zip(prompts, theirs):
                         m.reset()
                         lg = m.logits(ids)[-1].astype(np.float64)

@@ -76,6 +76,40 @@ struct LayoutKernels {
   gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
 };
 
+// The KV cache types attention reads, numbered for the table: F32, F16, Q8_0, Q4_0 (kv_index).
+enum : int { QC_KV_F32, QC_KV_F16, QC_KV_Q8_0, QC_KV_Q4_0, QC_KV_COUNT };
+static inline int kv_index(int32_t type) {
+  return type == GGML_F32 ? QC_KV_F32 : type == GGML_F16 ? QC_KV_F16 : type == GGML_Q8_0 ? QC_KV_Q8_0
+       : type == GGML_Q4_0 ? QC_KV_Q4_0 : -1;
+}
+
+// Keys per block of the attention kernels: the unit of their online softmax and of the split
+// of one query's keys across threads (a block of K and of V rows as floats stays in L1/L2).
+constexpr int kAttnBlock = 64;
+
+// Attention of n_q query heads that share one KV head over n_keys cached positions, folded into a
+// running (online) softmax state so that a query's keys can be taken in several calls:
+//   q (n_q, head_dim); key i's row at k + i * k_row_bytes, value i's at v + i * v_row_bytes, in the
+//   kernel's K and V types (rows as kv_row_bytes in ops.h gives: f32, f16, or head_dim/32 blocks);
+//   state per query j: m[j] the largest score so far (-inf before any key), l[j] the sum of
+//   exp(score - m[j]), acc (n_q, head_dim) row j the sum of exp(score - m[j]) * value; score =
+//   scale * q_j . k_i. The caller divides acc by l at the end. Causality is the caller's job.
+//   scratch: attn_kernel_scratch_floats(n_q, head_dim) floats, 8-byte aligned (the scalar kernel keeps
+//   doubles there).
+typedef void (*attn_fn)(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v,
+                        size_t v_row_bytes, int64_t n_keys, int head_dim, float scale, float* m, float* l,
+                        float* acc, float* scratch);
+struct AttnKernel {
+  attn_fn fn = nullptr;
+  const char* name = nullptr;
+};
+// K and V blocks as floats (kAttnBlock, head_dim) each, scores (n_q, kAttnBlock), one block's
+// values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes.
+static inline size_t attn_kernel_scratch_floats(int n_q, int head_dim) {
+  const size_t n = (size_t)2 * kAttnBlock * head_dim + (size_t)n_q * (kAttnBlock + head_dim + 1);
+  return (n + 15) & ~(size_t)15;
+}
+
 struct Kernels {
   const char* isa = "none";
   WeightKernels weight[GGML_TYPE_COUNT];
@@ -95,12 +129,9 @@ struct Kernels {
   // this position's factors (YaRN already applied). neox: pair i with i + head_dim/2 (qwen2);
   // otherwise pair 2i with 2i+1 (llama GGUF files, whose Q/K rows the converter permuted).
   void (*rope)(float* x, int n_head, int head_dim, const float* cos, const float* sin, bool neox) = nullptr;
-  // Attention of n_q query heads that share one KV head, over n_keys cached positions:
-  //   q, out (n_q, head_dim); key/value i at k + i * kv_stride, v + i * kv_stride elements,
-  //   f16 if kv_f16 else f32; scores = q.k * scale, softmax over the n_keys, out = scores . v;
-  //   scratch holds n_q * n_keys floats. Causality is the caller's job (it passes n_keys).
-  void (*attn_group)(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys,
-                     int64_t kv_stride, int head_dim, float scale, bool kv_f16, float* scratch) = nullptr;
+  // Online-softmax attention of n_q query heads sharing one KV head, one kernel per (K type, V type):
+  // attn[kv_index(K type)][kv_index(V type)] (attn_fn above).
+  AttnKernel attn[QC_KV_COUNT][QC_KV_COUNT];
   // y (n) = x rounded to binary16 (round to nearest even)
   void (*fp32_to_fp16_row)(const float* x, half_t* y, int64_t n) = nullptr;
 };
@@ -135,6 +166,10 @@ static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const 
   k.layout[layout].gemv_name = name;
   k.layout[layout].gemv_act = gemv_act;
   k.layout[layout].gemv_rows = rows;
+}
+
+static inline void set_attn(Kernels& k, int32_t k_type, int32_t v_type, attn_fn f, const char* name) {
+  k.attn[kv_index(k_type)][kv_index(v_type)] = AttnKernel{f, name};
 }
 
 // The CPU's features, probed once by dispatch.cpp and passed to the registrations that depend on

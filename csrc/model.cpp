@@ -44,6 +44,20 @@ void check_vector(const Tensor& t, int64_t n, const std::string& name, bool opti
     throw std::invalid_argument(name + ": expected a float32 vector of " + std::to_string(n) + " elements");
 }
 
+// Bytes of one cache row of `type` (the K or V cache: `which`), or an error naming the type and
+// why it cannot hold this model's rows (a quantized type needs head_dim % 32 == 0).
+size_t cache_row_bytes(int32_t type, int head_dim, const char* which) {
+  const bool known = type == GGML_F32 || type == GGML_F16 || type == GGML_Q8_0 || type == GGML_Q4_0;
+  if (!known) throw std::invalid_argument(std::string(which) + " cache type " + std::to_string(type) +
+                                          " is not one of f32, f16, q8_0, q4_0");
+  const int block = type_info(type).block_elems;
+  if (head_dim % block != 0)
+    throw std::invalid_argument(std::string(which) + " cache type " + type_info(type).name + " stores blocks of " +
+                                std::to_string(block) + " values: head_dim " + std::to_string(head_dim) +
+                                " is not a multiple of " + std::to_string(block));
+  return kv_row_bytes(type, head_dim);
+}
+
 // The product of one weight, in whatever layout it is held.
 MatmulOutput output_of(const Tensor& t, int64_t n_out, float* y) { return {t.data, t.type, n_out, y, t.layout}; }
 
@@ -226,10 +240,11 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
 
   if (c.repack) plan_repack();
 
-  const size_t elem = c.kv_f16 ? sizeof(half_t) : sizeof(float);
-  layer_cache_bytes_ = (size_t)c.n_kv_head * (size_t)c.n_ctx * (size_t)c.head_dim * elem;
-  k_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
-  v_cache_ = ZeroBuffer<uint8_t>(layer_cache_bytes_ * c.n_layer * c.n_seq);
+  k_row_bytes_ = cache_row_bytes(c.kv.k, c.head_dim, "K");
+  v_row_bytes_ = cache_row_bytes(c.kv.v, c.head_dim, "V");
+  const size_t rows = (size_t)c.n_layer * c.n_seq * c.n_kv_head * (size_t)c.n_ctx;
+  k_cache_ = ZeroBuffer<uint8_t>(rows * k_row_bytes_);
+  v_cache_ = ZeroBuffer<uint8_t>(rows * v_row_bytes_);
 
   const int64_t B = c.n_batch;
   ffn_chunk_ = std::min<int64_t>(B, kFfnChunk);
@@ -244,7 +259,7 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
   up_ = ZeroBuffer<float>(ffn_chunk_ * c.n_ff);
   cos_ = ZeroBuffer<float>(B * c.head_dim / 2);
   sin_ = ZeroBuffer<float>(B * c.head_dim / 2);
-  att_scratch_ = ZeroBuffer<float>(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.n_ctx));
+  att_scratch_ = ZeroBuffer<float>(attention_scratch_floats(pool_.size(), c.n_head, c.n_kv_head, c.head_dim, c.n_ctx));
 
   // big enough for the products before the matrices are repacked and after
   size_t act = activation_scratch_bytes();
@@ -396,20 +411,20 @@ void Model::head_norm(float* x, int64_t n_heads, const Tensor& w) {
   });
 }
 
-// Copies this step's keys and values (m computed rows) into their slots at their positions.
+// Stores this step's keys and values (m computed rows) into their slots at their positions, as
+// rows of the cache types.
 void Model::store_kv(int l, int64_t m) {
   const ModelConfig& c = cfg_;
   const int64_t kv_dim = (int64_t)c.n_kv_head * c.head_dim;
   for (int which = 0; which < 2; ++which) {
     const float* src = which == 0 ? k_.data() : v_.data();
+    const int32_t type = which == 0 ? c.kv.k : c.kv.v;
+    const size_t rb = which == 0 ? k_row_bytes_ : v_row_bytes_;
     for (int64_t t = 0; t < m; ++t) {
-      uint8_t* cache = static_cast<uint8_t*>(which == 0 ? k_layer(l, seq_[t]) : v_layer(l, seq_[t]));
-      for (int g = 0; g < c.n_kv_head; ++g) {
-        const float* row = src + t * kv_dim + (int64_t)g * c.head_dim;
-        const size_t index = ((size_t)g * c.n_ctx + (size_t)pos_[t]) * c.head_dim;
-        if (c.kv_f16) K_->fp32_to_fp16_row(row, reinterpret_cast<half_t*>(cache) + index, c.head_dim);
-        else std::memcpy(reinterpret_cast<float*>(cache) + index, row, sizeof(float) * c.head_dim);
-      }
+      uint8_t* cache = which == 0 ? k_layer(l, seq_[t]) : v_layer(l, seq_[t]);
+      for (int g = 0; g < c.n_kv_head; ++g)
+        kv_store_row(*K_, type, src + t * kv_dim + (int64_t)g * c.head_dim,
+                     cache + ((size_t)g * c.n_ctx + (size_t)pos_[t]) * rb, c.head_dim);
     }
   }
 }
@@ -423,11 +438,12 @@ void Model::copy_slot(int src, int dst, int64_t n_pos) {
     throw std::invalid_argument("copy_slot: " + std::to_string(n_pos) + " positions exceed the context of " +
                                 std::to_string(c.n_ctx));
   if (src == dst || n_pos == 0) return;
-  const size_t head_bytes = layer_cache_bytes_ / c.n_kv_head, bytes = head_bytes / c.n_ctx * n_pos;
   for (int l = 0; l < c.n_layer; ++l)
-    for (int g = 0; g < c.n_kv_head; ++g) {
-      std::memcpy(static_cast<uint8_t*>(k_layer(l, dst)) + g * head_bytes, static_cast<uint8_t*>(k_layer(l, src)) + g * head_bytes, bytes);
-      std::memcpy(static_cast<uint8_t*>(v_layer(l, dst)) + g * head_bytes, static_cast<uint8_t*>(v_layer(l, src)) + g * head_bytes, bytes);
+    for (int kv = 0; kv < 2; ++kv) {
+      const size_t rb = kv ? v_row_bytes_ : k_row_bytes_, head_bytes = rb * c.n_ctx;
+      uint8_t* from = kv ? v_layer(l, src) : k_layer(l, src);
+      uint8_t* to = kv ? v_layer(l, dst) : k_layer(l, dst);
+      for (int g = 0; g < c.n_kv_head; ++g) std::memcpy(to + g * head_bytes, from + g * head_bytes, rb * n_pos);
     }
 }
 
@@ -436,14 +452,15 @@ void Model::kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache) {
   if (slot < 0 || slot >= c.n_seq) throw std::invalid_argument("kv_rows: slot " + std::to_string(slot) + " outside 0.." + std::to_string(c.n_seq - 1));
   if (n_pos < 0 || n_pos > c.n_ctx)
     throw std::invalid_argument("kv_rows: " + std::to_string(n_pos) + " positions exceed the context of " + std::to_string(c.n_ctx));
-  const size_t head_bytes = layer_cache_bytes_ / c.n_kv_head, bytes = head_bytes / c.n_ctx * n_pos;
   for (int l = 0; l < c.n_layer; ++l)
-    for (int kv = 0; kv < 2; ++kv)
+    for (int kv = 0; kv < 2; ++kv) {
+      const size_t rb = kv ? v_row_bytes_ : k_row_bytes_, head_bytes = rb * c.n_ctx, bytes = rb * n_pos;
       for (int g = 0; g < c.n_kv_head; ++g, buf += bytes) {
-        uint8_t* cache = static_cast<uint8_t*>(kv ? v_layer(l, slot) : k_layer(l, slot)) + g * head_bytes;
+        uint8_t* cache = (kv ? v_layer(l, slot) : k_layer(l, slot)) + g * head_bytes;
         if (to_cache) std::memcpy(cache, buf, bytes);
         else std::memcpy(buf, cache, bytes);
       }
+    }
 }
 
 bool Model::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, float* hidden,
@@ -580,7 +597,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     store_kv(l, m);
     for (size_t i = 0; i < runs_.size(); ++i) runs_[i].k_cache = k_layer(l, run_seq_[i]), runs_[i].v_cache = v_layer(l, run_seq_[i]);
-    attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), c.kv_f16, c.n_head, c.n_kv_head,
+    attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), c.kv, c.n_head, c.n_kv_head,
                    c.head_dim, c.n_ctx, att_scratch_.data());
     // the output projection lands in xn_, free once the Q/K/V products have read it
     const MatmulOutput wo = output_of(L.wo, E, xn_.data());

@@ -28,7 +28,7 @@ struct ModelConfig {
   int64_t n_ctx = 0;       // KV cache length in positions, per sequence
   int n_seq = 1;           // KV cache slots: sequences that can be in flight at once (forward_batch)
   int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
-  bool kv_f16 = true;      // KV cache as binary16 (else float32)
+  KvTypes kv{};            // KV cache element types of K and V (ops.h: f32, f16, q8_0, q4_0)
   // Repack the matrices this CPU has a repacked decode kernel for (repack.h) into memory of the
   // model's own, at the first single-token forward(); the rest stay where they are.
   bool repack = true;
@@ -166,11 +166,14 @@ class Model {
   // sequence can then continue from).
   void copy_slot(int src, int dst, int64_t n_pos);
 
-  // Slot's keys and values of positions 0 .. n_pos-1 as stored (binary16 if kv_f16, else float32),
+  // Slot's keys and values of positions 0 .. n_pos-1 as stored (rows of their cache types),
   // copied into buf (to_cache false: a saved session) or from it (true: restoring one):
-  //   buf (n_layer, 2 [K then V], n_kv_head, n_pos, head_dim) elements, kv_rows_bytes(n_pos) bytes.
+  //   buf (n_layer, 2 [K then V], n_kv_head, n_pos) rows of kv_row_bytes(K or V type, head_dim)
+  //   bytes, kv_rows_bytes(n_pos) bytes in all.
   void kv_rows(int slot, int64_t n_pos, uint8_t* buf, bool to_cache);
-  size_t kv_rows_bytes(int64_t n_pos) const { return 2 * (size_t)cfg_.n_layer * (layer_cache_bytes_ / cfg_.n_ctx) * n_pos; }
+  size_t kv_rows_bytes(int64_t n_pos) const {
+    return (size_t)cfg_.n_layer * cfg_.n_kv_head * (k_row_bytes_ + v_row_bytes_) * (size_t)n_pos;
+  }
 
   const ModelConfig& config() const { return cfg_; }
   size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
@@ -181,8 +184,8 @@ class Model {
   bool step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, int64_t m, const int64_t* logit_rows,
             int64_t n_logits, float* logits, float* hidden, const std::function<bool()>& should_stop,
             const uint8_t* alone);
-  void* k_layer(int l, int s) { return k_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
-  void* v_layer(int l, int s) { return v_cache_.data() + ((size_t)l * cfg_.n_seq + s) * layer_cache_bytes_; }
+  uint8_t* k_layer(int l, int s) { return k_cache_.data() + ((size_t)l * cfg_.n_seq + s) * k_row_bytes_ * cfg_.n_kv_head * cfg_.n_ctx; }
+  uint8_t* v_layer(int l, int s) { return v_cache_.data() + ((size_t)l * cfg_.n_seq + s) * v_row_bytes_ * cfg_.n_kv_head * cfg_.n_ctx; }
   void store_kv(int l, int64_t m);
   void products(const MatmulOutput* outs, int n_outs, int64_t n_in, const float* x, int64_t m, int64_t n_alone);
   void add_bias(float* y, const Tensor& b, int64_t n, int64_t width);
@@ -205,9 +208,9 @@ class Model {
   bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
   ZeroBuffer<uint8_t> embd_quad_; // (4, row_bytes) one quad of them unpacked (embed_row)
 
-  // KV cache: (n_layer, n_seq, n_kv_head, n_ctx, head_dim), binary16 or float32; layer_cache_bytes_
-  // is one (layer, slot) block. Positions never written cost no memory (ZeroBuffer).
-  size_t layer_cache_bytes_ = 0;
+  // KV cache: K (n_layer, n_seq, n_kv_head, n_ctx) rows of k_row_bytes_ (kv_row_bytes(cfg_.kv.k,
+  // head_dim)), V likewise with its own type. Positions never written cost no memory (ZeroBuffer).
+  size_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   ZeroBuffer<uint8_t> k_cache_, v_cache_;
 
   // Activations for up to n_batch tokens, allocated once (untouched until a step uses them: a

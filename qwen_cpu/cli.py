@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from .config import DEFAULT_KV_TYPE, KV_TYPES
 from .errors import QwenCpuError
 
 DEMO_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,6 +137,24 @@ def _draft_stats(last) -> str:
     return f", drafts {last.draft_accepted}/{last.draft_tokens} accepted"
 
 
+def cache_options(f):
+    """The KV cache's element types (Model.load's kv_type), named as llama.cpp's -ctk/-ctv."""
+    types = click.Choice(list(KV_TYPES))
+    opts = [
+        click.option("--kv-type", type=types, default=None,
+                     help=f"KV cache type of K and V [{DEFAULT_KV_TYPE}]; q8_0 takes about half the memory, q4_0 a quarter"),
+        click.option("-ctk", "--cache-type-k", type=types, default=None, help="K cache type [--kv-type]"),
+        click.option("-ctv", "--cache-type-v", type=types, default=None, help="V cache type [--kv-type]"),
+    ]
+    return _with_options(f, opts)
+
+
+def _kv_type(kw: dict) -> tuple[str, str]:
+    """(K type, V type) from cache_options' values, which are taken out of kw."""
+    both = kw.pop("kv_type") or DEFAULT_KV_TYPE
+    return kw.pop("cache_type_k") or both, kw.pop("cache_type_v") or both
+
+
 def _grammar(m, kw: dict):
     """The constrain.Grammar the options ask for, or None; a bad one is a ClickException."""
     from .constrain import from_options
@@ -151,8 +170,9 @@ def _grammar(m, kw: dict):
 
 
 def _load_long(model, kw: dict):
-    """_load with the context options of kw."""
-    return _load(model, kw["n_ctx"], kw["threads"], rope_scaling=kw["rope_scaling"], rope_scale=kw["rope_scale"])
+    """_load with the context and cache options of kw."""
+    return _load(model, kw["n_ctx"], kw["threads"], rope_scaling=kw["rope_scaling"], rope_scale=kw["rope_scale"],
+                 kv_type=_kv_type(kw))
 
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
@@ -192,6 +212,7 @@ def main() -> None:
 @constraint_options
 @context_options
 @draft_option
+@cache_options
 def chat(model, system, verbose, session, no_think, **kw):
     """Interactive chat with MODEL (default: the SmolLM2 demo model).
 
@@ -342,6 +363,7 @@ def _prefill_with_bar(m, ids: list[int]) -> tuple[int, float] | None:
 @constraint_options
 @context_options
 @draft_option
+@cache_options
 def generate(model, prompt, raw, as_json, no_think, **kw):
     """Answer PROMPT (as one user turn of the chat template) and stream the answer to stdout."""
     from .chat import encode_chat
@@ -401,6 +423,7 @@ def generate(model, prompt, raw, as_json, no_think, **kw):
 @click.option("--draft", default=None, metavar="lookup|MODEL",
               help="speculative decoding for every request: 'lookup' or a draft model with the same vocabulary")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@cache_options
 def serve(model, host, port, log_level, **options):
     """OpenAI-compatible HTTP server for MODEL with a chat page at / (see README: Server)."""
     try:
@@ -411,6 +434,7 @@ def serve(model, host, port, log_level, **options):
         model = demo_model_path()
         if model is None:
             raise click.ClickException(NO_MODEL_HELP)
+    options["kv_type"] = _kv_type(options)
     try:
         run_server(model, host=host, port=port, log_level=log_level, **options)
     except (QwenCpuError, OSError) as e:
@@ -424,7 +448,8 @@ def serve(model, host, port, log_level, **options):
               help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
 @click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type")
-def info(model, n_ctx, system_info, kernel_info):
+@cache_options
+def info(model, n_ctx, system_info, kernel_info, **kw):
     """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
     from . import _kernels
 
@@ -458,7 +483,14 @@ def info(model, n_ctx, system_info, kernel_info):
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"{e.filename or model}: {e.strerror or e}") from None
-    kv = cfg.kv_cache_bytes(n_ctx)
+    kv_type = _kv_type(kw)
+    try:
+        cfg.check_kv_heads(kv_type)
+    except QwenCpuError as e:
+        raise click.ClickException(str(e)) from None
+    kv = cfg.kv_cache_bytes(n_ctx, kv_type)
+    kv_name = kv_type[0] if kv_type[0] == kv_type[1] else f"K {kv_type[0]}, V {kv_type[1]}"
+    by_type = ", ".join(f"{t} {cfg.kv_cache_bytes(n_ctx, (t, t)) / 2**20:.0f}" for t in KV_TYPES if cfg.kv_type_fits(t))
     rows = [
         ("file", f"{path} ({size / 2**20:.1f} MiB)"),
         ("name", meta.get("general.name", "?")),
@@ -475,7 +507,8 @@ def info(model, n_ctx, system_info, kernel_info):
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in types.most_common())),
         ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no (ChatML fallback)"),
         (f"memory at ctx {n_ctx}", f"{(size + kv) / 2**20:.0f} MiB (weights {size / 2**20:.0f} MiB mapped + "
-                                   f"KV cache {kv / 2**20:.0f} MiB f16)"),
+                                   f"KV cache {kv / 2**20:.0f} MiB {kv_name})"),
+        ("KV cache by type", f"{by_type} MiB at ctx {n_ctx} (--kv-type)"),
     ]
     if cfg.n_expert:  # a token reads only its experts' share of the expert tensors
         n_exps = sum(t.n_elements for n, t in f.tensors.items() if n.endswith("_exps.weight"))
@@ -517,11 +550,12 @@ def _print_kernel_table(_kernels) -> None:
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=128, show_default=True, help="generated tokens")
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("-t", "--threads", type=int, default=None)
-def bench(model, n_prompt, n_gen, repetitions, threads):
+@cache_options
+def bench(model, n_prompt, n_gen, repetitions, threads, **kw):
     """Prompt-processing and generation speed (tokens/s, median of repetitions)."""
     import numpy as np
 
-    m = _load(model, n_prompt + n_gen, threads)
+    m = _load(model, n_prompt + n_gen, threads, kv_type=_kv_type(kw))
     rng = np.random.default_rng(0)
     pp, tg = [], []
     for _ in range(repetitions):
@@ -534,7 +568,8 @@ def bench(model, n_prompt, n_gen, repetitions, threads):
         for _ in range(n_gen):
             logits = m.decode_step(int(logits.argmax()))
         tg.append(n_gen / (time.perf_counter() - t0))
-    click.echo(f"{m.path.name}: {m.threads} threads, kernel path {__import__('qwen_cpu')._kernels.get_isa()}")
+    click.echo(f"{m.path.name}: {m.threads} threads, kernel path {__import__('qwen_cpu')._kernels.get_isa()}, "
+               f"KV cache {'/'.join(m.kv_type)}")
     click.echo(f"pp{n_prompt}: {np.median(pp):8.1f} tokens/s")
     click.echo(f"tg{n_gen}: {np.median(tg):8.1f} tokens/s")
 
@@ -574,11 +609,13 @@ def quantize(src, output, qtype, force, threads):
 @click.option("--kl-reference",
               help="a reference GGUF (e.g. the f16 model): also report KL divergence and top-1 agreement")
 @click.option("-t", "--threads", type=int, default=None)
-def perplexity(model, text_file, n_ctx, stride, kl_reference, threads):
-    """Perplexity of MODEL on the text in TEXT_FILE."""
+@cache_options
+def perplexity(model, text_file, n_ctx, stride, kl_reference, threads, **kw):
+    """Perplexity of MODEL on the text in TEXT_FILE. The reference of --kl-reference runs with the
+    default f16 KV cache: `--kv-type q8_0 --kl-reference MODEL` measures what the cache type costs."""
     from .perplexity import perplexity as run
 
-    m = _load(model, n_ctx, threads)
+    m = _load(model, n_ctx, threads, kv_type=_kv_type(kw))
     ref = _load(kl_reference, n_ctx, threads) if kl_reference else None
     try:
         ids = m.tokenize(Path(text_file).read_text(encoding="utf-8", errors="replace"), add_special=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .arch import ARCHES
 from .errors import QwenCpuError
+from .gguf_types import GGML_TYPES
 
 # Architectures we run (their tensors: arch.py): qwen2 (Qwen2.5 and its fine-tunes and distills),
 # qwen3 (dense), llama (SmolLM2, Llama 3.x), and the mixtures of experts qwen2moe (Qwen1.5/Qwen2-MoE:
@@ -20,6 +21,25 @@ MOE_ARCHITECTURES = ("qwen2moe", "qwen3moe")
 EXPERT_WEIGHTS_NORM = {"qwen2moe": False, "qwen3moe": True}
 ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # rope.scaling.type values we run
 MAX_ROPE_SCALE = 1024.0
+# KV cache element types (llama.cpp's -ctk/-ctv names) -> ggml type id; the quantized ones store a
+# (position, kv head) row as head_dim/32 blocks of 32 values (csrc/ops.h kv_row_bytes).
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2}
+DEFAULT_KV_TYPE = "f16"
+KvType = tuple[str, str]  # (K type, V type)
+
+
+def check_kv_type(kv_type: str | Sequence[str]) -> KvType:
+    """(K type, V type) from one name for both ('f16', 'q8_0', ...) or a (k, v) pair of names."""
+    names = [kv_type, kv_type] if isinstance(kv_type, str) else kv_type
+    if isinstance(names, (list, tuple)) and len(names) == 2 and all(isinstance(n, str) and n in KV_TYPES for n in names):
+        return names[0], names[1]
+    raise QwenCpuError(f"kv_type must be one of {', '.join(KV_TYPES)} or a (K, V) pair of them, got {kv_type!r}")
+
+
+def kv_row_bytes(kv_type: str, head_dim: int) -> int:
+    """Bytes of one cached (position, kv head) row of head_dim values of a KV cache type."""
+    t = GGML_TYPES[KV_TYPES[kv_type]]
+    return head_dim // t.block_elems * t.block_bytes
 
 
 @dataclass(frozen=True)
@@ -49,23 +69,37 @@ class ModelConfig:
     n_ff_shexp: int = 0  # the shared expert's FFN length, 0: none
     expert_weights_norm: bool = False
 
-    def kernel_config(self, **run: Any) -> Any:
+    def kernel_config(self, kv_type: KvType, **run: Any) -> Any:
         """The `_kernels.ModelConfig` that `_kernels.Model` takes: these fields (but the file-only
-        arch and n_ctx_train) and the run settings (n_ctx, n_batch, kv_f16, n_seq, repack, ...),
-        set by name: a name the C++ struct lacks raises AttributeError."""
+        arch and n_ctx_train), the KV cache types (checked by check_kv_heads) and the run settings
+        (n_ctx, n_batch, n_seq, repack, ...), set by name: a name the C++ struct lacks raises
+        AttributeError."""
         from . import _kernels
 
         kc = _kernels.ModelConfig()
         for f in fields(self):
             if f.name not in ("arch", "n_ctx_train"):
                 setattr(kc, f.name, getattr(self, f.name))
+        kc.kv_k, kc.kv_v = KV_TYPES[kv_type[0]], KV_TYPES[kv_type[1]]
         for name, value in run.items():
             setattr(kc, name, value)
         return kc
 
-    def kv_cache_bytes(self, n_ctx: int, kv_f16: bool = True) -> int:
-        """Bytes of the K and V caches for n_ctx positions."""
-        return 2 * self.n_layer * self.n_kv_head * n_ctx * self.head_dim * (2 if kv_f16 else 4)
+    def kv_type_fits(self, name: str) -> bool:
+        """Whether a KV cache type's rows hold head_dim values (its blocks divide head_dim)."""
+        return self.head_dim % GGML_TYPES[KV_TYPES[name]].block_elems == 0
+
+    def check_kv_heads(self, kv_type: KvType) -> None:
+        """Refuse a quantized KV cache type whose blocks do not divide head_dim, naming it."""
+        for which, name in zip("KV", kv_type):
+            block = GGML_TYPES[KV_TYPES[name]].block_elems
+            if not self.kv_type_fits(name):
+                raise QwenCpuError(f"KV cache type {name} ({which}) stores blocks of {block} values, but this model's "
+                                   f"head_dim {self.head_dim} is not a multiple of {block}; use f16 or f32")
+
+    def kv_cache_bytes(self, n_ctx: int, kv_type: KvType = (DEFAULT_KV_TYPE, DEFAULT_KV_TYPE)) -> int:
+        """Bytes of the K and V caches for n_ctx positions with these (K, V) types."""
+        return self.n_layer * self.n_kv_head * n_ctx * sum(kv_row_bytes(t, self.head_dim) for t in kv_type)
 
 
 def _get(meta: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:

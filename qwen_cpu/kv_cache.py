@@ -1,6 +1,6 @@
 """Book-keeping of what the KV cache holds: the token ids at positions 0 .. n_past-1.
 
-The cache itself (per layer (n_kv_head, n_ctx, head_dim), f16) lives in the C++ model; this
+The cache itself (per layer (n_kv_head, n_ctx) rows of its K and V types) lives in the C++ model; this
 object decides which positions a new request can reuse, so that a chat turn, or a prompt that
 shares a prefix with the previous one, only computes its new tokens.
 """

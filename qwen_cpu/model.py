@@ -29,7 +29,7 @@ import numpy as np
 from . import _kernels
 from ._malloc import release_free_memory
 from .arch import ARCHES, dims, shape_of
-from .config import ModelConfig, check_rope_scaling, config_from_gguf
+from .config import DEFAULT_KV_TYPE, KvType, ModelConfig, check_kv_type, check_rope_scaling, config_from_gguf
 from .errors import QwenCpuError
 from .gguf import GGUFFile
 from .kv_cache import KVCache
@@ -95,14 +95,14 @@ class Engine:
     """A GGUF model of an architecture of arch.py (qwen2, qwen3, llama) ready to run (no
     generation: see api.Model). Build with `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
 
-    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int, kv_f16: bool,
-                 repack: bool = True, n_seq: int = 1):
+    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int,
+                 kv_type: KvType, repack: bool = True, n_seq: int = 1):
         self._file = gguf
         self.config = config
         self.path = Path(gguf.path)
         self.n_ctx = n_ctx
         self.n_seq = n_seq
-        self.kv_type = "f16" if kv_f16 else "f32"  # the KV cache's element type (saved sessions name it)
+        self.kv_type = kv_type  # the KV cache's (K, V) element types, e.g. ("f16", "f16")
         # The cache's owner (a ModelLease) and a condition to wait for it. An RLock: a lease that
         # the garbage collector finalizes inside this thread's critical section releases safely.
         # Held weakly: a lease nobody references any more is collected, which releases it.
@@ -116,7 +116,7 @@ class Engine:
         try:
             # The tensors are views of the file mapping: once a matrix is repacked its pages can go
             # (the OS reads them again if touched).
-            kernel_config = config.kernel_config(n_ctx=n_ctx, n_batch=n_batch, kv_f16=kv_f16, repack=repack,
+            kernel_config = config.kernel_config(kv_type, n_ctx=n_ctx, n_batch=n_batch, repack=repack,
                                                  release_repacked_source=True, n_seq=n_seq)
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
@@ -130,7 +130,7 @@ class Engine:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
-             n_batch: int = 512, kv_f16: bool = True, repack: bool = True, n_seq: int = 1,
+             n_batch: int = 512, kv_type: str | Sequence[str] = DEFAULT_KV_TYPE, repack: bool = True, n_seq: int = 1,
              rope_scaling: str | None = None, rope_scale: float | None = None) -> "Engine":
         """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
@@ -144,7 +144,10 @@ class Engine:
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
         --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
-        parallel requests); each holds n_ctx positions. rope_scaling ('none', 'linear' or 'yarn')
+        parallel requests); each holds n_ctx positions. kv_type: the KV cache's element type, 'f16',
+        'q8_0' (about half the memory and the bytes read per token at depth), 'q4_0' (about a
+        quarter) or 'f32', for K and V alike or as a (K, V) pair as llama.cpp's -ctk/-ctv (the
+        quantized types need head_dim % 32 == 0). rope_scaling ('none', 'linear' or 'yarn')
         and rope_scale (the factor, e.g. 4) replace the file's RoPE scaling: Qwen2.5 runs beyond
         its 32K training context with rope_scaling='yarn', rope_scale=4 (config.check_rope_scaling).
         """
@@ -155,6 +158,7 @@ class Engine:
         n_batch = check_int("n_batch", n_batch, 1, MAX_BATCH)
         n_seq = check_int("n_seq", n_seq, 1, MAX_SEQ)
         rope_scaling, rope_scale = check_rope_scaling(rope_scaling, rope_scale)
+        kv_type = check_kv_type(kv_type)
         from .hub import resolve_model
 
         path = resolve_model(path)
@@ -170,6 +174,7 @@ class Engine:
             n_vocab = gguf.tensors["token_embd.weight"].shape[0]
             config = config_from_gguf(gguf.metadata, n_vocab, rope_scaling, rope_scale)
             _check_ranges(config)
+            config.check_kv_heads(kv_type)
             if "tokenizer.ggml.tokens" in gguf.metadata:  # files without a vocabulary run on ids
                 from .tokenizer import check_gguf_vocab
 
@@ -178,7 +183,7 @@ class Engine:
             if n_ctx is None:
                 n_ctx = min(config.n_ctx_train, DEFAULT_N_CTX)
             n_batch = min(n_batch, n_ctx)  # a step never holds more tokens than the context
-            need = config.kv_cache_bytes(n_ctx, kv_f16) * n_seq
+            need = config.kv_cache_bytes(n_ctx, kv_type) * n_seq
             avail = _available_memory()
             if avail is not None and need > avail:
                 raise QwenCpuError(
@@ -186,7 +191,7 @@ class Engine:
                     f"{need / 2**20:.0f} MiB of KV cache, but only {avail / 2**20:.0f} MiB of memory is available; "
                     f"use a smaller n_ctx{' or n_seq' if n_seq > 1 else ''}"
                 )
-            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_f16, repack, n_seq)
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_type, repack, n_seq)
         except BaseException:
             gguf.close()
             raise

@@ -6,12 +6,13 @@ File layout (little-endian):
 
     magic  b"QWENCPU-KV\\0\\0"   12 bytes
     header_bytes u32, then the header: UTF-8 JSON, an object with
-        format 1; model {file, size, digest}: the model file's name, size and a digest of its
+        format 2; model {file, size, digest}: the model file's name, size and a digest of its
         first 8 MiB and 64 samples of the rest (model_identity); rope: the RoPE parameters in force (keys are
-        stored rotated); n_ctx; kv_type ("f16", "f32"; a quantized cache adds its own names);
+        stored rotated); n_ctx; kv_type: [K type, V type] ("f16", "q8_0", "q4_0" or "f32");
         n_layer, n_kv_head, head_dim; n_pos: positions held; payload_digest: blake2b of the
         payload; extra: the caller's JSON data (e.g. the conversation's messages)
-    payload: n_pos token ids (int32), then the keys and values (_kernels.Model.read_kv layout)
+    payload: n_pos token ids (int32), then the keys and values as the cache stores them, quantized
+        rows included (_kernels.Model.read_kv layout)
 
 Reading checks everything before the cache is touched: a file of another model, n_ctx, KV type or
 RoPE setting is refused by name; a truncated, padded or altered file (sizes, digest) or one whose
@@ -34,7 +35,7 @@ from .errors import QwenCpuError
 from .options import check_regular_file, check_token_ids
 
 MAGIC = b"QWENCPU-KV\0\0"
-FORMAT = 1
+FORMAT = 2  # 2: kv_type names K's and V's types (format 1 had one name for both)
 MAX_HEADER = 64 << 20  # bytes of JSON header (the extra data included)
 _HEAD_BYTES, _SAMPLES, _SAMPLE_BYTES = 8 << 20, 64, 4096
 
@@ -81,7 +82,7 @@ def save_state(lease, path: str | os.PathLike, extra: dict | None = None) -> Non
     tokens, kv = lease.read_slot(0)
     toks = np.asarray(tokens, dtype="<i4").tobytes()
     header = {"format": FORMAT, "model": model_identity(model), "rope": _rope(model), "n_ctx": model.n_ctx,
-              "kv_type": model.kv_type, **_geometry(model), "n_pos": len(tokens),
+              "kv_type": list(model.kv_type), **_geometry(model), "n_pos": len(tokens),
               "payload_digest": _payload_digest(toks, kv), "extra": extra if extra is not None else {}}
     try:
         text = json.dumps(header, ensure_ascii=False, allow_nan=False).encode()
@@ -130,10 +131,12 @@ def load_state(lease, path: str | os.PathLike) -> dict:
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise _refuse(path, f"the header is not valid JSON ({type(e).__name__})") from None
             if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise _refuse(path, f"unknown format {header.get('format') if isinstance(header, dict) else header!r}")
+                fmt = header.get("format") if isinstance(header, dict) else header
+                raise _refuse(path, f"format {fmt!r}, this version reads format {FORMAT}"
+                                    f"{' (format 1 came from an older qwen-cpu: save the session again)' if fmt == 1 else ''}")
             _check_header(header, model, path)
             n_pos = header["n_pos"]
-            kv_bytes = model.config.kv_cache_bytes(n_pos, model.kv_type == "f16")
+            kv_bytes = model.config.kv_cache_bytes(n_pos, model.kv_type)
             want = len(head) + n_header + 4 * n_pos + kv_bytes
             if size != want:
                 raise _refuse(path, f"{size} bytes where the header implies {want} (truncated or corrupt)")
@@ -162,8 +165,11 @@ def _check_header(header: dict, model, path) -> None:
         raise _refuse(path, f"it was saved with another model file ({name!r}), this is {ident['file']!r}")
     if header.get("rope") != _rope(model):
         raise _refuse(path, "it was saved with other RoPE settings (rope_scaling / rope_scale)")
-    if header.get("kv_type") != model.kv_type:
-        raise _refuse(path, f"its KV cache type is {header.get('kv_type')!r}, this model's is {model.kv_type!r}")
+    saved = header.get("kv_type")
+    if saved != list(model.kv_type):
+        shown = "/".join(saved) if isinstance(saved, list) and all(isinstance(x, str) for x in saved) else repr(saved)
+        raise _refuse(path, f"its KV cache types (K/V) are {shown}, this model's are {'/'.join(model.kv_type)} "
+                            "(load the model with the session's kv_type to resume it)")
     n_ctx = _check_int(header, "n_ctx", path)
     if n_ctx != model.n_ctx:
         raise _refuse(path, f"it was saved with n_ctx {n_ctx}, this model has n_ctx {model.n_ctx}")

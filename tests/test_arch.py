@@ -51,13 +51,13 @@ def test_typed_config_refuses_unknown_names_and_carries_every_field():
                       n_vocab=100, n_ctx_train=128, rms_eps=1e-5, rope_freq_base=1e4, rope_neox=True,
                       rope_freq_scale=0.25, rope_ext_factor=1.0, rope_attn_factor=1.5, rope_beta_fast=16.0,
                       rope_beta_slow=2.0, rope_n_ctx_orig=64)
-    kc = cfg.kernel_config(n_ctx=32, n_batch=8, kv_f16=False, n_seq=3, repack=False)
+    kc = cfg.kernel_config(("q8_0", "f32"), n_ctx=32, n_batch=8, n_seq=3, repack=False)
     for f in dataclasses.fields(cfg):
         if f.name not in ("arch", "n_ctx_train"):
             assert getattr(kc, f.name) == pytest.approx(getattr(cfg, f.name)), f.name
-    assert (kc.n_ctx, kc.n_batch, kc.kv_f16, kc.n_seq, kc.repack) == (32, 8, False, 3, False)
+    assert (kc.n_ctx, kc.n_batch, kc.kv_k, kc.kv_v, kc.n_seq, kc.repack) == (32, 8, 8, 0, 3, False)
     with pytest.raises(AttributeError):
-        cfg.kernel_config(n_ctxx=32)
+        cfg.kernel_config(("f16", "f16"), n_ctxx=32)
     with pytest.raises(AttributeError):
         kc.rope_freq_bas = 2.0
     with pytest.raises(TypeError):

@@ -65,7 +65,7 @@ def test_quantizer_writes_the_files_the_references_were_made_from(converted, nam
 @pytest.mark.parametrize("name", [n for n in sorted(FILES) if FILES[n]["type"] == "f32"])
 def test_float_files_match_transformers(isa, converted, name):
     ref = np.load(DATA / FILES[name]["reference"])["logits"]
-    with Model.load(converted(name), n_ctx=128, n_threads=2, kv_f16=False) as m:
+    with Model.load(converted(name), n_ctx=128, n_threads=2, kv_type="f32") as m:
         assert rel_err(m.logits(TOKENS), ref) < 1e-5
     with Model.load(converted(name), n_ctx=128, n_threads=2) as m:
         assert rel_err(m.logits(TOKENS), ref) < 1e-3
@@ -183,7 +183,7 @@ def test_llama3_comparison_sees_the_scaling(converted, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     path = quantize_model(folder, tmp_path / "plain.gguf", "f32", progress=False).path
     ref = np.load(DATA / FILES["llama3-tiny.f32"]["reference"])["logits"]
-    with Model.load(path, n_ctx=128, n_threads=2, kv_f16=False) as m:
+    with Model.load(path, n_ctx=128, n_threads=2, kv_type="f32") as m:
         assert rel_err(m.logits(TOKENS), ref) > 1e-2
 
 

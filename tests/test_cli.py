@@ -200,3 +200,49 @@ def test_long_context_options(smollm2_path, tmp_path):
     bad = tmp_path / "bad.kv"
     bad.write_bytes(b"not a session")
     _fails_cleanly(["chat", smollm2_path, "--session", bad], "not a usable saved session")
+
+
+@pytest.mark.parametrize("args, want", [
+    ([], ("f16", "f16")), (["--kv-type", "q8_0"], ("q8_0", "q8_0")), (["-ctk", "q4_0"], ("q4_0", "f16")),
+    (["--kv-type", "q8_0", "-ctv", "q4_0"], ("q8_0", "q4_0")),
+    (["--cache-type-k", "f32", "--cache-type-v", "q8_0"], ("f32", "q8_0")),
+])
+def test_kv_cache_type_options_reach_the_model(monkeypatch, smollm2_path, tmp_path, args, want):
+    """--kv-type (K and V) and llama.cpp's -ctk/-ctv on every command that loads a model (issue #17)."""
+    from qwen_cpu import Model
+    import qwen_cpu.server
+
+    seen = []
+    real = Model.load.__func__
+
+    def load(cls, *a, **kw):
+        seen.append(kw.get("kv_type"))
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(Model, "load", classmethod(load))
+    monkeypatch.setattr(qwen_cpu.server, "serve", lambda model, **kw: seen.append(kw["kv_type"]))
+    text = tmp_path / "t.txt"
+    text.write_text("Some text to score, long enough for a window or two of tokens. " * 4)
+    commands = [["generate", smollm2_path, "hi", "-n", "1"], ["chat", smollm2_path],
+                ["bench", smollm2_path, "-p", "4", "-n", "2", "-r", "1"], ["perplexity", smollm2_path, text, "-c", "32"],
+                ["serve", smollm2_path]]
+    for cmd in commands:
+        r = CliRunner().invoke(cli.main, [str(a) for a in cmd] + args, input="")
+        assert r.exit_code == 0, (cmd, r.output, r.exception)
+    assert seen == [want] * len(commands)
+
+
+def test_kv_cache_types_in_a_run_and_in_info(smollm2_path, tiny_qwen_gguf):
+    out = run("generate", smollm2_path, "What is the capital of France? Answer in one sentence.", "--temp", "0",
+              "-n", "24", "--kv-type", "q8_0").stdout
+    assert "Paris" in out
+    assert "KV cache q8_0/q8_0" in run("bench", smollm2_path, "-p", "8", "-n", "2", "-r", "1", "--kv-type", "q8_0").stdout
+    info = dict(line.split(":", 1) for line in run("info", smollm2_path, "-c", "8192", "-ctk", "q8_0").stdout.splitlines()
+                if line[:1] != " " and ":" in line)
+    # SmolLM2: 30 layers x 3 kv heads x 8192 positions x 64-value rows: f16 rows 128 bytes, q8_0 68
+    assert "KV cache 138 MiB K q8_0, V f16" in info["memory at ctx 8192"]
+    assert info["KV cache by type"].strip() == "f32 360, f16 180, q8_0 96, q4_0 51 MiB at ctx 8192 (--kv-type)"
+    _fails_cleanly(["generate", smollm2_path, "hi", "--kv-type", "q5_0"], "--kv-type", "q5_0")
+    _fails_cleanly(["chat", smollm2_path, "-ctv", "bf16"], "-ctv", "bf16")
+    _fails_cleanly(["generate", tiny_qwen_gguf, "hi", "--kv-type", "q8_0"], "q8_0", "head_dim 16", "multiple of 32")
+    _fails_cleanly(["info", tiny_qwen_gguf, "-ctv", "q4_0"], "q4_0 (V)", "head_dim 16")

@@ -40,7 +40,7 @@ def token_errors(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", FLOAT_FILES)
 def test_float_files_match_transformers(isa, name):
     ref = reference(name)
-    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, kv_f16=False) as m:
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, kv_type="f32") as m:
         assert token_errors(m.logits(TOKENS), ref).max() < 1e-5
     with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
         assert token_errors(m.logits(TOKENS), ref).max() < 1e-3
@@ -60,7 +60,7 @@ def test_quantized_files_match_transformers_on_dequantized_weights(isa, name):
 def test_decode_steps_equal_one_prefill(isa, name):
     """One token at a time (the decode group of its k experts, repacked matrices where the path has
     them) against the whole sequence at once (tokens grouped by expert, stored rows)."""
-    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, kv_f16=False) as m:
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2, kv_type="f32") as m:
         full = m.logits(TOKENS)
         m.reset()
         steps = [m.prefill(TOKENS[:29])] + [m.decode_step(t) for t in TOKENS[29:]]

@@ -62,7 +62,7 @@ def test_f32_conversion_is_the_converter_layout_and_runs_as_transformers(tmp_pat
     assert not [k for k in r.fields if ".expert" in k and k not in keys]  # norm_topk_prob as the arch's default
     assert r.fields[f"{arch}.expert_count"].contents() == 8
     ref = np.load(GOLDEN / f"{model}.f32.npz")["logits"]
-    with Model.load(out, n_ctx=128, kv_f16=False) as m:
+    with Model.load(out, n_ctx=128, kv_type="f32") as m:
         assert np.abs(m.logits(TOKENS) - ref).max() / np.abs(ref).max() < 1e-5
 
 

@@ -69,6 +69,28 @@ def test_logits_after_loading_are_identical(saved, smollm2_path):
         np.testing.assert_array_equal(fresh.decode_step(token), m.decode_step(token))
 
 
+@pytest.mark.parametrize("kv_type", ["f32", "q8_0", "q4_0", ("q8_0", "q4_0")], ids=str)
+def test_round_trip_of_each_kv_cache_type(smollm2_path, tmp_path, kv_type):
+    """A quantized (or f32) cache is saved as stored and resumes exactly; its header names K's and
+    V's types, and a model with another type refuses it by name."""
+    path = tmp_path / "s.kv"
+    with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type=kv_type) as m:
+        ids = _encode(m, TURN1)
+        m.prefill(ids)
+        m.save_state(path)
+        token = m.tokenize(" Paris")[0]
+        want = m.decode_step(token)
+        with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type=kv_type) as fresh:
+            fresh.load_state(path)
+            assert fresh.n_past == len(ids)
+            np.testing.assert_array_equal(fresh.decode_step(token), want)
+    header, rest = _header_and_rest(path)
+    assert header["kv_type"] == list(m.kv_type)
+    assert len(rest) == 4 * len(ids) + m.config.kv_cache_bytes(len(ids), m.kv_type)
+    with Model.load(smollm2_path, n_ctx=128, n_threads=2) as f16:
+        _refused(f16, path, f"KV cache types (K/V) are {'/'.join(m.kv_type)}, this model's are f16/f16")
+
+
 # ---- refused files --------------------------------------------------------------------------------
 
 def _refused(model, path, *words):
@@ -87,8 +109,8 @@ def test_a_state_of_another_model_context_kv_type_or_rope_is_refused(saved, smol
         _refused(other, path, "another model file", "SmolLM2")
     with Model.load(smollm2_path, n_ctx=256) as other:
         _refused(other, path, "n_ctx 512", "n_ctx 256")
-    with Model.load(smollm2_path, n_ctx=512, kv_f16=False) as other:
-        _refused(other, path, "KV cache type is 'f16'", "'f32'")
+    with Model.load(smollm2_path, n_ctx=512, kv_type="f32") as other:
+        _refused(other, path, "KV cache types (K/V) are f16/f16", "f32/f32")
     with Model.load(smollm2_path, n_ctx=512, rope_scaling="yarn", rope_scale=4) as other:
         _refused(other, path, "RoPE")
 
@@ -135,7 +157,7 @@ def test_truncated_altered_and_hostile_files_are_refused(saved, tmp_path):
     cases = [
         ({**header, "n_pos": -1}, "n_pos"), ({**header, "n_pos": "3"}, "n_pos"), ({**header, "n_pos": 10**12}, "positions"),
         ({**header, "n_pos": header["n_pos"] - 1}, "truncated or corrupt"),
-        ({**header, "format": 2}, "format"), ({**header, "model": None}, "another model"),
+        ({**header, "format": 1}, "older qwen-cpu"), ({**header, "format": 3}, "format"), ({**header, "model": None}, "another model"),
         ({**header, "n_layer": 29}, "n_layer"), ({**header, "payload_digest": 5}, "digest"),
         ({k: v for k, v in header.items() if k != "kv_type"}, "KV cache type"),
         (b"[" * 100000 + b"]" * 100000, "JSON"), (b"\xff\xfe", "JSON"), (b"[1, 2]", "format"),

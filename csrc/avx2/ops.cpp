@@ -330,25 +330,40 @@ struct GroupFns {
                                           values_block<7, F16>, values_block<8, F16>};
 };
 
-// out, q (n_q, head_dim); key/value row i at element i * kv_stride of k, v; scratch (n_q, n_keys)
-template <bool F16>
-void attn_group_t(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                  int head_dim, float scale, float* scratch) {
-  for (int64_t e = 0; e < (int64_t)n_q * head_dim; ++e) out[e] = 0.0f;
-  if (n_keys <= 0) return;
-  // queries in groups of up to 8: one pass over the keys (then the values) per group
-  attn_query_groups<8>(
-      out, q, n_q, n_keys, head_dim, scratch,
-      [&](int nq, float* s, const float* qg) { GroupFns<F16>::scores[nq](s, n_keys, qg, k, kv_stride, head_dim, scale); },
-      softmax, [&](int nq, float* og, const float* s) { GroupFns<F16>::values[nq](og, s, n_keys, v, kv_stride, head_dim); });
+// x (n) = exp(x - mx); returns the sum (the online softmax's block step)
+float exp_sum(float* x, int n, float mx) {
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 sum = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    _mm256_storeu_ps(x + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (i < n) {
+    const __m256i m = tail_mask(n - i);
+    const __m256 e = _mm256_and_ps(exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vmx)), _mm256_castsi256_ps(m));
+    _mm256_maskstore_ps(x + i, m, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return hsum(sum);
 }
 
-void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                int head_dim, float scale, bool kv_f16, float* scratch) {
-  if (kv_f16)
-    attn_group_t<true>(out, q, n_q, k, v, n_keys, kv_stride, head_dim, scale, scratch);
-  else
-    attn_group_t<false>(out, q, n_q, k, v, n_keys, kv_stride, head_dim, scale, scratch);
+// attn_fn (kernels.h): the tiled loop of attn_groups.h over this file's score and value kernels,
+// queries in groups of up to 8.
+template <int32_t KT, int32_t VT>
+void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+          int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  attn_online<8, KT, VT>(
+      q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
+      [&](int nq, float* s, const float* qg, const void* rows, int n) {
+        GroupFns<kv_rows_f16<KT>>::scores[nq](s, n, qg, rows, head_dim, head_dim, scale);
+      },
+      exp_sum,
+      [&](int nq, float* out, const float* p, const void* rows, int n) {
+        for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
+        GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+      });
 }
 
 // y (n) = x rounded to binary16 by F16C (round to nearest even; NaN quieted, payload truncated)
@@ -363,13 +378,16 @@ void fp32_to_fp16_row(const float* x, half_t* y, int64_t n) {
 }  // namespace
 }  // namespace avx2
 
+#define QC_KERNEL_PREFIX "avx2::"
+
 void register_op_kernels_avx2(Kernels& k) {
   k.rmsnorm = avx2::rmsnorm;
   k.softmax = avx2::softmax;
   k.swiglu = avx2::swiglu;
   k.add = avx2::add;
   k.rope = avx2::rope;
-  k.attn_group = avx2::attn_group;
+  using namespace avx2;
+  QC_SET_ATTN_ALL(k);
   k.fp32_to_fp16_row = avx2::fp32_to_fp16_row;
 }
 

@@ -81,9 +81,11 @@ void bind_model(py::module_& m) {
       .def_readwrite("n_ctx", &ModelConfig::n_ctx)
       .def_readwrite("n_seq", &ModelConfig::n_seq)
       .def_readwrite("n_batch", &ModelConfig::n_batch)
-      .def_readwrite("kv_f16", &ModelConfig::kv_f16)
       .def_readwrite("repack", &ModelConfig::repack)
       .def_readwrite("release_repacked_source", &ModelConfig::release_repacked_source);
+  // the KV cache's element types (ggml type ids; ops.h KvTypes)
+  cfg.def_property("kv_k", [](const ModelConfig& c) { return c.kv.k; }, [](ModelConfig& c, int32_t t) { c.kv.k = t; });
+  cfg.def_property("kv_v", [](const ModelConfig& c) { return c.kv.v; }, [](ModelConfig& c, int32_t t) { c.kv.v = t; });
   // the mixture of experts (moe.h MoeConfig), under config.py's names
 #define QC_MOE_FIELD(py_name, field) \
   cfg.def_property(py_name, [](const ModelConfig& c) { return c.moe.field; }, \

@@ -184,14 +184,15 @@ void bind_ops(py::module_& m) {
       require(kc && vc, "attention: caches must be float16 or convertible to float32");
     }
     f32_array out({n_tok, (int64_t)n_head, (int64_t)head_dim});
-    std::vector<float> scratch(attention_scratch_floats(pool.size(), n_head, n_kv_head, pos0 + n_tok));
+    std::vector<float> scratch(attention_scratch_floats(pool.size(), n_head, n_kv_head, head_dim, pos0 + n_tok));
     const float* qp = q.data();
     const void *kp = kc.data(), *vp = vc.data();
     float* op = out.mutable_data();
     const Kernels& K = kernels();
     {
       py::gil_scoped_release nogil;
-      attention(pool, K, op, qp, kp, vp, f16, n_tok, pos0, n_head, n_kv_head, head_dim, n_ctx, scratch.data());
+      const int32_t type = f16 ? GGML_F16 : GGML_F32;
+      attention(pool, K, op, qp, kp, vp, KvTypes{type, type}, n_tok, pos0, n_head, n_kv_head, head_dim, n_ctx, scratch.data());
     }
     return out;
   }, py::arg("pool"), py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos0"), py::arg("n_head"),

@@ -225,13 +225,41 @@ static inline void values(float* out, const float* p, int nq, const void* v, int
   }
 }
 
-// out, q (n_q, head_dim); key/value row i at element i * kv_stride of k, v; scratch (n_q, n_keys)
-void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                int head_dim, float scale, bool kv_f16, float* scratch) {
-  attn_query_groups<4>(
-      out, q, n_q, n_keys, head_dim, scratch,
-      [&](int nq, float* s, const float* qg) { scores(s, qg, nq, k, n_keys, kv_stride, head_dim, scale, kv_f16); },
-      softmax, [&](int nq, float* og, const float* s) { values(og, s, nq, v, n_keys, kv_stride, head_dim, kv_f16); });
+// x (n) = exp(x - mx); returns the sum (the online softmax's block step)
+float exp_sum(float* x, int n, float mx) {
+  const float32x4_t vmx = vdupq_n_f32(mx);
+  float32x4_t sum = vdupq_n_f32(0.0f);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t e = exp_f32(vsubq_f32(vld1q_f32(x + i), vmx));
+    vst1q_f32(x + i, e);
+    sum = vaddq_f32(sum, e);
+  }
+  float total = vaddvq_f32(sum);
+  if (i < n) {
+    const float32x4_t e = exp_f32(vsubq_f32(load_tail(x + i, n - i), vmx));
+    store_tail(x + i, e, n - i);
+    float t[4];
+    vst1q_f32(t, e);
+    for (int r = 0; r < n - i; ++r) total += t[r];
+  }
+  return total;
+}
+
+// attn_fn (kernels.h): the tiled loop of attn_groups.h over this file's score and value kernels,
+// queries in groups of up to 4.
+template <int32_t KT, int32_t VT>
+void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+          int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  attn_online<4, KT, VT>(
+      q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
+      [&](int nq, float* s, const float* qg, const void* rows, int n) {
+        scores(s, qg, nq, rows, n, head_dim, head_dim, scale, kv_rows_f16<KT>);
+      },
+      exp_sum,
+      [&](int nq, float* out, const float* p, const void* rows, int n) {
+        values(out, p, nq, rows, n, head_dim, head_dim, kv_rows_f16<VT>);
+      });
 }
 
 // y (n) = x rounded to binary16 (FCVTN: round to nearest even, subnormal halves and overflow to
@@ -252,13 +280,16 @@ void fp32_to_fp16_row(const float* x, half_t* y, int64_t n) {
 }  // namespace
 }  // namespace neon
 
+#define QC_KERNEL_PREFIX "neon::"
+
 void register_op_kernels_neon(Kernels& k) {
   k.rmsnorm = neon::rmsnorm;
   k.softmax = neon::softmax;
   k.swiglu = neon::swiglu;
   k.add = neon::add;
   k.rope = neon::rope;
-  k.attn_group = neon::attn_group;
+  using namespace neon;
+  QC_SET_ATTN_ALL(k);
   k.fp32_to_fp16_row = neon::fp32_to_fp16_row;
 }
 

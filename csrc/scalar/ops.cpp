@@ -1,7 +1,10 @@
 // Scalar reference versions of the non-matmul kernels (contracts in kernels.h). Plain C++ with
 // libm's exp; reductions accumulate in double so that these can serve as the oracle the SIMD
 // versions are compared with.
+#include <algorithm>
 #include <cmath>
+
+#include "../attn_groups.h"
 
 #include "../kernels.h"
 
@@ -57,27 +60,55 @@ void rope(float* x, int n_head, int head_dim, const float* cos, const float* sin
   }
 }
 
-// Element d of cache row p (f16 or f32 storage).
-static inline float kv_at(const void* p, int64_t idx, bool f16) {
-  return f16 ? fp16_to_fp32(static_cast<const half_t*>(p)[idx]) : static_cast<const float*>(p)[idx];
+// Element d of a cache row of type T, as float.
+template <int32_t T>
+static inline float kv_elem(const void* row, int d) {
+  if constexpr (T == GGML_F32) {
+    return static_cast<const float*>(row)[d];
+  } else if constexpr (T == GGML_F16) {
+    return fp16_to_fp32(static_cast<const half_t*>(row)[d]);
+  } else if constexpr (T == GGML_Q8_0) {
+    const block_q8_0& b = static_cast<const block_q8_0*>(row)[d / 32];
+    return fp16_to_fp32(b.d) * (float)b.qs[d % 32];
+  } else {
+    static_assert(T == GGML_Q4_0, "cache types: F32, F16, Q8_0, Q4_0");
+    const block_q4_0& b = static_cast<const block_q4_0*>(row)[d / 32];
+    const int j = d % 32;
+    return fp16_to_fp32(b.d) * (float)((j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4) - 8);
+  }
 }
 
-// out, q (n_q, head_dim); key/value row i at element i * kv_stride of k, v; scratch (n_q, n_keys)
-void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                int head_dim, float scale, bool kv_f16, float* scratch) {
+// attn_fn (kernels.h) query by query in two passes over the keys: the largest score, then the
+// exponentials and the weighted values, all in double; the state is rounded to float once per call.
+// scratch: head_dim doubles (this query's acc).
+template <int32_t KT, int32_t VT>
+void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+          int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  double* a = reinterpret_cast<double*>(scratch);
+  auto row = [](const void* base, size_t bytes, int64_t i) { return static_cast<const uint8_t*>(base) + i * bytes; };
   for (int j = 0; j < n_q; ++j) {
     const float* qj = q + (int64_t)j * head_dim;
-    float* s = scratch + (int64_t)j * n_keys;
-    for (int64_t i = 0; i < n_keys; ++i) {
+    auto score = [&](int64_t i) {
+      const void* ki = row(k, k_row_bytes, i);
       double dot = 0.0;
-      for (int d = 0; d < head_dim; ++d) dot += (double)qj[d] * kv_at(k, i * kv_stride + d, kv_f16);
-      s[i] = (float)dot * scale;
+      for (int d = 0; d < head_dim; ++d) dot += (double)qj[d] * kv_elem<KT>(ki, d);
+      return dot * scale;
+    };
+    double mx = m[j];
+    for (int64_t i = 0; i < n_keys; ++i) mx = std::max(mx, score(i));
+    const double c = std::exp((double)m[j] - mx);  // 0 before any key (m = -inf)
+    double sum = (double)l[j] * c;
+    float* aj = acc + (int64_t)j * head_dim;
+    for (int d = 0; d < head_dim; ++d) a[d] = (double)aj[d] * c;
+    for (int64_t i = 0; i < n_keys; ++i) {
+      const double p = std::exp(score(i) - mx);
+      sum += p;
+      const void* vi = row(v, v_row_bytes, i);
+      for (int d = 0; d < head_dim; ++d) a[d] += p * kv_elem<VT>(vi, d);
     }
-    softmax(s, n_keys);
-    float* oj = out + (int64_t)j * head_dim;
-    for (int d = 0; d < head_dim; ++d) oj[d] = 0.0f;
-    for (int64_t i = 0; i < n_keys; ++i)
-      for (int d = 0; d < head_dim; ++d) oj[d] += s[i] * kv_at(v, i * kv_stride + d, kv_f16);
+    m[j] = (float)mx;
+    l[j] = (float)sum;
+    for (int d = 0; d < head_dim; ++d) aj[d] = (float)a[d];
   }
 }
 
@@ -89,13 +120,16 @@ void fp32_to_fp16_row(const float* x, half_t* y, int64_t n) {
 }  // namespace
 }  // namespace scalar
 
+#define QC_KERNEL_PREFIX "scalar::"
+
 void register_op_kernels_scalar(Kernels& k) {
   k.rmsnorm = scalar::rmsnorm;
   k.softmax = scalar::softmax;
   k.swiglu = scalar::swiglu;
   k.add = scalar::add;
   k.rope = scalar::rope;
-  k.attn_group = scalar::attn_group;
+  using namespace scalar;
+  QC_SET_ATTN_ALL(k);
   k.fp32_to_fp16_row = scalar::fp32_to_fp16_row;
 }
 

@@ -247,29 +247,48 @@ struct GroupFns {
                                           values_group<4, F16>};
 };
 
-// out, q (n_q, head_dim); key/value row i at element i * kv_stride of k, v; scratch (n_q, n_keys)
-template <bool F16>
-void attn_group_t(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                  int head_dim, float scale, float* scratch) {
-  for (int64_t e = 0; e < (int64_t)n_q * head_dim; ++e) out[e] = 0.0f;
-  if (n_keys <= 0) return;
-  // queries in groups of up to 4 (the accumulators of scores_group fit the 16 xmm registers)
-  attn_query_groups<4>(
-      out, q, n_q, n_keys, head_dim, scratch,
-      [&](int nq, float* s, const float* qg) { GroupFns<F16>::scores[nq](s, n_keys, qg, k, kv_stride, head_dim, scale); },
-      softmax, [&](int nq, float* og, const float* s) { GroupFns<F16>::values[nq](og, s, n_keys, v, kv_stride, head_dim); });
+// x (n) = exp(x - mx); returns the sum (the online softmax's block step)
+float exp_sum(float* x, int n, float mx) {
+  const __m128 vmx = _mm_set1_ps(mx);
+  __m128 sum = _mm_setzero_ps();
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m128 e = exp_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vmx));
+    _mm_storeu_ps(x + i, e);
+    sum = _mm_add_ps(sum, e);
+  }
+  float total = hsum_ps(sum);
+  if (i < n) {
+    const __m128 e = exp_ps(_mm_sub_ps(load_tail(x + i, n - i), vmx));
+    store_tail(x + i, e, n - i);
+    alignas(16) float t[4];
+    _mm_store_ps(t, e);
+    for (int r = 0; r < n - i; ++r) total += t[r];
+  }
+  return total;
 }
 
-void attn_group(float* out, const float* q, int n_q, const void* k, const void* v, int64_t n_keys, int64_t kv_stride,
-                int head_dim, float scale, bool kv_f16, float* scratch) {
-  if (kv_f16)
-    attn_group_t<true>(out, q, n_q, k, v, n_keys, kv_stride, head_dim, scale, scratch);
-  else
-    attn_group_t<false>(out, q, n_q, k, v, n_keys, kv_stride, head_dim, scale, scratch);
+// attn_fn (kernels.h): the tiled loop of attn_groups.h over this file's score and value kernels,
+// queries in groups of up to 4 (the accumulators of scores_group fit the 16 xmm registers).
+template <int32_t KT, int32_t VT>
+void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+          int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  attn_online<4, KT, VT>(
+      q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
+      [&](int nq, float* s, const float* qg, const void* rows, int n) {
+        GroupFns<kv_rows_f16<KT>>::scores[nq](s, n, qg, rows, head_dim, head_dim, scale);
+      },
+      exp_sum,
+      [&](int nq, float* out, const float* p, const void* rows, int n) {
+        for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
+        GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+      });
 }
 
 }  // namespace
 }  // namespace sse42
+
+#define QC_KERNEL_PREFIX "sse42::"
 
 void register_op_kernels_sse42(Kernels& k) {
   k.rmsnorm = sse42::rmsnorm;
@@ -277,7 +296,8 @@ void register_op_kernels_sse42(Kernels& k) {
   k.swiglu = sse42::swiglu;
   k.add = sse42::add;
   k.rope = sse42::rope;
-  k.attn_group = sse42::attn_group;
+  using namespace sse42;
+  QC_SET_ATTN_ALL(k);
   // fp32_to_fp16_row: the inherited scalar one (see the file comment)
 }
 

@@ -27,9 +27,11 @@
 //     tests/test_ops.py), except that a NaN only has to stay a NaN of the same sign;
 //   - rope (both pairings, head_dim 2..128, non-unit tables): |err| <= 3e-6 vs float64 rotation
 //     with the same float tables;
-//   - attn_group (f16 and f32 caches, 1..10 queries per KV head, head_dim 6..136): |err| <= 5e-6
-//     (1e-5 for the long and odd shapes) vs float64 causal attention; cache rows past the keys a
-//     call may read hold NaN.
+//   - attention (every pair of f32/f16/q8_0/q4_0 K and V caches, 1..10 queries per KV head,
+//     head_dim 64 and 128, and 6..136 for f16/f32; keys across block boundaries; decode at 1.5K and
+//     3K keys with and without the split of a pair's keys across threads): |err| <= 5e-6 (1e-5
+//     for the long and odd shapes) vs float64 causal attention over the dequantized rows, and the
+//     SIMD tables within the same bound of the scalar one; cache rows past the keys hold NaN.
 //   - MoeFfn (moe.h): within 2e-5 of the largest output vs a float64 evaluation of the block
 //     (test_moe says how the activations are quantized there); measured <= 1.2e-6.
 // Prints one line per failure, one per table, and 'N passed, M failed'; exits 1 on any failure.
@@ -43,11 +45,13 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../kernels.h"
 #include "../matmul.h"
 #include "../moe.h"
+#include "../ops.h"
 #include "../threadpool.h"
 
 namespace {
@@ -843,70 +847,131 @@ void test_rope(Report& R, const Kernels& K) {
 
 // ---- attention ---------------------------------------------------------------------------
 
-// Causal GQA attention of n_tok queries at positions pos0.. over caches (n_kv_head, n_ctx,
-// head_dim) whose rows past pos0 + n_tok hold NaN, through attn_group per (token, kv head), vs
-// float64; max |err| <= tol.
-void attention_case(Report& R, const Kernels& K, int n_tok, int pos0, int n_head, int n_kv_head, int head_dim, bool f16,
-                    double tol) {
-  const std::string what =
-      fmt("attn_group n_tok=%d pos0=%d heads=%d/%d head_dim=%d %s", n_tok, pos0, n_head, n_kv_head, head_dim,
-          f16 ? "f16" : "f32");
+const char* type_name(int32_t t) { return type_info(t).name; }
+
+// Causal GQA attention of n_tok queries at positions pos0.. over caches (n_kv_head, n_ctx, row)
+// of types kv, stored from float rows by kv_store_row, whose rows past pos0 + n_tok hold NaN (a
+// quantized row: NaN scales), through attention() on a pool of n_threads (3 threads split a
+// decode pair's keys across threads once it has >= 1024 keys), vs float64 softmax attention over
+// the dequantized rows: max |err| <= tol. For a SIMD table the output is also held to the scalar
+// table's within tol. Returns false on a failure.
+void attention_case(Report& R, const Kernels& K, const Kernels& S, KvTypes kv, int n_tok, int pos0, int n_head,
+                    int n_kv_head, int head_dim, int n_threads, double tol) {
+  const std::string what = fmt("attention K %s V %s n_tok=%d pos0=%d heads=%d/%d head_dim=%d threads=%d",
+                               type_name(kv.k), type_name(kv.v), n_tok, pos0, n_head, n_kv_head, head_dim, n_threads);
   auto g = rng_for(what);
-  const int n_ctx = pos0 + n_tok + 3, n_q = n_head / n_kv_head;
-  const size_t cache = (size_t)n_kv_head * n_ctx * head_dim;
+  const int n_ctx = pos0 + n_tok + 3, n_q = n_head / n_kv_head, n_keys_max = pos0 + n_tok;
+  const size_t rows = (size_t)n_kv_head * n_ctx;
   const std::vector<float> q = normal(g, (size_t)n_tok * n_head * head_dim);
-  std::vector<float> kf = normal(g, cache, 1.5), vf = normal(g, cache);
-  std::vector<half_t> kh(cache), vh(cache);
-  for (size_t i = 0; i < cache; ++i) {
-    if ((int)(i / head_dim % n_ctx) >= pos0 + n_tok) kf[i] = vf[i] = kNaN;
-    kh[i] = fp32_to_fp16(kf[i]);
-    vh[i] = fp32_to_fp16(vf[i]);
-    if (f16) kf[i] = fp16_to_fp32(kh[i]), vf[i] = fp16_to_fp32(vh[i]);  // the reference sees the rounded cache
-  }
-  std::vector<float> out(q.size(), kNaN), scratch((size_t)n_q * (pos0 + n_tok));
-  const float scale = 1.0f / std::sqrt((float)head_dim);
-  double worst = 0.0;
-  for (int t = 0; t < n_tok; ++t)
-    for (int grp = 0; grp < n_kv_head; ++grp) {
-      const size_t qoff = ((size_t)t * n_head + (size_t)grp * n_q) * head_dim, kvoff = (size_t)grp * n_ctx * head_dim;
-      const int n_keys = pos0 + t + 1;
-      const void* k = f16 ? (const void*)(kh.data() + kvoff) : (const void*)(kf.data() + kvoff);
-      const void* v = f16 ? (const void*)(vh.data() + kvoff) : (const void*)(vf.data() + kvoff);
-      K.attn_group(out.data() + qoff, q.data() + qoff, n_q, k, v, n_keys, head_dim, head_dim, scale, f16,
-                   scratch.data());
-      for (int j = 0; j < n_q; ++j) {
-        const float* qj = q.data() + qoff + (size_t)j * head_dim;
-        std::vector<double> p(n_keys);
-        double mx = -INFINITY, sum = 0.0;
-        for (int i = 0; i < n_keys; ++i) {
-          double dot = 0.0;
-          for (int d = 0; d < head_dim; ++d) dot += (double)qj[d] * kf[kvoff + (size_t)i * head_dim + d];
-          p[i] = dot / std::sqrt((double)head_dim);
-          mx = std::max(mx, p[i]);
-        }
-        for (auto& x : p) sum += x = std::exp(x - mx);
-        for (int d = 0; d < head_dim; ++d) {
-          double ref = 0.0;
-          for (int i = 0; i < n_keys; ++i) ref += p[i] / sum * vf[kvoff + (size_t)i * head_dim + d];
-          const double err = std::fabs(out[qoff + (size_t)j * head_dim + d] - ref);
-          worst = std::isnan(err) ? INFINITY : std::max(worst, err);
-        }
+  const std::vector<float> kf = normal(g, rows * head_dim, 1.5), vf = normal(g, rows * head_dim);
+  const size_t kb = kv_row_bytes(kv.k, head_dim), vb = kv_row_bytes(kv.v, head_dim);
+  std::vector<uint8_t> kc(rows * kb), vc(rows * vb);
+  std::vector<double> kd(rows * head_dim), vd(rows * head_dim);  // the rows as stored, dequantized
+  std::vector<float> tmp(head_dim);
+  for (size_t r = 0; r < rows; ++r) {
+    kv_store_row(S, kv.k, kf.data() + r * head_dim, kc.data() + r * kb, head_dim);
+    kv_store_row(S, kv.v, vf.data() + r * head_dim, vc.data() + r * vb, head_dim);
+    S.dequantize[kv.k](kc.data() + r * kb, tmp.data(), head_dim);
+    for (int d = 0; d < head_dim; ++d) kd[r * head_dim + d] = tmp[d];
+    S.dequantize[kv.v](vc.data() + r * vb, tmp.data(), head_dim);
+    for (int d = 0; d < head_dim; ++d) vd[r * head_dim + d] = tmp[d];
+    if ((int)(r % n_ctx) >= n_keys_max) {  // never to be read: NaN elements, or NaN block scales
+      for (auto [type, row, bytes] : {std::tuple{kv.k, kc.data() + r * kb, kb}, std::tuple{kv.v, vc.data() + r * vb, vb}}) {
+        if (type == GGML_F32) for (size_t i = 0; i < bytes; i += 4) std::memcpy(row + i, &kNaN, 4);
+        else if (type == GGML_F16) for (size_t i = 0; i < bytes; i += 2) reinterpret_cast<half_t*>(row)[i / 2] = 0x7e00;
+        else for (size_t i = 0; i < bytes; i += type_info(type).block_bytes) reinterpret_cast<half_t*>(row + i)[0] = 0x7e00;
       }
     }
-  R.check(worst <= tol, K.isa, fmt("%s: error %.3g > %.3g", what.c_str(), worst, tol));
+  }
+  auto run = [&](const Kernels& T) {
+    ThreadPool pool(n_threads);
+    std::vector<float> out(q.size(), kNaN), scratch(attention_scratch_floats(n_threads, n_head, n_kv_head, head_dim, n_keys_max));
+    attention(pool, T, out.data(), q.data(), kc.data(), vc.data(), kv, n_tok, pos0, n_head, n_kv_head, head_dim, n_ctx,
+              scratch.data());
+    return out;
+  };
+  const std::vector<float> out = run(K);
+  double worst = 0.0;
+  for (int t = 0; t < n_tok; ++t)
+    for (int h = 0; h < n_head; ++h) {
+      const size_t qoff = ((size_t)t * n_head + h) * head_dim, kvoff = (size_t)(h / n_q) * n_ctx * head_dim;
+      const int n_keys = pos0 + t + 1;
+      std::vector<double> p(n_keys);
+      double mx = -INFINITY, sum = 0.0;
+      for (int i = 0; i < n_keys; ++i) {
+        double dot = 0.0;
+        for (int d = 0; d < head_dim; ++d) dot += (double)q[qoff + d] * kd[kvoff + (size_t)i * head_dim + d];
+        p[i] = dot / std::sqrt((double)head_dim);
+        mx = std::max(mx, p[i]);
+      }
+      for (auto& x : p) sum += x = std::exp(x - mx);
+      for (int d = 0; d < head_dim; ++d) {
+        double ref = 0.0;
+        for (int i = 0; i < n_keys; ++i) ref += p[i] / sum * vd[kvoff + (size_t)i * head_dim + d];
+        const double err = std::fabs(out[qoff + d] - ref);
+        worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+      }
+    }
+  R.check(worst <= tol, K.isa, fmt("%s: error %.3g > %.3g vs float64", what.c_str(), worst, tol));
+  if (&K != &S) {
+    const std::vector<float> ref = run(S);
+    double diff = 0.0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double e = std::fabs((double)out[i] - ref[i]);
+      diff = std::isnan(e) ? INFINITY : std::max(diff, e);
+    }
+    R.check(diff <= tol, K.isa, fmt("%s: differs from scalar by %.3g > %.3g", what.c_str(), diff, tol));
+  }
 }
 
-void test_attention(Report& R, const Kernels& K) {
-  for (bool f16 : {true, false}) {
-    for (int head_dim : {64, 128})
-      for (int heads : {0, 1})
-        for (int n_tok : {1, 7})
-          for (int pos0 : {0, 5}) attention_case(R, K, n_tok, pos0, heads ? 9 : 14, heads ? 3 : 2, head_dim, f16, 5e-6);
-    attention_case(R, K, 3, 70, 10, 1, 20, f16, 1e-5);  // 10 queries per KV head, more than one 64-key tile
-    for (int n_q = 1; n_q <= 8; ++n_q) attention_case(R, K, 2, 66, 2 * n_q, 2, 136, f16, 5e-6);
-    attention_case(R, K, 61, 0, 4, 2, 32, f16, 1e-5);  // a long prompt
-    for (int head_dim : {6, 30}) attention_case(R, K, 3, 9, 6, 2, head_dim, f16, 1e-5);  // head_dim % 8 != 0
+// kv_row_bytes and kv_store_row refuse what a cache cannot hold.
+void test_kv_rows(Report& R, const Kernels& K) {
+  auto throws = [](auto f) {
+    try {
+      f();
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  float x[40] = {};
+  uint8_t row[160];
+  R.check(kv_row_bytes(GGML_Q8_0, 64) == 68 && kv_row_bytes(GGML_Q4_0, 64) == 36 && kv_row_bytes(GGML_F16, 6) == 12 &&
+              kv_row_bytes(GGML_F32, 6) == 24,
+          K.isa, "kv_row_bytes sizes");
+  R.check(throws([] { kv_row_bytes(GGML_Q8_0, 40); }) && throws([] { kv_row_bytes(GGML_Q4_1, 64); }) &&
+              throws([] { kv_row_bytes(GGML_F16, 0); }) && throws([&] { kv_store_row(K, GGML_Q4_0, x, row, 40); }),
+          K.isa, "kv_row_bytes / kv_store_row accept a bad type or head_dim");
+}
+
+void test_attention(Report& R, const Kernels& K, const Kernels& S) {
+  test_kv_rows(R, K);
+  const int32_t types[4] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0};
+  for (int32_t kt : types)
+    for (int32_t vt : types) {
+      const KvTypes kv{kt, vt};
+      for (int head_dim : {64, 128}) {
+        attention_case(R, K, S, kv, 1, 0, 14, 2, head_dim, 2, 5e-6);
+        attention_case(R, K, S, kv, 3, 62, 14, 2, head_dim, 2, 5e-6);  // 63 .. 65 keys: across a block boundary
+      }
+      attention_case(R, K, S, kv, 7, 5, 9, 3, 64, 2, 5e-6);
+    }
+  for (KvTypes kv : {KvTypes{GGML_F16, GGML_F16}, KvTypes{GGML_F32, GGML_F32}}) {
+    for (int n_tok : {1, 7})
+      for (int pos0 : {0, 5}) attention_case(R, K, S, kv, n_tok, pos0, 14, 2, 128, 2, 5e-6);
+    attention_case(R, K, S, kv, 3, 70, 10, 1, 20, 2, 1e-5);  // 10 queries per KV head, head_dim % 8 != 0
+    for (int n_q = 1; n_q <= 8; ++n_q) attention_case(R, K, S, kv, 2, 126, 2 * n_q, 2, 136, 2, 5e-6);
+    attention_case(R, K, S, kv, 61, 0, 4, 2, 32, 3, 1e-5);  // a long prompt
+    for (int head_dim : {6, 8, 16, 30}) attention_case(R, K, S, kv, 3, 9, 6, 2, head_dim, 2, 1e-5);
+    attention_case(R, K, S, kv, 40, 0, 4, 2, 16, 1, 1e-5);  // the tiny test model's shape
   }
+  // decode at depth: 1 thread (whole pairs) and 3 threads (each pair's keys split into parts)
+  for (KvTypes kv : {KvTypes{GGML_F16, GGML_F16}, KvTypes{GGML_Q8_0, GGML_Q8_0}, KvTypes{GGML_Q4_0, GGML_Q4_0},
+                     KvTypes{GGML_Q8_0, GGML_F16}})
+    for (int n_threads : {1, 3}) {
+      attention_case(R, K, S, kv, 1, 1499, 14, 2, 64, n_threads, 1e-5);
+      attention_case(R, K, S, kv, 1, 2999, 7, 1, 128, n_threads, 1e-5);
+    }
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -1081,7 +1146,7 @@ int main(int argc, char** argv) {
     test_add(R, K);
     test_fp16(R, K, S);
     test_rope(R, K);
-    test_attention(R, K);
+    test_attention(R, K, S);
     test_moe(R, K);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[%s] %d passed, %d failed (%.1f s)\n", name.c_str(), R.passed - passed0, R.failed - failed0, secs);

@@ -184,7 +184,8 @@ def _field_error_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int | None = None,
                n_threads: int | None = None, max_queue: int = 64, api_key: str | None = None,
                max_body: int = DEFAULT_MAX_BODY, cors_origins: Sequence[str] = (),
-               model_id: str | None = None, draft: str | None = None) -> FastAPI:
+               model_id: str | None = None, draft: str | None = None,
+               kv_type: str | Sequence[str] = "f16") -> FastAPI:
     """A FastAPI application serving the GGUF at model_path with `parallel` KV-cache slots.
 
     n_ctx: context length of each slot; max_queue: requests that may wait for a slot (more -> 429);
@@ -193,12 +194,13 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
     model_id: the name clients send as `model` (default: the file name); draft: speculative
     decoding for every request, "lookup" or a draft model's path (qwen_cpu.speculative; the
     answers are the same, token for token).
+    kv_type: the KV cache's element types (Model.load's).
     The model is loaded here; the scheduler is closed when the application shuts down (lifespan).
     """
     from ..api import Model
     from ..scheduler import Scheduler
 
-    model = Model.load(model_path, n_ctx=n_ctx, n_threads=n_threads, n_seq=parallel)
+    model = Model.load(model_path, n_ctx=n_ctx, n_threads=n_threads, n_seq=parallel, kv_type=kv_type)
     try:
         scheduler = Scheduler(model, max_queue=max_queue, draft=draft)
     except BaseException:

@@ -45,7 +45,8 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(model_path, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning",
           **app_options) -> None:
     """Load the model, listen on host:port and serve until SIGINT/SIGTERM. app_options go to
-    `create_app` (parallel, n_ctx, n_threads, max_queue, api_key, max_body, cors_origins, model_id)."""
+    `create_app` (parallel, n_ctx, n_threads, max_queue, api_key, max_body, cors_origins, model_id,
+    kv_type)."""
     sock = bind(host, port)  # first: a busy port fails before the model is loaded
     app = create_app(model_path, **app_options)
     svc = app.state.service

@@ -1,0 +1,98 @@
+// Decode attention (one query token) over a KV cache at a given depth, per cache type, on the
+// kernel path QWEN_CPU_ISA selects: the time of one token's attention over n_layer layers (each
+// layer its own cache, so the caches do not stay in the CPU's caches), and the K+V bytes it reads.
+// For scale, the same bytes read by a plain summing loop (the machine's read bandwidth right now).
+// Usage: attn_bench N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps]
+//   types by name: F32 F16 Q8_0 Q4_0. Prints one line:
+//   isa k v depth threads us_per_token us_per_layer bytes_per_token GB/s cpu_us_per_token read_GB/s
+// (the fastest of the repetitions; cpu_us_per_token: the process CPU time, all threads, per token:
+// on a shared machine the wall time of a run includes time the threads waited for a core;
+// read_GB/s: one thread summing the caches' 64-bit words.)
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops.h"
+#include "threadpool.h"
+
+using namespace qc;
+
+static int32_t type_of(const std::string& s) {
+  for (int32_t t : {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0})
+    if (s == type_info(t).name) return t;
+  std::fprintf(stderr, "unknown cache type %s (F32, F16, Q8_0, Q4_0)\n", s.c_str());
+  std::exit(2);
+}
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps]\n", argv[0]);
+    return 2;
+  }
+  const int n_threads = std::atoi(argv[1]);
+  const int64_t depth = std::atoll(argv[2]);
+  const KvTypes kv{type_of(argv[3]), type_of(argv[4])};
+  const int n_layer = argc > 5 ? std::atoi(argv[5]) : 24, n_head = argc > 6 ? std::atoi(argv[6]) : 14;
+  const int n_kv_head = argc > 7 ? std::atoi(argv[7]) : 2, head_dim = argc > 8 ? std::atoi(argv[8]) : 64;
+  const int reps = argc > 9 ? std::atoi(argv[9]) : 5;
+  const Kernels& K = kernels();
+  const size_t kb = kv_row_bytes(kv.k, head_dim), vb = kv_row_bytes(kv.v, head_dim);
+  const size_t rows = (size_t)n_kv_head * depth;
+
+  // one layer's rows from random floats, copied to every layer
+  std::mt19937 g(1);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(head_dim);
+  std::vector<uint8_t> k((size_t)n_layer * rows * kb), v((size_t)n_layer * rows * vb);
+  for (size_t r = 0; r < rows; ++r) {
+    for (auto& e : x) e = nd(g);
+    kv_store_row(K, kv.k, x.data(), k.data() + r * kb, head_dim);
+    for (auto& e : x) e = nd(g);
+    kv_store_row(K, kv.v, x.data(), v.data() + r * vb, head_dim);
+  }
+  for (int l = 1; l < n_layer; ++l) {
+    std::memcpy(k.data() + l * rows * kb, k.data(), rows * kb);
+    std::memcpy(v.data() + l * rows * vb, v.data(), rows * vb);
+  }
+  std::vector<float> q((size_t)n_head * head_dim), out(q.size());
+  for (auto& e : q) e = nd(g);
+  std::vector<float> scratch(attention_scratch_floats(n_threads, n_head, n_kv_head, head_dim, depth));
+  ThreadPool pool(n_threads);
+
+  std::vector<double> times, cpu;
+  for (int r = 0; r < reps + 1; ++r) {  // the first pass warms up (page faults, thread start)
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::clock_t c0 = std::clock();
+    for (int l = 0; l < n_layer; ++l)
+      attention(pool, K, out.data(), q.data(), k.data() + l * rows * kb, v.data() + l * rows * vb, kv, 1, depth - 1,
+                n_head, n_kv_head, head_dim, depth, scratch.data());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r) times.push_back(s), cpu.push_back((double)(std::clock() - c0) / CLOCKS_PER_SEC);
+  }
+  double read_s = 1e30;
+  uint64_t sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const std::vector<uint8_t>* buf : {&k, &v}) {
+      const uint64_t* w = reinterpret_cast<const uint64_t*>(buf->data());
+      uint64_t a[8] = {};
+      for (size_t i = 0; i + 8 <= buf->size() / 8; i += 8)
+        for (int j = 0; j < 8; ++j) a[j] += w[i + j];
+      for (uint64_t x : a) sink += x;
+    }
+    read_s = std::min(read_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  std::sort(cpu.begin(), cpu.end());
+  const double t = times[0];  // the fastest: the machine may be shared
+  const double bytes = (double)n_layer * rows * (kb + vb);
+  std::printf("%s %s %s %lld %d %.1f %.2f %.0f %.2f %.1f %.2f\n", K.isa, argv[3], argv[4], (long long)depth, n_threads,
+              t * 1e6, t * 1e6 / n_layer, bytes, bytes / t / 1e9, cpu[0] * 1e6, (double)(k.size() + v.size()) / read_s / 1e9);
+  return sink == 42 ? 1 : 0;  // the sum is used: the reading loop cannot be dropped
+}
