@@ -81,7 +81,7 @@ def test_json_schema_plain_and_streamed_random_model(tiny):
 
 def test_json_object_and_schema_on_smollm2(smol):
     client = smol.client()
-    got = client.chat.completions.create(model=name(smol), messages=[{"role": "user", "content": "Give me a cat as JSON."}],
+    got = client.chat.completions.create(model=name(smol), messages=[{"role": "user", "content": "Describe a cat as a small JSON object with its name and age."}],
                                          response_format={"type": "json_object"}, temperature=0, max_tokens=120)
     assert got.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(got.choices[0].message.content), dict)
@@ -144,7 +144,7 @@ def test_tool_choice_required_plain_and_streamed(server, request):
     srv = request.getfixturevalue(server)
     kwargs = dict(model=name(srv), messages=[{"role": "user", "content": "What is the weather in Paris?"}],
                   tools=TOOLS, tool_choice="required", temperature=1.0 if server == "tiny" else 0, seed=7,
-                  max_tokens=200)
+                  max_tokens=600)
     client = srv.client()
     got = client.chat.completions.create(**kwargs).choices[0]
     streamed = accumulate(client.chat.completions.create(stream=True, **kwargs))
