@@ -23,18 +23,6 @@ namespace {
 // the cost is 12 more thread-pool runs (barriers) per layer in a 512-token step.
 constexpr int64_t kFfnChunk = 128;
 
-void check_matrix(const Kernels& K, const Tensor& t, int64_t rows, int64_t cols, const std::string& name) {
-  if (!t.data) throw std::invalid_argument("missing tensor " + name);
-  if (t.rows != rows || t.cols != cols)
-    throw std::invalid_argument(name + ": shape (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
-                                ") does not match the model's (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
-  if (t.type < 0 || t.type >= GGML_TYPE_COUNT || !K.weight[t.type].vec_dot || !K.dequantize[t.type])
-    throw std::invalid_argument(name + ": tensor type " + std::to_string(t.type) + " is not supported");
-  if (cols % type_info(t.type).block_elems != 0)
-    throw std::invalid_argument(name + ": row length " + std::to_string(cols) + " is not a multiple of the " +
-                                type_info(t.type).name + " block size");
-}
-
 void check_vector(const Tensor& t, int64_t n, const std::string& name, bool optional) {
   if (!t.data) {
     if (optional) return;

@@ -9,18 +9,6 @@ namespace qc {
 
 namespace {
 
-void check_matrix(const Kernels& K, const Tensor& t, int64_t rows, int64_t cols, const std::string& name) {
-  if (!t.data) throw std::invalid_argument("missing tensor " + name);
-  if (t.rows != rows || t.cols != cols)
-    throw std::invalid_argument(name + ": shape (" + std::to_string(t.rows) + ", " + std::to_string(t.cols) +
-                                ") does not match the model's (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
-  if (t.type < 0 || t.type >= GGML_TYPE_COUNT || !K.weight[t.type].vec_dot || !K.dequantize[t.type])
-    throw std::invalid_argument(name + ": tensor type " + std::to_string(t.type) + " is not supported");
-  if (cols % type_info(t.type).block_elems != 0)
-    throw std::invalid_argument(name + ": row length " + std::to_string(cols) + " is not a multiple of the " +
-                                type_info(t.type).name + " block size");
-}
-
 MatmulOutput output_of(const Tensor& t, int64_t n_out, float* y) { return {t.data, t.type, n_out, y, t.layout}; }
 
 // The products of a group over m rows of x, the first n_alone of them alone, the rest together
