@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Cross-check of our quantizer's HF path against llama.cpp's converter (convert_hf_to_gguf.py), on
-the tiny checkpoints of tests/data/golden_hf (qwen3; llama with Llama 3.1 rope scaling).
+the tiny checkpoints of tests/data/golden_hf (qwen3; llama with Llama 3.1 rope scaling) and of
+tests/data/golden_moe (qwen2moe with a shared expert, qwen3moe; one matrix per expert, as
+transformers saves them, given the test tokenizer of tests/_checkpoints.py).
 
 Both convert each checkpoint at F32; the script compares the arch's metadata keys, the tensor names,
 shapes and types, and the tensor data (rope_freqs to float32 rounding: llama.cpp computes its factors
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_CPP = Path(os.environ.get("LLAMA_CPP", "/work/peers/llama-cpp-python-src/llama_cpp_python-0.3.36/vendor/llama.cpp"))
 DATA = ROOT / "tests" / "data" / "golden_hf"
+MOE = ROOT / "tests" / "data" / "golden_moe"
 LLAMA_PERPLEXITY = Path(os.environ.get("LLAMA_PERPLEXITY", "/work/peers/llama-cpp-python-src/build/bin/llama-perplexity"))
 TEXT = ROOT / "tests" / "data" / "english_paragraph.txt"
 N_CTX = 128
@@ -58,12 +62,18 @@ def perplexity_ours(path: Path) -> float:
 
 
 def perplexity_llama_cpp(path: Path) -> float:
-    out = subprocess.run([str(LLAMA_PERPLEXITY), "-m", str(path), "-f", str(TEXT), "-c", str(N_CTX), "-b", str(N_CTX),
-                          "-t", "2"], capture_output=True, text=True, timeout=300)
-    m = re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout + out.stderr)
-    if not m:
-        raise RuntimeError(f"llama-perplexity failed on {path}:\n{(out.stdout + out.stderr)[-2000:]}")
-    return float(m.group(1))
+    """llama-perplexity's final estimate. Its log lines come from a worker thread, and in some runs
+    from this script the last ones were missing though it exited with status 0: up to 3 tries."""
+    for _ in range(3):
+        out = subprocess.run([str(LLAMA_PERPLEXITY), "-m", str(path), "-f", str(TEXT), "-c", str(N_CTX), "-b", str(N_CTX),
+                              "-t", "2"], capture_output=True, text=True, timeout=300)
+        m = re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout + out.stderr)
+        if m:
+            return float(m.group(1))
+        if out.returncode:
+            break
+    raise RuntimeError(f"llama-perplexity failed on {path} (exit status {out.returncode}):\n"
+                       f"{(out.stdout + out.stderr)[-2000:]}")
 
 
 def llama_cpp_convert(folder: Path, out: Path) -> None:
@@ -74,7 +84,7 @@ def llama_cpp_convert(folder: Path, out: Path) -> None:
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
     from conversion import llama, qwen  # noqa: PLC0415
 
-    for cls in (qwen.Qwen2Model, llama.LlamaModel):
+    for cls in (qwen.Qwen2Model, qwen.Qwen2MoeModel, qwen.Qwen3MoeModel, llama.LlamaModel):
         cls.set_vocab = lambda self: self._set_vocab_gpt2()
     argv = sys.argv
     sys.argv = ["convert_hf_to_gguf.py", str(folder), "--outtype", "f32", "--outfile", str(out)]
@@ -94,17 +104,32 @@ def read(path: Path):
     return keys, tensors
 
 
+def checkpoints(tmp: Path):
+    """(name, HF folder, token ids, transformers' F32 logits) of every checkpoint compared."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _checkpoints import write_tokenizer  # noqa: PLC0415
+
+    manifest = json.loads((DATA / "manifest.json").read_text())
+    for model in manifest["models"]:
+        yield model, DATA / model, manifest["tokens"], np.load(DATA / f"{model}.f32.npz")["logits"]
+    manifest = json.loads((MOE / "manifest.json").read_text())
+    for model in ("qwen2moe-tiny", "qwen3moe-tiny"):
+        folder = tmp / f"{model}-hf"
+        shutil.copytree(MOE / f"{model}-hf", folder)
+        write_tokenizer(folder)
+        yield model, folder, manifest["tokens"], np.load(MOE / f"{model}.f32.npz")["logits"]
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     from qwen_cpu import Model  # noqa: PLC0415
     from qwen_cpu.quantize import quantize_model  # noqa: PLC0415
 
-    manifest = json.loads((DATA / "manifest.json").read_text())
     tmp = Path(tempfile.mkdtemp())
-    for model in manifest["models"]:
+    for model, folder, tokens, ref in checkpoints(tmp):
         theirs, ours = tmp / f"{model}.llama_cpp.gguf", tmp / f"{model}.ours.gguf"
-        llama_cpp_convert(DATA / model, theirs)
-        quantize_model(DATA / model, ours, "f32", progress=False)
+        llama_cpp_convert(folder, theirs)
+        quantize_model(folder, ours, "f32", progress=False)
         (tk, tt), (ok, ot) = read(theirs), read(ours)
         print(f"== {model}")
         for k in sorted(set(tk) | set(ok)):
@@ -125,13 +150,12 @@ def main() -> None:
             worst = max(worst, d)
         print(f"  {len(tt)} tensors: same names, shapes and types; data identical "
               f"(largest difference {worst:.1e}, rope_freqs only)")
-        ref = np.load(DATA / f"{model}.f32.npz")["logits"]
         for label, path in (("llama.cpp's file", theirs), ("our file", ours)):
             with Model.load(path, n_ctx=128, n_threads=2, kv_type="f32") as m:
-                err = float(np.abs(m.logits(manifest["tokens"]) - ref).max() / np.abs(ref).max())
+                err = float(np.abs(m.logits(tokens) - ref).max() / np.abs(ref).max())
             print(f"  qwen-cpu on {label}: logits rel err vs transformers {err:.1e}")
         if LLAMA_PERPLEXITY.exists():
-            q8 = quantize_model(DATA / model, tmp / f"{model}.q8_0.gguf", "q8_0", progress=False).path
+            q8 = quantize_model(folder, tmp / f"{model}.q8_0.gguf", "q8_0", progress=False).path
             ours_ppl, theirs_ppl = perplexity_ours(q8), perplexity_llama_cpp(q8)
             print(f"  our Q8_0 file: perplexity qwen-cpu {ours_ppl:.4f}, llama.cpp {theirs_ppl:.4f} "
                   f"({100 * (ours_ppl / theirs_ppl - 1):+.3f}%)")

@@ -177,11 +177,52 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
   }
 }
 
-void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
-                  const float* x, int64_t n_tok, void* act_scratch, bool alone) {
-  if (n_tok == 1) alone = true;  // the same thing
+// Rows r0 .. r1 of one output for n_tok activation rows at act, in the format act_format gives it
+// (alone: as matmul_group's).
+static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, const uint8_t* act, int64_t n_tok,
+                        bool alone, int64_t r0, int64_t r1) {
+  const int64_t n_kernel = alone ? 1 : n_tok;
+  const size_t act_row = act_row_bytes(act_format(K, o, n_in, n_kernel), n_in), w_row = row_bytes(o.wtype, n_in);
+  const uint8_t* w = static_cast<const uint8_t*>(o.w);
+  const WeightKernels& wk = K.weight[o.wtype];
+  const Route r = route(K, o, n_in, n_kernel);
+  if (o.layout != QC_LAYOUT_STORED && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
+    throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
+  if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
+    // every row at once over each tile of weights (LayoutKernels::gemv_rows)
+    K.layout[o.layout].gemv_rows(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, act_row, (int)n_tok, o.y + r0,
+                                 (size_t)o.n_out);
+  } else if (r == kLayoutGemv) {
+    const gemv_fn gemv = K.layout[o.layout].gemv;
+    rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
+               [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
+  } else if (r == kUnrepack) {
+    // Unpacked back to the stored layout a block at a time in this thread's buffer, then
+    // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
+    // activations its gemm reads; unpacking is a copy, small beside a product over tens or
+    // hundreds of tokens.
+    constexpr size_t kUnpackBytes = 64 * 1024;
+    int64_t block = (int64_t)(kUnpackBytes / w_row);
+    block = block < 8 ? 8 : block - block % 8;
+    thread_local std::vector<uint8_t> unpacked;
+    if (unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
+    for (int64_t rb = r0; rb < r1; rb += block) {
+      const int64_t nb = r1 - rb < block ? r1 - rb : block;
+      unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
+      stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
+    }
+  } else {
+    stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
+  }
+}
+
+// matmul_group, or with each: output i multiplies row i of x (n_outs rows), as one token alone.
+static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                  const float* x, int64_t n_tok, void* act_scratch, bool alone, bool each) {
+  if (n_tok == 1 || each) alone = true;  // the same thing
   const int64_t n_kernel = alone ? 1 : n_tok;  // the token count the kernels are chosen for
-  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_tok, alone);
+  const int64_t n_x = each ? n_outs : n_tok;    // rows of x
+  const ActLayout L = act_layout(K, outs, n_outs, n_in, n_x, alone);
   uint8_t* scratch = static_cast<uint8_t*>(act_scratch);
 
   // 1. Quantize the input once per activation format.
@@ -191,8 +232,8 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       for (int64_t t = t0; t < t1; ++t) K.quantize_act[L.fmt[j]](x + t * n_in, scratch + L.offset[j] + t * act_row, n_in);
     }
   };
-  if (n_tok == 1) {
-    quantize_rows(0, 1);  // one row: cheaper on this thread than a barrier
+  if (n_tok == 1 || each) {
+    quantize_rows(0, n_x);  // one row per output, a few: cheaper on this thread than a barrier
   } else {
     pool.run([&](int ith, int nth) {
       int64_t t0, t1;
@@ -223,42 +264,21 @@ void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       const int32_t fmt = act_format(K, o, n_in, n_kernel);
       int j = 0;
       while (L.fmt[j] != fmt) ++j;
-      const uint8_t* act = scratch + L.offset[j];
-      const size_t act_row = act_row_bytes(fmt, n_in), w_row = row_bytes(o.wtype, n_in);
-      const uint8_t* w = static_cast<const uint8_t*>(o.w);
-      const WeightKernels& wk = K.weight[o.wtype];
-      const Route r = route(K, o, n_in, n_kernel);
-      if (o.layout != QC_LAYOUT_STORED && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
-        throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
-      if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
-        // every row at once over each tile of weights (LayoutKernels::gemv_rows)
-        K.layout[o.layout].gemv_rows(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, act_row, (int)n_tok, o.y + r0,
-                                     (size_t)o.n_out);
-      } else if (r == kLayoutGemv) {
-        const gemv_fn gemv = K.layout[o.layout].gemv;
-        rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
-                   [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
-      } else if (r == kUnrepack) {
-        // Unpacked back to the stored layout a block at a time in this thread's buffer, then
-        // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
-        // activations its gemm reads; unpacking is a copy, small beside a product over tens or
-        // hundreds of tokens.
-        constexpr size_t kUnpackBytes = 64 * 1024;
-        int64_t block = (int64_t)(kUnpackBytes / w_row);
-        block = block < 8 ? 8 : block - block % 8;
-        thread_local std::vector<uint8_t> unpacked;
-        if (unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
-        for (int64_t rb = r0; rb < r1; rb += block) {
-          const int64_t nb = r1 - rb < block ? r1 - rb : block;
-          unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
-          stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
-        }
-      } else {
-        stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
-      }
+      const uint8_t* act = scratch + L.offset[j] + (each ? i * act_row_bytes(fmt, n_in) : 0);
+      output_rows(K, o, n_in, act, each ? 1 : n_tok, alone, r0, r1);
       g0 = base + r1;
     }
   });
+}
+
+void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                  const float* x, int64_t n_tok, void* act_scratch, bool alone) {
+  group(pool, K, outs, n_outs, n_in, x, n_tok, act_scratch, alone, false);
+}
+
+void matmul_each(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                 const float* x, void* act_scratch) {
+  group(pool, K, outs, n_outs, n_in, x, 1, act_scratch, true, true);
 }
 
 void matmul(ThreadPool& pool, const Kernels& K, const void* W, int32_t wtype, int64_t n_out, int64_t n_in,

@@ -48,4 +48,11 @@ size_t matmul_group_scratch_bytes(const Kernels& K, const MatmulOutput* outs, in
 void matmul_group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
                   const float* x, int64_t n_tok, void* act_scratch, bool alone = false);
 
+// Several one-token products in one pass over the pool, each with its own input: output i is
+// y = x[i] . W_i^T for row i of x (n_outs rows of n_in), exactly as matmul of that row alone (the
+// down products of one token's experts). act_scratch: matmul_group_scratch_bytes(K, outs, n_outs,
+// n_in, n_outs) bytes or more.
+void matmul_each(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, int n_outs, int64_t n_in,
+                 const float* x, void* act_scratch);
+
 }  // namespace qc

@@ -69,7 +69,9 @@ size_t MoeFfn::scratch_bytes(const Kernels& K, const MoeWeights& w, int64_t m) c
   const MatmulOutput gu[2] = {output_of(gate, c_.n_ff_exp, nullptr), output_of(up, c_.n_ff_exp, nullptr)};
   size_t s = std::max({matmul_scratch_bytes(K, w.gate_inp.type, E_, m, w.gate_inp.layout),
                        matmul_group_scratch_bytes(K, gu, 2, E_, m),
-                       matmul_scratch_bytes(K, w.down_exps.type, c_.n_ff_exp, m, w.down_exps.layout)});
+                       // one token's k down products at once (matmul_each) or m tokens' of an expert
+                       matmul_scratch_bytes(K, w.down_exps.type, c_.n_ff_exp, std::max<int64_t>(m, c_.n_expert_used),
+                                            w.down_exps.layout)});
   if (c_.n_ff_shexp > 0) {
     const MatmulOutput sh[3] = {output_of(w.gate_shexp, c_.n_ff_shexp, nullptr), output_of(w.up_shexp, c_.n_ff_shexp, nullptr),
                                 output_of(w.gate_inp_shexp, 1, nullptr)};
@@ -148,7 +150,7 @@ void MoeFfn::run(ThreadPool& pool, const Kernels& K, const MoeWeights& w, const 
   float* dn = grown(down_, (size_t)n_rows * E_);
   if (m == 1) {
     // one token: the gate and up products of its k experts share the input, so they are one group
-    // (one pass over the pool); each down product has its own input
+    // (one pass over the pool); the down products, each with its own input, are a second pass
     float* g = grown(gate_, (size_t)k * F);
     float* u = grown(up_, (size_t)k * F);
     std::vector<MatmulOutput> gu(2 * k);
@@ -158,10 +160,9 @@ void MoeFfn::run(ThreadPool& pool, const Kernels& K, const MoeWeights& w, const 
     }
     matmul_group(pool, K, gu.data(), 2 * k, E_, x, 1, act, true);
     K.swiglu(g, g, u, k * F);
-    for (int j = 0; j < k; ++j) {
-      const MatmulOutput down = output_of(expert_view(w.down_exps, expert_[j], E_), E_, dn + slot_[j] * E_);
-      matmul_group(pool, K, &down, 1, F, g + j * F, 1, act, true);
-    }
+    std::vector<MatmulOutput> down(k);
+    for (int j = 0; j < k; ++j) down[j] = output_of(expert_view(w.down_exps, expert_[j], E_), E_, dn + slot_[j] * E_);
+    matmul_each(pool, K, down.data(), k, F, g, act);
   } else {
     // several tokens: each routed-to expert runs its tokens' rows as one product (gathered,
     // multiplied, the results summed per token below)

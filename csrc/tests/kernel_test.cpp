@@ -667,6 +667,39 @@ void test_matmul_repacked(Report& R, const Kernels& K) {
   }
 }
 
+// matmul_each: three outputs of 36 rows, each with its own input row, in the stored layout and
+// (where the type has one) repacked, on two threads: every output bit-identical to matmul of its
+// row alone (the MoE decode relies on this: a token's results do not depend on the batch).
+void test_matmul_each(Report& R, const Kernels& K) {
+  ThreadPool pool(2);
+  const int64_t n_out = 36, n_in = 256;
+  for (const WeightType& wt : weight_types()) {
+    if (!K.weight[wt.type].vec_dot || n_in % type_info(wt.type).block_elems != 0) continue;
+    const int32_t packed_layout = repack_layout_of(wt.type);
+    for (int li = 0; li < (packed_layout == QC_LAYOUT_STORED ? 1 : 2); ++li) {
+      const int32_t layout = li ? packed_layout : QC_LAYOUT_STORED;
+      auto g = rng_for(fmt("matmul each %d %d", wt.type, layout));
+      std::vector<uint8_t> w[3];
+      MatmulOutput outs[3];
+      std::vector<float> got((size_t)(3 * n_out)), ref(got.size());
+      for (int i = 0; i < 3; ++i) {
+        const std::vector<uint8_t> rows = random_rows(g, wt, n_in, (int)n_out);
+        w[i] = rows;
+        if (layout != QC_LAYOUT_STORED) repack_rows(layout, rows.data(), n_out, n_in, w[i].data());
+        outs[i] = {w[i].data(), wt.type, n_out, got.data() + i * n_out, layout};
+      }
+      const std::vector<float> x = normal(g, (size_t)(3 * n_in));
+      std::vector<uint8_t> scratch(matmul_group_scratch_bytes(K, outs, 3, n_in, 3));
+      matmul_each(pool, K, outs, 3, n_in, x.data(), scratch.data());
+      for (int i = 0; i < 3; ++i)
+        matmul(pool, K, w[i].data(), wt.type, n_out, n_in, x.data() + i * n_in, 1, ref.data() + i * n_out, scratch.data(),
+               layout);
+      R.check(std::memcmp(got.data(), ref.data(), sizeof(float) * got.size()) == 0, K.isa,
+              fmt("matmul_each %s layout %d: not bit-identical to each row alone", type_info(wt.type).name, layout));
+    }
+  }
+}
+
 // ---- elementwise and row kernels ---------------------------------------------------------
 
 const int kOddSizes[] = {1, 3, 7, 8, 9, 17, 37, 896, 4099};
@@ -1139,6 +1172,7 @@ int main(int argc, char** argv) {
       test_layout_gemv_rows(R, K, S);
       test_matmul(R, K, S);
       test_matmul_repacked(R, K);
+      test_matmul_each(R, K);
     }
     test_rmsnorm(R, K);
     test_softmax(R, K);
