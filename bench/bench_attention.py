@@ -13,19 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from quant_quality import cpu_name  # bench/ is the script's directory, first on sys.path
 
 
 def main() -> None:
