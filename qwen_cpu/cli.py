@@ -447,7 +447,7 @@ def serve(model, host, port, log_level, **options):
 @click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="context for the memory estimate")
 @click.option("--system", "system_info", is_flag=True, help="print the CPU features and kernel path")
-@click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type")
+@click.option("--kernels", "kernel_info", is_flag=True, help="print the selected path's kernel per weight type and per KV cache type pair")
 @cache_options
 def info(model, n_ctx, system_info, kernel_info, **kw):
     """Describe MODEL (architecture, sizes, tensor types, memory needed) and/or this machine."""
@@ -541,6 +541,8 @@ def _print_kernel_table(_kernels) -> None:
         click.echo(f"{row['type']:5} vec_dot  {fn(row['vec_dot'], '-')}")
         click.echo(f"{'':5} prefill  {fn(row['gemm'], 'vec_dot per output')}")
         click.echo(f"{'':5} decode   {decode}")
+    for k_type, v_type, name in _kernels.attention_table():
+        click.echo(f"attention K {k_type:4} V {v_type:4}  {name or '-'}")
 
 
 # ---- bench ------------------------------------------------------------------------------------

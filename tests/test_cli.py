@@ -72,6 +72,8 @@ def test_info_kernels_prints_the_selected_paths_table():
     assert best.splitlines()[0].startswith(f"kernel path: {_kernels.get_isa()} ")
     for row in _kernels.kernel_table():
         assert f"{row['type']:5} vec_dot  {row['vec_dot'][0]} [{row['vec_dot'][1]}]" in best
+    for k_type, v_type, name in _kernels.attention_table():
+        assert f"attention K {k_type:4} V {v_type:4}  {name}" in best
 
 
 def test_bad_model_file_is_a_clear_error(tmp_path):

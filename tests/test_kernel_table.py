@@ -57,3 +57,12 @@ def test_the_activation_format_is_one_the_path_quantizes(isa, name):
     for r in _kernels.kernel_table():
         if r[name][0]:
             assert r[name][1] in known, (r["type"], name, r[name])
+
+
+def test_every_kv_type_pair_has_an_attention_kernel_from_its_own_path(isa):
+    rows = _kernels.attention_table()
+    kv_types = ["F32", "F16", "Q8_0", "Q4_0"]
+    assert [(k, v) for k, v, _ in rows] == [(k, v) for k in kv_types for v in kv_types]
+    ops_from = {"avxvnni": "avx2", "avxvnni_evex": "avx2", "neon_dotprod": "neon"}  # quantized kernels only of their own
+    for k, v, name in rows:
+        assert name.split("::")[0] in SOURCES[isa] | {ops_from.get(isa)}, (k, v, name)

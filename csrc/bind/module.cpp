@@ -53,6 +53,17 @@ static void bind_dispatch(py::module_& m) {
   }, "The selected path's kernels per weight type: a list of dicts with 'type', 'layout' (the one "
      "decode repacks into, or 'stored') and (name, activation format) pairs 'vec_dot', 'gemm', "
      "'gemv', 'layout_gemv' ('' where the path has none).");
+  m.def("attention_table", [] {
+    const Kernels& K = kernels();
+    const int32_t types[QC_KV_COUNT] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0};  // kv_index order
+    py::list out;
+    for (int32_t kt : types)
+      for (int32_t vt : types) {
+        const AttnKernel& a = K.attn[kv_index(kt)][kv_index(vt)];
+        out.append(py::make_tuple(type_info(kt).name, type_info(vt).name, a.name ? a.name : ""));
+      }
+    return out;
+  }, "The selected path's attention kernel per KV cache type pair: (K type, V type, name) tuples.");
   m.def("default_thread_count", &default_thread_count);
 }
 
