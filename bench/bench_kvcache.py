@@ -15,8 +15,9 @@ filled instead of computed: a 512-token prefill's rows repeated to D positions (
 write_slot), then the same 32 decode steps: decode reads as many cache bytes as after a real
 prefill (its speed does not depend on the values), and RSS counts the same committed pages.
 Ours runs one fresh process per (D, T, repetition): the prefill is timed, then the decode steps
-from where it ended. llama-bench runs with -fa 1 -ctk T -ctv T -r 1 (its depth prefill is not
-timed, as ours is not in tg). Engines and types interleave inside each repetition; medians are
+from where it ended. llama.cpp runs as llama-batched-bench -fa on -ctk T -ctv T -npp D -ntg 32 where that is built
+(one timed prefill, then the decode steps: as ours), else llama-bench -fa 1 -r 1 (its depth
+prefill is not timed). Engines and types interleave inside each repetition; medians are
 printed. Every row also goes to bench_kvcache.jsonl in the cache folder. Wrap the run in
 `flock /tmp/qwen-cpu-bench.lock` (bench/README.md).
 """
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 MODEL = CACHE / "qwen2.5-0.5b-random-q4_0.gguf"
 LLAMA_BENCH = Path("/work/peers/llama-bench")
+LLAMA_BATCHED = Path("/work/peers/llama-cpp-python-src/build/bin/llama-batched-bench")
 TG = 32
 
 
@@ -98,6 +100,18 @@ def run_llama(exe: Path, path: Path, depth: int, kv_type: str, threads: int) -> 
     return out
 
 
+def run_llama_batched(exe: Path, path: Path, depth: int, kv_type: str, threads: int) -> dict:
+    """pp and tg from one llama-batched-bench run: the D-token prefill timed, then TG decode steps
+    after it (half the work of llama-bench's two runs, whose -d prefill is not timed)."""
+    r = subprocess.run([str(exe), "-m", str(path), "-t", str(threads), "-fa", "on", "-ctk", kv_type, "-ctv", kv_type,
+                        "-c", str(depth + TG), "-b", "2048", "-ub", "512", "-npp", str(depth), "-ntg", str(TG),
+                        "-npl", "1", "--output-format", "jsonl"], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"llama-batched-bench {depth} {kv_type} failed:\n{r.stderr[-3000:]}")
+    row = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
+    return {"pp": row["speed_pp"], "tg": row["speed_tg"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker", nargs=5, metavar=("MODEL", "DEPTH", "TYPE", "THREADS", "FILL"))
@@ -107,6 +121,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--llama-bench", type=Path, default=LLAMA_BENCH)
+    ap.add_argument("--llama-batched", type=Path, default=LLAMA_BATCHED,
+                    help="llama-batched-bench: used instead of llama-bench where it exists (one prefill per row)")
     ap.add_argument("--no-llama", action="store_true", help="our figures only")
     ap.add_argument("--fill", action="store_true", help="ours only, cache filled instead of computed (no pp)")
     args = ap.parse_args()
@@ -132,8 +148,12 @@ def main() -> None:
                     if engine == "llama" and not llama:
                         continue
                     loads.append(os.getloadavg()[0])
-                    r = run_ours(args.model, depth, t, args.threads, args.fill) if engine == "ours" else \
-                        run_llama(args.llama_bench, args.model, depth, t, args.threads)
+                    if engine == "ours":
+                        r = run_ours(args.model, depth, t, args.threads, args.fill)
+                    elif args.llama_batched.is_file():
+                        r = run_llama_batched(args.llama_batched, args.model, depth, t, args.threads)
+                    else:
+                        r = run_llama(args.llama_bench, args.model, depth, t, args.threads)
                     rows[(engine, t)].append(r)
                     with open(log, "a") as f:
                         f.write(json.dumps({"fill": args.fill, "depth": depth, "type": t, "engine": engine, "rep": rep, **r,

@@ -4,7 +4,9 @@
 #
 #   bash bench/build_llama_bench.sh [CACHE_DIR]      (default ~/.cache/qwen-cpu-bench)
 #
-# Result: CACHE_DIR/llama-bench (statically linked against ggml/llama). Takes ~15-30 min on 2 cores.
+# Result: CACHE_DIR/llama-bench (statically linked against ggml/llama), and beside it in
+# CACHE_DIR/llama-cpp-python-src/build/bin the llama-batched-bench and llama-perplexity that
+# bench_kvcache.py and kv_quality.py run. Takes ~5-30 min on 2 cores.
 # Skips work already done (download, unpack, configure); safe to re-run.
 set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -12,7 +14,10 @@ CACHE="${1:-${HOME}/.cache/qwen-cpu-bench}"
 SRC="${CACHE}/llama-cpp-python-src"
 mkdir -p "${CACHE}" "${SRC}"
 
-if [ -x "${CACHE}/llama-bench" ]; then echo "already built: ${CACHE}/llama-bench"; exit 0; fi
+bin="${SRC}/build/bin"
+if [ -x "${CACHE}/llama-bench" ] && [ -x "${bin}/llama-batched-bench" ] && [ -x "${bin}/llama-perplexity" ]; then
+    echo "already built: ${CACHE}/llama-bench"; exit 0
+fi
 
 sdist=$(ls "${SRC}"/llama_cpp_python-"${VERSION}".tar.gz 2>/dev/null || true)
 if [ -z "${sdist}" ]; then
@@ -27,6 +32,6 @@ tree="${SRC}/llama_cpp_python-${VERSION}"
 cmake -S "${tree}/vendor/llama.cpp" -B "${SRC}/build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DGGML_OPENMP=ON
-cmake --build "${SRC}/build" --target llama-bench -j2
+cmake --build "${SRC}/build" --target llama-bench llama-batched-bench llama-perplexity -j2
 cp "$(find "${SRC}/build" -name llama-bench -type f -perm -u+x | head -n1)" "${CACHE}/llama-bench"
 echo "built: ${CACHE}/llama-bench"
