@@ -102,12 +102,14 @@ typedef void (*attn_fn)(const float* q, int n_q, const void* k, size_t k_row_byt
 struct AttnKernel {
   attn_fn fn = nullptr;
   const char* name = nullptr;
+  bool q8_query = false;  // scores against the queries quantized to q8_0 (a q8_0/q4_0 K cache's kernels)
 };
 // K and V blocks as floats (kAttnBlock, head_dim) each, scores (n_q, kAttnBlock), one block's
-// values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes.
+// values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes; then the queries
+// quantized for a q8_0/q4_0 K cache (QueryQ8 in attn_groups.h: 3 bytes per element, 64-byte rounded).
 static inline size_t attn_kernel_scratch_floats(int n_q, int head_dim) {
   const size_t n = (size_t)2 * kAttnBlock * head_dim + (size_t)n_q * (kAttnBlock + head_dim + 1);
-  return (n + 15) & ~(size_t)15;
+  return ((n + 15) & ~(size_t)15) + (((size_t)n_q * head_dim * 3 / 4 + 16 + 15) & ~(size_t)15);
 }
 
 struct Kernels {
