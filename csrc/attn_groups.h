@@ -69,10 +69,12 @@ static inline float block_max(const float* x, int n, float init) {
   return mx[0];
 }
 
-// The queries quantized for integer dot products with q8_0/q4_0 K rows (as llama.cpp's CPU
-// attention does: K's vec_dot type q8_0 for the query): per query j and block of 32 elements,
-// d = max |x| / 127 and qs = round(x / d); per 4 elements (one int32 lane of the dot-product
-// instructions) their block's d and -8 times their qs sum (the q4_0 nibbles' offset of 8).
+// The queries quantized for integer dot products with q8_0/q4_0 K rows (llama.cpp's CPU attention
+// quantizes them to q8_0, one scale per 32): int8 with one scale per 4 elements, the elements of
+// one int32 lane of the dot-product instructions, whose sums the kernels scale lane by lane anyway
+// (so the finer scales cost nothing there; per 32, the needle test lost a fact at q4_0, with a
+// large element of a query row rounding its block's others coarsely). Per lane: d = max |x| / 127,
+// qs = round(x / d), and -8 times the lane's qs sum (the q4_0 nibbles' offset of 8).
 struct QueryQ8 {
   int8_t* qs;     // (n_q, head_dim)
   float* dq;      // (n_q, head_dim / 4)
@@ -87,19 +89,17 @@ static inline QueryQ8 query_q8_in(float* scratch, int n_q, int head_dim) {
   return QueryQ8{reinterpret_cast<int8_t*>(base + 2 * lanes), base, reinterpret_cast<int32_t*>(base + lanes)};
 }
 
-// q (n_q, head_dim), head_dim a multiple of 32, into Q (QueryQ8 above).
+// q (n_q, head_dim), head_dim a multiple of 4, into Q (QueryQ8 above).
 static inline void quantize_queries_q8(const float* q, int n_q, int head_dim, const QueryQ8& Q) {
-  for (int64_t b = 0; b < (int64_t)n_q * head_dim / 32; ++b) {
-    const float* x = q + b * 32;
+  for (int64_t g = 0; g < (int64_t)n_q * head_dim / 4; ++g) {
+    const float* x = q + g * 4;
     float amax = 0.0f;
-    for (int e = 0; e < 32; ++e) amax = std::fabs(x[e]) > amax ? std::fabs(x[e]) : amax;
+    for (int e = 0; e < 4; ++e) amax = std::fabs(x[e]) > amax ? std::fabs(x[e]) : amax;
     const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int e = 0; e < 32; ++e) Q.qs[b * 32 + e] = (int8_t)std::nearbyint(x[e] * id);
-    for (int g = 0; g < 8; ++g) {
-      const int8_t* t = Q.qs + b * 32 + 4 * g;
-      Q.dq[b * 8 + g] = d;
-      Q.corr[b * 8 + g] = -8 * (t[0] + t[1] + t[2] + t[3]);
-    }
+    int32_t sum = 0;
+    for (int e = 0; e < 4; ++e) sum += Q.qs[g * 4 + e] = (int8_t)std::nearbyint(x[e] * id);
+    Q.dq[g] = d;
+    Q.corr[g] = -8 * sum;
   }
 }
 
@@ -180,7 +180,7 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
   set_attn(k, GGML_Q4_0, GGML_Q8_0, QC_FN(attn<GGML_Q4_0, GGML_Q8_0>)); \
   set_attn(k, GGML_Q4_0, GGML_Q4_0, QC_FN(attn<GGML_Q4_0, GGML_Q4_0>));
 
-// Marks the q8_0/q4_0 K kernels of a path that scores them against q8_0 queries (AttnKernel::q8_query).
+// Marks the q8_0/q4_0 K kernels of a path that scores them against int8 queries (AttnKernel::q8_query).
 #define QC_SET_ATTN_Q8_QUERY(k)                                    \
   for (int v_ = 0; v_ < QC_KV_COUNT; ++v_)                         \
     k.attn[QC_KV_Q8_0][v_].q8_query = k.attn[QC_KV_Q4_0][v_].q8_query = true;

@@ -102,7 +102,7 @@ typedef void (*attn_fn)(const float* q, int n_q, const void* k, size_t k_row_byt
 struct AttnKernel {
   attn_fn fn = nullptr;
   const char* name = nullptr;
-  bool q8_query = false;  // scores against the queries quantized to q8_0 (a q8_0/q4_0 K cache's kernels)
+  bool q8_query = false;  // scores against the queries quantized to int8 (QueryQ8; a q8_0/q4_0 K cache's kernels)
 };
 // K and V blocks as floats (kAttnBlock, head_dim) each, scores (n_q, kAttnBlock), one block's
 // values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes; then the queries

@@ -338,7 +338,7 @@ static inline __m256i k_bytes(const uint8_t* row, int b, __m256i* sgn, __m256* d
 // s[j * n + i] = scale * q_j . k_i for NQ (<= 8) queries, Q's queries j0 .. (QueryQ8 in
 // attn_groups.h), against the q8_0/q4_0 K rows 0 .. n-1 (row_bytes apart): per 4 elements the
 // exact integer dot product (vpmaddubsw of |k| with q signed as k, or of the q4_0 nibbles with q
-// plus the offset's correction; vpmaddwd), times the two block scales, summed in floats. Each
+// plus the offset's correction; vpmaddwd), times K's block scale and the lane's query scale, summed in floats. Each
 // (query, key) takes the same instructions in every group (decode and batched or verifying
 // passes give the same scores). KB keys per step: NQ * KB <= 8 accumulators, one hsum8.
 template <int NQ, int32_t KT>

@@ -171,7 +171,7 @@ static inline __m512i k_bytes(const uint8_t* row, int b, bool one, __mmask64* ne
 
 // s[j * n + i] = scale * q_j . k_i for NQ (<= 8) queries, Q's queries j0 .. (QueryQ8), against
 // the q8_0/q4_0 K rows 0 .. n-1 (row_bytes apart): per 4 elements the exact integer dot product
-// (avx512bw: vpmaddubsw of |k| with q signed as k, vpmaddwd), times the two block scales, summed
+// (avx512bw: vpmaddubsw of |k| with q signed as k, vpmaddwd), times K's block scale and the lane's query scale, summed
 // in floats. Each (query, key) takes the same instructions in every group: decode and batched
 // or verifying passes give the same scores. KB keys per step: NQ * KB <= 16 accumulators.
 template <int NQ, int32_t KT>
