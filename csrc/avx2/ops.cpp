@@ -386,6 +386,49 @@ struct QFns {
 template <int32_t T>
 constexpr bool kv_quantized = T == GGML_Q8_0 || T == GGML_Q4_0;
 
+// 8 elements of a q8_0/q4_0 V row from element d (a multiple of 8) as floats, dequantized.
+template <int32_t VT>
+static inline __m256 load8_q(const uint8_t* row, int d) {
+  if constexpr (VT == GGML_Q8_0) {
+    const block_q8_0* x = reinterpret_cast<const block_q8_0*>(row) + d / 32;
+    const __m256i e = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x->qs + d % 32)));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(_cvtsh_ss(x->d)));
+  } else {
+    const block_q4_0* x = reinterpret_cast<const block_q4_0*>(row) + d / 32;
+    __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x->qs + d % 16)));
+    if (d % 32 >= 16) e = _mm256_srli_epi32(e, 4);
+    e = _mm256_sub_epi32(_mm256_and_si256(e, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(_cvtsh_ss(x->d)));
+  }
+}
+
+// values() for a q8_0/q4_0 V cache read as stored (rows row_bytes apart, head_dim a multiple of
+// 32), each row's 8 CW columns dequantized in registers once for the NQ (<= 4) queries.
+template <int NQ, int32_t VT>
+void values_q(float* out, const float* p, int n, const uint8_t* v, size_t row_bytes, int head_dim) {
+  constexpr int CW = NQ >= 3 ? 2 : 4;
+  for (int d = 0; d < head_dim; d += 8 * CW) {
+    __m256 acc[NQ * CW];
+    QC_UNROLL for (int a = 0; a < NQ * CW; ++a) acc[a] = _mm256_setzero_ps();
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = v + (size_t)i * row_bytes;
+      __m256 vv[CW];
+      QC_UNROLL for (int c = 0; c < CW; ++c) vv[c] = load8_q<VT>(row, d + 8 * c);
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(p + j * n + i);
+        QC_UNROLL for (int c = 0; c < CW; ++c) acc[j * CW + c] = _mm256_fmadd_ps(pj, vv[c], acc[j * CW + c]);
+      }
+    }
+    QC_UNROLL for (int j = 0; j < NQ; ++j)
+      QC_UNROLL for (int c = 0; c < CW; ++c) _mm256_storeu_ps(out + j * head_dim + d + 8 * c, acc[j * CW + c]);
+  }
+}
+typedef void (*values_q_fn)(float*, const float*, int, const uint8_t*, size_t, int);
+template <int32_t T>
+struct QValueFns {
+  static constexpr values_q_fn values[5] = {nullptr, values_q<1, T>, values_q<2, T>, values_q<3, T>, values_q<4, T>};
+};
+
 typedef void (*scores_fn)(float*, int64_t, const float*, const void*, int64_t, int, float);
 typedef void (*values_fn)(float*, const float*, int64_t, const void*, int64_t, int);
 
@@ -419,7 +462,8 @@ float exp_sum(float* x, int n, float mx) {
 }
 
 // attn_fn (kernels.h): the tiled loop of attn_groups.h over this file's score and value kernels,
-// queries in groups of up to 8.
+// queries in groups of up to 8 (q8_0/q4_0 K: quantized once per call, QueryQ8; q8_0/q4_0 V rows
+// dequantized in registers, queries in groups of 4).
 template <int32_t KT, int32_t VT>
 void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
           int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
@@ -428,7 +472,7 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
     Q = query_q8_in(scratch, n_q, head_dim);
     quantize_queries_q8(q, n_q, head_dim, Q);
   }
-  attn_online<8, KT, VT, kv_quantized<KT>>(
+  attn_online<8, KT, VT, kv_quantized<KT>, kv_quantized<VT>>(
       q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
       [&](int nq, float* s, const float* qg, const void* rows, int n) {
         if constexpr (kv_quantized<KT>)
@@ -439,8 +483,16 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
       },
       exp_sum,
       [&](int nq, float* out, const float* p, const void* rows, int n) {
-        for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
-        GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+        if constexpr (kv_quantized<VT>) {
+          for (int j0 = 0; j0 < nq; j0 += 4) {
+            const int g = nq - j0 < 4 ? nq - j0 : 4;
+            QValueFns<VT>::values[g](out + j0 * head_dim, p + j0 * n, n, static_cast<const uint8_t*>(rows), v_row_bytes,
+                                     head_dim);
+          }
+        } else {
+          for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
+          GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+        }
       });
 }
 
