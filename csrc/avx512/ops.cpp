@@ -212,6 +212,50 @@ void scores_q8(float* s, int n, const QueryQ8& Q, int j0, const uint8_t* k, size
   }
 }
 
+// scores_q8 with AVX512-VNNI: vpdpbusd of K's bytes as unsigned (q8_0: k + 128, by a flip of the
+// sign bit; q4_0: the nibbles) with q, from the offset's correction (-128 or -8 times the lane's
+// q sum) as the starting value: one instruction per 64 elements for the integer dot product.
+// The same sums as scores_q8's (exact integers), so the same scores.
+template <int NQ, int32_t KT>
+QC_VNNI void scores_q8_vnni(float* s, int n, const QueryQ8& Q, int j0, const uint8_t* k, size_t row_bytes, int head_dim,
+                            float scale) {
+  constexpr int KB = NQ > 8 ? 1 : 16 / NQ > 8 ? 8 : 16 / NQ;
+  const int nb = head_dim / 32, lanes = head_dim / 4;
+  for (int i = 0; i < n; i += KB) {
+    const int nk = n - i < KB ? n - i : KB;
+    __m512 acc[NQ * KB];
+    QC_UNROLL for (int a = 0; a < NQ * KB; ++a) acc[a] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+      const bool one = b + 1 == nb;
+      const __mmask64 mq = one ? (__mmask64)0xffffffffu : ~(__mmask64)0;
+      const __mmask16 ml = one ? (__mmask16)0xff : (__mmask16)0xffff;
+      __m512i kv[KB];
+      __mmask64 neg;
+      __m512 dk[KB];
+      QC_UNROLL for (int c = 0; c < KB; ++c) {
+        kv[c] = k_bytes<KT>(k + (size_t)(i + (c < nk ? c : 0)) * row_bytes, b, one, &neg, &dk[c]);  // past the end: key i again
+        // q8_0: k + 128 from |k| and its signs (-k where negative: 128 - |k|; else |k| + 128)
+        if constexpr (KT == GGML_Q8_0)
+          kv[c] = _mm512_mask_sub_epi8(_mm512_add_epi8(kv[c], _mm512_set1_epi8((char)0x80)), neg, _mm512_set1_epi8((char)0x80), kv[c]);
+      }
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m512i qv = _mm512_maskz_loadu_epi8(mq, Q.qs + (int64_t)(j0 + j) * head_dim + b * 32);
+        const __m512 dq = _mm512_maskz_loadu_ps(ml, Q.dq + (int64_t)(j0 + j) * lanes + b * 8);
+        __m512i corr = _mm512_maskz_loadu_epi32(ml, Q.corr + (int64_t)(j0 + j) * lanes + b * 8);
+        if constexpr (KT == GGML_Q8_0) corr = _mm512_slli_epi32(corr, 4);  // -8 * 16 = -128 times the q sum
+        QC_UNROLL for (int c = 0; c < KB; ++c) {
+          const __m512i dot = _mm512_dpbusd_epi32(corr, kv[c], qv);
+          acc[c * NQ + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dk[c], dq), acc[c * NQ + j]);
+        }
+      }
+    }
+    alignas(64) float dot[16];
+    hsum_many<NQ * KB>(acc, dot);  // dot[c * NQ + j]: query j, key i + c
+    for (int c = 0; c < nk; ++c)
+      for (int j = 0; j < NQ; ++j) s[j * n + i + c] = dot[c * NQ + j] * scale;
+  }
+}
+
 // 16 elements of a q8_0/q4_0 V row from element d (a multiple of 16) as floats, dequantized.
 template <int32_t VT>
 static inline __m512 load16_q(const uint8_t* row, int d) {
@@ -278,17 +322,20 @@ struct Fns {
 
 typedef void (*scores_q8_fn)(float*, int, const QueryQ8&, int, const uint8_t*, size_t, int, float);
 typedef void (*values_q_fn)(float*, const float*, int, const uint8_t*, size_t, int);
-template <int32_t T>
+template <int32_t T, bool VNNI>
 struct QFns {
   static constexpr scores_q8_fn scores[9] = {nullptr, scores_q8<1, T>, scores_q8<2, T>, scores_q8<3, T>, scores_q8<4, T>,
                                              scores_q8<5, T>, scores_q8<6, T>, scores_q8<7, T>, scores_q8<8, T>};
+  static constexpr scores_q8_fn scores_vnni[9] = {
+      nullptr, scores_q8_vnni<1, T>, scores_q8_vnni<2, T>, scores_q8_vnni<3, T>, scores_q8_vnni<4, T>,
+      scores_q8_vnni<5, T>, scores_q8_vnni<6, T>, scores_q8_vnni<7, T>, scores_q8_vnni<8, T>};
   static constexpr values_q_fn values[5] = {nullptr, values_q<1, T>, values_q<2, T>, values_q<3, T>, values_q<4, T>};
 };
 
 // attn_fn (kernels.h): the tiled loop of attn_groups.h, queries in groups of up to 8: float K
 // rows' scores as two groups of 4 over the same block of rows (in L1 by then), q8_0/q4_0 K rows'
 // with the queries quantized once per call and all 8 per row; values in groups of 4.
-template <int32_t KT, int32_t VT>
+template <int32_t KT, int32_t VT, bool VNNI = false>
 void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
           int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
   QueryQ8 Q{};
@@ -300,7 +347,7 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
       q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
       [&](int nq, float* s, const float* qg, const void* rows, int n) {
         if constexpr (kv_quantized<KT>) {
-          QFns<KT>::scores[nq](s, n, Q, (int)((qg - q) / head_dim), static_cast<const uint8_t*>(rows), k_row_bytes,
+          (VNNI ? QFns<KT, VNNI>::scores_vnni : QFns<KT, VNNI>::scores)[nq](s, n, Q, (int)((qg - q) / head_dim), static_cast<const uint8_t*>(rows), k_row_bytes,
                                head_dim, scale);
         } else {
           for (int j0 = 0; j0 < nq; j0 += 4) {
@@ -314,7 +361,7 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
         for (int j0 = 0; j0 < nq; j0 += 4) {
           const int g = nq - j0 < 4 ? nq - j0 : 4;
           if constexpr (kv_quantized<VT>)
-            QFns<VT>::values[g](out + j0 * head_dim, p + j0 * n, n, static_cast<const uint8_t*>(rows), v_row_bytes, head_dim);
+            QFns<VT, VNNI>::values[g](out + j0 * head_dim, p + j0 * n, n, static_cast<const uint8_t*>(rows), v_row_bytes, head_dim);
           else
             Fns<kv_rows_f16<VT>>::values[g](out + j0 * head_dim, p + j0 * n, n, rows, head_dim);
         }
@@ -324,9 +371,19 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
 }  // namespace
 }  // namespace avx512
 
-void register_op_kernels_avx512(Kernels& k) {
+void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   QC_SET_ATTN_ALL(k);
+  if (cpu.avx512vnni) {  // the q8_0/q4_0 K kernels' vpdpbusd form
+#define QC_SET_ATTN_VNNI(KT)                                              \
+  set_attn(k, KT, GGML_F32, QC_FN(attn<KT, GGML_F32, true>));            \
+  set_attn(k, KT, GGML_F16, QC_FN(attn<KT, GGML_F16, true>));            \
+  set_attn(k, KT, GGML_Q8_0, QC_FN(attn<KT, GGML_Q8_0, true>));          \
+  set_attn(k, KT, GGML_Q4_0, QC_FN(attn<KT, GGML_Q4_0, true>));
+    QC_SET_ATTN_VNNI(GGML_Q8_0)
+    QC_SET_ATTN_VNNI(GGML_Q4_0)
+#undef QC_SET_ATTN_VNNI
+  }
   QC_SET_ATTN_Q8_QUERY(k);
 }
 
