@@ -1203,6 +1203,14 @@ int main(int argc, char** argv) {
     test_fp16(R, K, S);
     test_rope(R, K);
     test_attention(R, K, S);
+#ifdef QWEN_HAVE_AVX512
+    if (name == "avx512") {  // the table's attention without AVX512-VNNI (vpmaddubsw for q8_0/q4_0 K)
+      Kernels T = K;
+      register_op_kernels_avx512(T, CpuFeatures{});
+      T.isa = "avx512 (attention without VNNI)";
+      test_attention(R, T, S);
+    }
+#endif
     test_moe(R, K);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[%s] %d passed, %d failed (%.1f s)\n", name.c_str(), R.passed - passed0, R.failed - failed0, secs);
