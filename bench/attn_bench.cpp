@@ -2,8 +2,9 @@
 // kernel path QWEN_CPU_ISA selects: the time of one token's attention over n_layer layers (each
 // layer its own cache, so the caches do not stay in the CPU's caches), and the K+V bytes it reads.
 // For scale, the same bytes read by a plain summing loop (the machine's read bandwidth right now).
-// Usage: attn_bench N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps]
-//   types by name: F32 F16 Q8_0 Q4_0. Prints one line:
+// Usage: attn_bench N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps n_tok]
+//   types by name: F32 F16 Q8_0 Q4_0; n_tok > 1 (prefill): the attention of the last n_tok
+//   positions up to DEPTH (a long prompt's last chunk), the times then of all n_tok. Prints one line:
 //   isa k v depth threads us_per_token us_per_layer bytes_per_token GB/s cpu_us_per_token read_GB/s
 // (the fastest of the repetitions; cpu_us_per_token: the process CPU time, all threads, per token:
 // on a shared machine the wall time of a run includes time the threads waited for a core;
@@ -32,7 +33,7 @@ static int32_t type_of(const std::string& s) {
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps n_tok]\n", argv[0]);
     return 2;
   }
   const int n_threads = std::atoi(argv[1]);
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   const int n_layer = argc > 5 ? std::atoi(argv[5]) : 24, n_head = argc > 6 ? std::atoi(argv[6]) : 14;
   const int n_kv_head = argc > 7 ? std::atoi(argv[7]) : 2, head_dim = argc > 8 ? std::atoi(argv[8]) : 64;
   const int reps = argc > 9 ? std::atoi(argv[9]) : 5;
+  const int n_tok = argc > 10 ? std::atoi(argv[10]) : 1;
   const Kernels& K = kernels();
   const size_t kb = kv_row_bytes(kv.k, head_dim), vb = kv_row_bytes(kv.v, head_dim);
   const size_t rows = (size_t)n_kv_head * depth;
@@ -60,7 +62,7 @@ int main(int argc, char** argv) {
     std::memcpy(k.data() + l * rows * kb, k.data(), rows * kb);
     std::memcpy(v.data() + l * rows * vb, v.data(), rows * vb);
   }
-  std::vector<float> q((size_t)n_head * head_dim), out(q.size());
+  std::vector<float> q((size_t)n_tok * n_head * head_dim), out(q.size());
   for (auto& e : q) e = nd(g);
   std::vector<float> scratch(attention_scratch_floats(n_threads, n_head, n_kv_head, head_dim, depth));
   ThreadPool pool(n_threads);
@@ -70,7 +72,7 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::clock_t c0 = std::clock();
     for (int l = 0; l < n_layer; ++l)
-      attention(pool, K, out.data(), q.data(), k.data() + l * rows * kb, v.data() + l * rows * vb, kv, 1, depth - 1,
+      attention(pool, K, out.data(), q.data(), k.data() + l * rows * kb, v.data() + l * rows * vb, kv, n_tok, depth - n_tok,
                 n_head, n_kv_head, head_dim, depth, scratch.data());
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (r) times.push_back(s), cpu.push_back((double)(std::clock() - c0) / CLOCKS_PER_SEC);

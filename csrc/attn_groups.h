@@ -69,6 +69,40 @@ static inline float block_max(const float* x, int n, float init) {
   return mx[0];
 }
 
+// The queries quantized for integer dot products with q8_0/q4_0 K rows (llama.cpp's CPU attention
+// quantizes them to q8_0, one scale per 32): int8 with one scale per 4 elements, the elements of
+// one int32 lane of the dot-product instructions, whose sums the kernels scale lane by lane anyway
+// (so the finer scales cost nothing there; per 32, the needle test lost a fact at q4_0, with a
+// large element of a query row rounding its block's others coarsely). Per lane: d = max |x| / 127,
+// qs = round(x / d), and -8 times the lane's qs sum (the q4_0 nibbles' offset of 8).
+struct QueryQ8 {
+  int8_t* qs;     // (n_q, head_dim)
+  float* dq;      // (n_q, head_dim / 4)
+  int32_t* corr;  // (n_q, head_dim / 4)
+};
+
+// The QueryQ8 of n_q queries in the scratch past attn_online's part (attn_kernel_scratch_floats).
+static inline QueryQ8 query_q8_in(float* scratch, int n_q, int head_dim) {
+  const size_t off = ((size_t)2 * kAttnBlock * head_dim + (size_t)n_q * (kAttnBlock + head_dim + 1) + 15) & ~(size_t)15;
+  float* base = scratch + off;
+  const size_t lanes = (size_t)n_q * (head_dim / 4);
+  return QueryQ8{reinterpret_cast<int8_t*>(base + 2 * lanes), base, reinterpret_cast<int32_t*>(base + lanes)};
+}
+
+// q (n_q, head_dim), head_dim a multiple of 4, into Q (QueryQ8 above).
+static inline void quantize_queries_q8(const float* q, int n_q, int head_dim, const QueryQ8& Q) {
+  for (int64_t g = 0; g < (int64_t)n_q * head_dim / 4; ++g) {
+    const float* x = q + g * 4;
+    float amax = 0.0f;
+    for (int e = 0; e < 4; ++e) amax = std::fabs(x[e]) > amax ? std::fabs(x[e]) : amax;
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int e = 0; e < 4; ++e) sum += Q.qs[g * 4 + e] = (int8_t)std::nearbyint(x[e] * id);
+    Q.dq[g] = d;
+    Q.corr[g] = -8 * sum;
+  }
+}
+
 // The float kernels read f16 rows for an f16 cache, f32 rows for every other type.
 template <int32_t T>
 constexpr bool kv_rows_f16 = T == GGML_F16;
@@ -78,7 +112,10 @@ constexpr bool kv_rows_f16 = T == GGML_F16;
 //     queries at q_group over n rows (head_dim elements apart, f16 if kv_rows_f16<KT>);
 //   exp_sum(x, n, mx): x (n) = exp(x - mx), returns the sum;
 //   values(nq, out, p, rows, n): out (nq, head_dim) = sum_i p[j * n + i] * v_i (overwritten).
-template <int kGroup, int32_t KT, int32_t VT, typename Scores, typename ExpSum, typename Values>
+// kRawK / kRawV: the path's kernels read that cache's rows as stored (row_bytes apart), not as
+// float rows (for q8_0/q4_0 their integer or fused kernels, which the path's callables pick).
+template <int kGroup, int32_t KT, int32_t VT, bool kRawK = false, bool kRawV = false, typename Scores, typename ExpSum,
+          typename Values>
 static inline void attn_online(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v,
                                size_t v_row_bytes, int64_t n_keys, int head_dim, float* m, float* l, float* acc,
                                float* scratch, Scores&& scores, ExpSum&& exp_sum, Values&& values) {
@@ -94,7 +131,8 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
       prefetch_bytes(static_cast<const uint8_t*>(k) + (i0 + n) * k_row_bytes, n_next * k_row_bytes);
       prefetch_bytes(static_cast<const uint8_t*>(v) + (i0 + n) * v_row_bytes, n_next * v_row_bytes);
     }
-    const void* kr = kv_block_rows<KT>(k, k_row_bytes, i0, n, head_dim, kbuf);
+    const void* kr = kRawK ? static_cast<const uint8_t*>(k) + i0 * k_row_bytes
+                           : kv_block_rows<KT>(k, k_row_bytes, i0, n, head_dim, kbuf);
     for (int j0 = 0; j0 < n_q; j0 += kGroup) {
       const int nq = n_q - j0 < kGroup ? n_q - j0 : kGroup;
       scores(nq, s + (int64_t)j0 * n, q + (int64_t)j0 * head_dim, kr, n);
@@ -106,7 +144,8 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
       l[j] = l[j] * c[j] + exp_sum(sj, n, mx);
       m[j] = mx;
     }
-    const void* vr = kv_block_rows<VT>(v, v_row_bytes, i0, n, head_dim, vbuf);
+    const void* vr = kRawV ? static_cast<const uint8_t*>(v) + i0 * v_row_bytes
+                           : kv_block_rows<VT>(v, v_row_bytes, i0, n, head_dim, vbuf);
     for (int j0 = 0; j0 < n_q; j0 += kGroup) {
       const int nq = n_q - j0 < kGroup ? n_q - j0 : kGroup;
       values(nq, part + (int64_t)j0 * head_dim, s + (int64_t)j0 * n, vr, n);
@@ -141,3 +180,7 @@ static inline void attn_online(const float* q, int n_q, const void* k, size_t k_
   set_attn(k, GGML_Q4_0, GGML_Q8_0, QC_FN(attn<GGML_Q4_0, GGML_Q8_0>)); \
   set_attn(k, GGML_Q4_0, GGML_Q4_0, QC_FN(attn<GGML_Q4_0, GGML_Q4_0>));
 
+// Marks the q8_0/q4_0 K kernels of a path that scores them against int8 queries (AttnKernel::q8_query).
+#define QC_SET_ATTN_Q8_QUERY(k)                                    \
+  for (int v_ = 0; v_ < QC_KV_COUNT; ++v_)                         \
+    k.attn[QC_KV_Q8_0][v_].q8_query = k.attn[QC_KV_Q4_0][v_].q8_query = true;

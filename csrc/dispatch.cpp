@@ -169,7 +169,7 @@ struct Tables {
     if (f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) {
       Kernels t = start_from(avx2, "avx512");
       register_quant_kernels_avx512(t, f);
-      register_op_kernels_avx512(t);
+      register_op_kernels_avx512(t, f);
 #ifdef QWEN_HAVE_AVX512_YMM
       if (f.avx512vnni) register_gemm_k_avx512_ymm(t);
 #endif

@@ -102,12 +102,14 @@ typedef void (*attn_fn)(const float* q, int n_q, const void* k, size_t k_row_byt
 struct AttnKernel {
   attn_fn fn = nullptr;
   const char* name = nullptr;
+  bool q8_query = false;  // scores against the queries quantized to int8 (QueryQ8; a q8_0/q4_0 K cache's kernels)
 };
 // K and V blocks as floats (kAttnBlock, head_dim) each, scores (n_q, kAttnBlock), one block's
-// values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes.
+// values (n_q, head_dim) and rescale factors (n_q), rounded up to 64 bytes; then the queries
+// quantized for a q8_0/q4_0 K cache (QueryQ8 in attn_groups.h: 3 bytes per element, 64-byte rounded).
 static inline size_t attn_kernel_scratch_floats(int n_q, int head_dim) {
   const size_t n = (size_t)2 * kAttnBlock * head_dim + (size_t)n_q * (kAttnBlock + head_dim + 1);
-  return (n + 15) & ~(size_t)15;
+  return ((n + 15) & ~(size_t)15) + (((size_t)n_q * head_dim * 3 / 4 + 16 + 15) & ~(size_t)15);
 }
 
 struct Kernels {
@@ -206,7 +208,7 @@ void register_quant_kernels_avxvnni_evex(Kernels& k);
 #ifdef QWEN_HAVE_AVX512
 // The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.
 void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
-void register_op_kernels_avx512(Kernels& k);
+void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
 // The K-quant prefill tiles of the avx512 table: 256-bit code with EVEX vpdpbusd, compiled without
 // the AVX-512 flags (csrc/avx512/gemm_k.cpp says why).
 void register_gemm_k_avx512_ymm(Kernels& k);

@@ -317,6 +317,118 @@ void values_block(float* out, const float* p, int64_t n_keys, const void* v, int
   }
 }
 
+// Block b of a q8_0/q4_0 K row as bytes for the integer dot products: q8_0 as |k| (unsigned;
+// *sgn = k, whose signs the query takes), q4_0 as its nibbles 0..15 in element order; *dk its scale.
+template <int32_t KT>
+static inline __m256i k_bytes(const uint8_t* row, int b, __m256i* sgn, __m256* dk) {
+  if constexpr (KT == GGML_Q8_0) {
+    const block_q8_0* x = reinterpret_cast<const block_q8_0*>(row) + b;
+    *dk = _mm256_set1_ps(_cvtsh_ss(x->d));
+    *sgn = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs));
+    return _mm256_abs_epi8(*sgn);
+  } else {
+    const block_q4_0* x = reinterpret_cast<const block_q4_0*>(row) + b;
+    *dk = _mm256_set1_ps(_cvtsh_ss(x->d));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qs));
+    const __m256i z = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_and_si256(z, _mm256_set1_epi8(15));
+  }
+}
+
+// s[j * n + i] = scale * q_j . k_i for NQ (<= 8) queries, Q's queries j0 .. (QueryQ8 in
+// attn_groups.h), against the q8_0/q4_0 K rows 0 .. n-1 (row_bytes apart): per 4 elements the
+// exact integer dot product (vpmaddubsw of |k| with q signed as k, or of the q4_0 nibbles with q
+// plus the offset's correction; vpmaddwd), times K's block scale and the lane's query scale, summed in floats. Each
+// (query, key) takes the same instructions in every group (decode and batched or verifying
+// passes give the same scores). KB keys per step: NQ * KB <= 8 accumulators, one hsum8.
+template <int NQ, int32_t KT>
+void scores_q8(float* s, int n, const QueryQ8& Q, int j0, const uint8_t* k, size_t row_bytes, int head_dim, float scale) {
+  constexpr int KB = NQ <= 2 ? 4 : NQ <= 4 ? 2 : 1;
+  const int nb = head_dim / 32, lanes = head_dim / 4;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int i = 0; i < n; i += KB) {
+    const int nk = n - i < KB ? n - i : KB;
+    __m256 acc[8];
+    QC_UNROLL for (int a = 0; a < 8; ++a) acc[a] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      __m256i kv[KB], sgn[KB];
+      __m256 dk[KB];
+      QC_UNROLL for (int c = 0; c < KB; ++c)
+        kv[c] = k_bytes<KT>(k + (size_t)(i + (c < nk ? c : 0)) * row_bytes, b, &sgn[c], &dk[c]);  // past the end: key i again
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Q.qs + (int64_t)(j0 + j) * head_dim + b * 32));
+        const __m256 dq = _mm256_loadu_ps(Q.dq + (int64_t)(j0 + j) * lanes + b * 8);
+        QC_UNROLL for (int c = 0; c < KB; ++c) {
+          __m256i dot;
+          if constexpr (KT == GGML_Q8_0) {
+            dot = _mm256_madd_epi16(_mm256_maddubs_epi16(kv[c], _mm256_sign_epi8(qv, sgn[c])), ones);
+          } else {
+            const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Q.corr + (int64_t)(j0 + j) * lanes + b * 8));
+            dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(kv[c], qv), ones), corr);
+          }
+          acc[c * NQ + j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dk[c], dq), acc[c * NQ + j]);
+        }
+      }
+    }
+    alignas(32) float dot[8];
+    _mm256_store_ps(dot, hsum8(acc));  // lane c * NQ + j: query j, key i + c
+    for (int c = 0; c < nk; ++c)
+      for (int j = 0; j < NQ; ++j) s[j * n + i + c] = dot[c * NQ + j] * scale;
+  }
+}
+
+typedef void (*scores_q8_fn)(float*, int, const QueryQ8&, int, const uint8_t*, size_t, int, float);
+template <int32_t T>
+struct QFns {
+  static constexpr scores_q8_fn scores[9] = {nullptr, scores_q8<1, T>, scores_q8<2, T>, scores_q8<3, T>, scores_q8<4, T>,
+                                             scores_q8<5, T>, scores_q8<6, T>, scores_q8<7, T>, scores_q8<8, T>};
+};
+template <int32_t T>
+constexpr bool kv_quantized = T == GGML_Q8_0 || T == GGML_Q4_0;
+
+// 8 elements of a q8_0/q4_0 V row from element d (a multiple of 8) as floats, dequantized.
+template <int32_t VT>
+static inline __m256 load8_q(const uint8_t* row, int d) {
+  if constexpr (VT == GGML_Q8_0) {
+    const block_q8_0* x = reinterpret_cast<const block_q8_0*>(row) + d / 32;
+    const __m256i e = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x->qs + d % 32)));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(_cvtsh_ss(x->d)));
+  } else {
+    const block_q4_0* x = reinterpret_cast<const block_q4_0*>(row) + d / 32;
+    __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x->qs + d % 16)));
+    if (d % 32 >= 16) e = _mm256_srli_epi32(e, 4);
+    e = _mm256_sub_epi32(_mm256_and_si256(e, _mm256_set1_epi32(15)), _mm256_set1_epi32(8));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(_cvtsh_ss(x->d)));
+  }
+}
+
+// values() for a q8_0/q4_0 V cache read as stored (rows row_bytes apart, head_dim a multiple of
+// 32), each row's 8 CW columns dequantized in registers once for the NQ (<= 4) queries.
+template <int NQ, int32_t VT>
+void values_q(float* out, const float* p, int n, const uint8_t* v, size_t row_bytes, int head_dim) {
+  constexpr int CW = NQ >= 3 ? 2 : 4;
+  for (int d = 0; d < head_dim; d += 8 * CW) {
+    __m256 acc[NQ * CW];
+    QC_UNROLL for (int a = 0; a < NQ * CW; ++a) acc[a] = _mm256_setzero_ps();
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = v + (size_t)i * row_bytes;
+      __m256 vv[CW];
+      QC_UNROLL for (int c = 0; c < CW; ++c) vv[c] = load8_q<VT>(row, d + 8 * c);
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m256 pj = _mm256_broadcast_ss(p + j * n + i);
+        QC_UNROLL for (int c = 0; c < CW; ++c) acc[j * CW + c] = _mm256_fmadd_ps(pj, vv[c], acc[j * CW + c]);
+      }
+    }
+    QC_UNROLL for (int j = 0; j < NQ; ++j)
+      QC_UNROLL for (int c = 0; c < CW; ++c) _mm256_storeu_ps(out + j * head_dim + d + 8 * c, acc[j * CW + c]);
+  }
+}
+typedef void (*values_q_fn)(float*, const float*, int, const uint8_t*, size_t, int);
+template <int32_t T>
+struct QValueFns {
+  static constexpr values_q_fn values[5] = {nullptr, values_q<1, T>, values_q<2, T>, values_q<3, T>, values_q<4, T>};
+};
+
 typedef void (*scores_fn)(float*, int64_t, const float*, const void*, int64_t, int, float);
 typedef void (*values_fn)(float*, const float*, int64_t, const void*, int64_t, int);
 
@@ -350,19 +462,37 @@ float exp_sum(float* x, int n, float mx) {
 }
 
 // attn_fn (kernels.h): the tiled loop of attn_groups.h over this file's score and value kernels,
-// queries in groups of up to 8.
+// queries in groups of up to 8 (q8_0/q4_0 K: quantized once per call, QueryQ8; q8_0/q4_0 V rows
+// dequantized in registers, queries in groups of 4).
 template <int32_t KT, int32_t VT>
 void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
           int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
-  attn_online<8, KT, VT>(
+  QueryQ8 Q{};
+  if constexpr (kv_quantized<KT>) {
+    Q = query_q8_in(scratch, n_q, head_dim);
+    quantize_queries_q8(q, n_q, head_dim, Q);
+  }
+  attn_online<8, KT, VT, kv_quantized<KT>, kv_quantized<VT>>(
       q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
       [&](int nq, float* s, const float* qg, const void* rows, int n) {
-        GroupFns<kv_rows_f16<KT>>::scores[nq](s, n, qg, rows, head_dim, head_dim, scale);
+        if constexpr (kv_quantized<KT>)
+          QFns<KT>::scores[nq](s, n, Q, (int)((qg - q) / head_dim), static_cast<const uint8_t*>(rows), k_row_bytes,
+                               head_dim, scale);
+        else
+          GroupFns<kv_rows_f16<KT>>::scores[nq](s, n, qg, rows, head_dim, head_dim, scale);
       },
       exp_sum,
       [&](int nq, float* out, const float* p, const void* rows, int n) {
-        for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
-        GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+        if constexpr (kv_quantized<VT>) {
+          for (int j0 = 0; j0 < nq; j0 += 4) {
+            const int g = nq - j0 < 4 ? nq - j0 : 4;
+            QValueFns<VT>::values[g](out + j0 * head_dim, p + j0 * n, n, static_cast<const uint8_t*>(rows), v_row_bytes,
+                                     head_dim);
+          }
+        } else {
+          for (int64_t e = 0; e < (int64_t)nq * head_dim; ++e) out[e] = 0.0f;
+          GroupFns<kv_rows_f16<VT>>::values[nq](out, p, n, rows, head_dim, head_dim);
+        }
       });
 }
 
@@ -388,6 +518,7 @@ void register_op_kernels_avx2(Kernels& k) {
   k.rope = avx2::rope;
   using namespace avx2;
   QC_SET_ATTN_ALL(k);
+  QC_SET_ATTN_Q8_QUERY(k);
   k.fp32_to_fp16_row = avx2::fp32_to_fp16_row;
 }
 

@@ -142,6 +142,174 @@ void values(float* out, const float* p, int n, const void* v, int head_dim) {
   for (; d < head_dim; d += 16) values_cols<NQ, 1, F16>(out, p, n, v, head_dim, d);
 }
 
+// 64 elements (blocks b, b + 1 of a q8_0/q4_0 row; with one = true only block b, the rest zero)
+// of a K row as bytes for the integer dot products: q8_0 as |k| (unsigned) with the mask of its
+// negative elements, q4_0 as the nibbles 0..15 in element order (mask unused); *dk the lanes'
+// block scales (8 lanes of 4 elements per block).
+template <int32_t KT>
+static inline __m512i k_bytes(const uint8_t* row, int b, bool one, __mmask64* neg, __m512* dk) {
+  constexpr int bs = KT == GGML_Q8_0 ? (int)sizeof(block_q8_0) : (int)sizeof(block_q4_0);
+  const uint8_t* x0 = row + b * bs;
+  const uint8_t* x1 = one ? x0 : x0 + bs;
+  const float d0 = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(x0));
+  const float d1 = one ? 0.0f : _cvtsh_ss(*reinterpret_cast<const uint16_t*>(x1));
+  *dk = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+  if constexpr (KT == GGML_Q8_0) {
+    const __m256i hi = one ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1 + 2));
+    const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0 + 2))), hi, 1);
+    *neg = _mm512_movepi8_mask(k);
+    return _mm512_abs_epi8(k);
+  } else {
+    const __m128i hi = one ? _mm_setzero_si128() : _mm_loadu_si128(reinterpret_cast<const __m128i*>(x1 + 2));
+    const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x0 + 2))), hi, 1);
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1);
+    // 128-bit lanes [b qs, b+1 qs, b qs >> 4, b+1 qs >> 4] -> [b lo, b hi, b+1 lo, b+1 hi]
+    *neg = 0;
+    return _mm512_and_si512(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(15));
+  }
+}
+
+// s[j * n + i] = scale * q_j . k_i for NQ (<= 8) queries, Q's queries j0 .. (QueryQ8), against
+// the q8_0/q4_0 K rows 0 .. n-1 (row_bytes apart): per 4 elements the exact integer dot product
+// (avx512bw: vpmaddubsw of |k| with q signed as k, vpmaddwd), times K's block scale and the lane's query scale, summed
+// in floats. Each (query, key) takes the same instructions in every group: decode and batched
+// or verifying passes give the same scores. KB keys per step: NQ * KB <= 16 accumulators.
+template <int NQ, int32_t KT>
+void scores_q8(float* s, int n, const QueryQ8& Q, int j0, const uint8_t* k, size_t row_bytes, int head_dim, float scale) {
+  constexpr int KB = NQ > 8 ? 1 : 16 / NQ > 8 ? 8 : 16 / NQ;
+  const int nb = head_dim / 32, lanes = head_dim / 4;
+  const __m512i ones = _mm512_set1_epi16(1);
+  for (int i = 0; i < n; i += KB) {
+    const int nk = n - i < KB ? n - i : KB;
+    __m512 acc[NQ * KB];
+    QC_UNROLL for (int a = 0; a < NQ * KB; ++a) acc[a] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+      const bool one = b + 1 == nb;
+      const __mmask64 mq = one ? (__mmask64)0xffffffffu : ~(__mmask64)0;
+      const __mmask16 ml = one ? (__mmask16)0xff : (__mmask16)0xffff;
+      __m512i kv[KB];
+      __mmask64 neg[KB];
+      __m512 dk[KB];
+      QC_UNROLL for (int c = 0; c < KB; ++c)
+        kv[c] = k_bytes<KT>(k + (size_t)(i + (c < nk ? c : 0)) * row_bytes, b, one, &neg[c], &dk[c]);  // past the end: key i again
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m512i qv = _mm512_maskz_loadu_epi8(mq, Q.qs + (int64_t)(j0 + j) * head_dim + b * 32);
+        const __m512 dq = _mm512_maskz_loadu_ps(ml, Q.dq + (int64_t)(j0 + j) * lanes + b * 8);
+        __m512i corr = _mm512_setzero_si512();
+        if constexpr (KT == GGML_Q4_0) corr = _mm512_maskz_loadu_epi32(ml, Q.corr + (int64_t)(j0 + j) * lanes + b * 8);
+        QC_UNROLL for (int c = 0; c < KB; ++c) {
+          const __m512i sq = KT == GGML_Q8_0 ? _mm512_mask_sub_epi8(qv, neg[c], _mm512_setzero_si512(), qv) : qv;
+          __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(kv[c], sq), ones);
+          if constexpr (KT == GGML_Q4_0) dot = _mm512_add_epi32(dot, corr);
+          acc[c * NQ + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dk[c], dq), acc[c * NQ + j]);
+        }
+      }
+    }
+    alignas(64) float dot[16];
+    hsum_many<NQ * KB>(acc, dot);  // dot[c * NQ + j]: query j, key i + c
+    for (int c = 0; c < nk; ++c)
+      for (int j = 0; j < NQ; ++j) s[j * n + i + c] = dot[c * NQ + j] * scale;
+  }
+}
+
+// scores_q8 with AVX512-VNNI: vpdpbusd of K's bytes as unsigned (q8_0: k + 128, by a flip of the
+// sign bit; q4_0: the nibbles) with q, from the offset's correction (-128 or -8 times the lane's
+// q sum) as the starting value: one instruction per 64 elements for the integer dot product.
+// The same sums as scores_q8's (exact integers), so the same scores.
+template <int NQ, int32_t KT>
+QC_VNNI void scores_q8_vnni(float* s, int n, const QueryQ8& Q, int j0, const uint8_t* k, size_t row_bytes, int head_dim,
+                            float scale) {
+  constexpr int KB = NQ > 8 ? 1 : 16 / NQ > 8 ? 8 : 16 / NQ;
+  const int nb = head_dim / 32, lanes = head_dim / 4;
+  for (int i = 0; i < n; i += KB) {
+    const int nk = n - i < KB ? n - i : KB;
+    __m512 acc[NQ * KB];
+    QC_UNROLL for (int a = 0; a < NQ * KB; ++a) acc[a] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+      const bool one = b + 1 == nb;
+      const __mmask64 mq = one ? (__mmask64)0xffffffffu : ~(__mmask64)0;
+      const __mmask16 ml = one ? (__mmask16)0xff : (__mmask16)0xffff;
+      __m512i kv[KB];
+      __mmask64 neg;
+      __m512 dk[KB];
+      QC_UNROLL for (int c = 0; c < KB; ++c) {
+        kv[c] = k_bytes<KT>(k + (size_t)(i + (c < nk ? c : 0)) * row_bytes, b, one, &neg, &dk[c]);  // past the end: key i again
+        // q8_0: k + 128 from |k| and its signs (-k where negative: 128 - |k|; else |k| + 128)
+        if constexpr (KT == GGML_Q8_0)
+          kv[c] = _mm512_mask_sub_epi8(_mm512_add_epi8(kv[c], _mm512_set1_epi8((char)0x80)), neg, _mm512_set1_epi8((char)0x80), kv[c]);
+      }
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m512i qv = _mm512_maskz_loadu_epi8(mq, Q.qs + (int64_t)(j0 + j) * head_dim + b * 32);
+        const __m512 dq = _mm512_maskz_loadu_ps(ml, Q.dq + (int64_t)(j0 + j) * lanes + b * 8);
+        __m512i corr = _mm512_maskz_loadu_epi32(ml, Q.corr + (int64_t)(j0 + j) * lanes + b * 8);
+        if constexpr (KT == GGML_Q8_0) corr = _mm512_slli_epi32(corr, 4);  // -8 * 16 = -128 times the q sum
+        QC_UNROLL for (int c = 0; c < KB; ++c) {
+          const __m512i dot = _mm512_dpbusd_epi32(corr, kv[c], qv);
+          acc[c * NQ + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dk[c], dq), acc[c * NQ + j]);
+        }
+      }
+    }
+    alignas(64) float dot[16];
+    hsum_many<NQ * KB>(acc, dot);  // dot[c * NQ + j]: query j, key i + c
+    for (int c = 0; c < nk; ++c)
+      for (int j = 0; j < NQ; ++j) s[j * n + i + c] = dot[c * NQ + j] * scale;
+  }
+}
+
+// 16 elements of a q8_0/q4_0 V row from element d (a multiple of 16) as floats, dequantized.
+template <int32_t VT>
+static inline __m512 load16_q(const uint8_t* row, int d) {
+  if constexpr (VT == GGML_Q8_0) {
+    const block_q8_0* x = reinterpret_cast<const block_q8_0*>(row) + d / 32;
+    const __m512i e = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qs + d % 32)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(e), _mm512_set1_ps(_cvtsh_ss(x->d)));
+  } else {
+    const block_q4_0* x = reinterpret_cast<const block_q4_0*>(row) + d / 32;
+    __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qs)));
+    if (d % 32) e = _mm512_srli_epi32(e, 4);
+    e = _mm512_sub_epi32(_mm512_and_si512(e, _mm512_set1_epi32(15)), _mm512_set1_epi32(8));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(e), _mm512_set1_ps(_cvtsh_ss(x->d)));
+  }
+}
+
+// values() for a q8_0/q4_0 V cache read as stored (rows row_bytes apart, head_dim a multiple of
+// 32), each row dequantized in registers once for the NQ (<= 4) queries: 64 columns per pass,
+// then 32.
+template <int NQ, int32_t VT>
+void values_q(float* out, const float* p, int n, const uint8_t* v, size_t row_bytes, int head_dim) {
+  for (int d = 0; d < head_dim; d += 64) {
+    const int CW = head_dim - d >= 64 ? 4 : 2;
+    __m512 acc[NQ * 4];
+    QC_UNROLL for (int a = 0; a < NQ * 4; ++a) acc[a] = _mm512_setzero_ps();
+    if (CW == 4) {
+      for (int i = 0; i < n; ++i) {
+        const uint8_t* row = v + (size_t)i * row_bytes;
+        __m512 vv[4];
+        QC_UNROLL for (int c = 0; c < 4; ++c) vv[c] = load16_q<VT>(row, d + 16 * c);
+        QC_UNROLL for (int j = 0; j < NQ; ++j) {
+          const __m512 pj = _mm512_set1_ps(p[j * n + i]);
+          QC_UNROLL for (int c = 0; c < 4; ++c) acc[j * 4 + c] = _mm512_fmadd_ps(pj, vv[c], acc[j * 4 + c]);
+        }
+      }
+    } else {
+      for (int i = 0; i < n; ++i) {
+        const uint8_t* row = v + (size_t)i * row_bytes;
+        __m512 vv[2];
+        QC_UNROLL for (int c = 0; c < 2; ++c) vv[c] = load16_q<VT>(row, d + 16 * c);
+        QC_UNROLL for (int j = 0; j < NQ; ++j) {
+          const __m512 pj = _mm512_set1_ps(p[j * n + i]);
+          QC_UNROLL for (int c = 0; c < 2; ++c) acc[j * 4 + c] = _mm512_fmadd_ps(pj, vv[c], acc[j * 4 + c]);
+        }
+      }
+    }
+    QC_UNROLL for (int j = 0; j < NQ; ++j)
+      for (int c = 0; c < CW; ++c) _mm512_storeu_ps(out + j * head_dim + d + 16 * c, acc[j * 4 + c]);
+  }
+}
+
+template <int32_t T>
+constexpr bool kv_quantized = T == GGML_Q8_0 || T == GGML_Q4_0;
+
 typedef void (*scores_fn)(float*, int, const float*, const void*, int, float);
 typedef void (*values_fn)(float*, const float*, int, const void*, int);
 template <bool F16>
@@ -152,24 +320,50 @@ struct Fns {
                                           avx512::values<3, F16>, avx512::values<4, F16>};
 };
 
-// attn_fn (kernels.h): the tiled loop of attn_groups.h, queries in groups of up to 8 taken as two
-// groups of 4 over the same block of rows (in L1 by then).
-template <int32_t KT, int32_t VT>
+typedef void (*scores_q8_fn)(float*, int, const QueryQ8&, int, const uint8_t*, size_t, int, float);
+typedef void (*values_q_fn)(float*, const float*, int, const uint8_t*, size_t, int);
+template <int32_t T, bool VNNI>
+struct QFns {
+  static constexpr scores_q8_fn scores[9] = {nullptr, scores_q8<1, T>, scores_q8<2, T>, scores_q8<3, T>, scores_q8<4, T>,
+                                             scores_q8<5, T>, scores_q8<6, T>, scores_q8<7, T>, scores_q8<8, T>};
+  static constexpr scores_q8_fn scores_vnni[9] = {
+      nullptr, scores_q8_vnni<1, T>, scores_q8_vnni<2, T>, scores_q8_vnni<3, T>, scores_q8_vnni<4, T>,
+      scores_q8_vnni<5, T>, scores_q8_vnni<6, T>, scores_q8_vnni<7, T>, scores_q8_vnni<8, T>};
+  static constexpr values_q_fn values[5] = {nullptr, values_q<1, T>, values_q<2, T>, values_q<3, T>, values_q<4, T>};
+};
+
+// attn_fn (kernels.h): the tiled loop of attn_groups.h, queries in groups of up to 8: float K
+// rows' scores as two groups of 4 over the same block of rows (in L1 by then), q8_0/q4_0 K rows'
+// with the queries quantized once per call and all 8 per row; values in groups of 4.
+template <int32_t KT, int32_t VT, bool VNNI = false>
 void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
           int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
-  attn_online<8, KT, VT>(
+  QueryQ8 Q{};
+  if constexpr (kv_quantized<KT>) {
+    Q = query_q8_in(scratch, n_q, head_dim);
+    quantize_queries_q8(q, n_q, head_dim, Q);
+  }
+  attn_online<8, KT, VT, kv_quantized<KT>, kv_quantized<VT>>(
       q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, m, l, acc, scratch,
       [&](int nq, float* s, const float* qg, const void* rows, int n) {
-        for (int j0 = 0; j0 < nq; j0 += 4) {
-          const int g = nq - j0 < 4 ? nq - j0 : 4;
-          Fns<kv_rows_f16<KT>>::scores[g](s + j0 * n, n, qg + j0 * head_dim, rows, head_dim, scale);
+        if constexpr (kv_quantized<KT>) {
+          (VNNI ? QFns<KT, VNNI>::scores_vnni : QFns<KT, VNNI>::scores)[nq](s, n, Q, (int)((qg - q) / head_dim), static_cast<const uint8_t*>(rows), k_row_bytes,
+                               head_dim, scale);
+        } else {
+          for (int j0 = 0; j0 < nq; j0 += 4) {
+            const int g = nq - j0 < 4 ? nq - j0 : 4;
+            Fns<kv_rows_f16<KT>>::scores[g](s + j0 * n, n, qg + j0 * head_dim, rows, head_dim, scale);
+          }
         }
       },
       exp_sum,
       [&](int nq, float* out, const float* p, const void* rows, int n) {
         for (int j0 = 0; j0 < nq; j0 += 4) {
           const int g = nq - j0 < 4 ? nq - j0 : 4;
-          Fns<kv_rows_f16<VT>>::values[g](out + j0 * head_dim, p + j0 * n, n, rows, head_dim);
+          if constexpr (kv_quantized<VT>)
+            QFns<VT, VNNI>::values[g](out + j0 * head_dim, p + j0 * n, n, static_cast<const uint8_t*>(rows), v_row_bytes, head_dim);
+          else
+            Fns<kv_rows_f16<VT>>::values[g](out + j0 * head_dim, p + j0 * n, n, rows, head_dim);
         }
       });
 }
@@ -177,9 +371,20 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
 }  // namespace
 }  // namespace avx512
 
-void register_op_kernels_avx512(Kernels& k) {
+void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   QC_SET_ATTN_ALL(k);
+  if (cpu.avx512vnni) {  // the q8_0/q4_0 K kernels' vpdpbusd form
+#define QC_SET_ATTN_VNNI(KT)                                              \
+  set_attn(k, KT, GGML_F32, QC_FN(attn<KT, GGML_F32, true>));            \
+  set_attn(k, KT, GGML_F16, QC_FN(attn<KT, GGML_F16, true>));            \
+  set_attn(k, KT, GGML_Q8_0, QC_FN(attn<KT, GGML_Q8_0, true>));          \
+  set_attn(k, KT, GGML_Q4_0, QC_FN(attn<KT, GGML_Q4_0, true>));
+    QC_SET_ATTN_VNNI(GGML_Q8_0)
+    QC_SET_ATTN_VNNI(GGML_Q4_0)
+#undef QC_SET_ATTN_VNNI
+  }
+  QC_SET_ATTN_Q8_QUERY(k);
 }
 
 }  // namespace qc
