@@ -112,23 +112,30 @@ static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t u
 }
 
 // rows_alone for a kernel that also takes several activation rows per pass over the weights
-// (gemv_rows): per block of weight rows, the first activation row alone (gemv), which streams
-// the block from memory at the one-row kernel's pace, then the other rows together (gemv_rows)
-// over the block in L2, the weights unpacked once for them. Reading the weights from memory
-// with the several-row kernel itself was slower (bench/README.md, "Several sequences at once").
-template <class Gemv, class GemvRows>
-static void rows_alone_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
-                                 size_t act_row, int64_t n_tok, float* y, size_t y_stride, Gemv&& gemv,
-                                 GemvRows&& gemv_rows) {
+// (gemv_rows): per block of weight rows, the first n_first activation rows (first(wb, nb, a, na,
+// yb)), which stream the block from memory, then the other rows together (gemv_rows) over the
+// block in L2, the weights unpacked once for them. Reading the weights from memory with the
+// several-row kernel over all rows was slower for the stored Q5_0 (n_first 1: the one-row gemv)
+// and the repacked Q4_K (n_first 2) (bench/README.md, "Several sequences at once").
+template <class First, class GemvRows>
+static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
+                                 size_t act_row, int64_t n_tok, int64_t n_first, float* y, size_t y_stride,
+                                 First&& first, GemvRows&& gemv_rows) {
   constexpr size_t kBlockBytes = 64 * 1024;
   int64_t block = (int64_t)(kBlockBytes / w_row);
   block = block < unit ? unit : block - block % unit;
+  if (n_first > n_tok) n_first = n_tok;
   for (int64_t rb = 0; rb < n_rows; rb += block) {
     const int64_t nb = n_rows - rb < block ? n_rows - rb : block;
-    gemv(w + rb * w_row, nb, act, y + rb);
-    gemv_rows(w + rb * w_row, nb, act + act_row, n_tok - 1, y + y_stride + rb);
+    first(w + rb * w_row, nb, act, n_first, y + rb);
+    if (n_tok > n_first) gemv_rows(w + rb * w_row, nb, act + n_first * act_row, n_tok - n_first, y + n_first * y_stride + rb);
   }
 }
+
+// Activation rows in the streaming pass of rows_first_then_rest over a repacked layout with a
+// gemv_rows; 0: gemv_rows over all rows at once (the Q4_0 and Q8_0 layouts, for which that
+// measured fastest).
+static int64_t layout_first_rows(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 2 : 0; }
 
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
 // the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
@@ -154,8 +161,8 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
-    rows_alone_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, y, y_stride,
-                         [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { wk.gemv(n_in, wb, w_row, (int)nb, a, yb); },
+    rows_first_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, 1, y, y_stride,
+                         [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t, float* yb) { wk.gemv(n_in, wb, w_row, (int)nb, a, yb); },
                          [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t na, float* yb) {
                            wk.gemv_rows(n_in, wb, w_row, (int)nb, a, act_row, (int)na, yb, y_stride);
                          });
@@ -189,9 +196,15 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
   if (o.layout != QC_LAYOUT_STORED && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
     throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
   if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
-    // every row at once over each tile of weights (LayoutKernels::gemv_rows)
-    K.layout[o.layout].gemv_rows(n_in, w + r0 * w_row, w_row, (int)(r1 - r0), act, act_row, (int)n_tok, o.y + r0,
-                                 (size_t)o.n_out);
+    const gemv_rows_fn gemv_rows = K.layout[o.layout].gemv_rows;
+    auto rows_fn = [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t na, float* yb) {
+      gemv_rows(n_in, wb, w_row, (int)nb, a, act_row, (int)na, yb, (size_t)o.n_out);
+    };
+    if (const int64_t n_first = layout_first_rows(o.layout))
+      rows_first_then_rest(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, n_first, o.y + r0,
+                           (size_t)o.n_out, rows_fn, rows_fn);
+    else  // every row at once over each tile of weights
+      rows_fn(w + r0 * w_row, r1 - r0, act, n_tok, o.y + r0);
   } else if (r == kLayoutGemv) {
     const gemv_fn gemv = K.layout[o.layout].gemv;
     rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,

@@ -62,20 +62,27 @@ static inline uint32_t load32(const uint8_t* p) {
   return v;
 }
 
-// y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
-// repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
-template <int R, bool prefetch, bool repacked = false>
-static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const WordSpread& ws) {
+// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . activation row k
+// (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
+// 1 is the decode gemv), the headers unpacked and the weights' nibbles and spread scales taken once
+// per step for all A. With prefetch: the R rows after these (and the R after those) are prefetched
+// at the pace they are read (gemv.h). repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
+template <int R, int A, bool prefetch, bool repacked = false>
+static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
+                 const WordSpread& ws) {
   static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
   constexpr int P = (R + 1) / 2;  // row pairs
   const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
   const uint8_t* row[4];
   for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;  // rows past R repeat the last one
-  __m256 acc[R], acc_min[P];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int p = 0; p < P; ++p) acc_min[p] = _mm256_setzero_ps();
+  const block_q8_K* a[A];
+  for (int k = 0; k < A; ++k) a[k] = reinterpret_cast<const block_q8_K*>(va + k * arb);
+  __m256 acc[A][R], acc_min[A][P];
+  for (int k = 0; k < A; ++k) {
+    for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    for (int p = 0; p < P; ++p) acc_min[k][p] = _mm256_setzero_ps();
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
@@ -83,44 +90,54 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
     // row r's header and its qs
     auto header = [&](int r) { return repacked ? tile + 16 * r : row[r] + off; };
     auto qs = [&](int r) { return repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs); };
-    // [d0, dmin0, d1, dmin1, .., d3, dmin3] * activation scale
-    const __m256 dm = _mm256_mul_ps(
-        _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)), (int)load32(header(2)),
-                                       (int)load32(header(3)))),
-        _mm256_set1_ps(a[i].d));
-    // the sums of the 8 sub-blocks' 32 activations as int16 words, in both lanes
-    const __m256i t = _mm256_madd_epi16(load(a[i].bsums), _mm256_set1_epi16(1));
-    const __m256i sbs = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));
+    // [d0, dmin0, d1, dmin1, .., d3, dmin3]
+    const __m256 dmw = _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)),
+                                                      (int)load32(header(2)), (int)load32(header(3))));
+    __m256 dm[A];  // the same * activation row k's scale
+    __m256i sbs[A];  // row k's sums of the 8 sub-blocks' 32 activations as int16 words, in both lanes
+    for (int k = 0; k < A; ++k) {
+      dm[k] = _mm256_mul_ps(dmw, _mm256_set1_ps(a[k][i].d));
+      const __m256i t = _mm256_madd_epi16(load(a[k][i].bsums), _mm256_set1_epi16(1));
+      sbs[k] = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));
+    }
     __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
     for (int p = 0; p < P; ++p) {
       const __m256i sm = scales_mins_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(header(2 * p + 1)),
                                                            reinterpret_cast<const __m128i*>(header(2 * p))));
-      const __m256i mt = _mm256_madd_epi16(_mm256_unpackhi_epi8(sm, zero), sbs);  // 4 dwords per row
-      const __m256 dmin = _mm256_permutevar8x32_ps(dm, p ? _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7)
-                                                         : _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
-      acc_min[p] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mt), acc_min[p]);
+      const __m256i mn16 = _mm256_unpackhi_epi8(sm, zero);
+      const __m256i dmin_ix = p ? _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7) : _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+      for (int k = 0; k < A; ++k) {
+        const __m256i mt = _mm256_madd_epi16(mn16, sbs[k]);  // 4 dwords per row
+        acc_min[k][p] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], dmin_ix), _mm256_cvtepi32_ps(mt), acc_min[k][p]);
+      }
       const __m256i sc16 = _mm256_unpacklo_epi8(sm, zero);
       sc[2 * p] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
       sc[2 * p + 1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
     }
-    __m256i s[R];
-    for (int r = 0; r < R; ++r) s[r] = zero;
-    for (int k = 0; k < 4; ++k) {  // qs bytes 32k..32k+31: sub-block 2k in the low nibbles, 2k + 1 in the high
-      const __m256i alo = load(a[i].qs + 64 * k), ahi = load(a[i].qs + 64 * k + 32);
+    __m256i s[A][R];
+    for (int k = 0; k < A; ++k)
+      for (int r = 0; r < R; ++r) s[k][r] = zero;
+    for (int j = 0; j < 4; ++j) {  // qs bytes 32j..32j+31: sub-block 2j in the low nibbles, 2j + 1 in the high
       for (int r = 0; r < R; ++r) {
-        const __m256i q = load(qs(r) + 32 * k);
-        s[r] = scaled_dot(s[r], _mm256_and_si256(q, low4), alo, _mm256_shuffle_epi8(sc[r], ws.m[2 * k]));
-        s[r] = scaled_dot(s[r], _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), ahi,
-                          _mm256_shuffle_epi8(sc[r], ws.m[2 * k + 1]));
+        const __m256i q = load(qs(r) + 32 * j);
+        const __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        const __m256i slo = _mm256_shuffle_epi8(sc[r], ws.m[2 * j]), shi = _mm256_shuffle_epi8(sc[r], ws.m[2 * j + 1]);
+        for (int k = 0; k < A; ++k) {
+          s[k][r] = scaled_dot(s[k][r], ulo, load(a[k][i].qs + 64 * j), slo);
+          s[k][r] = scaled_dot(s[k][r], uhi, load(a[k][i].qs + 64 * j + 32), shi);
+        }
       }
     }
-    for (int r = 0; r < R; ++r)
-      acc[r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm, _mm256_set1_epi32(2 * r)), _mm256_cvtepi32_ps(s[r]), acc[r]);
+    for (int k = 0; k < A; ++k)
+      for (int r = 0; r < R; ++r)
+        acc[k][r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], _mm256_set1_epi32(2 * r)),
+                                    _mm256_cvtepi32_ps(s[k][r]), acc[k][r]);
   }
-  for (int r = 0; r < R; ++r) {
-    const __m128 m = (r & 1) ? _mm256_extractf128_ps(acc_min[r / 2], 1) : _mm256_castps256_ps128(acc_min[r / 2]);
-    y[r] = hsum_ps(acc[r]) - hsum128_ps(m);
-  }
+  for (int k = 0; k < A; ++k)
+    for (int r = 0; r < R; ++r) {
+      const __m128 m = (r & 1) ? _mm256_extractf128_ps(acc_min[k][r / 2], 1) : _mm256_castps256_ps128(acc_min[k][r / 2]);
+      y[k * ys + r] = hsum_ps(acc[k][r]) - hsum128_ps(m);
+    }
 }
 
 }  // namespace
@@ -128,17 +145,27 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, f
 // gemv_fn (kernels.h) of Q4_K
 void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const WordSpread ws;
-  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, ws); });
+  row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws); });
 }
 
-// LayoutKernels::gemv of Q4_K_R4: n_rows a multiple of 4
-void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+// LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
+// activation rows kMaxA at a time (then the one left), the quad's tiles read from memory by the
+// first pass and from L1 by the others.
+void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                       float* y, size_t ys) {
+  constexpr int kMaxA = 2;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
   static const WordSpread ws;
-  for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, ws);
+  for (int r = 0; r < n_rows; r += 4) {
+    int k = 0;
+    for (; k + kMaxA <= n_a; k += kMaxA) rows<4, kMaxA, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
+    for (; k < n_a; ++k) rows<4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
+  }
+}
+void gemv_q4_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_q4_K_r4_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 }  // namespace QC_AVX2_NS

@@ -62,6 +62,7 @@ QC_AVX2_GEMV(q6_K)                                                              
 #define QC_AVX2_GEMV_ROWS(t) \
   void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y, size_t ys);
 QC_AVX2_GEMV_ROWS(q4_0) QC_AVX2_GEMV_ROWS(q5_0) QC_AVX2_GEMV_ROWS(q4_0_r4) QC_AVX2_GEMV_ROWS(q8_0_r4)  // gemv.cpp
+QC_AVX2_GEMV_ROWS(q4_K_r4)                                                                             // gemv_k.cpp
 QC_AVX2_GEMV_ROWS(q6_K)                                                                                // quants_k.cpp
 #undef QC_AVX2_GEMV_ROWS
 #define QC_AVX2_GEMM(t) \

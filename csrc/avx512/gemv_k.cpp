@@ -42,11 +42,14 @@ struct Q4KMasks {
   }
 };
 
-// y[r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . a. With prefetch: the R
-// rows after these (and the R after those) are prefetched at the pace they are read (gemv.h).
-// repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
-template <int R, bool prefetch, bool repacked = false>
-QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8_K* a, float* y, const Q4KMasks& mk) {
+// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . activation row k
+// (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
+// 1 is the decode gemv), the header unpacking and the weights' nibbles and spread scales done once
+// per super-block for all A. With prefetch: the R rows after these (and the R after those) are
+// prefetched at the pace they are read (gemv.h). repacked: w is a quad of Q4_K_R4 tiles (R = 4).
+template <int R, int A, bool prefetch, bool repacked = false>
+QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
+                         const Q4KMasks& mk) {
   static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   // header unpacking, per 128-bit lane = dwords [d | dmin << 16, w0, w1, w2] of one row:
@@ -61,9 +64,13 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
   const uint8_t* row[4];
   for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;  // lanes past R repeat the last row
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  __m512 acc_min = _mm512_setzero_ps();
+  const block_q8_K* a[A];
+  for (int k = 0; k < A; ++k) a[k] = reinterpret_cast<const block_q8_K*>(va + k * arb);
+  __m512 acc[A][R], acc_min[A];
+  for (int k = 0; k < A; ++k) {
+    for (int r = 0; r < R; ++r) acc[k][r] = _mm512_setzero_ps();
+    acc_min[k] = _mm512_setzero_ps();
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(block_q4_K);
@@ -82,36 +89,46 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
     const __m512i sm = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(x, shift), keep_lo),
                                        _mm512_and_si512(_mm512_srli_epi32(z, 2), keep_hi));
     const __m512i sc16 = _mm512_unpacklo_epi8(sm, zero), mn16 = _mm512_unpackhi_epi8(sm, zero);
-    // [d0, dmin0, .., d3, dmin3] * activation scale
-    const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dm_words, hdr))),
-                                    _mm256_set1_ps(a[i].d));
-    const __m512 dm512 = _mm512_castps256_ps512(dm);
-    // min term: mins . (sums of the sub-blocks' 32 activations), 4 dwords per lane
-    const __m128i sbs = _mm256_cvtepi32_epi16(_mm256_madd_epi16(load256(a[i].bsums), _mm256_set1_epi16(1)));
-    const __m512i mt = _mm512_madd_epi16(mn16, _mm512_broadcast_i32x4(sbs));
-    acc_min = _mm512_fmadd_ps(_mm512_permutexvar_ps(dmin_lanes, dm512), _mm512_cvtepi32_ps(mt), acc_min);
-
-    const int8_t* q8 = a[i].qs;
-    const __m512i p0 = load_2x32(q8, q8 + 64), q0 = load_2x32(q8 + 32, q8 + 96);
-    const __m512i p1 = load_2x32(q8 + 128, q8 + 192), q1 = load_2x32(q8 + 160, q8 + 224);
+    // [d0, dmin0, .., d3, dmin3] as floats
+    const __m256 dmw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dm_words, hdr)));
+    __m512 dm512[A];  // the same * activation row k's scale
+    __m512i p0[A], q0[A], p1[A], q1[A];
+    for (int k = 0; k < A; ++k) {
+      const block_q8_K& b = a[k][i];
+      dm512[k] = _mm512_castps256_ps512(_mm256_mul_ps(dmw, _mm256_set1_ps(b.d)));
+      // min term: mins . (sums of the sub-blocks' 32 activations), 4 dwords per lane
+      const __m128i sbs = _mm256_cvtepi32_epi16(_mm256_madd_epi16(load256(b.bsums), _mm256_set1_epi16(1)));
+      const __m512i mt = _mm512_madd_epi16(mn16, _mm512_broadcast_i32x4(sbs));
+      acc_min[k] = _mm512_fmadd_ps(_mm512_permutexvar_ps(dmin_lanes, dm512[k]), _mm512_cvtepi32_ps(mt), acc_min[k]);
+      const int8_t* q8 = b.qs;
+      p0[k] = load_2x32(q8, q8 + 64), q0[k] = load_2x32(q8 + 32, q8 + 96);
+      p1[k] = load_2x32(q8 + 128, q8 + 192), q1[k] = load_2x32(q8 + 160, q8 + 224);
+    }
     for (int r = 0; r < R; ++r) {
       const uint8_t* qs = repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs);
       const __m512i v0 = load512(qs), v1 = load512(qs + 64);
+      const __m512i u0 = _mm512_and_si512(v0, low4), u1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4);
+      const __m512i u2 = _mm512_and_si512(v1, low4), u3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4);
       const __m512i sc = _mm512_shuffle_i32x4(sc16, sc16, 0x55 * r);  // row r's scales in every lane
-      __m512i s = _mm512_dpwssd_epi32(zero, _mm512_maddubs_epi16(_mm512_and_si512(v0, low4), p0),
-                                      _mm512_shuffle_epi8(sc, mk.m[0]));
-      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v0, 4), low4), q0),
-                              _mm512_shuffle_epi8(sc, mk.m[1]));
-      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(v1, low4), p1), _mm512_shuffle_epi8(sc, mk.m[2]));
-      s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v1, 4), low4), q1),
-                              _mm512_shuffle_epi8(sc, mk.m[3]));
-      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(2 * r), dm512), _mm512_cvtepi32_ps(s), acc[r]);
+      const __m512i s0 = _mm512_shuffle_epi8(sc, mk.m[0]), s1 = _mm512_shuffle_epi8(sc, mk.m[1]);
+      const __m512i s2 = _mm512_shuffle_epi8(sc, mk.m[2]), s3 = _mm512_shuffle_epi8(sc, mk.m[3]);
+      for (int k = 0; k < A; ++k) {
+        __m512i s = _mm512_dpwssd_epi32(zero, _mm512_maddubs_epi16(u0, p0[k]), s0);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u1, q0[k]), s1);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u2, p1[k]), s2);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u3, q1[k]), s3);
+        acc[k][r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(2 * r), dm512[k]), _mm512_cvtepi32_ps(s),
+                                    acc[k][r]);
+      }
     }
   }
-  alignas(64) float mins[16];  // lane r: row r's min term in 4 parts
-  _mm512_store_ps(mins, acc_min);
-  for (int r = 0; r < R; ++r)
-    y[r] = _mm512_reduce_add_ps(acc[r]) - ((mins[4 * r] + mins[4 * r + 1]) + (mins[4 * r + 2] + mins[4 * r + 3]));
+  for (int k = 0; k < A; ++k) {
+    alignas(64) float mins[16];  // lane r: row r's min term in 4 parts
+    _mm512_store_ps(mins, acc_min[k]);
+    for (int r = 0; r < R; ++r)
+      y[k * ys + r] =
+          _mm512_reduce_add_ps(acc[k][r]) - ((mins[4 * r] + mins[4 * r + 1]) + (mins[4 * r + 2] + mins[4 * r + 3]));
+  }
 }
 
 }  // namespace
@@ -119,17 +136,27 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const block_q8
 // gemv_fn (kernels.h) of Q4_K
 QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_K* a = static_cast<const block_q8_K*>(va);
   static const Q4KMasks mk;
-  row_passes(n_rows, [&](auto R, int r) { rows<R, R == 4>(n, w + r * wrb, wrb, a, y + r, mk); });
+  row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, mk); });
 }
 
-// LayoutKernels::gemv of Q4_K_R4: n_rows a multiple of 4
-QC_VNNI void gemv_q4_K_r4(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+// LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
+// activation rows kMaxA at a time (then the 1 .. kMaxA - 1 left), the quad's tiles read from memory
+// by the first pass and from L1 by the others.
+QC_VNNI void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                               float* y, size_t ys) {
+  constexpr int kMaxA = 2;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const block_q8_K* a = static_cast<const block_q8_K*>(va);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
   static const Q4KMasks mk;
-  for (int r = 0; r < n_rows; r += 4) rows<4, false, true>(n, w + r * wrb, wrb, a, y + r, mk);
+  for (int r = 0; r < n_rows; r += 4) {
+    int k = 0;
+    for (; k + kMaxA <= n_a; k += kMaxA) rows<4, kMaxA, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
+    for (; k < n_a; ++k) rows<4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
+  }
+}
+QC_VNNI void gemv_q4_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_q4_K_r4_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 }  // namespace avx512

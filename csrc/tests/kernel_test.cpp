@@ -413,7 +413,7 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
-// LayoutKernels::gemv_rows where a table has one: 1..5 activation rows (its passes of two rows and
+// LayoutKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of two rows and
 // the one left) over repacked rows (4 and 12 rows of 1 and 3 tiles), row i of y equal bit for bit
 // to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
 // reference); the y_stride padding is left untouched.
@@ -425,7 +425,7 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
     const int64_t cols = repack_cols(layout);
     for (int64_t n : {cols, 3 * cols})
       for (int n_rows : {4, 12})
-        for (int n_a = 1; n_a <= 5; ++n_a) {
+        for (int n_a = 1; n_a <= 9; ++n_a) {
           auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
           const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
           const size_t arb = act_row_bytes(lk.gemv_act, n), wrb = row_bytes(wt.type, n);
