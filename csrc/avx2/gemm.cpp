@@ -20,6 +20,11 @@ namespace QC_AVX2_NS {
 namespace {
 
 #ifndef QC_DOT_VNNI
+// An empty asm on each updated int32 sum: GCC otherwise reassociates the chain of vpaddd over a
+// block (integer adds are associative), keeps every product of the block live at once and spills
+// them to the stack (bench/README.md, "Kernel design measurements").
+static inline void keep_order(__m256i& sum) { __asm__("" : "+v"(sum)); }
+
 struct Dot {
   // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
   // weight vectors within the 16 ymm registers
@@ -33,7 +38,9 @@ struct Dot {
   // vpmaddubsw must stay below 2^15: callers have u <= 255, |s| <= 31 (4 * 255 * 31 < 2^15)
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    __m256i r = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    keep_order(r);
+    return r;
   }
 };
 
@@ -105,6 +112,7 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
             for (int c = 0; c < kC; ++c) {
               const __m256i s = _mm256_sign_epi8(gemm::bcast4(ab[c][b].qs + 4 * g), wv);
               isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, s), ones));
+              keep_order(isum[c]);
             }
           }
           const __m256 dwv = _mm256_load_ps(dw[b]);
