@@ -3,9 +3,9 @@
 // (avx2), or vpdpbusd (avxvnni, avxvnni_evex).
 //
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
-// products with a + 128 overflow vpmaddubsw's int16 pairs) and uses the R x C tile, 4 x 2 for
-// the 16 ymm registers: 8 float accumulators plus 4 unpacked weight blocks live across the
-// block loop. The 8-row kernels ran 2-3x the R x C tiles' speed (bench/README.md, "Kernel design measurements").
+// products with a + 128 overflow vpmaddubsw's int16 pairs) and has its own 8-row kernel with the
+// signs moved onto the activations (gemm_q8_0_s8). The 8-row kernels ran 1.6-3x the speed of R x C
+// tiles of one vec_dot-like product per row and token (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
 // the VEX encoding names only 16 ymm registers).
@@ -13,11 +13,18 @@
 #include "simd.h"
 #include "../x86/gemm_impl.h"
 
+#include <vector>
+
 namespace qc {
 namespace QC_AVX2_NS {
 namespace {
 
 #ifndef QC_DOT_VNNI
+// An empty asm on each updated int32 sum: GCC otherwise reassociates the chain of vpaddd over a
+// block (integer adds are associative), keeps every product of the block live at once and spills
+// them to the stack (bench/README.md, "Kernel design measurements").
+static inline void keep_order(__m256i& sum) { __asm__("" : "+v"(sum)); }
+
 struct Dot {
   // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
   // weight vectors within the 16 ymm registers
@@ -31,10 +38,97 @@ struct Dot {
   // vpmaddubsw must stay below 2^15: callers have u <= 255, |s| <= 31 (4 * 255 * 31 < 2^15)
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    __m256i r = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    keep_order(r);
+    return r;
   }
 };
-constexpr int kR32 = 4, kC32 = 2;  // Q8_0's tile
+
+// Q8_0 x Q8_0 (plain Q8_0 activations: signed bytes, f16 scale) over 8 interleaved weight rows,
+// as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
+// per group of 4 values and token, vpmaddubsw(|w|, a with the sign of w) for the 8 rows, then
+// vpmaddwd into int32. Its int16 pair sums, <= 2 * 128 * 127, fit; two groups added (gemm_x8's
+// dot2) would not, hence one vpmaddwd per group. The tile_32 form of the same products (R x C
+// tiles) spent a conversion, a scale product and an FMA per row, token and block; here those
+// are shared by the 8 rows (bench/README.md, "Kernel design measurements").
+// Exact int32 block dots (32 * 128 * 127 < 2^31); activations never hold -128 (quantizers' rounding).
+static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                         float* y, size_t ys) {
+  constexpr int kSeg = 16;  // blocks per segment: w and |w| of 8 rows (8 KB) and kC tokens' blocks stay in L1
+  constexpr int kC = 4;     // tokens per pass: 4 int32 sums, 4 float accumulators, w, |w| in 16 ymm registers
+  alignas(32) int8_t wq[kSeg][8][32];   // [block][group g][row r: bytes 4g..4g+3 of row r]
+  alignas(32) uint8_t wa[kSeg][8][32];  // |wq|
+  alignas(32) float dw[kSeg][8];        // [block][row] weight scales (0 for rows past n_w)
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t nb = n / 32;
+  // the tokens' block scales as floats, once per call rather than once per tile of 8 rows
+  thread_local std::vector<float> da_buf;
+  if (da_buf.size() < (size_t)(n_a * nb)) da_buf.resize((size_t)(n_a * nb));
+  for (int t = 0; t < n_a; ++t) {
+    const block_q8_0* at = reinterpret_cast<const block_q8_0*>(a + t * arb);
+    for (int64_t b = 0; b < nb; ++b) da_buf[t * nb + b] = h2f(at[b].d);
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r0 = 0; r0 < n_w; r0 += 8) {
+    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+    for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
+      for (int b = 0; b < ns; ++b) {  // repack the 8 rows' blocks s0 .. s0 + ns - 1
+        __m256i v[8];
+        for (int r = 0; r < 8; ++r) {
+          if (r < nr) {
+            const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(w + (r0 + r) * wrb)[s0 + b];
+            v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+            dw[b][r] = h2f(blk.d);
+          } else {
+            v[r] = _mm256_setzero_si256();
+            dw[b][r] = 0.0f;
+          }
+        }
+        gemm::transpose_8x8_epi32(v);
+        for (int g = 0; g < 8; ++g) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g]), v[g]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wa[b][g]), _mm256_sign_epi8(v[g], v[g]));
+        }
+      }
+      for (int c0 = 0; c0 < n_a; c0 += kC) {
+        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
+        const block_q8_0* ab[kC];  // the tokens' blocks s0 ..
+        const float* da[kC];
+        for (int c = 0; c < kC; ++c) {  // tokens past n_a in the last pass read token c0's (never stored)
+          const int t = c0 + (c < nc ? c : 0);
+          ab[c] = reinterpret_cast<const block_q8_0*>(a + t * arb) + s0;
+          da[c] = da_buf.data() + t * nb + s0;
+        }
+        __m256 acc[kC];
+        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m256i isum[kC];
+          for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
+          for (int g = 0; g < 8; ++g) {
+            const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
+            const __m256i wabs = _mm256_load_si256(reinterpret_cast<const __m256i*>(wa[b][g]));
+            for (int c = 0; c < kC; ++c) {
+              const __m256i s = _mm256_sign_epi8(gemm::bcast4(ab[c][b].qs + 4 * g), wv);
+              isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, s), ones));
+              keep_order(isum[c]);
+            }
+          }
+          const __m256 dwv = _mm256_load_ps(dw[b]);
+          for (int c = 0; c < kC; ++c)
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b]), acc[c]);
+        }
+        for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
+          alignas(32) float part[8];
+          _mm256_store_ps(part, acc[c]);
+          float* yc = y + (c0 + c) * ys + r0;
+          for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
+        }
+      }
+    }
+  }
+}
 #else
 struct Dot {
   static constexpr int kTokens = 4;  // as above: 16 ymm registers
@@ -67,9 +161,10 @@ void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
   gemm::gemm_x8<gemm::Q8_0W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #else
-// Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: R x C tiles with the signs moved
+// Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: 8 rows interleaved with the signs
+// moved instead (gemm_q8_0_s8 below)
 void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm::gemm_32<gemm::Q8_0W, Dot, kR32, kC32>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_q8_0_s8(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #endif
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {

@@ -43,7 +43,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
 #ifdef QC_DOT_VNNI
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
 #else
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));  // the R x C tile reads Q8_0 rows (gemm.cpp)
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));  // its signed 8-row kernel reads Q8_0 rows (gemm.cpp)
 #endif
   set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4, gemv_q8_0_r4_rows);
 
