@@ -29,11 +29,6 @@ struct Dot {
   // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
   // weight vectors within the 16 ymm registers
   static constexpr int kTokens = 4;
-  // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (u unsigned, s signed;
-  // vpmaddubsw's int16 pair sums cannot saturate while u * |s| <= 16383, true of every caller)
-  static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-  }
   // acc + u0 * s0 + u1 * s1 summed by 4 into the int32 lanes; the int16 sums of the two
   // vpmaddubsw must stay below 2^15: callers have u <= 255, |s| <= 31 (4 * 255 * 31 < 2^15)
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
@@ -48,8 +43,8 @@ struct Dot {
 // as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
 // per group of 4 values and token, vpmaddubsw(|w|, a with the sign of w) for the 8 rows, then
 // vpmaddwd into int32. Its int16 pair sums, <= 2 * 128 * 127, fit; two groups added (gemm_x8's
-// dot2) would not, hence one vpmaddwd per group. The tile_32 form of the same products (R x C
-// tiles) spent a conversion, a scale product and an FMA per row, token and block; here those
+// dot2) would not, hence one vpmaddwd per group. R x C tiles of the same products (the form it
+// replaced) spent a conversion, a scale product and an FMA per row, token and block; here those
 // are shared by the 8 rows (bench/README.md, "Kernel design measurements").
 // Exact int32 block dots (32 * 128 * 127 < 2^31); activations never hold -128 (quantizers' rounding).
 static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
@@ -132,8 +127,6 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
 #else
 struct Dot {
   static constexpr int kTokens = 4;  // as above: 16 ymm registers
-  // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (exact)
-  static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) { return dpbusd(acc, u, s); }
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     return dpbusd(dpbusd(acc, u0, s0), u1, s1);
   }

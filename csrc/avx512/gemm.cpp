@@ -17,8 +17,6 @@ struct VnniDot {
   // tokens per pass of gemm_x8 over a repacked block (8 int32 sums, 8 float accumulators and 2
   // weight vectors fit the 32 registers; measured 5-10% faster than 4)
   static constexpr int kTokens = 8;
-  // acc + 8 int32 lanes, each the sum of 4 adjacent byte products u * s (u unsigned, s signed)
-  QC_VNNI static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
   // acc + u0 * s0 + u1 * s1, byte products summed by 4 into the int32 lanes
   QC_VNNI static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u0, s0), u1, s1);

@@ -18,7 +18,6 @@ namespace {
 
 struct EvexDot {
   static constexpr int kTokens = 4;  // the VEX code around it names only 16 ymm registers
-  static inline __m256i udot_acc(__m256i acc, __m256i u, __m256i s) { return x86::dpbusd_evex(acc, u, s); }
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     return x86::dpbusd_evex(x86::dpbusd_evex(acc, u0, s0), u1, s1);
   }

@@ -5,21 +5,14 @@
 // defines QC_GEMM_ATTR (empty, or a target attribute that its policy's functions need) first.
 //
 // Why: vec_dot unpacks a weight block (nibbles -> bytes, f16 -> float, packed 6-bit scales ->
-// words) for one activation row and ends with a horizontal sum. Two designs here:
-//  - tile_32: R weight rows x C activation rows; each weight block unpacked once for C rows,
-//    R x C vector accumulators whose lanes are partial sums of one output (one conversion,
-//    scale product and FMA per output and block), one horizontal sum per output at the end;
-//  - gemm_x8 / gemm_kx8: 8 weight rows repacked (unpacked, transposed) once per segment of
-//    blocks into one int32 lane per row and reused by every token; per token and 4 values one
-//    broadcast and one dot instruction serve 8 outputs, and the conversion, scale and FMA are
-//    shared by the 8 rows. No horizontal sums. 2-3x faster than tile_32 where it applies.
-//
-// Shapes for tile_32: w points at R weight rows of wrb bytes each, a at C activation rows of
-// arb bytes each, nb blocks per row; the outputs go to y[c * ys + r]. The gemm_* functions are
-// gemm_fn (kernels.h).
+// words) for one activation row and ends with a horizontal sum. gemm_x8 / gemm_kx8 repack 8
+// weight rows (unpacked, transposed) once per segment of blocks into one int32 lane per row and
+// reuse them for every token; per token and 4 values one broadcast and one dot instruction serve
+// 8 outputs, and the conversion, scale and FMA are shared by the 8 rows. No horizontal sums
+// (2-3x faster than R x C tiles of per-row products: bench/README.md, "Kernel design measurements").
+// The gemm_* functions are gemm_fn (kernels.h).
 #pragma once
 #include <cstring>
-#include <utility>
 
 #include "../act_q8_x8.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
@@ -39,28 +32,27 @@ namespace {
 // ---- 32-element block types against Q8_0 / Q8_1 activations ---------------------------------
 
 // Weight policies: q(block) gives 32 bytes in element order; kOff: unsigned bytes whose value is
-// q - kOff (the kOff * a part is taken out once per activation block); kSigned: signed bytes
-// (Q8_0; the signs move onto the activations); kMin: the type's value has a + m term, paired with
-// the activation's s = d * sum(a).
+// q - kOff (the kOff * a part is taken out once per activation block); kMin: the type's value
+// has a + m term, paired with the activation's s = d * sum(a).
 struct Q4_0W {
   typedef block_q4_0 B;
   typedef block_q8_0 A;
   static constexpr int kOff = 8;
-  static constexpr bool kSigned = false, kMin = false;
+  static constexpr bool kMin = false;
   static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q4_1W {
   typedef block_q4_1 B;
   typedef block_q8_1 A;
   static constexpr int kOff = 0;
-  static constexpr bool kSigned = false, kMin = true;
+  static constexpr bool kMin = true;
   static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q5_0W {
   typedef block_q5_0 B;
   typedef block_q8_0 A;
   static constexpr int kOff = 16;
-  static constexpr bool kSigned = false, kMin = false;
+  static constexpr bool kMin = false;
   static inline __m256i q(const B& b) {
     const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
     return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);  // 0..31
@@ -70,7 +62,7 @@ struct Q5_1W {
   typedef block_q5_1 B;
   typedef block_q8_1 A;
   static constexpr int kOff = 0;
-  static constexpr bool kSigned = false, kMin = true;
+  static constexpr bool kMin = true;
   static inline __m256i q(const B& b) {
     const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
     return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);
@@ -80,68 +72,13 @@ struct Q8_0W {
   typedef block_q8_0 B;
   typedef block_q8_0 A;
   static constexpr int kOff = 0;
-  static constexpr bool kSigned = true, kMin = false;
+  static constexpr bool kMin = false;
   static inline __m256i q(const B& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
 };
 
 template <typename T>
 static inline const T& block_at(const uint8_t* row, int64_t i) {
   return reinterpret_cast<const T*>(row)[i];
-}
-
-// R x C tile of a 32-element block type. Per block: the R weight blocks are unpacked once
-// (bytes, f16 scale broadcast), then for each activation row c its block is loaded once, its
-// offset part udot(kOff, a) computed once, and the R exact int32 block dots are scaled by
-// d_w * d_a and accumulated with FMA into acc[r][c] (8 float lanes each).
-// The int32 block dot cannot overflow: |q - off| <= 16 (<= 128 for Q8_0) times |a| <= 127, 32 terms.
-template <typename W, typename D, int R, int C>
-QC_GEMM_ATTR static void tile_32(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y,
-                                 size_t ys) {
-  typedef typename W::B B;
-  typedef typename W::A A;
-  __m256 acc[R][C];
-  float acc_min[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) {
-      acc[r][c] = _mm256_setzero_ps();
-      acc_min[r][c] = 0.0f;
-    }
-  for (int64_t i = 0; i < nb; ++i) {
-    __m256i q[R], qabs[R];
-    __m256 dw[R];
-    float mw[R];
-    for (int r = 0; r < R; ++r) {
-      const B& b = block_at<B>(w + r * wrb, i);
-      q[r] = W::q(b);
-      if constexpr (W::kSigned) qabs[r] = _mm256_sign_epi8(q[r], q[r]);
-      dw[r] = _mm256_set1_ps(x86::h2f(b.d));
-      if constexpr (W::kMin) mw[r] = x86::h2f(b.m);
-    }
-    for (int c = 0; c < C; ++c) {
-      const A& ab = block_at<A>(a + c * arb, i);
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
-      const __m256 da = _mm256_set1_ps(x86::h2f(ab.d));
-      // -kOff * a in the int32 lanes, the start of every row's sum
-      __m256i init = _mm256_setzero_si256();
-      if constexpr (W::kOff != 0) init = _mm256_sub_epi32(init, D::udot_acc(init, _mm256_set1_epi8(W::kOff), av));
-      for (int r = 0; r < R; ++r) {
-        __m256i p;
-        if constexpr (W::kSigned) {
-          // |w| * (a with the sign of w): a is never -128 in the activation formats
-          p = D::udot_acc(init, qabs[r], _mm256_sign_epi8(av, q[r]));
-        } else {
-          p = D::udot_acc(init, q[r], av);
-        }
-        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
-      }
-      if constexpr (W::kMin) {
-        const float s = x86::h2f(ab.s);
-        for (int r = 0; r < R; ++r) acc_min[r][c] += mw[r] * s;
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) y[c * ys + r] = x86::hsum_ps(acc[r][c]) + acc_min[r][c];
 }
 
 // ---- 32-element block types: 8 weight rows interleaved, one int32 lane per row ---------------
@@ -540,46 +477,6 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
       }
     }
   }
-}
-
-// ---- the whole (n_w x n_a) product from tiles ------------------------------------------------
-
-typedef void (*tile_fn)(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* y, size_t ys);
-
-// tiles[r - 1][c - 1] is the r x c tile (r <= kR, c <= kC). Row tiles outer: a tile's kR weight
-// rows (a few KB) stay in L1 while all n_a activation rows (the caller keeps them within L2)
-// pass; the edges take the smaller tiles.
-template <int kR, int kC>
-static inline void run_tiles(const tile_fn (&tiles)[kR][kC], int64_t nb, const void* vw, size_t wrb, int n_w,
-                             const void* va, size_t arb, int n_a, float* y, size_t ys) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const uint8_t* a = static_cast<const uint8_t*>(va);
-  for (int r = 0; r < n_w; r += kR) {
-    const int nr = n_w - r < kR ? n_w - r : kR;
-    for (int c = 0; c < n_a; c += kC) {
-      const int nc = n_a - c < kC ? n_a - c : kC;
-      tiles[nr - 1][nc - 1](nb, w + r * wrb, wrb, a + c * arb, arb, y + c * ys + r, ys);
-    }
-  }
-}
-
-// All tile shapes up to kR x kC of tile_32<W, D, ., .> or tile_k<W, D, ., .>: t[r - 1][c - 1] is r x c.
-template <int kR, int kC>
-struct TileSet {
-  tile_fn t[kR][kC];
-};
-template <typename W, typename D, int kR, int kC, size_t... I>
-static inline TileSet<kR, kC> tiles_32(std::index_sequence<I...>) {
-  TileSet<kR, kC> s;
-  ((s.t[I / kC][I % kC] = &tile_32<W, D, (int)(I / kC) + 1, (int)(I % kC) + 1>), ...);
-  return s;
-}
-
-// The gemm_fn (kernels.h) of a 32-element block type and of a K-quant.
-template <typename W, typename D, int kR, int kC>
-static void gemm_32(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ys) {
-  static const TileSet<kR, kC> s = tiles_32<W, D, kR, kC>(std::make_index_sequence<kR * kC>());
-  run_tiles<kR, kC>(s.t, n / 32, w, wrb, n_w, a, arb, n_a, y, ys);
 }
 
 }  // namespace
