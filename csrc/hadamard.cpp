@@ -1,5 +1,6 @@
 #include "hadamard.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -9,11 +10,11 @@
 namespace qc {
 
 int kv_rotation(int32_t type, int head_dim, bool v) {
-  if (type_info(type).block_elems <= 1 || head_dim <= 0 || head_dim % 64 != 0) return 0;  // float types: no blocks
-  if (v) return 64;
-  int n = 64;
-  while (head_dim % (2 * n) == 0) n *= 2;
-  return n;
+  if (type_info(type).block_elems <= 1 || head_dim <= 0) return 0;  // float types: no blocks to fit
+  int n = 1;
+  while (head_dim % (2 * n) == 0) n *= 2;  // the largest power of two dividing head_dim
+  if (n < 32) return 0;
+  return v ? std::min(n, 64) : n;
 }
 
 void hadamard_chunks(float* x, int64_t n_chunks, int n) {

@@ -11,9 +11,10 @@
 namespace qc {
 
 // Width of the rotation of the K rows (and queries), or of the V rows (v true), of a cache of
-// `type` with head_dim (0: none; rows are split into chunks of this width). As llama.cpp
-// (src/llama-kv-cache.cpp attn_rot_k/v): quantized types only, when head_dim % 64 == 0; K by the
-// largest power of two dividing head_dim, V by 64.
+// `type` with head_dim (0: none; rows are split into chunks of this width): quantized types only;
+// K by the largest power of two dividing head_dim, V by at most 64. When head_dim % 64 == 0 this
+// is llama.cpp's choice (src/llama-kv-cache.cpp attn_rot_k/v); head_dims of 32 times an odd number,
+// which llama.cpp leaves plain, get 32-wide chunks, which keep most of the gain (bench/README.md).
 int kv_rotation(int32_t type, int head_dim, bool v);
 
 // x (n_chunks, n) each chunk replaced by H_n . chunk in place, H_n the Sylvester Hadamard matrix

@@ -416,14 +416,15 @@ def test_hadamard_rows_are_independent_of_threads_and_batching():
 
 
 def test_kv_rotation_widths_follow_llama_cpp():
-    """Quantized caches only, when head_dim % 64 == 0: K by the largest power of two dividing
-    head_dim, V by 64 (llama.cpp's attn_rot_k/v); float caches and other head_dims: none."""
+    """Quantized caches only: K by the largest power of two dividing head_dim, V by at most 64
+    (llama.cpp's attn_rot_k/v when head_dim % 64 == 0; it leaves the others plain, we rotate them
+    by 32); float caches: none."""
     F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
     for t in (F32, F16):
         assert [_kernels.kv_rotation(t, d, v) for d in (64, 128) for v in (False, True)] == [0, 0, 0, 0]
     for t in (Q4_0, Q8_0):
         got = {d: (_kernels.kv_rotation(t, d, False), _kernels.kv_rotation(t, d, True)) for d in (32, 64, 96, 128, 192, 256)}
-        assert got == {32: (0, 0), 64: (64, 64), 96: (0, 0), 128: (128, 64), 192: (64, 64), 256: (256, 64)}
+        assert got == {32: (32, 32), 64: (64, 64), 96: (32, 32), 128: (128, 64), 192: (64, 64), 256: (256, 64)}
 
 
 @pytest.mark.parametrize("qtype, gain", [(8, 2.0), (2, 1.5)], ids=["q8_0", "q4_0"])
