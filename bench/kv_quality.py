@@ -3,7 +3,12 @@
 distribution with q8_0 and q4_0 caches against the f16 cache, over one 4096-token context of
 SmolLM2-135M, for qwen-cpu and for llama.cpp's llama-perplexity on the same file and text.
 
-    PYTHONPATH=. python3 bench/kv_quality.py [--llama-perplexity PATH] [--ctx 4096] [--threads 2]
+    PYTHONPATH=. python3 bench/kv_quality.py [--llama-perplexity PATH] [--ctx 4096] [--threads 2] [--plain]
+        [--engines qwen-cpu,llama.cpp]
+
+Both engines store a quantized cache's rows rotated by a Walsh-Hadamard matrix by default
+(csrc/hadamard.h; llama.cpp's attn_rot_k/v); --plain adds the runs with plain rows
+(QWEN_CPU_KV_ROTATION=0, LLAMA_ATTN_ROT_DISABLE=1).
 
 Scored positions are llama-perplexity's: the context's first ctx tokens are run, and the
 predictions of rows ctx/2 .. ctx-2 (of tokens ctx/2+1 .. ctx-1) are compared, each from the f16
@@ -16,6 +21,7 @@ ships them, ~12K tokens: llama-perplexity wants at least 2 x ctx tokens).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import tempfile
@@ -34,11 +40,20 @@ TYPES = ("q8_0", "q4_0")
 CHUNK = 256  # rows of logits per forward call: (CHUNK, n_vocab) floats per model at a time
 
 
-def ours(path: Path, ids: list[int], threads: int) -> dict[str, tuple[float, float, float]]:
-    """type -> (mean KL, max KL, top-1 agreement) against the f16 cache over rows ctx/2 .. ctx-2."""
+def ours(path: Path, ids: list[int], threads: int, rotate: bool = True) -> dict[str, tuple[float, float, float]]:
+    """type -> (mean KL, max KL, top-1 agreement) against the f16 cache over rows ctx/2 .. ctx-2;
+    rotate False: the quantized caches hold plain rows (QWEN_CPU_KV_ROTATION=0)."""
     n = len(ids)
     first = n // 2
-    models = {t: Model.load(path, n_ctx=n, n_threads=threads, kv_type=t) for t in ("f16",) + TYPES}
+    saved = os.environ.get("QWEN_CPU_KV_ROTATION")
+    os.environ["QWEN_CPU_KV_ROTATION"] = "1" if rotate else "0"  # (read when a model is loaded)
+    try:
+        models = {t: Model.load(path, n_ctx=n, n_threads=threads, kv_type=t) for t in ("f16",) + TYPES}
+    finally:
+        if saved is None:
+            del os.environ["QWEN_CPU_KV_ROTATION"]
+        else:
+            os.environ["QWEN_CPU_KV_ROTATION"] = saved
     leases = {t: m.hold() for t, m in models.items()}
     kls = {t: [] for t in TYPES}
     agree = {t: 0 for t in TYPES}
@@ -65,17 +80,20 @@ def ours(path: Path, ids: list[int], threads: int) -> dict[str, tuple[float, flo
     return out
 
 
-def llama(binary: Path, path: Path, text: Path, ctx: int, threads: int) -> dict[str, tuple[float, float, float]]:
-    """type -> (mean KL, max KL, top-1 agreement) from llama-perplexity --kl-divergence."""
+def llama(binary: Path, path: Path, text: Path, ctx: int, threads: int,
+          rotate: bool = True) -> dict[str, tuple[float, float, float]]:
+    """type -> (mean KL, max KL, top-1 agreement) from llama-perplexity --kl-divergence; rotate
+    False: LLAMA_ATTN_ROT_DISABLE=1 (plain rows)."""
     out = {}
+    env = dict(os.environ, LLAMA_ATTN_ROT_DISABLE="0" if rotate else "1")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
         common = [str(binary), "-m", str(path), "-f", str(text), "-c", str(ctx), "--chunks", "1", "-t", str(threads),
                   "-fa", "on"]
-        subprocess.run(common + ["--kl-divergence-base", str(base)], check=True, capture_output=True, text=True)
+        subprocess.run(common + ["--kl-divergence-base", str(base)], check=True, capture_output=True, text=True, env=env)
         for t in TYPES:
             p = subprocess.run(common + ["--kl-divergence-base", str(base), "--kl-divergence", "-ctk", t, "-ctv", t],
-                               check=True, capture_output=True, text=True)
+                               check=True, capture_output=True, text=True, env=env)
             log = p.stdout + p.stderr
             mean = float(re.search(r"Mean\s+KLD:\s+([-0-9.e]+)", log).group(1))
             top = float(re.search(r"Maximum KLD:\s+([-0-9.e]+)", log).group(1))
@@ -89,7 +107,10 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llama-perplexity", type=Path, default=LLAMA_PERPLEXITY)
+    ap.add_argument("--plain", action="store_true", help="also run both engines with plain (unrotated) cache rows")
+    ap.add_argument("--engines", default="qwen-cpu,llama.cpp", help="comma-separated: qwen-cpu, llama.cpp")
     args = ap.parse_args()
+    engines = set(args.engines.split(","))
     path = demo_model_path()
     with Model.load(path, n_ctx=64) as m:
         ids = m.tokenize(TEXT.read_text(encoding="utf-8"), add_special=True)[:args.ctx]
@@ -97,13 +118,20 @@ def main() -> None:
           f"kernel path {_kernels.get_isa()}, {args.threads} threads")
     print("| engine | K/V cache | mean KL vs f16 | max KL | top-1 agreement |")
     print("|---|---|--:|--:|--:|")
-    for t, (mean, top, same) in ours(path, ids, args.threads).items():
-        print(f"| qwen-cpu | {t} | {mean:.6f} | {top:.4f} | {same:.2%} |", flush=True)
-    if args.llama_perplexity.is_file():
-        for t, (mean, top, same) in llama(args.llama_perplexity, path, TEXT, args.ctx, args.threads).items():
-            print(f"| llama.cpp | {t} | {mean:.6f} | {top:.4f} | {same:.2%} |", flush=True)
-    else:
-        print(f"(llama.cpp skipped: no {args.llama_perplexity})")
+    rotations = (True, False) if args.plain else (True,)
+    if "qwen-cpu" in engines:
+        for rotate in rotations:
+            name = "qwen-cpu" if rotate else "qwen-cpu, `QWEN_CPU_KV_ROTATION=0`"
+            for t, (mean, top, same) in ours(path, ids, args.threads, rotate).items():
+                print(f"| {name} | {t} | {mean:.6f} | {top:.4f} | {same:.2%} |", flush=True)
+    if "llama.cpp" in engines:
+        if not args.llama_perplexity.is_file():
+            print(f"(llama.cpp skipped: no {args.llama_perplexity})")
+            return
+        for rotate in rotations:
+            name = "llama.cpp" if rotate else "llama.cpp, `LLAMA_ATTN_ROT_DISABLE=1`"
+            for t, (mean, top, same) in llama(args.llama_perplexity, path, TEXT, args.ctx, args.threads, rotate).items():
+                print(f"| {name} | {t} | {mean:.6f} | {top:.4f} | {same:.2%} |", flush=True)
 
 
 if __name__ == "__main__":

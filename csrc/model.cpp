@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hadamard.h"
 #include "matmul.h"
 
 namespace qc {
@@ -230,6 +232,10 @@ Model::Model(const ModelConfig& cfg, ModelWeights w, int n_threads)
 
   k_row_bytes_ = cache_row_bytes(c.kv.k, c.head_dim, "K");
   v_row_bytes_ = cache_row_bytes(c.kv.v, c.head_dim, "V");
+  const char* rot = std::getenv("QWEN_CPU_KV_ROTATION");  // "0": plain rows (an A/B switch, as llama.cpp's LLAMA_ATTN_ROT_DISABLE)
+  const bool rotate = !(rot && std::string(rot) == "0");
+  k_rot_ = rotate ? kv_rotation(c.kv.k, c.head_dim, false) : 0;
+  v_rot_ = rotate ? kv_rotation(c.kv.v, c.head_dim, true) : 0;
   const size_t rows = (size_t)c.n_layer * c.n_seq * c.n_kv_head * (size_t)c.n_ctx;
   k_cache_ = ZeroBuffer<uint8_t>(rows * k_row_bytes_);
   v_cache_ = ZeroBuffer<uint8_t>(rows * v_row_bytes_);
@@ -583,10 +589,16 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     head_norm(k_.data(), m * c.n_kv_head, L.k_norm);
     rope_apply(pool_, K, q_.data(), m, c.n_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
     rope_apply(pool_, K, k_.data(), m, c.n_kv_head, c.head_dim, cos_.data(), sin_.data(), c.rope.neox);
+    if (k_rot_) {  // a quantized K cache holds rotated keys (hadamard.h): the queries alike, so q.k is unchanged
+      hadamard_chunks(pool_, q_.data(), m * q_dim / k_rot_, k_rot_);
+      hadamard_chunks(pool_, k_.data(), m * kv_dim / k_rot_, k_rot_);
+    }
+    if (v_rot_) hadamard_chunks(pool_, v_.data(), m * kv_dim / v_rot_, v_rot_);
     store_kv(l, m);
     for (size_t i = 0; i < runs_.size(); ++i) runs_[i].k_cache = k_layer(l, run_seq_[i]), runs_[i].v_cache = v_layer(l, run_seq_[i]);
     attention_runs(pool_, K, att_.data(), q_.data(), runs_.data(), (int)runs_.size(), c.kv, c.n_head, c.n_kv_head,
                    c.head_dim, c.n_ctx, att_scratch_.data());
+    if (v_rot_) hadamard_chunks(pool_, att_.data(), m * q_dim / v_rot_, v_rot_);  // sums of rotated values, rotated back
     // the output projection lands in xn_, free once the Q/K/V products have read it
     const MatmulOutput wo = output_of(L.wo, E, xn_.data());
     products(&wo, 1, q_dim, att_.data(), m, n_alone_);

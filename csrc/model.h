@@ -176,6 +176,10 @@ class Model {
   }
 
   const ModelConfig& config() const { return cfg_; }
+  // Widths of the Hadamard rotation the K and V caches hold their rows in (hadamard.h kv_rotation;
+  // 0: stored as computed). Saved rows are valid only for a model with the same rotation.
+  int k_rotation() const { return k_rot_; }
+  int v_rotation() const { return v_rot_; }
   size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
   size_t repacked_bytes() const { return repacked_.size(); }
   int n_threads() const { return pool_.size(); }
@@ -211,6 +215,7 @@ class Model {
   // KV cache: K (n_layer, n_seq, n_kv_head, n_ctx) rows of k_row_bytes_ (kv_row_bytes(cfg_.kv.k,
   // head_dim)), V likewise with its own type. Positions never written cost no memory (ZeroBuffer).
   size_t k_row_bytes_ = 0, v_row_bytes_ = 0;
+  int k_rot_ = 0, v_rot_ = 0;  // k_rotation(), v_rotation()
   ZeroBuffer<uint8_t> k_cache_, v_cache_;
 
   // Activations for up to n_batch tokens, allocated once (untouched until a step uses them: a

@@ -124,6 +124,8 @@ class Engine:
         except MemoryError:
             raise QwenCpuError(f"{self.path.name}: not enough memory for the buffers of n_ctx={n_ctx}, "
                                f"n_batch={n_batch}") from None
+        # (K, V) widths of the Hadamard rotation the cache holds quantized rows in (0: none; csrc/hadamard.h)
+        self.kv_rotation = tuple(self._net.kv_rotation)
         self._tokenizer = None
         self._sampling_defaults = None
 

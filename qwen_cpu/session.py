@@ -6,16 +6,18 @@ File layout (little-endian):
 
     magic  b"QWENCPU-KV\\0\\0"   12 bytes
     header_bytes u32, then the header: UTF-8 JSON, an object with
-        format 2; model {file, size, digest}: the model file's name, size and a digest of its
+        format 3; model {file, size, digest}: the model file's name, size and a digest of its
         first 8 MiB and 64 samples of the rest (model_identity); rope: the RoPE parameters in force (keys are
         stored rotated); n_ctx; kv_type: [K type, V type] ("f16", "q8_0", "q4_0" or "f32");
-        n_layer, n_kv_head, head_dim; n_pos: positions held; payload_digest: blake2b of the
+        kv_rotation: [K, V] widths of the Hadamard rotation of the stored rows (0: none; the
+        model's kv_rotation); n_layer, n_kv_head, head_dim; n_pos: positions held; payload_digest: blake2b of the
         payload; extra: the caller's JSON data (e.g. the conversation's messages)
     payload: n_pos token ids (int32), then the keys and values as the cache stores them, quantized
         rows included (_kernels.Model.read_kv layout)
 
-Reading checks everything before the cache is touched: a file of another model, n_ctx, KV type or
-RoPE setting is refused by name; a truncated, padded or altered file (sizes, digest) or one whose
+Reading checks everything before the cache is touched: a file of another model, n_ctx, KV type,
+KV rotation or RoPE setting is refused by name (format 2, without kv_rotation, came before quantized
+rows were rotated: it is read as unrotated, so its float caches still load); a truncated, padded or altered file (sizes, digest) or one whose
 header is not what we write is a QwenCpuError, never a crash or an oversized allocation.
 """
 
@@ -35,7 +37,7 @@ from .errors import QwenCpuError
 from .options import check_regular_file, check_token_ids
 
 MAGIC = b"QWENCPU-KV\0\0"
-FORMAT = 2  # 2: kv_type names K's and V's types (format 1 had one name for both)
+FORMAT = 3  # 3: kv_rotation (format 2 had none: its rows are unrotated); 2: kv_type names K's and V's types
 MAX_HEADER = 64 << 20  # bytes of JSON header (the extra data included)
 _HEAD_BYTES, _SAMPLES, _SAMPLE_BYTES = 8 << 20, 64, 4096
 
@@ -82,7 +84,7 @@ def save_state(lease, path: str | os.PathLike, extra: dict | None = None) -> Non
     tokens, kv = lease.read_slot(0)
     toks = np.asarray(tokens, dtype="<i4").tobytes()
     header = {"format": FORMAT, "model": model_identity(model), "rope": _rope(model), "n_ctx": model.n_ctx,
-              "kv_type": list(model.kv_type), **_geometry(model), "n_pos": len(tokens),
+              "kv_type": list(model.kv_type), "kv_rotation": list(model.kv_rotation), **_geometry(model), "n_pos": len(tokens),
               "payload_digest": _payload_digest(toks, kv), "extra": extra if extra is not None else {}}
     try:
         text = json.dumps(header, ensure_ascii=False, allow_nan=False).encode()
@@ -130,9 +132,9 @@ def load_state(lease, path: str | os.PathLike) -> dict:
                 header = json.loads(f.read(n_header).decode())
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise _refuse(path, f"the header is not valid JSON ({type(e).__name__})") from None
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
+            if not isinstance(header, dict) or header.get("format") not in (2, FORMAT):
                 fmt = header.get("format") if isinstance(header, dict) else header
-                raise _refuse(path, f"format {fmt!r}, this version reads format {FORMAT}"
+                raise _refuse(path, f"format {fmt!r}, this version reads formats 2 and {FORMAT}"
                                     f"{' (format 1 came from an older qwen-cpu: save the session again)' if fmt == 1 else ''}")
             _check_header(header, model, path)
             n_pos = header["n_pos"]
@@ -170,6 +172,13 @@ def _check_header(header: dict, model, path) -> None:
         shown = "/".join(saved) if isinstance(saved, list) and all(isinstance(x, str) for x in saved) else repr(saved)
         raise _refuse(path, f"its KV cache types (K/V) are {shown}, this model's are {'/'.join(model.kv_type)} "
                             "(load the model with the session's kv_type to resume it)")
+    saved = header.get("kv_rotation", [0, 0]) if header["format"] == 2 else header.get("kv_rotation")
+    if saved != list(model.kv_rotation):
+        if header["format"] == 2:
+            raise _refuse(path, "format 2 came from an older qwen-cpu, whose quantized KV cache rows were not "
+                                "rotated as this version's are: save the session again")
+        raise _refuse(path, f"its KV cache rows are rotated by Hadamard widths (K, V) {saved!r}, this model's by "
+                            f"{list(model.kv_rotation)} (QWEN_CPU_KV_ROTATION differs?)")
     n_ctx = _check_int(header, "n_ctx", path)
     if n_ctx != model.n_ctx:
         raise _refuse(path, f"it was saved with n_ctx {n_ctx}, this model has n_ctx {model.n_ctx}")

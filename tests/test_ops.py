@@ -385,3 +385,59 @@ def test_rope_tables_freq_factors_divide_each_pair_s_frequency():
     np.testing.assert_allclose(s, np.sin(ang), rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="freq_factors must be 1-D with head_dim/2 elements"):
         _kernels.rope_tables(16, 0, 1, freq_base=100.0, freq_factors=f[:4])
+
+
+# ---- Hadamard rotation of a quantized KV cache (csrc/hadamard.h) -----------------------------------
+
+@pytest.mark.parametrize("n", [4, 8, 32, 64, 128, 256])
+def test_hadamard_is_the_orthonormal_sylvester_matrix(n):
+    """Rows of the identity give the matrix itself: Sylvester's (-1)^popcount(i & j) / sqrt(n),
+    symmetric, its own inverse (H.H = I within float rounding), norms preserved."""
+    h = _kernels.hadamard(np.eye(n, dtype=np.float32)).astype(np.float64)
+    i, j = np.indices((n, n))
+    sylvester = np.vectorize(lambda a: (-1) ** bin(a).count("1"))(i & j) / np.sqrt(n)
+    np.testing.assert_allclose(h, sylvester, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(h, h.T)
+    np.testing.assert_allclose(h @ h, np.eye(n), rtol=0, atol=1e-6)
+    x = rng_for("hadamard", n).standard_normal((40, n)).astype(np.float32)
+    y = _kernels.hadamard(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(_kernels.hadamard(y), x, rtol=0, atol=1e-5 * np.abs(x).max())
+    np.testing.assert_allclose(y, x.astype(np.float64) @ sylvester, rtol=0, atol=1e-5 * np.abs(x).max())
+
+
+def test_hadamard_rows_are_independent_of_threads_and_batching():
+    x = rng_for("hadamard-pool").standard_normal((512, 14, 64)).astype(np.float32)  # a prefill step's queries
+    one = _kernels.hadamard(x)
+    np.testing.assert_array_equal(_kernels.hadamard(x, pool=_kernels.ThreadPool(3)), one)
+    np.testing.assert_array_equal(_kernels.hadamard(x[7:8]), one[7:8])
+    with pytest.raises(ValueError, match="power of two"):
+        _kernels.hadamard(np.zeros((2, 96), np.float32))
+
+
+def test_kv_rotation_widths_follow_llama_cpp():
+    """Quantized caches only: K by the largest power of two dividing head_dim, V by at most 64
+    (llama.cpp's attn_rot_k/v when head_dim % 64 == 0; it leaves the others plain, we rotate them
+    by 32); float caches: none."""
+    F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
+    for t in (F32, F16):
+        assert [_kernels.kv_rotation(t, d, v) for d in (64, 128) for v in (False, True)] == [0, 0, 0, 0]
+    for t in (Q4_0, Q8_0):
+        got = {d: (_kernels.kv_rotation(t, d, False), _kernels.kv_rotation(t, d, True)) for d in (32, 64, 96, 128, 192, 256)}
+        assert got == {32: (32, 32), 64: (64, 64), 96: (32, 32), 128: (128, 64), 192: (64, 64), 256: (256, 64)}
+
+
+@pytest.mark.parametrize("qtype, gain", [(8, 2.0), (2, 1.5)], ids=["q8_0", "q4_0"])
+def test_hadamard_rotation_shrinks_the_quantization_error_of_rows_with_outliers(qtype, gain):
+    """Why the cache rotates: keys with a few large channels (as trained models' are) lose less to
+    32-value blocks once rotated, the error measured back in the original basis."""
+    rng = rng_for("outliers", qtype)
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    x[:, [3, 40]] *= 20  # two outlier channels
+    def error(rows):
+        q = _kernels.quantize(qtype, rows)
+        back = np.stack([_kernels.dequantize(qtype, r, 64) for r in q])
+        return back - rows
+    plain = np.linalg.norm(error(x))
+    rotated = np.linalg.norm(_kernels.hadamard(error(_kernels.hadamard(x))))
+    assert rotated * gain < plain  # (measured: 3.2x and 2.5x less)

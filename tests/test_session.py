@@ -86,9 +86,47 @@ def test_round_trip_of_each_kv_cache_type(smollm2_path, tmp_path, kv_type):
             np.testing.assert_array_equal(fresh.decode_step(token), want)
     header, rest = _header_and_rest(path)
     assert header["kv_type"] == list(m.kv_type)
+    # SmolLM2's head_dim 64: a quantized cache's rows rotated by 64-wide Hadamard chunks (csrc/hadamard.h)
+    assert header["kv_rotation"] == list(m.kv_rotation) == [64 if t != "f32" else 0 for t in m.kv_type]
     assert len(rest) == 4 * len(ids) + m.config.kv_cache_bytes(len(ids), m.kv_type)
     with Model.load(smollm2_path, n_ctx=128, n_threads=2) as f16:
         _refused(f16, path, f"KV cache types (K/V) are {'/'.join(m.kv_type)}, this model's are f16/f16")
+
+
+def test_a_format_2_session_loads_with_float_caches_and_is_refused_with_quantized_ones(smollm2_path, tmp_path):
+    """Format 2 (before the quantized rows were rotated) has no kv_rotation: its rows are read as
+    unrotated, which a float cache's are and a quantized cache's no longer are."""
+    path = tmp_path / "s.kv"
+    for kv_type in ("f16", "q8_0"):
+        with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type=kv_type) as m:
+            m.prefill(_encode(m, TURN1))
+            m.save_state(path)
+            header, rest = _header_and_rest(path)
+            old = {k: v for k, v in header.items() if k != "kv_rotation"}
+            _write(path, {**old, "format": 2}, rest)
+            m.reset()
+            if kv_type == "f16":
+                m.load_state(path)
+                assert m.n_past == header["n_pos"]
+            else:
+                _refused(m, path, "format 2 came from an older qwen-cpu", "save the session again")
+
+
+def test_a_session_of_another_kv_rotation_is_refused(smollm2_path, tmp_path, monkeypatch):
+    """Rows saved plain (QWEN_CPU_KV_ROTATION=0) do not load into a rotating cache, nor the reverse."""
+    plain, rotated = tmp_path / "plain.kv", tmp_path / "rotated.kv"
+    for path, env in ((plain, "0"), (rotated, "1")):
+        monkeypatch.setenv("QWEN_CPU_KV_ROTATION", env)
+        with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type="q4_0") as m:
+            assert m.kv_rotation == ((0, 0) if env == "0" else (64, 64))
+            m.prefill(_encode(m, TURN1))
+            m.save_state(path)
+    with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type="q4_0") as m:
+        _refused(m, plain, "rotated by Hadamard widths (K, V) [0, 0], this model's by [64, 64]")
+        m.load_state(rotated)
+    monkeypatch.setenv("QWEN_CPU_KV_ROTATION", "0")
+    with Model.load(smollm2_path, n_ctx=128, n_threads=2, kv_type="q4_0") as m:
+        _refused(m, rotated, "[64, 64], this model's by [0, 0]")
 
 
 # ---- refused files --------------------------------------------------------------------------------
@@ -157,9 +195,10 @@ def test_truncated_altered_and_hostile_files_are_refused(saved, tmp_path):
     cases = [
         ({**header, "n_pos": -1}, "n_pos"), ({**header, "n_pos": "3"}, "n_pos"), ({**header, "n_pos": 10**12}, "positions"),
         ({**header, "n_pos": header["n_pos"] - 1}, "truncated or corrupt"),
-        ({**header, "format": 1}, "older qwen-cpu"), ({**header, "format": 3}, "format"), ({**header, "model": None}, "another model"),
+        ({**header, "format": 1}, "older qwen-cpu"), ({**header, "format": 4}, "format"), ({**header, "model": None}, "another model"),
         ({**header, "n_layer": 29}, "n_layer"), ({**header, "payload_digest": 5}, "digest"),
         ({k: v for k, v in header.items() if k != "kv_type"}, "KV cache type"),
+        ({k: v for k, v in header.items() if k != "kv_rotation"}, "rotated by Hadamard widths"),
         (b"[" * 100000 + b"]" * 100000, "JSON"), (b"\xff\xfe", "JSON"), (b"[1, 2]", "format"),
     ]
     for h, words in cases:

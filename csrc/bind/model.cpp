@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <utility>
 
 #include "common.h"
 #include "../model.h"
@@ -247,6 +248,9 @@ void bind_model(py::module_& m) {
            py::arg("slot"), py::arg("n_pos"), py::arg("data"))
       .def_property_readonly("n_seq", [](const PyModel& s) { return s.model->config().n_seq; })
       .def_property_readonly("kv_cache_bytes", [](const PyModel& s) { return s.model->kv_cache_bytes(); })
+      .def_property_readonly("kv_rotation", [](const PyModel& s) {
+        return std::make_pair(s.model->k_rotation(), s.model->v_rotation());
+      }, "(K, V) widths of the Hadamard rotation the cache holds its rows in (0: none; hadamard.h).")
       .def_property_readonly("repacked_bytes", [](const PyModel& s) { return s.model->repacked_bytes(); })
       .def_property_readonly("n_threads", [](const PyModel& s) { return s.model->n_threads(); })
       .def_property_readonly("n_ctx", [](const PyModel& s) { return s.model->config().n_ctx; });

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common.h"
+#include "../hadamard.h"
 #include "../kernels.h"
 #include "../ops.h"
 #include "../threadpool.h"
@@ -212,6 +213,24 @@ void bind_ops(py::module_& m) {
     }
     return y;
   }, py::arg("x"), "x rounded to float16 (round to nearest even), as a numpy float16 array.");
+
+  m.def("hadamard", [](f32_array x, std::shared_ptr<ThreadPool> pool) {
+    int64_t rows, n;
+    rows_of(x, "hadamard", &rows, &n);
+    require(n >= 4 && (n & (n - 1)) == 0, "hadamard: the last axis must be a power of two >= 4");
+    f32_array y(shape_of(x));
+    float* yp = y.mutable_data();
+    std::copy(x.data(), x.data() + x.size(), yp);
+    {
+      py::gil_scoped_release nogil;
+      if (pool) hadamard_chunks(*pool, yp, rows, (int)n);
+      else hadamard_chunks(yp, rows, (int)n);
+    }
+    return y;
+  }, py::arg("x"), py::arg("pool") = nullptr,
+     "Each row of x (..., n), n a power of two, times the orthonormal Walsh-Hadamard matrix (a new array).");
+  m.def("kv_rotation", &kv_rotation, py::arg("type"), py::arg("head_dim"), py::arg("v"),
+        "Width of the Hadamard rotation of a K (v false) or V cache of the GGML type with head_dim (0: none).");
 }
 
 }  // namespace qc
