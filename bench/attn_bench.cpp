@@ -6,9 +6,12 @@
 //   types by name: F32 F16 Q8_0 Q4_0; n_tok > 1 (prefill): the attention of the last n_tok
 //   positions up to DEPTH (a long prompt's last chunk), the times then of all n_tok. Prints one line:
 //   isa k v depth threads us_per_token us_per_layer bytes_per_token GB/s cpu_us_per_token read_GB/s
+//   GFLOP/s fma_GFLOP/s
 // (the fastest of the repetitions; cpu_us_per_token: the process CPU time, all threads, per token:
 // on a shared machine the wall time of a run includes time the threads waited for a core;
-// read_GB/s: one thread summing the caches' 64-bit words.)
+// read_GB/s: one thread summing the caches' 64-bit words; GFLOP/s: the attention's 4 flops per
+// query head, key and element (score and value FMAs) over the wall time; fma_GFLOP/s: one
+// thread's float FMA rate (the compute roof per core; x86 only, else 0).)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -23,6 +26,40 @@
 #include "threadpool.h"
 
 using namespace qc;
+
+#if defined(__x86_64__)
+// One thread's float FMA rate in GFLOP/s: 12 independent chains (enough to cover the FMA latency
+// on both pipes) of W-lane vectors, 2 flops per lane; inlined into callers built for that width.
+template <typename V, int W>
+__attribute__((always_inline)) inline double fma_rate() {
+  constexpr int kChains = 12;
+  constexpr long kIters = 20000000;
+  V a[kChains], b, c;
+  for (int l = 0; l < W; ++l) b[l] = 0.999999f, c[l] = 1e-7f;
+  for (int i = 0; i < kChains; ++i)
+    for (int l = 0; l < W; ++l) a[i][l] = 1.0f + i;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long it = 0; it < kIters; ++it) _Pragma("GCC unroll 16") for (int i = 0; i < kChains; ++i) a[i] = a[i] * b + c;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float sink = 0;
+  for (int i = 0; i < kChains; ++i) sink = sink + a[i][0];
+  return 2.0 * W * kChains * kIters / s / 1e9;
+}
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+__attribute__((target("avx512f,fma"))) static double fma_rate_512() { return fma_rate<f32x16, 16>(); }
+__attribute__((target("avx2,fma"))) static double fma_rate_256() { return fma_rate<f32x8, 8>(); }
+#endif
+
+// The FMA rate of the kernel path's vector width (avx512* paths: zmm; avx2, avxvnni*: ymm).
+static double fma_gflops(const std::string& isa) {
+#if defined(__x86_64__)
+  if (isa.rfind("avx512", 0) == 0) return fma_rate_512();
+  if (isa.rfind("avx", 0) == 0) return fma_rate_256();
+#endif
+  (void)isa;
+  return 0.0;
+}
 
 static int32_t type_of(const std::string& s) {
   for (int32_t t : {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0})
@@ -94,7 +131,10 @@ int main(int argc, char** argv) {
   std::sort(cpu.begin(), cpu.end());
   const double t = times[0];  // the fastest: the machine may be shared
   const double bytes = (double)n_layer * rows * (kb + vb);
-  std::printf("%s %s %s %lld %d %.1f %.2f %.0f %.2f %.1f %.2f\n", K.isa, argv[3], argv[4], (long long)depth, n_threads,
-              t * 1e6, t * 1e6 / n_layer, bytes, bytes / t / 1e9, cpu[0] * 1e6, (double)(k.size() + v.size()) / read_s / 1e9);
+  // score and value FMAs of the n_tok tokens, token t seeing depth - n_tok + t + 1 keys
+  const double flops = 4.0 * n_layer * n_head * head_dim * ((double)n_tok * depth - (double)n_tok * (n_tok - 1) / 2);
+  std::printf("%s %s %s %lld %d %.1f %.2f %.0f %.2f %.1f %.2f %.1f %.1f\n", K.isa, argv[3], argv[4], (long long)depth,
+              n_threads, t * 1e6, t * 1e6 / n_layer, bytes, bytes / t / 1e9, cpu[0] * 1e6,
+              (double)(k.size() + v.size()) / read_s / 1e9, flops / t / 1e9, fma_gflops(K.isa));
   return sink == 42 ? 1 : 0;  // the sum is used: the reading loop cannot be dropped
 }
