@@ -1,6 +1,7 @@
-// AVX-512 VNNI decode kernels over the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h), one
-// activation row in the Q8_0x4 layout (act_q8_0x4.h): the values of vec_dot_q4_0 / _q8_0 over
-// Q8_0 activations, up to the order of the float sums.
+// AVX-512 VNNI decode kernels over the repacked layouts Q4_0_R4, Q5_0_R4 and Q8_0_R4 (repack.h),
+// one activation row in the Q8_0x4 layout (act_q8_0x4.h): the values of vec_dot_q4_0 / _q5_0 /
+// _q8_0 over Q8_0 activations, up to the order of the float sums (Q5_0_R4: bit for bit those of
+// the stored layout's gemv_q5_0, gemv.cpp, whose arithmetic it repeats per 128 columns).
 //
 // Per tile (4 rows x 128 columns) and row: the row's bytes are already in the activation's order,
 // so a plain load feeds vpdpbusd (16 int32 lanes, 4 per block), with the offset of the unsigned
@@ -9,6 +10,8 @@
 // lanes by one permute. The tiles come in the order they are read: no software prefetch (the
 // hardware's sequential prefetch suffices; a prefetch 1 or 4 KB ahead measured no better).
 #include "simd512.h"
+
+#include <cstring>
 
 #include "../act_q8_0x4.h"
 #include "../repack.h"
@@ -40,6 +43,25 @@ struct Q4_0R4 {
   // the weights are q + 8: 8 * sum(a) per lane
   QC_VNNI static __m512i offset(const block_q8_0x4& a) {
     return _mm512_sub_epi32(_mm512_setzero_si512(), load512(a.sum8));
+  }
+};
+
+// Q5_0_R4: row r's 64 nibble bytes at tile + 64r as Q4_0_R4's, its lo and hi 5th-bit masks (one
+// bit per byte of ql, qh) at tile + 256 + 16r and 8 bytes further, the scales at + 320.
+struct Q5_0R4 {
+  static constexpr size_t kTile = 352, kScales = 320;
+  QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
+    const __m512i q = load512(tile + 64 * r);
+    uint64_t bits[2];
+    std::memcpy(bits, tile + 256 + 16 * r, 16);
+    const __m512i l = _mm512_and_si512(q, m4), h = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    ql = _mm512_mask_add_epi8(l, _cvtu64_mask64(bits[0]), l, fifth);
+    qh = _mm512_mask_add_epi8(h, _cvtu64_mask64(bits[1]), h, fifth);
+  }
+  // the weights are q + 16: 16 * sum(a) per lane = 2 * sum8
+  QC_VNNI static __m512i offset(const block_q8_0x4& a) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a.sum8), 1));
   }
 };
 
@@ -106,9 +128,12 @@ QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 
 }  // namespace
 
-// LayoutKernels::gemv and gemv_rows of Q4_0_R4 and Q8_0_R4 (the table: quants.cpp)
+// LayoutKernels::gemv and gemv_rows of Q4_0_R4, Q5_0_R4 and Q8_0_R4 (the table: quants.cpp)
 QC_VNNI void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+QC_VNNI void gemv_q5_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
@@ -116,6 +141,10 @@ QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, cons
 QC_VNNI void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
                                float* y, size_t y_stride) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
+}
+QC_VNNI void gemv_q5_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
+                               float* y, size_t y_stride) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
 }
 QC_VNNI void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
                                float* y, size_t y_stride) {
