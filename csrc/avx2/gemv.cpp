@@ -139,7 +139,7 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 // weights(): row r's values for blocks 2h, 2h + 1, unpacked once for every activation row; dot():
 // against one activation row's.
 struct Q4_0R4 {
-  static constexpr size_t kTile = 288, kScales = 256;
+  static constexpr size_t kTile = 288, kScales = 256, kPrefetch = 0;
   struct Values {
     __m256i ql, qh;
   };
@@ -158,7 +158,9 @@ struct Q4_0R4 {
 // the arithmetic of Q5_0G (bit for bit the stored layout's gemv). The values are q + 16: the
 // offset is 2 * sum8.
 struct Q5_0R4 {
-  static constexpr size_t kTile = 352, kScales = 320;
+  // kPrefetch: software prefetch this far ahead; in the model (not in a loop over matrices alone)
+  // the tiles waited for memory without it (bench/README.md, "Several sequences at once")
+  static constexpr size_t kTile = 352, kScales = 320, kPrefetch = 4096;
   struct Values {
     __m256i ql, qh;
   };
@@ -181,7 +183,7 @@ struct Q5_0R4 {
 // Q8_0_R4: row r's lo bytes of blocks 2h, 2h + 1 at tile + 128r + 32h, its hi bytes 64 further,
 // as q + 128; the scales at tile + 512.
 struct Q8_0R4 {
-  static constexpr size_t kTile = 544, kScales = 512;
+  static constexpr size_t kTile = 544, kScales = 512, kPrefetch = 0;
 #ifdef QC_DOT_VNNI
   // unsigned weights as stored: 128 * sum(a) per lane = 16 * sum8
   struct Values {
@@ -235,6 +237,8 @@ void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t a
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+    if (L::kPrefetch)
+      for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + L::kPrefetch + c, 0, 3);
     const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
     const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128(sc)), _mm256_cvtph_ps(_mm_loadu_si128(sc + 1))};
     const block_q8_0x4* a[A];
