@@ -129,17 +129,20 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   });
 }
 
-// ---- the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h) ----------------------------------
+// ---- the repacked layouts Q4_0_R4, Q5_0_R4 and Q8_0_R4 (repack.h) -------------------------
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile's
 // rows in order instead of four rows' blocks; the 16 scales of a tile are converted once, each
-// row's pair spread by one permute.
+// row's pair spread by one permute. The tiles are prefetched in software kTilePrefetch ahead: in
+// the model's decode steps they waited for memory without it, though not in a loop over the
+// matrices alone (bench/README.md, "Several sequences at once", "Repacked Q5_0").
+constexpr size_t kTilePrefetch = 4096;
 
 // Q4_0_R4: row r's nibble bytes of blocks 2h, 2h + 1 at tile + 64r + 32h (16 each, in block
 // order), the scales at tile + 256. The nibbles are q + 8: the offset is sum8.
 // weights(): row r's values for blocks 2h, 2h + 1, unpacked once for every activation row; dot():
 // against one activation row's.
 struct Q4_0R4 {
-  static constexpr size_t kTile = 288, kScales = 256, kPrefetch = 0;
+  static constexpr size_t kTile = 288, kScales = 256;
   struct Values {
     __m256i ql, qh;
   };
@@ -158,9 +161,7 @@ struct Q4_0R4 {
 // the arithmetic of Q5_0G (bit for bit the stored layout's gemv). The values are q + 16: the
 // offset is 2 * sum8.
 struct Q5_0R4 {
-  // kPrefetch: software prefetch this far ahead; in the model (not in a loop over matrices alone)
-  // the tiles waited for memory without it (bench/README.md, "Several sequences at once")
-  static constexpr size_t kTile = 352, kScales = 320, kPrefetch = 4096;
+  static constexpr size_t kTile = 352, kScales = 320;
   struct Values {
     __m256i ql, qh;
   };
@@ -183,7 +184,7 @@ struct Q5_0R4 {
 // Q8_0_R4: row r's lo bytes of blocks 2h, 2h + 1 at tile + 128r + 32h, its hi bytes 64 further,
 // as q + 128; the scales at tile + 512.
 struct Q8_0R4 {
-  static constexpr size_t kTile = 544, kScales = 512, kPrefetch = 0;
+  static constexpr size_t kTile = 544, kScales = 512;
 #ifdef QC_DOT_VNNI
   // unsigned weights as stored: 128 * sum(a) per lane = 16 * sum8
   struct Values {
@@ -237,8 +238,7 @@ void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t a
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    if (L::kPrefetch)
-      for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + L::kPrefetch + c, 0, 3);
+    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
     const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128(sc)), _mm256_cvtph_ps(_mm_loadu_si128(sc + 1))};
     const block_q8_0x4* a[A];

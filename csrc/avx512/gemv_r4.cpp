@@ -7,9 +7,8 @@
 // so a plain load feeds vpdpbusd (16 int32 lanes, 4 per block), with the offset of the unsigned
 // weights (Q4_0: nibbles q + 8, Q8_0: q + 128) taken off through the activation's sum8 in the
 // integer domain; the 16 scales of the tile are converted once and each row's 4 spread over its
-// lanes by one permute. The tiles come in the order they are read: no software prefetch for Q4_0_R4
-// and Q8_0_R4 (the hardware's sequential prefetch sufficed; a prefetch 1 or 4 KB ahead measured no
-// better), Q5_0_R4's 4 KB ahead (kPrefetch).
+// lanes by one permute. The tiles come in the order they are read, and are prefetched in software
+// 4 KB ahead all the same (kTilePrefetch).
 #include "simd512.h"
 
 #include <cstring>
@@ -20,6 +19,11 @@
 namespace qc {
 namespace avx512 {
 namespace {
+
+// Software prefetch this far ahead of the tile being read: in the model's decode steps the tiles
+// waited for memory without it, though not in a loop over the matrices alone (bench/README.md,
+// "Several sequences at once", "Repacked Q5_0").
+constexpr size_t kTilePrefetch = 4096;
 
 // Lane 4k + j of row r's scale vector is scale 4r + k of the tile.
 struct RowScaleIndex {
@@ -34,7 +38,7 @@ struct RowScaleIndex {
 
 // Q4_0_R4: row r's 64 nibble bytes at tile + 64r, the scales at tile + 256.
 struct Q4_0R4 {
-  static constexpr size_t kTile = 288, kScales = 256, kPrefetch = 0;
+  static constexpr size_t kTile = 288, kScales = 256;
   // row r's weights against the activation's lo and hi halves
   QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -50,9 +54,7 @@ struct Q4_0R4 {
 // Q5_0_R4: row r's 64 nibble bytes at tile + 64r as Q4_0_R4's, its lo and hi 5th-bit masks (one
 // bit per byte of ql, qh) at tile + 256 + 16r and 8 bytes further, the scales at + 320.
 struct Q5_0R4 {
-  // kPrefetch: software prefetch this far ahead; in the model (not in a loop over matrices alone)
-  // the tiles waited for memory without it (bench/README.md, "Several sequences at once")
-  static constexpr size_t kTile = 352, kScales = 320, kPrefetch = 4096;
+  static constexpr size_t kTile = 352, kScales = 320;
   QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
     const __m512i q = load512(tile + 64 * r);
@@ -70,7 +72,7 @@ struct Q5_0R4 {
 
 // Q8_0_R4: row r's 64 lo bytes at tile + 128r, its 64 hi bytes after them, the scales at + 512.
 struct Q8_0R4 {
-  static constexpr size_t kTile = 544, kScales = 512, kPrefetch = 0;
+  static constexpr size_t kTile = 544, kScales = 512;
   QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
     ql = load512(tile + 128 * r), qh = load512(tile + 128 * r + 64);
   }
@@ -91,8 +93,7 @@ QC_VNNI inline void quad_rows(const uint8_t* tile, int64_t n_tiles, const RowSca
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    if (L::kPrefetch)
-      for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + L::kPrefetch + c, 0, 3);
+    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     __m512i lo[A], hi[A], offset[A];
     __m512 da[A];
     for (int i = 0; i < A; ++i) {
