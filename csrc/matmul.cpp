@@ -133,7 +133,7 @@ static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows,
 }
 
 // Activation rows in the streaming pass of rows_first_then_rest over a repacked layout with a
-// gemv_rows; 0: gemv_rows over all rows at once (the Q4_0 and Q8_0 layouts, for which that
+// gemv_rows; 0: gemv_rows over all rows at once (the Q4_0, Q5_0 and Q8_0 layouts, for which that
 // measured fastest).
 static int64_t layout_first_rows(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 2 : 0; }
 

@@ -14,6 +14,7 @@ int32_t repack_layout_of(int32_t wtype) {
     case GGML_Q4_0: return QC_LAYOUT_Q4_0_R4;
     case GGML_Q8_0: return QC_LAYOUT_Q8_0_R4;
     case GGML_Q4_K: return QC_LAYOUT_Q4_K_R4;
+    case GGML_Q5_0: return QC_LAYOUT_Q5_0_R4;
     default: return QC_LAYOUT_STORED;
   }
 }
@@ -23,6 +24,7 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q4_0_R4: return GGML_Q4_0;
     case QC_LAYOUT_Q8_0_R4: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
+    case QC_LAYOUT_Q5_0_R4: return GGML_Q5_0;
     default: return -1;
   }
 }
@@ -81,6 +83,30 @@ void tile_q8_0(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
 }
 
 template <bool to_tile>
+void tile_q5_0(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* scales = reinterpret_cast<half_t*>(tile + 320);
+  for (int r = 0; r < 4; ++r) {
+    for (int k = 0; k < 4; ++k) {
+      block_q5_0& b = rows[r * row_blocks + k];
+      uint8_t* q = tile + 64 * r + 16 * k;
+      uint8_t* lo = tile + 256 + 16 * r + 2 * k;  // qh bits 0..15
+      uint8_t* hi = lo + 8;                       // bits 16..31
+      if (to_tile) {
+        std::memcpy(q, b.qs, 16);
+        std::memcpy(lo, b.qh, 2);
+        std::memcpy(hi, b.qh + 2, 2);
+        std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
+      } else {
+        std::memcpy(b.qs, q, 16);
+        std::memcpy(b.qh, lo, 2);
+        std::memcpy(b.qh + 2, hi, 2);
+        std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
+      }
+    }
+  }
+}
+
+template <bool to_tile>
 void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
   constexpr size_t kHeader = offsetof(block_q4_K, qs);  // d, dmin, scales: 16 bytes
   static_assert(kHeader == 16 && sizeof(block_q4_K) == kHeader + 128, "block_q4_K layout");
@@ -118,6 +144,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q8_0_R4:
       convert<block_q8_0, 4, 32, tile_q8_0<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q5_0_R4:
+      convert<block_q5_0, 4, 32, tile_q5_0<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
       convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);

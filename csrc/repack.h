@@ -19,7 +19,12 @@
 //   128r + 64 + 16k + j = its qs[16 + j] + 128, then the 16 scales as above. Unsigned so that the
 //   byte dot product (unsigned x signed) takes the weights as they are; the kernel subtracts
 //   128 * sum(a) once per tile.
-// Both pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
+// Q5_0_R4 tile, 352 bytes: the Q4_0_R4 nibbles (bytes 64r + 16k + j = row r's block k qs[j]), then
+//   row r's 5th bits: the 16-bit word at 256 + 16r + 2k = bits 0..15 of its block k qh (elements
+//   0..15), the word at 256 + 16r + 8 + 2k = bits 16..31, then the 16 scales at 320 as above. So
+//   each row's 8 bytes at 256 + 16r are the byte mask of its values 16k + j (the activation's lo
+//   halves), the 8 after them that of the hi halves: one load each (csrc/avx512/gemv_r4.cpp).
+// All three pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
 //   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
@@ -36,6 +41,7 @@ enum : int32_t {
   QC_LAYOUT_Q4_0_R4,
   QC_LAYOUT_Q8_0_R4,
   QC_LAYOUT_Q4_K_R4,
+  QC_LAYOUT_Q5_0_R4,
   QC_LAYOUT_COUNT,
 };
 

@@ -138,7 +138,7 @@ class Engine:
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
-        faster in a repacked layout (csrc/repack.h: Q4_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
+        faster in a repacked layout (csrc/repack.h: Q4_0, Q5_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
         and Q8_0 on NEON) are copied into it by the first decode step (prefill reads them as
         stored), and their pages in the file mapping released.
 

@@ -46,7 +46,7 @@ def test_the_tables_choices(isa):
     if isa == "avx512" and "avx512vnni" in _kernels.cpu_features().split():
         for t in ("Q4_K", "Q5_K", "Q6_K"):
             assert rows[t]["gemm"][0].startswith("avx512_ymm::gemm_kx8<"), t
-        for t in ("Q4_0", "Q8_0"):
+        for t in ("Q4_0", "Q5_0", "Q8_0"):
             assert rows[t]["gemm"] == (f"avx512::gemm_{t.lower()}", "Q8_X8")
             assert rows[t]["layout"] == f"{t}_R4"
 

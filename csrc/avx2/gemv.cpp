@@ -1,5 +1,5 @@
-// AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4
-// and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
+// AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4,
+// Q5_0_R4 and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
 // (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations.
 //
 // Per pair of weight blocks (64 weights): their 32 nibble bytes in one register; masking and
@@ -129,10 +129,13 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   });
 }
 
-// ---- the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h) ----------------------------------
+// ---- the repacked layouts Q4_0_R4, Q5_0_R4 and Q8_0_R4 (repack.h) -------------------------
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile's
 // rows in order instead of four rows' blocks; the 16 scales of a tile are converted once, each
-// row's pair spread by one permute.
+// row's pair spread by one permute. The tiles are prefetched in software kTilePrefetch ahead: in
+// the model's decode steps they waited for memory without it, though not in a loop over the
+// matrices alone (bench/README.md, "Several sequences at once", "Repacked Q5_0").
+constexpr size_t kTilePrefetch = 4096;
 
 // Q4_0_R4: row r's nibble bytes of blocks 2h, 2h + 1 at tile + 64r + 32h (16 each, in block
 // order), the scales at tile + 256. The nibbles are q + 8: the offset is sum8.
@@ -150,6 +153,31 @@ struct Q4_0R4 {
   }
   static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i sum8) {
     return dot_2(v.ql, v.qh, lo, hi, _mm256_sub_epi32(_mm256_setzero_si256(), sum8));
+  }
+};
+
+// Q5_0_R4: Q4_0_R4's nibbles, row r's 5th bits of blocks 2h, 2h + 1 at tile + 256 + 16r + 4h
+// (elements 0..15 of each) and 8 bytes further (16..31), the scales at tile + 320: the values and
+// the arithmetic of Q5_0G (bit for bit the stored layout's gemv). The values are q + 16: the
+// offset is 2 * sum8.
+struct Q5_0R4 {
+  static constexpr size_t kTile = 352, kScales = 320;
+  struct Values {
+    __m256i ql, qh;
+  };
+  static inline Values weights(const uint8_t* tile, int r, int h) {
+    const __m256i fifth = _mm256_set1_epi8(0x10);
+    uint32_t lo_bits, hi_bits;
+    std::memcpy(&lo_bits, tile + 256 + 16 * r + 4 * h, 4);
+    std::memcpy(&hi_bits, tile + 256 + 16 * r + 8 + 4 * h, 4);
+    Values v;
+    unpack_nibbles_2(load(tile + 64 * r + 32 * h), &v.ql, &v.qh);
+    v.ql = _mm256_or_si256(v.ql, _mm256_and_si256(bits_to_bytes_32(lo_bits), fifth));
+    v.qh = _mm256_or_si256(v.qh, _mm256_and_si256(bits_to_bytes_32(hi_bits), fifth));
+    return v;
+  }
+  static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i sum8) {
+    return dot_2(v.ql, v.qh, lo, hi, _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum8, 1)));
   }
 };
 
@@ -210,6 +238,7 @@ void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t a
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
     const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128(sc)), _mm256_cvtph_ps(_mm_loadu_si128(sc + 1))};
     const block_q8_0x4* a[A];
@@ -237,7 +266,7 @@ void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void*
                   size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  const int64_t n_tiles = n / 128;  // repack_cols of both layouts
+  const int64_t n_tiles = n / 128;  // repack_cols of these layouts
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* tile = w + (size_t)quad * 4 * wrb;
     int i = 0;
@@ -249,7 +278,7 @@ void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void*
 }  // namespace
 
 // The decode kernels (gemv_fn, kernels.h) of Q4_0 and Q5_0, and the LayoutKernels::gemv of the
-// repacked Q4_0_R4 / Q8_0_R4 (n_rows a multiple of 4)
+// repacked Q4_0_R4 / Q5_0_R4 / Q8_0_R4 (n_rows a multiple of 4)
 void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv<Q4_0G>(n, w, wrb, n_rows, a, y);
 }
@@ -258,6 +287,9 @@ void gemv_q5_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, 
 }
 void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q5_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
@@ -275,6 +307,10 @@ void gemv_q5_0_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
 void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                        size_t ys) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                       size_t ys) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                        size_t ys) {

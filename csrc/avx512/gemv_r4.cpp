@@ -1,14 +1,17 @@
-// AVX-512 VNNI decode kernels over the repacked layouts Q4_0_R4 and Q8_0_R4 (repack.h), one
-// activation row in the Q8_0x4 layout (act_q8_0x4.h): the values of vec_dot_q4_0 / _q8_0 over
-// Q8_0 activations, up to the order of the float sums.
+// AVX-512 VNNI decode kernels over the repacked layouts Q4_0_R4, Q5_0_R4 and Q8_0_R4 (repack.h),
+// one activation row in the Q8_0x4 layout (act_q8_0x4.h): the values of vec_dot_q4_0 / _q5_0 /
+// _q8_0 over Q8_0 activations, up to the order of the float sums (Q5_0_R4: bit for bit those of
+// the stored layout's gemv_q5_0, gemv.cpp, whose arithmetic it repeats per 128 columns).
 //
 // Per tile (4 rows x 128 columns) and row: the row's bytes are already in the activation's order,
 // so a plain load feeds vpdpbusd (16 int32 lanes, 4 per block), with the offset of the unsigned
 // weights (Q4_0: nibbles q + 8, Q8_0: q + 128) taken off through the activation's sum8 in the
 // integer domain; the 16 scales of the tile are converted once and each row's 4 spread over its
-// lanes by one permute. The tiles come in the order they are read: no software prefetch (the
-// hardware's sequential prefetch suffices; a prefetch 1 or 4 KB ahead measured no better).
+// lanes by one permute. The tiles come in the order they are read, and are prefetched in software
+// 4 KB ahead all the same (kTilePrefetch).
 #include "simd512.h"
+
+#include <cstring>
 
 #include "../act_q8_0x4.h"
 #include "../repack.h"
@@ -16,6 +19,11 @@
 namespace qc {
 namespace avx512 {
 namespace {
+
+// Software prefetch this far ahead of the tile being read: in the model's decode steps the tiles
+// waited for memory without it, though not in a loop over the matrices alone (bench/README.md,
+// "Several sequences at once", "Repacked Q5_0").
+constexpr size_t kTilePrefetch = 4096;
 
 // Lane 4k + j of row r's scale vector is scale 4r + k of the tile.
 struct RowScaleIndex {
@@ -43,6 +51,25 @@ struct Q4_0R4 {
   }
 };
 
+// Q5_0_R4: row r's 64 nibble bytes at tile + 64r as Q4_0_R4's, its lo and hi 5th-bit masks (one
+// bit per byte of ql, qh) at tile + 256 + 16r and 8 bytes further, the scales at + 320.
+struct Q5_0R4 {
+  static constexpr size_t kTile = 352, kScales = 320;
+  QC_VNNI static void weights(const uint8_t* tile, int r, __m512i& ql, __m512i& qh) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), fifth = _mm512_set1_epi8(0x10);
+    const __m512i q = load512(tile + 64 * r);
+    uint64_t bits[2];
+    std::memcpy(bits, tile + 256 + 16 * r, 16);
+    const __m512i l = _mm512_and_si512(q, m4), h = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    ql = _mm512_mask_add_epi8(l, _cvtu64_mask64(bits[0]), l, fifth);
+    qh = _mm512_mask_add_epi8(h, _cvtu64_mask64(bits[1]), h, fifth);
+  }
+  // the weights are q + 16: 16 * sum(a) per lane = 2 * sum8
+  QC_VNNI static __m512i offset(const block_q8_0x4& a) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(load512(a.sum8), 1));
+  }
+};
+
 // Q8_0_R4: row r's 64 lo bytes at tile + 128r, its 64 hi bytes after them, the scales at + 512.
 struct Q8_0R4 {
   static constexpr size_t kTile = 544, kScales = 512;
@@ -66,6 +93,7 @@ QC_VNNI inline void quad_rows(const uint8_t* tile, int64_t n_tiles, const RowSca
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     __m512i lo[A], hi[A], offset[A];
     __m512 da[A];
     for (int i = 0; i < A; ++i) {
@@ -106,9 +134,12 @@ QC_VNNI void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 
 }  // namespace
 
-// LayoutKernels::gemv and gemv_rows of Q4_0_R4 and Q8_0_R4 (the table: quants.cpp)
+// LayoutKernels::gemv and gemv_rows of Q4_0_R4, Q5_0_R4 and Q8_0_R4 (the table: quants.cpp)
 QC_VNNI void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+QC_VNNI void gemv_q5_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
@@ -116,6 +147,10 @@ QC_VNNI void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, cons
 QC_VNNI void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
                                float* y, size_t y_stride) {
   gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
+}
+QC_VNNI void gemv_q5_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
+                               float* y, size_t y_stride) {
+  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, y_stride);
 }
 QC_VNNI void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,
                                float* y, size_t y_stride) {

@@ -363,16 +363,19 @@ void test_repack(Report& R) {
         repack_rows(layout, w.data(), n_rows, n, packed.data());
         unrepack_rows(layout, packed.data(), n_rows, n, back.data());
         R.check(back == w, "repack", fmt("%s %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, n_rows, (long long)n));
-        // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q8_0) or the super-block (Q4_K)
+        // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K)
         if (n_rows < 8) continue;
         const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
         const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
-        const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0;
+        const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
         const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
-        const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : 256) + 2 * (4 * 1 + 2);
+        const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
         const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : t[64 * 1 + 16 * 2];
-        const uint8_t first = k4 ? b[16] : b[2];  // the first byte of qs
-        R.check(d[0] == b[0] && d[1] == b[1] && v == first, "repack",
+        const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
+        // Q5_0: its qh bytes 0, 1 (elements 0..15) and 2, 3 (16..31) in row 1's lo and hi masks
+        const uint8_t* qh = t + 256 + 16 * 1 + 2 * 2;
+        const bool qh_ok = !q5 || (qh[0] == b[2] && qh[1] == b[3] && qh[8] == b[4] && qh[9] == b[5]);
+        R.check(d[0] == b[0] && d[1] == b[1] && v == first && qh_ok, "repack",
                 fmt("%s: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name));
       }
     bool threw = false;
@@ -409,6 +412,14 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
           lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
           check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s n=%lld rows=%d fill=%d",
                                                           type_info(wt.type).name, (long long)n, n_rows, fill));
+          // Q5_0_R4 repeats the stored gemv's arithmetic: a matrix decodes to the same bits repacked or not
+          const WeightKernels& wk = K.weight[wt.type];
+          if (wt.type == GGML_Q5_0 && wk.gemv && wk.gemv_act == lk.gemv_act) {
+            std::vector<float> ys(y.size(), -7.0f);
+            wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
+            R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
+                    fmt("layout gemv Q5_0 n=%lld rows=%d fill=%d: not bit for bit the stored gemv", (long long)n, n_rows, fill));
+          }
         }
   }
 }
