@@ -1,0 +1,191 @@
+// The AVX-512 attention over float K and V rows (f32 or f16 caches): one fused pass per tile of
+// 16 keys instead of attn_groups.h's block loop. Per group of up to 8 query heads: the scores
+// of the tile as 16 G floats, key-major (G = the group's queries rounded up to a power of two),
+// from 16 dot-product accumulators summed together by one shuffle tree (no scalar writeback);
+// the online-softmax step vectorised over the group's queries; the values' weighted sum folded
+// into the running acc (rescaled as it is loaded). Every (query, key) score takes the same
+// instructions whatever the group, the key's place in a tile or the caller's split (parts start
+// at multiples of kAttnBlock, a multiple of the tile), so batched and verifying passes reproduce
+// plain decode. Included by ops.cpp inside its namespace (exp_ps, chunk_mask, load16 from there).
+#pragma once
+
+constexpr int kTile = 16;  // keys per tile: one vector of scores per 16 / G keys
+
+// Query lanes of a group of NQ queries: the power of two >= NQ (a tile's scores are 16 G floats).
+template <int NQ>
+constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
+
+// The lane sums of a[0 .. 15] in one vector: lane 4 r + c holds a[4 c + r]'s; every sum in the
+// same order (lanes l + 8, then + 4, + 2, + 1), whichever accumulator it is.
+static inline __m512 reduce16(const __m512* a) {
+  __m512 b[8], c[4], d[2];
+  QC_UNROLL for (int i = 0; i < 8; ++i)  // b[i]: a[2i] lanes 0-7 + 8-15, a[2i+1] likewise
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  QC_UNROLL for (int i = 0; i < 4; ++i)  // c[i] quarter r: a[4i + r]'s 4 partial sums
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
+  QC_UNROLL for (int i = 0; i < 2; ++i)  // d[i] quarter r: 2 of a[8i + r], 2 of a[8i + 4 + r]
+    d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+}
+
+// Every lane = op over the lanes of x with the same index mod G (G a power of two <= 16), the
+// same order for each (partners at lane distance 8, 4, 2, 1 down to G).
+template <int G, typename Op>
+static inline __m512 fold_lanes(__m512 x, Op op) {
+  if constexpr (G <= 8) x = op(x, _mm512_shuffle_f32x4(x, x, 0x4E));
+  if constexpr (G <= 4) x = op(x, _mm512_shuffle_f32x4(x, x, 0xB1));
+  if constexpr (G <= 2) x = op(x, _mm512_permute_ps(x, 0x4E));
+  if constexpr (G <= 1) x = op(x, _mm512_permute_ps(x, 0xB1));
+  return x;
+}
+
+// s (16 G) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
+// the tile's rows k (head_dim elements apart); keys nk.. (past the part's end, not read) -inf.
+template <int NQ, bool F16>
+static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale) {
+  constexpr int G = group_width<NQ>, KB = kTile / G;
+  for (int i = 0; i < kTile; i += KB) {
+    if (i >= nk) {
+      _mm512_storeu_ps(s + i * G, _mm512_set1_ps(-INFINITY));
+      continue;
+    }
+    int64_t row[KB];
+    QC_UNROLL for (int b = 0; b < KB; ++b) row[b] = (int64_t)(i + b < nk ? i + b : i) * head_dim;
+    __m512 acc[16];
+    QC_UNROLL for (int a = 0; a < 16; ++a) acc[a] = _mm512_setzero_ps();
+    for (int d = 0; d < head_dim; d += 16) {
+      const __mmask16 m = chunk_mask(head_dim, d);
+      __m512 kv[KB];
+      QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = load16<F16>(k, row[b] + d, m);
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m512 qv = _mm512_maskz_loadu_ps(m, q + j * head_dim + d);
+        QC_UNROLL for (int b = 0; b < KB; ++b) {
+          const int L = b * G + j;  // the score's lane, then the accumulator reduce16 puts there
+          acc[4 * (L % 4) + L / 4] = _mm512_fmadd_ps(qv, kv[b], acc[4 * (L % 4) + L / 4]);
+        }
+      }
+    }
+    const __m512 x = _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(scale));
+    const int valid = nk - i >= KB ? 16 : (nk - i) * G;
+    _mm512_storeu_ps(s + i * G, _mm512_mask_blend_ps((__mmask16)((1u << valid) - 1), _mm512_set1_ps(-INFINITY), x));
+  }
+}
+
+// The online-softmax step of a tile for NQ queries: s (16 G) scores -> exp(score - new max);
+// m, l (NQ) updated; c (G) = exp(old max - new max), the rescale of the old acc.
+template <int NQ>
+static inline void tile_softmax(float* s, float* m, float* l, float* c) {
+  constexpr int G = group_width<NQ>;
+  const __mmask16 live = (__mmask16)((1u << NQ) - 1);
+  // lane i G + j -> query j's m or l (the group's lanes past NQ 0)
+  const __m512i by_query = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(G - 1));
+  __m512 x[G];
+  QC_UNROLL for (int g = 0; g < G; ++g) x[g] = _mm512_loadu_ps(s + 16 * g);
+  __m512 mx = x[0];
+  QC_UNROLL for (int g = 1; g < G; ++g) mx = _mm512_max_ps(mx, x[g]);
+  mx = fold_lanes<G>(mx, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
+  const __m512 m_old = _mm512_permutexvar_ps(by_query, _mm512_maskz_loadu_ps(live, m));
+  const __m512 m_new = _mm512_max_ps(m_old, mx);
+  const __m512 cv = exp_ps(_mm512_sub_ps(m_old, m_new));  // 0 before the first key (m = -inf)
+  __m512 sum = _mm512_setzero_ps();
+  QC_UNROLL for (int g = 0; g < G; ++g) {
+    const __m512 p = exp_ps(_mm512_sub_ps(x[g], m_new));
+    _mm512_storeu_ps(s + 16 * g, p);
+    sum = _mm512_add_ps(sum, p);
+  }
+  sum = fold_lanes<G>(sum, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); });
+  const __m512 l_old = _mm512_permutexvar_ps(by_query, _mm512_maskz_loadu_ps(live, l));
+  _mm512_mask_storeu_ps(l, live, _mm512_add_ps(_mm512_mul_ps(l_old, cv), sum));
+  _mm512_mask_storeu_ps(m, live, m_new);
+  _mm512_mask_storeu_ps(c, live, cv);
+}
+
+// acc (NQ, head_dim) columns [d, d + 16 CW) = acc * c_j + sum_i p[i G + j] v_i over the tile's
+// nk rows v (head_dim elements apart): NQ * CW accumulators.
+template <int NQ, int CW, bool F16>
+static inline void tile_values_cols(float* acc, const float* p, const float* c, int nk, const void* v, int head_dim, int d) {
+  constexpr int G = group_width<NQ>;
+  __mmask16 m[CW];
+  QC_UNROLL for (int cc = 0; cc < CW; ++cc) m[cc] = chunk_mask(head_dim, d + 16 * cc);
+  __m512 a[NQ * CW];
+  QC_UNROLL for (int j = 0; j < NQ; ++j) {
+    const __m512 cj = _mm512_set1_ps(c[j]);
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc)
+      a[j * CW + cc] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[cc], acc + j * head_dim + d + 16 * cc), cj);
+  }
+  for (int i = 0; i < nk; ++i) {
+    __m512 vv[CW];
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc) vv[cc] = load16<F16>(v, (int64_t)i * head_dim + d + 16 * cc, m[cc]);
+    QC_UNROLL for (int j = 0; j < NQ; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[i * G + j]);
+      QC_UNROLL for (int cc = 0; cc < CW; ++cc) a[j * CW + cc] = _mm512_fmadd_ps(pj, vv[cc], a[j * CW + cc]);
+    }
+  }
+  QC_UNROLL for (int j = 0; j < NQ; ++j)
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc) _mm512_mask_storeu_ps(acc + j * head_dim + d + 16 * cc, m[cc], a[j * CW + cc]);
+}
+
+// Tiles [t0, t1) (keys t0 * 16 ..) of a part of n_keys keys for the NQ (<= 8) queries q, their
+// state m, l (NQ), acc (NQ, head_dim); s (16 * 8) and c (8) scratch. With pf, the rows kPrefetch
+// keys ahead are asked for meanwhile (the hardware's own prefetch does not keep up here).
+constexpr int kPrefetch = 32;
+template <int NQ, bool KF16, bool VF16>
+static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
+                       int64_t n_keys, int64_t t0, int64_t t1, bool pf, int head_dim, float scale, float* m, float* l,
+                       float* acc, float* s, float* c) {
+  constexpr int CW = NQ > 4 ? 2 : 4;  // value columns per pass: NQ * CW <= 16 accumulators
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t i0 = t * kTile;
+    const int nk = n_keys - i0 < kTile ? (int)(n_keys - i0) : kTile;
+    if (pf && i0 + kPrefetch < n_keys) {
+      const int64_t np = n_keys - i0 - kPrefetch < kTile ? n_keys - i0 - kPrefetch : kTile;
+      prefetch_bytes(k + (i0 + kPrefetch) * k_row_bytes, np * k_row_bytes);
+      prefetch_bytes(v + (i0 + kPrefetch) * v_row_bytes, np * v_row_bytes);
+    }
+    tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale);
+    tile_softmax<NQ>(s, m, l, c);
+    const uint8_t* vt = v + i0 * v_row_bytes;
+    int d = 0;
+    for (; d + 16 * CW <= head_dim; d += 16 * CW) tile_values_cols<NQ, CW, VF16>(acc, s, c, nk, vt, head_dim, d);
+    for (; d < head_dim; d += 16) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d);
+  }
+}
+
+template <bool KF16, bool VF16>
+struct TileFns {
+  typedef void (*fn)(const float*, const uint8_t*, size_t, const uint8_t*, size_t, int64_t, int64_t, int64_t, bool, int,
+                     float, float*, float*, float*, float*, float*);
+  static constexpr fn tiles[9] = {nullptr,
+                                  attn_tiles<1, KF16, VF16>,
+                                  attn_tiles<2, KF16, VF16>,
+                                  attn_tiles<3, KF16, VF16>,
+                                  attn_tiles<4, KF16, VF16>,
+                                  attn_tiles<5, KF16, VF16>,
+                                  attn_tiles<6, KF16, VF16>,
+                                  attn_tiles<7, KF16, VF16>,
+                                  attn_tiles<8, KF16, VF16>};
+};
+
+// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all tiles in one call;
+// more in groups of 8 per tile (the tile's rows in L1 for the later groups).
+template <int32_t KT, int32_t VT>
+void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  typedef TileFns<KT == GGML_F16, VT == GGML_F16> F;
+  float* s = scratch;        // (16, 8) one tile's scores, then probabilities
+  float* c = s + kTile * 8;  // (8) rescale of the old state
+  const uint8_t* kb = static_cast<const uint8_t*>(k);
+  const uint8_t* vb = static_cast<const uint8_t*>(v);
+  const int64_t n_tiles = (n_keys + kTile - 1) / kTile;
+  if (n_q <= 8) {
+    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_tiles, true, head_dim, scale, m, l, acc, s, c);
+    return;
+  }
+  for (int64_t t = 0; t < n_tiles; ++t)
+    for (int j0 = 0; j0 < n_q; j0 += 8) {
+      const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
+      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, t, t + 1, j0 == 0, head_dim,
+                   scale, m + j0, l + j0, acc + (int64_t)j0 * head_dim, s, c);
+    }
+}
