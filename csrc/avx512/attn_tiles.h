@@ -15,17 +15,32 @@ constexpr int kTile = 16;  // keys per tile: one vector of scores per 16 / G key
 template <int NQ>
 constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
 
-// The lane sums of a[0 .. 15] in one vector: lane 4 r + c holds a[4 c + r]'s; every sum in the
-// same order (lanes l + 8, then + 4, + 2, + 1), whichever accumulator it is.
+// x with lanes l and l ^ S exchanged (S = 8, 4, 2, 1).
+template <int S>
+static inline __m512 swap_lanes(__m512 x) {
+  if constexpr (S == 8) return _mm512_shuffle_f32x4(x, x, 0x4E);
+  if constexpr (S == 4) return _mm512_shuffle_f32x4(x, x, 0xB1);
+  if constexpr (S == 2) return _mm512_permute_ps(x, 0x4E);
+  return _mm512_permute_ps(x, 0xB1);
+}
+
+// Lanes l without bit S: x_l + x_(l^S); with it: y_l + y_(l^S) (one shuffle; the blends are cheap).
+template <int S>
+static inline __m512 pair_sums(__m512 x, __m512 y) {
+  constexpr __mmask16 hi = S == 8 ? 0xFF00 : S == 4 ? 0xF0F0 : S == 2 ? 0xCCCC : 0xAAAA;
+  return _mm512_add_ps(_mm512_mask_blend_ps(hi, x, y), swap_lanes<S>(_mm512_mask_blend_ps(hi, y, x)));
+}
+
+// The lane sums of a[0 .. 15] in one vector: lane l holds a[rev4(l)]'s (rev4: l's 4 bits
+// reversed); every sum in the same order (lanes l ^ 8 added, then ^ 4, ^ 2, ^ 1), whichever
+// accumulator it is.
+constexpr int rev4(int l) { return (l & 1) << 3 | (l & 2) << 1 | (l & 4) >> 1 | (l & 8) >> 3; }
 static inline __m512 reduce16(const __m512* a) {
   __m512 b[8], c[4], d[2];
-  QC_UNROLL for (int i = 0; i < 8; ++i)  // b[i]: a[2i] lanes 0-7 + 8-15, a[2i+1] likewise
-    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
-  QC_UNROLL for (int i = 0; i < 4; ++i)  // c[i] quarter r: a[4i + r]'s 4 partial sums
-    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
-  QC_UNROLL for (int i = 0; i < 2; ++i)  // d[i] quarter r: 2 of a[8i + r], 2 of a[8i + 4 + r]
-    d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
-  return _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+  QC_UNROLL for (int i = 0; i < 8; ++i) b[i] = pair_sums<8>(a[2 * i], a[2 * i + 1]);
+  QC_UNROLL for (int i = 0; i < 4; ++i) c[i] = pair_sums<4>(b[2 * i], b[2 * i + 1]);
+  QC_UNROLL for (int i = 0; i < 2; ++i) d[i] = pair_sums<2>(c[2 * i], c[2 * i + 1]);
+  return pair_sums<1>(d[0], d[1]);
 }
 
 // Every lane = op over the lanes of x with the same index mod G (G a power of two <= 16), the
@@ -61,7 +76,7 @@ static inline void tile_scores(float* s, int nk, const float* q, const void* k, 
         const __m512 qv = _mm512_maskz_loadu_ps(m, q + j * head_dim + d);
         QC_UNROLL for (int b = 0; b < KB; ++b) {
           const int L = b * G + j;  // the score's lane, then the accumulator reduce16 puts there
-          acc[4 * (L % 4) + L / 4] = _mm512_fmadd_ps(qv, kv[b], acc[4 * (L % 4) + L / 4]);
+          acc[rev4(L)] = _mm512_fmadd_ps(qv, kv[b], acc[rev4(L)]);
         }
       }
     }
@@ -102,18 +117,15 @@ static inline void tile_softmax(float* s, float* m, float* l, float* c) {
 }
 
 // acc (NQ, head_dim) columns [d, d + 16 CW) = acc * c_j + sum_i p[i G + j] v_i over the tile's
-// nk rows v (head_dim elements apart): NQ * CW accumulators.
+// nk rows v (head_dim elements apart): NQ * CW accumulators from zero, added to the rescaled acc
+// at the end (a tile's sum first, so long contexts do not add every key to the large running sum).
 template <int NQ, int CW, bool F16>
 static inline void tile_values_cols(float* acc, const float* p, const float* c, int nk, const void* v, int head_dim, int d) {
   constexpr int G = group_width<NQ>;
   __mmask16 m[CW];
   QC_UNROLL for (int cc = 0; cc < CW; ++cc) m[cc] = chunk_mask(head_dim, d + 16 * cc);
   __m512 a[NQ * CW];
-  QC_UNROLL for (int j = 0; j < NQ; ++j) {
-    const __m512 cj = _mm512_set1_ps(c[j]);
-    QC_UNROLL for (int cc = 0; cc < CW; ++cc)
-      a[j * CW + cc] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[cc], acc + j * head_dim + d + 16 * cc), cj);
-  }
+  QC_UNROLL for (int e = 0; e < NQ * CW; ++e) a[e] = _mm512_setzero_ps();
   for (int i = 0; i < nk; ++i) {
     __m512 vv[CW];
     QC_UNROLL for (int cc = 0; cc < CW; ++cc) vv[cc] = load16<F16>(v, (int64_t)i * head_dim + d + 16 * cc, m[cc]);
@@ -122,8 +134,13 @@ static inline void tile_values_cols(float* acc, const float* p, const float* c, 
       QC_UNROLL for (int cc = 0; cc < CW; ++cc) a[j * CW + cc] = _mm512_fmadd_ps(pj, vv[cc], a[j * CW + cc]);
     }
   }
-  QC_UNROLL for (int j = 0; j < NQ; ++j)
-    QC_UNROLL for (int cc = 0; cc < CW; ++cc) _mm512_mask_storeu_ps(acc + j * head_dim + d + 16 * cc, m[cc], a[j * CW + cc]);
+  QC_UNROLL for (int j = 0; j < NQ; ++j) {
+    const __m512 cj = _mm512_set1_ps(c[j]);
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc) {
+      float* o = acc + j * head_dim + d + 16 * cc;
+      _mm512_mask_storeu_ps(o, m[cc], _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m[cc], o), cj), a[j * CW + cc]));
+    }
+  }
 }
 
 // Tiles [t0, t1) (keys t0 * 16 ..) of a part of n_keys keys for the NQ (<= 8) queries q, their
