@@ -12,8 +12,8 @@
 // on a shared machine the wall time of a run includes time the threads waited for a core;
 // read_GB/s: the N_THREADS threads summing the caches' 64-bit words, the read roof for as many;
 // GFLOP/s: the attention's 4 flops per query head, key and element (score and value FMAs) over
-// the wall time; fma_GFLOP/s: one
-// thread's float FMA rate (the compute roof per core; x86 only, else 0).)
+// the wall time; fma_GFLOP/s: one thread's float FMA rate (the compute roof per core; x86 only,
+// else 0).)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
