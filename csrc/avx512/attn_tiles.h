@@ -1,19 +1,22 @@
 // The AVX-512 attention over float K and V rows (f32 or f16 caches): one fused pass per tile of
-// 16 keys instead of attn_groups.h's block loop. Per group of up to 8 query heads: the scores
-// of the tile as 16 G floats, key-major (G = the group's queries rounded up to a power of two),
-// from 16 dot-product accumulators summed together by one shuffle tree (no scalar writeback);
-// the online-softmax step vectorised over the group's queries; the values' weighted sum folded
-// into the running acc (rescaled as it is loaded). Every (query, key) score takes the same
+// keys (16; 32 or 64 for 2 or 1 queries) instead of attn_groups.h's block loop. Per group of up
+// to 8 query heads: the tile's scores key-major (G lanes per key, G = the group's queries rounded
+// up to a power of two), from 16 dot-product accumulators summed together by one shuffle tree
+// (no scalar writeback); the online-softmax step vectorised over the group's queries; the tile's
+// values summed and added to the rescaled acc. Every (query, key) score takes the same
 // instructions whatever the group, the key's place in a tile or the caller's split (parts start
 // at multiples of kAttnBlock, a multiple of the tile), so batched and verifying passes reproduce
 // plain decode. Included by ops.cpp inside its namespace (exp_ps, chunk_mask, load16 from there).
 #pragma once
 
-constexpr int kTile = 16;  // keys per tile: one vector of scores per 16 / G keys
-
-// Query lanes of a group of NQ queries: the power of two >= NQ (a tile's scores are 16 G floats).
+// Query lanes of a group of NQ queries: the power of two >= NQ.
 template <int NQ>
 constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
+// Keys per tile for G query lanes: 16, or 64 / G for 1 or 2 (their tiles' softmax chains would
+// leave the core idle): scores of at most 128 floats, and a divisor of kAttnBlock (parts' starts).
+template <int G>
+constexpr int tile_keys = G >= 4 ? 16 : 64 / G;
+static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
 
 // x with lanes l and l ^ S exchanged (S = 8, 4, 2, 1).
 template <int S>
@@ -54,12 +57,12 @@ static inline __m512 fold_lanes(__m512 x, Op op) {
   return x;
 }
 
-// s (16 G) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
+// s (TK G, TK = tile_keys<G>) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
 // the tile's rows k (head_dim elements apart); keys nk.. (past the part's end, not read) -inf.
 template <int NQ, bool F16>
 static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale) {
-  constexpr int G = group_width<NQ>, KB = kTile / G;
-  for (int i = 0; i < kTile; i += KB) {
+  constexpr int G = group_width<NQ>, KB = 16 / G, TK = tile_keys<G>;
+  for (int i = 0; i < TK; i += KB) {
     if (i >= nk) {
       _mm512_storeu_ps(s + i * G, _mm512_set1_ps(-INFINITY));
       continue;
@@ -86,25 +89,25 @@ static inline void tile_scores(float* s, int nk, const float* q, const void* k, 
   }
 }
 
-// The online-softmax step of a tile for NQ queries: s (16 G) scores -> exp(score - new max);
+// The online-softmax step of a tile for NQ queries: s (TK G) scores -> exp(score - new max);
 // m, l (NQ) updated; c (G) = exp(old max - new max), the rescale of the old acc.
 template <int NQ>
 static inline void tile_softmax(float* s, float* m, float* l, float* c) {
-  constexpr int G = group_width<NQ>;
+  constexpr int G = group_width<NQ>, V = tile_keys<G> * G / 16;  // V vectors of scores
   const __mmask16 live = (__mmask16)((1u << NQ) - 1);
   // lane i G + j -> query j's m or l (the group's lanes past NQ 0)
   const __m512i by_query = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                             _mm512_set1_epi32(G - 1));
-  __m512 x[G];
-  QC_UNROLL for (int g = 0; g < G; ++g) x[g] = _mm512_loadu_ps(s + 16 * g);
+  __m512 x[V];
+  QC_UNROLL for (int g = 0; g < V; ++g) x[g] = _mm512_loadu_ps(s + 16 * g);
   __m512 mx = x[0];
-  QC_UNROLL for (int g = 1; g < G; ++g) mx = _mm512_max_ps(mx, x[g]);
+  QC_UNROLL for (int g = 1; g < V; ++g) mx = _mm512_max_ps(mx, x[g]);
   mx = fold_lanes<G>(mx, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
   const __m512 m_old = _mm512_permutexvar_ps(by_query, _mm512_maskz_loadu_ps(live, m));
   const __m512 m_new = _mm512_max_ps(m_old, mx);
   const __m512 cv = exp_ps(_mm512_sub_ps(m_old, m_new));  // 0 before the first key (m = -inf)
   __m512 sum = _mm512_setzero_ps();
-  QC_UNROLL for (int g = 0; g < G; ++g) {
+  QC_UNROLL for (int g = 0; g < V; ++g) {
     const __m512 p = exp_ps(_mm512_sub_ps(x[g], m_new));
     _mm512_storeu_ps(s + 16 * g, p);
     sum = _mm512_add_ps(sum, p);
@@ -119,21 +122,26 @@ static inline void tile_softmax(float* s, float* m, float* l, float* c) {
 // acc (NQ, head_dim) columns [d, d + 16 CW) = acc * c_j + sum_i p[i G + j] v_i over the tile's
 // nk rows v (head_dim elements apart): NQ * CW accumulators from zero, added to the rescaled acc
 // at the end (a tile's sum first, so long contexts do not add every key to the large running sum).
+// Fewer than 8 accumulators take the even and odd keys in two sets (8 FMA chains in flight).
 template <int NQ, int CW, bool F16>
 static inline void tile_values_cols(float* acc, const float* p, const float* c, int nk, const void* v, int head_dim, int d) {
-  constexpr int G = group_width<NQ>;
+  constexpr int G = group_width<NQ>, A = NQ * CW, KP = A < 8 ? 2 : 1;
   __mmask16 m[CW];
   QC_UNROLL for (int cc = 0; cc < CW; ++cc) m[cc] = chunk_mask(head_dim, d + 16 * cc);
-  __m512 a[NQ * CW];
-  QC_UNROLL for (int e = 0; e < NQ * CW; ++e) a[e] = _mm512_setzero_ps();
-  for (int i = 0; i < nk; ++i) {
+  __m512 a[KP * A];
+  QC_UNROLL for (int e = 0; e < KP * A; ++e) a[e] = _mm512_setzero_ps();
+  auto key = [&](int i, __m512* set) {
     __m512 vv[CW];
     QC_UNROLL for (int cc = 0; cc < CW; ++cc) vv[cc] = load16<F16>(v, (int64_t)i * head_dim + d + 16 * cc, m[cc]);
     QC_UNROLL for (int j = 0; j < NQ; ++j) {
       const __m512 pj = _mm512_set1_ps(p[i * G + j]);
-      QC_UNROLL for (int cc = 0; cc < CW; ++cc) a[j * CW + cc] = _mm512_fmadd_ps(pj, vv[cc], a[j * CW + cc]);
+      QC_UNROLL for (int cc = 0; cc < CW; ++cc) set[j * CW + cc] = _mm512_fmadd_ps(pj, vv[cc], set[j * CW + cc]);
     }
-  }
+  };
+  int i = 0;
+  for (; i + KP <= nk; i += KP) QC_UNROLL for (int k2 = 0; k2 < KP; ++k2) key(i + k2, a + k2 * A);
+  if (i < nk) key(i, a);
+  if constexpr (KP == 2) QC_UNROLL for (int e = 0; e < A; ++e) a[e] = _mm512_add_ps(a[e], a[A + e]);
   QC_UNROLL for (int j = 0; j < NQ; ++j) {
     const __m512 cj = _mm512_set1_ps(c[j]);
     QC_UNROLL for (int cc = 0; cc < CW; ++cc) {
@@ -143,22 +151,23 @@ static inline void tile_values_cols(float* acc, const float* p, const float* c, 
   }
 }
 
-// Tiles [t0, t1) (keys t0 * 16 ..) of a part of n_keys keys for the NQ (<= 8) queries q, their
-// state m, l (NQ), acc (NQ, head_dim); s (16 * 8) and c (8) scratch. With pf, the rows kPrefetch
-// keys ahead are asked for meanwhile (the hardware's own prefetch does not keep up here).
+// Keys [i_begin, i_end) (i_begin a multiple of 64) of a part of n_keys keys for the NQ (<= 8)
+// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, the
+// rows kPrefetch keys (at least a tile) ahead are asked for meanwhile (the hardware's own
+// prefetch does not keep up here).
 constexpr int kPrefetch = 32;
 template <int NQ, bool KF16, bool VF16>
 static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
-                       int64_t n_keys, int64_t t0, int64_t t1, bool pf, int head_dim, float scale, float* m, float* l,
-                       float* acc, float* s, float* c) {
+                       int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
+                       float* l, float* acc, float* s, float* c) {
+  constexpr int TK = tile_keys<group_width<NQ>>, dist = TK > kPrefetch ? TK : kPrefetch;
   constexpr int CW = NQ > 4 ? 2 : 4;  // value columns per pass: NQ * CW <= 16 accumulators
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t i0 = t * kTile;
-    const int nk = n_keys - i0 < kTile ? (int)(n_keys - i0) : kTile;
-    if (pf && i0 + kPrefetch < n_keys) {
-      const int64_t np = n_keys - i0 - kPrefetch < kTile ? n_keys - i0 - kPrefetch : kTile;
-      prefetch_bytes(k + (i0 + kPrefetch) * k_row_bytes, np * k_row_bytes);
-      prefetch_bytes(v + (i0 + kPrefetch) * v_row_bytes, np * v_row_bytes);
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
+    const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
+    if (pf && i0 + dist < n_keys) {
+      const int64_t np = n_keys - i0 - dist < TK ? n_keys - i0 - dist : TK;
+      prefetch_bytes(k + (i0 + dist) * k_row_bytes, np * k_row_bytes);
+      prefetch_bytes(v + (i0 + dist) * v_row_bytes, np * v_row_bytes);
     }
     tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale);
     tile_softmax<NQ>(s, m, l, c);
@@ -184,25 +193,25 @@ struct TileFns {
                                   attn_tiles<8, KF16, VF16>};
 };
 
-// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all tiles in one call;
-// more in groups of 8 per tile (the tile's rows in L1 for the later groups).
+// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
+// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
 template <int32_t KT, int32_t VT>
 void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
                 int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
   typedef TileFns<KT == GGML_F16, VT == GGML_F16> F;
-  float* s = scratch;        // (16, 8) one tile's scores, then probabilities
-  float* c = s + kTile * 8;  // (8) rescale of the old state
+  float* s = scratch;  // (128) one tile's scores, then probabilities
+  float* c = s + 128;  // (8) rescale of the old state
   const uint8_t* kb = static_cast<const uint8_t*>(k);
   const uint8_t* vb = static_cast<const uint8_t*>(v);
-  const int64_t n_tiles = (n_keys + kTile - 1) / kTile;
   if (n_q <= 8) {
-    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_tiles, true, head_dim, scale, m, l, acc, s, c);
+    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
     return;
   }
-  for (int64_t t = 0; t < n_tiles; ++t)
+  for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
     for (int j0 = 0; j0 < n_q; j0 += 8) {
       const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
-      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, t, t + 1, j0 == 0, head_dim,
-                   scale, m + j0, l + j0, acc + (int64_t)j0 * head_dim, s, c);
+      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
+                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
+                   acc + (int64_t)j0 * head_dim, s, c);
     }
 }
