@@ -1,7 +1,8 @@
 // The AVX2 attention over float K and V rows (f32 or f16 caches): csrc/avx512/attn_tiles.h's
-// fused pass per tile of 16 keys in 8-lane vectors. Per group of up to 8 query heads: the
-// tile's scores as 16 G floats, key-major (G = the group's queries rounded up to a power of
-// two), from 8 dot-product accumulators summed together by one shuffle tree per 8 / G keys; the
+// fused pass per tile of keys (16; 32 or 64 for 2 or 1 queries) in 8-lane vectors. Per group of
+// up to 8 query heads: the tile's scores key-major (G lanes per key, G = the group's queries
+// rounded up to a power of two), from 8 dot-product accumulators summed together by one shuffle
+// tree per 8 / G keys; the
 // online-softmax step vectorised over the group's queries; each tile's values summed from zero
 // and added to the rescaled acc. Every (query, key) score takes the same instructions whatever
 // the group, the key's place in a tile or the caller's split (parts start at multiples of
@@ -9,11 +10,14 @@
 // the same vectors, zero-padded. Included by ops.cpp inside its namespace (exp_ps, tail_mask, load8).
 #pragma once
 
-constexpr int kTile = 16;  // keys per tile
-
-// Query lanes of a group of NQ queries: the power of two >= NQ (a tile's scores are 16 G floats).
+// Query lanes of a group of NQ queries: the power of two >= NQ.
 template <int NQ>
 constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
+// Keys per tile for G query lanes: 16, or 64 / G for 1 or 2 (their tiles' softmax chains would
+// leave the core idle): scores of at most 128 floats, and a divisor of kAttnBlock (parts' starts).
+template <int G>
+constexpr int tile_keys = G >= 4 ? 16 : 64 / G;
+static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
 
 // x with lanes l and l ^ S exchanged (S = 4, 2, 1).
 template <int S>
@@ -64,13 +68,13 @@ static inline __m256 load8_part(const void* base, int64_t idx, int n) {
   return _mm256_load_ps(x);
 }
 
-// s (16 G) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
+// s (TK G, TK = tile_keys<G>) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
 // the tile's rows k (head_dim elements apart); keys nk.. (past the part's end, not read) -inf.
 template <int NQ, bool F16>
 static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale) {
-  constexpr int G = group_width<NQ>, KB = 8 / G;
+  constexpr int G = group_width<NQ>, KB = 8 / G, TK = tile_keys<G>;
   const int d8 = head_dim & ~7;
-  for (int i = 0; i < kTile; i += KB) {
+  for (int i = 0; i < TK; i += KB) {
     if (i >= nk) {
       _mm256_storeu_ps(s + i * G, _mm256_set1_ps(-INFINITY));
       continue;
@@ -102,26 +106,26 @@ static inline void tile_scores(float* s, int nk, const float* q, const void* k, 
   }
 }
 
-// The online-softmax step of a tile for NQ queries: s (16 G) scores -> exp(score - new max);
+// The online-softmax step of a tile for NQ queries: s (TK G) scores -> exp(score - new max);
 // m, l (NQ) updated; c (G) = exp(old max - new max), the rescale of the old acc.
 template <int NQ>
 static inline void tile_softmax(float* s, float* m, float* l, float* c) {
-  constexpr int G = group_width<NQ>;
+  constexpr int G = group_width<NQ>, V = tile_keys<G> * G / 8;  // V vectors of scores
   const __m256i live = tail_mask(NQ);
   // lane i G + j -> query j's m or l (the group's lanes past NQ 0)
   const __m256i by_query = _mm256_and_si256(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(G - 1));
-  __m256 x[2 * G];
-  QC_UNROLL for (int g = 0; g < 2 * G; ++g) x[g] = _mm256_loadu_ps(s + 8 * g);
-  __m256 mx = tree<2 * G>(x, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
+  __m256 x[V];
+  QC_UNROLL for (int g = 0; g < V; ++g) x[g] = _mm256_loadu_ps(s + 8 * g);
+  __m256 mx = tree<V>(x, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
   mx = fold_lanes<G>(mx, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
   const __m256 m_old = _mm256_permutevar8x32_ps(_mm256_maskload_ps(m, live), by_query);
   const __m256 m_new = _mm256_max_ps(m_old, mx);
   const __m256 cv = exp_ps(_mm256_sub_ps(m_old, m_new));  // 0 before the first key (m = -inf)
-  QC_UNROLL for (int g = 0; g < 2 * G; ++g) {
+  QC_UNROLL for (int g = 0; g < V; ++g) {
     x[g] = exp_ps(_mm256_sub_ps(x[g], m_new));
     _mm256_storeu_ps(s + 8 * g, x[g]);
   }
-  __m256 sum = tree<2 * G>(x, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); });
+  __m256 sum = tree<V>(x, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); });
   sum = fold_lanes<G>(sum, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); });
   const __m256 l_old = _mm256_permutevar8x32_ps(_mm256_maskload_ps(l, live), by_query);
   _mm256_maskstore_ps(l, live, _mm256_add_ps(_mm256_mul_ps(l_old, cv), sum));
@@ -158,24 +162,25 @@ static inline void tile_values_cols(float* acc, const float* p, const float* c, 
   }
 }
 
-// Tiles [t0, t1) (keys t0 * 16 ..) of a part of n_keys keys for the NQ (<= 8) queries q, their
-// state m, l (NQ), acc (NQ, head_dim); s (16 * 8) and c (8) scratch. With pf, the rows kPrefetch
-// keys ahead are asked for meanwhile (the hardware's own prefetch does not keep up here).
+// Keys [i_begin, i_end) (i_begin a multiple of 64) of a part of n_keys keys for the NQ (<= 8)
+// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, the
+// rows kPrefetch keys (at least a tile) ahead are asked for meanwhile (the hardware's own
+// prefetch does not keep up here).
 constexpr int kPrefetch = 32;
 template <int NQ, bool KF16, bool VF16>
 static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
-                       int64_t n_keys, int64_t t0, int64_t t1, bool pf, int head_dim, float scale, float* m, float* l,
-                       float* acc, float* s, float* c) {
+                       int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
+                       float* l, float* acc, float* s, float* c) {
+  constexpr int TK = tile_keys<group_width<NQ>>, dist = TK > kPrefetch ? TK : kPrefetch;
   // value columns per pass: with the value and broadcast registers, at most 16 in all
   constexpr int CW = NQ >= 5 ? 1 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
   const int d8 = head_dim & ~7;
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t i0 = t * kTile;
-    const int nk = n_keys - i0 < kTile ? (int)(n_keys - i0) : kTile;
-    if (pf && i0 + kPrefetch < n_keys) {
-      const int64_t np = n_keys - i0 - kPrefetch < kTile ? n_keys - i0 - kPrefetch : kTile;
-      prefetch_bytes(k + (i0 + kPrefetch) * k_row_bytes, np * k_row_bytes);
-      prefetch_bytes(v + (i0 + kPrefetch) * v_row_bytes, np * v_row_bytes);
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
+    const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
+    if (pf && i0 + dist < n_keys) {
+      const int64_t np = n_keys - i0 - dist < TK ? n_keys - i0 - dist : TK;
+      prefetch_bytes(k + (i0 + dist) * k_row_bytes, np * k_row_bytes);
+      prefetch_bytes(v + (i0 + dist) * v_row_bytes, np * v_row_bytes);
     }
     tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale);
     tile_softmax<NQ>(s, m, l, c);
@@ -202,25 +207,25 @@ struct TileFns {
                                   attn_tiles<8, KF16, VF16>};
 };
 
-// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all tiles in one call;
-// more in groups of 8 per tile (the tile's rows in L1 for the later groups).
+// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
+// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
 template <int32_t KT, int32_t VT>
 void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
                 int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
   typedef TileFns<KT == GGML_F16, VT == GGML_F16> F;
-  float* s = scratch;        // (16, 8) one tile's scores, then probabilities
-  float* c = s + kTile * 8;  // (8) rescale of the old state
+  float* s = scratch;  // (128) one tile's scores, then probabilities
+  float* c = s + 128;  // (8) rescale of the old state
   const uint8_t* kb = static_cast<const uint8_t*>(k);
   const uint8_t* vb = static_cast<const uint8_t*>(v);
-  const int64_t n_tiles = (n_keys + kTile - 1) / kTile;
   if (n_q <= 8) {
-    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_tiles, true, head_dim, scale, m, l, acc, s, c);
+    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
     return;
   }
-  for (int64_t t = 0; t < n_tiles; ++t)
+  for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
     for (int j0 = 0; j0 < n_q; j0 += 8) {
       const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
-      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, t, t + 1, j0 == 0, head_dim,
-                   scale, m + j0, l + j0, acc + (int64_t)j0 * head_dim, s, c);
+      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
+                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
+                   acc + (int64_t)j0 * head_dim, s, c);
     }
 }
