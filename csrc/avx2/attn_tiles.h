@@ -70,11 +70,19 @@ static inline __m256 load8_part(const void* base, int64_t idx, int n) {
 
 // s (TK G, TK = tile_keys<G>) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
 // the tile's rows k (head_dim elements apart); keys nk.. (past the part's end, not read) -inf.
+// Before keys i .. i + 15 the rows i .. i + 15 of pk / pv (kb / vb bytes apart, n_pf of them) are
+// asked for: the caller's prefetch, spread over a long tile.
 template <int NQ, bool F16>
-static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale) {
+static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale,
+                               const uint8_t* pk, const uint8_t* pv, size_t kb, size_t vb, int64_t n_pf) {
   constexpr int G = group_width<NQ>, KB = 8 / G, TK = tile_keys<G>;
   const int d8 = head_dim & ~7;
   for (int i = 0; i < TK; i += KB) {
+    if (i % 16 == 0 && i < n_pf) {
+      const int64_t np = n_pf - i < 16 ? n_pf - i : 16;
+      prefetch_bytes(pk + i * kb, np * kb);
+      prefetch_bytes(pv + i * vb, np * vb);
+    }
     if (i >= nk) {
       _mm256_storeu_ps(s + i * G, _mm256_set1_ps(-INFINITY));
       continue;
@@ -163,26 +171,23 @@ static inline void tile_values_cols(float* acc, const float* p, const float* c, 
 }
 
 // Keys [i_begin, i_end) (i_begin a multiple of 64) of a part of n_keys keys for the NQ (<= 8)
-// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, the
-// rows kPrefetch keys (at least a tile) ahead are asked for meanwhile (the hardware's own
-// prefetch does not keep up here).
+// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, per
+// 16 keys scored the rows of the 16 keys kPrefetch ahead are asked for (the hardware's own
+// prefetch does not keep up here; larger bursts or distances were slower).
 constexpr int kPrefetch = 32;
 template <int NQ, bool KF16, bool VF16>
 static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
                        int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
                        float* l, float* acc, float* s, float* c) {
-  constexpr int TK = tile_keys<group_width<NQ>>, dist = TK > kPrefetch ? TK : kPrefetch;
+  constexpr int TK = tile_keys<group_width<NQ>>;
   // value columns per pass: with the value and broadcast registers, at most 16 in all
   constexpr int CW = NQ >= 5 ? 1 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
   const int d8 = head_dim & ~7;
   for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
     const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
-    if (pf && i0 + dist < n_keys) {
-      const int64_t np = n_keys - i0 - dist < TK ? n_keys - i0 - dist : TK;
-      prefetch_bytes(k + (i0 + dist) * k_row_bytes, np * k_row_bytes);
-      prefetch_bytes(v + (i0 + dist) * v_row_bytes, np * v_row_bytes);
-    }
-    tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale);
+    const int64_t r = i0 + kPrefetch, n_pf = pf && r < n_keys ? n_keys - r : 0;  // the rows kPrefetch keys ahead
+    tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale, n_pf ? k + r * k_row_bytes : k,
+                          n_pf ? v + r * v_row_bytes : v, k_row_bytes, v_row_bytes, n_pf);
     tile_softmax<NQ>(s, m, l, c);
     const uint8_t* vt = v + i0 * v_row_bytes;
     int d = 0;
