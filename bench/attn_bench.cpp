@@ -1,7 +1,8 @@
 // Decode attention (one query token) over a KV cache at a given depth, per cache type, on the
 // kernel path QWEN_CPU_ISA selects: the time of one token's attention over n_layer layers (each
 // layer its own cache, so the caches do not stay in the CPU's caches), and the K+V bytes it reads.
-// For scale, the same bytes read by a plain summing loop (the machine's read bandwidth right now).
+// For scale, the same bytes read by a plain summing loop on the same threads (the machine's read
+// bandwidth right now).
 // Usage: attn_bench N_THREADS DEPTH K_TYPE V_TYPE [n_layer n_head n_kv_head head_dim reps n_tok]
 //   types by name: F32 F16 Q8_0 Q4_0; n_tok > 1 (prefill): the attention of the last n_tok
 //   positions up to DEPTH (a long prompt's last chunk), the times then of all n_tok. Prints one line:
@@ -9,9 +10,10 @@
 //   GFLOP/s fma_GFLOP/s
 // (the fastest of the repetitions; cpu_us_per_token: the process CPU time, all threads, per token:
 // on a shared machine the wall time of a run includes time the threads waited for a core;
-// read_GB/s: one thread summing the caches' 64-bit words; GFLOP/s: the attention's 4 flops per
-// query head, key and element (score and value FMAs) over the wall time; fma_GFLOP/s: one
-// thread's float FMA rate (the compute roof per core; x86 only, else 0).)
+// read_GB/s: the N_THREADS threads summing the caches' 64-bit words, the read roof for as many;
+// GFLOP/s: the attention's 4 flops per query head, key and element (score and value FMAs) over
+// the wall time; fma_GFLOP/s: one thread's float FMA rate (the compute roof per core; x86 only,
+// else 0).)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -115,18 +117,23 @@ int main(int argc, char** argv) {
     if (r) times.push_back(s), cpu.push_back((double)(std::clock() - c0) / CLOCKS_PER_SEC);
   }
   double read_s = 1e30;
-  uint64_t sink = 0;
+  std::vector<uint64_t> sums(n_threads);
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (const std::vector<uint8_t>* buf : {&k, &v}) {
-      const uint64_t* w = reinterpret_cast<const uint64_t*>(buf->data());
+    pool.run([&](int ith, int nth) {  // each thread its share of each buffer's words
       uint64_t a[8] = {};
-      for (size_t i = 0; i + 8 <= buf->size() / 8; i += 8)
-        for (int j = 0; j < 8; ++j) a[j] += w[i + j];
-      for (uint64_t x : a) sink += x;
-    }
+      for (const std::vector<uint8_t>* buf : {&k, &v}) {
+        const uint64_t* w = reinterpret_cast<const uint64_t*>(buf->data());
+        const size_t n8 = buf->size() / 64, i0 = n8 * ith / nth * 8, i1 = n8 * (ith + 1) / nth * 8;
+        for (size_t i = i0; i < i1; i += 8)
+          for (int j = 0; j < 8; ++j) a[j] += w[i + j];
+      }
+      for (uint64_t x : a) sums[ith] += x;
+    });
     read_s = std::min(read_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  uint64_t sink = 0;
+  for (uint64_t x : sums) sink += x;
   std::sort(times.begin(), times.end());
   std::sort(cpu.begin(), cpu.end());
   const double t = times[0];  // the fastest: the machine may be shared

@@ -1,8 +1,8 @@
 """Decode attention over a long KV cache, per cache type: the time of one token's attention at
 depths 4K/16K/32K for the 0.5B shape (14 query heads, 2 KV heads, head_dim 64, 24 layers, each
 layer its own cache so that it is read from memory), on 1 and 2 threads, against the K+V bytes it
-reads (GB/s) and the machine's plain read bandwidth measured on the same buffers, and its GFLOP/s
-against one thread's FMA rate (the compute roof).
+reads (GB/s) and the machine's plain read bandwidth measured on the same buffers and threads, the
+attention's GFLOP/s against one thread's FMA rate.
 
 Runs the C++ program bench/attn_bench.cpp (CMake target attn_bench: the quantized caches have no
 Python binding of their own), once per kernel path. Prints a Markdown table.
@@ -34,7 +34,7 @@ def main() -> None:
         raise SystemExit(f"{exe} not found: build it with cmake --build {args.build} --target attn_bench")
     print(f"CPU: {cpu_name()}; load average {os.getloadavg()[0]:.1f}")
     print("| path | K/V | depth | threads | us/token (24 layers) | us/layer | MB read/token | GB/s | "
-          "CPU us/token | plain read GB/s | GFLOP/s | one thread's FMA GFLOP/s |")
+          "CPU us/token | plain read GB/s | GFLOP/s | FMA GFLOP/s (1 thread) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for isa in args.isas.split(","):
         for pair in args.types.split(","):

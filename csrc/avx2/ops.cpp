@@ -496,6 +496,8 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
       });
 }
 
+#include "attn_tiles.h"
+
 // y (n) = x rounded to binary16 by F16C (round to nearest even; NaN quieted, payload truncated)
 void fp32_to_fp16_row(const float* x, half_t* y, int64_t n) {
   int64_t i = 0;
@@ -518,6 +520,10 @@ void register_op_kernels_avx2(Kernels& k) {
   k.rope = avx2::rope;
   using namespace avx2;
   QC_SET_ATTN_ALL(k);
+  set_attn(k, GGML_F32, GGML_F32, QC_FN(attn_float<GGML_F32, GGML_F32>));  // float caches: the fused tiles
+  set_attn(k, GGML_F32, GGML_F16, QC_FN(attn_float<GGML_F32, GGML_F16>));
+  set_attn(k, GGML_F16, GGML_F32, QC_FN(attn_float<GGML_F16, GGML_F32>));
+  set_attn(k, GGML_F16, GGML_F16, QC_FN(attn_float<GGML_F16, GGML_F16>));
   QC_SET_ATTN_Q8_QUERY(k);
   k.fp32_to_fp16_row = avx2::fp32_to_fp16_row;
 }

@@ -1,0 +1,236 @@
+// The AVX2 attention over float K and V rows (f32 or f16 caches): csrc/avx512/attn_tiles.h's
+// fused pass per tile of keys (16; 32 or 64 for 2 or 1 queries) in 8-lane vectors. Per group of
+// up to 8 query heads: the tile's scores key-major (G lanes per key, G = the group's queries
+// rounded up to a power of two), from 8 dot-product accumulators summed together by one shuffle
+// tree per 8 / G keys; the
+// online-softmax step vectorised over the group's queries; each tile's values summed from zero
+// and added to the rescaled acc. Every (query, key) score takes the same instructions whatever
+// the group, the key's place in a tile or the caller's split (parts start at multiples of
+// kAttnBlock, a multiple of the tile). Elements past a multiple of 8 (head_dim % 8) go through
+// the same vectors, zero-padded. Included by ops.cpp inside its namespace (exp_ps, tail_mask, load8).
+#pragma once
+
+// Query lanes of a group of NQ queries: the power of two >= NQ.
+template <int NQ>
+constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
+// Keys per tile for G query lanes: 16, or 64 / G for 1 or 2 (their tiles' softmax chains would
+// leave the core idle): scores of at most 128 floats, and a divisor of kAttnBlock (parts' starts).
+template <int G>
+constexpr int tile_keys = G >= 4 ? 16 : 64 / G;
+static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
+
+// x with lanes l and l ^ S exchanged (S = 4, 2, 1).
+template <int S>
+static inline __m256 swap_lanes(__m256 x) {
+  if constexpr (S == 4) return _mm256_permute2f128_ps(x, x, 0x01);
+  if constexpr (S == 2) return _mm256_permute_ps(x, 0x4E);
+  return _mm256_permute_ps(x, 0xB1);
+}
+
+// Lanes l without bit S: x_l + x_(l^S); with it: y_l + y_(l^S) (one shuffle; the blends are cheap).
+template <int S>
+static inline __m256 pair_sums(__m256 x, __m256 y) {
+  constexpr int hi = S == 4 ? 0xF0 : S == 2 ? 0xCC : 0xAA;
+  return _mm256_add_ps(_mm256_blend_ps(x, y, hi), swap_lanes<S>(_mm256_blend_ps(y, x, hi)));
+}
+
+// The lane sums of a[0 .. 7] in one vector: lane l holds a[rev3(l)]'s (rev3: l's 3 bits
+// reversed); every sum in the same order (lanes l ^ 4 added, then ^ 2, ^ 1).
+constexpr int rev3(int l) { return (l & 1) << 2 | (l & 2) | (l & 4) >> 2; }
+static inline __m256 reduce8(const __m256* a) {
+  const __m256 b0 = pair_sums<4>(a[0], a[1]), b1 = pair_sums<4>(a[2], a[3]);
+  const __m256 b2 = pair_sums<4>(a[4], a[5]), b3 = pair_sums<4>(a[6], a[7]);
+  return pair_sums<1>(pair_sums<2>(b0, b1), pair_sums<2>(b2, b3));
+}
+
+// Every lane = op over the lanes of x with the same index mod G (G a power of two <= 8).
+template <int G, typename Op>
+static inline __m256 fold_lanes(__m256 x, Op op) {
+  if constexpr (G <= 4) x = op(x, swap_lanes<4>(x));
+  if constexpr (G <= 2) x = op(x, swap_lanes<2>(x));
+  if constexpr (G <= 1) x = op(x, swap_lanes<1>(x));
+  return x;
+}
+
+// op over x[0 .. N) lane by lane, as a tree (N a power of two).
+template <int N, typename Op>
+static inline __m256 tree(const __m256* x, Op op) {
+  if constexpr (N == 1) return x[0];
+  else return op(tree<N / 2>(x, op), tree<N / 2>(x + N / 2, op));
+}
+
+// 8 elements of a row from element idx as floats, of which the first n (< 8) are read, the rest 0.
+template <bool F16>
+static inline __m256 load8_part(const void* base, int64_t idx, int n) {
+  alignas(32) float x[8] = {};
+  for (int e = 0; e < n; ++e)
+    x[e] = F16 ? _cvtsh_ss(static_cast<const half_t*>(base)[idx + e]) : static_cast<const float*>(base)[idx + e];
+  return _mm256_load_ps(x);
+}
+
+// s (TK G, TK = tile_keys<G>) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
+// the tile's rows k (head_dim elements apart); keys nk.. (past the part's end, not read) -inf.
+// Before keys i .. i + 15 the rows i .. i + 15 of pk / pv (kb / vb bytes apart, n_pf of them) are
+// asked for: the caller's prefetch, spread over a long tile.
+template <int NQ, bool F16>
+static inline void tile_scores(float* s, int nk, const float* q, const void* k, int head_dim, float scale,
+                               const uint8_t* pk, const uint8_t* pv, size_t kb, size_t vb, int64_t n_pf) {
+  constexpr int G = group_width<NQ>, KB = 8 / G, TK = tile_keys<G>;
+  const int d8 = head_dim & ~7;
+  for (int i = 0; i < TK; i += KB) {
+    if (i % 16 == 0 && i < n_pf) {
+      const int64_t np = n_pf - i < 16 ? n_pf - i : 16;
+      prefetch_bytes(pk + i * kb, np * kb);
+      prefetch_bytes(pv + i * vb, np * vb);
+    }
+    if (i >= nk) {
+      _mm256_storeu_ps(s + i * G, _mm256_set1_ps(-INFINITY));
+      continue;
+    }
+    int64_t row[KB];
+    QC_UNROLL for (int b = 0; b < KB; ++b) row[b] = (int64_t)(i + b < nk ? i + b : i) * head_dim;
+    __m256 acc[8];
+    QC_UNROLL for (int a = 0; a < 8; ++a) acc[a] = _mm256_setzero_ps();
+    auto step = [&](const __m256* kv, int d, const __m256i* qm) {  // qm: the last, partial chunk's lanes
+      QC_UNROLL for (int j = 0; j < NQ; ++j) {
+        const __m256 qv = qm ? _mm256_maskload_ps(q + j * head_dim + d, *qm) : _mm256_loadu_ps(q + j * head_dim + d);
+        QC_UNROLL for (int b = 0; b < KB; ++b) acc[rev3(b * G + j)] = _mm256_fmadd_ps(qv, kv[b], acc[rev3(b * G + j)]);
+      }
+    };
+    for (int d = 0; d < d8; d += 8) {
+      __m256 kv[KB];
+      QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = load8<F16>(k, row[b] + d);
+      step(kv, d, nullptr);
+    }
+    if (d8 < head_dim) {  // head_dim not a multiple of 8: the last elements zero-padded
+      __m256 kv[KB];
+      QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = load8_part<F16>(k, row[b] + d8, head_dim - d8);
+      const __m256i qm = tail_mask(head_dim - d8);
+      step(kv, d8, &qm);
+    }
+    const __m256 x = _mm256_mul_ps(reduce8(acc), _mm256_set1_ps(scale));
+    const int valid = nk - i >= KB ? 8 : (nk - i) * G;
+    _mm256_storeu_ps(s + i * G, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, _mm256_castsi256_ps(tail_mask(valid))));
+  }
+}
+
+// The online-softmax step of a tile for NQ queries: s (TK G) scores -> exp(score - new max);
+// m, l (NQ) updated; c (G) = exp(old max - new max), the rescale of the old acc.
+template <int NQ>
+static inline void tile_softmax(float* s, float* m, float* l, float* c) {
+  constexpr int G = group_width<NQ>, V = tile_keys<G> * G / 8;  // V vectors of scores
+  const __m256i live = tail_mask(NQ);
+  // lane i G + j -> query j's m or l (the group's lanes past NQ 0)
+  const __m256i by_query = _mm256_and_si256(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(G - 1));
+  __m256 x[V];
+  QC_UNROLL for (int g = 0; g < V; ++g) x[g] = _mm256_loadu_ps(s + 8 * g);
+  __m256 mx = tree<V>(x, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
+  mx = fold_lanes<G>(mx, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
+  const __m256 m_old = _mm256_permutevar8x32_ps(_mm256_maskload_ps(m, live), by_query);
+  const __m256 m_new = _mm256_max_ps(m_old, mx);
+  const __m256 cv = exp_ps(_mm256_sub_ps(m_old, m_new));  // 0 before the first key (m = -inf)
+  QC_UNROLL for (int g = 0; g < V; ++g) {
+    x[g] = exp_ps(_mm256_sub_ps(x[g], m_new));
+    _mm256_storeu_ps(s + 8 * g, x[g]);
+  }
+  __m256 sum = tree<V>(x, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); });
+  sum = fold_lanes<G>(sum, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); });
+  const __m256 l_old = _mm256_permutevar8x32_ps(_mm256_maskload_ps(l, live), by_query);
+  _mm256_maskstore_ps(l, live, _mm256_add_ps(_mm256_mul_ps(l_old, cv), sum));
+  _mm256_maskstore_ps(m, live, m_new);
+  _mm256_maskstore_ps(c, live, cv);
+}
+
+// acc (NQ, head_dim) columns [d, d + 8 CW) = acc * c_j + sum_i p[i G + j] v_i over the tile's
+// nk rows v (head_dim elements apart): NQ * CW accumulators from zero, added to the rescaled acc
+// at the end (a tile's sum first). n_last < 8: the last chunk's columns (head_dim % 8).
+template <int NQ, int CW, bool F16>
+static inline void tile_values_cols(float* acc, const float* p, const float* c, int nk, const void* v, int head_dim, int d,
+                                    int n_last = 8) {
+  constexpr int G = group_width<NQ>;
+  __m256 a[NQ * CW];
+  QC_UNROLL for (int e = 0; e < NQ * CW; ++e) a[e] = _mm256_setzero_ps();
+  for (int i = 0; i < nk; ++i) {
+    __m256 vv[CW];
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc)
+      vv[cc] = n_last < 8 ? load8_part<F16>(v, (int64_t)i * head_dim + d, n_last)
+                          : load8<F16>(v, (int64_t)i * head_dim + d + 8 * cc);
+    QC_UNROLL for (int j = 0; j < NQ; ++j) {
+      const __m256 pj = _mm256_broadcast_ss(p + i * G + j);
+      QC_UNROLL for (int cc = 0; cc < CW; ++cc) a[j * CW + cc] = _mm256_fmadd_ps(pj, vv[cc], a[j * CW + cc]);
+    }
+  }
+  const __m256i cm = tail_mask(n_last);
+  QC_UNROLL for (int j = 0; j < NQ; ++j) {
+    const __m256 cj = _mm256_set1_ps(c[j]);
+    QC_UNROLL for (int cc = 0; cc < CW; ++cc) {
+      float* o = acc + j * head_dim + d + 8 * cc;
+      _mm256_maskstore_ps(o, cm, _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(o, cm), cj), a[j * CW + cc]));
+    }
+  }
+}
+
+// Keys [i_begin, i_end) (i_begin a multiple of 64) of a part of n_keys keys for the NQ (<= 8)
+// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, per
+// 16 keys scored the rows of the 16 keys kPrefetch ahead are asked for (the hardware's own
+// prefetch does not keep up here; larger bursts or distances were slower).
+constexpr int kPrefetch = 32;
+template <int NQ, bool KF16, bool VF16>
+static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
+                       int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
+                       float* l, float* acc, float* s, float* c) {
+  constexpr int TK = tile_keys<group_width<NQ>>;
+  // value columns per pass: with the value and broadcast registers, at most 16 in all
+  constexpr int CW = NQ >= 5 ? 1 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
+  const int d8 = head_dim & ~7;
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
+    const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
+    const int64_t r = i0 + kPrefetch, n_pf = pf && r < n_keys ? n_keys - r : 0;  // the rows kPrefetch keys ahead
+    tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale, n_pf ? k + r * k_row_bytes : k,
+                          n_pf ? v + r * v_row_bytes : v, k_row_bytes, v_row_bytes, n_pf);
+    tile_softmax<NQ>(s, m, l, c);
+    const uint8_t* vt = v + i0 * v_row_bytes;
+    int d = 0;
+    for (; d + 8 * CW <= d8; d += 8 * CW) tile_values_cols<NQ, CW, VF16>(acc, s, c, nk, vt, head_dim, d);
+    for (; d < d8; d += 8) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d);
+    if (d < head_dim) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d, head_dim - d);
+  }
+}
+
+template <bool KF16, bool VF16>
+struct TileFns {
+  typedef void (*fn)(const float*, const uint8_t*, size_t, const uint8_t*, size_t, int64_t, int64_t, int64_t, bool, int,
+                     float, float*, float*, float*, float*, float*);
+  static constexpr fn tiles[9] = {nullptr,
+                                  attn_tiles<1, KF16, VF16>,
+                                  attn_tiles<2, KF16, VF16>,
+                                  attn_tiles<3, KF16, VF16>,
+                                  attn_tiles<4, KF16, VF16>,
+                                  attn_tiles<5, KF16, VF16>,
+                                  attn_tiles<6, KF16, VF16>,
+                                  attn_tiles<7, KF16, VF16>,
+                                  attn_tiles<8, KF16, VF16>};
+};
+
+// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
+// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
+template <int32_t KT, int32_t VT>
+void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  typedef TileFns<KT == GGML_F16, VT == GGML_F16> F;
+  float* s = scratch;  // (128) one tile's scores, then probabilities
+  float* c = s + 128;  // (8) rescale of the old state
+  const uint8_t* kb = static_cast<const uint8_t*>(k);
+  const uint8_t* vb = static_cast<const uint8_t*>(v);
+  if (n_q <= 8) {
+    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
+    return;
+  }
+  for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
+    for (int j0 = 0; j0 < n_q; j0 += 8) {
+      const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
+      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
+                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
+                   acc + (int64_t)j0 * head_dim, s, c);
+    }
+}
