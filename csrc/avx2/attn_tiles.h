@@ -10,14 +10,7 @@
 // the same vectors, zero-padded. Included by ops.cpp inside its namespace (exp_ps, tail_mask, load8).
 #pragma once
 
-// Query lanes of a group of NQ queries: the power of two >= NQ.
-template <int NQ>
-constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
-// Keys per tile for G query lanes: 16, or 64 / G for 1 or 2 (their tiles' softmax chains would
-// leave the core idle): scores of at most 128 floats, and a divisor of kAttnBlock (parts' starts).
-template <int G>
-constexpr int tile_keys = G >= 4 ? 16 : 64 / G;
-static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
+#include "../attn_tiles.h"
 
 // x with lanes l and l ^ S exchanged (S = 4, 2, 1).
 template <int S>
@@ -170,67 +163,28 @@ static inline void tile_values_cols(float* acc, const float* p, const float* c, 
   }
 }
 
-// Keys [i_begin, i_end) (i_begin a multiple of 64) of a part of n_keys keys for the NQ (<= 8)
-// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch. With pf, per
-// 16 keys scored the rows of the 16 keys kPrefetch ahead are asked for (the hardware's own
-// prefetch does not keep up here; larger bursts or distances were slower).
-constexpr int kPrefetch = 32;
-template <int NQ, bool KF16, bool VF16>
-static void attn_tiles(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
-                       int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
-                       float* l, float* acc, float* s, float* c) {
-  constexpr int TK = tile_keys<group_width<NQ>>;
-  // value columns per pass: with the value and broadcast registers, at most 16 in all
-  constexpr int CW = NQ >= 5 ? 1 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
-  const int d8 = head_dim & ~7;
-  for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
-    const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
-    const int64_t r = i0 + kPrefetch, n_pf = pf && r < n_keys ? n_keys - r : 0;  // the rows kPrefetch keys ahead
-    tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale, n_pf ? k + r * k_row_bytes : k,
-                          n_pf ? v + r * v_row_bytes : v, k_row_bytes, v_row_bytes, n_pf);
-    tile_softmax<NQ>(s, m, l, c);
-    const uint8_t* vt = v + i0 * v_row_bytes;
-    int d = 0;
-    for (; d + 8 * CW <= d8; d += 8 * CW) tile_values_cols<NQ, CW, VF16>(acc, s, c, nk, vt, head_dim, d);
-    for (; d < d8; d += 8) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d);
-    if (d < head_dim) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d, head_dim - d);
+// This path's tile kernel for attn_float (../attn_tiles.h says what run computes).
+struct FusedTiles {
+  template <int NQ, bool KF16, bool VF16>
+  static void run(const float* q, const uint8_t* k, size_t k_row_bytes, const uint8_t* v, size_t v_row_bytes,
+                  int64_t n_keys, int64_t i_begin, int64_t i_end, bool pf, int head_dim, float scale, float* m,
+                  float* l, float* acc, float* s, float* c) {
+    constexpr int TK = tile_keys<group_width<NQ>>;
+    // value columns per pass: with the value and broadcast registers, at most 16 in all
+    constexpr int CW = NQ >= 5 ? 1 : NQ >= 3 ? 3 : NQ == 2 ? 4 : 8;
+    const int d8 = head_dim & ~7;
+    for (int64_t i0 = i_begin; i0 < i_end; i0 += TK) {
+      const int nk = i_end - i0 < TK ? (int)(i_end - i0) : TK;
+      const int64_t r = i0 + kPrefetch, n_pf = pf && r < n_keys ? n_keys - r : 0;  // the rows kPrefetch keys ahead
+      tile_scores<NQ, KF16>(s, nk, q, k + i0 * k_row_bytes, head_dim, scale, n_pf ? k + r * k_row_bytes : k,
+                            n_pf ? v + r * v_row_bytes : v, k_row_bytes, v_row_bytes, n_pf);
+      tile_softmax<NQ>(s, m, l, c);
+      const uint8_t* vt = v + i0 * v_row_bytes;
+      int d = 0;
+      for (; d + 8 * CW <= d8; d += 8 * CW) tile_values_cols<NQ, CW, VF16>(acc, s, c, nk, vt, head_dim, d);
+      for (; d < d8; d += 8) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d);
+      if (d < head_dim) tile_values_cols<NQ, 1, VF16>(acc, s, c, nk, vt, head_dim, d, head_dim - d);
+    }
   }
-}
-
-template <bool KF16, bool VF16>
-struct TileFns {
-  typedef void (*fn)(const float*, const uint8_t*, size_t, const uint8_t*, size_t, int64_t, int64_t, int64_t, bool, int,
-                     float, float*, float*, float*, float*, float*);
-  static constexpr fn tiles[9] = {nullptr,
-                                  attn_tiles<1, KF16, VF16>,
-                                  attn_tiles<2, KF16, VF16>,
-                                  attn_tiles<3, KF16, VF16>,
-                                  attn_tiles<4, KF16, VF16>,
-                                  attn_tiles<5, KF16, VF16>,
-                                  attn_tiles<6, KF16, VF16>,
-                                  attn_tiles<7, KF16, VF16>,
-                                  attn_tiles<8, KF16, VF16>};
 };
 
-// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
-// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
-template <int32_t KT, int32_t VT>
-void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
-                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
-  typedef TileFns<KT == GGML_F16, VT == GGML_F16> F;
-  float* s = scratch;  // (128) one tile's scores, then probabilities
-  float* c = s + 128;  // (8) rescale of the old state
-  const uint8_t* kb = static_cast<const uint8_t*>(k);
-  const uint8_t* vb = static_cast<const uint8_t*>(v);
-  if (n_q <= 8) {
-    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
-    return;
-  }
-  for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
-    for (int j0 = 0; j0 < n_q; j0 += 8) {
-      const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
-      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
-                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
-                   acc + (int64_t)j0 * head_dim, s, c);
-    }
-}

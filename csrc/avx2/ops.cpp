@@ -520,10 +520,7 @@ void register_op_kernels_avx2(Kernels& k) {
   k.rope = avx2::rope;
   using namespace avx2;
   QC_SET_ATTN_ALL(k);
-  set_attn(k, GGML_F32, GGML_F32, QC_FN(attn_float<GGML_F32, GGML_F32>));  // float caches: the fused tiles
-  set_attn(k, GGML_F32, GGML_F16, QC_FN(attn_float<GGML_F32, GGML_F16>));
-  set_attn(k, GGML_F16, GGML_F32, QC_FN(attn_float<GGML_F16, GGML_F32>));
-  set_attn(k, GGML_F16, GGML_F16, QC_FN(attn_float<GGML_F16, GGML_F16>));
+  QC_SET_ATTN_FLOAT(k, FusedTiles)  // float caches: the fused tiles
   QC_SET_ATTN_Q8_QUERY(k);
   k.fp32_to_fp16_row = avx2::fp32_to_fp16_row;
 }

@@ -376,10 +376,7 @@ void attn(const float* q, int n_q, const void* k, size_t k_row_bytes, const void
 void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   QC_SET_ATTN_ALL(k);
-  set_attn(k, GGML_F32, GGML_F32, QC_FN(attn_float<GGML_F32, GGML_F32>));  // float caches: the fused tiles
-  set_attn(k, GGML_F32, GGML_F16, QC_FN(attn_float<GGML_F32, GGML_F16>));
-  set_attn(k, GGML_F16, GGML_F32, QC_FN(attn_float<GGML_F16, GGML_F32>));
-  set_attn(k, GGML_F16, GGML_F16, QC_FN(attn_float<GGML_F16, GGML_F16>));
+  QC_SET_ATTN_FLOAT(k, FusedTiles)  // float caches: the fused tiles
   if (cpu.avx512vnni) {  // the q8_0/q4_0 K kernels' vpdpbusd form
 #define QC_SET_ATTN_VNNI(KT)                                              \
   set_attn(k, KT, GGML_F32, QC_FN(attn<KT, GGML_F32, true>));            \

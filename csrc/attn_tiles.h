@@ -1,0 +1,63 @@
+// What the fused float-cache attention kernels (avx512/attn_tiles.h, avx2/attn_tiles.h) share:
+// the tile shapes and the attn_fn that runs a path's tile kernel over a call's queries. A path's
+// kernel is Tiles::run<NQ, KF16, VF16> (keys [i_begin, i_end) of a part of n_keys keys for NQ <= 8
+// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch; with pf it
+// prefetches the rows kPrefetch keys ahead). Included inside each path's namespace by its ops.cpp.
+#pragma once
+
+// Query lanes of a group of NQ queries: the power of two >= NQ.
+template <int NQ>
+constexpr int group_width = NQ <= 1 ? 1 : NQ <= 2 ? 2 : NQ <= 4 ? 4 : 8;
+// Keys per tile for G query lanes: 16, or 64 / G for 1 or 2 (their tiles' softmax chains would
+// leave the core idle): scores of at most 128 floats, and a divisor of kAttnBlock (parts' starts).
+template <int G>
+constexpr int tile_keys = G >= 4 ? 16 : 64 / G;
+static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
+// Per 16 keys scored, the rows of the 16 keys this far ahead are asked for (the hardware's own
+// prefetch does not keep up here; larger bursts or distances were slower).
+constexpr int kPrefetch = 32;
+
+template <class Tiles, bool KF16, bool VF16>
+struct TileFns {
+  typedef void (*fn)(const float*, const uint8_t*, size_t, const uint8_t*, size_t, int64_t, int64_t, int64_t, bool, int,
+                     float, float*, float*, float*, float*, float*);
+  static constexpr fn tiles[9] = {nullptr,
+                                  Tiles::template run<1, KF16, VF16>,
+                                  Tiles::template run<2, KF16, VF16>,
+                                  Tiles::template run<3, KF16, VF16>,
+                                  Tiles::template run<4, KF16, VF16>,
+                                  Tiles::template run<5, KF16, VF16>,
+                                  Tiles::template run<6, KF16, VF16>,
+                                  Tiles::template run<7, KF16, VF16>,
+                                  Tiles::template run<8, KF16, VF16>};
+};
+
+// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
+// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
+template <class Tiles, int32_t KT, int32_t VT>
+void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  typedef TileFns<Tiles, KT == GGML_F16, VT == GGML_F16> F;
+  float* s = scratch;  // (128) one tile's scores, then probabilities
+  float* c = s + 128;  // (8) rescale of the old state
+  const uint8_t* kb = static_cast<const uint8_t*>(k);
+  const uint8_t* vb = static_cast<const uint8_t*>(v);
+  if (n_q <= 8) {
+    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
+    return;
+  }
+  for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
+    for (int j0 = 0; j0 < n_q; j0 += 8) {
+      const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
+      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
+                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
+                   acc + (int64_t)j0 * head_dim, s, c);
+    }
+}
+
+// Registers a path's fused tiles for the four f32/f16 K, V pairs.
+#define QC_SET_ATTN_FLOAT(k, Tiles)                                                  \
+  set_attn(k, GGML_F32, GGML_F32, QC_FN(attn_float<Tiles, GGML_F32, GGML_F32>)); \
+  set_attn(k, GGML_F32, GGML_F16, QC_FN(attn_float<Tiles, GGML_F32, GGML_F16>)); \
+  set_attn(k, GGML_F16, GGML_F32, QC_FN(attn_float<Tiles, GGML_F16, GGML_F32>)); \
+  set_attn(k, GGML_F16, GGML_F16, QC_FN(attn_float<Tiles, GGML_F16, GGML_F16>));
