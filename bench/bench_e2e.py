@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""End-to-end speed and memory, ours next to llama.cpp's `llama-bench`, on the same GGUF files.
+"""End-to-end speed and memory, ours next to llama.cpp's and ik_llama.cpp's `llama-bench`, on the same GGUF files.
 
     bash bench/build_llama_bench.sh                 # once: llama.cpp's own llama-bench
+    bash ../shared/tools/build-ik-llama-bench.sh GIT_DIR ~/.cache/qwen-cpu-bench/ik_llama
+                                                    # once: ik_llama.cpp's (GIT_DIR: the fetched
+                                                    # github:ikawrakow/ik_llama.cpp), about 25 min
     PYTHONPATH=. python3 bench/make_models.py       # once: random Qwen2.5 0.5B/1.5B GGUFs
     PYTHONPATH=. python3 bench/bench_e2e.py [--quick] [--models 0.5b,1.5b,smollm2]
         [--types q4_0,q8_0,q4_k_m] [--threads 1,2] [--reps 3] [--no-depth] [--no-readme]
 
-Per model file and thread count, each repetition runs ours and llama.cpp's back to back (the order
-alternates between repetitions), each in a fresh process; the table shows medians:
+Per model file and thread count, each repetition runs ours, llama.cpp's and ik_llama.cpp's back to
+back (the order rotates between repetitions), each in a fresh process; the table shows medians.
+ik_llama.cpp runs with run-time repacking (-rtr 1) and its default flash attention; its tg128@2048
+is its `-gp 2048,128` (128 steps timed after a 2048-token prompt).
   pp512       prefill of a 512-token prompt, tokens/s
   tg128       128 decode steps after a 16-token prompt (llama-bench: after an empty context), tokens/s
   tg128@2048  128 decode steps after a 2048-token context (llama-bench -d 2048), tokens/s
@@ -26,8 +31,10 @@ Decode feeds fixed token ids (no sampling), as llama-bench does. Results go to s
 marker comments, into bench/README.md with the date, CPU and git commit. --quick: 0.5B Q4_0 only,
 2 threads, 1 repetition. Every finished row is also appended to bench_e2e.jsonl in the cache folder,
 so a long run can be split (e.g. --threads 2, then --threads 1): --merge adds the saved rows of the
-same commit and CPU that this run did not measure to the table. The llama-bench binary is looked for in ~/.cache/qwen-cpu-bench
-(--llama-bench PATH to override); without it only our figures are shown.
+same commit and CPU that this run did not measure to the table. The llama-bench binaries are looked
+for in ~/.cache/qwen-cpu-bench (llama-bench, ik_llama/build/bin/llama-bench; --llama-bench PATH and
+--ik-bench PATH to override); a peer without its binary gets no column. The CPU (model, family,
+model number, the ISA extensions our dispatcher looks at) and our kernel path head the table.
 """
 
 from __future__ import annotations
@@ -161,16 +168,17 @@ def watch_peak_rss_kib(p: subprocess.Popen) -> int:
     return peak
 
 
-# ---- llama-bench ------------------------------------------------------------------------------
-def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool) -> dict:
-    """llama-bench's tokens/s for one repetition, and the peak RSS of its process."""
+# ---- llama-bench (llama.cpp and ik_llama.cpp) -------------------------------------------------
+def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool, ik: bool = False) -> dict:
+    """A llama-bench's tokens/s for one repetition, and the peak RSS of its process. ik_llama.cpp's
+    repacks at load (-rtr 1) and has no -d: its -gp P,N times N steps after a P-token prompt."""
     out: dict = {}
     runs = [["-p", str(PP), "-n", str(TG)]]
     if depth:
-        runs.append(["-p", "0", "-n", str(TG), "-d", str(DEPTH)])
+        runs.append(["-p", "0", "-n", "0", "-gp", f"{DEPTH},{TG}"] if ik else ["-p", "0", "-n", str(TG), "-d", str(DEPTH)])
     peak = 0
     for extra in runs:
-        cmd = [str(exe), "-m", path, "-t", str(n_threads), "-r", "1", "-o", "json", *extra]
+        cmd = [str(exe), "-m", path, "-t", str(n_threads), "-r", "1", "-o", "json", *(["-rtr", "1"] if ik else []), *extra]
         with tempfile.TemporaryFile("w+") as err:
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
             peak = max(peak, watch_peak_rss_kib(p))
@@ -180,8 +188,8 @@ def run_llama_bench(exe: Path, path: str, n_threads: int, depth: bool) -> dict:
                 err.seek(0)
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read()[-3000:]}")
         for t in json.loads(stdout):
-            key = "pp" if t["n_gen"] == 0 else ("tg_depth" if t.get("n_depth", 0) else "tg")
-            out[key] = t["avg_ts"]
+            deep = t.get("n_depth", 0) or (t["n_prompt"] and t["n_gen"])
+            out["pp" if t["n_gen"] == 0 else ("tg_depth" if deep else "tg")] = t["avg_ts"]
     out["rss_peak_mib"] = peak / 1024
     return out
 
@@ -230,46 +238,67 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def machine_facts() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    from qwen_cpu import _kernels
+
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        k, _, v = line.partition(":")
+        info.setdefault(k.strip(), v.strip())
+    flags = set(info.get("flags", "").split())
+    isa = " ".join(f for f in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                               "avx512_bf16") if f in flags)
+    cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; {isa})"
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "commit": commit,
-            "cores": os.cpu_count()}
+            "cores": os.cpu_count(), "path": _kernels.get_isa()}
+
+
+PEERS = (("llama", "llama.cpp"), ("ik", "ik_llama.cpp"))
 
 
 def table(rows: list[dict], facts: dict, bandwidth: dict[int, float], loads: list[float], reps: int) -> str:
     bw = ", ".join(f"{n} thread{'s' * (n > 1)}: {b / 1e9:.1f} GB/s" for n, b in sorted(bandwidth.items()))
+    peers = [(k, name) for k, name in PEERS if any(v is not None for r in rows for v in r.get(k, {}).values())]
     lines = [
-        f"Measured {facts['date']} on {facts['cpu']} ({facts['cores']} logical CPUs), commit {facts['commit']}; "
-        f"medians of {reps} repetition(s); read bandwidth {bw}; load average during the run "
-        f"{min(loads):.2f}-{max(loads):.2f} (shared machine). Ratios are ours / llama.cpp (llama-bench).",
+        f"Measured {facts['date']} on {facts['cpu']}, {facts['cores']} logical CPUs, our kernel path "
+        f"{facts.get('path', '?')}, commit {facts['commit']}; medians of {reps} repetition(s); read bandwidth {bw}; "
+        f"load average during the run {min(loads):.2f}-{max(loads):.2f}."
+        + (" Ratios are ours / " + " and ours / ".join(name for _, name in peers) + " (their llama-bench"
+           + ("; ik_llama.cpp with -rtr 1" if any(k == "ik" for k, _ in peers) else "") + ")." if peers else ""),
         "",
-        "| model | type | thr | pp512 ours | llama.cpp | ratio | tg128 ours | llama.cpp | ratio | roofline ours / llama.cpp "
-        "| tg128@2048 ours | llama.cpp | ratio | roofline ours / llama.cpp |",
+    ]
+    head, rule = "| model | type | thr |", "|---|---|--:|"
+    for metric in ("pp512", "tg128", "tg128@2048"):
+        head += f" {metric} ours |" + "".join(f" {name} |" for _, name in peers) + "".join(f" ours / {name.split('.')[0]} |" for _, name in peers)
+        rule += "--:|" * (1 + 2 * len(peers))
+    lines += [head, rule]
+    for r in rows:
+        o = r["ours"]
+        cells = [r["model"], r["type"], str(r["threads"])]
+        for key in ("pp", "tg", "tg_depth"):
+            cells.append(fmt(o.get(key)))
+            cells += [fmt(r.get(k, {}).get(key)) for k, _ in peers]
+            cells += [ratio(o.get(key), r.get(k, {}).get(key)) for k, _ in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    names = " / ".join(["ours"] + [name for _, name in peers])
+    lines += [
+        "",
+        f"| model | type | thr | tg128 roofline {names} | tg128@2048 roofline {names} | file MiB "
+        "| load→first token ours s | llama.cpp s | first decode step ours s "
+        "| RSS after load ours MiB | peak RSS ours MiB | file + KV MiB | peak RSS llama-bench MiB "
+        "| Python share of decode, ours |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         o, ll = r["ours"], r["llama"]
         roof = lambda tps, d: None if tps is None else tps * (r["weights"] + r["kv"][d]) / bandwidth[r["threads"]]  # noqa: E731
+        roofs = {d: " / ".join(fmt(roof(x.get(key), d), ".0%") for x in [o] + [r.get(k, {}) for k, _ in peers])
+                 for d, key in (("short", "tg"), ("deep", "tg_depth"))}
         lines.append(
-            f"| {r['model']} | {r['type']} | {r['threads']} | {fmt(o['pp'])} | {fmt(ll.get('pp'))} | "
-            f"{ratio(o['pp'], ll.get('pp'))} | {fmt(o['tg'])} | {fmt(ll.get('tg'))} | {ratio(o['tg'], ll.get('tg'))} | "
-            f"{fmt(roof(o['tg'], 'short'), '.0%')} / {fmt(roof(ll.get('tg'), 'short'), '.0%')} | "
-            f"{fmt(o.get('tg_depth'))} | {fmt(ll.get('tg_depth'))} | {ratio(o.get('tg_depth'), ll.get('tg_depth'))} | "
-            f"{fmt(roof(o.get('tg_depth'), 'deep'), '.0%')} / {fmt(roof(ll.get('tg_depth'), 'deep'), '.0%')} |")
-    lines += [
-        "",
-        "| model | type | thr | file MiB | load→first token ours s | llama.cpp s | first decode step ours s "
-        "| RSS after load ours MiB | peak RSS ours MiB | file + KV MiB | peak RSS llama-bench MiB "
-        "| Python share of decode, ours |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r in rows:
-        o, ll = r["ours"], r["llama"]
-        lines.append(
-            f"| {r['model']} | {r['type']} | {r['threads']} | {r['file_mib']:.0f} | {fmt(o['load_s'], '.2f')} | "
-            f"{fmt(ll.get('load_s'), '.2f')} | {fmt(o.get('first_step_s'), '.2f')} | {fmt(o['rss_load_mib'], '.0f')} | "
-            f"{fmt(o['rss_peak_mib'], '.0f')} | "
+            f"| {r['model']} | {r['type']} | {r['threads']} | {roofs['short']} | {roofs['deep']} | {r['file_mib']:.0f} | "
+            f"{fmt(o['load_s'], '.2f')} | {fmt(ll.get('load_s'), '.2f')} | {fmt(o.get('first_step_s'), '.2f')} | "
+            f"{fmt(o['rss_load_mib'], '.0f')} | {fmt(o['rss_peak_mib'], '.0f')} | "
             f"{r['file_mib'] + r['kv']['ctx'] / 2**20:.0f} | {fmt(ll.get('rss_peak_mib'), '.0f')} | "
             f"{fmt(o['py_overhead'], '.1%')} |")
     return "\n".join(lines)
@@ -307,13 +336,14 @@ def write_readme(text: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="0.5b,1.5b,smollm2", help="0.5b, 1.5b, smollm2")
-    ap.add_argument("--types", default="q4_0,q8_0,q4_k_m", help="for the random Qwen2.5 models")
+    ap.add_argument("--types", default="q4_0,q8_0,q4_k_m,q5_k_m,q6_k", help="for the random Qwen2.5 models")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-depth", action="store_true", help="skip tg128@2048")
     ap.add_argument("--quick", action="store_true", help="0.5B Q4_0, 2 threads, 1 repetition")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--llama-bench", type=Path, default=None)
+    ap.add_argument("--ik-bench", type=Path, default=None, help="ik_llama.cpp's llama-bench")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md")
     ap.add_argument("--merge", action="store_true",
                     help="add the saved rows of this commit (bench_e2e.jsonl) that this run did not measure")
@@ -331,10 +361,12 @@ def main() -> None:
 
     threads = [int(t) for t in args.threads.split(",")]
     files = model_files(args.models.split(","), args.types.split(","), args.cache)
-    exe = args.llama_bench or args.cache / "llama-bench"
-    if not exe.exists():
-        print(f"no {exe} (bash bench/build_llama_bench.sh): llama.cpp's speed figures are skipped")
-        exe = None
+    exes = {"llama": args.llama_bench or args.cache / "llama-bench",
+            "ik": args.ik_bench or args.cache / "ik_llama" / "build" / "bin" / "llama-bench"}
+    for k, name in PEERS:
+        if not exes[k].exists():
+            print(f"no {exes[k]}: {name}'s speed figures are skipped (see the top of this file)")
+            exes[k] = None
     has_llama_py = importlib.util.find_spec("llama_cpp") is not None
     bandwidth = {n: _kernels.measure_read_bandwidth(_kernels.ThreadPool(n), 1 << 30, 5) for n in threads}
     print("read bandwidth:", {n: f"{b / 1e9:.1f} GB/s" for n, b in bandwidth.items()}, flush=True)
@@ -347,25 +379,26 @@ def main() -> None:
         kv_short = bytes_per_token(path, SHORT + TG // 2)[1]
         kv_ctx = bytes_per_token(path, (DEPTH if depth else PP) + TG)[1]   # the cache our worker allocates
         for n in threads:
-            ours, theirs = [], []
+            runs: dict = {"ours": [], "llama": [], "ik": []}
             for rep in range(args.reps):
-                steps = ["ours", "llama"] if rep % 2 == 0 else ["llama", "ours"]
-                for who in steps:
+                order = ["ours", "llama", "ik"]
+                for who in order[rep % 3:] + order[:rep % 3]:
                     if who == "ours":
-                        ours.append(in_child("ours", str(path), str(n), "1" if depth else "0"))
-                    else:
-                        r = run_llama_bench(exe, str(path), n, depth) if exe else {}
-                        if has_llama_py:
-                            r.update(in_child("llama", str(path), str(n), "0"))
-                        theirs.append(r)
+                        runs["ours"].append(in_child("ours", str(path), str(n), "1" if depth else "0"))
+                        continue
+                    r = run_llama_bench(exes[who], str(path), n, depth, ik=who == "ik") if exes[who] else {}
+                    if who == "llama" and has_llama_py:
+                        r.update(in_child("llama", str(path), str(n), "0"))
+                    runs[who].append(r)
                 loads.append(os.getloadavg()[0])
-            med = lambda runs, k: median([x.get(k) for x in runs])  # noqa: E731
+            med = lambda xs, k: median([x.get(k) for x in xs])  # noqa: E731
             keys = ["pp", "tg", "tg_depth", "load_s", "first_step_s", "rss_load_mib", "rss_peak_mib", "py_overhead"]
             row = {"model": label, "type": qtype, "threads": n, "file_mib": path.stat().st_size / 2**20,
                    "weights": weights, "kv": {"short": kv_short, "deep": kv_deep, "ctx": kv_ctx},
-                   "ours": {k: med(ours, k) for k in keys}, "llama": {k: med(theirs, k) for k in keys}}
+                   **{who: {k: med(xs, k) for k in keys} for who, xs in runs.items()}}
             rows.append(row)
-            print(f"{label} {qtype} t={n}: ours {row['ours']}\n    llama.cpp {row['llama']}", flush=True)
+            print(f"{label} {qtype} t={n}: ours {row['ours']}\n    llama.cpp {row['llama']}\n    ik_llama.cpp {row['ik']}",
+                  flush=True)
             with open(saved, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({**row, "facts": facts, "bandwidth": bandwidth, "loads": loads[-args.reps:],
                                      "reps": args.reps}) + "\n")
