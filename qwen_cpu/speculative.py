@@ -304,6 +304,9 @@ def stream(model, gen, draft, forced_prefill_min: int) -> Iterator:
                         new += gen.forced_tokens(model.n_ctx - (base + r + 1) - 1)
                         accept = i < len(drafts) and new == [drafts[i]]
                         ok += accept
+                        if i < len(drafts):  # counted before the push: a final Response includes this pass
+                            gen.draft_checked += 1
+                            gen.draft_accepted += accept
                         for token in new:
                             responses = gen.push(token)
                             if gen.done:
@@ -316,10 +319,7 @@ def stream(model, gen, draft, forced_prefill_min: int) -> Iterator:
                         lease.rollback(base + r + 1)  # keep the rows whose tokens stand
                         pending = new
                         break
-                    checked = min(i + 1, len(drafts))
-                    gen.draft_checked += checked
-                    gen.draft_accepted += ok
-                    length.accepted(key, checked, ok)
+                    length.accepted(key, min(i + 1, len(drafts)), ok)
     finally:
         draft.close()
     yield final if final is not None else gen.finish(gen.finish_reason)

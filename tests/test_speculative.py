@@ -287,3 +287,51 @@ def test_server_draft_flag(smollm2_path, smol_model):
                           "--draft", "/nonexistent/draft.gguf"], capture_output=True, text=True, cwd=CWD,
                          env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"}, timeout=120)
     assert bad.returncode != 0 and "draft.gguf" in bad.stderr
+
+
+# ---- sampling: the model's distribution, whatever the drafts --------------------------------------
+# chi-square's 0.999 quantile for 26 degrees of freedom (3 x 3 x 3 cells, minus one)
+CHI2_999_DF26 = 54.05
+
+
+def test_sampled_tokens_follow_the_models_distribution_with_drafts(tmp_path_factory, monkeypatch):
+    """Tokens sampled (top_k 3) after a prompt with many seeds, every draft checked: the counts of
+    the 27 triples of the first three tokens match the model's own processed distribution,
+    p(t1) p(t2 | t1) p(t3 | t1 t2) computed here from its logits (softmax of logits / T over the top
+    3, end tokens banned), by a chi-square test at 0.1%. The third token is the first one a draft can
+    decide (drafting starts after a timed decode step), and each run goes on to a fourth so that it
+    is drafted and checked. The draft model is the same weights in Q4_0: its greedy token is mostly
+    the target's likeliest, so drafts are accepted and rejected; an acceptance rule that leaked the
+    drafter's choice into the output (the likeliest token too often) fails the test."""
+    from _checkpoints import make_gguf
+
+    monkeypatch.setattr(DraftLength, "choose", lambda self, key, available: available)
+    root = tmp_path_factory.mktemp("spec_dist")
+    target_path = make_gguf(root / "target", qtype="f16", seed=1)
+    draft_path = make_gguf(root / "draft", qtype="q4_0", seed=1)
+    temperature, n = 0.5, 3000
+    with Model.load(target_path, n_ctx=64, n_threads=1) as m, Model.load(draft_path, n_ctx=64, n_threads=1) as d:
+        ids = m.tokenize("ab ab ab", add_special=True)
+        ban = {t: float("-inf") for t in m.tokenizer.eos_ids}
+
+        def processed(prefix):
+            z = m.logits(ids + prefix)[-1].astype(np.float64) / temperature
+            z[list(ban)] = -np.inf
+            top = np.argsort(-z)[:3]
+            p = np.exp(z[top] - z[top].max())
+            return dict(zip(top.tolist(), p / p.sum()))
+
+        expected = {(a, b, c): pa * pb * pc for a, pa in processed([]).items()
+                    for b, pb in processed([a]).items() for c, pc in processed([a, b]).items()}
+        assert len(expected) == 27
+        counts = dict.fromkeys(expected, 0)
+        drafted = accepted = 0
+        for seed in range(n):
+            m.reset()
+            out = list(m.stream(ids, max_tokens=4, context_shift=False, draft=d, temperature=temperature, top_k=3,
+                                top_p=1.0, min_p=0.0, repetition_penalty=1.0, logit_bias=ban, seed=seed))
+            counts[tuple(r.token for r in out if r.token is not None)[:3]] += 1  # an impossible one: KeyError
+            drafted, accepted = drafted + out[-1].draft_tokens, accepted + out[-1].draft_accepted
+    assert drafted > n // 2 and 0 < accepted < drafted, (drafted, accepted)  # both outcomes exercised
+    chi2 = sum((counts[c] - n * p) ** 2 / (n * p) for c, p in expected.items())
+    assert chi2 < CHI2_999_DF26, (chi2, counts, {c: round(n * p) for c, p in expected.items()})
