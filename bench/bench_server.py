@@ -18,8 +18,9 @@ first-token to the last token. Inter-token latency: the gaps between consecutive
 of every stream (p50, p99). Steady arrivals: 4 slots, one request (64-token prompt, 32 tokens) every
 1/--rate s for --duration s. The table goes into bench/README.md between marker comments.
 
-llama-server: `bash bench/build_llama_server.sh` builds it from the llama.cpp tree vendored in the
-llama-cpp-python sdist, outside the repository (default /work/peers/build-server/bin/llama-server).
+llama-server: `WITH_SERVER=1 bash bench/build_llama_bench.sh` builds it from the llama.cpp tree
+vendored in the llama-cpp-python sdist, outside the repository (default
+~/.cache/qwen-cpu-bench/llama-cpp-python-src/build/bin/llama-server).
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ def default_models() -> list[Path]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--llama-server", type=Path, default=Path("/work/peers/build-server/bin/llama-server"))
+    ap.add_argument("--llama-server", type=Path,
+                    default=Path.home() / ".cache/qwen-cpu-bench/llama-cpp-python-src/build/bin/llama-server")
     ap.add_argument("--models", default=None, help="comma-separated GGUF paths [0.5B Q4_0, Q4_K_M, SmolLM2]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concurrency", default="1,2,4,8")

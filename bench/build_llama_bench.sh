@@ -2,11 +2,13 @@
 # Build llama.cpp's own `llama-bench` (the fairest llama.cpp figure: no Python in the loop) from the
 # llama.cpp tree vendored in the llama-cpp-python source distribution. Nothing of llama.cpp is committed.
 #
-#   bash bench/build_llama_bench.sh [CACHE_DIR]      (default ~/.cache/qwen-cpu-bench)
+#   [WITH_SERVER=1] bash bench/build_llama_bench.sh [CACHE_DIR]      (default ~/.cache/qwen-cpu-bench)
 #
 # Result: CACHE_DIR/llama-bench (statically linked against ggml/llama), and beside it in
 # CACHE_DIR/llama-cpp-python-src/build/bin the llama-batched-bench and llama-perplexity that
-# bench_kvcache.py and kv_quality.py run. Takes ~5-30 min on 2 cores.
+# bench_kvcache.py and kv_quality.py run; with WITH_SERVER=1 also llama-server there (for
+# bench_server.py and crosscheck_moe_llamacpp.py: the same ggml build, no second copy). Takes ~5-30
+# min on 2 cores, the server ~10 more.
 # Skips work already done (download, unpack, configure); safe to re-run.
 set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -15,7 +17,10 @@ SRC="${CACHE}/llama-cpp-python-src"
 mkdir -p "${CACHE}" "${SRC}"
 
 bin="${SRC}/build/bin"
-if [ -x "${CACHE}/llama-bench" ] && [ -x "${bin}/llama-batched-bench" ] && [ -x "${bin}/llama-perplexity" ]; then
+targets="llama-bench llama-batched-bench llama-perplexity"
+[ "${WITH_SERVER:-0}" = 1 ] && targets="${targets} llama-server"
+if [ -x "${CACHE}/llama-bench" ] && [ -x "${bin}/llama-batched-bench" ] && [ -x "${bin}/llama-perplexity" ] \
+    && { [ "${WITH_SERVER:-0}" != 1 ] || [ -x "${bin}/llama-server" ]; }; then
     echo "already built: ${CACHE}/llama-bench"; exit 0
 fi
 
@@ -30,8 +35,8 @@ tree="${SRC}/llama_cpp_python-${VERSION}"
 
 # Native ISA like our build (-march=native); static libs so the binary runs from anywhere; no network, no GPU.
 cmake -S "${tree}/vendor/llama.cpp" -B "${SRC}/build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DGGML_OPENMP=ON
-cmake --build "${SRC}/build" --target llama-bench llama-batched-bench llama-perplexity -j2
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DGGML_OPENMP=ON
+cmake --build "${SRC}/build" --target ${targets} -j2
 cp "$(find "${SRC}/build" -name llama-bench -type f -perm -u+x | head -n1)" "${CACHE}/llama-bench"
 echo "built: ${CACHE}/llama-bench"

@@ -6,8 +6,9 @@ log-probabilities of both engines on the same token ids.
 
 The checkpoints are tests/data/golden_moe/{qwen2moe,qwen3moe}-tiny-hf (random weights, one matrix
 per expert) with the test tokenizer (tests/_checkpoints.py), converted by `quantize_model` to F32 and
-Q8_0. llama.cpp's `llama-server` (built from the vendored tree, bench/build_llama_server.sh) loads
-each file; for each prompt of random ids it returns the top-10 log-probabilities of the next token
+Q8_0. llama.cpp's `llama-server` (built from the vendored tree, `WITH_SERVER=1 bash
+bench/build_llama_bench.sh`) loads each file; for each prompt of random ids it returns the top-10
+log-probabilities of the next token
 (`/completion`, n_predict 1, n_probs 10, greedy); ours are the log-softmax of our logits at the
 prompt's last position. Printed per file: the largest |difference| of those log-probabilities, and
 whether both engines rank the same token first.
@@ -66,7 +67,8 @@ def llama_top(server: Path, gguf: Path, prompts: list[list[int]]) -> list[dict[i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--server", type=Path, default=Path("/work/peers/build-server/bin/llama-server"))
+    ap.add_argument("--server", type=Path,
+                    default=Path.home() / ".cache/qwen-cpu-bench/llama-cpp-python-src/build/bin/llama-server")
     ap.add_argument("--prompts", type=int, default=8)
     args = ap.parse_args()
     from _checkpoints import write_tokenizer
