@@ -125,8 +125,19 @@ struct Q4_0G {
   typedef block_q4_0 B;
   static constexpr int kOffShift = 0;
   static inline void values(const B* b, __m256i* ql, __m256i* qh) {
-    unpack_nibbles_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs)),
-                     ql, qh);
+    unpack_nibbles_2(packed(b), ql, qh);
+  }
+  static inline __m256i packed(const B* b) {
+    return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs));
+  }
+  // four rows' blocks k, k + 1 (b[r]: row r's): the nibble bytes regrouped, then split
+  static inline Quad quad(const B* const* b) {
+    __m256i v[4], t[4];
+    for (int r = 0; r < 4; ++r) v[r] = packed(b[r]);
+    transpose4(v, t);
+    Quad q;
+    for (int j = 0; j < 4; ++j) unpack_nibbles_2(t[j], &q.lo[j], &q.hi[j]);
+    return q;
   }
 };
 struct Q5_0G {
@@ -142,6 +153,14 @@ struct Q5_0G {
     const uint32_t lo_bits = (h0 & 0xffff) | (h1 << 16), hi_bits = (h0 >> 16) | (h1 & 0xffff0000u);
     *ql = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(bits_to_bytes_32(lo_bits), fifth));
     *qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(bits_to_bytes_32(hi_bits), fifth));
+  }
+  static inline Quad quad(const B* const* b) {
+    __m256i ql[4], qh[4];
+    for (int r = 0; r < 4; ++r) values(b[r], &ql[r], &qh[r]);
+    Quad q;
+    transpose4(ql, q.lo);
+    transpose4(qh, q.hi);
+    return q;
   }
 };
 
@@ -161,16 +180,16 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
     if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, g, to_l1);
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
       const B* b[4];
-      __m256i ql[4], qh[4];
+      uint32_t d2[4];  // row r's two block scales
       for (int r = 0; r < 4; ++r) {
         b[r] = reinterpret_cast<const B*>(row[r]) + 4 * g + 2 * h;
-        W::values(b[r], &ql[r], &qh[r]);
+        d2[r] = (uint32_t)b[r][0].d | (uint32_t)b[r][1].d << 16;
       }
-      Quad q;
-      transpose4(ql, q.lo);
-      transpose4(qh, q.hi);
-      const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short)b[0][0].d, (short)b[1][0].d, (short)b[2][0].d, (short)b[3][0].d,
-                                                       (short)b[0][1].d, (short)b[1][1].d, (short)b[2][1].d, (short)b[3][1].d));
+      const Quad q = W::quad(b);
+      // [rows 0..3 of block 2h | of block 2h + 1]
+      const __m128i dh = _mm_shuffle_epi8(_mm_setr_epi32((int)d2[0], (int)d2[1], (int)d2[2], (int)d2[3]),
+                                          _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+      const __m256 dw = _mm256_cvtph_ps(dh);
       for (int i = 0; i < A; ++i) {
         const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
         __m256i v[9];
