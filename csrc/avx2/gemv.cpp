@@ -1,17 +1,22 @@
 // AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4,
 // Q5_0_R4 and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
-// (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations.
+// (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations, and their
+// several-activation-row forms (gemv_rows, batched decode), each row bit for bit its gemv.
 //
-// Per pair of weight blocks (64 weights): their 32 nibble bytes in one register; masking and
-// shifting give elements 0..15 and 16..31 of both blocks, in the order of the activation's lo and
-// hi halves (Q5_0 adds its 5th bits, spread from the two blocks' qh words), so two maddubs
-// (unsigned values x signed activations) and one madd make 8 int32 lanes, 4 per block. The
-// activation's 8 * sum(a) per lane (16 * for Q5_0) is subtracted in the integer domain (the
-// values are q + 8, q + 16); one conversion, one scale product and one FMA per pair. Several
-// rows per pass share the activation group's loads. In the VNNI compilations (simd.h,
-// QC_DOT_VNNI) the two dpbusd accumulate onto the negated offset directly. Each kernel also has
-// its several-activation-row form (gemv_rows, batched decode): the weights unpacked once for two
-// activation rows (8 accumulators of the 16 registers).
+// Q4_0 and Q5_0 (the "Quad" form below): four weight rows' unsigned values (q + 8, q + 16) of two
+// blocks, regrouped once so that each 32-bit lane holds one row's group of 4 values, go against
+// an activation row broadcast group by group; the int16 products of the two blocks of four rows
+// sum in one register, one vpmaddwd ends them as 8 exact block dot products, and the offset,
+// the conversion, the scale product and the FMA are spent once per four rows. An extra
+// activation row then costs little more than its byte products, the weights' regrouping being
+// shared by up to 4 activation rows per pass; the row-per-register form before it spent 8
+// instructions per row and activation row on every 64 weights, 3.8x one row's time for 4 rows
+// (bench/README.md, "Several sequences at once").
+//
+// Q8_0_R4 keeps the row-per-register form (per pair of blocks two vpmaddubsw and one vpmaddwd
+// make 8 int32 lanes, 4 per block; one conversion, one scale product and one FMA per pair): its
+// signed bytes need a vpsign per product either way, so regrouping would save little there.
+// In the VNNI compilations (simd.h, QC_DOT_VNNI) vpdpbusd accumulates the byte products directly.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
@@ -269,11 +274,9 @@ struct Q5_0R4 {
   }
 };
 
-// The activation rows of a gemv_rows call in act_bcast's form, made once per call for all the
-// quads (9 vectors per 64 values): used where the rows of a pass fit in L1 with the tiles; longer
-// rows broadcast in the kernel instead (the same values, so the same bits).
-constexpr int64_t kBcastMaxCols = 2048;
-
+// The activation rows of a gemv_rows call in act_bcast's form (9 vectors per 64 values, 4.5 bytes
+// per value), made once per call for all its quads. Cheaper than broadcasting in the kernel per
+// quad even where they do not fit in L1 with the tiles (rows of 4864 values, gemv_rows_bench).
 template <class L>
 static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
   for (int i = 0; i < n_a; ++i)
@@ -282,7 +285,7 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
 }
 
 // y[i * ys + r], r < 4, for one quad (its n_tiles tiles from tile) and A activation rows (arb
-// bytes apart; bc: their broadcast form, bc_row vectors per row, or null), the Quad arithmetic.
+// bytes apart; bc: their broadcast form, bc_row vectors per row), the Quad arithmetic.
 template <class L, int A>
 static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, const __m256i* bc, size_t bc_row,
                    float* y, size_t ys) {
@@ -300,13 +303,7 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
       const Quad q = L::quad(tile, h);
       for (int i = 0; i < A; ++i) {
         const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
-        if (bc) {
-          acc[i] = quad_fma<L::kOffShift>(q, bc + i * bc_row + 9 * (2 * g + h), a, h, dw[h], acc[i]);
-        } else {
-          __m256i v[9];
-          act_bcast<L::kOffShift>(a, h, v);
-          acc[i] = quad_fma<L::kOffShift>(q, v, a, h, dw[h], acc[i]);
-        }
+        acc[i] = quad_fma<L::kOffShift>(q, bc + i * bc_row + 9 * (2 * g + h), a, h, dw[h], acc[i]);
       }
     }
   }
@@ -327,17 +324,13 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     uint8_t b[32];
   };
   static thread_local std::vector<Vec> bcast;  // grows to the largest call's rows, then stays
-  const __m256i* bc = nullptr;
-  if (n <= kBcastMaxCols) {
-    if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
-    __m256i* out = reinterpret_cast<__m256i*>(bcast.data());
-    bcast_rows<L>(n, a, arb, n_a, out);
-    bc = out;
-  }
+  if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
+  __m256i* bc = reinterpret_cast<__m256i*>(bcast.data());
+  bcast_rows<L>(n, a, arb, n_a, bc);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* tile = w + (size_t)quad * 4 * wrb;
     auto pass = [&](auto A, int i) {
-      quad_t<L, A>(tile, n_tiles, a + i * arb, arb, bc ? bc + i * bc_row : nullptr, bc_row, y + i * ys + 4 * quad, ys);
+      quad_t<L, A>(tile, n_tiles, a + i * arb, arb, bc + i * bc_row, bc_row, y + i * ys + 4 * quad, ys);
     };
     int i = 0;
     for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
