@@ -1,49 +1,124 @@
 // AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4,
 // Q5_0_R4 and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
-// (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations.
+// (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations, and their
+// several-activation-row forms (gemv_rows, batched decode), each row bit for bit its gemv.
 //
-// Per pair of weight blocks (64 weights): their 32 nibble bytes in one register; masking and
-// shifting give elements 0..15 and 16..31 of both blocks, in the order of the activation's lo and
-// hi halves (Q5_0 adds its 5th bits, spread from the two blocks' qh words), so two maddubs
-// (unsigned values x signed activations) and one madd make 8 int32 lanes, 4 per block. The
-// activation's 8 * sum(a) per lane (16 * for Q5_0) is subtracted in the integer domain (the
-// values are q + 8, q + 16); one conversion, one scale product and one FMA per pair. Several
-// rows per pass share the activation group's loads. In the VNNI compilations (simd.h,
-// QC_DOT_VNNI) the two dpbusd accumulate onto the negated offset directly. Each kernel also has
-// its several-activation-row form (gemv_rows, batched decode): the weights unpacked once for two
-// activation rows (8 accumulators of the 16 registers).
+// Q4_0 and Q5_0 (the "Quad" form below): four weight rows' unsigned values (q + 8, q + 16) of two
+// blocks, regrouped once so that each 32-bit lane holds one row's group of 4 values, go against
+// an activation row broadcast group by group; the int16 products of the two blocks of four rows
+// sum in one register, one vpmaddwd ends them as 8 exact block dot products, and the offset,
+// the conversion, the scale product and the FMA are spent once per four rows. An extra
+// activation row then costs little more than its byte products, the weights' regrouping being
+// shared by up to 4 activation rows per pass; the row-per-register form before it spent 8
+// instructions per row and activation row on every 64 weights, 3.8x one row's time for 4 rows
+// (bench/README.md, "Several sequences at once").
+//
+// Q8_0_R4 keeps the row-per-register form (per pair of blocks two vpmaddubsw and one vpmaddwd
+// make 8 int32 lanes, 4 per block; one conversion, one scale product and one FMA per pair): its
+// signed bytes need a vpsign per product either way, so regrouping would save little there.
+// In the VNNI compilations (simd.h, QC_DOT_VNNI) vpdpbusd accumulates the byte products directly.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
 #include "../gemv.h"
 #include "../repack.h"
 
+#include <vector>
+
 namespace qc {
 namespace QC_AVX2_NS {
 namespace {
 
-// Lanes 0..3 = the f16 scale of block 0 as float, 4..7 that of block 1.
-template <typename B>
-static inline __m256 scales_2(const B* b) {
-  const __m128i h = _mm_cvtsi32_si128((int)((uint32_t)b[0].d | ((uint32_t)b[1].d << 16)));
-  return _mm256_cvtph_ps(_mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3)));
+static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// ---- the Q4_0 and Q5_0 values, four weight rows by lane ------------------------------------
+// Q4_0 and Q5_0 (stored and repacked) share one arithmetic: the four weight rows of a pass are
+// regrouped so that each 32-bit lane of a product holds one row's group of 4 values (the lanes
+// of each 128-bit half: rows 0, 1, 2, 3; the low half block k, the high one block k + 1), the
+// activation group broadcast to the four lanes. So one activation row's int16 products of two
+// blocks of four rows sum in one register and one vpmaddwd ends them as the 8 exact integer block
+// dot products (rows x blocks); the conversion, the scale product and the FMA are spent once per
+// 4 rows, not once per row. Per activation row that leaves the byte products (the weights are
+// regrouped once for every activation row of the pass), which is what makes several rows cheap.
+// The integer sums are exact whatever their order, so stored and repacked rows, one activation
+// row or several, give the same bits as long as the float steps below are the same: per row,
+// acc_even += (d_w * d_a) * dot of blocks 0, 2, 4, .. in turn, acc_odd the same of 1, 3, 5, ..,
+// then y = acc_even + acc_odd.
+
+// q: the values of four weight rows' blocks k, k + 1: lo[j] = the values of elements 4j .. 4j + 3
+// (in the activation's lo order) of rows 0..3 in turn, block k in the low half, block k + 1 in
+// the high one; hi[j] the same of elements 16 + 4j .. 16 + 4j + 3.
+struct Quad {
+  __m256i lo[4], hi[4];
+};
+
+// v[r]: row r's 32 bytes (16 of block k, 16 of block k + 1) -> out[j]: bytes 4j .. 4j + 3 of
+// rows 0, 1, 2, 3 in each half
+static inline void transpose4(const __m256i v[4], __m256i out[4]) {
+  const __m256i a = _mm256_unpacklo_epi32(v[0], v[1]), b = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i c = _mm256_unpacklo_epi32(v[2], v[3]), e = _mm256_unpackhi_epi32(v[2], v[3]);
+  out[0] = _mm256_unpacklo_epi64(a, c), out[1] = _mm256_unpackhi_epi64(a, c);
+  out[2] = _mm256_unpacklo_epi64(b, e), out[3] = _mm256_unpackhi_epi64(b, e);
 }
 
-// 8 int32 lanes from the unsigned weight bytes of two blocks, in the activation's lo and hi order
-// (ql: elements 0..15 of block 0, then of block 1; qh: elements 16..31): lanes 4k..4k+3 sum to
-// block k's integer dot product; noff: minus the offset terms of the unsigned values.
-static inline __m256i dot_2(__m256i ql, __m256i qh, __m256i lo, __m256i hi, __m256i noff) {
+// One activation row's blocks k, k + 1 in the broadcast form the Quad lanes take: v[j] (j < 4)
+// = its lo bytes 4j .. 4j + 3 of each block in all four lanes of that block's half, v[4 + j] the
+// same of its hi bytes, v[8] = each block's (8 << kOffShift) * sum(a) in its half's lanes (the
+// offset of the unsigned values).
+template <int J>
+static inline __m256i bcast32(__m256i x) {
+  return _mm256_shuffle_epi32(x, J * 0x55);
+}
+template <int kOffShift>
+static inline void act_bcast(const block_q8_0x4* a, int h, __m256i v[9]) {
+  const __m256i lo = load(a->lo + 32 * h), hi = load(a->hi + 32 * h), s = load(a->sum8 + 8 * h);
+  v[0] = bcast32<0>(lo), v[1] = bcast32<1>(lo), v[2] = bcast32<2>(lo), v[3] = bcast32<3>(lo);
+  v[4] = bcast32<0>(hi), v[5] = bcast32<1>(hi), v[6] = bcast32<2>(hi), v[7] = bcast32<3>(hi);
+  const __m256i t = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0x4e));
+  v[8] = _mm256_slli_epi32(_mm256_add_epi32(t, _mm256_shuffle_epi32(t, 0xb1)), kOffShift);
+}
+
+// The 8 exact integer dot products [rows 0..3 of block k | of block k + 1] of q with one
+// activation row in the broadcast form v (act_bcast), offset included. kOffShift 0: values <= 15,
+// the 8 int16 products of a lane sum to <= 8 * 2 * 15 * 128 = 30720; 1 (Q5_0, <= 31): two sums of 4.
+template <int kOffShift>
+static inline __m256i quad_dot(const Quad& q, const __m256i* v) {
 #ifdef QC_DOT_VNNI
-  return dpbusd(dpbusd(noff, ql, lo), qh, hi);
+  __m256i d = _mm256_sub_epi32(_mm256_setzero_si256(), load(v + 8));
+  for (int j = 0; j < 4; ++j) d = dpbusd(dpbusd(d, q.lo[j], load(v + j)), q.hi[j], load(v + 4 + j));
+  return d;
 #else
-  // |u * a| <= 31 * 128 per byte, two pairs summed: <= 15872, no int16 saturation
-  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(ql, lo), _mm256_maddubs_epi16(qh, hi));
-  return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), noff);
+  const __m256i ones = _mm256_set1_epi16(1);
+  auto pair = [&](int j) {
+    return _mm256_add_epi16(_mm256_maddubs_epi16(q.lo[j], load(v + j)), _mm256_maddubs_epi16(q.hi[j], load(v + 4 + j)));
+  };
+  __m256i d;
+  if (kOffShift == 0) {
+    d = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(pair(0), pair(1)), _mm256_add_epi16(pair(2), pair(3))), ones);
+  } else {
+    d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(pair(0), pair(1)), ones),
+                         _mm256_madd_epi16(_mm256_add_epi16(pair(2), pair(3)), ones));
+  }
+  return _mm256_sub_epi32(d, load(v + 8));
 #endif
 }
 
-// The weight types: kOffShift: the offset of the unsigned values is (8 << kOffShift) (8 for
-// Q4_0, 16 for Q5_0), i.e. sum8 << kOffShift; values(b, &ql, &qh): two blocks' unsigned values.
+// acc (lanes [rows 0..3, even blocks | odd blocks]) += (dw * the activation's block scales) *
+// the dot products of q with activation row a's blocks 2h, 2h + 1 (v: their broadcast form)
+template <int kOffShift>
+static inline __m256 quad_fma(const Quad& q, const __m256i* v, const block_q8_0x4* a, int h, __m256 dw, __m256 acc) {
+  const __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(a->d + 8 * h));
+  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quad_dot<kOffShift>(q, v)), acc);
+}
+
+// acc_even + acc_odd of rows 0..3
+static inline __m128 quad_sum(__m256 acc) {
+  return _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+}
+
+// The stored layouts' weight types: kOffShift: the offset of the unsigned values is (8 <<
+// kOffShift) (8 for Q4_0, 16 for Q5_0); values(b, &ql, &qh): two blocks' unsigned values, ql the
+// elements 0..15 of block 0 then of block 1, qh the elements 16..31.
 // q: the 32 nibble bytes of two blocks -> their low nibbles (elements 0..15 of each) and high ones
 static inline void unpack_nibbles_2(__m256i q, __m256i* ql, __m256i* qh) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -55,8 +130,19 @@ struct Q4_0G {
   typedef block_q4_0 B;
   static constexpr int kOffShift = 0;
   static inline void values(const B* b, __m256i* ql, __m256i* qh) {
-    unpack_nibbles_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs)),
-                     ql, qh);
+    unpack_nibbles_2(packed(b), ql, qh);
+  }
+  static inline __m256i packed(const B* b) {
+    return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b[1].qs), reinterpret_cast<const __m128i*>(b[0].qs));
+  }
+  // four rows' blocks k, k + 1 (b[r]: row r's): the nibble bytes regrouped, then split
+  static inline Quad quad(const B* const* b) {
+    __m256i v[4], t[4];
+    for (int r = 0; r < 4; ++r) v[r] = packed(b[r]);
+    transpose4(v, t);
+    Quad q;
+    for (int j = 0; j < 4; ++j) unpack_nibbles_2(t[j], &q.lo[j], &q.hi[j]);
+    return q;
   }
 };
 struct Q5_0G {
@@ -73,48 +159,58 @@ struct Q5_0G {
     *ql = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(bits_to_bytes_32(lo_bits), fifth));
     *qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(bits_to_bytes_32(hi_bits), fifth));
   }
+  static inline Quad quad(const B* const* b) {
+    __m256i ql[4], qh[4];
+    for (int r = 0; r < 4; ++r) values(b[r], &ql[r], &qh[r]);
+    Quad q;
+    transpose4(ql, q.lo);
+    transpose4(qh, q.hi);
+    return q;
+  }
 };
 
-static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
 // y[i * ys + r] = row r of w (R rows of wrb bytes, n / 32 blocks each) . activation row i (A
-// rows, arb bytes apart). With prefetch: the R rows after these (and the R after those) are
-// prefetched at the pace they are read (gemv.h). The weights are unpacked once for the A rows,
-// each row's arithmetic in the order of A = 1 (the gemv of that row alone), bit for bit.
+// rows, arb bytes apart), in the Quad arithmetic (rows past R repeat the last one, their lanes
+// dropped). With prefetch: the R rows after these (and the R after those) are prefetched at the
+// pace they are read (gemv.h).
 template <typename W, int R, bool prefetch, int A>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys) {
   typedef typename W::B B;
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
-  __m256 acc[A][R];
-  for (int i = 0; i < A; ++i)
-    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+  const uint8_t* row[4];
+  for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;
+  __m256 acc[A];
+  for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n / QK8_0X4; ++g) {
     if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, g, to_l1);
     for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the group
-      const block_q8_0x4* a[A];
-      __m256i noff[A];
-      for (int i = 0; i < A; ++i) {
-        a[i] = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
-        noff[i] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(load(a[i]->sum8 + 8 * h), W::kOffShift));
+      const B* b[4];
+      uint32_t d2[4];  // row r's two block scales
+      for (int r = 0; r < 4; ++r) {
+        b[r] = reinterpret_cast<const B*>(row[r]) + 4 * g + 2 * h;
+        d2[r] = (uint32_t)b[r][0].d | (uint32_t)b[r][1].d << 16;
       }
-      for (int r = 0; r < R; ++r) {
-        const B* b = reinterpret_cast<const B*>(w + r * wrb) + 4 * g + 2 * h;
-        __m256i ql, qh;
-        W::values(b, &ql, &qh);
-        const __m256 dw = scales_2(b);
-        for (int i = 0; i < A; ++i) {
-          const __m256i dot = dot_2(ql, qh, load(a[i]->lo + 32 * h), load(a[i]->hi + 32 * h), noff[i]);
-          acc[i][r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(a[i]->d + 8 * h)), _mm256_cvtepi32_ps(dot), acc[i][r]);
-        }
+      const Quad q = W::quad(b);
+      // [rows 0..3 of block 2h | of block 2h + 1]
+      const __m128i dh = _mm_shuffle_epi8(_mm_setr_epi32((int)d2[0], (int)d2[1], (int)d2[2], (int)d2[3]),
+                                          _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+      const __m256 dw = _mm256_cvtph_ps(dh);
+      for (int i = 0; i < A; ++i) {
+        const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
+        __m256i v[9];
+        act_bcast<W::kOffShift>(a, h, v);
+        acc[i] = quad_fma<W::kOffShift>(q, v, a, h, dw, acc[i]);
       }
     }
   }
-  for (int i = 0; i < A; ++i)
-    for (int r = 0; r < R; ++r) y[i * ys + r] = hsum_ps(acc[i][r]);
+  for (int i = 0; i < A; ++i) {
+    float out[4];
+    _mm_storeu_ps(out, quad_sum(acc[i]));
+    for (int r = 0; r < R; ++r) y[i * ys + r] = out[r];
+  }
 }
 
-// gemv_fn (kernels.h) of Q4_0 and Q5_0, and their gemv_rows_fn: activation rows two at a time (8
-// accumulators of the 16 registers)
+// gemv_fn (kernels.h) of Q4_0 and Q5_0, and their gemv_rows_fn: activation rows two at a time
 template <typename W>
 void gemv(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -138,48 +234,114 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 constexpr size_t kTilePrefetch = 4096;
 
 // Q4_0_R4: row r's nibble bytes of blocks 2h, 2h + 1 at tile + 64r + 32h (16 each, in block
-// order), the scales at tile + 256. The nibbles are q + 8: the offset is sum8.
-// weights(): row r's values for blocks 2h, 2h + 1, unpacked once for every activation row; dot():
-// against one activation row's.
+// order), the scales at tile + 256. The nibbles are q + 8 (kOffShift 0). quad(): the tile's
+// values of blocks 2h, 2h + 1 as a Quad (the bytes regrouped, then the nibbles split: the same
+// bytes as Q4_0G's values regrouped).
 struct Q4_0R4 {
   static constexpr size_t kTile = 288, kScales = 256;
-  struct Values {
-    __m256i ql, qh;
-  };
-  static inline Values weights(const uint8_t* tile, int r, int h) {
-    Values v;
-    unpack_nibbles_2(load(tile + 64 * r + 32 * h), &v.ql, &v.qh);
-    return v;
-  }
-  static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i sum8) {
-    return dot_2(v.ql, v.qh, lo, hi, _mm256_sub_epi32(_mm256_setzero_si256(), sum8));
+  static constexpr int kOffShift = 0;
+  static inline Quad quad(const uint8_t* tile, int h) {
+    __m256i v[4], t[4];
+    for (int r = 0; r < 4; ++r) v[r] = load(tile + 64 * r + 32 * h);
+    transpose4(v, t);
+    Quad q;
+    for (int j = 0; j < 4; ++j) unpack_nibbles_2(t[j], &q.lo[j], &q.hi[j]);
+    return q;
   }
 };
 
 // Q5_0_R4: Q4_0_R4's nibbles, row r's 5th bits of blocks 2h, 2h + 1 at tile + 256 + 16r + 4h
-// (elements 0..15 of each) and 8 bytes further (16..31), the scales at tile + 320: the values and
-// the arithmetic of Q5_0G (bit for bit the stored layout's gemv). The values are q + 16: the
-// offset is 2 * sum8.
+// (elements 0..15 of each) and 8 bytes further (16..31), the scales at tile + 320: the values of
+// Q5_0G, so bit for bit the stored layout's gemv. The values are q + 16 (kOffShift 1).
 struct Q5_0R4 {
   static constexpr size_t kTile = 352, kScales = 320;
-  struct Values {
-    __m256i ql, qh;
-  };
-  static inline Values weights(const uint8_t* tile, int r, int h) {
+  static constexpr int kOffShift = 1;
+  static inline Quad quad(const uint8_t* tile, int h) {
     const __m256i fifth = _mm256_set1_epi8(0x10);
-    uint32_t lo_bits, hi_bits;
-    std::memcpy(&lo_bits, tile + 256 + 16 * r + 4 * h, 4);
-    std::memcpy(&hi_bits, tile + 256 + 16 * r + 8 + 4 * h, 4);
-    Values v;
-    unpack_nibbles_2(load(tile + 64 * r + 32 * h), &v.ql, &v.qh);
-    v.ql = _mm256_or_si256(v.ql, _mm256_and_si256(bits_to_bytes_32(lo_bits), fifth));
-    v.qh = _mm256_or_si256(v.qh, _mm256_and_si256(bits_to_bytes_32(hi_bits), fifth));
-    return v;
-  }
-  static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i sum8) {
-    return dot_2(v.ql, v.qh, lo, hi, _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum8, 1)));
+    __m256i ql[4], qh[4];
+    for (int r = 0; r < 4; ++r) {
+      uint32_t lo_bits, hi_bits;
+      std::memcpy(&lo_bits, tile + 256 + 16 * r + 4 * h, 4);
+      std::memcpy(&hi_bits, tile + 256 + 16 * r + 8 + 4 * h, 4);
+      unpack_nibbles_2(load(tile + 64 * r + 32 * h), &ql[r], &qh[r]);
+      ql[r] = _mm256_or_si256(ql[r], _mm256_and_si256(bits_to_bytes_32(lo_bits), fifth));
+      qh[r] = _mm256_or_si256(qh[r], _mm256_and_si256(bits_to_bytes_32(hi_bits), fifth));
+    }
+    Quad q;
+    transpose4(ql, q.lo);
+    transpose4(qh, q.hi);
+    return q;
   }
 };
+
+// The activation rows of a gemv_rows call in act_bcast's form (9 vectors per 64 values, 4.5 bytes
+// per value), made once per call for all its quads. Cheaper than broadcasting in the kernel per
+// quad even where they do not fit in L1 with the tiles (rows of 4864 values, gemv_rows_bench).
+template <class L>
+static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
+  for (int i = 0; i < n_a; ++i)
+    for (int64_t g = 0; g < n / QK8_0X4; ++g)
+      for (int h = 0; h < 2; ++h, out += 9) act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g, h, out);
+}
+
+// y[i * ys + r], r < 4, for one quad (its n_tiles tiles from tile) and A activation rows (arb
+// bytes apart; bc: their broadcast form, bc_row vectors per row), the Quad arithmetic.
+template <class L, int A>
+static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, const __m256i* bc, size_t bc_row,
+                   float* y, size_t ys) {
+  const __m256i spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256 acc[A];
+  for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
+    // the scales [rows 0..3 of block 2h | of block 2h + 1], from 4r + k = row r's block k
+    const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(sc)), s1 = _mm256_cvtph_ps(_mm_loadu_si128(sc + 1));
+    const __m256 dw[2] = {_mm256_permutevar8x32_ps(_mm256_unpacklo_ps(s0, s1), spread),
+                          _mm256_permutevar8x32_ps(_mm256_unpackhi_ps(s0, s1), spread)};
+    for (int h = 0; h < 2; ++h) {
+      const Quad q = L::quad(tile, h);
+      for (int i = 0; i < A; ++i) {
+        const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
+        acc[i] = quad_fma<L::kOffShift>(q, bc + i * bc_row + 9 * (2 * g + h), a, h, dw[h], acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, quad_sum(acc[i]));
+}
+
+// gemv_rows_fn of Q4_0_R4 and Q5_0_R4: per quad, the activation rows kMaxA at a time (then the
+// ones left), the quad's tiles read from memory by the first pass and from L1 by the others.
+template <class L>
+void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
+                 size_t ys) {
+  constexpr int kMaxA = 4;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t n_tiles = n / 128;  // repack_cols of these layouts
+  const size_t bc_row = (size_t)(n / 64) * 9;
+  struct alignas(32) Vec {
+    uint8_t b[32];
+  };
+  static thread_local std::vector<Vec> bcast;  // grows to the largest call's rows, then stays
+  if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
+  __m256i* bc = reinterpret_cast<__m256i*>(bcast.data());
+  bcast_rows<L>(n, a, arb, n_a, bc);
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
+    auto pass = [&](auto A, int i) {
+      quad_t<L, A>(tile, n_tiles, a + i * arb, arb, bc + i * bc_row, bc_row, y + i * ys + 4 * quad, ys);
+    };
+    int i = 0;
+    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
+    switch (n_a - i) {
+      case 3: pass(std::integral_constant<int, 3>(), i); break;
+      case 2: pass(std::integral_constant<int, 2>(), i); break;
+      case 1: pass(std::integral_constant<int, 1>(), i); break;
+      default: break;
+    }
+  }
+}
 
 // Q8_0_R4: row r's lo bytes of blocks 2h, 2h + 1 at tile + 128r + 32h, its hi bytes 64 further,
 // as q + 128; the scales at tile + 512.
@@ -286,10 +448,10 @@ void gemv_q5_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, 
   gemv<Q5_0G>(n, w, wrb, n_rows, a, y);
 }
 void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+  gemv_t_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 void gemv_q5_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+  gemv_t_rows<Q5_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
@@ -306,11 +468,11 @@ void gemv_q5_0_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
 }
 void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                        size_t ys) {
-  gemv_r4_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+  gemv_t_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q5_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                        size_t ys) {
-  gemv_r4_rows<Q5_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+  gemv_t_rows<Q5_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                        size_t ys) {
