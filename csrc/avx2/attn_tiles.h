@@ -62,39 +62,38 @@ static inline __m256 load8_part(const void* base, int64_t idx, int n) {
   return _mm256_load_ps(x);
 }
 
-// A cache row (bytes from its start) of type T as floats. kBlock elements share a scale: scale(row,
-// d) is that of the block holding element d; key(row, d, sc) elements d .. d + 7 exactly (binary16
-// scale times int8, or times nibble - 8, is exact in float); value(row, d) the same without the
-// scale (the tile's value sums fold each row's block scale into its probabilities, scaled_probs).
+// A cache row (bytes from its start) of type T as floats. kBlock elements share a scale; at(row, d)
+// is where the block of element d starts (d a multiple of kBlock), scale(blk) its scale, key(blk,
+// e, sc) its elements e .. e + 7 exactly (binary16 scale times int8, or times nibble - 8, is exact
+// in float); value(row, d) elements d .. d + 7 without the scale (the tile's value sums fold each
+// row's block scale into its probabilities, scaled_probs).
 template <int32_t T>
 struct KvRow;
-template <>
-struct KvRow<GGML_F32> {
+template <int32_t T>
+struct KvRowFloat {
   static constexpr int kBlock = 8;
   struct Scale {};
-  static Scale scale(const uint8_t*, int) { return {}; }
-  static __m256 key(const uint8_t* row, int d, Scale) { return load8<false>(row, d); }
-  static __m256 value(const uint8_t* row, int d) { return load8<false>(row, d); }
+  static const uint8_t* at(const uint8_t* row, int d) { return row + (size_t)d * (T == GGML_F16 ? 2 : 4); }
+  static Scale scale(const uint8_t*) { return {}; }
+  static __m256 key(const uint8_t* blk, int e, Scale) { return load8<T == GGML_F16>(blk, e); }
+  static __m256 value(const uint8_t* row, int d) { return load8<T == GGML_F16>(row, d); }
 };
 template <>
-struct KvRow<GGML_F16> {
-  static constexpr int kBlock = 8;
-  struct Scale {};
-  static Scale scale(const uint8_t*, int) { return {}; }
-  static __m256 key(const uint8_t* row, int d, Scale) { return load8<true>(row, d); }
-  static __m256 value(const uint8_t* row, int d) { return load8<true>(row, d); }
-};
+struct KvRow<GGML_F32> : KvRowFloat<GGML_F32> {};
+template <>
+struct KvRow<GGML_F16> : KvRowFloat<GGML_F16> {};
 template <>
 struct KvRow<GGML_Q8_0> {
   static constexpr int kBlock = 32;
   typedef __m256 Scale;
-  static const block_q8_0* block(const uint8_t* row, int d) { return reinterpret_cast<const block_q8_0*>(row) + d / 32; }
-  static Scale scale(const uint8_t* row, int d) { return _mm256_set1_ps(_cvtsh_ss(block(row, d)->d)); }
-  static __m256 value(const uint8_t* row, int d) {
-    const __m128i e = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block(row, d)->qs + d % 32));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(e));
+  static const uint8_t* at(const uint8_t* row, int d) { return row + d / 32 * sizeof(block_q8_0); }
+  static Scale scale(const uint8_t* blk) { return _mm256_set1_ps(_cvtsh_ss(reinterpret_cast<const block_q8_0*>(blk)->d)); }
+  static __m256 ints(const uint8_t* blk, int e) {
+    const int8_t* qs = reinterpret_cast<const block_q8_0*>(blk)->qs + e;
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs))));
   }
-  static __m256 key(const uint8_t* row, int d, Scale sc) { return _mm256_mul_ps(value(row, d), sc); }
+  static __m256 key(const uint8_t* blk, int e, Scale sc) { return _mm256_mul_ps(ints(blk, e), sc); }
+  static __m256 value(const uint8_t* row, int d) { return ints(at(row, d), d % 32); }
 };
 template <>
 struct KvRow<GGML_Q4_0> {
@@ -102,18 +101,19 @@ struct KvRow<GGML_Q4_0> {
   struct Scale {
     __m256 d, m8d;  // d, -8 d
   };
-  static const block_q4_0* block(const uint8_t* row, int d) { return reinterpret_cast<const block_q4_0*>(row) + d / 32; }
-  static Scale scale(const uint8_t* row, int d) {
-    const __m256 x = _mm256_set1_ps(_cvtsh_ss(block(row, d)->d));
+  static const uint8_t* at(const uint8_t* row, int d) { return row + d / 32 * sizeof(block_q4_0); }
+  static Scale scale(const uint8_t* blk) {
+    const __m256 x = _mm256_set1_ps(_cvtsh_ss(reinterpret_cast<const block_q4_0*>(blk)->d));
     return {x, _mm256_mul_ps(x, _mm256_set1_ps(-8.0f))};
   }
-  // the nibbles 0 .. 15 of elements d .. d + 7 (low nibbles the block's first 16, high the rest)
-  static __m256 nibbles(const uint8_t* row, int d) {
-    const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block(row, d)->qs + d % 16)));
-    return _mm256_cvtepi32_ps(d % 32 >= 16 ? _mm256_srli_epi32(e, 4) : _mm256_and_si256(e, _mm256_set1_epi32(15)));
+  // the nibbles 0 .. 15 of the block's elements e .. e + 7 (low nibbles its first 16, high the rest)
+  static __m256 nibbles(const uint8_t* blk, int e) {
+    const uint8_t* qs = reinterpret_cast<const block_q4_0*>(blk)->qs + e % 16;
+    const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
+    return _mm256_cvtepi32_ps(e >= 16 ? _mm256_srli_epi32(x, 4) : _mm256_and_si256(x, _mm256_set1_epi32(15)));
   }
-  static __m256 value(const uint8_t* row, int d) { return _mm256_sub_ps(nibbles(row, d), _mm256_set1_ps(8.0f)); }
-  static __m256 key(const uint8_t* row, int d, Scale sc) { return _mm256_fmadd_ps(nibbles(row, d), sc.d, sc.m8d); }
+  static __m256 key(const uint8_t* blk, int e, Scale sc) { return _mm256_fmadd_ps(nibbles(blk, e), sc.d, sc.m8d); }
+  static __m256 value(const uint8_t* row, int d) { return _mm256_sub_ps(nibbles(at(row, d), d % 32), _mm256_set1_ps(8.0f)); }
 };
 
 // s (TK G, TK = tile_keys<G>) = scale * q_j . k_i at s[i G + j] for the NQ queries q (NQ, head_dim) and keys i of
@@ -147,11 +147,12 @@ static inline void tile_scores(float* s, int nk, const float* q, const uint8_t* 
       }
     };
     for (int d = 0; d < d8; d += R::kBlock) {
+      const uint8_t* blk[KB];
       typename R::Scale sc[KB];
-      QC_UNROLL for (int b = 0; b < KB; ++b) sc[b] = R::scale(row[b], d);
+      QC_UNROLL for (int b = 0; b < KB; ++b) blk[b] = R::at(row[b], d), sc[b] = R::scale(blk[b]);
       QC_UNROLL for (int w = 0; w < R::kBlock; w += 8) {
         __m256 kv[KB];
-        QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = R::key(row[b], d + w, sc[b]);
+        QC_UNROLL for (int b = 0; b < KB; ++b) kv[b] = R::key(blk[b], w, sc[b]);
         step(kv, d + w, nullptr);
       }
     }
@@ -238,7 +239,7 @@ static inline void scaled_probs(float* ps, const float* s, int nk, const uint8_t
   const __m256i key_of_lane = _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kShift);
   alignas(32) float dv[TK + 8] = {};  // the keys' scales of one block (8 past the end: whole loads)
   for (int b = 0; b < head_dim / 32; ++b) {
-    for (int i = 0; i < nk; ++i) dv[i] = _cvtsh_ss(KvRow<VT>::block(v + (size_t)i * vb, 32 * b)->d);
+    for (int i = 0; i < nk; ++i) dv[i] = _cvtsh_ss(*reinterpret_cast<const half_t*>(KvRow<VT>::at(v + (size_t)i * vb, 32 * b)));
     for (int i = nk; i < TK; ++i) dv[i] = 0.0f;
     QC_UNROLL for (int g = 0; g < TK * G / 8; ++g) {
       const __m256 d = G == 8 ? _mm256_broadcast_ss(dv + g) : _mm256_permutevar8x32_ps(_mm256_loadu_ps(dv + g * KB), key_of_lane);
