@@ -1,4 +1,5 @@
-// The tiled loop every SIMD attention kernel (attn_fn in kernels.h) runs: keys in blocks of
+// The tiled loop of the attention kernels (attn_fn in kernels.h) other than the fused tiles
+// (attn_tiles.h: avx2's for every cache type, avx512's for f32/f16 caches): keys in blocks of
 // kAttnBlock; per block, the K rows made readable by the float kernels once (f32/f16 rows as they
 // are, q8_0/q4_0 rows dequantized into scratch), scores of the queries in groups of up to kGroup
 // (as many as the path's score kernel keeps accumulators for in registers), the online-softmax

@@ -1,6 +1,6 @@
-// What the fused float-cache attention kernels (avx512/attn_tiles.h, avx2/attn_tiles.h) share:
-// the tile shapes and the attn_fn that runs a path's tile kernel over a call's queries. A path's
-// kernel is Tiles::run<NQ, KF16, VF16> (keys [i_begin, i_end) of a part of n_keys keys for NQ <= 8
+// What the fused attention kernels (avx512/attn_tiles.h: f32/f16 caches, avx2/attn_tiles.h: f32,
+// f16, q8_0, q4_0) share: the tile shapes and the attn_fn that runs a path's tile kernel over a
+// call's queries. A path's kernel is Tiles::run<NQ, KF16, VF16> or run<NQ, KT, VT> (keys [i_begin, i_end) of a part of n_keys keys for NQ <= 8
 // queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch; with pf it
 // prefetches the rows kPrefetch keys ahead). Included inside each path's namespace by its ops.cpp.
 #pragma once
@@ -31,28 +31,58 @@ struct TileFns {
                                   Tiles::template run<7, KF16, VF16>,
                                   Tiles::template run<8, KF16, VF16>};
 };
-
-// attn_fn (kernels.h) for f32/f16 K and V caches: up to 8 queries over all keys in one call;
-// more in groups of 8 per 64 keys (those rows in L1 for the later groups).
+// The same for a path whose kernel takes the cache types themselves, Tiles::run<NQ, KT, VT> (any
+// of f32, f16, q8_0, q4_0 for K and V; past c, head_dim / 32 * 128 floats of its own scratch).
 template <class Tiles, int32_t KT, int32_t VT>
-void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+struct TypedTileFns {
+  typedef typename TileFns<Tiles, false, false>::fn fn;
+  static constexpr fn tiles[9] = {nullptr,
+                                  Tiles::template run<1, KT, VT>,
+                                  Tiles::template run<2, KT, VT>,
+                                  Tiles::template run<3, KT, VT>,
+                                  Tiles::template run<4, KT, VT>,
+                                  Tiles::template run<5, KT, VT>,
+                                  Tiles::template run<6, KT, VT>,
+                                  Tiles::template run<7, KT, VT>,
+                                  Tiles::template run<8, KT, VT>};
+};
+
+// attn_fn (kernels.h) over Fns::tiles: up to 8 queries over all keys in one call; more in groups
+// of 8 per 64 keys (those rows in L1 for the later groups).
+template <class Fns>
+void attn_tiles(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
                 int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
-  typedef TileFns<Tiles, KT == GGML_F16, VT == GGML_F16> F;
   float* s = scratch;  // (128) one tile's scores, then probabilities
-  float* c = s + 128;  // (8) rescale of the old state
+  float* c = s + 128;  // (8) rescale of the old state; then the kernel's own scratch
   const uint8_t* kb = static_cast<const uint8_t*>(k);
   const uint8_t* vb = static_cast<const uint8_t*>(v);
   if (n_q <= 8) {
-    F::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
+    Fns::tiles[n_q](q, kb, k_row_bytes, vb, v_row_bytes, n_keys, 0, n_keys, true, head_dim, scale, m, l, acc, s, c);
     return;
   }
   for (int64_t i0 = 0; i0 < n_keys; i0 += 64)
     for (int j0 = 0; j0 < n_q; j0 += 8) {
       const int nq = n_q - j0 < 8 ? n_q - j0 : 8;
-      F::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
-                   i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
-                   acc + (int64_t)j0 * head_dim, s, c);
+      Fns::tiles[nq](q + (int64_t)j0 * head_dim, kb, k_row_bytes, vb, v_row_bytes, n_keys, i0,
+                     i0 + 64 < n_keys ? i0 + 64 : n_keys, j0 == 0, head_dim, scale, m + j0, l + j0,
+                     acc + (int64_t)j0 * head_dim, s, c);
     }
+}
+
+// attn_fn for f32/f16 K and V caches through Tiles::run<NQ, KF16, VF16>.
+template <class Tiles, int32_t KT, int32_t VT>
+void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  attn_tiles<TileFns<Tiles, KT == GGML_F16, VT == GGML_F16>>(q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim,
+                                                              scale, m, l, acc, scratch);
+}
+
+// attn_fn for any K and V cache types through Tiles::run<NQ, KT, VT>.
+template <class Tiles, int32_t KT, int32_t VT>
+void attn_typed(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
+                int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
+  attn_tiles<TypedTileFns<Tiles, KT, VT>>(q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, scale, m, l, acc,
+                                          scratch);
 }
 
 // Registers a path's fused tiles for the four f32/f16 K, V pairs.
@@ -61,3 +91,15 @@ void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, cons
   set_attn(k, GGML_F32, GGML_F16, QC_FN(attn_float<Tiles, GGML_F32, GGML_F16>)); \
   set_attn(k, GGML_F16, GGML_F32, QC_FN(attn_float<Tiles, GGML_F16, GGML_F32>)); \
   set_attn(k, GGML_F16, GGML_F16, QC_FN(attn_float<Tiles, GGML_F16, GGML_F16>));
+
+// Registers a path's fused tiles (run<NQ, KT, VT>) for the 16 K, V pairs of f32, f16, q8_0, q4_0.
+#define QC_SET_ATTN_TILES_K(k, Tiles, KT)                                \
+  set_attn(k, KT, GGML_F32, QC_FN(attn_typed<Tiles, KT, GGML_F32>));   \
+  set_attn(k, KT, GGML_F16, QC_FN(attn_typed<Tiles, KT, GGML_F16>));   \
+  set_attn(k, KT, GGML_Q8_0, QC_FN(attn_typed<Tiles, KT, GGML_Q8_0>)); \
+  set_attn(k, KT, GGML_Q4_0, QC_FN(attn_typed<Tiles, KT, GGML_Q4_0>));
+#define QC_SET_ATTN_TILES(k, Tiles)             \
+  QC_SET_ATTN_TILES_K(k, Tiles, GGML_F32)       \
+  QC_SET_ATTN_TILES_K(k, Tiles, GGML_F16)       \
+  QC_SET_ATTN_TILES_K(k, Tiles, GGML_Q8_0)      \
+  QC_SET_ATTN_TILES_K(k, Tiles, GGML_Q4_0)

@@ -898,7 +898,7 @@ const char* type_name(int32_t t) { return type_info(t).name; }
 // quantized row: NaN scales), through attention() on a pool of n_threads (3 threads split a
 // decode pair's keys across threads once it has >= 1024 keys), vs float64 softmax attention over
 // the dequantized rows: max |err| <= tol. For a SIMD table the output is also held to the scalar
-// table's within tol. The SIMD tables score a q8_0/q4_0 K cache against the queries quantized to
+// table's within tol. Tables with q8_query (avx512's) score a q8_0/q4_0 K cache against the queries quantized to
 // int8 (attn_groups.h, QueryQ8): their float64 reference takes the queries so rounded, and their
 // distance to the scalar table's exact queries is held to kQ8QueryTol instead (the largest
 // measured over these cases, avx512 and avx2, was 0.015 at 7 queries over 6..12 keys; with one
