@@ -140,21 +140,22 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
 // weights of them. Per 8 values and token: 2 vpmaddubsw and 2 / kSum vpmaddwd instead of 2 + 1.
 template <class W>
 struct KInt;
+// Per row and super-block, scales(block, v, &d, &dmin) gives kVec vectors of 8 int32 lanes, each
+// lane two int16 words: v[0 .. kVec - 2] lane j: the scale of sub-block 8v + j, twice (the
+// vpmaddwd factor of its int16 sums); v[kVec - 1] lane p: the weights of Q8_K bsums 2p and 2p + 1
+// (the min of their sub-block, or -32 * their scales).
 template <>
 struct KInt<gemm::Q4_KW> {
   typedef block_q4_K B;
   static constexpr int kSum = 8, kSub = 32;  // groups of 4 values per int16 sum; values per sub-block
-  static constexpr bool kMin = true;         // a dmin * min term in float (else the bsum terms join the sum)
-  // the row's scale per sub-block (sc[0 .. 256 / kSub - 1]) and int16 weight per Q8_K bsum
-  // (bw[0..15]: its 16-value part's min, or -32 * scale); *d, *dmin as floats
+  static constexpr int kVec = 2;
+  static constexpr bool kMin = true;  // a dmin * min term in float (else the bsum terms join the sum)
   template <class Blk>
-  static inline void scales(const Blk& b, int16_t* sc, int16_t* bw, float* d, float* dmin) {
-    uint8_t s[8], m[8];
-    unpack_q4_K_scales(b.scales, s, m);
-    for (int j = 0; j < 8; ++j) {
-      sc[j] = s[j];
-      bw[2 * j] = bw[2 * j + 1] = m[j];
-    }
+  static inline void scales(const Blk& b, __m256i* v, float* d, float* dmin) {
+    const __m128i sm = x86::k4_scales_mins(b.scales);  // bytes 0..7 scales, 8..15 mins
+    const __m256i sc = _mm256_cvtepu8_epi32(sm), mn = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+    v[0] = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+    v[1] = _mm256_or_si256(mn, _mm256_slli_epi32(mn, 16));  // bsums 2j, 2j + 1 are sub-block j's halves
     *d = h2f(b.d);
     *dmin = h2f(b.dmin);
   }
@@ -168,12 +169,15 @@ template <>
 struct KInt<gemm::Q6_KW> {
   typedef block_q6_K B;
   static constexpr int kSum = 2, kSub = 16;
+  static constexpr int kVec = 3;
   static constexpr bool kMin = false;
-  static inline void scales(const B& b, int16_t* sc, int16_t* bw, float* d, float* dmin) {
-    for (int j = 0; j < 16; ++j) {
-      sc[j] = b.scales[j];
-      bw[j] = (int16_t)(-32 * b.scales[j]);
-    }
+  static inline void scales(const B& b, __m256i* v, float* d, float* dmin) {
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+    const __m256i lo = _mm256_cvtepi8_epi32(sc8), hi = _mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8));
+    const __m256i word = _mm256_set1_epi32(0xffff);
+    v[0] = _mm256_or_si256(_mm256_and_si256(lo, word), _mm256_slli_epi32(lo, 16));
+    v[1] = _mm256_or_si256(_mm256_and_si256(hi, word), _mm256_slli_epi32(hi, 16));
+    v[2] = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5));  // -32 * sc
     *d = h2f(b.d);
     *dmin = 0.0f;
   }
@@ -200,28 +204,30 @@ static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const voi
     for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
       for (int b = 0; b < ns; ++b) {  // repack the 8 rows' super-blocks s0 .. s0 + ns - 1
+        // rows past n_w repeat the tile's first row with zero scales (never stored)
         const B* blk[8];
         gemm::KUnpacked u[8];
+        __m256i sv_r[T::kVec][8];  // [vector][row], transposed below to [lane][row]
         for (int r = 0; r < 8; ++r) {
-          int16_t sc[16] = {0}, bws[16] = {0};
-          float d = 0.0f, dmin = 0.0f;
-          blk[r] = nullptr;
-          if (r < nr) {
-            blk[r] = &reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
-            T::scales(*blk[r], sc, bws, &d, &dmin);
-            W::prepare(*blk[r], &u[r]);
-          }
-          for (int j = 0; j < kNSub; ++j) sv[b][j][r] = (int32_t)(uint16_t)sc[j] | (int32_t)((uint32_t)(uint16_t)sc[j] << 16);
-          for (int p = 0; p < 8; ++p)
-            bw[b][p][r] = (int32_t)(uint16_t)bws[2 * p] | (int32_t)((uint32_t)(uint16_t)bws[2 * p + 1] << 16);
-          dw[b][r] = d;
-          dm[b][r] = dmin;
+          blk[r] = &reinterpret_cast<const B*>(w + (r0 + (r < nr ? r : 0)) * wrb)[s0 + b];
+          __m256i v[T::kVec];
+          float d, dmin;
+          T::scales(*blk[r], v, &d, &dmin);
+          W::prepare(*blk[r], &u[r]);
+          for (int i = 0; i < T::kVec; ++i) sv_r[i][r] = r < nr ? v[i] : _mm256_setzero_si256();
+          dw[b][r] = r < nr ? d : 0.0f;
+          dm[b][r] = r < nr ? dmin : 0.0f;
+        }
+        for (int i = 0; i < T::kVec; ++i) {
+          gemm::transpose_8x8_epi32(sv_r[i]);
+          int32_t(*dst)[8] = i < T::kVec - 1 ? sv[b] + 8 * i : bw[b];
+          for (int j = 0; j < 8; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(dst[j]), sv_r[i][j]);
         }
         for (int k = 0; k < 8; ++k) {
           __m256i v[8];
           for (int r = 0; r < 8; ++r) {
             __m256i sc;
-            v[r] = blk[r] ? W::chunk(*blk[r], u[r], k, &sc) : _mm256_setzero_si256();
+            v[r] = W::chunk(*blk[r], u[r], k, &sc);
           }
           gemm::transpose_8x8_epi32(v);
           for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][k][g]), v[g]);
