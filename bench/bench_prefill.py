@@ -4,7 +4,8 @@
    --tokens rows against weights of each type at Qwen2.5-0.5B shapes (896x896, 4864x896,
    896x4864) and 4096x4096, with --threads threads. Random blocks with small finite scales.
 2. End to end (--e2e): tokens/s of a 512-token prefill on each model that exists (the real
-   SmolLM2 Q4_1 and the random Qwen2.5-0.5B Q4_0 / Q8_0 / Q4_K_M of bench/make_models.py), ours
+   SmolLM2 Q4_1, the random Qwen2.5-0.5B Q4_0 / Q8_0 / Q4_K_M and the 1.5B Q4_K_M / Q5_K_M / Q6_K of
+   bench/make_models.py), ours
    (Model.prefill after reset) and llama.cpp through llama-cpp-python (Llama.eval after reset,
    n_batch 512), same threads, interleaved, --reps repetitions, medians, and the ratio.
 
@@ -67,6 +68,7 @@ def e2e_models() -> list[Path]:
     if spec and spec.submodule_search_locations:
         paths.append(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
     paths += [CACHE / f"qwen2.5-0.5b-random-{q}.gguf" for q in ("q4_0", "q8_0", "q4_k_m")]
+    paths += [CACHE / f"qwen2.5-1.5b-random-{q}.gguf" for q in ("q4_k_m", "q5_k_m", "q6_k")]  # all K-quant
     return [p for p in paths if p.exists()]
 
 
@@ -108,7 +110,7 @@ def bench_e2e(paths: list[Path], threads: int, n_prompt: int, reps: int) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--types", default="q4_0,q4_1,q5_0,q8_0,q4_k,q6_k")
+    ap.add_argument("--types", default="q4_0,q4_1,q5_0,q8_0,q4_k,q5_k,q6_k")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel table")

@@ -4,7 +4,8 @@
 //
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
 // products with a + 128 overflow vpmaddubsw's int16 pairs) and has its own 8-row kernel with the
-// signs moved onto the activations (gemm_q8_0_s8). The 8-row kernels ran 1.6-3x the speed of R x C
+// signs moved onto the activations (gemm_q8_0_s8); the K-quants have one that applies their
+// sub-block scales in the integer sums (gemm_k_int). The 8-row kernels ran 1.6-3x the speed of R x C
 // tiles of one vec_dot-like product per row and token (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
@@ -124,6 +125,172 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
     }
   }
 }
+
+// K-quants (Q4_K, Q5_K, Q6_K) x Q8_K over 8 interleaved weight rows, with the sub-block scales
+// applied in the integer domain. gemm_kx8 (gemm_impl.h) turns every sub-block dot into float (a
+// vpmaddwd per 2 groups of 4 values, a conversion and two FMAs per sub-block and token). With
+// vpmaddubsw the weights are small unsigned bytes (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63) and the
+// Q8_K activations within +-127, so the int16 products of kSum groups add up without overflow
+// (16 * 15 * 127, 8 * 31 * 127, 4 * 63 * 127 < 2^15), and one vpmaddwd against the row's scale
+// (int16, the same word twice in each row's lane) both widens them and scales them: per
+// super-block and token one exact int32 sum per row, sum_j sc_j * dot_j (< 2^31: 8 * 63 * 32 * 15
+// * 127, 8 * 63 * 32 * 31 * 127, 16 * 128 * 16 * 63 * 127), then one conversion and FMA with
+// d(row) * d(token). The min (Q4_K, Q5_K: dmin * m_j * S_j) or offset (Q6_K: -32 * sc_j * S_j,
+// added to the int32 sum) terms come from the Q8_K bsums, 2 per vpmaddwd against the row's int16
+// weights of them. Per 8 values and token: 2 vpmaddubsw and 2 / kSum vpmaddwd instead of 2 + 1.
+template <class W>
+struct KInt;
+// Per row and super-block, scales(block, v, &d, &dmin) gives kVec vectors of 8 int32 lanes, each
+// lane two int16 words: v[0 .. kVec - 2] lane j: the scale of sub-block 8v + j, twice (the
+// vpmaddwd factor of its int16 sums); v[kVec - 1] lane p: the weights of Q8_K bsums 2p and 2p + 1
+// (the min of their sub-block, or -32 * their scales).
+template <>
+struct KInt<gemm::Q4_KW> {
+  typedef block_q4_K B;
+  static constexpr int kSum = 8, kSub = 32;  // groups of 4 values per int16 sum; values per sub-block
+  static constexpr int kVec = 2;
+  static constexpr bool kMin = true;  // a dmin * min term in float (else the bsum terms join the sum)
+  template <class Blk>
+  static inline void scales(const Blk& b, __m256i* v, float* d, float* dmin) {
+    const __m128i sm = x86::k4_scales_mins(b.scales);  // bytes 0..7 scales, 8..15 mins
+    const __m256i sc = _mm256_cvtepu8_epi32(sm), mn = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+    v[0] = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+    v[1] = _mm256_or_si256(mn, _mm256_slli_epi32(mn, 16));  // bsums 2j, 2j + 1 are sub-block j's halves
+    *d = h2f(b.d);
+    *dmin = h2f(b.dmin);
+  }
+};
+template <>
+struct KInt<gemm::Q5_KW> : KInt<gemm::Q4_KW> {
+  typedef block_q5_K B;
+  static constexpr int kSum = 4;
+};
+template <>
+struct KInt<gemm::Q6_KW> {
+  typedef block_q6_K B;
+  static constexpr int kSum = 2, kSub = 16;
+  static constexpr int kVec = 3;
+  static constexpr bool kMin = false;
+  static inline void scales(const B& b, __m256i* v, float* d, float* dmin) {
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+    const __m256i lo = _mm256_cvtepi8_epi32(sc8), hi = _mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8));
+    const __m256i word = _mm256_set1_epi32(0xffff);
+    v[0] = _mm256_or_si256(_mm256_and_si256(lo, word), _mm256_slli_epi32(lo, 16));
+    v[1] = _mm256_or_si256(_mm256_and_si256(hi, word), _mm256_slli_epi32(hi, 16));
+    v[2] = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5));  // -32 * sc
+    *d = h2f(b.d);
+    *dmin = 0.0f;
+  }
+};
+
+// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW): gemm_kx8's repacked values
+// (W::chunk, transposed to one int32 lane per row), the scales as int16 pairs per row lane.
+template <class W, int kC>
+static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                       float* y, size_t ys) {
+  typedef KInt<W> T;
+  typedef typename T::B B;
+  constexpr int kNSub = QK_K / T::kSub;
+  constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
+  alignas(32) uint8_t wq[kSeg][8][8][32];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
+  alignas(32) int32_t sv[kSeg][kNSub][8];  // [block][sub-block][row]: its scale in both int16 halves
+  alignas(32) int32_t bw[kSeg][8][8];      // [block][bsum pair p][row]: weights of bsums 2p, 2p+1
+  alignas(32) float dw[kSeg][8], dm[kSeg][8];  // [block][row] d, dmin (0 for rows past n_w)
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t nb = n / QK_K;
+  for (int r0 = 0; r0 < n_w; r0 += 8) {
+    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+    for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
+      for (int b = 0; b < ns; ++b) {  // repack the 8 rows' super-blocks s0 .. s0 + ns - 1
+        // rows past n_w repeat the tile's first row with zero scales (never stored)
+        const B* blk[8];
+        gemm::KUnpacked u[8];
+        __m256i sv_r[T::kVec][8];  // [vector][row], transposed below to [lane][row]
+        for (int r = 0; r < 8; ++r) {
+          blk[r] = &reinterpret_cast<const B*>(w + (r0 + (r < nr ? r : 0)) * wrb)[s0 + b];
+          __m256i v[T::kVec];
+          float d, dmin;
+          T::scales(*blk[r], v, &d, &dmin);
+          W::prepare(*blk[r], &u[r]);
+          for (int i = 0; i < T::kVec; ++i) sv_r[i][r] = r < nr ? v[i] : _mm256_setzero_si256();
+          dw[b][r] = r < nr ? d : 0.0f;
+          dm[b][r] = r < nr ? dmin : 0.0f;
+        }
+        for (int i = 0; i < T::kVec; ++i) {
+          gemm::transpose_8x8_epi32(sv_r[i]);
+          int32_t(*dst)[8] = i < T::kVec - 1 ? sv[b] + 8 * i : bw[b];
+          for (int j = 0; j < 8; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(dst[j]), sv_r[i][j]);
+        }
+        for (int k = 0; k < 8; ++k) {
+          __m256i v[8];
+          for (int r = 0; r < 8; ++r) {
+            __m256i sc;
+            v[r] = W::chunk(*blk[r], u[r], k, &sc);
+          }
+          gemm::transpose_8x8_epi32(v);
+          for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][k][g]), v[g]);
+        }
+      }
+      for (int c0 = 0; c0 < n_a; c0 += kC) {
+        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
+        const block_q8_K* ab[kC];  // tokens past n_a in the last pass read token c0's (never stored)
+        for (int c = 0; c < kC; ++c) ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
+        __m256 acc[kC];
+        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m256i isum[kC];
+          for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
+          for (int k = 0; k < 8; ++k)
+            for (int g0 = 0; g0 < 8; g0 += T::kSum) {
+              const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sv[b][(32 * k + 4 * g0) / T::kSub]));
+              for (int c = 0; c < kC; ++c) {
+                const int8_t* q = ab[c][b].qs + 32 * k + 4 * g0;
+                // the token's values 4g..4g+3 in every lane: 16 bytes loaded into both 128-bit
+                // lanes, then vpshufd (one load per 4 groups instead of one per group: faster for
+                // Q6_K, equal for Q4_K and Q5_K on Zen 3)
+                __m256i qv[8];
+                for (int h = 0; h < (T::kSum + 3) / 4; ++h) {
+                  const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h)));
+                  qv[4 * h + 0] = _mm256_shuffle_epi32(x, 0x00);
+                  qv[4 * h + 1] = _mm256_shuffle_epi32(x, 0x55);
+                  qv[4 * h + 2] = _mm256_shuffle_epi32(x, 0xaa);
+                  qv[4 * h + 3] = _mm256_shuffle_epi32(x, 0xff);
+                }
+                __m256i s16 = _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][k][g0])), qv[0]);
+                for (int g = 1; g < T::kSum; ++g)
+                  s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][k][g0 + g])),
+                                                                   qv[g]));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(s16, sc));
+                keep_order(isum[c]);
+              }
+            }
+          const __m256 dwv = _mm256_load_ps(dw[b]);
+          for (int c = 0; c < kC; ++c) {
+            __m256i ib = _mm256_setzero_si256();
+            for (int p = 0; p < 8; ++p)
+              ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])),
+                                                           gemm::bcast4(ab[c][b].bsums + 2 * p)));
+            const __m256 da = _mm256_set1_ps(ab[c][b].d);
+            if constexpr (T::kMin) {
+              acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, da), acc[c]);
+              acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(_mm256_load_ps(dm[b]), da), acc[c]);
+            } else {
+              acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[c], ib)), _mm256_mul_ps(dwv, da), acc[c]);
+            }
+          }
+        }
+        for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
+          alignas(32) float part[8];
+          _mm256_store_ps(part, acc[c]);
+          float* yc = y + (c0 + c) * ys + r0;
+          for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
+        }
+      }
+    }
+  }
+}
 #else
 struct Dot {
   static constexpr int kTokens = 4;  // as above: 16 ymm registers
@@ -160,6 +327,7 @@ void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
   gemm_q8_0_s8(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #endif
+#ifdef QC_DOT_VNNI
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q4_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
@@ -169,6 +337,18 @@ void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
 void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q6_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
+#else
+// vpmaddubsw: the K-quants with their scales applied in the integer sums (gemm_k_int above)
+void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm_k_int<gemm::Q4_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm_k_int<gemm::Q5_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm_k_int<gemm::Q6_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+#endif
 
 }  // namespace QC_AVX2_NS
 }  // namespace qc

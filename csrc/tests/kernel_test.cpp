@@ -503,27 +503,31 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 
 // WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
 // of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
-// rows, 1..9 activation rows); the y_stride padding is left untouched.
+// rows, 1..9 activation rows); the y_stride padding is left untouched. Random weights and
+// activations, then every quant byte 0xFF (the largest values of each type) against activations
+// all +1 or all -1 (every quantized activation at +-127): the largest integer sums a kernel
+// can meet, where int16 sums of byte products (csrc/avx2/gemm.cpp) would overflow first.
 void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
     if (!K.weight[wt.type].gemm) continue;
     const int32_t atype = S.weight[wt.type].act_type;
     const int64_t n = 2 * std::max(wt.blk, act_block(atype)) + (wt.blk == 1 ? 3 : 0);
     const size_t wb = row_bytes(wt.type, n), ab = row_bytes(atype, n);
+    for (int fill : {-1, 0xFF})
     for (int n_w : {1, 4, 13})
       for (int n_a : {1, 3, 9}) {
-        auto g = rng_for(fmt("gemm %d %d %d", wt.type, n_w, n_a));
+        auto g = rng_for(fmt("gemm %d %d %d %d", wt.type, n_w, n_a, fill));
         // the gemm reads its own layout where it has one (made by the scalar reference quantizer)
         const int32_t gtype = K.weight[wt.type].gemm_act >= 0 ? K.weight[wt.type].gemm_act : atype;
         const size_t gb = act_row_bytes(gtype, n);
         std::vector<uint8_t> w, a, ga;
         std::vector<std::vector<double>> av;
         for (int j = 0; j < n_w; ++j) {
-          const std::vector<uint8_t> row = random_weights(g, wt, n);
+          const std::vector<uint8_t> row = random_weights(g, wt, n, fill);
           w.insert(w.end(), row.begin(), row.end());
         }
         for (int i = 0; i < n_a; ++i) {
-          const std::vector<float> x = normal(g, (size_t)n);
+          const std::vector<float> x = fill < 0 ? normal(g, (size_t)n) : std::vector<float>((size_t)n, i % 2 ? -1.0f : 1.0f);
           const std::vector<uint8_t> row = quantize(S, atype, x), grow = quantize(S, gtype, x);
           a.insert(a.end(), row.begin(), row.end());
           ga.insert(ga.end(), grow.begin(), grow.end());
@@ -544,8 +548,8 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
         }
         for (int i = 0; i < n_a; ++i)
           for (size_t j = n_w; j < y_stride; ++j) ok = ok && y[i * y_stride + j] == -7.0f;
-        R.check(ok, K.isa, fmt("gemm %s n=%lld n_w=%d n_a=%d: beyond the vec_dot bound or wrote past n_w",
-                               type_info(wt.type).name, (long long)n, n_w, n_a));
+        R.check(ok, K.isa, fmt("gemm %s n=%lld n_w=%d n_a=%d fill %d: beyond the vec_dot bound or wrote past n_w",
+                               type_info(wt.type).name, (long long)n, n_w, n_a, fill));
       }
   }
 }
