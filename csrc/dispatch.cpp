@@ -98,8 +98,8 @@ constexpr const char* kTestTwin = "avxvnni_evex";
 
 // A SIMD table starts as a copy of the table below it for whatever it does not implement itself
 // (the dequantizers of every path are the scalar ones). From the scalar table it takes the
-// vec_dots but not the gemms: those wrap the scalar vec_dot, and a SIMD path that has no gemm of
-// its own for a type runs the driver's loop over its own vec_dot instead.
+// vec_dots but not the gemms or gemvs: those wrap the scalar vec_dot, and a SIMD path that has no
+// gemm or gemv of its own for a type runs the driver's loop over its own vec_dot instead.
 Kernels start_from(const Kernels& below, const char* isa) {
   Kernels t = below;
   t.isa = isa;
@@ -108,6 +108,10 @@ Kernels start_from(const Kernels& below, const char* isa) {
       w.gemm = nullptr;
       w.gemm_name = nullptr;
       w.gemm_act = -1;
+      w.gemv = nullptr;
+      w.gemv_name = nullptr;
+      w.gemv_act = -1;
+      w.gemv_rows = nullptr;
     }
   return t;
 }

@@ -1,7 +1,8 @@
 """The kernel tables as dispatch.cpp builds them (_kernels.kernel_table, what `qwen-cpu info
 --kernels` prints), on every path this CPU runs: each weight type's kernels come from that path's
 own code (or, where a path keeps a lower one's, from a path below it), and the few choices the
-tables encode hold: the scalar prefill is its vec_dot per output, the 128-bit paths have no prefill
+tables encode hold: the scalar prefill is its vec_dot per output (its only gemvs the float types'),
+the 128-bit paths have no prefill
 tiles, and the avx512 table's K-quant prefill tiles are those of csrc/avx512_ymm."""
 
 import pytest
@@ -40,7 +41,9 @@ def test_the_tables_choices(isa):
     if isa == "scalar":
         for t, r in rows.items():  # one gemm per type, made of that type's vec_dot, on its activations
             assert r["gemm"][0].lower() == f"scalar::gemm_{t.lower()}" and r["gemm"][1] == r["vec_dot"][1], t
-        assert all(r["layout"] == "stored" and not r["gemv"][0] for r in rows.values())
+        assert all(r["layout"] == "stored" for r in rows.values())
+        for t, r in rows.items():  # a decode gemv (with its several-row form) only for the float types
+            assert r["gemv"][0] == (f"scalar::gemv_{t.lower()}" if t in ("F32", "F16", "BF16") else ""), t
     if isa in ("sse42", "neon", "neon_dotprod"):
         assert not any(r["gemm"][0] for r in rows.values())  # prefill loops over the vec_dots
     if isa == "avx512" and "avx512vnni" in _kernels.cpu_features().split():

@@ -21,8 +21,11 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;   // the prefill gemms'
 
   set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
+  set_gemv(k, GGML_F32, QC_FN(gemv_f32), GGML_F32, gemv_f32_rows);
   set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
+  set_gemv(k, GGML_F16, QC_FN(gemv_f16), GGML_F32, gemv_f16_rows);
   set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
+  set_gemv(k, GGML_BF16, QC_FN(gemv_bf16), GGML_F32, gemv_bf16_rows);
 
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);

@@ -9,6 +9,8 @@
 #include "simd.h"
 #include "../x86/min_dot.h"
 
+#include <cmath>
+
 namespace qc {
 namespace QC_AVX2_NS {
 
@@ -60,56 +62,145 @@ void quantize_row_q8_1(const float* x, void* vy, int64_t n) {
 
 // ---- float weights -----------------------------------------------------------------------
 
-// sum over i < n (a multiple of 8) of load(i..i+7) * a: weights converted to float 8 at a time,
-// 4 accumulators to hide the FMA latency.
-template <typename Load>
-static inline float dot_float(int64_t n, const float* a, Load load) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+// out[t] = sum over i < n of w[i] * a[t][i] for R activation rows at once (R <= 3: 4R accumulators
+// and the weight vector in the 16 registers), load(i) the weights i..i+7 as floats, elem(i) the
+// weight i as a float. Each weight vector is converted once for all R rows, and each row gets the
+// arithmetic of the one-row form: 4 accumulators (32 elements per step, then steps of 8 into the
+// first), one horizontal sum, the last n % 8 elements by fused multiply-adds in order. So row t's
+// value is bit for bit the R = 1 value of a[t] alone, which vec_dot and the gemv return.
+template <int R, class Load, class Elem>
+static inline void dot_float_rows(int64_t n, const float* const* a, Load load, Elem elem, float* out) {
+  static_assert(R >= 1 && R <= 3, "dot_float_rows: 1 to 3 rows");
+  // Named accumulators (row t, accumulator j: s<t><j>) rather than an array, which the compiler
+  // kept in memory around the loops: a row of SmolLM2 is only 18 steps of 32.
+  const float* a0 = a[0];
+  const float* a1 = R > 1 ? a[1] : a[0];
+  const float* a2 = R > 2 ? a[2] : a[0];
+  __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00,
+         s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+#define QC_FMA_ROWS(j, i)                                                                  \
+  s0##j = _mm256_fmadd_ps(w, _mm256_loadu_ps(a0 + (i)), s0##j);                            \
+  if constexpr (R > 1) s1##j = _mm256_fmadd_ps(w, _mm256_loadu_ps(a1 + (i)), s1##j);       \
+  if constexpr (R > 2) s2##j = _mm256_fmadd_ps(w, _mm256_loadu_ps(a2 + (i)), s2##j);
+  const int64_t n8 = n & ~int64_t(7);
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(a + i), s0);
-    s1 = _mm256_fmadd_ps(load(i + 8), _mm256_loadu_ps(a + i + 8), s1);
-    s2 = _mm256_fmadd_ps(load(i + 16), _mm256_loadu_ps(a + i + 16), s2);
-    s3 = _mm256_fmadd_ps(load(i + 24), _mm256_loadu_ps(a + i + 24), s3);
+  for (; i + 32 <= n8; i += 32) {
+    __m256 w = load(i);
+    QC_FMA_ROWS(0, i)
+    w = load(i + 8);
+    QC_FMA_ROWS(1, i + 8)
+    w = load(i + 16);
+    QC_FMA_ROWS(2, i + 16)
+    w = load(i + 24);
+    QC_FMA_ROWS(3, i + 24)
   }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(a + i), s0);
-  return hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n8; i += 8) {
+    const __m256 w = load(i);
+    QC_FMA_ROWS(0, i)
+  }
+#undef QC_FMA_ROWS
+  auto sum4 = [](__m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    return hsum_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+  };
+  out[0] = sum4(s00, s01, s02, s03);
+  if constexpr (R > 1) out[1] = sum4(s10, s11, s12, s13);
+  if constexpr (R > 2) out[2] = sum4(s20, s21, s22, s23);
+  for (; i < n; ++i) {
+    const float w = elem(i);
+    out[0] = std::fma(w, a0[i], out[0]);
+    if constexpr (R > 1) out[1] = std::fma(w, a1[i], out[1]);
+    if constexpr (R > 2) out[2] = std::fma(w, a2[i], out[2]);
+  }
+}
+
+// The element access of each float weight type: load(w, i) 8 weights from i as floats, elem(w, i) one.
+struct F32W {
+  typedef float T;
+  static __m256 load(const float* w, int64_t i) { return _mm256_loadu_ps(w + i); }
+  static float elem(const float* w, int64_t i) { return w[i]; }
+};
+struct F16W {
+  typedef half_t T;
+  static __m256 load(const half_t* w, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+  }
+  static float elem(const half_t* w, int64_t i) { return h2f(w[i]); }
+};
+struct BF16W {
+  typedef bf16_t T;
+  static __m256 load(const bf16_t* w, int64_t i) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  }
+  static float elem(const bf16_t* w, int64_t i) { return bf16_to_fp32(w[i]); }
+};
+
+// out[t] = weight row w (n values of W) . a[t] (n floats) for t < R.
+template <class W, int R>
+static inline void dot_rows(int64_t n, const void* vw, const float* const* a, float* out) {
+  const typename W::T* w = static_cast<const typename W::T*>(vw);
+  dot_float_rows<R>(n, a, [w](int64_t i) { return W::load(w, i); }, [w](int64_t i) { return W::elem(w, i); }, out);
+}
+
+template <class W>
+static float vec_dot_float(int64_t n, const void* w, const void* a) {
+  const float* ap[1] = {static_cast<const float*>(a)};
+  float y;
+  dot_rows<W, 1>(n, w, ap, &y);
+  return y;
 }
 
 // w (n floats) . a (n floats)
-float vec_dot_f32(int64_t n, const void* vw, const void* va) {
-  const float* w = static_cast<const float*>(vw);
-  const float* a = static_cast<const float*>(va);
-  const int64_t n8 = n & ~int64_t(7);
-  float s = dot_float(n8, a, [w](int64_t i) { return _mm256_loadu_ps(w + i); });
-  for (int64_t i = n8; i < n; ++i) s += w[i] * a[i];
-  return s;
-}
-
+float vec_dot_f32(int64_t n, const void* w, const void* a) { return vec_dot_float<F32W>(n, w, a); }
 // w (n binary16) . a (n floats)
-float vec_dot_f16(int64_t n, const void* vw, const void* va) {
-  const half_t* w = static_cast<const half_t*>(vw);
-  const float* a = static_cast<const float*>(va);
-  const int64_t n8 = n & ~int64_t(7);
-  float s = dot_float(n8, a, [w](int64_t i) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-  });
-  for (int64_t i = n8; i < n; ++i) s += h2f(w[i]) * a[i];
-  return s;
+float vec_dot_f16(int64_t n, const void* w, const void* a) { return vec_dot_float<F16W>(n, w, a); }
+// w (n bfloat16) . a (n floats)
+float vec_dot_bf16(int64_t n, const void* w, const void* a) { return vec_dot_float<BF16W>(n, w, a); }
+
+// The decode forms of the float types (gemv_fn, gemv_rows_fn; float activations): y[r] = vec_dot
+// of weight row r. gemv_rows: per weight row (which stays in L1 while the activation rows pass),
+// the activation rows three at a time, each weight vector converted once for the three, every
+// value bit for bit the gemv's of that activation row alone (dot_float_rows). On the F16 files of
+// a small model the conversion and the FMA chains, not memory, bound a row (bench/README.md,
+// "Speculative decoding"): an extra activation row in the same pass costs a fraction of one alone.
+template <class W>
+static void gemv_float(int64_t n, const void* vw, size_t wrb, int n_rows, const void* a, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_float<W>(n, w + r * wrb, a);
+}
+template <class W>
+static void gemv_float_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                            float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  for (int r = 0; r < n_rows; ++r) {
+    const uint8_t* wr = w + r * wrb;
+    for (int t0 = 0; t0 < n_a; t0 += 3) {
+      const int m = n_a - t0 < 3 ? n_a - t0 : 3;
+      const float* ap[3];
+      for (int t = 0; t < m; ++t) ap[t] = reinterpret_cast<const float*>(a + (size_t)(t0 + t) * arb);
+      float out[3];
+      if (m == 3)
+        dot_rows<W, 3>(n, wr, ap, out);
+      else if (m == 2)
+        dot_rows<W, 2>(n, wr, ap, out);
+      else
+        dot_rows<W, 1>(n, wr, ap, out);
+      for (int t = 0; t < m; ++t) y[(size_t)(t0 + t) * ys + r] = out[t];
+    }
+  }
 }
 
-// w (n bfloat16) . a (n floats)
-float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
-  const bf16_t* w = static_cast<const bf16_t*>(vw);
-  const float* a = static_cast<const float*>(va);
-  const int64_t n8 = n & ~int64_t(7);
-  float s = dot_float(n8, a, [w](int64_t i) {
-    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
-  });
-  for (int64_t i = n8; i < n; ++i) s += bf16_to_fp32(w[i]) * a[i];
-  return s;
-}
+#define QC_AVX2_FLOAT_GEMV(t, W)                                                                                \
+  void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {                  \
+    gemv_float<W>(n, w, wrb, n_rows, a, y);                                                                    \
+  }                                                                                                            \
+  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,   \
+                       float* y, size_t ys) {                                                                  \
+    gemv_float_rows<W>(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                 \
+  }
+QC_AVX2_FLOAT_GEMV(f32, F32W) QC_AVX2_FLOAT_GEMV(f16, F16W) QC_AVX2_FLOAT_GEMV(bf16, BF16W)
+#undef QC_AVX2_FLOAT_GEMV
 
 // ---- 32-element block weights ------------------------------------------------------------
 

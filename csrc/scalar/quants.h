@@ -57,6 +57,14 @@ QC_SCALAR_DOT(q6_K_q8_K)
 QC_SCALAR_GEMM(f32) QC_SCALAR_GEMM(f16) QC_SCALAR_GEMM(bf16)
 QC_SCALAR_GEMM(q4_0) QC_SCALAR_GEMM(q4_1) QC_SCALAR_GEMM(q5_0) QC_SCALAR_GEMM(q5_1) QC_SCALAR_GEMM(q8_0)
 QC_SCALAR_GEMM(q2_K) QC_SCALAR_GEMM(q3_K) QC_SCALAR_GEMM(q4_K) QC_SCALAR_GEMM(q5_K) QC_SCALAR_GEMM(q6_K)
+// quants_32.cpp: the float types' decode forms, y[r] = the vec_dot above of weight row r
+void gemv_f32(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+void gemv_f16(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+void gemv_bf16(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
+#define QC_SCALAR_GEMV_ROWS(t) \
+  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y, size_t ys);
+QC_SCALAR_GEMV_ROWS(f32) QC_SCALAR_GEMV_ROWS(f16) QC_SCALAR_GEMV_ROWS(bf16)
+#undef QC_SCALAR_GEMV_ROWS
 #undef QC_SCALAR_DEQ
 #undef QC_SCALAR_DOT
 #undef QC_SCALAR_GEMM

@@ -61,6 +61,58 @@ float vec_dot_bf16(int64_t n, const void* vw, const void* va) {
   return sum;
 }
 
+// The decode forms of the float types (gemv_fn, gemv_rows_fn), the reference of the SIMD ones:
+// y[r] = vec_dot of weight row r; gemv_rows takes up to 8 activation rows per pass over a weight
+// row, each weight converted once for them and each row's sum in vec_dot's order, so every value
+// is bit for bit the vec_dot (and gemv) of that activation row alone.
+namespace {
+// The element access of each float weight type (half_t and bf16_t are the same integer type).
+struct F32W {
+  static float elem(const void* w, int64_t i) { return static_cast<const float*>(w)[i]; }
+};
+struct F16W {
+  static float elem(const void* w, int64_t i) { return fp16_to_fp32(static_cast<const half_t*>(w)[i]); }
+};
+struct BF16W {
+  static float elem(const void* w, int64_t i) { return bf16_to_fp32(static_cast<const bf16_t*>(w)[i]); }
+};
+
+template <class W>
+void gemv_rows_float(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
+                     size_t ys) {
+  constexpr int kRows = 8;
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  for (int r = 0; r < n_rows; ++r) {
+    const void* w = static_cast<const uint8_t*>(vw) + r * wrb;
+    for (int t0 = 0; t0 < n_a; t0 += kRows) {
+      const int m = n_a - t0 < kRows ? n_a - t0 : kRows;
+      const float* at[kRows];
+      float sum[kRows];
+      for (int t = 0; t < m; ++t) {
+        at[t] = reinterpret_cast<const float*>(a + (size_t)(t0 + t) * arb);
+        sum[t] = 0.0f;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const float wi = W::elem(w, i);
+        for (int t = 0; t < m; ++t) sum[t] += wi * at[t][i];
+      }
+      for (int t = 0; t < m; ++t) y[(size_t)(t0 + t) * ys + r] = sum[t];
+    }
+  }
+}
+}  // namespace
+
+#define QC_SCALAR_FLOAT_GEMV(t, T)                                                                              \
+  void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {                  \
+    gemv_rows_float<T>(n, w, wrb, n_rows, a, 0, 1, y, 0);                                                      \
+  }                                                                                                            \
+  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,   \
+                       float* y, size_t ys) {                                                                  \
+    gemv_rows_float<T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                 \
+  }
+QC_SCALAR_FLOAT_GEMV(f32, F32W) QC_SCALAR_FLOAT_GEMV(f16, F16W) QC_SCALAR_FLOAT_GEMV(bf16, BF16W)
+#undef QC_SCALAR_FLOAT_GEMV
+
 // ---- unpacking: one block -> its 32 integer quants --------------------------------------
 // Element j of a 4-bit block is the low nibble of qs[j] for j < 16, the high nibble of
 // qs[j - 16] otherwise; the 5-bit types add bit j of the little-endian u32 qh as bit 4.

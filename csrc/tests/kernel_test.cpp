@@ -468,12 +468,19 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 // rows and the 1..3 left) over 1, 3, 4, 5 and 9 stored rows (the passes of 4 weight rows and the
 // rest) of 1 and 3 activation blocks, row i of y equal bit for bit to the gemv of activation row
 // i alone (which test_gemv bounds against the scalar reference); the y_stride padding is untouched.
+// The float types (float activations, a block of 1) also over rows of 45 and 203 elements (their
+// kernels' steps of 32 and 8 and the tail), and there every value is bit for bit the vec_dot of
+// the same path.
 void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
     const WeightKernels& wk = K.weight[wt.type];
     if (!wk.gemv_rows) continue;
     const int64_t blk = act_block_elems(wk.gemv_act);
-    for (int64_t n : {blk, 3 * blk})
+    const bool float_act = wk.gemv_act == GGML_F32;
+    // the vec_dot comparison where both come from the same path (avx512 keeps the avx2 gemvs)
+    auto path = [](const char* name) { return std::string(name).substr(0, std::string(name).find("::")); };
+    const bool same_path = float_act && path(wk.gemv_name) == path(wk.vec_dot_name);
+    for (int64_t n : float_act ? std::vector<int64_t>{1, 3, 45, 203} : std::vector<int64_t>{blk, 3 * blk})
       for (int n_rows : {1, 3, 4, 5, 9})
         for (int n_a = 1; n_a <= 9; ++n_a) {
           auto g = rng_for(fmt("gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
@@ -494,9 +501,13 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
             wk.gemv(n, w.data(), wrb, n_rows, a.data() + i * arb, one.data());
             ok &= std::memcmp(one.data(), y.data() + i * ys, sizeof(float) * n_rows) == 0;
             for (size_t j = n_rows; j < ys; ++j) ok &= y[i * ys + j] == -7.0f;
+            for (int r = 0; same_path && r < n_rows; ++r) {
+              const float d = wk.vec_dot(n, w.data() + r * wrb, a.data() + i * arb);
+              ok &= std::memcmp(&d, &one[r], sizeof d) == 0;
+            }
           }
-          R.check(ok, K.isa, fmt("gemv_rows %s n=%lld rows=%d n_a=%d: not the gemv of each row alone, or wrote past "
-                                 "n_rows", type_info(wt.type).name, (long long)n, n_rows, n_a));
+          R.check(ok, K.isa, fmt("gemv_rows %s n=%lld rows=%d n_a=%d: not the gemv of each row alone (float types: "
+                                 "the vec_dot), or wrote past n_rows", type_info(wt.type).name, (long long)n, n_rows, n_a));
         }
   }
 }
