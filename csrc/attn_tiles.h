@@ -1,8 +1,9 @@
 // What the fused attention kernels (avx512/attn_tiles.h: f32/f16 caches, avx2/attn_tiles.h: f32,
 // f16, q8_0, q4_0) share: the tile shapes and the attn_fn that runs a path's tile kernel over a
-// call's queries. A path's kernel is Tiles::run<NQ, KF16, VF16> or run<NQ, KT, VT> (keys [i_begin, i_end) of a part of n_keys keys for NQ <= 8
-// queries q, their state m, l (NQ), acc (NQ, head_dim); s (128) and c (8) scratch; with pf it
-// prefetches the rows kPrefetch keys ahead). Included inside each path's namespace by its ops.cpp.
+// call's queries. A path's kernel is Tiles::run<NQ, K, V> (TileFns below): keys [i_begin, i_end)
+// of a part of n_keys keys for NQ <= 8 queries q, their state m, l (NQ), acc (NQ, head_dim); s (128)
+// and c (8) scratch; with pf it prefetches the rows kPrefetch keys ahead. Included inside each
+// path's namespace by its ops.cpp.
 #pragma once
 
 // Query lanes of a group of NQ queries: the power of two >= NQ.
@@ -17,34 +18,22 @@ static_assert(kAttnBlock % 64 == 0, "tiles must not straddle a part's start");
 // prefetch does not keep up here; larger bursts or distances were slower).
 constexpr int kPrefetch = 32;
 
-template <class Tiles, bool KF16, bool VF16>
+// A path's tile kernels Tiles::run<NQ, K, V> by NQ = 1..8; K, V are the kernel's own cache
+// parameters (avx512: whether K, V are f16; avx2: the cache types, any of f32, f16, q8_0, q4_0,
+// then with head_dim / 32 * 128 floats of its own scratch past c).
+template <class Tiles, auto K, auto V>
 struct TileFns {
   typedef void (*fn)(const float*, const uint8_t*, size_t, const uint8_t*, size_t, int64_t, int64_t, int64_t, bool, int,
                      float, float*, float*, float*, float*, float*);
   static constexpr fn tiles[9] = {nullptr,
-                                  Tiles::template run<1, KF16, VF16>,
-                                  Tiles::template run<2, KF16, VF16>,
-                                  Tiles::template run<3, KF16, VF16>,
-                                  Tiles::template run<4, KF16, VF16>,
-                                  Tiles::template run<5, KF16, VF16>,
-                                  Tiles::template run<6, KF16, VF16>,
-                                  Tiles::template run<7, KF16, VF16>,
-                                  Tiles::template run<8, KF16, VF16>};
-};
-// The same for a path whose kernel takes the cache types themselves, Tiles::run<NQ, KT, VT> (any
-// of f32, f16, q8_0, q4_0 for K and V; past c, head_dim / 32 * 128 floats of its own scratch).
-template <class Tiles, int32_t KT, int32_t VT>
-struct TypedTileFns {
-  typedef typename TileFns<Tiles, false, false>::fn fn;
-  static constexpr fn tiles[9] = {nullptr,
-                                  Tiles::template run<1, KT, VT>,
-                                  Tiles::template run<2, KT, VT>,
-                                  Tiles::template run<3, KT, VT>,
-                                  Tiles::template run<4, KT, VT>,
-                                  Tiles::template run<5, KT, VT>,
-                                  Tiles::template run<6, KT, VT>,
-                                  Tiles::template run<7, KT, VT>,
-                                  Tiles::template run<8, KT, VT>};
+                                  Tiles::template run<1, K, V>,
+                                  Tiles::template run<2, K, V>,
+                                  Tiles::template run<3, K, V>,
+                                  Tiles::template run<4, K, V>,
+                                  Tiles::template run<5, K, V>,
+                                  Tiles::template run<6, K, V>,
+                                  Tiles::template run<7, K, V>,
+                                  Tiles::template run<8, K, V>};
 };
 
 // attn_fn (kernels.h) over Fns::tiles: up to 8 queries over all keys in one call; more in groups
@@ -81,8 +70,8 @@ void attn_float(const float* q, int n_q, const void* k, size_t k_row_bytes, cons
 template <class Tiles, int32_t KT, int32_t VT>
 void attn_typed(const float* q, int n_q, const void* k, size_t k_row_bytes, const void* v, size_t v_row_bytes,
                 int64_t n_keys, int head_dim, float scale, float* m, float* l, float* acc, float* scratch) {
-  attn_tiles<TypedTileFns<Tiles, KT, VT>>(q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, scale, m, l, acc,
-                                          scratch);
+  attn_tiles<TileFns<Tiles, KT, VT>>(q, n_q, k, k_row_bytes, v, v_row_bytes, n_keys, head_dim, scale, m, l, acc,
+                                     scratch);
 }
 
 // Registers a path's fused tiles for the four f32/f16 K, V pairs.
