@@ -65,6 +65,10 @@ struct WeightKernels {
   // optional: gemv for several activation rows (batched decode), each row's values the gemv's;
   // set_gemv sets it with the gemv, so a table that replaces a gemv never keeps another's.
   gemv_rows_fn gemv_rows = nullptr;
+  // gemv_rows over every activation row at once also reads the weights from memory faster than
+  // the gemv of the first row followed by gemv_rows over the rest from L2 (matmul.cpp; measured
+  // per path with bench/gemv_rows_bench.cpp)
+  bool gemv_rows_streams = false;
 };
 
 // The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a
@@ -156,6 +160,7 @@ static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const cha
   k.weight[type].gemv_name = nullptr;
   k.weight[type].gemv_act = -1;
   k.weight[type].gemv_rows = nullptr;
+  k.weight[type].gemv_rows_streams = false;
 }
 // gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
 static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1) {
@@ -164,11 +169,12 @@ static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* nam
   k.weight[type].gemm_act = gemm_act;
 }
 static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
-                            gemv_rows_fn rows = nullptr) {
+                            gemv_rows_fn rows = nullptr, bool rows_stream = false) {
   k.weight[type].gemv = f;
   k.weight[type].gemv_name = name;
   k.weight[type].gemv_act = gemv_act;
   k.weight[type].gemv_rows = rows;
+  k.weight[type].gemv_rows_streams = rows_stream;
 }
 static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
                                    gemv_rows_fn rows = nullptr) {

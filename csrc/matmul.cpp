@@ -114,9 +114,9 @@ static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t u
 // rows_alone for a kernel that also takes several activation rows per pass over the weights
 // (gemv_rows): per block of weight rows, the first n_first activation rows (first(wb, nb, a, na,
 // yb)), which stream the block from memory, then the other rows together (gemv_rows) over the
-// block in L2, the weights unpacked once for them. Reading the weights from memory with the
-// several-row kernel over all rows was slower for the stored Q5_0 (n_first 1: the one-row gemv)
-// and the repacked Q4_K (n_first 2) (bench/README.md, "Several sequences at once").
+// block in L2, the weights unpacked once for them: for the stored layouts whose gemv_rows does not
+// stream best (n_first 1: the one-row gemv; WeightKernels::gemv_rows_streams) and the repacked
+// Q4_K (n_first 2) (bench/README.md, "Several sequences at once").
 template <class First, class GemvRows>
 static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
                                  size_t act_row, int64_t n_tok, int64_t n_first, float* y, size_t y_stride,
@@ -160,9 +160,7 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
       const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
-  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && wk.gemv_act == GGML_F32) {
-    // The float types: every row at once, each weight row converted once for up to three
-    // activation rows while it streams (faster than a first streaming pass of the one-row gemv).
+  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && wk.gemv_rows_streams) {
     wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
     rows_first_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, 1, y, y_stride,

@@ -21,15 +21,15 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;   // the prefill gemms'
 
   set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
-  set_gemv(k, GGML_F32, QC_FN(gemv_f32), GGML_F32, gemv_f32_rows);
+  set_gemv(k, GGML_F32, QC_FN(gemv_f32), GGML_F32, gemv_f32_rows, true);
   set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
-  set_gemv(k, GGML_F16, QC_FN(gemv_f16), GGML_F32, gemv_f16_rows);
+  set_gemv(k, GGML_F16, QC_FN(gemv_f16), GGML_F32, gemv_f16_rows, true);
   set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
-  set_gemv(k, GGML_BF16, QC_FN(gemv_bf16), GGML_F32, gemv_bf16_rows);
+  set_gemv(k, GGML_BF16, QC_FN(gemv_bf16), GGML_F32, gemv_bf16_rows, true);
 
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
-  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4, gemv_q4_0_rows);
+  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4, gemv_q4_0_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_q4_0_r4), QC_ACT_Q8_0X4, gemv_q4_0_r4_rows);
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
@@ -37,7 +37,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
-  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4, gemv_q5_0_rows);
+  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4, gemv_q5_0_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q5_0_R4, QC_FN(gemv_q5_0_r4), QC_ACT_Q8_0X4, gemv_q5_0_r4_rows);
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
@@ -61,7 +61,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K));
-  set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
+  set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows, true);
 }
 
 }  // namespace qc

@@ -289,22 +289,27 @@ float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 }
 
 // The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row, and
-// for several activation rows, each weight row unpacked once for two of them (16 registers).
+// for several activation rows, each weight row unpacked once for up to four of them.
 void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_q6_K(n, static_cast<const uint8_t*>(w) + r * wrb, a);
 }
 void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  float out[2];
+  float out[4];
   for (int r = 0; r < n_rows; ++r) {
     const block_q6_K* x = reinterpret_cast<const block_q6_K*>(static_cast<const uint8_t*>(vw) + r * wrb);
-    int i = 0;
-    for (; i + 2 <= n_a; i += 2) {
-      dots_q6_K<2>(n, x, a + i * arb, arb, out);
-      y[i * ys + r] = out[0], y[(i + 1) * ys + r] = out[1];
+    for (int i = 0; i < n_a;) {
+      const int k = n_a - i >= 4 ? 4 : n_a - i;
+      switch (k) {
+        case 4: dots_q6_K<4>(n, x, a + i * arb, arb, out); break;
+        case 3: dots_q6_K<3>(n, x, a + i * arb, arb, out); break;
+        case 2: dots_q6_K<2>(n, x, a + i * arb, arb, out); break;
+        default: dots_q6_K<1>(n, x, a + i * arb, arb, out); break;
+      }
+      for (int j = 0; j < k; ++j) y[(i + j) * ys + r] = out[j];
+      i += k;
     }
-    if (i < n_a) dots_q6_K<1>(n, x, a + i * arb, arb, y + i * ys + r);
   }
 }
 
