@@ -182,6 +182,7 @@ class Model {
   int v_rotation() const { return v_rot_; }
   size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
   size_t repacked_bytes() const { return repacked_.size(); }
+  size_t repacks_pending() const { return pending_.size(); }  // matrices the first decode step copies
   int n_threads() const { return pool_.size(); }
 
  private:

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,10 +17,12 @@ import openai
 import pytest
 from _serving import ServerProcess, name, sse_events
 
-from qwen_cpu import QwenCpuError
+from qwen_cpu import Model, QwenCpuError
 from qwen_cpu.generate import sampling_params
+from qwen_cpu.server.app import close_service, create_app
 
 KEY = "test-key-0123"
+GOLDEN = Path(__file__).parent / "data" / "golden"
 QUESTIONS = ["What is the capital of France?", "Name three colours.", "What is 2 + 2?", "Say hello.",
              "What do bees make?", "Name a large ocean.", "How many legs has a spider?", "What is ice?"]
 
@@ -35,9 +38,10 @@ def smol(smollm2_path):
 @pytest.fixture(scope="module")
 def tiny(tiny_qwen_gguf):
     """The Qwen2.5-shaped model with one slot, a queue of one, an API key, 2048 positions and a
-    50 kB body limit: the limits are reached quickly here."""
+    50 kB body limit: the limits are reached quickly here. No warm-up (--no-warmup): its first
+    request makes the first decode step itself."""
     with ServerProcess(tiny_qwen_gguf, "--parallel", "1", "--queue", "1", "-c", "2048", "--max-body", "50000",
-                       "-t", "1", api_key=KEY) as srv:
+                       "-t", "1", "--no-warmup", api_key=KEY) as srv:
         yield srv
 
 
@@ -285,6 +289,21 @@ def test_api_key_body_limit_and_no_cors(tiny):
     origin = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
     assert "access-control-allow-origin" not in httpx.options(tiny.url + "/v1/completions", headers=origin).headers
     assert "access-control-allow-origin" not in httpx.get(url, headers={**tiny.headers(), **origin}).headers
+
+
+def test_warm_up_makes_the_repacked_copies_before_serving():
+    """The server's warm-up step (as llama-server's warm-up run) makes the repacked weight copies
+    of the first decode step (csrc/repack.h) before the first request, whose first token would
+    otherwise wait for them; --no-warmup leaves them to that request."""
+    path = GOLDEN / "qwen2-h256-tied.q4_0.gguf"
+    with Model.load(path, n_threads=1) as m:
+        pending = m._net.repacks_pending  # 0 on a path without repacked Q4_0 kernels (sse42, scalar)
+    for warmup in (True, False):
+        app = create_app(path, n_threads=1, warmup=warmup)
+        try:
+            assert app.state.service.model._net.repacks_pending == (0 if warmup else pending)
+        finally:
+            close_service(app)
 
 
 def test_sigint_ends_streams_and_exits(tiny_qwen_gguf, tiny_model):

@@ -252,6 +252,8 @@ void bind_model(py::module_& m) {
         return std::make_pair(s.model->k_rotation(), s.model->v_rotation());
       }, "(K, V) widths of the Hadamard rotation the cache holds its rows in (0: none; hadamard.h).")
       .def_property_readonly("repacked_bytes", [](const PyModel& s) { return s.model->repacked_bytes(); })
+      .def_property_readonly("repacks_pending", [](const PyModel& s) { return s.model->repacks_pending(); },
+                             "Matrices whose repacked copy the first decode step will make (0 once made).")
       .def_property_readonly("n_threads", [](const PyModel& s) { return s.model->n_threads(); })
       .def_property_readonly("n_ctx", [](const PyModel& s) { return s.model->config().n_ctx; });
 }

@@ -185,7 +185,7 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
                n_threads: int | None = None, max_queue: int = 64, api_key: str | None = None,
                max_body: int = DEFAULT_MAX_BODY, cors_origins: Sequence[str] = (),
                model_id: str | None = None, draft: str | None = None,
-               kv_type: str | Sequence[str] = "f16") -> FastAPI:
+               kv_type: str | Sequence[str] = "f16", warmup: bool = True) -> FastAPI:
     """A FastAPI application serving the GGUF at model_path with `parallel` KV-cache slots.
 
     n_ctx: context length of each slot; max_queue: requests that may wait for a slot (more -> 429);
@@ -194,7 +194,8 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
     model_id: the name clients send as `model` (default: the file name); draft: speculative
     decoding for every request, "lookup" or a draft model's path (qwen_cpu.speculative; the
     answers are the same, token for token).
-    kv_type: the KV cache's element types (Model.load's).
+    kv_type: the KV cache's element types (Model.load's). warmup: one decode step before serving
+    (warm_up), as llama-server's warm-up run, so that the first request does not wait for it.
     The model is loaded here; the scheduler is closed when the application shuts down (lifespan).
     """
     from ..api import Model
@@ -202,6 +203,8 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
 
     model = Model.load(model_path, n_ctx=n_ctx, n_threads=n_threads, n_seq=parallel, kv_type=kv_type)
     try:
+        if warmup:
+            warm_up(model)
         scheduler = Scheduler(model, max_queue=max_queue, draft=draft)
     except BaseException:
         model.close()
@@ -226,6 +229,17 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
     _install_error_handlers(app)
     _install_routes(app, svc)
     return app
+
+
+def warm_up(model) -> None:
+    """One single-token step on slot 0, then forgotten: the first decode step makes the repacked
+    copies of the weights (csrc/repack.h) and reads the weights into memory, a cost of up to a
+    second on a large model that would otherwise fall on the first request's first token."""
+    from ..model import Run
+
+    with model.hold() as lease:
+        lease.forward_runs([Run(0, 0, [0])])
+        lease.clear_slot(0)
 
 
 def close_service(app) -> None:

@@ -46,7 +46,7 @@ def serve(model_path, *, host: str = "127.0.0.1", port: int = 8080, log_level: s
           **app_options) -> None:
     """Load the model, listen on host:port and serve until SIGINT/SIGTERM. app_options go to
     `create_app` (parallel, n_ctx, n_threads, max_queue, api_key, max_body, cors_origins, model_id,
-    kv_type)."""
+    draft, kv_type, warmup)."""
     sock = bind(host, port)  # first: a busy port fails before the model is loaded
     app = create_app(model_path, **app_options)
     svc = app.state.service
