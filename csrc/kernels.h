@@ -78,6 +78,9 @@ struct LayoutKernels {
   const char* gemv_name = nullptr;
   int32_t gemv_act = -1;
   gemv_rows_fn gemv_rows = nullptr;  // optional: gemv for several activation rows (batched decode)
+  // activation rows of the pass that reads the weights from memory, the others following from L2
+  // (matmul.cpp); 0: every row in that pass (measured per path with bench/gemv_rows_bench.cpp)
+  int gemv_rows_first = 0;
 };
 
 // The KV cache types attention reads, numbered for the table: F32, F16, Q8_0, Q4_0 (kv_index).
@@ -177,11 +180,12 @@ static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* nam
   k.weight[type].gemv_rows_streams = rows_stream;
 }
 static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const char* name, int32_t gemv_act,
-                                   gemv_rows_fn rows = nullptr) {
+                                   gemv_rows_fn rows = nullptr, int rows_first = 0) {
   k.layout[layout].gemv = f;
   k.layout[layout].gemv_name = name;
   k.layout[layout].gemv_act = gemv_act;
   k.layout[layout].gemv_rows = rows;
+  k.layout[layout].gemv_rows_first = rows_first;
 }
 
 static inline void set_attn(Kernels& k, int32_t k_type, int32_t v_type, attn_fn f, const char* name) {

@@ -116,7 +116,8 @@ static void rows_alone(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t u
 // yb)), which stream the block from memory, then the other rows together (gemv_rows) over the
 // block in L2, the weights unpacked once for them: for the stored layouts whose gemv_rows does not
 // stream best (n_first 1: the one-row gemv; WeightKernels::gemv_rows_streams) and the repacked
-// Q4_K (n_first 2) (bench/README.md, "Several sequences at once").
+// ones whose kernels say so (LayoutKernels::gemv_rows_first) (bench/README.md, "Several sequences
+// at once").
 template <class First, class GemvRows>
 static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows, int64_t unit, const uint8_t* act,
                                  size_t act_row, int64_t n_tok, int64_t n_first, float* y, size_t y_stride,
@@ -131,11 +132,6 @@ static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows,
     if (n_tok > n_first) gemv_rows(w + rb * w_row, nb, act + n_first * act_row, n_tok - n_first, y + n_first * y_stride + rb);
   }
 }
-
-// Activation rows in the streaming pass of rows_first_then_rest over a repacked layout with a
-// gemv_rows; 0: gemv_rows over all rows at once (the Q4_0, Q5_0 and Q8_0 layouts, for which that
-// measured fastest).
-static int64_t layout_first_rows(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 2 : 0; }
 
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
 // the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
@@ -202,7 +198,7 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
     auto rows_fn = [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t na, float* yb) {
       gemv_rows(n_in, wb, w_row, (int)nb, a, act_row, (int)na, yb, (size_t)o.n_out);
     };
-    if (const int64_t n_first = layout_first_rows(o.layout))
+    if (const int64_t n_first = K.layout[o.layout].gemv_rows_first)
       rows_first_then_rest(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, n_first, o.y + r0,
                            (size_t)o.n_out, rows_fn, rows_fn);
     else  // every row at once over each tile of weights

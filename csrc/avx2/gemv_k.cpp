@@ -150,17 +150,17 @@ void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 }
 
 // LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
-// activation rows kMaxA at a time (then the one left), the quad's tiles read from memory by the
+// activation rows four at a time, then two, then one, the quad's tiles read from memory by the
 // first pass and from L1 by the others.
 void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
                        float* y, size_t ys) {
-  constexpr int kMaxA = 2;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   static const WordSpread ws;
   for (int r = 0; r < n_rows; r += 4) {
     int k = 0;
-    for (; k + kMaxA <= n_a; k += kMaxA) rows<4, kMaxA, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
+    for (; k + 4 <= n_a; k += 4) rows<4, 4, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
+    for (; k + 2 <= n_a; k += 2) rows<4, 2, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
     for (; k < n_a; ++k) rows<4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
   }
 }
