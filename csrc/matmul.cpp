@@ -137,11 +137,17 @@ static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows,
 // measured fastest).
 static int64_t layout_first_rows(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 2 : 0; }
 
+// The same for the stored rows of a type with a gemv_rows: 0 for Q4_1 and Q8_0, whose gemv_rows
+// take four activation rows per pass over the weight rows and measured fastest over all rows at
+// once (bench/gemv_stored_bench.cpp), else 1.
+static int64_t stored_first_rows(int32_t wtype) { return wtype == GGML_Q4_1 || wtype == GGML_Q8_0 ? 0 : 1; }
+
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
-// the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
-// (alone: in a one-token product's format, each row computed as that product would).
-static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w, size_t w_row, int64_t n_rows,
-                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride, bool alone) {
+// the stored layout (w_row bytes apart) of type wtype, the activations in this type's format for
+// n_tok tokens (alone: in a one-token product's format, each row computed as that product would).
+static void stored_rows(int32_t wtype, const WeightKernels& wk, int64_t n_in, const uint8_t* w, size_t w_row,
+                        int64_t n_rows, const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride,
+                        bool alone) {
   const Route r = stored_route(wk, n_in, alone ? 1 : n_tok);
   if (r == kGemm) {
     // Prefill: the tile kernel over the rows x a chunk of tokens at a time. The chunk's
@@ -163,6 +169,8 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && wk.gemv_act == GGML_F32) {
     // The float types: every row at once, each weight row converted once for up to three
     // activation rows while it streams (faster than a first streaming pass of the one-row gemv).
+    wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
+  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && stored_first_rows(wtype) == 0) {
     wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
     rows_first_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, 1, y, y_stride,
@@ -226,10 +234,10 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
     for (int64_t rb = r0; rb < r1; rb += block) {
       const int64_t nb = r1 - rb < block ? r1 - rb : block;
       unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
-      stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
+      stored_rows(o.wtype, wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
     }
   } else {
-    stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
+    stored_rows(o.wtype, wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);
   }
 }
 
