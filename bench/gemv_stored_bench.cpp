@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
         if (ms < best[v]) best[v] = ms;
       }
     std::printf("%3d", n_a);
-    for (int v = 0; v < n_var; ++v) std::printf(" %10.2f", best[v]);
+    for (int v = 0; v < n_var; ++v) std::printf(" %10.3f", best[v]);
     std::printf("\n");
   }
   return 0;

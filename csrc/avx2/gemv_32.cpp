@@ -1,14 +1,20 @@
-// AVX2 decode kernels of stored Q4_1 weights over Q8_1 activation rows (WeightKernels::gemv,
-// gemv_rows): rows of any multiple of 32 values (SmolLM2's 576 and 1536 included, which the
-// 128-value layouts of gemv.cpp cannot take), each value bit for bit vec_dot_q4_1's, and so the
-// prefill tile's (csrc/x86/min_dot.h: the order of their float sums, which this kernel keeps).
+// AVX2 decode kernels (WeightKernels::gemv, gemv_rows) of stored Q4_1 weights over Q8_1 activation
+// rows and of stored Q8_0 weights over Q8_0 rows, for rows of any multiple of 32 values (SmolLM2's
+// 576 and 1536 included, which the 128-value layouts of gemv.cpp cannot take). An activation row is
+// regrouped once per call into the lanes the kernel reads (act_pairs, act_pairs8), and each pass
+// unpacks its weights and converts their scales once for up to four activation rows, every row's
+// arithmetic that of the one-row gemv.
 //
-// The "Quad" form of gemv.cpp: four weight rows' nibbles of two blocks regrouped once so that
-// each 32-bit lane holds one row's group of 4 values, against an activation row broadcast group
-// by group; the 8 byte products of a pass sum in int16 and one vpmaddwd ends them as the 8 exact
-// block dot products (rows x blocks). The scales and mins of the four rows are converted once per
-// pass, and an activation row's broadcast form is made once per call (act_pairs), so an extra
-// activation row in a pass costs its byte products and its float steps alone.
+// Q4_1: each value bit for bit vec_dot_q4_1's, and so the prefill tile's (csrc/x86/min_dot.h: the
+// order of their float sums, which this kernel keeps lane by lane). The "Quad" form of gemv.cpp:
+// four weight rows' nibbles of two blocks regrouped once so that each 32-bit lane holds one row's
+// group of 4 values, against an activation row broadcast group by group; the 8 byte products of a
+// pass sum in int16 and one vpmaddwd ends them as the 8 exact block dot products (rows x blocks).
+// The scales and mins of the four rows are converted once per pass, so an extra activation row in
+// a pass costs its byte products and its float steps alone.
+//
+// Q8_0: vec_dot_q8_0's value up to the order of the float sums (its prefill and decode already
+// differed on this path: tests/test_gemm.py); the form is described below.
 #include "simd.h"
 
 #include "../gemv.h"
