@@ -166,11 +166,10 @@ static void stored_rows(int32_t wtype, const WeightKernels& wk, int64_t n_in, co
       const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
     }
-  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && wk.gemv_act == GGML_F32) {
-    // The float types: every row at once, each weight row converted once for up to three
-    // activation rows while it streams (faster than a first streaming pass of the one-row gemv).
-    wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
-  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && stored_first_rows(wtype) == 0) {
+  } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && (wk.gemv_act == GGML_F32 || stored_first_rows(wtype) == 0)) {
+    // Every row at once: the float types, each weight row converted once for up to three
+    // activation rows while it streams (faster than a first streaming pass of the one-row gemv),
+    // and the types of stored_first_rows 0.
     wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
     rows_first_then_rest(w, w_row, n_rows, 4, act, act_row, n_tok, 1, y, y_stride,
