@@ -52,23 +52,10 @@ struct Quad {
   __m256i lo[4], hi[4];
 };
 
-// v[r]: row r's 32 bytes (16 of block k, 16 of block k + 1) -> out[j]: bytes 4j .. 4j + 3 of
-// rows 0, 1, 2, 3 in each half
-static inline void transpose4(const __m256i v[4], __m256i out[4]) {
-  const __m256i a = _mm256_unpacklo_epi32(v[0], v[1]), b = _mm256_unpackhi_epi32(v[0], v[1]);
-  const __m256i c = _mm256_unpacklo_epi32(v[2], v[3]), e = _mm256_unpackhi_epi32(v[2], v[3]);
-  out[0] = _mm256_unpacklo_epi64(a, c), out[1] = _mm256_unpackhi_epi64(a, c);
-  out[2] = _mm256_unpacklo_epi64(b, e), out[3] = _mm256_unpackhi_epi64(b, e);
-}
-
 // One activation row's blocks k, k + 1 in the broadcast form the Quad lanes take: v[j] (j < 4)
 // = its lo bytes 4j .. 4j + 3 of each block in all four lanes of that block's half, v[4 + j] the
 // same of its hi bytes, v[8] = each block's (8 << kOffShift) * sum(a) in its half's lanes (the
 // offset of the unsigned values).
-template <int J>
-static inline __m256i bcast32(__m256i x) {
-  return _mm256_shuffle_epi32(x, J * 0x55);
-}
 template <int kOffShift>
 static inline void act_bcast(const block_q8_0x4* a, int h, __m256i v[9]) {
   const __m256i lo = load(a->lo + 32 * h), hi = load(a->hi + 32 * h), s = load(a->sum8 + 8 * h);

@@ -34,6 +34,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
   set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q4_1, QC_FN(gemv_q4_1), GGML_Q8_1, gemv_q4_1_rows, true);
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
@@ -48,6 +49,10 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
 #else
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));  // its signed 8-row kernel reads Q8_0 rows (gemm.cpp)
+#endif
+#ifndef QC_DOT_VNNI
+  // vpmaddubsw form only: unmeasured against the VNNI vec_dot (gemv_32.cpp)
+  set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0, gemv_q8_0_rows, true);
 #endif
   set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4, gemv_q8_0_r4_rows);
 

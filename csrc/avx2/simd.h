@@ -60,6 +60,7 @@ QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4) QC_AVX2_GEMV(q5_0_r4
 QC_AVX2_GEMV(q8_0_r4)                                                               // gemv.cpp
 QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4)                                            // gemv_k.cpp
 QC_AVX2_GEMV(q6_K)                                                                  // quants_k.cpp
+QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q8_0)                                              // gemv_32.cpp
 #undef QC_AVX2_GEMV
 #define QC_AVX2_GEMV_ROWS(t) \
   void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y, size_t ys);
@@ -68,12 +69,28 @@ QC_AVX2_GEMV_ROWS(q4_0) QC_AVX2_GEMV_ROWS(q5_0) QC_AVX2_GEMV_ROWS(q4_0_r4) QC_AV
 QC_AVX2_GEMV_ROWS(q8_0_r4)                                                                    // gemv.cpp
 QC_AVX2_GEMV_ROWS(q4_K_r4)                                                                    // gemv_k.cpp
 QC_AVX2_GEMV_ROWS(q6_K)                                                                       // quants_k.cpp
+QC_AVX2_GEMV_ROWS(q4_1) QC_AVX2_GEMV_ROWS(q8_0)                                               // gemv_32.cpp
 #undef QC_AVX2_GEMV_ROWS
 #define QC_AVX2_GEMM(t) \
   void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy);
 QC_AVX2_GEMM(q4_0) QC_AVX2_GEMM(q4_1) QC_AVX2_GEMM(q5_0) QC_AVX2_GEMM(q5_1) QC_AVX2_GEMM(q8_0)  // gemm.cpp
 QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 #undef QC_AVX2_GEMM
+
+// The regrouping of the decode kernels' "Quad" form (gemv.cpp, gemv_32.cpp), which puts four
+// weight rows side by side, one per 32-bit lane: v[r] row r's 32 bytes (16 of block k, 16 of
+// block k + 1) -> out[j]: bytes 4j .. 4j + 3 of rows 0, 1, 2, 3 in each half.
+static inline void transpose4(const __m256i v[4], __m256i out[4]) {
+  const __m256i a = _mm256_unpacklo_epi32(v[0], v[1]), b = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i c = _mm256_unpacklo_epi32(v[2], v[3]), e = _mm256_unpackhi_epi32(v[2], v[3]);
+  out[0] = _mm256_unpacklo_epi64(a, c), out[1] = _mm256_unpackhi_epi64(a, c);
+  out[2] = _mm256_unpacklo_epi64(b, e), out[3] = _mm256_unpackhi_epi64(b, e);
+}
+// int32 lane J of each 128-bit half of x in all four lanes of that half
+template <int J>
+static inline __m256i bcast32(__m256i x) {
+  return _mm256_shuffle_epi32(x, J * 0x55);
+}
 
 #ifdef QC_DOT_VNNI
 // The VNNI dot-product primitives. dpbusd: acc + 8 int32 lanes, lane i the sum of the 4 byte

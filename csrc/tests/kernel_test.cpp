@@ -320,7 +320,7 @@ void check_rows(Report& R, const Kernels& K, const Kernels& S, const WeightType&
   R.check(ok, K.isa, what + fmt(": beyond the vec_dot bound (worst %.3g of sum|terms|) or wrote past n_rows", worst));
 }
 
-// WeightKernels::gemv where a table has one: for row lengths of 1, 3 and 33 blocks of its
+// WeightKernels::gemv where a table has one: for row lengths of 1, 3, 18 and 33 blocks of its
 // activation layout and 1..9 rows (the kernels' passes of several rows and their remainders),
 // random and filled weights, activations at several scales: every y[r] within the vec_dot bound
 // of the scalar vec_dot of row r over the Q8_0 activations of the same x (the layout is made by
@@ -331,7 +331,7 @@ void test_gemv(Report& R, const Kernels& K, const Kernels& S) {
     if (!wk.gemv) continue;
     const int32_t atype = S.weight[wt.type].act_type;
     const int blk = act_block_elems(wk.gemv_act);
-    for (int64_t n : {(int64_t)blk, (int64_t)3 * blk, (int64_t)33 * blk})
+    for (int64_t n : {(int64_t)blk, (int64_t)3 * blk, (int64_t)18 * blk, (int64_t)33 * blk})
       for (int n_rows : {1, 3, 4, 5, 9})
         for (int fill : {-1, 0x00, 0xFF, 0x88}) {
           auto g = rng_for(fmt("gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
@@ -470,7 +470,9 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 // i alone (which test_gemv bounds against the scalar reference); the y_stride padding is untouched.
 // The float types (float activations, a block of 1) also over rows of 45 and 203 elements (their
 // kernels' steps of 32 and 8 and the tail), and there every value is bit for bit the vec_dot of
-// the same path.
+// the same path. Layouts of 32-value blocks also over rows of 18 and 48 blocks (SmolLM2's 576 and
+// 1536, not multiples of 128; 48: two of min_dot.h's segments), and for Q4_1 and Q5_1, whose
+// decode rows keep the prefill tile's order (min_dot.h), bit for bit the vec_dot of the same path.
 void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
     const WeightKernels& wk = K.weight[wt.type];
@@ -479,8 +481,12 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
     const bool float_act = wk.gemv_act == GGML_F32;
     // the vec_dot comparison where both come from the same path (avx512 keeps the avx2 gemvs)
     auto path = [](const char* name) { return std::string(name).substr(0, std::string(name).find("::")); };
-    const bool same_path = float_act && path(wk.gemv_name) == path(wk.vec_dot_name);
-    for (int64_t n : float_act ? std::vector<int64_t>{1, 3, 45, 203} : std::vector<int64_t>{blk, 3 * blk})
+    const bool min_type = wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1;
+    const bool same_path = (float_act || min_type) && path(wk.gemv_name) == path(wk.vec_dot_name);
+    std::vector<int64_t> sizes{blk, 3 * blk};
+    if (float_act) sizes = {1, 3, 45, 203};
+    if (blk == 32) sizes.insert(sizes.end(), {18 * blk, 48 * blk});
+    for (int64_t n : sizes)
       for (int n_rows : {1, 3, 4, 5, 9})
         for (int n_a = 1; n_a <= 9; ++n_a) {
           auto g = rng_for(fmt("gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
