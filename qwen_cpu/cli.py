@@ -423,7 +423,7 @@ def generate(model, prompt, raw, as_json, no_think, **kw):
 @click.option("--draft", default=None, metavar="lookup|MODEL",
               help="speculative decoding for every request: 'lookup' or a draft model with the same vocabulary")
 @click.option("--no-warmup", "warmup", is_flag=True, flag_value=False, default=True,
-              help="skip the decode step run before serving (the first request then pays for it)")
+              help="skip building the tokenizer and template and the first decode step before serving")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @cache_options
 def serve(model, host, port, log_level, **options):
