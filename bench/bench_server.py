@@ -13,8 +13,10 @@ endpoint (streamed, greedy, end-of-text tokens banned by logit_bias so every str
 llama-server `-np N`, each slot 1024 positions) and N streams start together; the two servers take
 turns at every measurement.
 
-Aggregate decode tokens/s: the tokens after each stream's first, over the time from the first
-first-token to the last token. Inter-token latency: the gaps between consecutive streamed chunks
+Aggregate decode tokens/s, in the steady state where every stream decodes (as bench_batch.py's
+scheduler column): the tokens that arrive after the last stream's first token and up to the first
+stream's last, over that time; the N prompts read one after another and the streams ending at
+different times stay out of it. Inter-token latency: the gaps between consecutive streamed chunks
 of every stream (p50, p99). Steady arrivals: 4 slots, one request (64-token prompt, 32 tokens) every
 1/--rate s for --duration s. The table goes into bench/README.md between marker comments.
 
@@ -125,13 +127,13 @@ def percentile(xs: list[float], q: float) -> float:
 
 async def concurrent(srv: Server, n: int, n_tokens: int, ban: dict) -> dict:
     async with httpx.AsyncClient(timeout=600, limits=FRESH) as client:
-        await one_stream(client, srv, PROMPT, 4, ban)  # warm-up: first decode step repacks weights
+        await one_stream(client, srv, PROMPT, 4, ban)  # a first request: its one-time costs stay out
         runs = await asyncio.gather(*[one_stream(client, srv, f"{i}. {PROMPT}", n_tokens, ban) for i in range(n)])
-    first = min(r["times"][0] for r in runs)
-    last = max(r["times"][-1] for r in runs)
-    decoded = n * (n_tokens - 1)
+    start = max(r["times"][0] for r in runs)  # every stream has its first token
+    end = min(r["times"][-1] for r in runs)   # and none has ended
+    decoded = sum(sum(1 for t in r["times"] if start < t <= end) for r in runs)
     gaps = [b - a for r in runs for a, b in zip(r["times"], r["times"][1:])]
-    return {"agg_tps": decoded / (last - first), "itl_p50": percentile(gaps, 0.5) * 1e3,
+    return {"agg_tps": decoded / (end - start) if end > start else 0.0, "itl_p50": percentile(gaps, 0.5) * 1e3,
             "itl_p99": percentile(gaps, 0.99) * 1e3}
 
 
