@@ -38,8 +38,8 @@ from statistics import median
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 MODEL = CACHE / "qwen2.5-0.5b-random-q4_0.gguf"
-LLAMA_BENCH = Path("/work/peers/llama-bench")
-LLAMA_BATCHED = Path("/work/peers/llama-cpp-python-src/build/bin/llama-batched-bench")
+LLAMA_BENCH = CACHE / "llama-bench"  # bench/build_llama_bench.sh puts them there
+LLAMA_BATCHED = CACHE / "llama-cpp-python-src" / "build" / "bin" / "llama-batched-bench"
 TG = 32
 
 
@@ -137,7 +137,10 @@ def main() -> None:
         return
     from qwen_cpu import _kernels
 
-    llama = not args.no_llama and not args.fill and args.llama_bench.is_file()
+    llama = not args.no_llama and not args.fill
+    if llama and not (args.llama_bench.is_file() or args.llama_batched.is_file()):
+        sys.exit(f"llama.cpp's llama-bench not found at {args.llama_bench} nor llama-batched-bench at "
+                 f"{args.llama_batched}: build them with bench/build_llama_bench.sh, or pass --no-llama")
     types = args.types.split(",")
     log = CACHE / "bench_kvcache.jsonl"
     print(f"{args.model.name}, {args.threads} threads, kernel path {_kernels.get_isa()}, "
