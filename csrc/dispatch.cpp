@@ -112,6 +112,7 @@ Kernels start_from(const Kernels& below, const char* isa) {
       w.gemv_name = nullptr;
       w.gemv_act = -1;
       w.gemv_rows = nullptr;
+      w.gemv_rows_streams = false;
     }
   return t;
 }
