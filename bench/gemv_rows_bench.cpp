@@ -8,7 +8,9 @@
 //   r4_alone     repacked, each activation row by the layout's gemv over each 64 KiB block;
 //   r4_all       repacked, gemv_rows over all activation rows at once;
 //   r4_first1    repacked, per 64 KiB block the first row by gemv, the rest by gemv_rows;
-//   r4_first2    repacked, per 64 KiB block the first two by gemv_rows, the rest by gemv_rows.
+//   r4_first2    repacked, per 64 KiB block the first two by gemv_rows, the rest by gemv_rows;
+//   vec_dot      one vec_dot per output, each activation row in turn (matmul.cpp's route for a
+//                type without a gemv: the "before" of a new gemv).
 // Columns a type lacks (no stored gemv_rows, no repacked layout) print "-". The variants alternate
 // within each repetition; prints per n_a the best ms for all matrices.
 // Usage: gemv_rows_bench TYPE [ROWS COLS N_MAT REPS]  (TYPE: a weight type name, e.g. Q4_0, Q8_0,
@@ -48,13 +50,8 @@ int main(int argc, char** argv) {
   const int32_t layout = repack_layout_of(type);
   const bool has_stored = wk.gemv && wk.gemv_rows;
   const bool has_r4 = layout != QC_LAYOUT_STORED && K.layout[layout].gemv_rows && repack_fits(layout, rows, cols);
-  if (!has_stored && !has_r4) {
-    std::fprintf(stderr, "%s: no stored or repacked gemv_rows for %s %lld x %lld\n", K.isa, tname.c_str(),
-                 (long long)rows, (long long)cols);
-    return 2;
-  }
   const LayoutKernels& lk = K.layout[has_r4 ? layout : QC_LAYOUT_STORED];
-  const int32_t act_type = has_stored ? wk.gemv_act : lk.gemv_act;
+  const int32_t act_type = has_stored ? wk.gemv_act : has_r4 ? lk.gemv_act : wk.act_type;
   if (has_stored && has_r4 && wk.gemv_act != lk.gemv_act) return 2;  // one activation format for both
   const size_t wrb = row_bytes(type, cols), mat_bytes = wrb * rows;
 
@@ -78,6 +75,13 @@ int main(int argc, char** argv) {
     for (float& v : x) v = nd(g);
     K.quantize_act[act_type](x.data(), act.data() + i * arb, cols);
   }
+  // the same rows in vec_dot's activation format
+  const size_t vrb = act_row_bytes(wk.act_type, cols);
+  std::vector<uint8_t> vact(kMaxA * vrb);
+  for (int i = 0; i < kMaxA; ++i) {
+    for (float& v : x) v = nd(g);
+    K.quantize_act[wk.act_type](x.data(), vact.data() + i * vrb, cols);
+  }
   std::vector<float> y((size_t)(kMaxA * rows));
   const size_t ys = (size_t)rows;
 
@@ -89,6 +93,11 @@ int main(int argc, char** argv) {
   auto run = [&](int v, const uint8_t* w, int n_a) {
     if (v == 1) return wk.gemv_rows(n, w, wrb, (int)rows, act.data(), arb, n_a, y.data(), ys);
     if (v == 3) return lk.gemv_rows(n, w, wrb, (int)rows, act.data(), arb, n_a, y.data(), ys);
+    if (v == 6) {
+      for (int i = 0; i < n_a; ++i)
+        for (int64_t r = 0; r < rows; ++r) y[i * ys + r] = wk.vec_dot(n, w + r * wrb, vact.data() + i * vrb);
+      return;
+    }
     for (int64_t rb = 0; rb < rows; rb += block) {
       const int nb = (int)(rows - rb < block ? rows - rb : block);
       const uint8_t* wb = w + rb * wrb;
@@ -114,9 +123,9 @@ int main(int argc, char** argv) {
       }
     }
   };
-  constexpr int kVariants = 6;
-  const char* names[kVariants] = {"stored", "stored_all", "r4_alone", "r4_all", "r4_first1", "r4_first2"};
-  auto has = [&](int v) { return v < 2 ? has_stored : has_r4; };
+  constexpr int kVariants = 7;
+  const char* names[kVariants] = {"stored", "stored_all", "r4_alone", "r4_all", "r4_first1", "r4_first2", "vec_dot"};
+  auto has = [&](int v) { return v == 6 ? true : v < 2 ? has_stored : has_r4; };
   std::printf("%s %s %lld x %lld, %d matrices (%.1f MB), best of %d, ms for all\n", K.isa, tname.c_str(),
               (long long)rows, (long long)cols, n_mat, n_mat * mat_bytes / 1e6, reps);
   std::printf("n_a");
@@ -129,7 +138,7 @@ int main(int argc, char** argv) {
       for (int v = 0; v < kVariants; ++v) {
         if (!has(v)) continue;
         const auto t0 = std::chrono::steady_clock::now();
-        for (int m = 0; m < n_mat; ++m) run(v, v >= 2 ? packed[m].data() : stored[m].data(), n_a);
+        for (int m = 0; m < n_mat; ++m) run(v, v >= 2 && v < 6 ? packed[m].data() : stored[m].data(), n_a);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (ms < best[v]) best[v] = ms;
       }

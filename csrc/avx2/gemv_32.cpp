@@ -1,17 +1,19 @@
-// AVX2 decode kernels (WeightKernels::gemv, gemv_rows) of stored Q4_1 weights over Q8_1 activation
-// rows and of stored Q8_0 weights over Q8_0 rows, for rows of any multiple of 32 values (SmolLM2's
-// 576 and 1536 included, which the 128-value layouts of gemv.cpp cannot take). An activation row is
-// regrouped once per call into the lanes the kernel reads (act_pairs, act_pairs8), and each pass
-// unpacks its weights and converts their scales once for up to four activation rows, every row's
+// AVX2 decode kernels (WeightKernels::gemv, gemv_rows) of stored Q4_1 and Q5_1 weights over Q8_1
+// activation rows and of stored Q8_0 weights over Q8_0 rows, for rows of any multiple of 32
+// values (SmolLM2's 576 and 1536 and Qwen2.5-0.5B's 896 included, which the 128-value layouts of
+// gemv.cpp cannot take, and which a Q5_K_M file stores as Q5_1). An activation row is regrouped
+// once per call into the lanes the kernel reads (act_pairs, act_pairs8), and each pass unpacks
+// its weights and converts their scales once for up to four activation rows, every row's
 // arithmetic that of the one-row gemv.
 //
-// Q4_1: each value bit for bit vec_dot_q4_1's, and so the prefill tile's (csrc/x86/min_dot.h: the
-// order of their float sums, which this kernel keeps lane by lane). The "Quad" form of gemv.cpp:
-// four weight rows' nibbles of two blocks regrouped once so that each 32-bit lane holds one row's
-// group of 4 values, against an activation row broadcast group by group; the 8 byte products of a
-// pass sum in int16 and one vpmaddwd ends them as the 8 exact block dot products (rows x blocks).
-// The scales and mins of the four rows are converted once per pass, so an extra activation row in
-// a pass costs its byte products and its float steps alone.
+// Q4_1, Q5_1 (one kernel, rows_min, over the block type): each value bit for bit vec_dot_q4_1's /
+// vec_dot_q5_1's, and so the prefill tile's (csrc/x86/min_dot.h: the order of their float sums,
+// which this kernel keeps lane by lane). The "Quad" form of gemv.cpp: four weight rows' nibbles of
+// two blocks regrouped once so that each 32-bit lane holds one row's group of 4 values (Q5_1: the
+// 5th bits of qh merged in, in those lanes), against an activation row broadcast group by group;
+// the byte products of a pass sum in int16 and vpmaddwd ends them as the 8 exact block dot
+// products (rows x blocks). The scales and mins of the four rows are converted once per pass, so
+// an extra activation row in a pass costs its byte products and its float steps alone.
 //
 // Q8_0: vec_dot_q8_0's value up to the order of the float sums (its prefill and decode already
 // differed on this path: tests/test_gemm.py); the form is described below.
@@ -66,19 +68,50 @@ static const Pair* act_pairs_rows(int64_t n, const uint8_t* a, size_t arb, int n
   return buf.data();
 }
 
-// Four Q4_1 rows' blocks k, k + 1 (b[r]: row r's block k; kOne: block k alone, the high half a
-// copy of it): q.lo[j] / q.hi[j] the values of elements 4j .. 4j + 3 / 16 + 4j .. of rows 0..3
-// (block k in the low half, k + 1 in the high one); dw, mw their scales and mins in those lanes.
-struct Quad41 {
+// Four rows' blocks k, k + 1 of a type with a min, Q4_1 or Q5_1 (b[r]: row r's block k; kOne:
+// block k alone, the high half a copy of it): q.lo[j] / q.hi[j] the values of elements 4j .. 4j +
+// 3 / 16 + 4j .. of rows 0..3 (block k in the low half, k + 1 in the high one); dw, mw their
+// scales and mins in those lanes. Both types start with d, m and keep the nibbles alike (byte i:
+// element i low, i + 16 high); Q5_1 adds the 5th bits of qh (fifth_bits).
+// (Inlined by force, as the kernels are slow without: GCC would not inline Q5_1's, and returned
+// the 10 registers through memory.)
+struct QuadMin {
   __m256i lo[4], hi[4];
   __m256 dw, mw;
 };
+
+// The 5th bits of four Q5_1 rows' blocks k, k + 1 (b, kOne as quad_min's) OR-ed into q's values as
+// 0x10: with x the qh words in q's lanes, element e of a lane is bit e of its word, i.e. bit e % 8
+// of byte e / 8. Each of the four bytes goes to all four bytes of its lane (vpshufb); the bits
+// 0..3 are moved to 4..7 by a 16-bit shift (the 4 bits that cross into the other byte land in
+// its low nibble, which the mask drops), so that byte t of a lane tests bit 4 + t with one mask,
+// and the unsigned min with 0x10 maps the tested bit to 0x10.
 template <bool kOne>
-static inline Quad41 quad41(const block_q4_1* const* b) {
-  Quad41 q;
+static inline __attribute__((always_inline)) void fifth_bits(QuadMin& q, const block_q5_1* const* b) {
+  uint32_t qh[8];
+  for (int r = 0; r < 4; ++r) {
+    std::memcpy(&qh[r], b[r]->qh, 4);
+    std::memcpy(&qh[4 + r], (kOne ? b[r] : b[r] + 1)->qh, 4);
+  }
+  const __m256i x = load(qh);
+  const __m256i mask = _mm256_set1_epi32((int)0x80402010), b4 = _mm256_set1_epi8(0x10);
+  const __m256i each = _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0c0c0c0c, 0, 0x04040404, 0x08080808, 0x0c0c0c0c);
+  auto bits = [&](__m256i v) { return _mm256_min_epu8(_mm256_and_si256(v, mask), b4); };
+  for (int c = 0; c < 4; ++c) {  // byte c of qh: elements 8c .. 8c + 7, i.e. groups j = 2c, 2c + 1 of lo (c < 2) or hi
+    const __m256i y = _mm256_shuffle_epi8(x, _mm256_add_epi8(each, _mm256_set1_epi8((char)c)));
+    __m256i* v = c < 2 ? q.lo : q.hi;
+    const int j = 2 * (c & 1);
+    v[j] = _mm256_or_si256(v[j], bits(_mm256_slli_epi16(y, 4)));
+    v[j + 1] = _mm256_or_si256(v[j + 1], bits(y));
+  }
+}
+
+template <bool kOne, typename B>
+static inline __attribute__((always_inline)) QuadMin quad_min(const B* const* b) {
+  QuadMin q;
   __m256i v[4], t[4];
   for (int r = 0; r < 4; ++r) {
-    const block_q4_1* b1 = kOne ? b[r] : b[r] + 1;
+    const B* b1 = kOne ? b[r] : b[r] + 1;
     v[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1->qs), reinterpret_cast<const __m128i*>(b[r]->qs));
   }
   transpose4(v, t);
@@ -87,6 +120,7 @@ static inline Quad41 quad41(const block_q4_1* const* b) {
     q.lo[j] = _mm256_and_si256(t[j], m4);
     q.hi[j] = _mm256_and_si256(_mm256_srli_epi16(t[j], 4), m4);
   }
+  if constexpr (std::is_same<B, block_q5_1>::value) fifth_bits<kOne>(q, b);
   // (d, m) of each row's two blocks, as 32-bit words -> [d of rows 0..3, m of rows 0..3] per half
   uint32_t dm[8];
   for (int r = 0; r < 4; ++r) {
@@ -102,8 +136,10 @@ static inline Quad41 quad41(const block_q4_1* const* b) {
 }
 
 // The 8 exact integer block dot products [rows 0..3 of block k | of block k + 1] of q with one
-// activation pair. Values <= 15: the 8 int16 products of a lane sum to <= 8 * 2 * 15 * 127.
-static inline __m256i quad41_dot(const Quad41& q, const Pair& p) {
+// activation pair. Q4_1 values <= 15: the 8 int16 products of a lane sum to <= 8 * 2 * 15 * 127;
+// Q5_1 values <= 31: 4 of them to <= 4 * 2 * 31 * 127 < 2^15, so two vpmaddwd end them.
+template <typename B>
+static inline __attribute__((always_inline)) __m256i quad_min_dot(const QuadMin& q, const Pair& p) {
 #ifdef QC_DOT_VNNI
   __m256i d = _mm256_setzero_si256();
   for (int j = 0; j < 4; ++j) d = dpbusd(dpbusd(d, q.lo[j], p.v[j]), q.hi[j], p.v[4 + j]);
@@ -112,23 +148,25 @@ static inline __m256i quad41_dot(const Quad41& q, const Pair& p) {
   auto two = [&](int j) {
     return _mm256_add_epi16(_mm256_maddubs_epi16(q.lo[j], p.v[j]), _mm256_maddubs_epi16(q.hi[j], p.v[4 + j]));
   };
-  const __m256i s = _mm256_add_epi16(_mm256_add_epi16(two(0), two(1)), _mm256_add_epi16(two(2), two(3)));
-  return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i s01 = _mm256_add_epi16(two(0), two(1)), s23 = _mm256_add_epi16(two(2), two(3));
+  if constexpr (std::is_same<B, block_q4_1>::value) return _mm256_madd_epi16(_mm256_add_epi16(s01, s23), ones);
+  return _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones));
 #endif
 }
-
-// y[i * ys + r] = row r of w (R rows of wrb bytes, n / 32 blocks) . activation row i (A rows of
-// pairs(n) pairs from p), rows past R repeating the last one, their lanes dropped. The float steps
-// are min_dot.h's, lane by lane: lane (row r, accumulator j = block mod 4) of P[i][j / 2] (j even:
-// low half, odd: high) and of M[i][j / 2], and per segment of kMinDotSegment blocks the sums
-// (p_0 + p_1) + (p_2 + p_3) and the same of m, added to the row's total. With prefetch: the R rows
-// after these (and the R after those) at the pace they are read (gemv.h).
-template <int R, bool prefetch, int A>
-static void rows41(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float* y, size_t ys) {
-  const int64_t nb = n / QK4_1, np = pairs(n);
+// y[i * ys + r] = row r of w (R rows of wrb bytes of blocks B, n / 32 blocks) . activation row i
+// (A rows of pairs(n) pairs from p), rows past R repeating the last one, their lanes dropped. The
+// float steps are min_dot.h's, lane by lane: lane (row r, accumulator j = block mod 4) of
+// P[i][j / 2] (j even: low half, odd: high) and of M[i][j / 2], and per segment of kMinDotSegment
+// blocks the sums (p_0 + p_1) + (p_2 + p_3) and the same of m, added to the row's total. With
+// prefetch: the R rows after these (and the R after those) at the pace they are read (gemv.h).
+template <typename B, int R, bool prefetch, int A>
+static void rows_min(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float* y, size_t ys) {
+  static_assert(QK4_1 == 32 && QK5_1 == 32, "blocks of 32 values");
+  const int64_t nb = n / 32, np = pairs(n);
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
-  const block_q4_1* row[4];
-  for (int r = 0; r < 4; ++r) row[r] = reinterpret_cast<const block_q4_1*>(w + (r < R ? r : R - 1) * wrb);
+  const B* row[4];
+  for (int r = 0; r < 4; ++r) row[r] = reinterpret_cast<const B*>(w + (r < R ? r : R - 1) * wrb);
   __m128 total[A];
   for (int i = 0; i < A; ++i) total[i] = _mm_setzero_ps();
   for (int64_t s0 = 0; s0 < nb; s0 += kMinDotSegment) {
@@ -137,12 +175,12 @@ static void rows41(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float
     for (int i = 0; i < A; ++i) P[i][0] = P[i][1] = M[i][0] = M[i][1] = _mm256_setzero_ps();
     // blocks k, k + 1 (or k alone, kOne) into accumulators H (k mod 4 = 2H)
     auto step = [&](auto kOne, auto H, int64_t k) {
-      const block_q4_1* b[4] = {row[0] + k, row[1] + k, row[2] + k, row[3] + k};
-      const Quad41 q = quad41<decltype(kOne)::value>(b);
+      const B* b[4] = {row[0] + k, row[1] + k, row[2] + k, row[3] + k};
+      const QuadMin q = quad_min<decltype(kOne)::value>(b);
       constexpr int h = decltype(H)::value;
       for (int i = 0; i < A; ++i) {
         const Pair& a = p[i * np + k / 2];
-        const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(quad41_dot(q, a)), q.dw);
+        const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(quad_min_dot<B>(q, a)), q.dw);
         P[i][h] = _mm256_fmadd_ps(t, a.d, P[i][h]);
         M[i][h] = _mm256_fmadd_ps(q.mw, a.s, M[i][h]);
       }
@@ -153,12 +191,12 @@ static void rows41(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float
     using H1 = std::integral_constant<int, 1>;
     int64_t k = s0;
     for (; k + 4 <= s1; k += 4) {
-      if (prefetch) prefetch_tiles<R * 4 * sizeof(block_q4_1)>(w + R * wrb, R * wrb, k / 4, to_l1);
+      if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, k / 4, to_l1);
       step(F(), H0(), k);
       step(F(), H1(), k + 2);
     }
     if (k < s1) {  // 1..3 blocks
-      if (prefetch) prefetch_tiles<R * 4 * sizeof(block_q4_1)>(w + R * wrb, R * wrb, k / 4, to_l1);
+      if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, k / 4, to_l1);
       if (s1 - k == 1) step(T(), H0(), k);
       else step(F(), H0(), k);
       if (s1 - k == 3) step(T(), H1(), k + 2);
@@ -176,6 +214,25 @@ static void rows41(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float
     _mm_storeu_ps(out, total[i]);
     for (int r = 0; r < R; ++r) y[i * ys + r] = out[r];
   }
+}
+
+// gemv_fn (kernels.h) of B (Q4_1, Q5_1) over one Q8_1 activation row, and its gemv_rows_fn:
+// activation rows four at a time over each pass of four weight rows (faster than two though the
+// accumulators then spill: bench/README.md, "SmolLM2's Q4_1 and Q8_0 on AVX2")
+template <typename B>
+static void gemv_min(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), 0, 1);
+  row_passes(n_rows, [&](auto R, int r) { rows_min<B, R, R == 4, 1>(n, w + r * wrb, wrb, p, y + r, 0); });
+}
+template <typename B>
+static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                          float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
+  row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
+    rows_min<B, R, R == 4, A>(n, w + r * wrb, wrb, p + i * pairs(n), y + i * ys + r, ys);
+  });
 }
 
 // ---- Q8_0 ----------------------------------------------------------------------------------
@@ -244,22 +301,21 @@ static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_
 
 }  // namespace
 
-// gemv_fn (kernels.h) of Q4_1 over one Q8_1 activation row: y[r] = vec_dot_q4_1(row r, a)
-void gemv_q4_1(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), 0, 1);
-  row_passes(n_rows, [&](auto R, int r) { rows41<R, R == 4, 1>(n, w + r * wrb, wrb, p, y + r, 0); });
+// gemv_fn (kernels.h) of Q4_1 / Q5_1 over one Q8_1 activation row: y[r] = vec_dot_q4_1(row r, a) /
+// vec_dot_q5_1(row r, a), bit for bit; and their gemv_rows_fn, each row's value the same
+void gemv_q4_1(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min<block_q4_1>(n, w, wrb, n_rows, a, y);
 }
-
-// Its gemv_rows_fn: activation rows four at a time over each pass of four weight rows (faster than
-// two though the accumulators then spill: bench/README.md, "SmolLM2's Q4_1 and Q8_0 on AVX2")
-void gemv_q4_1_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
+void gemv_q4_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                     size_t ys) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
-  row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
-    rows41<R, R == 4, A>(n, w + r * wrb, wrb, p + i * pairs(n), y + i * ys + r, ys);
-  });
+  gemv_min_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_1(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min<block_q5_1>(n, w, wrb, n_rows, a, y);
+}
+void gemv_q5_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                    size_t ys) {
+  gemv_min_rows<block_q5_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 
 // gemv_fn of Q8_0 over one Q8_0 activation row: y[r] = row r . a (vec_dot_q8_0's value up to the

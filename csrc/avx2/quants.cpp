@@ -4,7 +4,8 @@
 // offline conversion, never a matrix product), so do the F32 activations (a plain copy).
 // Compiled once per dot-product variant (simd.h): this defines register_quant_kernels_avx2,
 // _avxvnni or _avxvnni_evex (kernels.h), each listing the kernels of its own namespace. The
-// variants differ in one entry: Q8_0's gemm (see gemm.cpp), chosen there.
+// variants differ in Q8_0's entries alone: its gemm (see gemm.cpp), chosen there, and its gemv
+// (the avx2 table only, below); the Q4_1 and Q5_1 gemvs (gemv_32.cpp) have a VNNI form.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
@@ -43,6 +44,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
   set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
+  set_gemv(k, GGML_Q5_1, QC_FN(gemv_q5_1), GGML_Q8_1, gemv_q5_1_rows, true);
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
 #ifdef QC_DOT_VNNI

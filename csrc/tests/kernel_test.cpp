@@ -470,8 +470,9 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 // i alone (which test_gemv bounds against the scalar reference); the y_stride padding is untouched.
 // The float types (float activations, a block of 1) also over rows of 45 and 203 elements (their
 // kernels' steps of 32 and 8 and the tail), and there every value is bit for bit the vec_dot of
-// the same path. Layouts of 32-value blocks also over rows of 18 and 48 blocks (SmolLM2's 576 and
-// 1536, not multiples of 128; 48: two of min_dot.h's segments), and for Q4_1 and Q5_1, whose
+// the same path. Layouts of 32-value blocks also over rows of 18, 28 and 48 blocks (SmolLM2's 576
+// and 1536 and Qwen2.5-0.5B's 896, not multiples of 128 or 256; 48: two of min_dot.h's
+// segments), and for Q4_1 and Q5_1, whose
 // decode rows keep the prefill tile's order (min_dot.h), bit for bit the vec_dot of the same path.
 void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
@@ -485,7 +486,7 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
     const bool same_path = (float_act || min_type) && path(wk.gemv_name) == path(wk.vec_dot_name);
     std::vector<int64_t> sizes{blk, 3 * blk};
     if (float_act) sizes = {1, 3, 45, 203};
-    if (blk == 32) sizes.insert(sizes.end(), {18 * blk, 48 * blk});
+    if (blk == 32) sizes.insert(sizes.end(), {18 * blk, 28 * blk, 48 * blk});
     for (int64_t n : sizes)
       for (int n_rows : {1, 3, 4, 5, 9})
         for (int n_a = 1; n_a <= 9; ++n_a) {
