@@ -1,5 +1,8 @@
-// AVX2 decode kernel of Q4_K weights (WeightKernels::gemv): up to 4 rows of Q4_K per pass
-// against one Q8_K activation row, the values of vec_dot_q4_K (quants_k.cpp).
+// AVX2 decode kernel of Q4_K and Q5_K weights (WeightKernels::gemv, and Q5_K's gemv_rows): up to 4
+// rows per pass against one Q8_K activation row (gemv_rows: up to 4 at a time), the values of
+// vec_dot_q4_K / vec_dot_q5_K (quants_k.cpp) up to the order of the float sums. Q5_K is one
+// template argument (its 5th bits OR-ed into the nibbles as vec_dot_q5_K does); Qwen2.5-0.5B's
+// Q5_K_M file has it in half of its ffn_down matrices, which vec_dot decoded row by row.
 //
 // vec_dot spends about half of its work per super-block outside the byte products: unpacking
 // the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
@@ -62,15 +65,21 @@ static inline uint32_t load32(const uint8_t* p) {
   return v;
 }
 
-// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . activation row k
+// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks B each) . activation row k
 // (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
 // 1 is the decode gemv), the headers unpacked and the weights' nibbles and spread scales taken once
 // per step for all A. With prefetch: the R rows after these (and the R after those) are prefetched
 // at the pace they are read (gemv.h). repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
-template <int R, int A, bool prefetch, bool repacked = false>
+// B: block_q4_K, or block_q5_K (the same header, then qh: its values take a 5th bit, bit 2j of qh
+// byte l for the low nibbles of qs chunk j, bit 2j + 1 for the high ones, as in vec_dot_q5_K;
+// values <= 31 keep a vpmaddubsw pair <= 2 * 31 * 128).
+template <int R, int A, bool prefetch, bool repacked = false, typename B = block_q4_K>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
                  const WordSpread& ws) {
-  static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
+  static_assert(!repacked || (R == 4 && !prefetch && std::is_same<B, block_q4_K>::value),
+                "a repacked tile holds 4 Q4_K rows, read in order");
+  constexpr bool q5 = std::is_same<B, block_q5_K>::value;
+  const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
   constexpr int P = (R + 1) / 2;  // row pairs
   const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
   const bool to_l1 = R * wrb <= kPrefetchL1Tile;
@@ -84,12 +93,12 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
     for (int p = 0; p < P; ++p) acc_min[k][p] = _mm256_setzero_ps();
   }
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
-    const size_t off = (size_t)i * sizeof(block_q4_K);
+    if (prefetch) prefetch_tiles<R * sizeof(B)>(w + R * wrb, R * wrb, i, to_l1);
+    const size_t off = (size_t)i * sizeof(B);
     const uint8_t* tile = w + 4 * off;  // repacked: this super-block's tile
     // row r's header and its qs
     auto header = [&](int r) { return repacked ? tile + 16 * r : row[r] + off; };
-    auto qs = [&](int r) { return repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs); };
+    auto qs = [&](int r) { return repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(B, qs); };
     // [d0, dmin0, d1, dmin1, .., d3, dmin3]
     const __m256 dmw = _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)),
                                                       (int)load32(header(2)), (int)load32(header(3))));
@@ -120,7 +129,12 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
     for (int j = 0; j < 4; ++j) {  // qs bytes 32j..32j+31: sub-block 2j in the low nibbles, 2j + 1 in the high
       for (int r = 0; r < R; ++r) {
         const __m256i q = load(qs(r) + 32 * j);
-        const __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if constexpr (q5) {
+          const __m256i hb = _mm256_srli_epi16(load(row[r] + off + offsetof(block_q5_K, qh)), 2 * j);
+          ulo = _mm256_or_si256(ulo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+          uhi = _mm256_or_si256(uhi, _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
+        }
         const __m256i slo = _mm256_shuffle_epi8(sc[r], ws.m[2 * j]), shi = _mm256_shuffle_epi8(sc[r], ws.m[2 * j + 1]);
         for (int k = 0; k < A; ++k) {
           s[k][r] = scaled_dot(s[k][r], ulo, load(a[k][i].qs + 64 * j), slo);
@@ -147,6 +161,25 @@ void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   static const WordSpread ws;
   row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws); });
+}
+
+// gemv_fn of Q5_K, and its gemv_rows_fn: activation rows four at a time over each pass of four
+// weight rows, each row's value that of the gemv
+void gemv_q5_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  static const WordSpread ws;
+  row_passes(n_rows, [&](auto R, int r) {
+    rows<R, 1, R == 4, false, block_q5_K>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws);
+  });
+}
+void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
+                    size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  static const WordSpread ws;
+  row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
+    rows<R, A, R == 4, false, block_q5_K>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ws);
+  });
 }
 
 // LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
