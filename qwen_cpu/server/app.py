@@ -233,8 +233,8 @@ def create_app(model_path: str | os.PathLike, *, parallel: int = 1, n_ctx: int |
 
 def warm_up(model) -> None:
     """The first request's one-time costs, paid before serving: the tokenizer and the chat
-    template built (0.75 s for Qwen2.5's vocabulary on a Zen 3), and one single-token step on slot
-    0, then forgotten: the first decode step makes the repacked copies of the weights
+    template built (slow for a large vocabulary), and one single-token step on slot 0, then
+    forgotten: the first decode step makes the repacked copies of the weights
     (csrc/repack.h) and reads the weights into memory."""
     from ..model import Run
     from ..tools import prepare_chat
