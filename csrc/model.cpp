@@ -563,7 +563,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
   for (int pass = 0; pass < 2; ++pass) {
     for (const auto& [first, len] : caller_runs) {
       if ((len == 1 || (alone && alone[first])) != (pass == 0)) continue;
-      runs_.push_back({r, len, pos[first], nullptr, nullptr});
+      runs_.push_back({r, len, pos[first], nullptr, nullptr, pass == 0});
       run_seq_.push_back(seq[first]);
       for (int64_t i = first; i < first + len; ++i, ++r) order_[r] = i, row_of_[i] = r, pos_[r] = pos[i], seq_[r] = seq[i];
     }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace qc {
 
@@ -186,10 +187,11 @@ void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float*
   float* slots = scratch + (size_t)nth * per_thread;  // split parts' states (attention_scratch_floats)
 
   // Few pairs (decode, small batches): a pair with n_keys keys is cut into parts of whole blocks,
-  // about 4 parts per thread over all pairs, none shorter than kSplitMinKeys.
-  const bool may_split = nth > 1 && n_items < 2 * (int64_t)nth;
-  auto parts_of = [&](int64_t n_keys, int64_t* chunk) {
-    int64_t S = may_split ? std::min<int64_t>((4 * nth + n_items - 1) / n_items, n_keys / kSplitMinKeys) : 1;
+  // about 4 parts per thread over all pairs (an alone run's token: over its own n_kv_head pairs),
+  // none shorter than kSplitMinKeys.
+  auto parts_of = [&](int64_t n_keys, bool alone, int64_t* chunk) {
+    const int64_t items = alone ? n_kv_head : n_items;
+    int64_t S = nth > 1 && items < 2 * (int64_t)nth ? std::min<int64_t>((4 * nth + items - 1) / items, n_keys / kSplitMinKeys) : 1;
     if (S < 1) S = 1;
     *chunk = ((n_keys + S - 1) / S + kAttnBlock - 1) / kAttnBlock * kAttnBlock;
     return (int)((n_keys + *chunk - 1) / *chunk);
@@ -201,13 +203,23 @@ void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float*
   // Work items are the parts of the (run, token, kv head) triples in that order; a part costs its
   // keys. Each thread takes the parts whose cost midpoint falls in its equal share of the total,
   // so a long prompt's late tokens (which see more keys) are spread evenly.
-  bool any_split = false;  // some pair has more than one part (then they are merged at the end)
-  if (may_split)
-    for (int r = 0; r < n_runs && !any_split; ++r)
-      for (int64_t t = 0; t < runs[r].n_tok && !any_split; ++t) {
+  // Parts of split pairs (more than one part: merged at the end) each take a state: in the scratch
+  // (attention_scratch_floats: enough for few pairs), else in a buffer of this thread's that grows to
+  // the largest need (alone runs of many tokens at a depth).
+  size_t n_slots = 0;
+  if (nth > 1)
+    for (int r = 0; r < n_runs; ++r)
+      for (int64_t t = 0; t < runs[r].n_tok; ++t) {
         int64_t chunk;
-        any_split = parts_of(runs[r].pos0 + t + 1, &chunk) > 1;
+        const int S = parts_of(runs[r].pos0 + t + 1, runs[r].alone, &chunk);
+        if (S > 1) n_slots += (size_t)S * n_kv_head;
       }
+  const bool any_split = n_slots > 0;
+  if (n_slots > (size_t)kSplitSlotsPerThread * nth) {
+    static thread_local std::vector<float> more;
+    if (more.size() < n_slots * st_floats) more.resize(n_slots * st_floats);
+    slots = more.data();
+  }
   auto work = [&](int ith, int nth_) {
     float* own = scratch + (size_t)ith * per_thread;  // this thread's state, then the kernel's scratch
     double cum = 0.0;
@@ -219,7 +231,7 @@ void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float*
         const int g = (int)(it % n_kv_head);
         const int64_t n_keys = R.pos0 + t + 1;
         int64_t chunk;
-        const int S = parts_of(n_keys, &chunk);
+        const int S = parts_of(n_keys, R.alone, &chunk);
         const int64_t qoff = ((R.row0 + t) * n_head + (int64_t)g * n_q) * head_dim;
         const uint8_t* kc = static_cast<const uint8_t*>(R.k_cache) + (size_t)g * n_ctx * k_row;
         const uint8_t* vc = static_cast<const uint8_t*>(R.v_cache) + (size_t)g * n_ctx * v_row;
@@ -254,7 +266,7 @@ void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float*
       const int64_t t = it / n_kv_head;
       const int g = (int)(it % n_kv_head);
       int64_t chunk;
-      const int S = parts_of(R.pos0 + t + 1, &chunk);
+      const int S = parts_of(R.pos0 + t + 1, R.alone, &chunk);
       if (S == 1) continue;
       state_finish(out + ((R.row0 + t) * n_head + (int64_t)g * n_q) * head_dim, slots + (size_t)slot * st_floats, S,
                    st_floats, n_q, head_dim);

@@ -69,6 +69,9 @@ struct AttentionRun {
   int64_t row0, n_tok, pos0;
   const void* k_cache;
   const void* v_cache;
+  // each token as in a call of that token alone (decode steps, verification rows): its keys are
+  // split across threads as that call would split them, whatever else the call holds
+  bool alone = false;
 };
 
 // attention() of several runs in one pass over the pool (one barrier for a whole batch of
@@ -76,7 +79,8 @@ struct AttentionRun {
 // run's pos0 + n_tok. Keys are taken in blocks with an online softmax (no score row per query);
 // threads share the (token, kv head) pairs, weighted by their keys, and when there are fewer
 // pairs than threads can use (decode) a long pair's keys are split across threads and the parts
-// merged, so the result of such a pair depends on the thread count (within rounding).
+// merged, so the result of such a pair depends on the thread count (within rounding); the tokens of
+// an alone run are split as a one-token call's, so a verified row is its decode step bit for bit.
 void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float* q, const AttentionRun* runs, int n_runs,
                     KvTypes kv, int n_head, int n_kv_head, int head_dim, int64_t n_ctx, float* scratch);
 
