@@ -51,9 +51,15 @@ SNIPPET = '''def reusable_prefix(self, ids):
         n += 1
     return n
 '''
+PARAGRAPH = ("The lighthouse at the end of the harbour was built in 1874 by the town's fishermen. For sixty years "
+             "its lamp burned paraffin, and the keeper climbed one hundred and twelve steps every evening to light "
+             "it. In 1936 the lamp was replaced by an electric one, and the last keeper left in 1952. Today the "
+             "tower is a small museum, open on weekends from May to September.")
 TASKS = {
     "copy": "Repeat the following code exactly, without any change:\n\n" + SNIPPET,
     "rewrite": "Rewrite this function, renaming the variable `limit` to `bound`. Change nothing else:\n\n" + SNIPPET,
+    "quote": PARAGRAPH + "\n\nQuote the sentence of the text above that says when the lamp became electric.",
+    "edit": 'Rewrite this paragraph, replacing the word "harbour" with "harbor". Change nothing else:\n\n' + PARAGRAPH,
     "free": "Write a short story about a cat who learns to fly.",
 }
 
