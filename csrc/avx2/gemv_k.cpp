@@ -179,7 +179,8 @@ struct Q6Consts {
 };
 
 // y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks block_q6_K each) .
-// activation row k (A rows of Q8_K, arb bytes apart), the rows read one after another.
+// activation row k (A rows of Q8_K, arb bytes apart), the rows read one after another (rows of
+// more than kChunk super-blocks: kChunk super-blocks of each row in turn).
 template <int R, int A>
 static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
                     const Q6Consts& c) {
