@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
         if (ms < best[v]) best[v] = ms;
       }
     std::printf("%3d", n_a);
-    for (int v = 0; v < kVariants; ++v) has(v) ? std::printf(" %10.2f", best[v]) : std::printf(" %10s", "-");
+    for (int v = 0; v < kVariants; ++v) has(v) ? std::printf(" %10.3f", best[v]) : std::printf(" %10s", "-");
     std::printf("\n");
   }
   return 0;

@@ -230,26 +230,20 @@ float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
 
 // ---- Q6_K ------------------------------------------------------------------------------------
 
-namespace {
-
-// out[i] = w (n / 256 blocks of block_q6_K) . activation row i (A rows of n / 256 block_q8_K, arb
-// bytes apart): the weights unpacked once for the A rows, each row's arithmetic that of A = 1
-// (vec_dot_q6_K), so its value is bit for bit the same.
-template <int A>
-static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va, size_t arb, float* out) {
+// w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K). The decode gemv
+// (gemv_k.cpp) keeps these int32 lanes and float steps: its values are bit for bit these.
+float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
+  const block_q6_K* x = static_cast<const block_q6_K*>(vw);
+  const block_q8_K* y = static_cast<const block_q8_K*>(va);
   const PairMasks pm;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0c);
   const __m256i m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char)0xc0);
-  __m256 acc[A];
-  for (int k = 0; k < A; ++k) acc[k] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const block_q8_K* y[A];
-    for (int k = 0; k < A; ++k) y[k] = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
     const float dx = h2f(x[i].d);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    __m256i s0[A], s1[A];
-    for (int k = 0; k < A; ++k) s0[k] = _mm256_setzero_si256(), s1[k] = _mm256_setzero_si256();
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       // 128 values: ql bytes 0..31 give values 0..31 (low nibble) and 64..95 (high), bytes 32..63
       // give 32..63 and 96..127; qh byte l holds the 2 high bits of l, l+32, l+64, l+96
@@ -261,56 +255,18 @@ static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va, size_t 
       const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, m30));
       const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
                                          _mm256_srli_epi16(_mm256_and_si256(qh, mc0), 2));
-      for (int k = 0; k < A; ++k) {
-        const int8_t* a = y[k]->qs + 128 * h;
-        s0[k] = scaled_dot(s0[k], u0, a, _mm256_shuffle_epi8(sc, pm.m[0]));
-        s1[k] = scaled_dot(s1[k], u1, a + 32, _mm256_shuffle_epi8(sc, pm.m[1]));
-        s0[k] = scaled_dot(s0[k], u2, a + 64, _mm256_shuffle_epi8(sc, pm.m[2]));
-        s1[k] = scaled_dot(s1[k], u3, a + 96, _mm256_shuffle_epi8(sc, pm.m[3]));
-      }
+      const int8_t* a = y[i].qs + 128 * h;
+      s0 = scaled_dot(s0, u0, a, _mm256_shuffle_epi8(sc, pm.m[0]));
+      s1 = scaled_dot(s1, u1, a + 32, _mm256_shuffle_epi8(sc, pm.m[1]));
+      s0 = scaled_dot(s0, u2, a + 64, _mm256_shuffle_epi8(sc, pm.m[2]));
+      s1 = scaled_dot(s1, u3, a + 96, _mm256_shuffle_epi8(sc, pm.m[3]));
     }
-    for (int k = 0; k < A; ++k) {
-      // the values are u - 32 with u = 4 low bits + 16 * 2 high bits in 0..63: take 32 * sum_j scale_j bsum_j out
-      const __m256i offs = _mm256_madd_epi16(load_bsums(*y[k]), _mm256_cvtepi8_epi16(sc8));
-      const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(s0[k], s1[k]), _mm256_slli_epi32(offs, 5));
-      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[k]->d), _mm256_cvtepi32_ps(sumi), acc[k]);
-    }
+    // the values are u - 32 with u = 4 low bits + 16 * 2 high bits in 0..63: take 32 * sum_j scale_j bsum_j out
+    const __m256i offs = _mm256_madd_epi16(load_bsums(y[i]), _mm256_cvtepi8_epi16(sc8));
+    const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_slli_epi32(offs, 5));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
   }
-  for (int k = 0; k < A; ++k) out[k] = hsum_ps(acc[k]);
-}
-
-}  // namespace
-
-// w (n / 256 blocks of block_q6_K) . a (n / 256 blocks of block_q8_K)
-float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
-  float y;
-  dots_q6_K<1>(n, static_cast<const block_q6_K*>(vw), static_cast<const uint8_t*>(va), 0, &y);
-  return y;
-}
-
-// The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row, and
-// for several activation rows, each weight row unpacked once for up to four of them.
-void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_q6_K(n, static_cast<const uint8_t*>(w) + r * wrb, a);
-}
-void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
-                    size_t ys) {
-  const uint8_t* a = static_cast<const uint8_t*>(va);
-  float out[4];
-  for (int r = 0; r < n_rows; ++r) {
-    const block_q6_K* x = reinterpret_cast<const block_q6_K*>(static_cast<const uint8_t*>(vw) + r * wrb);
-    for (int i = 0; i < n_a;) {
-      const int k = n_a - i >= 4 ? 4 : n_a - i;
-      switch (k) {
-        case 4: dots_q6_K<4>(n, x, a + i * arb, arb, out); break;
-        case 3: dots_q6_K<3>(n, x, a + i * arb, arb, out); break;
-        case 2: dots_q6_K<2>(n, x, a + i * arb, arb, out); break;
-        default: dots_q6_K<1>(n, x, a + i * arb, arb, out); break;
-      }
-      for (int j = 0; j < k; ++j) y[(i + j) * ys + r] = out[j];
-      i += k;
-    }
-  }
+  return hsum_ps(acc);
 }
 
 }  // namespace QC_AVX2_NS

@@ -58,8 +58,7 @@ QC_AVX2_VEC_DOT(q6_K)
 QC_AVX2_GEMV(f32) QC_AVX2_GEMV(f16) QC_AVX2_GEMV(bf16)                             // quants_32.cpp
 QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4) QC_AVX2_GEMV(q5_0_r4)  // gemv.cpp
 QC_AVX2_GEMV(q8_0_r4)                                                               // gemv.cpp
-QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K)                          // gemv_k.cpp
-QC_AVX2_GEMV(q6_K)                                                                  // quants_k.cpp
+QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K) QC_AVX2_GEMV(q6_K)      // gemv_k.cpp
 QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q8_0)                            // gemv_32.cpp
 #undef QC_AVX2_GEMV
 #define QC_AVX2_GEMV_ROWS(t) \
@@ -67,8 +66,7 @@ QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q8_0)                        
 QC_AVX2_GEMV_ROWS(f32) QC_AVX2_GEMV_ROWS(f16) QC_AVX2_GEMV_ROWS(bf16)                   // quants_32.cpp
 QC_AVX2_GEMV_ROWS(q4_0) QC_AVX2_GEMV_ROWS(q5_0) QC_AVX2_GEMV_ROWS(q4_0_r4) QC_AVX2_GEMV_ROWS(q5_0_r4)  // gemv.cpp
 QC_AVX2_GEMV_ROWS(q8_0_r4)                                                                    // gemv.cpp
-QC_AVX2_GEMV_ROWS(q4_K_r4) QC_AVX2_GEMV_ROWS(q5_K)                                             // gemv_k.cpp
-QC_AVX2_GEMV_ROWS(q6_K)                                                                       // quants_k.cpp
+QC_AVX2_GEMV_ROWS(q4_K_r4) QC_AVX2_GEMV_ROWS(q5_K) QC_AVX2_GEMV_ROWS(q6_K)                   // gemv_k.cpp
 QC_AVX2_GEMV_ROWS(q4_1) QC_AVX2_GEMV_ROWS(q5_1) QC_AVX2_GEMV_ROWS(q8_0)                      // gemv_32.cpp
 #undef QC_AVX2_GEMV_ROWS
 #define QC_AVX2_GEMM(t) \

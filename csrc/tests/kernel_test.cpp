@@ -473,8 +473,9 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 // the same path. Layouts of 32-value blocks also over rows of 18, 28 and 48 blocks (SmolLM2's 576
 // and 1536 and Qwen2.5-0.5B's 896, not multiples of 128 or 256; 48: two of min_dot.h's
 // segments), and for Q4_1 and Q5_1, whose decode rows keep the prefill tile's order (min_dot.h),
-// bit for bit the vec_dot of the same path. The K-quants (256-value blocks) also over rows of 6
-// and 35 blocks (Qwen2.5-1.5B's 1536 and 8960).
+// and Q6_K (whose avx2 gemv keeps vec_dot's lanes), bit for bit the vec_dot of the same path. The
+// K-quants (256-value blocks) also over rows of 6, 35 and 74 blocks (Qwen2.5-1.5B's 1536 and 8960,
+// 7B's 18944: more than the avx2 Q6_K kernel's chunk of 64 super-blocks).
 void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
     const WeightKernels& wk = K.weight[wt.type];
@@ -484,11 +485,11 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
     // the vec_dot comparison where both come from the same path (avx512 keeps the avx2 gemvs)
     auto path = [](const char* name) { return std::string(name).substr(0, std::string(name).find("::")); };
     const bool min_type = wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1;
-    const bool same_path = (float_act || min_type) && path(wk.gemv_name) == path(wk.vec_dot_name);
+    const bool same_path = (float_act || min_type || wt.type == GGML_Q6_K) && path(wk.gemv_name) == path(wk.vec_dot_name);
     std::vector<int64_t> sizes{blk, 3 * blk};
     if (float_act) sizes = {1, 3, 45, 203};
     if (blk == 32) sizes.insert(sizes.end(), {18 * blk, 28 * blk, 48 * blk});
-    if (blk == 256) sizes.insert(sizes.end(), {6 * blk, 35 * blk});
+    if (blk == 256) sizes.insert(sizes.end(), {6 * blk, 35 * blk, 74 * blk});
     for (int64_t n : sizes)
       for (int n_rows : {1, 3, 4, 5, 9})
         for (int n_a = 1; n_a <= 9; ++n_a) {
