@@ -318,9 +318,11 @@ static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_
 }
 
 // Rows r .. of w (wrb bytes apart) are read in order: while row r is read, the bytes of the
-// stream kAhead past it into L1. The hardware prefetchers alone left the one-row gemv of a
-// 151936 x 896 matrix about 20% slower; with 4 or more activation rows a pass is slower than
-// memory, and the prefetches cost more than they give (bench/gemv_rows_bench).
+// stream kAhead past it into L1, issued at once (so only for rows up to kPrefetchRowBytes: the
+// burst of a row of 4864 values made its gemv 15-30% slower). The hardware prefetchers alone left
+// the one-row gemv of 151936 x 896 and 49152 x 576 matrices about 20% slower; with 4 or more
+// activation rows a pass is slower than memory, and the prefetches do not pay (gemv_rows_bench).
+constexpr size_t kPrefetchRowBytes = 2048;
 static inline void prefetch_ahead(const uint8_t* w, size_t wrb, int r) {
   constexpr size_t kAhead = 4096;
   for (size_t off = r * wrb; off < (r + 1) * wrb; off += 64) __builtin_prefetch(w + off + kAhead, 0, 3);
@@ -351,7 +353,7 @@ void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), 0, 1);
   for (int r = 0; r < n_rows; ++r) {
-    prefetch_ahead(w, wrb, r);
+    if (wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
     row8<1>(n, reinterpret_cast<const block_q8_0*>(w + r * wrb), p, y + r, 0);
   }
 }
@@ -361,7 +363,7 @@ void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
   for (int r = 0; r < n_rows; ++r) {
     const block_q8_0* row = reinterpret_cast<const block_q8_0*>(w + r * wrb);
-    if (n_a <= 2) prefetch_ahead(w, wrb, r);
+    if (n_a <= 2 && wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
     // passes of 4 activation rows, the last of 5 where one would be left alone (9 rows: 4 + 5)
     int i = 0;
     for (; n_a - i > 5; i += 4) row8<4>(n, row, p + i * pairs(n), y + i * ys + r, ys);
