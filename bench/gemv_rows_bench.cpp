@@ -1,7 +1,7 @@
 // Batched decode of one weight type on the kernel path QWEN_CPU_ISA selects, one thread: N_MAT
 // matrices of ROWS x COLS (together larger than the caches, so the weights come from memory as in
 // a decode step; N_MAT 2 keeps them in cache: the kernels' compute alone) times 1, 2, 4 and 8
-// activation rows, by each way matmul.cpp can cut the rows:
+// (and 9) activation rows, by each way matmul.cpp can cut the rows:
 //   stored       the stored layout's route (gemv_rows: first row alone per 64 KiB block, the rest
 //                together from L2; without one: row by row);
 //   stored_all   the stored layout's gemv_rows over all activation rows at once;
@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
   const bool has_stored = wk.gemv && wk.gemv_rows;
   const bool has_r4 = layout != QC_LAYOUT_STORED && K.layout[layout].gemv_rows && repack_fits(layout, rows, cols);
   const LayoutKernels& lk = K.layout[has_r4 ? layout : QC_LAYOUT_STORED];
+  // the activation rows in the stored gemv's format and in the repacked one's (Q8_0: Q8_0 and Q8_0x4)
   const int32_t act_type = has_stored ? wk.gemv_act : has_r4 ? lk.gemv_act : wk.act_type;
-  if (has_stored && has_r4 && wk.gemv_act != lk.gemv_act) return 2;  // one activation format for both
+  const int32_t r4_act_type = has_r4 ? lk.gemv_act : act_type;
   const size_t wrb = row_bytes(type, cols), mat_bytes = wrb * rows;
 
   // weights: one matrix quantized from normal values, copied N_MAT times (distinct memory)
@@ -67,13 +68,15 @@ int main(int argc, char** argv) {
     packed[m].resize(mat_bytes);
     repack_rows(layout, stored[m].data(), rows, cols, packed[m].data());
   }
-  constexpr int kMaxA = 8;
+  constexpr int kMaxA = 9;  // 9: a speculative verification of 8 drafted tokens
   const size_t arb = act_row_bytes(act_type, cols);
-  std::vector<uint8_t> act(kMaxA * arb);
+  const size_t rrb = act_row_bytes(r4_act_type, cols);
+  std::vector<uint8_t> act(kMaxA * arb), ract(kMaxA * rrb);
   std::vector<float> x((size_t)cols);
   for (int i = 0; i < kMaxA; ++i) {
     for (float& v : x) v = nd(g);
     K.quantize_act[act_type](x.data(), act.data() + i * arb, cols);
+    K.quantize_act[r4_act_type](x.data(), ract.data() + i * rrb, cols);
   }
   // the same rows in vec_dot's activation format
   const size_t vrb = act_row_bytes(wk.act_type, cols);
@@ -92,7 +95,7 @@ int main(int argc, char** argv) {
   // one variant over one matrix w for n_a rows
   auto run = [&](int v, const uint8_t* w, int n_a) {
     if (v == 1) return wk.gemv_rows(n, w, wrb, (int)rows, act.data(), arb, n_a, y.data(), ys);
-    if (v == 3) return lk.gemv_rows(n, w, wrb, (int)rows, act.data(), arb, n_a, y.data(), ys);
+    if (v == 3) return lk.gemv_rows(n, w, wrb, (int)rows, ract.data(), rrb, n_a, y.data(), ys);
     if (v == 6) {
       for (int i = 0; i < n_a; ++i)
         for (int64_t r = 0; r < rows; ++r) y[i * ys + r] = wk.vec_dot(n, w + r * wrb, vact.data() + i * vrb);
@@ -108,16 +111,16 @@ int main(int argc, char** argv) {
           if (n_a > 1) wk.gemv_rows(n, wb, wrb, nb, act.data() + arb, arb, n_a - 1, yb + ys, ys);
           break;
         case 2:
-          for (int i = 0; i < n_a; ++i) lk.gemv(n, wb, wrb, nb, act.data() + i * arb, yb + i * ys);
+          for (int i = 0; i < n_a; ++i) lk.gemv(n, wb, wrb, nb, ract.data() + i * rrb, yb + i * ys);
           break;
         case 4:
-          lk.gemv(n, wb, wrb, nb, act.data(), yb);
-          if (n_a > 1) lk.gemv_rows(n, wb, wrb, nb, act.data() + arb, arb, n_a - 1, yb + ys, ys);
+          lk.gemv(n, wb, wrb, nb, ract.data(), yb);
+          if (n_a > 1) lk.gemv_rows(n, wb, wrb, nb, ract.data() + rrb, rrb, n_a - 1, yb + ys, ys);
           break;
         case 5: {
           const int first = n_a < 2 ? n_a : 2;
-          lk.gemv_rows(n, wb, wrb, nb, act.data(), arb, first, yb, ys);
-          if (n_a > first) lk.gemv_rows(n, wb, wrb, nb, act.data() + first * arb, arb, n_a - first, yb + first * ys, ys);
+          lk.gemv_rows(n, wb, wrb, nb, ract.data(), rrb, first, yb, ys);
+          if (n_a > first) lk.gemv_rows(n, wb, wrb, nb, ract.data() + first * rrb, rrb, n_a - first, yb + first * ys, ys);
           break;
         }
       }
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
   std::printf("n_a");
   for (const char* name : names) std::printf(" %10s", name);
   std::printf("\n");
-  for (int n_a : {1, 2, 4, kMaxA}) {
+  for (int n_a : {1, 2, 4, 8, kMaxA}) {
     double best[kVariants];
     for (double& b : best) b = 1e30;
     for (int r = 0; r < reps; ++r)

@@ -240,7 +240,9 @@ static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 // hold, so the regrouping of the Quad form would save little here): per pair of blocks k, k + 1
 // the bytes 0..15 of both in one vector and 16..31 in another, their absolute values taken once
 // for every activation row; per activation row two vpsignb, two vpmaddubsw and two vpmaddwd make 8
-// int32 lanes, 4 per block, then one conversion, one scale product and one FMA.
+// int32 lanes, 4 per block, then one conversion, one scale product and one FMA. (Weights widened
+// to int16 once per pass against int16 activations, 4 vpmaddwd per row and pair, measured no
+// faster on Zen 3 in a register-only loop: the same 10 vector operations per row and pair.)
 
 // One activation row's pair of blocks k, k + 1 in those lanes: lo = bytes 0..15 of block k, then
 // of k + 1; hi the bytes 16..31; d the scales, four lanes each. A last pair without block k + 1
@@ -271,32 +273,59 @@ static const Pair8* act_pairs8_rows(int64_t n, const uint8_t* a, size_t arb, int
   return buf.data();
 }
 
-// y[i * ys] = one Q8_0 row w (n / 32 blocks) . activation row i (A rows of pairs(n) pairs from p)
+// acc[i] += activation row i's pair j (a[i][j]) . weight blocks b0, b1 (k, k + 1; a last pair
+// without block k + 1 passes b0 twice, the activation's zeros dropping it), i < A: the 8 int32
+// lanes, 4 per block, then one conversion, one scale product and one FMA per row
+template <int A>
+static inline __attribute__((always_inline)) void pair8(const block_q8_0* b0, const block_q8_0* b1, const Pair8* const* a,
+                                                        int64_t j, __m256* acc) {
+  const __m256i ql = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1->qs), reinterpret_cast<const __m128i*>(b0->qs));
+  const __m256i qh =
+      _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1->qs + 16), reinterpret_cast<const __m128i*>(b0->qs + 16));
+  const uint32_t d2 = (uint32_t)b0->d | (uint32_t)b1->d << 16;
+  const __m256 dw = _mm256_cvtph_ps(
+      _mm_shuffle_epi8(_mm_cvtsi32_si128((int)d2), _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3)));
+  const __m256i al = _mm256_abs_epi8(ql), ah = _mm256_abs_epi8(qh);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int i = 0; i < A; ++i) {
+    const Pair8& x = a[i][j];
+    // |q| x a with q's sign moved onto a: |q| <= 128, |a| <= 127, a pair <= 32512
+    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(x.lo, ql)), ones);
+    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(x.hi, qh)), ones);
+    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, x.d), _mm256_cvtepi32_ps(_mm256_add_epi32(pl, ph)), acc[i]);
+  }
+}
+
+// y[i * ys] = one Q8_0 row w (n / 32 blocks) . activation row i (A rows of pairs(n) pairs from
+// p), the pairs in order into one accumulator per row. One row: a plain loop over the pairs;
+// several: two pairs per iteration (7% less time per activation row at 896 wide than one, and no
+// better with four; for one row of 576 it was slower: bench/README.md, gemv_rows_bench).
 template <int A>
 static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_t ys) {
   const int64_t nb = n / QK8_0, np = pairs(n);
+  const Pair8* a[A];
+  for (int i = 0; i < A; ++i) a[i] = p + i * np;
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < nb; k += 2) {
-    const block_q8_0* b1 = w + (k + 1 < nb ? k + 1 : k);
-    const __m256i ql = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1->qs), reinterpret_cast<const __m128i*>(w[k].qs));
-    const __m256i qh =
-        _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(b1->qs + 16), reinterpret_cast<const __m128i*>(w[k].qs + 16));
-    const uint32_t d2 = (uint32_t)w[k].d | (uint32_t)b1->d << 16;
-    const __m256 dw = _mm256_cvtph_ps(
-        _mm_shuffle_epi8(_mm_cvtsi32_si128((int)d2), _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3)));
-    const __m256i al = _mm256_abs_epi8(ql), ah = _mm256_abs_epi8(qh);
-    for (int i = 0; i < A; ++i) {
-      const Pair8& a = p[i * np + k / 2];
-      // |q| x a with q's sign moved onto a: |q| <= 128, |a| <= 127, a pair <= 32512
-      const __m256i ones = _mm256_set1_epi16(1);
-      const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(a.lo, ql)), ones);
-      const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(a.hi, qh)), ones);
-      const __m256i dot = _mm256_add_epi32(pl, ph);
-      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, a.d), _mm256_cvtepi32_ps(dot), acc[i]);
+  int64_t k = 0;
+  if constexpr (A > 1)
+    for (; k + 4 <= nb; k += 4) {
+      pair8<A>(w + k, w + k + 1, a, k / 2, acc);
+      pair8<A>(w + k + 2, w + k + 3, a, k / 2 + 1, acc);
     }
-  }
+  for (; k < nb; k += 2) pair8<A>(w + k, w + (k + 1 < nb ? k + 1 : k), a, k / 2, acc);
   for (int i = 0; i < A; ++i) y[i * ys] = hsum_ps(acc[i]);
+}
+
+// Rows r .. of w (wrb bytes apart) are read in order: while row r is read, the bytes of the
+// stream kAhead past it into L1, issued at once (so only for rows up to kPrefetchRowBytes: the
+// burst of a row of 4864 values made its gemv 15-30% slower). The hardware prefetchers alone left
+// the one-row gemv of 151936 x 896 and 49152 x 576 matrices about 20% slower; with 4 or more
+// activation rows a pass is slower than memory, and the prefetches do not pay (gemv_rows_bench).
+constexpr size_t kPrefetchRowBytes = 2048;
+static inline void prefetch_ahead(const uint8_t* w, size_t wrb, int r) {
+  constexpr size_t kAhead = 4096;
+  for (size_t off = r * wrb; off < (r + 1) * wrb; off += 64) __builtin_prefetch(w + off + kAhead, 0, 3);
 }
 
 }  // namespace
@@ -319,11 +348,14 @@ void gemv_q5_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
 }
 
 // gemv_fn of Q8_0 over one Q8_0 activation row: y[r] = row r . a (vec_dot_q8_0's value up to the
-// order of the float sums), and its gemv_rows_fn: per weight row, the activation rows four at a time
+// order of the float sums), and its gemv_rows_fn: per weight row, the activation rows four (or five) at a time
 void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), 0, 1);
-  for (int r = 0; r < n_rows; ++r) row8<1>(n, reinterpret_cast<const block_q8_0*>(w + r * wrb), p, y + r, 0);
+  for (int r = 0; r < n_rows; ++r) {
+    if (wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
+    row8<1>(n, reinterpret_cast<const block_q8_0*>(w + r * wrb), p, y + r, 0);
+  }
 }
 void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
@@ -331,9 +363,13 @@ void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
   for (int r = 0; r < n_rows; ++r) {
     const block_q8_0* row = reinterpret_cast<const block_q8_0*>(w + r * wrb);
+    if (n_a <= 2 && wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
+    // passes of 4 activation rows, the last of 5 where one would be left alone (9 rows: 4 + 5)
     int i = 0;
-    for (; i + 4 <= n_a; i += 4) row8<4>(n, row, p + i * pairs(n), y + i * ys + r, ys);
+    for (; n_a - i > 5; i += 4) row8<4>(n, row, p + i * pairs(n), y + i * ys + r, ys);
     switch (n_a - i) {
+      case 5: row8<5>(n, row, p + i * pairs(n), y + i * ys + r, ys); break;
+      case 4: row8<4>(n, row, p + i * pairs(n), y + i * ys + r, ys); break;
       case 3: row8<3>(n, row, p + i * pairs(n), y + i * ys + r, ys); break;
       case 2: row8<2>(n, row, p + i * pairs(n), y + i * ys + r, ys); break;
       case 1: row8<1>(n, row, p + i * pairs(n), y + i * ys + r, ys); break;
