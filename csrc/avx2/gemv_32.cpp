@@ -298,8 +298,8 @@ static inline __attribute__((always_inline)) void pair8(const block_q8_0* b0, co
 
 // y[i * ys] = one Q8_0 row w (n / 32 blocks) . activation row i (A rows of pairs(n) pairs from
 // p), the pairs in order into one accumulator per row. One row: a plain loop over the pairs;
-// several: two pairs per iteration (7% less time per activation row at 896 wide than one, and no
-// better with four; for one row of 576 it was slower: bench/README.md, gemv_rows_bench).
+// several: two pairs per iteration (the faster of one, two and four per row in gemv_rows_bench;
+// for one row the plain loop was faster: bench/README.md, "Q6_K and stored Q8_0 decode kernels").
 template <int A>
 static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_t ys) {
   const int64_t nb = n / QK8_0, np = pairs(n);
@@ -319,9 +319,9 @@ static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_
 
 // Rows r .. of w (wrb bytes apart) are read in order: while row r is read, the bytes of the
 // stream kAhead past it into L1, issued at once (so only for rows up to kPrefetchRowBytes: the
-// burst of a row of 4864 values made its gemv 15-30% slower). The hardware prefetchers alone left
-// the one-row gemv of 151936 x 896 and 49152 x 576 matrices about 20% slower; with 4 or more
-// activation rows a pass is slower than memory, and the prefetches do not pay (gemv_rows_bench).
+// burst of a longer row slowed its gemv). The hardware prefetchers alone kept the one-row gemv of
+// short rows below memory speed; with 4 or more activation rows a pass is slower than memory,
+// and the prefetches do not pay (bench/README.md, "Q6_K and stored Q8_0 decode kernels").
 constexpr size_t kPrefetchRowBytes = 2048;
 static inline void prefetch_ahead(const uint8_t* w, size_t wrb, int r) {
   constexpr size_t kAhead = 4096;
