@@ -208,12 +208,14 @@ void attention_runs(ThreadPool& pool, const Kernels& K, float* out, const float*
   // the largest need (alone runs of many tokens at a depth).
   size_t n_slots = 0;
   if (nth > 1)
-    for (int r = 0; r < n_runs; ++r)
+    for (int r = 0; r < n_runs; ++r) {
+      int64_t chunk;
+      if (parts_of(runs[r].pos0 + runs[r].n_tok, runs[r].alone, &chunk) == 1) continue;  // its last token has the most keys
       for (int64_t t = 0; t < runs[r].n_tok; ++t) {
-        int64_t chunk;
         const int S = parts_of(runs[r].pos0 + t + 1, runs[r].alone, &chunk);
         if (S > 1) n_slots += (size_t)S * n_kv_head;
       }
+    }
   const bool any_split = n_slots > 0;
   if (n_slots > (size_t)kSplitSlotsPerThread * nth) {
     static thread_local std::vector<float> more;

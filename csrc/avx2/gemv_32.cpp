@@ -241,8 +241,8 @@ static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
 // the bytes 0..15 of both in one vector and 16..31 in another, their absolute values taken once
 // for every activation row; per activation row two vpsignb, two vpmaddubsw and two vpmaddwd make 8
 // int32 lanes, 4 per block, then one conversion, one scale product and one FMA. (Weights widened
-// to int16 once per pass against int16 activations, 4 vpmaddwd per row and pair, measured no
-// faster on Zen 3 in a register-only loop: the same 10 vector operations per row and pair.)
+// to int16 once per pass against int16 activations, 4 vpmaddwd per row and pair, are the same 10
+// vector operations per row and pair, and were no faster: bench/README.md, "Q6_K and stored Q8_0".)
 
 // One activation row's pair of blocks k, k + 1 in those lanes: lo = bytes 0..15 of block k, then
 // of k + 1; hi the bytes 16..31; d the scales, four lanes each. A last pair without block k + 1
