@@ -18,6 +18,10 @@ of the shipped SmolLM2 file; a missing one is made):
   figure shows what the adaptive length costs when drafts fail).
 tokens/s: generated tokens after the first / their time (Response.generation_tps), the best of
 `rounds` interleaved rounds; x: against no draft in the same rounds.
+
+--row-costs: instead, what checking drafts costs per file (the --only labels): a decode step and
+`ModelLease.verify` of 2, 3, 5, 9 and 11 rows after a context of 300 and of 2000 tokens, medians of
+15 (each pass rolled back), and an extra row's cost as a fraction of the decode step.
 """
 
 from __future__ import annotations
@@ -148,11 +152,32 @@ def bench_model(label, path, tasks, modes, args):
     return rows
 
 
+def row_costs(label, path, threads):
+    """One table row per depth: ms of a decode step and of verify(k rows), the extra row / step."""
+    import statistics
+
+    with Model.load(path, n_ctx=2048 + 16, n_threads=threads) as m, m.hold() as lease:
+        for depth in (300, 2000):
+            lease.prefill([(i * 7919) % 40000 + 100 for i in range(depth)])
+            ms = []
+            for k in (1, 2, 3, 5, 9, 11):
+                ts = []
+                for _ in range(15):
+                    t0 = time.perf_counter()
+                    lease.decode_step(500) if k == 1 else lease.verify([500 + i for i in range(k)])
+                    ts.append(time.perf_counter() - t0)
+                    lease.rollback(depth)
+                ms.append(1e3 * statistics.median(ts))
+            extra = (ms[-1] - ms[0]) / 10 / ms[0]
+            print(f"| {label} | {depth} | " + " | ".join(f"{t:.1f}" for t in ms) + f" | **{extra:.2f}** |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", "--threads", type=int, default=1)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--row-costs", action="store_true", help="time decode steps and verification passes instead")
     ap.add_argument("--only", default=None, help="comma-separated labels to run (smol-q4_1, smol-q4_0, smol-q8_0, smol-f16, qwen-0.5b-q4_0)")
     args = ap.parse_args()
     lookup = {"none": (None, True), "lookup": ("lookup", True), "lookup, no gate": ("lookup", False)}
@@ -171,11 +196,18 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     print(f"CPU {cpu_name()} ({os.cpu_count()} logical CPUs), kernel path "
           f"{_kernels.get_isa()}, {args.threads} thread(s), greedy, {args.n_gen} tokens, best of {args.rounds}")
-    print("| model | task | draft | tok/s | x none | accepted/checked |\n|---|---|---|--:|--:|--:|")
+    if args.row_costs:
+        print("| model | depth | decode ms | 2 rows | 3 | 5 | 9 | 11 | extra row / decode |\n"
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    else:
+        print("| model | task | draft | tok/s | x none | accepted/checked |\n|---|---|---|--:|--:|--:|")
     for label, path, tasks, modes in plan:
         if args.only and label.split(" ")[0] not in args.only.split(","):
             continue
-        bench_model(label, path(), tasks, modes, args)
+        if args.row_costs:
+            row_costs(label, path(), args.threads)
+        else:
+            bench_model(label, path(), tasks, modes, args)
     print(f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
