@@ -300,7 +300,10 @@ static inline __attribute__((always_inline)) void pair8(const block_q8_0* b0, co
 // p), the pairs in order into one accumulator per row. One row: a plain loop over the pairs;
 // several: two pairs per iteration (the faster of one, two and four per row in gemv_rows_bench;
 // for one row the plain loop was faster: bench/README.md, "Q6_K and stored Q8_0 decode kernels").
-template <int A>
+// kStream: the weights kStreamAhead past each pair are prefetched as it is read (rows longer than
+// prefetch_ahead below takes, read by one or two activation rows).
+constexpr size_t kStreamAhead = 4096;
+template <int A, bool kStream = false>
 static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_t ys) {
   const int64_t nb = n / QK8_0, np = pairs(n);
   const Pair8* a[A];
@@ -310,10 +313,15 @@ static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_
   int64_t k = 0;
   if constexpr (A > 1)
     for (; k + 4 <= nb; k += 4) {
+      if (kStream) __builtin_prefetch(reinterpret_cast<const uint8_t*>(w + k) + kStreamAhead, 0, 3);
+      if (kStream) __builtin_prefetch(reinterpret_cast<const uint8_t*>(w + k) + kStreamAhead + 64, 0, 3);
       pair8<A>(w + k, w + k + 1, a, k / 2, acc);
       pair8<A>(w + k + 2, w + k + 3, a, k / 2 + 1, acc);
     }
-  for (; k < nb; k += 2) pair8<A>(w + k, w + (k + 1 < nb ? k + 1 : k), a, k / 2, acc);
+  for (; k < nb; k += 2) {
+    if (kStream) __builtin_prefetch(reinterpret_cast<const uint8_t*>(w + k) + kStreamAhead, 0, 3);
+    pair8<A>(w + k, w + (k + 1 < nb ? k + 1 : k), a, k / 2, acc);
+  }
   for (int i = 0; i < A; ++i) y[i * ys] = hsum_ps(acc[i]);
 }
 
@@ -353,8 +361,13 @@ void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), 0, 1);
   for (int r = 0; r < n_rows; ++r) {
-    if (wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
-    row8<1>(n, reinterpret_cast<const block_q8_0*>(w + r * wrb), p, y + r, 0);
+    const block_q8_0* row = reinterpret_cast<const block_q8_0*>(w + r * wrb);
+    if (wrb > kPrefetchRowBytes) {
+      row8<1, true>(n, row, p, y + r, 0);
+      continue;
+    }
+    prefetch_ahead(w, wrb, r);
+    row8<1>(n, row, p, y + r, 0);
   }
 }
 void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
@@ -363,7 +376,12 @@ void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
   const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
   for (int r = 0; r < n_rows; ++r) {
     const block_q8_0* row = reinterpret_cast<const block_q8_0*>(w + r * wrb);
-    if (n_a <= 2 && wrb <= kPrefetchRowBytes) prefetch_ahead(w, wrb, r);
+    if (n_a <= 2 && wrb > kPrefetchRowBytes) {
+      if (n_a == 2) row8<2, true>(n, row, p, y + r, ys);
+      else row8<1, true>(n, row, p, y + r, ys);
+      continue;
+    }
+    if (n_a <= 2) prefetch_ahead(w, wrb, r);
     // passes of 4 activation rows, the last of 5 where one would be left alone (9 rows: 4 + 5)
     int i = 0;
     for (; n_a - i > 5; i += 4) row8<4>(n, row, p + i * pairs(n), y + i * ys + r, ys);
