@@ -300,8 +300,8 @@ static inline __attribute__((always_inline)) void pair8(const block_q8_0* b0, co
 // p), the pairs in order into one accumulator per row. One row: a plain loop over the pairs;
 // several: two pairs per iteration (the faster of one, two and four per row in gemv_rows_bench;
 // for one row the plain loop was faster: bench/README.md, "Q6_K and stored Q8_0 decode kernels").
-// kStream: the weights kStreamAhead past each pair are prefetched as it is read (rows longer than
-// prefetch_ahead below takes, read by one or two activation rows).
+// kStream: the weights kStreamAhead past each pair are prefetched as it is read (for rows too long
+// for prefetch_ahead below, read by one or two activation rows).
 constexpr size_t kStreamAhead = 4096;
 template <int A, bool kStream = false>
 static void row8(int64_t n, const block_q8_0* w, const Pair8* p, float* y, size_t ys) {
@@ -355,21 +355,9 @@ void gemv_q5_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
   gemv_min_rows<block_q5_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 
-// gemv_fn of Q8_0 over one Q8_0 activation row: y[r] = row r . a (vec_dot_q8_0's value up to the
-// order of the float sums), and its gemv_rows_fn: per weight row, the activation rows four (or five) at a time
-void gemv_q8_0(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const Pair8* p = act_pairs8_rows(n, static_cast<const uint8_t*>(va), 0, 1);
-  for (int r = 0; r < n_rows; ++r) {
-    const block_q8_0* row = reinterpret_cast<const block_q8_0*>(w + r * wrb);
-    if (wrb > kPrefetchRowBytes) {
-      row8<1, true>(n, row, p, y + r, 0);
-      continue;
-    }
-    prefetch_ahead(w, wrb, r);
-    row8<1>(n, row, p, y + r, 0);
-  }
-}
+// gemv_rows_fn of Q8_0 over Q8_0 activation rows: per weight row, the activation rows four (or
+// five) at a time, y[i * ys + r] = row r . a_i (vec_dot_q8_0's value up to the order of the float
+// sums); and its gemv_fn, the same for one activation row
 void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -394,6 +382,9 @@ void gemv_q8_0_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
       default: break;
     }
   }
+}
+void gemv_q8_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_q8_0_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 }  // namespace QC_AVX2_NS

@@ -170,12 +170,8 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
 
 // The constants of the Q6_K passes, made once
 struct Q6Consts {
-  __m256i spread[8];  // word j of each 128-bit lane over the lane
-  __m128i even_odd;   // bytes [0, 2, .., 14, 1, 3, .., 15]
-  Q6Consts() {
-    for (int j = 0; j < 8; ++j) spread[j] = _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8));
-    even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-  }
+  WordSpread spread;
+  __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
 };
 
 // y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks block_q6_K each) .
@@ -218,7 +214,7 @@ static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, 
           u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
                                  _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
           for (int j = 0; j < 4; ++j) {  // values 128h + 32j ..: sub-blocks 8h + 2j, 8h + 2j + 1
-            const __m256i scj = _mm256_shuffle_epi8(sc, c.spread[4 * h + j]);
+            const __m256i scj = _mm256_shuffle_epi8(sc, c.spread.m[4 * h + j]);
             for (int k = 0; k < A; ++k) s[k] = scaled_dot(s[k], u[j], load(a[k][i0 + i].qs + 128 * h + 32 * j), scj);
           }
         }
@@ -241,15 +237,8 @@ void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws); });
 }
 
-// gemv_fn of Q5_K, and its gemv_rows_fn: activation rows four at a time over each pass of four
-// weight rows, each row's value that of the gemv
-void gemv_q5_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  static const WordSpread ws;
-  row_passes(n_rows, [&](auto R, int r) {
-    rows<R, 1, R == 4, false, block_q5_K>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws);
-  });
-}
+// gemv_rows_fn of Q5_K, and its gemv_fn (one activation row: the same passes): activation rows
+// four at a time over each pass of four weight rows, each row's value that of the gemv
 void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -259,14 +248,12 @@ void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
     rows<R, A, R == 4, false, block_q5_K>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ws);
   });
 }
-
-// gemv_fn of Q6_K, and its gemv_rows_fn: activation rows four at a time over each pass of four
-// weight rows, each row's value that of the gemv
-void gemv_q6_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  static const Q6Consts c;
-  row_passes(n_rows, [&](auto R, int r) { rows_q6<R, 1>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, c); });
+void gemv_q5_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_q5_K_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
+
+// gemv_rows_fn of Q6_K, and its gemv_fn (one activation row: the same passes): activation rows
+// four at a time over each pass of four weight rows, each row's value that of the gemv
 void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
@@ -275,6 +262,9 @@ void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
   row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
     rows_q6<R, A>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, c);
   });
+}
+void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_q6_K_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 // LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
