@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const WeightKernels& wk = K.weight[type];
-  const int32_t layout = repack_layout_of(type);
+  const int32_t layout = wk.layout;
   const bool has_stored = wk.gemv && wk.gemv_rows;
   const bool has_r4 = layout != QC_LAYOUT_STORED && K.layout[layout].gemv_rows && repack_fits(layout, rows, cols);
   const LayoutKernels& lk = K.layout[has_r4 ? layout : QC_LAYOUT_STORED];

@@ -69,6 +69,9 @@ struct WeightKernels {
   // the gemv of the first row followed by gemv_rows over the rest from L2 (matmul.cpp; measured
   // per path with bench/gemv_rows_bench.cpp)
   bool gemv_rows_streams = false;
+  // the repacked layout decode reads this type in (repack.h; QC_LAYOUT_STORED: none), set by
+  // set_layout_gemv with that layout's kernels: a path may prefer its own form of the same blocks
+  int32_t layout = QC_LAYOUT_STORED;
 };
 
 // The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a
@@ -186,6 +189,7 @@ static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const 
   k.layout[layout].gemv_act = gemv_act;
   k.layout[layout].gemv_rows = rows;
   k.layout[layout].gemv_rows_first = rows_first;
+  k.weight[repack_base_type(layout)].layout = layout;
 }
 
 static inline void set_attn(Kernels& k, int32_t k_type, int32_t v_type, attn_fn f, const char* name) {

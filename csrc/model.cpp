@@ -304,8 +304,8 @@ void Model::plan_repack() {
     for (const Tensor* t : group)
       if (t->rows % kRepackRows != 0) return;  // MatmulOutput::layout: the outputs before a repacked one
     for (Tensor* t : group) {
-      const int32_t layout = repack_layout_of(t->type);
-      if (layout != QC_LAYOUT_STORED && K.layout[layout].gemv && repack_fits(layout, t->rows, t->cols))
+      const int32_t layout = K.weight[t->type].layout;
+      if (layout != QC_LAYOUT_STORED && repack_fits(layout, t->rows, t->cols))
         pending_.push_back({t, layout});
     }
   };

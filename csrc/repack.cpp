@@ -9,22 +9,13 @@
 
 namespace qc {
 
-int32_t repack_layout_of(int32_t wtype) {
-  switch (wtype) {
-    case GGML_Q4_0: return QC_LAYOUT_Q4_0_R4;
-    case GGML_Q8_0: return QC_LAYOUT_Q8_0_R4;
-    case GGML_Q4_K: return QC_LAYOUT_Q4_K_R4;
-    case GGML_Q5_0: return QC_LAYOUT_Q5_0_R4;
-    default: return QC_LAYOUT_STORED;
-  }
-}
-
 int32_t repack_base_type(int32_t layout) {
   switch (layout) {
     case QC_LAYOUT_Q4_0_R4: return GGML_Q4_0;
     case QC_LAYOUT_Q8_0_R4: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
-    case QC_LAYOUT_Q5_0_R4: return GGML_Q5_0;
+    case QC_LAYOUT_Q5_0_R4:
+    case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     default: return -1;
   }
 }
@@ -106,6 +97,65 @@ void tile_q5_0(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
   }
 }
 
+// Two Q5_0 blocks' qh (bit 32b + 4J + e: block b's element 4J + e's 5th bit) <-> their Q5_0_R4T
+// plane bytes (bit 32b + 8e + J): the index bits (J, e) -> (e, J), a transpose done as four swaps
+// of two index bits each (delta swaps: no loop over bits, so that prefill's unpacking of repacked
+// rows stays near a copy). A swap is its own inverse: back is the same swaps in reverse.
+static inline uint64_t swap_bits(uint64_t x, uint64_t mask, int d) {
+  const uint64_t t = ((x >> d) ^ x) & mask;
+  return x ^ t ^ (t << d);
+}
+static inline uint64_t qh_to_planes(uint64_t x) {
+  x = swap_bits(x, 0x0a0a0a0a0a0a0a0aull, 3);   // index bits 0 <-> 2
+  x = swap_bits(x, 0x00cc00cc00cc00ccull, 6);   // 1 <-> 3
+  x = swap_bits(x, 0x0000f0f00000f0f0ull, 12);  // 2 <-> 4
+  return swap_bits(x, 0x0000ff000000ff00ull, 8);  // 3 <-> 4
+}
+static inline uint64_t planes_to_qh(uint64_t x) {
+  x = swap_bits(x, 0x0000ff000000ff00ull, 8);
+  x = swap_bits(x, 0x0000f0f00000f0f0ull, 12);
+  x = swap_bits(x, 0x00cc00cc00cc00ccull, 6);
+  return swap_bits(x, 0x0a0a0a0a0a0a0a0aull, 3);
+}
+
+// Q5_0_R4T: the nibble bytes four at a time into their row's lane, the 5th bits into bit planes
+template <bool to_tile>
+void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* scales = reinterpret_cast<half_t*>(tile + 320);
+  for (int r = 0; r < 4; ++r) {
+    for (int h = 0; h < 2; ++h) {  // blocks 2h + s, s = 0, 1: one 64-bit plane transpose
+      block_q5_0* b = &rows[r * row_blocks + 2 * h];
+      uint8_t* planes = tile + 256 + 32 * h + 4 * r;  // + 16s + e: bit J = block s's qh bit 4J + e
+      uint32_t half[2];
+      if (to_tile) {
+        std::memcpy(&half[0], b[0].qh, 4);
+        std::memcpy(&half[1], b[1].qh, 4);
+        const uint64_t p = qh_to_planes(half[0] | (uint64_t)half[1] << 32);
+        half[0] = (uint32_t)p, half[1] = (uint32_t)(p >> 32);
+        std::memcpy(planes, &half[0], 4);
+        std::memcpy(planes + 16, &half[1], 4);
+      } else {
+        std::memcpy(&half[0], planes, 4);
+        std::memcpy(&half[1], planes + 16, 4);
+        const uint64_t q = planes_to_qh(half[0] | (uint64_t)half[1] << 32);
+        half[0] = (uint32_t)q, half[1] = (uint32_t)(q >> 32);
+        std::memcpy(b[0].qh, &half[0], 4);
+        std::memcpy(b[1].qh, &half[1], 4);
+      }
+      for (int s = 0; s < 2; ++s) {
+        const int k = 2 * h + s;
+        uint8_t* q = tile + 128 * h + 16 * s + 4 * r;  // + 32j: qs[4j .. 4j + 3]
+        for (int j = 0; j < 4; ++j) {
+          if (to_tile) std::memcpy(q + 32 * j, b[s].qs + 4 * j, 4);
+          else std::memcpy(b[s].qs + 4 * j, q + 32 * j, 4);
+        }
+        if (to_tile) std::memcpy(&scales[4 * r + k], &b[s].d, sizeof(half_t));
+        else std::memcpy(&b[s].d, &scales[4 * r + k], sizeof(half_t));
+      }
+    }
+  }
+}
+
 template <bool to_tile>
 void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
   constexpr size_t kHeader = offsetof(block_q4_K, qs);  // d, dmin, scales: 16 bytes
@@ -147,6 +197,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q5_0_R4:
       convert<block_q5_0, 4, 32, tile_q5_0<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q5_0_R4T:
+      convert<block_q5_0, 4, 32, tile_q5_0t<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
       convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);

@@ -24,7 +24,13 @@
 //   0..15), the word at 256 + 16r + 8 + 2k = bits 16..31, then the 16 scales at 320 as above. So
 //   each row's 8 bytes at 256 + 16r are the byte mask of its values 16k + j (the activation's lo
 //   halves), the 8 after them that of the hi halves: one load each (csrc/avx512/gemv_r4.cpp).
-// All three pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
+// Q5_0_R4T tile, 352 bytes: the same blocks in the form the AVX2 decode kernel computes on
+//   (avx2/gemv.cpp, "Quad"), so that it reads them without regrouping: per pair h of blocks
+//   (2h, 2h + 1) four 32-byte vectors, the one at 128h + 32j holding at byte 16s + 4r + e row r's
+//   block 2h + s qs[4j + e]; then per pair the 32 bytes at 256 + 32h of 5th bits: bit J of byte
+//   16s + 4r + e = bit 4J + e of row r's block 2h + s qh (bits 0..3: elements 4J + e of the lo
+//   halves, 4..7: of the hi halves); then the 16 scales at 320 as in Q5_0_R4.
+// All four pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
 //   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
@@ -42,13 +48,14 @@ enum : int32_t {
   QC_LAYOUT_Q8_0_R4,
   QC_LAYOUT_Q4_K_R4,
   QC_LAYOUT_Q5_0_R4,
+  QC_LAYOUT_Q5_0_R4T,
   QC_LAYOUT_COUNT,
 };
 
 constexpr int kRepackRows = 4;
 
-// The layout a stored type repacks into (QC_LAYOUT_STORED: none), and the type it came from.
-int32_t repack_layout_of(int32_t wtype);
+// The stored type a layout comes from (-1: none). Which layout a type repacks into is the kernel
+// table's choice (WeightKernels::layout, set with the layout's decode kernel).
 int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.

@@ -33,7 +33,7 @@ static void bind_dispatch(py::module_& m) {
     auto entry = [&](const char* name, int32_t act) {
       return py::make_tuple(name ? name : "", name ? act_name(act) : "");
     };
-    const char* layout_names[QC_LAYOUT_COUNT] = {"stored", "Q4_0_R4", "Q8_0_R4", "Q4_K_R4", "Q5_0_R4"};
+    const char* layout_names[QC_LAYOUT_COUNT] = {"stored", "Q4_0_R4", "Q8_0_R4", "Q4_K_R4", "Q5_0_R4", "Q5_0_R4T"};
     py::list out;
     for (int32_t t = 0; t < GGML_TYPE_COUNT; ++t) {
       const WeightKernels& w = K.weight[t];
@@ -43,8 +43,8 @@ static void bind_dispatch(py::module_& m) {
       d["vec_dot"] = entry(w.vec_dot_name, w.act_type);
       d["gemm"] = entry(w.gemm_name, w.gemm_act >= 0 ? w.gemm_act : w.act_type);
       d["gemv"] = entry(w.gemv_name, w.gemv_act);
-      const int32_t layout = repack_layout_of(t);
-      const bool repacks = layout != QC_LAYOUT_STORED && K.layout[layout].gemv;
+      const int32_t layout = w.layout;
+      const bool repacks = layout != QC_LAYOUT_STORED;
       d["layout"] = repacks ? layout_names[layout] : "stored";
       d["layout_gemv"] = repacks ? entry(K.layout[layout].gemv_name, K.layout[layout].gemv_act) : entry(nullptr, 0);
       out.append(d);

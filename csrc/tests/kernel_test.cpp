@@ -115,6 +115,15 @@ const std::vector<WeightType>& weight_types() {
   return t;
 }
 
+// Every repacked layout of a stored type (repack.h): a table picks one (WeightKernels::layout),
+// the layouts themselves are checked whatever the table picks.
+std::vector<int32_t> layouts_of(int32_t wtype) {
+  std::vector<int32_t> out;
+  for (int32_t l = QC_LAYOUT_STORED + 1; l < QC_LAYOUT_COUNT; ++l)
+    if (repack_base_type(l) == wtype) out.push_back(l);
+  return out;
+}
+
 int act_block(int32_t atype) { return atype == GGML_F32 ? 1 : atype == GGML_Q8_K ? QK_K : 32; }
 
 // n values of a weight type as raw bytes: random (or all `fill`) quant bytes with finite random f16
@@ -351,41 +360,49 @@ void test_gemv(Report& R, const Kernels& K, const Kernels& S) {
 // shape that does not fit is refused. Independent of the instruction set: checked once.
 void test_repack(Report& R) {
   for (const WeightType& wt : weight_types()) {
-    const int32_t layout = repack_layout_of(wt.type);
-    if (layout == QC_LAYOUT_STORED) continue;
-    auto g = rng_for(fmt("repack %d", wt.type));
-    const int64_t cols = repack_cols(layout);
-    for (int64_t n : {cols, 3 * cols})
-      for (int n_rows : {4, 12}) {
-        const size_t wb = row_bytes(wt.type, n);
-        const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows);
-        std::vector<uint8_t> packed(w.size()), back(w.size());
-        repack_rows(layout, w.data(), n_rows, n, packed.data());
-        unrepack_rows(layout, packed.data(), n_rows, n, back.data());
-        R.check(back == w, "repack", fmt("%s %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, n_rows, (long long)n));
-        // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K)
-        if (n_rows < 8) continue;
-        const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
-        const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
-        const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
-        const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
-        const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
-        const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : t[64 * 1 + 16 * 2];
-        const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
-        // Q5_0: its qh bytes 0, 1 (elements 0..15) and 2, 3 (16..31) in row 1's lo and hi masks
-        const uint8_t* qh = t + 256 + 16 * 1 + 2 * 2;
-        const bool qh_ok = !q5 || (qh[0] == b[2] && qh[1] == b[3] && qh[8] == b[4] && qh[9] == b[5]);
-        R.check(d[0] == b[0] && d[1] == b[1] && v == first && qh_ok, "repack",
-                fmt("%s: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name));
+    for (const int32_t layout : layouts_of(wt.type)) {
+      auto g = rng_for(fmt("repack %d %d", wt.type, layout));
+      const int64_t cols = repack_cols(layout);
+      for (int64_t n : {cols, 3 * cols})
+        for (int n_rows : {4, 12}) {
+          const size_t wb = row_bytes(wt.type, n);
+          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows);
+          std::vector<uint8_t> packed(w.size()), back(w.size());
+          repack_rows(layout, w.data(), n_rows, n, packed.data());
+          unrepack_rows(layout, packed.data(), n_rows, n, back.data());
+          R.check(back == w, "repack", fmt("%s layout %d %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, layout, n_rows, (long long)n));
+          // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K)
+          if (n_rows < 8) continue;
+          const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
+          const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
+          const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
+          const bool q5t = layout == QC_LAYOUT_Q5_0_R4T;
+          const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
+          const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
+          // Q5_0_R4T: block 2 is the pair h = 1's low half, row 1 its lane 4
+          const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : q5t ? t[128 + 4] : t[64 * 1 + 16 * 2];
+          const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
+          bool qh_ok = true;
+          if (q5t) {  // plane byte e = 0 of that lane: bit J = qh bit 4J
+            uint32_t bits;
+            std::memcpy(&bits, b + 2, 4);
+            for (int J = 0; J < 8; ++J) qh_ok &= ((t[256 + 32 + 4] >> J) & 1u) == ((bits >> (4 * J)) & 1u);
+          } else if (q5) {  // its qh bytes 0, 1 (elements 0..15) and 2, 3 (16..31) in row 1's lo and hi masks
+            const uint8_t* qh = t + 256 + 16 * 1 + 2 * 2;
+            qh_ok = qh[0] == b[2] && qh[1] == b[3] && qh[8] == b[4] && qh[9] == b[5];
+          }
+          R.check(d[0] == b[0] && d[1] == b[1] && v == first && qh_ok, "repack",
+                  fmt("%s layout %d: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
+        }
+      bool threw = false;
+      try {
+        std::vector<uint8_t> w(row_bytes(wt.type, 96 * cols / 128) * 4 + 1), p(w.size());
+        repack_rows(layout, w.data(), 4, 96 * cols / 128, p.data());
+      } catch (const std::invalid_argument&) {
+        threw = true;
       }
-    bool threw = false;
-    try {
-      std::vector<uint8_t> w(row_bytes(wt.type, 96 * cols / 128) * 4 + 1), p(w.size());
-      repack_rows(layout, w.data(), 4, 96 * cols / 128, p.data());
-    } catch (const std::invalid_argument&) {
-      threw = true;
+      R.check(threw, "repack", fmt("%s: a row of 3/4 of a tile was not refused", type_info(wt.type).name));
     }
-    R.check(threw, "repack", fmt("%s: a row of 3/4 of a tile was not refused", type_info(wt.type).name));
   }
 }
 
@@ -394,33 +411,35 @@ void test_repack(Report& R) {
 // the stored row r over the Q8_0 activations of the same x; nothing written past n_rows.
 void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
-    const int32_t layout = repack_layout_of(wt.type);
-    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv) continue;
-    const LayoutKernels& lk = K.layout[layout];
-    const int32_t atype = S.weight[wt.type].act_type;
-    const int64_t cols = repack_cols(layout);
-    for (int64_t n : {cols, 3 * cols, 33 * cols})
-      for (int n_rows : {4, 8, 12})
-        for (int fill : {-1, 0x00, 0xFF, 0x88}) {
-          auto g = rng_for(fmt("layout gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
-          const std::vector<float> x = normal(g, (size_t)n, n_rows % 8 ? 1.0 : 30.0);
-          const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, lk.gemv_act, x);
-          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, fill);
-          std::vector<uint8_t> packed(w.size());
-          repack_rows(layout, w.data(), n_rows, n, packed.data());
-          std::vector<float> y((size_t)n_rows + 2, -7.0f);
-          lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
-          check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s n=%lld rows=%d fill=%d",
-                                                          type_info(wt.type).name, (long long)n, n_rows, fill));
-          // Q5_0_R4 repeats the stored gemv's arithmetic: a matrix decodes to the same bits repacked or not
-          const WeightKernels& wk = K.weight[wt.type];
-          if (wt.type == GGML_Q5_0 && wk.gemv && wk.gemv_act == lk.gemv_act) {
-            std::vector<float> ys(y.size(), -7.0f);
-            wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
-            R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
-                    fmt("layout gemv Q5_0 n=%lld rows=%d fill=%d: not bit for bit the stored gemv", (long long)n, n_rows, fill));
+    for (const int32_t layout : layouts_of(wt.type)) {
+      if (!K.layout[layout].gemv) continue;
+      const LayoutKernels& lk = K.layout[layout];
+      const int32_t atype = S.weight[wt.type].act_type;
+      const int64_t cols = repack_cols(layout);
+      for (int64_t n : {cols, 3 * cols, 33 * cols})
+        for (int n_rows : {4, 8, 12})
+          for (int fill : {-1, 0x00, 0xFF, 0x88}) {
+            auto g = rng_for(fmt("layout gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
+            const std::vector<float> x = normal(g, (size_t)n, n_rows % 8 ? 1.0 : 30.0);
+            const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, lk.gemv_act, x);
+            const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, fill);
+            std::vector<uint8_t> packed(w.size());
+            repack_rows(layout, w.data(), n_rows, n, packed.data());
+            std::vector<float> y((size_t)n_rows + 2, -7.0f);
+            lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
+            check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s/%d n=%lld rows=%d fill=%d",
+                                                            type_info(wt.type).name, layout, (long long)n, n_rows, fill));
+            // Q5_0_R4 repeats the stored gemv's arithmetic: a matrix decodes to the same bits repacked or not
+            const WeightKernels& wk = K.weight[wt.type];
+            if (wt.type == GGML_Q5_0 && wk.gemv && wk.gemv_act == lk.gemv_act) {
+              std::vector<float> ys(y.size(), -7.0f);
+              wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
+              R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
+                      fmt("layout gemv Q5_0 layout %d n=%lld rows=%d fill=%d: not bit for bit the stored gemv", layout,
+                          (long long)n, n_rows, fill));
+            }
           }
-        }
+    }
   }
 }
 
@@ -430,37 +449,38 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
 // reference); the y_stride padding is left untouched.
 void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
-    const int32_t layout = repack_layout_of(wt.type);
-    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv_rows) continue;
-    const LayoutKernels& lk = K.layout[layout];
-    const int64_t cols = repack_cols(layout);
-    for (int64_t n : {cols, 3 * cols})
-      for (int n_rows : {4, 12})
-        for (int n_a = 1; n_a <= 9; ++n_a) {
-          auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
-          const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
-          const size_t arb = act_row_bytes(lk.gemv_act, n), wrb = row_bytes(wt.type, n);
-          std::vector<uint8_t> a(arb * n_a);
-          for (int i = 0; i < n_a; ++i) {
-            const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
-            const std::vector<uint8_t> ai = quantize(S, lk.gemv_act, xi);
-            std::memcpy(a.data() + i * arb, ai.data(), arb);
+    for (const int32_t layout : layouts_of(wt.type)) {
+      if (!K.layout[layout].gemv_rows) continue;
+      const LayoutKernels& lk = K.layout[layout];
+      const int64_t cols = repack_cols(layout);
+      for (int64_t n : {cols, 3 * cols})
+        for (int n_rows : {4, 12})
+          for (int n_a = 1; n_a <= 9; ++n_a) {
+            auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
+            const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
+            const size_t arb = act_row_bytes(lk.gemv_act, n), wrb = row_bytes(wt.type, n);
+            std::vector<uint8_t> a(arb * n_a);
+            for (int i = 0; i < n_a; ++i) {
+              const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
+              const std::vector<uint8_t> ai = quantize(S, lk.gemv_act, xi);
+              std::memcpy(a.data() + i * arb, ai.data(), arb);
+            }
+            const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
+            std::vector<uint8_t> packed(w.size());
+            repack_rows(layout, w.data(), n_rows, n, packed.data());
+            const size_t ys = (size_t)n_rows + 3;
+            std::vector<float> y(ys * n_a, -7.0f), one((size_t)n_rows);
+            lk.gemv_rows(n, packed.data(), wrb, n_rows, a.data(), arb, n_a, y.data(), ys);
+            bool ok = true;
+            for (int i = 0; i < n_a; ++i) {
+              lk.gemv(n, packed.data(), wrb, n_rows, a.data() + i * arb, one.data());
+              ok &= std::memcmp(one.data(), y.data() + i * ys, sizeof(float) * n_rows) == 0;
+              for (size_t j = n_rows; j < ys; ++j) ok &= y[i * ys + j] == -7.0f;
+            }
+            R.check(ok, K.isa, fmt("layout gemv_rows %s/%d n=%lld rows=%d n_a=%d: not the gemv of each row alone, or wrote "
+                                   "past n_rows", type_info(wt.type).name, layout, (long long)n, n_rows, n_a));
           }
-          const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
-          std::vector<uint8_t> packed(w.size());
-          repack_rows(layout, w.data(), n_rows, n, packed.data());
-          const size_t ys = (size_t)n_rows + 3;
-          std::vector<float> y(ys * n_a, -7.0f), one((size_t)n_rows);
-          lk.gemv_rows(n, packed.data(), wrb, n_rows, a.data(), arb, n_a, y.data(), ys);
-          bool ok = true;
-          for (int i = 0; i < n_a; ++i) {
-            lk.gemv(n, packed.data(), wrb, n_rows, a.data() + i * arb, one.data());
-            ok &= std::memcmp(one.data(), y.data() + i * ys, sizeof(float) * n_rows) == 0;
-            for (size_t j = n_rows; j < ys; ++j) ok &= y[i * ys + j] == -7.0f;
-          }
-          R.check(ok, K.isa, fmt("layout gemv_rows %s n=%lld rows=%d n_a=%d: not the gemv of each row alone, or wrote "
-                                 "past n_rows", type_info(wt.type).name, (long long)n, n_rows, n_a));
-        }
+    }
   }
 }
 
@@ -660,45 +680,46 @@ void test_matmul_repacked(Report& R, const Kernels& K) {
   ThreadPool pool(2);
   const int64_t n_out = 36;
   for (const WeightType& wt : weight_types()) {
-    const int32_t layout = repack_layout_of(wt.type);
-    if (layout == QC_LAYOUT_STORED || !K.weight[wt.type].vec_dot) continue;
-    const int64_t n_in = 3 * repack_cols(layout);
-    for (int64_t n_tok : {1, 3, 70}) {
-      auto g = rng_for(fmt("matmul repacked %d %lld", wt.type, (long long)n_tok));
-      std::vector<uint8_t> w[2], packed[2];
-      for (int i = 0; i < 2; ++i) {
-        w[i] = random_rows(g, wt, n_in, (int)n_out);
-        packed[i].resize(w[i].size());
-        repack_rows(layout, w[i].data(), n_out, n_in, packed[i].data());
-      }
-      const std::vector<float> x = normal(g, (size_t)(n_tok * n_in));
-      std::vector<float> got((size_t)(2 * n_tok * n_out)), ref(got.size());
-      const MatmulOutput stored[2] = {{w[0].data(), wt.type, n_out, ref.data()},
-                                      {w[1].data(), wt.type, n_out, ref.data() + n_tok * n_out}};
-      const MatmulOutput repacked[2] = {{packed[0].data(), wt.type, n_out, got.data(), layout},
-                                        {packed[1].data(), wt.type, n_out, got.data() + n_tok * n_out, layout}};
-      std::vector<uint8_t> scratch(std::max(matmul_group_scratch_bytes(K, stored, 2, n_in, n_tok),
-                                            matmul_group_scratch_bytes(K, repacked, 2, n_in, n_tok)));
-      matmul_group(pool, K, stored, 2, n_in, x.data(), n_tok, scratch.data());
-      matmul_group(pool, K, repacked, 2, n_in, x.data(), n_tok, scratch.data());
-      const int32_t atype = K.weight[wt.type].act_type;
-      const size_t rb = row_bytes(wt.type, n_in);
-      std::vector<float> wv((size_t)n_in);
-      bool ok = true;
-      for (int i = 0; i < 2; ++i)
-        for (int64_t t = 0; t < n_tok; ++t) {
-          const std::vector<float> xt(x.begin() + t * n_in, x.begin() + (t + 1) * n_in);
-          const std::vector<double> av = act_values(atype, quantize(K, atype, xt), n_in);
-          for (int64_t r = 0; r < n_out; ++r) {
-            K.dequantize[wt.type](w[i].data() + r * rb, wv.data(), n_in);
-            double scale = 0.0;
-            for (int64_t e = 0; e < n_in; ++e) scale += std::fabs((double)wv[e] * av[e]);
-            const size_t o = (size_t)((i * n_tok + t) * n_out + r);
-            ok = ok && std::fabs((double)got[o] - ref[o]) <= 1e-5 * scale + 1e-30;
-          }
+    for (const int32_t layout : layouts_of(wt.type)) {
+      if (!K.weight[wt.type].vec_dot) continue;
+      const int64_t n_in = 3 * repack_cols(layout);
+      for (int64_t n_tok : {1, 3, 70}) {
+        auto g = rng_for(fmt("matmul repacked %d %d %lld", wt.type, layout, (long long)n_tok));
+        std::vector<uint8_t> w[2], packed[2];
+        for (int i = 0; i < 2; ++i) {
+          w[i] = random_rows(g, wt, n_in, (int)n_out);
+          packed[i].resize(w[i].size());
+          repack_rows(layout, w[i].data(), n_out, n_in, packed[i].data());
         }
-      R.check(ok, K.isa, fmt("matmul repacked %s n_tok=%lld: beyond 1e-5 * sum|terms| of the stored rows'",
-                             type_info(wt.type).name, (long long)n_tok));
+        const std::vector<float> x = normal(g, (size_t)(n_tok * n_in));
+        std::vector<float> got((size_t)(2 * n_tok * n_out)), ref(got.size());
+        const MatmulOutput stored[2] = {{w[0].data(), wt.type, n_out, ref.data()},
+                                        {w[1].data(), wt.type, n_out, ref.data() + n_tok * n_out}};
+        const MatmulOutput repacked[2] = {{packed[0].data(), wt.type, n_out, got.data(), layout},
+                                          {packed[1].data(), wt.type, n_out, got.data() + n_tok * n_out, layout}};
+        std::vector<uint8_t> scratch(std::max(matmul_group_scratch_bytes(K, stored, 2, n_in, n_tok),
+                                              matmul_group_scratch_bytes(K, repacked, 2, n_in, n_tok)));
+        matmul_group(pool, K, stored, 2, n_in, x.data(), n_tok, scratch.data());
+        matmul_group(pool, K, repacked, 2, n_in, x.data(), n_tok, scratch.data());
+        const int32_t atype = K.weight[wt.type].act_type;
+        const size_t rb = row_bytes(wt.type, n_in);
+        std::vector<float> wv((size_t)n_in);
+        bool ok = true;
+        for (int i = 0; i < 2; ++i)
+          for (int64_t t = 0; t < n_tok; ++t) {
+            const std::vector<float> xt(x.begin() + t * n_in, x.begin() + (t + 1) * n_in);
+            const std::vector<double> av = act_values(atype, quantize(K, atype, xt), n_in);
+            for (int64_t r = 0; r < n_out; ++r) {
+              K.dequantize[wt.type](w[i].data() + r * rb, wv.data(), n_in);
+              double scale = 0.0;
+              for (int64_t e = 0; e < n_in; ++e) scale += std::fabs((double)wv[e] * av[e]);
+              const size_t o = (size_t)((i * n_tok + t) * n_out + r);
+              ok = ok && std::fabs((double)got[o] - ref[o]) <= 1e-5 * scale + 1e-30;
+            }
+          }
+        R.check(ok, K.isa, fmt("matmul repacked %s/%d n_tok=%lld: beyond 1e-5 * sum|terms| of the stored rows'",
+                               type_info(wt.type).name, layout, (long long)n_tok));
+      }
     }
   }
 }
@@ -711,9 +732,9 @@ void test_matmul_each(Report& R, const Kernels& K) {
   const int64_t n_out = 36, n_in = 256;
   for (const WeightType& wt : weight_types()) {
     if (!K.weight[wt.type].vec_dot || n_in % type_info(wt.type).block_elems != 0) continue;
-    const int32_t packed_layout = repack_layout_of(wt.type);
-    for (int li = 0; li < (packed_layout == QC_LAYOUT_STORED ? 1 : 2); ++li) {
-      const int32_t layout = li ? packed_layout : QC_LAYOUT_STORED;
+    std::vector<int32_t> layouts = layouts_of(wt.type);
+    layouts.insert(layouts.begin(), QC_LAYOUT_STORED);
+    for (const int32_t layout : layouts) {
       auto g = rng_for(fmt("matmul each %d %d", wt.type, layout));
       std::vector<uint8_t> w[3];
       MatmulOutput outs[3];
@@ -1107,9 +1128,9 @@ void moe_case(Report& R, const Kernels& K, const WeightType& wt, bool shexp, boo
     w.down_shexp = {sd.data(), wt.type, E, F};
   }
   std::vector<uint8_t> packed[3];
-  const int32_t layout = repack_layout_of(wt.type);
+  const int32_t layout = K.weight[wt.type].layout;
   if (repacked) {
-    if (layout == QC_LAYOUT_STORED || !K.layout[layout].gemv || !repack_fits(layout, X * F, E)) return;
+    if (layout == QC_LAYOUT_STORED || !repack_fits(layout, X * F, E)) return;
     Tensor* ts[3] = {&w.gate_exps, &w.up_exps, &w.down_exps};
     for (int i = 0; i < 3; ++i) {
       packed[i].resize(row_bytes(wt.type, ts[i]->cols) * ts[i]->rows);
