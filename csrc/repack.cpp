@@ -16,6 +16,7 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
     case QC_LAYOUT_Q5_0_R4:
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
+    case QC_LAYOUT_Q4_0_R4T: return GGML_Q4_0;
     default: return -1;
   }
 }
@@ -118,7 +119,30 @@ static inline uint64_t planes_to_qh(uint64_t x) {
   return swap_bits(x, 0x0a0a0a0a0a0a0a0aull, 3);
 }
 
-// Q5_0_R4T: the nibble bytes four at a time into their row's lane, the 5th bits into bit planes
+// The R4T layouts' nibble bytes: a block's qs[4j .. 4j + 3] <-> its row's lane of vector j, at
+// lane + 64j (lane: 32h + 16s + 4r, repack.h)
+template <bool to_tile>
+static inline void lane_bytes(uint8_t* qs, uint8_t* lane) {
+  for (int j = 0; j < 4; ++j) {
+    if (to_tile) std::memcpy(lane + 64 * j, qs + 4 * j, 4);
+    else std::memcpy(qs + 4 * j, lane + 64 * j, 4);
+  }
+}
+
+// Q4_0_R4T: the nibble bytes four at a time into their row's lane, the scales as in Q4_0_R4
+template <bool to_tile>
+void tile_q4_0t(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* scales = reinterpret_cast<half_t*>(tile + 256);
+  for (int r = 0; r < 4; ++r)
+    for (int k = 0; k < 4; ++k) {
+      block_q4_0& b = rows[r * row_blocks + k];
+      lane_bytes<to_tile>(b.qs, tile + 32 * (k / 2) + 16 * (k % 2) + 4 * r);
+      if (to_tile) std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
+      else std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
+    }
+}
+
+// Q5_0_R4T: Q4_0_R4T's lanes, the 5th bits into bit planes, the scales as in Q5_0_R4
 template <bool to_tile>
 void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
   half_t* scales = reinterpret_cast<half_t*>(tile + 320);
@@ -144,11 +168,7 @@ void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
       }
       for (int s = 0; s < 2; ++s) {
         const int k = 2 * h + s;
-        uint8_t* q = tile + 128 * h + 16 * s + 4 * r;  // + 32j: qs[4j .. 4j + 3]
-        for (int j = 0; j < 4; ++j) {
-          if (to_tile) std::memcpy(q + 32 * j, b[s].qs + 4 * j, 4);
-          else std::memcpy(b[s].qs + 4 * j, q + 32 * j, 4);
-        }
+        lane_bytes<to_tile>(b[s].qs, tile + 32 * h + 16 * s + 4 * r);
         if (to_tile) std::memcpy(&scales[4 * r + k], &b[s].d, sizeof(half_t));
         else std::memcpy(&b[s].d, &scales[4 * r + k], sizeof(half_t));
       }
@@ -200,6 +220,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q5_0_R4T:
       convert<block_q5_0, 4, 32, tile_q5_0t<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q4_0_R4T:
+      convert<block_q4_0, 4, 32, tile_q4_0t<to_tile>>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
       convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);

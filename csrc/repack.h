@@ -24,13 +24,16 @@
 //   0..15), the word at 256 + 16r + 8 + 2k = bits 16..31, then the 16 scales at 320 as above. So
 //   each row's 8 bytes at 256 + 16r are the byte mask of its values 16k + j (the activation's lo
 //   halves), the 8 after them that of the hi halves: one load each (csrc/avx512/gemv_r4.cpp).
-// Q5_0_R4T tile, 352 bytes: the same blocks in the form the AVX2 decode kernel computes on
+// Q4_0_R4T tile, 288 bytes: the same blocks in the form the AVX2 decode kernel computes on
 //   (avx2/gemv.cpp, "Quad"), so that it reads them without regrouping: per pair h of blocks
-//   (2h, 2h + 1) four 32-byte vectors, the one at 128h + 32j holding at byte 16s + 4r + e row r's
-//   block 2h + s qs[4j + e]; then per pair the 32 bytes at 256 + 32h of 5th bits: bit J of byte
-//   16s + 4r + e = bit 4J + e of row r's block 2h + s qh (bits 0..3: elements 4J + e of the lo
-//   halves, 4..7: of the hi halves); then the 16 scales at 320 as in Q5_0_R4.
-// All four pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
+//   (2h, 2h + 1) four 32-byte vectors j, the one at 64j + 32h holding at byte 16s + 4r + e row r's
+//   block 2h + s qs[4j + e] (a pair's vectors span the 256 bytes, as Q4_0_R4's rows do); then the
+//   16 scales at 256 as in Q4_0_R4.
+// Q5_0_R4T tile, 352 bytes: Q4_0_R4T's 256 bytes of nibbles; then per pair h the 32 bytes at
+//   256 + 32h of 5th bits: bit J of byte 16s + 4r + e = bit 4J + e of row r's block 2h + s qh
+//   (bits 0..3: elements 4J + e of the lo halves, 4..7: of the hi halves); then the 16 scales at
+//   320 as in Q5_0_R4.
+// All five pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
 //   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
@@ -49,6 +52,7 @@ enum : int32_t {
   QC_LAYOUT_Q4_K_R4,
   QC_LAYOUT_Q5_0_R4,
   QC_LAYOUT_Q5_0_R4T,
+  QC_LAYOUT_Q4_0_R4T,
   QC_LAYOUT_COUNT,
 };
 

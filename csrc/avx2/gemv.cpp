@@ -1,4 +1,4 @@
-// AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4,
+// AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4T,
 // Q5_0_R4T and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
 // (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations, and their
 // several-activation-row forms (gemv_rows, batched decode), each row bit for bit its gemv.
@@ -212,51 +212,45 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   });
 }
 
-// ---- the repacked layouts Q4_0_R4, Q5_0_R4T and Q8_0_R4 (repack.h) ------------------------
-// The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile's
-// rows in order instead of four rows' blocks (Q5_0_R4T: its Quads as they are used); the 16
-// scales of a tile are converted once, each row's pair spread by one permute. The tiles are
+// ---- the repacked layouts Q4_0_R4T, Q5_0_R4T and Q8_0_R4 (repack.h) -----------------------
+// The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile in
+// order instead of four rows' blocks (Q4_0_R4T and Q5_0_R4T hold their Quads as they are used);
+// the 16 scales of a tile are converted once, each row's pair spread by one permute. The tiles are
 // prefetched in software kTilePrefetch ahead: in the model's decode steps they waited for memory
 // without it, though not in a loop over the matrices alone (bench/README.md, "Several sequences
 // at once", "Repacked Q5_0").
 constexpr size_t kTilePrefetch = 4096;
 
-// Q4_0_R4: row r's nibble bytes of blocks 2h, 2h + 1 at tile + 64r + 32h (16 each, in block
-// order), the scales at tile + 256. The nibbles are q + 8 (kOffShift 0). quad(): the tile's
-// values of blocks 2h, 2h + 1 as a Quad (the bytes regrouped, then the nibbles split: the same
-// bytes as Q4_0G's values regrouped).
-struct Q4_0R4 {
+// Q4_0_R4T: the Quad of blocks 2h, 2h + 1 as stored (repack.h): vector j of the pair (tile + 64j
+// + 32h) holds the nibble bytes of lo[j] (low nibbles) and hi[j] (high ones); the scales at
+// tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
+struct Q4_0R4T {
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
   static inline Quad quad(const uint8_t* tile, int h) {
-    __m256i v[4], t[4];
-    for (int r = 0; r < 4; ++r) v[r] = load(tile + 64 * r + 32 * h);
-    transpose4(v, t);
     Quad q;
-    for (int j = 0; j < 4; ++j) unpack_nibbles_2(t[j], &q.lo[j], &q.hi[j]);
+    for (int j = 0; j < 4; ++j) unpack_nibbles_2(load(tile + 64 * j + 32 * h), &q.lo[j], &q.hi[j]);
     return q;
   }
 };
 
-// Q5_0_R4T: the Quad of blocks 2h, 2h + 1 as stored (repack.h): vector j of the pair holds the
-// nibble bytes of lo[j] and hi[j], the pair's 5th-bit planes put bit j of each byte (lo[j]) and
-// bit 4 + j (hi[j]) at 0x10 with one shift. Q5_0G's values, so bit for bit the stored layout's
-// gemv; the values are q + 16 (kOffShift 1).
+// Q5_0_R4T: Q4_0_R4T's nibbles, the pair's 5th-bit planes (tile + 256 + 32h) put bit j of each
+// byte (lo[j]) and bit 4 + j (hi[j]) at 0x10 with one shift, the scales at tile + 320. Q5_0G's
+// values, so bit for bit the stored layout's gemv; they are q + 16 (kOffShift 1).
 struct Q5_0R4T {
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
   static inline Quad quad(const uint8_t* tile, int h) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), fifth = _mm256_set1_epi8(0x10);
+    const __m256i fifth = _mm256_set1_epi8(0x10);
     const __m256i p = load(tile + 256 + 32 * h);
     // the 5th bits of lo[j] at bit 4: plane bit j moved up 4 - j; of hi[j]: bit 4 + j down j
     const __m256i lo5[4] = {_mm256_slli_epi16(p, 4), _mm256_slli_epi16(p, 3), _mm256_slli_epi16(p, 2),
                             _mm256_slli_epi16(p, 1)};
     const __m256i hi5[4] = {p, _mm256_srli_epi16(p, 1), _mm256_srli_epi16(p, 2), _mm256_srli_epi16(p, 3)};
-    Quad q;
+    Quad q = Q4_0R4T::quad(tile, h);
     for (int j = 0; j < 4; ++j) {
-      const __m256i t = load(tile + 128 * h + 32 * j);
-      q.lo[j] = _mm256_or_si256(_mm256_and_si256(t, m4), _mm256_and_si256(lo5[j], fifth));
-      q.hi[j] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), m4), _mm256_and_si256(hi5[j], fifth));
+      q.lo[j] = _mm256_or_si256(q.lo[j], _mm256_and_si256(lo5[j], fifth));
+      q.hi[j] = _mm256_or_si256(q.hi[j], _mm256_and_si256(hi5[j], fifth));
     }
     return q;
   }
@@ -298,7 +292,7 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
   for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, quad_sum(acc[i]));
 }
 
-// gemv_rows_fn of Q4_0_R4 and Q5_0_R4T: per quad, the activation rows kMaxA at a time (then the
+// gemv_rows_fn of Q4_0_R4T and Q5_0_R4T: per quad, the activation rows kMaxA at a time (then the
 // ones left), the quad's tiles read from memory by the first pass and from L1 by the others.
 template <class L>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
@@ -428,15 +422,15 @@ void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void*
 }  // namespace
 
 // The decode kernels (gemv_fn, kernels.h) of Q4_0 and Q5_0, and the LayoutKernels::gemv of the
-// repacked Q4_0_R4 / Q5_0_R4T / Q8_0_R4 (n_rows a multiple of 4)
+// repacked Q4_0_R4T / Q5_0_R4T / Q8_0_R4 (n_rows a multiple of 4)
 void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv<Q4_0G>(n, w, wrb, n_rows, a, y);
 }
 void gemv_q5_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv<Q5_0G>(n, w, wrb, n_rows, a, y);
 }
-void gemv_q4_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_t_rows<Q4_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+void gemv_q4_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 void gemv_q5_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
@@ -454,9 +448,9 @@ void gemv_q5_0_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
                     size_t ys) {
   gemv_rows<Q5_0G>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
-void gemv_q4_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                       size_t ys) {
-  gemv_t_rows<Q4_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+void gemv_q4_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q5_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                         size_t ys) {

@@ -31,7 +31,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4, gemv_q4_0_rows, true);
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_q4_0_r4), QC_ACT_Q8_0X4, gemv_q4_0_r4_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4T, QC_FN(gemv_q4_0_r4t), QC_ACT_Q8_0X4, gemv_q4_0_r4t_rows);
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
   set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
