@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from make_models import package_root  # the qwen_cpu this process would import: the workers use it too
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 README = ROOT / "bench" / "README.md"
@@ -119,7 +121,7 @@ def worker(path: str, threads: int, streams: list[int], steps: int, rounds: int,
 
 # ---- the whole run ----------------------------------------------------------------------------
 def in_child(path: Path, threads: int, args, isa: str | None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": package_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if isa:
         env["QWEN_CPU_ISA"] = isa
     cmd = [sys.executable, __file__, "--worker", str(path), str(threads), args.streams, str(args.steps), str(args.rounds),

@@ -50,17 +50,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from make_models import package_root  # the qwen_cpu this process would import: the children use it too
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 README = ROOT / "bench" / "README.md"
 BEGIN, END = "<!-- bench_e2e:begin -->", "<!-- bench_e2e:end -->"
 SHORT, PP, TG, DEPTH = 16, 512, 128, 2048
-
-
-def package_root() -> str:
-    """The folder holding the qwen_cpu this process imports (children use the same one)."""
-    spec = importlib.util.find_spec("qwen_cpu")
-    return str(Path(spec.origin).parent.parent) if spec else str(ROOT)
 
 
 # ---- one configuration, in a child process ----------------------------------------------------

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from make_models import package_root  # the qwen_cpu this process would import: the workers use it too
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "qwen-cpu-bench"
 MODEL = CACHE / "qwen2.5-0.5b-random-q4_0.gguf"
@@ -84,8 +86,7 @@ def worker(path: str, depth: int, kv_type: str, threads: int, fill: bool) -> dic
 
 
 def run_ours(path: Path, depth: int, kv_type: str, threads: int, fill: bool) -> dict:
-    root = str(ROOT)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": package_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([sys.executable, __file__, "--worker", str(path), str(depth), kv_type, str(threads), str(int(fill))],
                        capture_output=True, text=True, env=env)
     if r.returncode:
