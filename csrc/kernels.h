@@ -154,7 +154,8 @@ struct Kernels {
 
 // The setters the registration functions fill a table with. Each changes only the fields it names,
 // so the order of registration matters only where two set the same entry (the later one wins).
-// A new vec_dot drops the gemv a table inherited with the old one (set_gemv after it to keep one):
+// A new vec_dot drops the gemv and the repacked layout a table inherited with the old one (set_gemv,
+// set_layout_gemv after it to keep one):
 // a decode kernel of another path, summing in another order, would break the prefill == decode
 // exactness of the types whose gemv is their vec_dot row by row (the float types; the avx512 table
 // replaces their vec_dots and keeps the avx2 table otherwise).
@@ -167,6 +168,7 @@ static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const cha
   k.weight[type].gemv_act = -1;
   k.weight[type].gemv_rows = nullptr;
   k.weight[type].gemv_rows_streams = false;
+  k.weight[type].layout = QC_LAYOUT_STORED;
 }
 // gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
 static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1) {

@@ -17,6 +17,7 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q5_0_R4:
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     case QC_LAYOUT_Q4_0_R4T: return GGML_Q4_0;
+    case QC_LAYOUT_Q4_1_R4T: return GGML_Q4_1;
     default: return -1;
   }
 }
@@ -120,13 +121,28 @@ static inline uint64_t planes_to_qh(uint64_t x) {
 }
 
 // The R4T layouts' nibble bytes: a block's qs[4j .. 4j + 3] <-> its row's lane of vector j, at
-// lane + 64j (lane: 32h + 16s + 4r, repack.h)
-template <bool to_tile>
+// lane + kStride * j (lane: 32h + 16s + 4r, kStride 64; Q4_1_R4T: 16s + 4r, kStride 32; repack.h)
+template <bool to_tile, int kStride = 64>
 static inline void lane_bytes(uint8_t* qs, uint8_t* lane) {
   for (int j = 0; j < 4; ++j) {
-    if (to_tile) std::memcpy(lane + 64 * j, qs + 4 * j, 4);
-    else std::memcpy(qs + 4 * j, lane + 64 * j, 4);
+    if (to_tile) std::memcpy(lane + kStride * j, qs + 4 * j, 4);
+    else std::memcpy(qs + 4 * j, lane + kStride * j, 4);
   }
+}
+
+// Q4_1_R4T: the lanes of one pair, then d and m of the 8 (row, block) lanes
+template <bool to_tile>
+void tile_q4_1t(block_q4_1* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* dm = reinterpret_cast<half_t*>(tile + 128);
+  for (int r = 0; r < 4; ++r)
+    for (int s = 0; s < 2; ++s) {
+      block_q4_1& b = rows[r * row_blocks + s];
+      lane_bytes<to_tile, 32>(b.qs, tile + 16 * s + 4 * r);
+      half_t* d = &dm[4 * s + r];
+      half_t* m = &dm[8 + 4 * s + r];
+      if (to_tile) std::memcpy(d, &b.d, sizeof(half_t)), std::memcpy(m, &b.m, sizeof(half_t));
+      else std::memcpy(&b.d, d, sizeof(half_t)), std::memcpy(&b.m, m, sizeof(half_t));
+    }
 }
 
 // Q4_0_R4T: the nibble bytes four at a time into their row's lane, the scales as in Q4_0_R4
@@ -223,6 +239,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q4_0_R4T:
       convert<block_q4_0, 4, 32, tile_q4_0t<to_tile>>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q4_1_R4T:
+      convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(static_cast<block_q4_1*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
       convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);

@@ -33,7 +33,11 @@
 //   256 + 32h of 5th bits: bit J of byte 16s + 4r + e = bit 4J + e of row r's block 2h + s qh
 //   (bits 0..3: elements 4J + e of the lo halves, 4..7: of the hi halves); then the 16 scales at
 //   320 as in Q5_0_R4.
-// All five pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
+// Q4_1_R4T tile, 160 bytes (64 columns: two blocks per row): the nibble bytes as one pair of
+//   Q4_0_R4T's, vector j at 32j; then the 16 binary16 of [d of rows 0..3 of block 0, of block 1
+//   | m of the same], halves 128 + 2(4s + r) and 144 + 2(4s + r): each half the register of its
+//   vector's 8 (row, block) lanes (avx2/gemv_32.cpp). It pairs with Q8_1 activations.
+// The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
 //   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
@@ -53,6 +57,7 @@ enum : int32_t {
   QC_LAYOUT_Q5_0_R4,
   QC_LAYOUT_Q5_0_R4T,
   QC_LAYOUT_Q4_0_R4T,
+  QC_LAYOUT_Q4_1_R4T,
   QC_LAYOUT_COUNT,
 };
 
@@ -63,7 +68,9 @@ constexpr int kRepackRows = 4;
 int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.
-static inline int64_t repack_cols(int32_t layout) { return layout == QC_LAYOUT_Q4_K_R4 ? 256 : 128; }
+static inline int64_t repack_cols(int32_t layout) {
+  return layout == QC_LAYOUT_Q4_K_R4 ? 256 : layout == QC_LAYOUT_Q4_1_R4T ? 64 : 128;
+}
 
 static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
   return rows > 0 && rows % kRepackRows == 0 && cols > 0 && cols % repack_cols(layout) == 0;

@@ -154,19 +154,60 @@ static inline __attribute__((always_inline)) __m256i quad_min_dot(const QuadMin&
   return _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones));
 #endif
 }
-// y[i * ys + r] = row r of w (R rows of wrb bytes of blocks B, n / 32 blocks) . activation row i
-// (A rows of pairs(n) pairs from p), rows past R repeating the last one, their lanes dropped. The
-// float steps are min_dot.h's, lane by lane: lane (row r, accumulator j = block mod 4) of
-// P[i][j / 2] (j even: low half, odd: high) and of M[i][j / 2], and per segment of kMinDotSegment
-// blocks the sums (p_0 + p_1) + (p_2 + p_3) and the same of m, added to the row's total. With
-// prefetch: the R rows after these (and the R after those) at the pace they are read (gemv.h).
-template <typename B, int R, bool prefetch, int A>
-static void rows_min(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, float* y, size_t ys) {
+// The four weight rows of a pass as rows_min reads them: quad<kOne>(k) the QuadMin of blocks k,
+// k + 1 (kOne: k alone), prefetch(g) the prefetch due when group g of 4 blocks is read.
+// Stored rows (R of them, wrb bytes apart, rows past R repeating the last one), with prefetch: the
+// R rows after these (and the R after those) at the pace they are read (gemv.h).
+template <typename B, int R, bool kPrefetch>
+struct StoredQuads {
+  const uint8_t* w;
+  size_t wrb;
+  template <bool kOne>
+  QuadMin quad(int64_t k) const {
+    const B* b[4];
+    for (int r = 0; r < 4; ++r) b[r] = reinterpret_cast<const B*>(w + (r < R ? r : R - 1) * wrb) + k;
+    return quad_min<kOne>(b);
+  }
+  void prefetch(int64_t g) const {
+    if (kPrefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, g, R * wrb <= kPrefetchL1Tile);
+  }
+};
+
+// Q4_1_R4T (repack.h): a quad's tiles one after another, each the QuadMin of its two blocks as
+// stored (the nibbles regrouped, [d | m] of its 8 (row, block) lanes), prefetched kTilePrefetch
+// ahead as the R4 layouts' tiles (gemv.cpp). Its rows have an even number of blocks and segments
+// are even (kMinDotSegment), so block k never stands alone.
+struct TileQuads {
+  static constexpr size_t kTile = 160, kTilePrefetch = 4096;
+  const uint8_t* tiles;
+  template <bool kOne>
+  QuadMin quad(int64_t k) const {
+    const uint8_t* t = tiles + (k / 2) * kTile;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    QuadMin q;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = load(t + 32 * j);
+      q.lo[j] = _mm256_and_si256(v, m4);
+      q.hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    q.dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 128)));
+    q.mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 144)));
+    return q;
+  }
+  void prefetch(int64_t g) const {  // the group's two tiles, 320 bytes
+    for (size_t c = 0; c < 2 * kTile; c += 64) __builtin_prefetch(tiles + 2 * g * kTile + kTilePrefetch + c, 0, 3);
+  }
+};
+
+// y[i * ys + r] (r < R) = row r of the pass (src) . activation row i (A rows of pairs(n) pairs
+// from p; n / 32 blocks). The float steps are min_dot.h's, lane by lane: lane (row r,
+// accumulator j = block mod 4) of P[i][j / 2] (j even: low half, odd: high) and of M[i][j / 2],
+// and per segment of kMinDotSegment blocks the sums (p_0 + p_1) + (p_2 + p_3) and the same of m,
+// added to the row's total.
+template <typename B, int A, class Quads>
+static void rows_min(int64_t n, const Quads& src, int R, const Pair* p, float* y, size_t ys) {
   static_assert(QK4_1 == 32 && QK5_1 == 32, "blocks of 32 values");
   const int64_t nb = n / 32, np = pairs(n);
-  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
-  const B* row[4];
-  for (int r = 0; r < 4; ++r) row[r] = reinterpret_cast<const B*>(w + (r < R ? r : R - 1) * wrb);
   __m128 total[A];
   for (int i = 0; i < A; ++i) total[i] = _mm_setzero_ps();
   for (int64_t s0 = 0; s0 < nb; s0 += kMinDotSegment) {
@@ -175,8 +216,7 @@ static void rows_min(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, flo
     for (int i = 0; i < A; ++i) P[i][0] = P[i][1] = M[i][0] = M[i][1] = _mm256_setzero_ps();
     // blocks k, k + 1 (or k alone, kOne) into accumulators H (k mod 4 = 2H)
     auto step = [&](auto kOne, auto H, int64_t k) {
-      const B* b[4] = {row[0] + k, row[1] + k, row[2] + k, row[3] + k};
-      const QuadMin q = quad_min<decltype(kOne)::value>(b);
+      const QuadMin q = src.template quad<decltype(kOne)::value>(k);
       constexpr int h = decltype(H)::value;
       for (int i = 0; i < A; ++i) {
         const Pair& a = p[i * np + k / 2];
@@ -191,12 +231,12 @@ static void rows_min(int64_t n, const uint8_t* w, size_t wrb, const Pair* p, flo
     using H1 = std::integral_constant<int, 1>;
     int64_t k = s0;
     for (; k + 4 <= s1; k += 4) {
-      if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, k / 4, to_l1);
+      src.prefetch(k / 4);
       step(F(), H0(), k);
       step(F(), H1(), k + 2);
     }
     if (k < s1) {  // 1..3 blocks
-      if (prefetch) prefetch_tiles<R * 4 * sizeof(B)>(w + R * wrb, R * wrb, k / 4, to_l1);
+      src.prefetch(k / 4);
       if (s1 - k == 1) step(T(), H0(), k);
       else step(F(), H0(), k);
       if (s1 - k == 3) step(T(), H1(), k + 2);
@@ -223,7 +263,9 @@ template <typename B>
 static void gemv_min(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), 0, 1);
-  row_passes(n_rows, [&](auto R, int r) { rows_min<B, R, R == 4, 1>(n, w + r * wrb, wrb, p, y + r, 0); });
+  row_passes(n_rows, [&](auto R, int r) {
+    rows_min<B, 1>(n, StoredQuads<B, R, R == 4>{w + r * wrb, wrb}, R, p, y + r, 0);
+  });
 }
 template <typename B>
 static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
@@ -231,8 +273,26 @@ static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
   row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
-    rows_min<B, R, R == 4, A>(n, w + r * wrb, wrb, p + i * pairs(n), y + i * ys + r, ys);
+    rows_min<B, A>(n, StoredQuads<B, R, R == 4>{w + r * wrb, wrb}, R, p + i * pairs(n), y + i * ys + r, ys);
   });
+}
+// The same over Q4_1_R4T tiles (n_rows a multiple of 4): each row bit for bit the stored gemv's
+static void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                            float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const TileQuads src{w + (size_t)quad * 4 * wrb};
+    auto pass = [&](auto A, int i) { rows_min<block_q4_1, A>(n, src, 4, p + i * pairs(n), y + i * ys + 4 * quad, ys); };
+    int i = 0;
+    for (; i + 4 <= n_a; i += 4) pass(std::integral_constant<int, 4>(), i);
+    switch (n_a - i) {
+      case 3: pass(std::integral_constant<int, 3>(), i); break;
+      case 2: pass(std::integral_constant<int, 2>(), i); break;
+      case 1: pass(std::integral_constant<int, 1>(), i); break;
+      default: break;
+    }
+  }
 }
 
 // ---- Q8_0 ----------------------------------------------------------------------------------
@@ -346,6 +406,13 @@ void gemv_q4_1(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, 
 void gemv_q4_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                     size_t ys) {
   gemv_min_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q4_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min_t_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q4_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_min_t_rows(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q5_1(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_min<block_q5_1>(n, w, wrb, n_rows, a, y);

@@ -375,6 +375,14 @@ void test_repack(Report& R) {
           if (n_rows < 8) continue;
           const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
           const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
+          if (layout == QC_LAYOUT_Q4_1_R4T) {  // two blocks per tile: row 5's block 1 (s = 1, lane 16 + 4)
+            const uint8_t* b1 = w.data() + 5 * wb + type_info(wt.type).block_bytes;  // d, m, qs
+            const uint8_t* dm = t + 128 + 2 * (4 * 1 + 1);
+            R.check(dm[0] == b1[0] && dm[1] == b1[1] && dm[16] == b1[2] && dm[17] == b1[3] && t[16 + 4] == b1[4] &&
+                        t[32 + 16 + 4] == b1[8],
+                    "repack", fmt("%s layout %d: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
+            continue;
+          }
           const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
           const bool q5t = layout == QC_LAYOUT_Q5_0_R4T, lanes = q5t || layout == QC_LAYOUT_Q4_0_R4T;
           const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
@@ -429,13 +437,14 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
             lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
             check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s/%d n=%lld rows=%d fill=%d",
                                                             type_info(wt.type).name, layout, (long long)n, n_rows, fill));
-            // Q5_0_R4 repeats the stored gemv's arithmetic: a matrix decodes to the same bits repacked or not
+            // Q5_0's and Q4_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
+            // bits repacked or not
             const WeightKernels& wk = K.weight[wt.type];
-            if (wt.type == GGML_Q5_0 && wk.gemv && wk.gemv_act == lk.gemv_act) {
+            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1) && wk.gemv && wk.gemv_act == lk.gemv_act) {
               std::vector<float> ys(y.size(), -7.0f);
               wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
               R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
-                      fmt("layout gemv Q5_0 layout %d n=%lld rows=%d fill=%d: not bit for bit the stored gemv", layout,
+                      fmt("layout gemv %s layout %d n=%lld rows=%d fill=%d: not bit for bit the stored gemv", type_info(wt.type).name, layout,
                           (long long)n, n_rows, fill));
             }
           }
