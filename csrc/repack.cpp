@@ -18,6 +18,7 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     case QC_LAYOUT_Q4_0_R4T: return GGML_Q4_0;
     case QC_LAYOUT_Q4_1_R4T: return GGML_Q4_1;
+    case QC_LAYOUT_Q5_1_R4T: return GGML_Q5_1;
     default: return -1;
   }
 }
@@ -158,30 +159,45 @@ void tile_q4_0t(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
     }
 }
 
+// Two blocks' qh (qh0, qh1: row r's blocks s = 0, 1 of a pair) <-> their 8 plane bytes, at planes
+// (s = 0) and planes + 16 (s = 1): one 64-bit transpose
+template <bool to_tile>
+static inline void plane_bytes(uint8_t* qh0, uint8_t* qh1, uint8_t* planes) {
+  uint32_t half[2];
+  std::memcpy(&half[0], to_tile ? qh0 : planes, 4);
+  std::memcpy(&half[1], to_tile ? qh1 : planes + 16, 4);
+  const uint64_t x = half[0] | (uint64_t)half[1] << 32;
+  const uint64_t y = to_tile ? qh_to_planes(x) : planes_to_qh(x);
+  half[0] = (uint32_t)y, half[1] = (uint32_t)(y >> 32);
+  std::memcpy(to_tile ? planes : qh0, &half[0], 4);
+  std::memcpy(to_tile ? planes + 16 : qh1, &half[1], 4);
+}
+
+// Q5_1_R4T: Q4_1_R4T's lanes, the pair's planes at 128, d and m at 160
+template <bool to_tile>
+void tile_q5_1t(block_q5_1* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* dm = reinterpret_cast<half_t*>(tile + 160);
+  for (int r = 0; r < 4; ++r) {
+    block_q5_1* b = &rows[r * row_blocks];
+    plane_bytes<to_tile>(b[0].qh, b[1].qh, tile + 128 + 4 * r);
+    for (int s = 0; s < 2; ++s) {
+      lane_bytes<to_tile, 32>(b[s].qs, tile + 16 * s + 4 * r);
+      half_t* d = &dm[4 * s + r];
+      half_t* m = &dm[8 + 4 * s + r];
+      if (to_tile) std::memcpy(d, &b[s].d, sizeof(half_t)), std::memcpy(m, &b[s].m, sizeof(half_t));
+      else std::memcpy(&b[s].d, d, sizeof(half_t)), std::memcpy(&b[s].m, m, sizeof(half_t));
+    }
+  }
+}
+
 // Q5_0_R4T: Q4_0_R4T's lanes, the 5th bits into bit planes, the scales as in Q5_0_R4
 template <bool to_tile>
 void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
   half_t* scales = reinterpret_cast<half_t*>(tile + 320);
   for (int r = 0; r < 4; ++r) {
-    for (int h = 0; h < 2; ++h) {  // blocks 2h + s, s = 0, 1: one 64-bit plane transpose
+    for (int h = 0; h < 2; ++h) {  // blocks 2h + s, s = 0, 1
       block_q5_0* b = &rows[r * row_blocks + 2 * h];
-      uint8_t* planes = tile + 256 + 32 * h + 4 * r;  // + 16s + e: bit J = block s's qh bit 4J + e
-      uint32_t half[2];
-      if (to_tile) {
-        std::memcpy(&half[0], b[0].qh, 4);
-        std::memcpy(&half[1], b[1].qh, 4);
-        const uint64_t p = qh_to_planes(half[0] | (uint64_t)half[1] << 32);
-        half[0] = (uint32_t)p, half[1] = (uint32_t)(p >> 32);
-        std::memcpy(planes, &half[0], 4);
-        std::memcpy(planes + 16, &half[1], 4);
-      } else {
-        std::memcpy(&half[0], planes, 4);
-        std::memcpy(&half[1], planes + 16, 4);
-        const uint64_t q = planes_to_qh(half[0] | (uint64_t)half[1] << 32);
-        half[0] = (uint32_t)q, half[1] = (uint32_t)(q >> 32);
-        std::memcpy(b[0].qh, &half[0], 4);
-        std::memcpy(b[1].qh, &half[1], 4);
-      }
+      plane_bytes<to_tile>(b[0].qh, b[1].qh, tile + 256 + 32 * h + 4 * r);
       for (int s = 0; s < 2; ++s) {
         const int k = 2 * h + s;
         lane_bytes<to_tile>(b[s].qs, tile + 32 * h + 16 * s + 4 * r);
@@ -242,6 +258,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q4_1_R4T:
       convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(static_cast<block_q4_1*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q5_1_R4T:
+      convert<block_q5_1, 2, 32, tile_q5_1t<to_tile>>(static_cast<block_q5_1*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
       convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);

@@ -37,6 +37,8 @@
 //   Q4_0_R4T's, vector j at 32j; then the 16 binary16 of [d of rows 0..3 of block 0, of block 1
 //   | m of the same], halves 128 + 2(4s + r) and 144 + 2(4s + r): each half the register of its
 //   vector's 8 (row, block) lanes (avx2/gemv_32.cpp). It pairs with Q8_1 activations.
+// Q5_1_R4T tile, 192 bytes (64 columns): Q4_1_R4T's nibbles, then the pair's 32 bytes of 5th bits
+//   at 128 as Q5_0_R4T's, then its [d | m] at 160 and 176. It pairs with Q8_1 activations.
 // The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
@@ -58,6 +60,7 @@ enum : int32_t {
   QC_LAYOUT_Q5_0_R4T,
   QC_LAYOUT_Q4_0_R4T,
   QC_LAYOUT_Q4_1_R4T,
+  QC_LAYOUT_Q5_1_R4T,
   QC_LAYOUT_COUNT,
 };
 
@@ -69,7 +72,7 @@ int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.
 static inline int64_t repack_cols(int32_t layout) {
-  return layout == QC_LAYOUT_Q4_K_R4 ? 256 : layout == QC_LAYOUT_Q4_1_R4T ? 64 : 128;
+  return layout == QC_LAYOUT_Q4_K_R4 ? 256 : layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T ? 64 : 128;
 }
 
 static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {

@@ -68,13 +68,14 @@ def test_quantized_files_match_transformers_on_dequantized_weights(isa, name):
 
 # The weight types each kernel path has repacked decode kernels for (LayoutKernels in csrc/kernels.h)
 _X86_REPACKED = ("q4_0", "q8_0", "q4_k", "q5_0")
-REPACKED_TYPES = {"avx2": _X86_REPACKED + ("q4_1",), "avxvnni": _X86_REPACKED + ("q4_1",),
-                  "avxvnni_evex": _X86_REPACKED + ("q4_1",), "avx512": _X86_REPACKED,
+_AVX2_REPACKED = _X86_REPACKED + ("q4_1", "q5_1")  # the avx2 tables' own layouts of these (Q4_1_R4T, Q5_1_R4T)
+REPACKED_TYPES = {"avx2": _AVX2_REPACKED, "avxvnni": _AVX2_REPACKED, "avxvnni_evex": _AVX2_REPACKED,
+                  "avx512": _X86_REPACKED,
                   "neon": ("q4_0", "q8_0"), "neon_dotprod": ("q4_0", "q8_0")}
 
 
 def repacked_types(isa: str) -> tuple:
-    """The avx512 table keeps the avx2 Q4_1 kernels, its layout included, on a CPU without AVX512-VNNI."""
+    """The avx512 table keeps the avx2 Q4_1 / Q5_1 kernels, layouts included, on a CPU without AVX512-VNNI."""
     if isa == "avx512" and "avx512vnni" not in _kernels.cpu_features().split():
         return REPACKED_TYPES["avx2"]
     return REPACKED_TYPES.get(isa, ())
@@ -83,7 +84,7 @@ def repacked_types(isa: str) -> tuple:
 @pytest.fixture(scope="module")
 def requantized(tmp_path_factory):
     """name -> the h256 golden model requantized by our quantizer to the type in the name (Q5_0,
-    Q4_1: their tied output matrix Q6_K, as llama-quantize makes it, which does not repack)."""
+    Q4_1, Q5_1: their tied output matrix Q6_K, as llama-quantize makes it, which does not repack)."""
     from qwen_cpu.quantize import quantize_model
 
     folder = tmp_path_factory.mktemp("requantized")
@@ -92,12 +93,13 @@ def requantized(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["qwen2-h256-tied.q4_0.gguf", "qwen2-h256-tied.q8_0.gguf", "qwen2-h256-tied.q4_k.gguf",
-                                  "qwen2-h256-tied.q5_0.gguf", "qwen2-h256-tied.q4_1.gguf"])
+                                  "qwen2-h256-tied.q5_0.gguf", "qwen2-h256-tied.q4_1.gguf", "qwen2-h256-tied.q5_1.gguf"])
 def test_repacking_keeps_the_logits(isa, name, requantized):
     """Matrices repacked by the first decode step (csrc/repack.h; the SIMD paths but SSE4.2) give
     the logits of the stored layout: prefill, before and after, multiplies the stored rows (the
     repacked ones unpacked: equal), decode runs the repacked kernel (the same dot products, some
-    summed in another order; Q5_0's and Q4_1's: bit for bit). Every matrix of this model fits the layouts."""
+    summed in another order; Q5_0's, Q4_1's and Q5_1's: bit for bit). Every matrix of this model
+    fits the layouts."""
     has_kernels = name.split(".")[1] in repacked_types(isa)
     path = GOLDEN / name if (GOLDEN / name).exists() else requantized(name)
     with Model.load(path, n_ctx=128, n_threads=2, repack=False) as m:

@@ -234,24 +234,15 @@ struct Q4_0R4T {
   }
 };
 
-// Q5_0_R4T: Q4_0_R4T's nibbles, the pair's 5th-bit planes (tile + 256 + 32h) put bit j of each
-// byte (lo[j]) and bit 4 + j (hi[j]) at 0x10 with one shift, the scales at tile + 320. Q5_0G's
+// Q5_0_R4T: Q4_0_R4T's nibbles and the pair's 5th-bit planes at tile + 256 + 32h (or_fifth_bits),
+// the scales at tile + 320. Q5_0G's
 // values, so bit for bit the stored layout's gemv; they are q + 16 (kOffShift 1).
 struct Q5_0R4T {
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
   static inline Quad quad(const uint8_t* tile, int h) {
-    const __m256i fifth = _mm256_set1_epi8(0x10);
-    const __m256i p = load(tile + 256 + 32 * h);
-    // the 5th bits of lo[j] at bit 4: plane bit j moved up 4 - j; of hi[j]: bit 4 + j down j
-    const __m256i lo5[4] = {_mm256_slli_epi16(p, 4), _mm256_slli_epi16(p, 3), _mm256_slli_epi16(p, 2),
-                            _mm256_slli_epi16(p, 1)};
-    const __m256i hi5[4] = {p, _mm256_srli_epi16(p, 1), _mm256_srli_epi16(p, 2), _mm256_srli_epi16(p, 3)};
     Quad q = Q4_0R4T::quad(tile, h);
-    for (int j = 0; j < 4; ++j) {
-      q.lo[j] = _mm256_or_si256(q.lo[j], _mm256_and_si256(lo5[j], fifth));
-      q.hi[j] = _mm256_or_si256(q.hi[j], _mm256_and_si256(hi5[j], fifth));
-    }
+    or_fifth_bits(load(tile + 256 + 32 * h), q.lo, q.hi);
     return q;
   }
 };

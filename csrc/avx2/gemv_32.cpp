@@ -173,12 +173,14 @@ struct StoredQuads {
   }
 };
 
-// Q4_1_R4T (repack.h): a quad's tiles one after another, each the QuadMin of its two blocks as
-// stored (the nibbles regrouped, [d | m] of its 8 (row, block) lanes), prefetched kTilePrefetch
-// ahead as the R4 layouts' tiles (gemv.cpp). Its rows have an even number of blocks and segments
-// are even (kMinDotSegment), so block k never stands alone.
+// Q4_1_R4T and Q5_1_R4T (repack.h): a quad's tiles one after another, each the QuadMin of its two
+// blocks as stored (the nibbles regrouped, Q5_1's 5th bits as bit planes, [d | m] of its 8 (row,
+// block) lanes), prefetched kTilePrefetch ahead as the R4 layouts' tiles (gemv.cpp). Its rows have
+// an even number of blocks and segments are even (kMinDotSegment): block k never stands alone.
+template <typename B>
 struct TileQuads {
-  static constexpr size_t kTile = 160, kTilePrefetch = 4096;
+  static constexpr bool kQ5 = std::is_same<B, block_q5_1>::value;
+  static constexpr size_t kTile = 8 * sizeof(B), kDm = kQ5 ? 160 : 128, kTilePrefetch = 4096;
   const uint8_t* tiles;
   template <bool kOne>
   QuadMin quad(int64_t k) const {
@@ -190,11 +192,12 @@ struct TileQuads {
       q.lo[j] = _mm256_and_si256(v, m4);
       q.hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
-    q.dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 128)));
-    q.mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 144)));
+    if constexpr (kQ5) or_fifth_bits(load(t + 128), q.lo, q.hi);
+    q.dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kDm)));
+    q.mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kDm + 16)));
     return q;
   }
-  void prefetch(int64_t g) const {  // the group's two tiles, 320 bytes
+  void prefetch(int64_t g) const {  // the group's two tiles
     for (size_t c = 0; c < 2 * kTile; c += 64) __builtin_prefetch(tiles + 2 * g * kTile + kTilePrefetch + c, 0, 3);
   }
 };
@@ -276,14 +279,15 @@ static void gemv_min_rows(int64_t n, const void* vw, size_t wrb, int n_rows, con
     rows_min<B, A>(n, StoredQuads<B, R, R == 4>{w + r * wrb, wrb}, R, p + i * pairs(n), y + i * ys + r, ys);
   });
 }
-// The same over Q4_1_R4T tiles (n_rows a multiple of 4): each row bit for bit the stored gemv's
+// The same over Q4_1_R4T / Q5_1_R4T tiles (n_rows a multiple of 4): each row bit for bit the stored gemv's
+template <typename B>
 static void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
                             float* y, size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const TileQuads src{w + (size_t)quad * 4 * wrb};
-    auto pass = [&](auto A, int i) { rows_min<block_q4_1, A>(n, src, 4, p + i * pairs(n), y + i * ys + 4 * quad, ys); };
+    const TileQuads<B> src{w + (size_t)quad * 4 * wrb};
+    auto pass = [&](auto A, int i) { rows_min<B, A>(n, src, 4, p + i * pairs(n), y + i * ys + 4 * quad, ys); };
     int i = 0;
     for (; i + 4 <= n_a; i += 4) pass(std::integral_constant<int, 4>(), i);
     switch (n_a - i) {
@@ -408,11 +412,18 @@ void gemv_q4_1_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void
   gemv_min_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q4_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_min_t_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
+  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 void gemv_q4_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                         size_t ys) {
-  gemv_min_t_rows(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q5_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 void gemv_q5_1(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_min<block_q5_1>(n, w, wrb, n_rows, a, y);

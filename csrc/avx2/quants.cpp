@@ -46,6 +46,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
   set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q5_1, QC_FN(gemv_q5_1), GGML_Q8_1, gemv_q5_1_rows, true);
+  set_layout_gemv(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemv_q5_1_r4t), GGML_Q8_1, gemv_q5_1_r4t_rows);
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
 #ifdef QC_DOT_VNNI

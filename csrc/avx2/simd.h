@@ -59,7 +59,8 @@ QC_AVX2_GEMV(f32) QC_AVX2_GEMV(f16) QC_AVX2_GEMV(bf16)                          
 QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4t) QC_AVX2_GEMV(q5_0_r4t)  // gemv.cpp
 QC_AVX2_GEMV(q8_0_r4)                                                               // gemv.cpp
 QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K) QC_AVX2_GEMV(q6_K)      // gemv_k.cpp
-QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q4_1_r4t) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q8_0)     // gemv_32.cpp
+QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q4_1_r4t) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q5_1_r4t)  // gemv_32.cpp
+QC_AVX2_GEMV(q8_0)
 #undef QC_AVX2_GEMV
 #define QC_AVX2_GEMV_ROWS(t) \
   void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y, size_t ys);
@@ -68,7 +69,7 @@ QC_AVX2_GEMV_ROWS(q4_0) QC_AVX2_GEMV_ROWS(q5_0) QC_AVX2_GEMV_ROWS(q4_0_r4t) QC_A
 QC_AVX2_GEMV_ROWS(q8_0_r4)                                                                    // gemv.cpp
 QC_AVX2_GEMV_ROWS(q4_K_r4) QC_AVX2_GEMV_ROWS(q5_K) QC_AVX2_GEMV_ROWS(q6_K)                   // gemv_k.cpp
 QC_AVX2_GEMV_ROWS(q4_1) QC_AVX2_GEMV_ROWS(q4_1_r4t) QC_AVX2_GEMV_ROWS(q5_1)          // gemv_32.cpp
-QC_AVX2_GEMV_ROWS(q8_0)
+QC_AVX2_GEMV_ROWS(q5_1_r4t) QC_AVX2_GEMV_ROWS(q8_0)
 #undef QC_AVX2_GEMV_ROWS
 #define QC_AVX2_GEMM(t) \
   void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy);
@@ -84,6 +85,19 @@ static inline void transpose4(const __m256i v[4], __m256i out[4]) {
   const __m256i c = _mm256_unpacklo_epi32(v[2], v[3]), e = _mm256_unpackhi_epi32(v[2], v[3]);
   out[0] = _mm256_unpacklo_epi64(a, c), out[1] = _mm256_unpackhi_epi64(a, c);
   out[2] = _mm256_unpacklo_epi64(b, e), out[3] = _mm256_unpackhi_epi64(b, e);
+}
+// The 5th bits of an R4T layout's pair of blocks (repack.h: Q5_0_R4T, Q5_1_R4T) OR-ed into its
+// Quad values as 0x10: p the pair's bit planes, bit j of each byte for lo[j], bit 4 + j for hi[j],
+// each moved to bit 4 by one shift.
+static inline void or_fifth_bits(__m256i p, __m256i lo[4], __m256i hi[4]) {
+  const __m256i fifth = _mm256_set1_epi8(0x10);
+  const __m256i lo5[4] = {_mm256_slli_epi16(p, 4), _mm256_slli_epi16(p, 3), _mm256_slli_epi16(p, 2),
+                          _mm256_slli_epi16(p, 1)};
+  const __m256i hi5[4] = {p, _mm256_srli_epi16(p, 1), _mm256_srli_epi16(p, 2), _mm256_srli_epi16(p, 3)};
+  for (int j = 0; j < 4; ++j) {
+    lo[j] = _mm256_or_si256(lo[j], _mm256_and_si256(lo5[j], fifth));
+    hi[j] = _mm256_or_si256(hi[j], _mm256_and_si256(hi5[j], fifth));
+  }
 }
 // int32 lane J of each 128-bit half of x in all four lanes of that half
 template <int J>

@@ -375,11 +375,20 @@ void test_repack(Report& R) {
           if (n_rows < 8) continue;
           const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
           const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
-          if (layout == QC_LAYOUT_Q4_1_R4T) {  // two blocks per tile: row 5's block 1 (s = 1, lane 16 + 4)
-            const uint8_t* b1 = w.data() + 5 * wb + type_info(wt.type).block_bytes;  // d, m, qs
-            const uint8_t* dm = t + 128 + 2 * (4 * 1 + 1);
-            R.check(dm[0] == b1[0] && dm[1] == b1[1] && dm[16] == b1[2] && dm[17] == b1[3] && t[16 + 4] == b1[4] &&
-                        t[32 + 16 + 4] == b1[8],
+          if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T) {
+            // two blocks per tile: row 5's block 1 (s = 1, lane 16 + 4); Q5_1: d, m, qh, qs
+            const bool q51 = layout == QC_LAYOUT_Q5_1_R4T;
+            const uint8_t* b1 = w.data() + 5 * wb + type_info(wt.type).block_bytes;
+            const uint8_t* dm = t + (q51 ? 160 : 128) + 2 * (4 * 1 + 1);
+            const uint8_t* qs = b1 + (q51 ? 8 : 4);
+            bool qh_ok = true;
+            if (q51) {  // plane byte e = 0 of that lane: bit J = qh bit 4J
+              uint32_t bits;
+              std::memcpy(&bits, b1 + 4, 4);
+              for (int J = 0; J < 8; ++J) qh_ok &= ((t[128 + 16 + 4] >> J) & 1u) == ((bits >> (4 * J)) & 1u);
+            }
+            R.check(dm[0] == b1[0] && dm[1] == b1[1] && dm[16] == b1[2] && dm[17] == b1[3] && t[16 + 4] == qs[0] &&
+                        t[32 + 16 + 4] == qs[4] && qh_ok,
                     "repack", fmt("%s layout %d: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
             continue;
           }
@@ -437,10 +446,11 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
             lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
             check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s/%d n=%lld rows=%d fill=%d",
                                                             type_info(wt.type).name, layout, (long long)n, n_rows, fill));
-            // Q5_0's and Q4_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
+            // Q5_0's, Q4_1's and Q5_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
             // bits repacked or not
             const WeightKernels& wk = K.weight[wt.type];
-            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1) && wk.gemv && wk.gemv_act == lk.gemv_act) {
+            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1) && wk.gemv &&
+                wk.gemv_act == lk.gemv_act) {
               std::vector<float> ys(y.size(), -7.0f);
               wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
               R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
