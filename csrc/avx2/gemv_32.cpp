@@ -285,18 +285,9 @@ static void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, c
                             float* y, size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const Pair* p = act_pairs_rows(n, static_cast<const uint8_t*>(va), arb, n_a);
-  for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const TileQuads<B> src{w + (size_t)quad * 4 * wrb};
-    auto pass = [&](auto A, int i) { rows_min<B, A>(n, src, 4, p + i * pairs(n), y + i * ys + 4 * quad, ys); };
-    int i = 0;
-    for (; i + 4 <= n_a; i += 4) pass(std::integral_constant<int, 4>(), i);
-    switch (n_a - i) {
-      case 3: pass(std::integral_constant<int, 3>(), i); break;
-      case 2: pass(std::integral_constant<int, 2>(), i); break;
-      case 1: pass(std::integral_constant<int, 1>(), i); break;
-      default: break;
-    }
-  }
+  row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {  // R is 4: a quad's tiles from row r's byte on
+    rows_min<B, A>(n, TileQuads<B>{w + r * wrb}, R, p + i * pairs(n), y + i * ys + r, ys);
+  });
 }
 
 // ---- Q8_0 ----------------------------------------------------------------------------------
