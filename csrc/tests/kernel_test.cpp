@@ -462,6 +462,17 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// n_a rows of x (n values each) quantized one by one into activation format fmt, act_row_bytes apart
+std::vector<uint8_t> act_rows(const Kernels& S, int32_t fmt, const std::vector<float>& x, int64_t n, int n_a) {
+  const size_t arb = act_row_bytes(fmt, n);
+  std::vector<uint8_t> a(arb * n_a);
+  for (int i = 0; i < n_a; ++i) {
+    const std::vector<uint8_t> ai = quantize(S, fmt, std::vector<float>(x.begin() + i * n, x.begin() + (i + 1) * n));
+    std::memcpy(a.data() + i * arb, ai.data(), arb);
+  }
+  return a;
+}
+
 // LayoutKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of two rows and
 // the one left) over repacked rows (4 and 12 rows of 1 and 3 tiles), row i of y equal bit for bit
 // to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
@@ -478,12 +489,7 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
             auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
             const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
             const size_t arb = act_row_bytes(lk.gemv_act, n), wrb = row_bytes(wt.type, n);
-            std::vector<uint8_t> a(arb * n_a);
-            for (int i = 0; i < n_a; ++i) {
-              const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
-              const std::vector<uint8_t> ai = quantize(S, lk.gemv_act, xi);
-              std::memcpy(a.data() + i * arb, ai.data(), arb);
-            }
+            const std::vector<uint8_t> a = act_rows(S, lk.gemv_act, x, n, n_a);
             const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
             std::vector<uint8_t> packed(w.size());
             repack_rows(layout, w.data(), n_rows, n, packed.data());
@@ -535,12 +541,7 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
           auto g = rng_for(fmt("gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
           const std::vector<float> x = normal(g, (size_t)(n * n_a), n_a % 2 ? 1.0 : 30.0);
           const size_t arb = act_row_bytes(wk.gemv_act, n), wrb = row_bytes(wt.type, n);
-          std::vector<uint8_t> a(arb * n_a);
-          for (int i = 0; i < n_a; ++i) {
-            const std::vector<float> xi(x.begin() + i * n, x.begin() + (i + 1) * n);
-            const std::vector<uint8_t> ai = quantize(S, wk.gemv_act, xi);
-            std::memcpy(a.data() + i * arb, ai.data(), arb);
-          }
+          const std::vector<uint8_t> a = act_rows(S, wk.gemv_act, x, n, n_a);
           const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, -1);
           const size_t ys = (size_t)n_rows + 3;
           std::vector<float> y(ys * n_a, -7.0f), one((size_t)n_rows);
