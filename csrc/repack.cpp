@@ -131,32 +131,26 @@ static inline void lane_bytes(uint8_t* qs, uint8_t* lane) {
   }
 }
 
-// Q4_1_R4T: the lanes of one pair, then d and m of the 8 (row, block) lanes
-template <bool to_tile>
-void tile_q4_1t(block_q4_1* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* dm = reinterpret_cast<half_t*>(tile + 128);
-  for (int r = 0; r < 4; ++r)
-    for (int s = 0; s < 2; ++s) {
-      block_q4_1& b = rows[r * row_blocks + s];
-      lane_bytes<to_tile, 32>(b.qs, tile + 16 * s + 4 * r);
-      half_t* d = &dm[4 * s + r];
-      half_t* m = &dm[8 + 4 * s + r];
-      if (to_tile) std::memcpy(d, &b.d, sizeof(half_t)), std::memcpy(m, &b.m, sizeof(half_t));
-      else std::memcpy(&b.d, d, sizeof(half_t)), std::memcpy(&b.m, m, sizeof(half_t));
-    }
+// Row r's two blocks b[0], b[1] of a Q4_1_R4T / Q5_1_R4T tile: their nibble lanes of the pair,
+// their d and m at dm[4s + r] and dm[8 + 4s + r]
+template <bool to_tile, typename B>
+static inline void pair_min_lanes(B* b, int r, uint8_t* tile, half_t* dm) {
+  for (int s = 0; s < 2; ++s) {
+    lane_bytes<to_tile, 32>(b[s].qs, tile + 16 * s + 4 * r);
+    half_t* d = &dm[4 * s + r];
+    half_t* m = &dm[8 + 4 * s + r];
+    if (to_tile) std::memcpy(d, &b[s].d, sizeof(half_t)), std::memcpy(m, &b[s].m, sizeof(half_t));
+    else std::memcpy(&b[s].d, d, sizeof(half_t)), std::memcpy(&b[s].m, m, sizeof(half_t));
+  }
 }
 
-// Q4_0_R4T: the nibble bytes four at a time into their row's lane, the scales as in Q4_0_R4
-template <bool to_tile>
-void tile_q4_0t(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* scales = reinterpret_cast<half_t*>(tile + 256);
-  for (int r = 0; r < 4; ++r)
-    for (int k = 0; k < 4; ++k) {
-      block_q4_0& b = rows[r * row_blocks + k];
-      lane_bytes<to_tile>(b.qs, tile + 32 * (k / 2) + 16 * (k % 2) + 4 * r);
-      if (to_tile) std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
-      else std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
-    }
+// Block k of row r in a Q4_0_R4T / Q5_0_R4T tile: its nibble lane (pair k / 2, half k % 2), its
+// scale at scales[4r + k]
+template <bool to_tile, typename B>
+static inline void block_lanes(B& b, int r, int k, uint8_t* tile, half_t* scales) {
+  lane_bytes<to_tile>(b.qs, tile + 32 * (k / 2) + 16 * (k % 2) + 4 * r);
+  if (to_tile) std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
+  else std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
 }
 
 // Two blocks' qh (qh0, qh1: row r's blocks s = 0, 1 of a pair) <-> their 8 plane bytes, at planes
@@ -173,39 +167,40 @@ static inline void plane_bytes(uint8_t* qh0, uint8_t* qh1, uint8_t* planes) {
   std::memcpy(to_tile ? planes + 16 : qh1, &half[1], 4);
 }
 
+// Q4_1_R4T: the lanes of one pair, then d and m of its 8 (row, block) lanes at 128
+template <bool to_tile>
+void tile_q4_1t(block_q4_1* rows, int64_t row_blocks, uint8_t* tile) {
+  for (int r = 0; r < 4; ++r)
+    pair_min_lanes<to_tile>(&rows[r * row_blocks], r, tile, reinterpret_cast<half_t*>(tile + 128));
+}
+
 // Q5_1_R4T: Q4_1_R4T's lanes, the pair's planes at 128, d and m at 160
 template <bool to_tile>
 void tile_q5_1t(block_q5_1* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* dm = reinterpret_cast<half_t*>(tile + 160);
   for (int r = 0; r < 4; ++r) {
     block_q5_1* b = &rows[r * row_blocks];
     plane_bytes<to_tile>(b[0].qh, b[1].qh, tile + 128 + 4 * r);
-    for (int s = 0; s < 2; ++s) {
-      lane_bytes<to_tile, 32>(b[s].qs, tile + 16 * s + 4 * r);
-      half_t* d = &dm[4 * s + r];
-      half_t* m = &dm[8 + 4 * s + r];
-      if (to_tile) std::memcpy(d, &b[s].d, sizeof(half_t)), std::memcpy(m, &b[s].m, sizeof(half_t));
-      else std::memcpy(&b[s].d, d, sizeof(half_t)), std::memcpy(&b[s].m, m, sizeof(half_t));
-    }
+    pair_min_lanes<to_tile>(b, r, tile, reinterpret_cast<half_t*>(tile + 160));
   }
+}
+
+// Q4_0_R4T: the nibble bytes four at a time into their row's lane, the scales as in Q4_0_R4
+template <bool to_tile>
+void tile_q4_0t(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
+  for (int r = 0; r < 4; ++r)
+    for (int k = 0; k < 4; ++k)
+      block_lanes<to_tile>(rows[r * row_blocks + k], r, k, tile, reinterpret_cast<half_t*>(tile + 256));
 }
 
 // Q5_0_R4T: Q4_0_R4T's lanes, the 5th bits into bit planes, the scales as in Q5_0_R4
 template <bool to_tile>
 void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* scales = reinterpret_cast<half_t*>(tile + 320);
-  for (int r = 0; r < 4; ++r) {
+  for (int r = 0; r < 4; ++r)
     for (int h = 0; h < 2; ++h) {  // blocks 2h + s, s = 0, 1
       block_q5_0* b = &rows[r * row_blocks + 2 * h];
       plane_bytes<to_tile>(b[0].qh, b[1].qh, tile + 256 + 32 * h + 4 * r);
-      for (int s = 0; s < 2; ++s) {
-        const int k = 2 * h + s;
-        lane_bytes<to_tile>(b[s].qs, tile + 32 * h + 16 * s + 4 * r);
-        if (to_tile) std::memcpy(&scales[4 * r + k], &b[s].d, sizeof(half_t));
-        else std::memcpy(&b[s].d, &scales[4 * r + k], sizeof(half_t));
-      }
+      for (int s = 0; s < 2; ++s) block_lanes<to_tile>(b[s], r, 2 * h + s, tile, reinterpret_cast<half_t*>(tile + 320));
     }
-  }
 }
 
 template <bool to_tile>

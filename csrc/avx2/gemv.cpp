@@ -235,8 +235,8 @@ struct Q4_0R4T {
 };
 
 // Q5_0_R4T: Q4_0_R4T's nibbles and the pair's 5th-bit planes at tile + 256 + 32h (or_fifth_bits),
-// the scales at tile + 320. Q5_0G's
-// values, so bit for bit the stored layout's gemv; they are q + 16 (kOffShift 1).
+// the scales at tile + 320. Q5_0G's values, so bit for bit the stored layout's gemv; they are
+// q + 16 (kOffShift 1).
 struct Q5_0R4T {
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
