@@ -216,10 +216,9 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile in
 // order instead of four rows' blocks (Q4_0_R4T and Q5_0_R4T hold their Quads as they are used);
 // the 16 scales of a tile are converted once, each row's pair spread by one permute. The tiles are
-// prefetched in software kTilePrefetch ahead: in the model's decode steps they waited for memory
-// without it, though not in a loop over the matrices alone (bench/README.md, "Several sequences
-// at once", "Repacked Q5_0").
-constexpr size_t kTilePrefetch = 4096;
+// prefetched in software kTilePrefetch ahead (gemv.h), after each tile's loads: in the model's
+// decode steps they waited for memory without it, though not in a loop over the matrices alone
+// (bench/README.md, "Several sequences at once", "Repacked Q5_0").
 
 // Q4_0_R4T: the Quad of blocks 2h, 2h + 1 as stored (repack.h): vector j of the pair (tile + 64j
 // + 32h) holds the nibble bytes of lo[j] (low nibbles) and hi[j] (high ones); the scales at
@@ -266,7 +265,6 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     // the scales [rows 0..3 of block 2h | of block 2h + 1], from 4r + k = row r's block k
     const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
     const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(sc)), s1 = _mm256_cvtph_ps(_mm_loadu_si128(sc + 1));
@@ -279,6 +277,7 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
         acc[i] = quad_fma<L::kOffShift>(q, bc + i * bc_row + 9 * (2 * g + h), a, h, dw[h], acc[i]);
       }
     }
+    prefetch_after_loads(tile + kTilePrefetch, L::kTile);
   }
   for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, quad_sum(acc[i]));
 }
@@ -373,7 +372,6 @@ void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t a
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    for (size_t c = 0; c < L::kTile; c += 64) __builtin_prefetch(tile + kTilePrefetch + c, 0, 3);
     const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
     const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128(sc)), _mm256_cvtph_ps(_mm_loadu_si128(sc + 1))};
     const block_q8_0x4* a[A];
@@ -389,6 +387,7 @@ void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t a
         }
       }
     }
+    prefetch_after_loads(tile + kTilePrefetch, L::kTile);
   }
   for (int i = 0; i < A; ++i)
     for (int r = 0; r < 4; ++r) y[i * ys + r] = hsum_ps(acc[i][r]);
