@@ -175,12 +175,12 @@ struct StoredQuads {
 
 // Q4_1_R4T and Q5_1_R4T (repack.h): a quad's tiles one after another, each the QuadMin of its two
 // blocks as stored (the nibbles regrouped, Q5_1's 5th bits as bit planes, [d | m] of its 8 (row,
-// block) lanes), prefetched kTilePrefetch ahead as the R4 layouts' tiles (gemv.cpp). Its rows have
+// block) lanes), prefetched kTilePrefetch ahead (gemv.h). Its rows have
 // an even number of blocks and segments are even (kMinDotSegment): block k never stands alone.
 template <typename B>
 struct TileQuads {
   static constexpr bool kQ5 = std::is_same<B, block_q5_1>::value;
-  static constexpr size_t kTile = 8 * sizeof(B), kDm = kQ5 ? 160 : 128, kTilePrefetch = 4096;
+  static constexpr size_t kTile = 8 * sizeof(B), kDm = kQ5 ? 160 : 128;
   const uint8_t* tiles;
   template <bool kOne>
   QuadMin quad(int64_t k) const {
@@ -198,7 +198,7 @@ struct TileQuads {
     return q;
   }
   void prefetch(int64_t g) const {  // the group's two tiles
-    for (size_t c = 0; c < 2 * kTile; c += 64) __builtin_prefetch(tiles + 2 * g * kTile + kTilePrefetch + c, 0, 3);
+    prefetch_after_loads(tiles + 2 * g * kTile + kTilePrefetch, 2 * kTile);
   }
 };
 
@@ -234,15 +234,15 @@ static void rows_min(int64_t n, const Quads& src, int R, const Pair* p, float* y
     using H1 = std::integral_constant<int, 1>;
     int64_t k = s0;
     for (; k + 4 <= s1; k += 4) {
-      src.prefetch(k / 4);
       step(F(), H0(), k);
       step(F(), H1(), k + 2);
+      src.prefetch(k / 4);
     }
     if (k < s1) {  // 1..3 blocks
-      src.prefetch(k / 4);
       if (s1 - k == 1) step(T(), H0(), k);
       else step(F(), H0(), k);
       if (s1 - k == 3) step(T(), H1(), k + 2);
+      src.prefetch(k / 4);
     }
     for (int i = 0; i < A; ++i) {
       auto sum4 = [](const __m256* v) {  // (acc 0 + acc 1) + (acc 2 + acc 3) of rows 0..3

@@ -147,6 +147,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
       for (int r = 0; r < R; ++r)
         acc[k][r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], _mm256_set1_epi32(2 * r)),
                                     _mm256_cvtepi32_ps(s[k][r]), acc[k][r]);
+    if (repacked) prefetch_after_loads(tile + kTilePrefetch, 4 * sizeof(B));
   }
   for (int k = 0; k < A; ++k)
     for (int r = 0; r < R; ++r) {
@@ -221,6 +222,7 @@ static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, 
         const float d = h2f(b[i].d);
         for (int k = 0; k < A; ++k)
           acc[r][k] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[k][i0 + i].d), _mm256_cvtepi32_ps(s[k]), acc[r][k]);
+        prefetch_after_loads(reinterpret_cast<const uint8_t*>(b + i) + kTilePrefetch, sizeof(block_q6_K));
       }
     }
   }
