@@ -160,8 +160,9 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
 // Q6_K has no block header worth sharing across rows (16 int8 scales and d), and its rows are
 // read one after another, each in memory order: a pass reading 4 rows side by side (the Q4_K
 // kernel above) ran slower from memory than vec_dot_q6_K row by row, with or without software
-// prefetch (bench/README.md, "Q6_K and stored Q8_0 decode kernels"); the sequential stream runs
-// at the memory's speed. What is saved against vec_dot is arithmetic:
+// prefetch (bench/README.md, "Q6_K and stored Q8_0 decode kernels"); the sequential stream, each
+// block prefetched kTilePrefetch ahead after its loads (gemv.h), runs at the memory's speed. What
+// is saved against vec_dot is arithmetic:
 // the row's scales are widened once per super-block into one register (the even sub-blocks'
 // scales in the low lane, the odd ones' in the high lane, so that one vpshufb per 32-value chunk
 // spreads a chunk's pair), and the activation's -16 * bsums are prepared once per pass of up to 4
