@@ -26,8 +26,7 @@ constexpr size_t kTilePrefetch = 2048;
 
 // [p, p + n) into L1, once the loads before it in program order are issued: the compiler may not
 // move loads across it. Scheduled by gcc ahead of a tile's own loads, the prefetches held those
-// loads up: decode read the AVX2 Q4_0_R4T / Q8_0_R4 tiles 10-20% slower (bench/README.md,
-// "Tile prefetches after the tile's loads").
+// loads up and the AVX2 decode ran slower (bench/README.md, "Tile prefetches after the tile's loads").
 static inline void prefetch_after_loads(const uint8_t* p, size_t n) {
   __asm__ volatile("" ::: "memory");
   for (size_t c = 0; c < n; c += 64) __builtin_prefetch(p + c, 0, 3);
