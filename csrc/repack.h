@@ -39,6 +39,10 @@
 //   vector's 8 (row, block) lanes (avx2/gemv_32.cpp). It pairs with Q8_1 activations.
 // Q5_1_R4T tile, 192 bytes (64 columns): Q4_1_R4T's nibbles, then the pair's 32 bytes of 5th bits
 //   at 128 as Q5_0_R4T's, then its [d | m] at 160 and 176. It pairs with Q8_1 activations.
+// Q8_0_R4T tile, 544 bytes: Q8_0_R4's blocks in the Quad form of Q4_0_R4T with bytes for nibbles:
+//   per pair h of blocks (2h, 2h + 1) eight 32-byte vectors j at 256h + 32j, byte 16s + 4r + e of
+//   vector j holding row r's block 2h + s qs[4j + e], signed as stored (vectors 0..3: the
+//   activation's lo halves, 4..7 its hi halves); then the 16 scales at 512 as in Q8_0_R4.
 // The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
@@ -61,6 +65,7 @@ enum : int32_t {
   QC_LAYOUT_Q4_0_R4T,
   QC_LAYOUT_Q4_1_R4T,
   QC_LAYOUT_Q5_1_R4T,
+  QC_LAYOUT_Q8_0_R4T,
   QC_LAYOUT_COUNT,
 };
 

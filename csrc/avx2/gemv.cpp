@@ -1,22 +1,18 @@
 // AVX2 decode kernels of Q4_0 and Q5_0 weights (WeightKernels::gemv), and of the repacked Q4_0_R4T,
-// Q5_0_R4T and Q8_0_R4 (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4 layout
-// (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations, and their
-// several-activation-row forms (gemv_rows, batched decode), each row bit for bit its gemv.
+// Q5_0_R4T and Q8_0_R4T (LayoutKernels::gemv, below): rows . one activation row in the Q8_0x4
+// layout (act_q8_0x4.h), the values of vec_dot_q4_0 / _q5_0 / _q8_0 over Q8_0 activations, and
+// their several-activation-row forms (gemv_rows, batched decode), each row bit for bit its gemv.
 //
-// Q4_0 and Q5_0 (the "Quad" form below): four weight rows' unsigned values (q + 8, q + 16) of two
-// blocks, regrouped once so that each 32-bit lane holds one row's group of 4 values, go against
-// an activation row broadcast group by group; the int16 products of the two blocks of four rows
-// sum in one register, one vpmaddwd ends them as 8 exact block dot products, and the offset,
-// the conversion, the scale product and the FMA are spent once per four rows. An extra
-// activation row then costs little more than its byte products, the weights' regrouping being
-// shared by up to 4 activation rows per pass; the row-per-register form before it spent 8
-// instructions per row and activation row on every 64 weights, 3.8x one row's time for 4 rows
-// (bench/README.md, "Several sequences at once").
-//
-// Q8_0_R4 keeps the row-per-register form (per pair of blocks two vpmaddubsw and one vpmaddwd
-// make 8 int32 lanes, 4 per block; one conversion, one scale product and one FMA per pair): its
-// signed bytes need a vpsign per product either way, so regrouping would save little there.
-// In the VNNI compilations (simd.h, QC_DOT_VNNI) vpdpbusd accumulates the byte products directly.
+// All in the "Quad" form below: four weight rows' values of two blocks, regrouped (once, or by
+// the repacked layout) so that each 32-bit lane holds one row's group of 4 values, go against an
+// activation row broadcast group by group; the products end as 8 exact integer block dot products
+// (rows x blocks), and the offset, the conversion, the scale product and the FMA are spent once
+// per four rows. An extra activation row then costs little more than its byte products, the
+// weights' regrouping being shared by up to 4 activation rows per pass; the row-per-register form
+// before it spent 8 instructions per row and activation row on every 64 weights, 3.8x one row's
+// time for 4 rows (bench/README.md, "Several sequences at once"). Q8_0's signed bytes cost a
+// vpsign and a vpmaddwd more per product than Q4_0's nibbles (Q8_0R4T); in the VNNI compilations
+// (simd.h, QC_DOT_VNNI) vpdpbusd accumulates the byte products directly.
 #include "simd.h"
 
 #include "../act_q8_0x4.h"
@@ -212,13 +208,22 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
   });
 }
 
-// ---- the repacked layouts Q4_0_R4T, Q5_0_R4T and Q8_0_R4 (repack.h) -----------------------
+// ---- the repacked layouts Q4_0_R4T, Q5_0_R4T and Q8_0_R4T (repack.h) ----------------------
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile in
-// order instead of four rows' blocks (Q4_0_R4T and Q5_0_R4T hold their Quads as they are used);
+// order instead of four rows' blocks (the tiles hold their Quads as they are used);
 // the 16 scales of a tile are converted once, each row's pair spread by one permute. The tiles are
 // prefetched in software kTilePrefetch ahead (gemv.h), after each tile's loads: in the model's
 // decode steps they waited for memory without it, though not in a loop over the matrices alone
 // (bench/README.md, "Several sequences at once", "Repacked Q5_0").
+
+// dot[i] = the 8 exact integer block dot products [rows 0..3 of block 2h | of block 2h + 1] of
+// layout L's pair h of a tile with activation row i (v[i]: its broadcast form, bcast_rows), for
+// the layouts that hold their pairs as Quads (L::quad)
+template <class L, int A>
+static inline void quad_dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+  const Quad q = L::quad(tile, h);
+  for (int i = 0; i < A; ++i) dot[i] = quad_dot<L::kOffShift>(q, v[i]);
+}
 
 // Q4_0_R4T: the Quad of blocks 2h, 2h + 1 as stored (repack.h): vector j of the pair (tile + 64j
 // + 32h) holds the nibble bytes of lo[j] (low nibbles) and hi[j] (high ones); the scales at
@@ -230,6 +235,10 @@ struct Q4_0R4T {
     Quad q;
     for (int j = 0; j < 4; ++j) unpack_nibbles_2(load(tile + 64 * j + 32 * h), &q.lo[j], &q.hi[j]);
     return q;
+  }
+  template <int A>
+  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+    quad_dots<Q4_0R4T, A>(tile, h, v, dot);
   }
 };
 
@@ -244,11 +253,49 @@ struct Q5_0R4T {
     or_fifth_bits(load(tile + 256 + 32 * h), q.lo, q.hi);
     return q;
   }
+  template <int A>
+  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+    quad_dots<Q5_0R4T, A>(tile, h, v, dot);
+  }
+};
+
+// Q8_0_R4T: the pair's eight vectors of signed weight bytes at tile + 256h + 32j, vector j in the
+// lanes of the Quad form (lo[j], then hi[j - 4]) against the activation's v[j]; the scales at tile
+// + 512. Signed bytes take one more step per vector than Q4_0's nibbles, shared by the activation
+// rows: vpmaddubsw (unsigned x signed) would saturate on (q + 128) * a, so |q| goes against a
+// with q's sign (|q| <= 128, |a| <= 127: a pair <= 32512), each product ending in its own
+// vpmaddwd; with VNNI, q + 128 against a, less 128 * sum(a) (act_bcast with kOffShift 4).
+struct Q8_0R4T {
+  static constexpr size_t kTile = 544, kScales = 512;
+  static constexpr int kOffShift = 4;
+  template <int A>
+  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+    for (int i = 0; i < A; ++i) dot[i] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = load(tile + 256 * h + 32 * j);
+#ifdef QC_DOT_VNNI
+      const __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+      for (int i = 0; i < A; ++i) dot[i] = dpbusd(dot[i], u, load(v[i] + j));
+#else
+      const __m256i ones = _mm256_set1_epi16(1), aw = _mm256_abs_epi8(w);
+      for (int i = 0; i < A; ++i) {
+        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load(v[i] + j), w));
+        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
+      }
+#endif
+    }
+#ifdef QC_DOT_VNNI
+    for (int i = 0; i < A; ++i) dot[i] = _mm256_sub_epi32(dot[i], load(v[i] + 8));
+#endif
+  }
 };
 
 // The activation rows of a gemv_rows call in act_bcast's form (9 vectors per 64 values, 4.5 bytes
-// per value), made once per call for all its quads. Cheaper than broadcasting in the kernel per
-// quad even where they do not fit in L1 with the tiles (rows of 4864 values, gemv_rows_bench).
+// per value), made once per call for all its quads: for several rows cheaper than broadcasting in
+// the kernel per quad even where they do not fit in L1 with the tiles (rows of 4864 values,
+// gemv_rows_bench). One row is broadcast in the kernel (quad_t's kOwn): its 22 KB of a 4864-value
+// row beside the tiles streaming through L1 made the one-row decode slower (bench/README.md,
+// "Q8_0 in the Quad form").
 template <class L>
 static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
   for (int i = 0; i < n_a; ++i)
@@ -257,8 +304,9 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
 }
 
 // y[i * ys + r], r < 4, for one quad (its n_tiles tiles from tile) and A activation rows (arb
-// bytes apart; bc: their broadcast form, bc_row vectors per row), the Quad arithmetic.
-template <class L, int A>
+// bytes apart; bc: their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel
+// broadcasts it itself, bc unused), the Quad arithmetic.
+template <class L, int A, bool kOwn = false>
 static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, const __m256i* bc, size_t bc_row,
                    float* y, size_t ys) {
   const __m256i spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -271,10 +319,19 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
     const __m256 dw[2] = {_mm256_permutevar8x32_ps(_mm256_unpacklo_ps(s0, s1), spread),
                           _mm256_permutevar8x32_ps(_mm256_unpackhi_ps(s0, s1), spread)};
     for (int h = 0; h < 2; ++h) {
-      const Quad q = L::quad(tile, h);
+      const __m256i* v[A];  // activation row i's broadcast form of blocks 2h, 2h + 1
+      __m256i own[9];
+      if (!kOwn) {
+        for (int i = 0; i < A; ++i) v[i] = bc + i * bc_row + 9 * (2 * g + h);
+      } else {
+        act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va) + g, h, own);
+        v[0] = own;
+      }
+      __m256i dot[A];
+      L::template dots<A>(tile, h, v, dot);
       for (int i = 0; i < A; ++i) {
         const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
-        acc[i] = quad_fma<L::kOffShift>(q, bc + i * bc_row + 9 * (2 * g + h), a, h, dw[h], acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw[h], _mm256_loadu_ps(a->d + 8 * h)), _mm256_cvtepi32_ps(dot[i]), acc[i]);
       }
     }
     prefetch_after_loads(tile + kTilePrefetch, L::kTile);
@@ -282,8 +339,8 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
   for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, quad_sum(acc[i]));
 }
 
-// gemv_rows_fn of Q4_0_R4T and Q5_0_R4T: per quad, the activation rows kMaxA at a time (then the
-// ones left), the quad's tiles read from memory by the first pass and from L1 by the others.
+// gemv_rows_fn of the R4T layouts: per quad, the activation rows kMaxA at a time (then the ones
+// left), the quad's tiles read from memory by the first pass and from L1 by the others.
 template <class L>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                  size_t ys) {
@@ -292,6 +349,11 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_tiles = n / 128;  // repack_cols of these layouts
   const size_t bc_row = (size_t)(n / 64) * 9;
+  if (n_a == 1) {
+    for (int quad = 0; quad < n_rows / 4; ++quad)
+      quad_t<L, 1, true>(w + (size_t)quad * 4 * wrb, n_tiles, a, arb, nullptr, 0, y + 4 * quad, ys);
+    return;
+  }
   struct alignas(32) Vec {
     uint8_t b[32];
   };
@@ -315,104 +377,10 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   }
 }
 
-// Q8_0_R4: row r's lo bytes of blocks 2h, 2h + 1 at tile + 128r + 32h, its hi bytes 64 further,
-// as q + 128; the scales at tile + 512.
-struct Q8_0R4 {
-  static constexpr size_t kTile = 544, kScales = 512;
-#ifdef QC_DOT_VNNI
-  // unsigned weights as stored: 128 * sum(a) per lane = 16 * sum8
-  struct Values {
-    __m256i ul, uh;
-  };
-  static inline Values weights(const uint8_t* tile, int r, int h) {
-    const uint8_t* q = tile + 128 * r + 32 * h;
-    return Values{load(q), load(q + 64)};
-  }
-  static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i sum8) {
-    const __m256i noff = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum8, 4));
-    return dpbusd(dpbusd(noff, v.ul, lo), v.uh, hi);
-  }
-#else
-  // vpmaddubsw would saturate on (q + 128) * a; back to signed q, then |q| x a with a's sign
-  // moved onto it: |q| <= 128, |a| <= 127, a pair <= 32512
-  struct Values {
-    __m256i ql, qh, al, ah;  // signed q and |q|
-  };
-  static inline Values weights(const uint8_t* tile, int r, int h) {
-    const uint8_t* q = tile + 128 * r + 32 * h;
-    const __m256i top = _mm256_set1_epi8((char)0x80);
-    Values v;
-    v.ql = _mm256_xor_si256(load(q), top), v.qh = _mm256_xor_si256(load(q + 64), top);
-    v.al = _mm256_abs_epi8(v.ql), v.ah = _mm256_abs_epi8(v.qh);
-    return v;
-  }
-  static inline __m256i dot(const Values& v, __m256i lo, __m256i hi, __m256i) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(v.al, _mm256_sign_epi8(lo, v.ql)), ones);
-    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(v.ah, _mm256_sign_epi8(hi, v.qh)), ones);
-    return _mm256_add_epi32(pl, ph);
-  }
-#endif
-};
-
-// y[i * ys + 4 * quad + r] for n_rows (a multiple of 4) rows, the quads' tiles one after another
-// from w, and A activation rows (arb bytes apart): each tile's weights unpacked and its scales
-// converted once for the A rows, each row's arithmetic in the order of A = 1 (bit for bit the
-// gemv of that row alone).
-template <class L, int A>
-void quad_rows(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, float* y, size_t ys) {
-  // row_scales[2 * (r % 2) + h]: from the 8 scales of rows r & ~1 and r | 1, lanes 0..3 = block
-  // 2h of row r, lanes 4..7 = block 2h + 1
-  __m256i row_scales[4];
-  for (int j = 0; j < 4; ++j) {
-    const int b = 2 * j;  // 4 * (r % 2) + 2h: row r % 2 of the pair, block 2h
-    row_scales[j] = _mm256_setr_epi32(b, b, b, b, b + 1, b + 1, b + 1, b + 1);
-  }
-  __m256 acc[A][4];
-  for (int i = 0; i < A; ++i)
-    for (int r = 0; r < 4; ++r) acc[i][r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
-    const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128(sc)), _mm256_cvtph_ps(_mm_loadu_si128(sc + 1))};
-    const block_q8_0x4* a[A];
-    for (int i = 0; i < A; ++i) a[i] = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
-    for (int h = 0; h < 2; ++h) {  // blocks 2h, 2h + 1 of the tile
-      for (int r = 0; r < 4; ++r) {
-        const __m256 dr = _mm256_permutevar8x32_ps(dw[r / 2], row_scales[2 * (r % 2) + h]);
-        const typename L::Values v = L::weights(tile, r, h);
-        for (int i = 0; i < A; ++i) {
-          const __m256 d = _mm256_mul_ps(dr, _mm256_loadu_ps(a[i]->d + 8 * h));
-          const __m256i dot = L::dot(v, load(a[i]->lo + 32 * h), load(a[i]->hi + 32 * h), load(a[i]->sum8 + 8 * h));
-          acc[i][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[i][r]);
-        }
-      }
-    }
-    prefetch_after_loads(tile + kTilePrefetch, L::kTile);
-  }
-  for (int i = 0; i < A; ++i)
-    for (int r = 0; r < 4; ++r) y[i * ys + r] = hsum_ps(acc[i][r]);
-}
-
-// gemv_rows_fn over the layout: per quad, the activation rows two at a time (then the one left),
-// the quad's tiles read from memory by the first pair and from L1 by the others.
-template <class L>
-void gemv_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
-                  size_t ys) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const uint8_t* a = static_cast<const uint8_t*>(va);
-  const int64_t n_tiles = n / 128;  // repack_cols of these layouts
-  for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
-    int i = 0;
-    for (; i + 2 <= n_a; i += 2) quad_rows<L, 2>(tile, n_tiles, a + i * arb, arb, y + i * ys + 4 * quad, ys);
-    if (i < n_a) quad_rows<L, 1>(tile, n_tiles, a + i * arb, arb, y + i * ys + 4 * quad, ys);
-  }
-}
-
 }  // namespace
 
 // The decode kernels (gemv_fn, kernels.h) of Q4_0 and Q5_0, and the LayoutKernels::gemv of the
-// repacked Q4_0_R4T / Q5_0_R4T / Q8_0_R4 (n_rows a multiple of 4)
+// repacked Q4_0_R4T / Q5_0_R4T / Q8_0_R4T (n_rows a multiple of 4)
 void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv<Q4_0G>(n, w, wrb, n_rows, a, y);
 }
@@ -425,8 +393,8 @@ void gemv_q4_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void*
 void gemv_q5_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
-void gemv_q8_0_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+void gemv_q8_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 // Their gemv_rows_fn (kernels.h, LayoutKernels): the same values as the gemv of each row alone
@@ -446,9 +414,9 @@ void gemv_q5_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const 
                         size_t ys) {
   gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
-void gemv_q8_0_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                       size_t ys) {
-  gemv_r4_rows<Q8_0R4>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+void gemv_q8_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 
 }  // namespace QC_AVX2_NS

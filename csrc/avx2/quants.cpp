@@ -58,7 +58,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   // vpmaddubsw form only: unmeasured against the VNNI vec_dot (gemv_32.cpp)
   set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0, gemv_q8_0_rows, true);
 #endif
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4, gemv_q8_0_r4_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);

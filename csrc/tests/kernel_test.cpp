@@ -394,10 +394,12 @@ void test_repack(Report& R) {
           }
           const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
           const bool q5t = layout == QC_LAYOUT_Q5_0_R4T, lanes = q5t || layout == QC_LAYOUT_Q4_0_R4T;
+          const bool q8t = layout == QC_LAYOUT_Q8_0_R4T;
           const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
           const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
           // the R4T layouts: block 2 is the pair h = 1's low half, row 1 its lane 4
-          const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
+          // (Q8_0_R4T: its pair h = 1 at 256, signed)
+          const uint8_t v = k4 ? t[64 + 128] : q8t ? t[256 + 4] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
           const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
           bool qh_ok = true;
           if (q5t) {  // plane byte e = 0 of that lane: bit J = qh bit 4J
