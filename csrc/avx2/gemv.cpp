@@ -216,19 +216,22 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 // decode steps they waited for memory without it, though not in a loop over the matrices alone
 // (bench/README.md, "Several sequences at once", "Repacked Q5_0").
 
-// dot[i] = the 8 exact integer block dot products [rows 0..3 of block 2h | of block 2h + 1] of
-// layout L's pair h of a tile with activation row i (v[i]: its broadcast form, bcast_rows), for
-// the layouts that hold their pairs as Quads (L::quad)
-template <class L, int A>
-static inline void quad_dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
-  const Quad q = L::quad(tile, h);
-  for (int i = 0; i < A; ++i) dot[i] = quad_dot<L::kOffShift>(q, v[i]);
-}
+// L::dots of the layouts that hold their pairs as Quads (L::quad): dot[i] = the 8 exact integer
+// block dot products [rows 0..3 of block 2h | of block 2h + 1] of pair h of a tile with
+// activation row i (v[i]: its broadcast form, bcast_rows)
+template <class L>
+struct QuadPairs {
+  template <int A>
+  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+    const Quad q = L::quad(tile, h);
+    for (int i = 0; i < A; ++i) dot[i] = quad_dot<L::kOffShift>(q, v[i]);
+  }
+};
 
 // Q4_0_R4T: the Quad of blocks 2h, 2h + 1 as stored (repack.h): vector j of the pair (tile + 64j
 // + 32h) holds the nibble bytes of lo[j] (low nibbles) and hi[j] (high ones); the scales at
 // tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
-struct Q4_0R4T {
+struct Q4_0R4T : QuadPairs<Q4_0R4T> {
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
   static inline Quad quad(const uint8_t* tile, int h) {
@@ -236,26 +239,18 @@ struct Q4_0R4T {
     for (int j = 0; j < 4; ++j) unpack_nibbles_2(load(tile + 64 * j + 32 * h), &q.lo[j], &q.hi[j]);
     return q;
   }
-  template <int A>
-  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
-    quad_dots<Q4_0R4T, A>(tile, h, v, dot);
-  }
 };
 
 // Q5_0_R4T: Q4_0_R4T's nibbles and the pair's 5th-bit planes at tile + 256 + 32h (or_fifth_bits),
 // the scales at tile + 320. Q5_0G's values, so bit for bit the stored layout's gemv; they are
 // q + 16 (kOffShift 1).
-struct Q5_0R4T {
+struct Q5_0R4T : QuadPairs<Q5_0R4T> {
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
   static inline Quad quad(const uint8_t* tile, int h) {
     Quad q = Q4_0R4T::quad(tile, h);
     or_fifth_bits(load(tile + 256 + 32 * h), q.lo, q.hi);
     return q;
-  }
-  template <int A>
-  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
-    quad_dots<Q5_0R4T, A>(tile, h, v, dot);
   }
 };
 
