@@ -20,6 +20,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "blocks.h"
 
@@ -52,14 +53,17 @@ static inline void q8_0x4_from_q8_0(const block_q8_0* src, block_q8_0x4* dst) {
   }
 }
 
-// x (n, a multiple of 128) -> y (n / 128 blocks of block_q8_0x4), through the instruction set's
-// own Q8_0 quantizer Q8 (so the values are bit-identical to its Q8_0 activations).
+// x (n, a multiple of 32) -> y (n / 128 blocks of block_q8_0x4, rounded up: a last group of fewer
+// blocks has zero blocks after them), through the instruction set's own Q8_0 quantizer Q8 (so the
+// values are bit-identical to its Q8_0 activations).
 template <void (*Q8)(const float*, void*, int64_t)>
 static void quantize_row_q8_0x4(const float* x, void* vy, int64_t n) {
   block_q8_0x4* y = static_cast<block_q8_0x4*>(vy);
   block_q8_0 tmp[4];
-  for (int64_t g = 0; g < n / QK8_0X4; ++g) {
-    Q8(x + g * QK8_0X4, tmp, QK8_0X4);
+  for (int64_t g = 0; g * QK8_0X4 < n; ++g) {
+    const int64_t m = n - g * QK8_0X4 < QK8_0X4 ? n - g * QK8_0X4 : QK8_0X4;  // a last group's blocks padded with zeros
+    std::memset(tmp, 0, sizeof(tmp));
+    Q8(x + g * QK8_0X4, tmp, m);
     q8_0x4_from_q8_0(tmp, y + g);
   }
 }

@@ -265,7 +265,8 @@ static inline int act_block_elems(int32_t fmt) {
   return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
-  if (fmt == QC_ACT_Q8_0X4) return (size_t)(n / QK8_0X4) * sizeof(block_q8_0x4);
+  // Q8_0x4: a last group of fewer blocks (64-column tiles, Q8_0_R4T) padded with zero blocks
+  if (fmt == QC_ACT_Q8_0X4) return (size_t)((n + QK8_0X4 - 1) / QK8_0X4) * sizeof(block_q8_0x4);
   if (fmt == QC_ACT_Q8_X8) return (size_t)(n / QK8_X8) * sizeof(block_q8_x8);
   return row_bytes(fmt, n);
 }

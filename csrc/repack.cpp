@@ -124,7 +124,7 @@ static inline uint64_t planes_to_qh(uint64_t x) {
 
 // The R4T layouts' bytes: a block's qs[4j .. 4j + 3] (j < kVectors) <-> its row's lane of vector
 // j, at lane + kStride * j (lane: 32h + 16s + 4r, kStride 64; Q4_1_R4T: 16s + 4r, kStride 32;
-// Q8_0_R4T: 256h + 16s + 4r, kStride 32, kVectors 8; repack.h)
+// Q8_0_R4T: 16s + 4r, kStride 32, kVectors 8; repack.h)
 template <bool to_tile, int kStride = 64, int kVectors = 4>
 static inline void lane_bytes(uint8_t* qs, uint8_t* lane) {
   for (int j = 0; j < kVectors; ++j) {
@@ -205,17 +205,17 @@ void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
     }
 }
 
-// Q8_0_R4T: the signed bytes four at a time into their row's lane of the pair's eight vectors,
-// the scales as in Q8_0_R4
+// Q8_0_R4T: the signed bytes four at a time into their row's lane of the eight vectors, the scales
+// in the lanes' order at 256
 template <bool to_tile>
 void tile_q8_0t(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* scales = reinterpret_cast<half_t*>(tile + 512);
+  half_t* scales = reinterpret_cast<half_t*>(tile + 256);
   for (int r = 0; r < 4; ++r)
-    for (int k = 0; k < 4; ++k) {
-      block_q8_0& b = rows[r * row_blocks + k];
-      lane_bytes<to_tile, 32, 8>(reinterpret_cast<uint8_t*>(b.qs), tile + 256 * (k / 2) + 16 * (k % 2) + 4 * r);
-      if (to_tile) std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
-      else std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
+    for (int s = 0; s < 2; ++s) {
+      block_q8_0& b = rows[r * row_blocks + s];
+      lane_bytes<to_tile, 32, 8>(reinterpret_cast<uint8_t*>(b.qs), tile + 16 * s + 4 * r);
+      if (to_tile) std::memcpy(&scales[4 * s + r], &b.d, sizeof(half_t));
+      else std::memcpy(&b.d, &scales[4 * s + r], sizeof(half_t));
     }
 }
 
@@ -259,7 +259,7 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       convert<block_q8_0, 4, 32, tile_q8_0<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q8_0_R4T:
-      convert<block_q8_0, 4, 32, tile_q8_0t<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
+      convert<block_q8_0, 2, 32, tile_q8_0t<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q5_0_R4:
       convert<block_q5_0, 4, 32, tile_q5_0<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);

@@ -39,10 +39,12 @@
 //   vector's 8 (row, block) lanes (avx2/gemv_32.cpp). It pairs with Q8_1 activations.
 // Q5_1_R4T tile, 192 bytes (64 columns): Q4_1_R4T's nibbles, then the pair's 32 bytes of 5th bits
 //   at 128 as Q5_0_R4T's, then its [d | m] at 160 and 176. It pairs with Q8_1 activations.
-// Q8_0_R4T tile, 544 bytes: Q8_0_R4's blocks in the Quad form of Q4_0_R4T with bytes for nibbles:
-//   per pair h of blocks (2h, 2h + 1) eight 32-byte vectors j at 256h + 32j, byte 16s + 4r + e of
-//   vector j holding row r's block 2h + s qs[4j + e], signed as stored (vectors 0..3: the
-//   activation's lo halves, 4..7 its hi halves); then the 16 scales at 512 as in Q8_0_R4.
+// Q8_0_R4T tile, 272 bytes (64 columns: two blocks per row, so that rows of 576 fit): the blocks
+//   in the Quad form of Q4_0_R4T with bytes for nibbles: eight 32-byte vectors j at 32j, byte 16s
+//   + 4r + e of vector j holding row r's block s qs[4j + e], signed as stored (vectors 0..3: the
+//   activation's lo halves, 4..7 its hi halves); then the 8 binary16 scales at 256, 4s + r = row
+//   r's block s d (the lanes' order). It pairs with Q8_0x4 activations, a tile with one half of
+//   a group.
 // The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
@@ -77,7 +79,9 @@ int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.
 static inline int64_t repack_cols(int32_t layout) {
-  return layout == QC_LAYOUT_Q4_K_R4 ? 256 : layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T ? 64 : 128;
+  if (layout == QC_LAYOUT_Q4_K_R4) return 256;
+  if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T) return 64;
+  return 128;
 }
 
 static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {

@@ -221,6 +221,15 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 // activation row i (v[i]: its broadcast form, bcast_rows)
 template <class L>
 struct QuadPairs {
+  static constexpr int64_t kCols = 128;  // two pairs per tile
+  // dw[h] = the scales [rows 0..3 of block 2h | of block 2h + 1], from 4r + k = row r's block k
+  static inline void scales(const uint8_t* tile, __m256* dw) {
+    const __m256i spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(sc)), s1 = _mm256_cvtph_ps(_mm_loadu_si128(sc + 1));
+    dw[0] = _mm256_permutevar8x32_ps(_mm256_unpacklo_ps(s0, s1), spread);
+    dw[1] = _mm256_permutevar8x32_ps(_mm256_unpackhi_ps(s0, s1), spread);
+  }
   template <int A>
   static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
     const Quad q = L::quad(tile, h);
@@ -254,20 +263,24 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
   }
 };
 
-// Q8_0_R4T: the pair's eight vectors of signed weight bytes at tile + 256h + 32j, vector j in the
-// lanes of the Quad form (lo[j], then hi[j - 4]) against the activation's v[j]; the scales at tile
-// + 512. Signed bytes take one more step per vector than Q4_0's nibbles, shared by the activation
+// Q8_0_R4T: one pair per tile, its eight vectors of signed weight bytes at tile + 32j, vector j in
+// the lanes of the Quad form (lo[j], then hi[j - 4]) against the activation's v[j]; the scales in
+// the lanes' order at tile + 256. Signed bytes take one more step per vector than Q4_0's nibbles, shared by the activation
 // rows: vpmaddubsw (unsigned x signed) would saturate on (q + 128) * a, so |q| goes against a
 // with q's sign (|q| <= 128, |a| <= 127: a pair <= 32512), each product ending in its own
 // vpmaddwd; with VNNI, q + 128 against a, less 128 * sum(a) (act_bcast with kOffShift 4).
 struct Q8_0R4T {
-  static constexpr size_t kTile = 544, kScales = 512;
+  static constexpr size_t kTile = 272;
+  static constexpr int64_t kCols = 64;
   static constexpr int kOffShift = 4;
+  static inline void scales(const uint8_t* tile, __m256* dw) {
+    dw[0] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 256)));
+  }
   template <int A>
-  static inline void dots(const uint8_t* tile, int h, const __m256i* const* v, __m256i* dot) {
+  static inline void dots(const uint8_t* tile, int, const __m256i* const* v, __m256i* dot) {
     for (int i = 0; i < A; ++i) dot[i] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
-      const __m256i w = load(tile + 256 * h + 32 * j);
+      const __m256i w = load(tile + 32 * j);
 #ifdef QC_DOT_VNNI
       const __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
       for (int i = 0; i < A; ++i) dot[i] = dpbusd(dot[i], u, load(v[i] + j));
@@ -294,39 +307,39 @@ struct Q8_0R4T {
 template <class L>
 static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
   for (int i = 0; i < n_a; ++i)
-    for (int64_t g = 0; g < n / QK8_0X4; ++g)
-      for (int h = 0; h < 2; ++h, out += 9) act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g, h, out);
+    for (int64_t pair = 0; pair < n / 64; ++pair, out += 9)
+      act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va + i * arb) + pair / 2, (int)(pair % 2), out);
 }
 
 // y[i * ys + r], r < 4, for one quad (its n_tiles tiles from tile) and A activation rows (arb
 // bytes apart; bc: their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel
-// broadcasts it itself, bc unused), the Quad arithmetic.
+// broadcasts it itself, bc unused), the Quad arithmetic: the pairs of blocks in row order, each
+// into one accumulator per activation row.
 template <class L, int A, bool kOwn = false>
 static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, const __m256i* bc, size_t bc_row,
                    float* y, size_t ys) {
-  const __m256i spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  constexpr int kPairs = L::kCols / 64;  // pairs of blocks per tile
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
-    // the scales [rows 0..3 of block 2h | of block 2h + 1], from 4r + k = row r's block k
-    const __m128i* sc = reinterpret_cast<const __m128i*>(tile + L::kScales);
-    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(sc)), s1 = _mm256_cvtph_ps(_mm_loadu_si128(sc + 1));
-    const __m256 dw[2] = {_mm256_permutevar8x32_ps(_mm256_unpacklo_ps(s0, s1), spread),
-                          _mm256_permutevar8x32_ps(_mm256_unpackhi_ps(s0, s1), spread)};
-    for (int h = 0; h < 2; ++h) {
-      const __m256i* v[A];  // activation row i's broadcast form of blocks 2h, 2h + 1
+    __m256 dw[kPairs];  // the weight scales [rows 0..3 of the pair's first block | of its second]
+    L::scales(tile, dw);
+    for (int h = 0; h < kPairs; ++h) {
+      const int64_t pair = g * kPairs + h;  // in the activation: group pair / 2, its half pair % 2
+      const __m256i* v[A];  // activation row i's broadcast form of the pair
       __m256i own[9];
       if (!kOwn) {
-        for (int i = 0; i < A; ++i) v[i] = bc + i * bc_row + 9 * (2 * g + h);
+        for (int i = 0; i < A; ++i) v[i] = bc + i * bc_row + 9 * pair;
       } else {
-        act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va) + g, h, own);
+        act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va) + (pair >> 1), (int)(pair & 1), own);
         v[0] = own;
       }
       __m256i dot[A];
       L::template dots<A>(tile, h, v, dot);
       for (int i = 0; i < A; ++i) {
-        const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
-        acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw[h], _mm256_loadu_ps(a->d + 8 * h)), _mm256_cvtepi32_ps(dot[i]), acc[i]);
+        const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + (pair >> 1);
+        const __m256 d = _mm256_mul_ps(dw[h], _mm256_loadu_ps(a->d + 8 * (pair & 1)));
+        acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot[i]), acc[i]);
       }
     }
     prefetch_after_loads(tile + kTilePrefetch, L::kTile);
@@ -342,7 +355,7 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   constexpr int kMaxA = 4;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  const int64_t n_tiles = n / 128;  // repack_cols of these layouts
+  const int64_t n_tiles = n / L::kCols;
   const size_t bc_row = (size_t)(n / 64) * 9;
   if (n_a == 1) {
     for (int quad = 0; quad < n_rows / 4; ++quad)

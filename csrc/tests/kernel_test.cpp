@@ -213,8 +213,9 @@ const char* act_name(int32_t atype) {
 void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
   for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4,
                          (int32_t)QC_ACT_Q8_X8})
-    for (int n : {256, 4096}) {
+    for (int n : {192, 256, 4096}) {
       if (!K.quantize_act[atype]) continue;  // private layouts: only where a table has a kernel for them
+      if (n % act_block(atype) != 0 && atype != QC_ACT_Q8_0X4) continue;  // 192: Q8_0x4's padded last group
       auto g = rng_for(fmt("act %d %d", atype, n));
       for (auto& row : activation_rows(g, n)) {
         const std::vector<uint8_t> got = quantize(K, atype, row.second), ref = quantize(S, atype, row.second);
@@ -375,6 +376,14 @@ void test_repack(Report& R) {
           if (n_rows < 8) continue;
           const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
           const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
+          if (layout == QC_LAYOUT_Q8_0_R4T) {  // two blocks per tile: row 5's block 1 (s = 1, lane 16 + 4), signed
+            const uint8_t* b1 = w.data() + 5 * wb + type_info(wt.type).block_bytes;
+            const uint8_t* d = t + 256 + 2 * (4 * 1 + 1);
+            R.check(d[0] == b1[0] && d[1] == b1[1] && t[16 + 4] == b1[2] && t[32 + 16 + 4] == b1[2 + 4] &&
+                        t[7 * 32 + 16 + 4 + 3] == b1[2 + 31],
+                    "repack", fmt("%s layout %d: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
+            continue;
+          }
           if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T) {
             // two blocks per tile: row 5's block 1 (s = 1, lane 16 + 4); Q5_1: d, m, qh, qs
             const bool q51 = layout == QC_LAYOUT_Q5_1_R4T;
@@ -394,12 +403,10 @@ void test_repack(Report& R) {
           }
           const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
           const bool q5t = layout == QC_LAYOUT_Q5_0_R4T, lanes = q5t || layout == QC_LAYOUT_Q4_0_R4T;
-          const bool q8t = layout == QC_LAYOUT_Q8_0_R4T;
           const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
           const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
           // the R4T layouts: block 2 is the pair h = 1's low half, row 1 its lane 4
-          // (Q8_0_R4T: its pair h = 1 at 256, signed)
-          const uint8_t v = k4 ? t[64 + 128] : q8t ? t[256 + 4] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
+          const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
           const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
           bool qh_ok = true;
           if (q5t) {  // plane byte e = 0 of that lane: bit J = qh bit 4J
