@@ -210,11 +210,12 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 
 // ---- the repacked layouts Q4_0_R4T, Q5_0_R4T and Q8_0_R4T (repack.h) ----------------------
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile in
-// order instead of four rows' blocks (the tiles hold their Quads as they are used);
-// the 16 scales of a tile are converted once, each row's pair spread by one permute. The tiles are
-// prefetched in software kTilePrefetch ahead (gemv.h), after each tile's loads: in the model's
-// decode steps they waited for memory without it, though not in a loop over the matrices alone
-// (bench/README.md, "Several sequences at once", "Repacked Q5_0").
+// order instead of four rows' blocks (the tiles hold their Quads as they are used); a tile's
+// scales are converted once (Q4_0_R4T, Q5_0_R4T: each row's pair spread by one permute; Q8_0_R4T
+// holds them in the lanes' order). The tiles are prefetched in software kTilePrefetch ahead
+// (gemv.h), after each tile's loads: in the model's decode steps they waited for memory without
+// it, though not in a loop over the matrices alone (bench/README.md, "Several sequences at once",
+// "Repacked Q5_0").
 
 // L::dots of the layouts that hold their pairs as Quads (L::quad): dot[i] = the 8 exact integer
 // block dot products [rows 0..3 of block 2h | of block 2h + 1] of pair h of a tile with
@@ -265,10 +266,11 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
 
 // Q8_0_R4T: one pair per tile, its eight vectors of signed weight bytes at tile + 32j, vector j in
 // the lanes of the Quad form (lo[j], then hi[j - 4]) against the activation's v[j]; the scales in
-// the lanes' order at tile + 256. Signed bytes take one more step per vector than Q4_0's nibbles, shared by the activation
-// rows: vpmaddubsw (unsigned x signed) would saturate on (q + 128) * a, so |q| goes against a
-// with q's sign (|q| <= 128, |a| <= 127: a pair <= 32512), each product ending in its own
-// vpmaddwd; with VNNI, q + 128 against a, less 128 * sum(a) (act_bcast with kOffShift 4).
+// the lanes' order at tile + 256. Signed bytes take one more step per vector than Q4_0's nibbles,
+// shared by the activation rows: vpmaddubsw (unsigned x signed) would saturate on (q + 128) * a,
+// so |q| goes against a with q's sign (|q| <= 128, |a| <= 127: a pair <= 32512), each product
+// ending in its own vpmaddwd; with VNNI, q + 128 against a, less 128 * sum(a) (act_bcast with
+// kOffShift 4).
 struct Q8_0R4T {
   static constexpr size_t kTile = 272;
   static constexpr int64_t kCols = 64;
