@@ -61,8 +61,8 @@ static void quantize_row_q8_0x4(const float* x, void* vy, int64_t n) {
   block_q8_0x4* y = static_cast<block_q8_0x4*>(vy);
   block_q8_0 tmp[4];
   for (int64_t g = 0; g * QK8_0X4 < n; ++g) {
-    const int64_t m = n - g * QK8_0X4 < QK8_0X4 ? n - g * QK8_0X4 : QK8_0X4;  // a last group's blocks padded with zeros
-    std::memset(tmp, 0, sizeof(tmp));
+    const int64_t m = n - g * QK8_0X4 < QK8_0X4 ? n - g * QK8_0X4 : QK8_0X4;
+    if (m < QK8_0X4) std::memset(tmp, 0, sizeof(tmp));  // a last group's blocks padded with zeros
     Q8(x + g * QK8_0X4, tmp, m);
     q8_0x4_from_q8_0(tmp, y + g);
   }

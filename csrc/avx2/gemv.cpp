@@ -87,11 +87,11 @@ static inline __m256i quad_dot(const Quad& q, const __m256i* v) {
 }
 
 // acc (lanes [rows 0..3, even blocks | odd blocks]) += (dw * the activation's block scales) *
-// the dot products of q with activation row a's blocks 2h, 2h + 1 (v: their broadcast form)
-template <int kOffShift>
-static inline __m256 quad_fma(const Quad& q, const __m256i* v, const block_q8_0x4* a, int h, __m256 dw, __m256 acc) {
+// dot, the exact dot products with activation row a's blocks 2h, 2h + 1: the float steps every
+// Quad kernel shares, so that stored and repacked rows give the same bits
+static inline __m256 dot_fma(__m256i dot, const block_q8_0x4* a, int h, __m256 dw, __m256 acc) {
   const __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(a->d + 8 * h));
-  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quad_dot<kOffShift>(q, v)), acc);
+  return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc);
 }
 
 // acc_even + acc_odd of rows 0..3
@@ -182,7 +182,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
         const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + g;
         __m256i v[9];
         act_bcast<W::kOffShift>(a, h, v);
-        acc[i] = quad_fma<W::kOffShift>(q, v, a, h, dw, acc[i]);
+        acc[i] = dot_fma(quad_dot<W::kOffShift>(q, v), a, h, dw, acc[i]);
       }
     }
   }
@@ -340,8 +340,7 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
       L::template dots<A>(tile, h, v, dot);
       for (int i = 0; i < A; ++i) {
         const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + (pair >> 1);
-        const __m256 d = _mm256_mul_ps(dw[h], _mm256_loadu_ps(a->d + 8 * (pair & 1)));
-        acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot[i]), acc[i]);
+        acc[i] = dot_fma(dot[i], a, (int)(pair & 1), dw[h], acc[i]);
       }
     }
     prefetch_after_loads(tile + kTilePrefetch, L::kTile);
