@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,17 @@ Kernels start_from(const Kernels& below, const char* isa) {
   return t;
 }
 
+// The decode kernels of `from` (gemv, gemv_rows, repacked layout) for these types, in place of t's.
+void keep_decode(Kernels& t, const Kernels& from, std::initializer_list<int32_t> types) {
+  for (int32_t type : types) {
+    const WeightKernels& w = from.weight[type];
+    WeightKernels& d = t.weight[type];
+    d.gemv = w.gemv, d.gemv_name = w.gemv_name, d.gemv_act = w.gemv_act;
+    d.gemv_rows = w.gemv_rows, d.gemv_rows_streams = w.gemv_rows_streams, d.layout = w.layout;
+    if (w.layout != QC_LAYOUT_STORED) t.layout[w.layout] = from.layout[w.layout];
+  }
+}
+
 // Every table this build has and this CPU runs, in the order they build on each other.
 struct Tables {
   std::vector<Kernels> list;  // runnable on this CPU, best last (but for the test twin)
@@ -175,6 +187,9 @@ struct Tables {
       Kernels t = start_from(avx2, "avx512");
       register_quant_kernels_avx512(t, f);
       register_op_kernels_avx512(t, f);
+      // decode: the avx2 table's tile kernels (the Quad form) read these types faster than the
+      // 512-bit gemvs and vec_dots on Zen 4 (bench/README.md, "The avx512 path against ik_llama.cpp")
+      keep_decode(t, avx2, {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0});
 #ifdef QWEN_HAVE_AVX512_YMM
       if (f.avx512vnni) register_gemm_k_avx512_ymm(t);
 #endif
