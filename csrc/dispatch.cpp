@@ -118,6 +118,7 @@ Kernels start_from(const Kernels& below, const char* isa) {
   return t;
 }
 
+#ifdef QWEN_HAVE_AVX512
 // The decode kernels of `from` (gemv, gemv_rows, repacked layout) for these types, in place of t's.
 void keep_decode(Kernels& t, const Kernels& from, std::initializer_list<int32_t> types) {
   for (int32_t type : types) {
@@ -128,6 +129,7 @@ void keep_decode(Kernels& t, const Kernels& from, std::initializer_list<int32_t>
     if (w.layout != QC_LAYOUT_STORED) t.layout[w.layout] = from.layout[w.layout];
   }
 }
+#endif
 
 // Every table this build has and this CPU runs, in the order they build on each other.
 struct Tables {
