@@ -51,7 +51,8 @@ def test_the_tables_choices(isa):
             assert rows[t]["gemm"][0].startswith("avx512_ymm::gemm_kx8<"), t
         for t in ("Q4_0", "Q5_0", "Q8_0"):
             assert rows[t]["gemm"] == (f"avx512::gemm_{t.lower()}", "Q8_X8")
-            assert rows[t]["layout"] == f"{t}_R4"
+            assert rows[t]["layout"] == f"{t}_R4T"  # decode by the avx2 tiles (dispatch.cpp, keep_decode)
+            assert rows[t]["layout_gemv"][0] == f"avx2::gemv_{t.lower()}_r4t"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

@@ -70,14 +70,11 @@ def test_quantized_files_match_transformers_on_dequantized_weights(isa, name):
 _X86_REPACKED = ("q4_0", "q8_0", "q4_k", "q5_0")
 _AVX2_REPACKED = _X86_REPACKED + ("q4_1", "q5_1")  # the avx2 tables' own layouts of these (Q4_1_R4T, Q5_1_R4T)
 REPACKED_TYPES = {"avx2": _AVX2_REPACKED, "avxvnni": _AVX2_REPACKED, "avxvnni_evex": _AVX2_REPACKED,
-                  "avx512": _X86_REPACKED,
+                  "avx512": _AVX2_REPACKED,  # the avx2 table's decode kernels (dispatch.cpp, keep_decode)
                   "neon": ("q4_0", "q8_0"), "neon_dotprod": ("q4_0", "q8_0")}
 
 
 def repacked_types(isa: str) -> tuple:
-    """The avx512 table keeps the avx2 Q4_1 / Q5_1 kernels, layouts included, on a CPU without AVX512-VNNI."""
-    if isa == "avx512" and "avx512vnni" not in _kernels.cpu_features().split():
-        return REPACKED_TYPES["avx2"]
     return REPACKED_TYPES.get(isa, ())
 
 
