@@ -192,9 +192,6 @@ struct Tables {
       // decode: the avx2 table's tile kernels (the Quad form) read these types faster than the
       // 512-bit gemvs and vec_dots on Zen 4 (bench/README.md, "The avx512 path against ik_llama.cpp")
       keep_decode(t, avx2, {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0});
-#ifdef QWEN_HAVE_AVX512_YMM
-      if (f.avx512vnni) register_gemm_k_avx512_ymm(t);
-#endif
       list.push_back(t);
     }
 #endif

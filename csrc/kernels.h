@@ -233,9 +233,6 @@ void register_quant_kernels_avxvnni_evex(Kernels& k);
 // The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.
 void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
 void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
-// The K-quant prefill tiles of the avx512 table: 256-bit code with EVEX vpdpbusd, compiled without
-// the AVX-512 flags (csrc/avx512/gemm_k.cpp says why).
-void register_gemm_k_avx512_ymm(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_NEON
 void register_quant_kernels_neon(Kernels& k);

@@ -3,7 +3,7 @@
 // csrc/x86/gemm_impl.h with vpdpbusd (one instruction for 32 byte products summed by 4 and
 // accumulated, where AVX2 needs vpmaddubsw + vpmaddwd + vpaddd and cannot take Q8_0's full byte
 // range). 256-bit vectors: Zen 4 runs 512-bit ones as two halves, and the 8-row lanes fit 256
-// bits; 8 tokens per pass in the 32 registers. The K-quant tiles: csrc/avx512_ymm/gemm_k.cpp.
+// bits; 8 tokens per pass in the 32 registers. The K-quant tiles (16 rows): gemm_k.cpp.
 #include "simd512.h"
 
 #define QC_GEMM_ATTR QC_VNNI

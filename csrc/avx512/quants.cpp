@@ -3,8 +3,7 @@
 // quantized ones use AVX512-VNNI as well (one instruction for the byte or word dot products
 // and their accumulation), so they replace the AVX2 ones only when the CPU has it -- without
 // VNNI the table keeps the AVX2 kernels for those types. The activation quantizers and the
-// dequantizers stay the inherited ones; the K-quant prefill tiles come from csrc/avx512_ymm
-// (dispatch.cpp, where that object is built).
+// dequantizers stay the inherited ones.
 #include "simd512.h"
 
 namespace qc {
@@ -44,6 +43,9 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows, 2);
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K));
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K));
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 

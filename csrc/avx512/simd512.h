@@ -57,6 +57,7 @@ QC_AVX512_GEMV_ROWS(q6_K)                                 // quants_k.cpp
   QC_VNNI void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, \
                         float* y, size_t ldy);
 QC_AVX512_GEMM(q4_0) QC_AVX512_GEMM(q4_1) QC_AVX512_GEMM(q5_0) QC_AVX512_GEMM(q5_1) QC_AVX512_GEMM(q8_0)  // gemm.cpp
+QC_AVX512_GEMM(q4_K) QC_AVX512_GEMM(q5_K) QC_AVX512_GEMM(q6_K)  // gemm_k.cpp
 #undef QC_AVX512_GEMM
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }

@@ -572,8 +572,10 @@ void test_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
 }
 
 // WeightKernels::gemm where a table has one: every y[i * y_stride + j] within the vec_dot bound
-// of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..13 weight
-// rows, 1..9 activation rows); the y_stride padding is left untouched. Random weights and
+// of the scalar vec_dot of weight row j and activation row i, for tile-edge shapes (1..21 weight
+// rows: 8- and 16-row tiles and their remainders; 1..9 activation rows; rows of 2 blocks, and of
+// 33 blocks or 3 super-blocks, past one segment of the tiles' repacking); the y_stride padding
+// is left untouched. Random weights and
 // activations, then every quant byte 0xFF (the largest values of each type) against activations
 // all +1 or all -1 (every quantized activation at +-127): the largest integer sums a kernel
 // can meet, where int16 sums of byte products (csrc/avx2/gemm.cpp) would overflow first.
@@ -581,12 +583,15 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
     if (!K.weight[wt.type].gemm) continue;
     const int32_t atype = S.weight[wt.type].act_type;
-    const int64_t n = 2 * std::max(wt.blk, act_block(atype)) + (wt.blk == 1 ? 3 : 0);
-    const size_t wb = row_bytes(wt.type, n), ab = row_bytes(atype, n);
+    const int64_t n_short = 2 * std::max(wt.blk, act_block(atype)) + (wt.blk == 1 ? 3 : 0);
+    const int64_t n_long = wt.blk == QK_K ? 3 * QK_K : wt.blk == 32 ? 33 * 32 : 0;
+    for (int64_t n : {n_short, n_long})
     for (int fill : {-1, 0xFF})
-    for (int n_w : {1, 4, 13})
+    for (int n_w : {1, 4, 13, 21})
       for (int n_a : {1, 3, 9}) {
-        auto g = rng_for(fmt("gemm %d %d %d %d", wt.type, n_w, n_a, fill));
+        if (n == 0 || (n == n_long && (n_w != 21 || n_a != 9))) continue;  // long rows: one shape
+        const size_t wb = row_bytes(wt.type, n), ab = row_bytes(atype, n);
+        auto g = rng_for(fmt("gemm %d %d %d %d %lld", wt.type, n_w, n_a, fill, (long long)n));
         // the gemm reads its own layout where it has one (made by the scalar reference quantizer)
         const int32_t gtype = K.weight[wt.type].gemm_act >= 0 ? K.weight[wt.type].gemm_act : atype;
         const size_t gb = act_row_bytes(gtype, n);
