@@ -15,7 +15,6 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q8_0_R4:
     case QC_LAYOUT_Q8_0_R4T: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
-    case QC_LAYOUT_Q5_0_R4:
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     case QC_LAYOUT_Q4_0_R4T: return GGML_Q4_0;
     case QC_LAYOUT_Q4_1_R4T: return GGML_Q4_1;
@@ -71,30 +70,6 @@ void tile_q8_0(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
       } else {
         copy_flip_16(qs, lo);
         copy_flip_16(qs + 16, hi);
-        std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
-      }
-    }
-  }
-}
-
-template <bool to_tile>
-void tile_q5_0(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* scales = reinterpret_cast<half_t*>(tile + 320);
-  for (int r = 0; r < 4; ++r) {
-    for (int k = 0; k < 4; ++k) {
-      block_q5_0& b = rows[r * row_blocks + k];
-      uint8_t* q = tile + 64 * r + 16 * k;
-      uint8_t* lo = tile + 256 + 16 * r + 2 * k;  // qh bits 0..15
-      uint8_t* hi = lo + 8;                       // bits 16..31
-      if (to_tile) {
-        std::memcpy(q, b.qs, 16);
-        std::memcpy(lo, b.qh, 2);
-        std::memcpy(hi, b.qh + 2, 2);
-        std::memcpy(&scales[4 * r + k], &b.d, sizeof(half_t));
-      } else {
-        std::memcpy(b.qs, q, 16);
-        std::memcpy(b.qh, lo, 2);
-        std::memcpy(b.qh + 2, hi, 2);
         std::memcpy(&b.d, &scales[4 * r + k], sizeof(half_t));
       }
     }
@@ -194,7 +169,7 @@ void tile_q4_0t(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
       block_lanes<to_tile>(rows[r * row_blocks + k], r, k, tile, reinterpret_cast<half_t*>(tile + 256));
 }
 
-// Q5_0_R4T: Q4_0_R4T's lanes, the 5th bits into bit planes, the scales as in Q5_0_R4
+// Q5_0_R4T: Q4_0_R4T's lanes, the 5th bits into bit planes, the scales at 320
 template <bool to_tile>
 void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
   for (int r = 0; r < 4; ++r)
@@ -260,9 +235,6 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q8_0_R4T:
       convert<block_q8_0, 2, 32, tile_q8_0t<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
-      break;
-    case QC_LAYOUT_Q5_0_R4:
-      convert<block_q5_0, 4, 32, tile_q5_0<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q5_0_R4T:
       convert<block_q5_0, 4, 32, tile_q5_0t<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);

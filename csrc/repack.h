@@ -4,7 +4,7 @@
 // only in the memory a Model repacks its weights into (model.cpp); the file keeps its own layout.
 //
 // Why: the decode kernels that read four rows of the stored layout side by side jump between
-// four streams and rearrange every group of blocks with word permutes (avx512/gemv.cpp); the
+// four streams and rearrange every group of blocks with word permutes; the
 // repacked layout ran faster both in cache and streamed (bench/README.md, "Kernel design measurements").
 //
 // Every layout covers rows 4i .. 4i+3 (a "quad") in tiles of repack_cols(layout) columns, the
@@ -19,11 +19,6 @@
 //   128r + 64 + 16k + j = its qs[16 + j] + 128, then the 16 scales as above. Unsigned so that the
 //   byte dot product (unsigned x signed) takes the weights as they are; the kernel subtracts
 //   128 * sum(a) once per tile.
-// Q5_0_R4 tile, 352 bytes: the Q4_0_R4 nibbles (bytes 64r + 16k + j = row r's block k qs[j]), then
-//   row r's 5th bits: the 16-bit word at 256 + 16r + 2k = bits 0..15 of its block k qh (elements
-//   0..15), the word at 256 + 16r + 8 + 2k = bits 16..31, then the 16 scales at 320 as above. So
-//   each row's 8 bytes at 256 + 16r are the byte mask of its values 16k + j (the activation's lo
-//   halves), the 8 after them that of the hi halves: one load each (csrc/avx512/gemv_r4.cpp).
 // Q4_0_R4T tile, 288 bytes: the same blocks in the form the AVX2 decode kernel computes on
 //   (avx2/gemv.cpp, "Quad"), so that it reads them without regrouping: per pair h of blocks
 //   (2h, 2h + 1) four 32-byte vectors j, the one at 64j + 32h holding at byte 16s + 4r + e row r's
@@ -32,7 +27,7 @@
 // Q5_0_R4T tile, 352 bytes: Q4_0_R4T's 256 bytes of nibbles; then per pair h the 32 bytes at
 //   256 + 32h of 5th bits: bit J of byte 16s + 4r + e = bit 4J + e of row r's block 2h + s qh
 //   (bits 0..3: elements 4J + e of the lo halves, 4..7: of the hi halves); then the 16 scales at
-//   320 as in Q5_0_R4.
+//   320, in Q4_0_R4's order.
 // Q4_1_R4T tile, 160 bytes (64 columns: two blocks per row): the nibble bytes as one pair of
 //   Q4_0_R4T's, vector j at 32j; then the 16 binary16 of [d of rows 0..3 of block 0, of block 1
 //   | m of the same], halves 128 + 2(4s + r) and 144 + 2(4s + r): each half the register of its
@@ -62,7 +57,6 @@ enum : int32_t {
   QC_LAYOUT_Q4_0_R4,
   QC_LAYOUT_Q8_0_R4,
   QC_LAYOUT_Q4_K_R4,
-  QC_LAYOUT_Q5_0_R4,
   QC_LAYOUT_Q5_0_R4T,
   QC_LAYOUT_Q4_0_R4T,
   QC_LAYOUT_Q4_1_R4T,

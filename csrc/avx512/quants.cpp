@@ -17,24 +17,18 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
 
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
-  set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4);
-  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4, QC_FN(gemv_q4_0_r4), QC_ACT_Q8_0X4, gemv_q4_0_r4_rows);
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
   set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
-  set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4, gemv_q5_0_rows);
-  set_layout_gemv(k, QC_LAYOUT_Q5_0_R4, QC_FN(gemv_q5_0_r4), QC_ACT_Q8_0X4, gemv_q5_0_r4_rows);
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
   set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
-  set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4, QC_FN(gemv_q8_0_r4), QC_ACT_Q8_0X4, gemv_q8_0_r4_rows);
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
