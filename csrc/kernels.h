@@ -56,6 +56,9 @@ struct WeightKernels {
   gemm_fn gemm = nullptr;
   const char* gemm_name = nullptr;
   int32_t gemm_act = -1;
+  // tokens per gemm call at least (matmul.cpp cuts the tokens into chunks whose activations stay
+  // in L2): the tile kernels repack each tile of weights once per call
+  int gemm_min_tokens = 64;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
@@ -171,10 +174,12 @@ static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const cha
   k.weight[type].layout = QC_LAYOUT_STORED;
 }
 // gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
-static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1) {
+static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1,
+                            int min_tokens = 64) {
   k.weight[type].gemm = f;
   k.weight[type].gemm_name = name;
   k.weight[type].gemm_act = gemm_act;
+  k.weight[type].gemm_min_tokens = min_tokens;
 }
 static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
                             gemv_rows_fn rows = nullptr, bool rows_stream = false) {

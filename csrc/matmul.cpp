@@ -144,14 +144,13 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
     // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
     // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
     // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
-    // times but spill the activations out of L2. At least kMinChunk tokens all the same:
-    // the x8 kernels repack each tile of weights once per chunk, and with the long rows of
-    // the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
+    // times but spill the activations out of L2. At least the kernel's gemm_min_tokens all the
+    // same: the tile kernels repack each tile of weights once per chunk, and with the long rows
+    // of the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
     // the spill (figures: bench/README.md, "Kernel design measurements").
     constexpr size_t kActChunkBytes = 192 * 1024;
-    constexpr int64_t kMinChunk = 64;
     int64_t chunk = (int64_t)(kActChunkBytes / act_row);
-    chunk = chunk < kMinChunk ? kMinChunk : chunk - chunk % 8;
+    chunk = chunk < wk.gemm_min_tokens ? wk.gemm_min_tokens : chunk - chunk % 8;
     for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
       const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
       wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
