@@ -1,10 +1,10 @@
 // The AVX-512 table's K-quant prefill tiles (WeightKernels::gemm of Q4_K, Q5_K, Q6_K) with
 // AVX512-VNNI: gemm_kx8 of csrc/x86/gemm_impl.h widened to 16 interleaved weight rows, one int32
 // lane per row of a 512-bit vector. Per token and 4 values one broadcast and one vpdpbusd serve 16
-// outputs, and the sub-block conversion and FMAs 16 rows, so the loop issues half the instructions
-// of the 256-bit form for the same products (Zen 4 runs each 512-bit operation as two halves; the
-// 256-bit form was bound by issuing, not by its dot units: bench/README.md, "avx512 K-quant
-// prefill tiles"). Each row lane computes exactly what gemm_kx8 computes for it, in its order.
+// outputs, and the sub-block conversion and FMAs 16 rows: half the instructions of the 256-bit
+// form for the same products. Zen 4 has no more dot throughput in 512 bits (two halves), yet this
+// ran 15-30% faster there (bench/README.md, "avx512 K-quant prefill tiles"). Each row lane
+// computes exactly what gemm_kx8 computes for it, in its order.
 #include "simd512.h"
 
 #define QC_GEMM_ATTR QC_VNNI
