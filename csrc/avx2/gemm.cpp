@@ -40,6 +40,13 @@ struct Dot {
   }
 };
 
+// A token block's scale as a float: a type of this file's own, so that the std::vector of them
+// below is instantiated here with internal linkage (a std::vector<float> compiled with the AVX2
+// flags would be a weak symbol the linker may pick for every other use: .ci/test-x86-baseline).
+struct BlockScale {
+  float d;
+};
+
 // Q8_0 x Q8_0 (plain Q8_0 activations: signed bytes, f16 scale) over 8 interleaved weight rows,
 // as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
 // per group of 4 values and token, vpmaddubsw(|w|, a with the sign of w) for the 8 rows, then
@@ -59,11 +66,11 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
   // the tokens' block scales as floats, once per call rather than once per tile of 8 rows
-  thread_local std::vector<float> da_buf;
+  thread_local std::vector<BlockScale> da_buf;
   if (da_buf.size() < (size_t)(n_a * nb)) da_buf.resize((size_t)(n_a * nb));
   for (int t = 0; t < n_a; ++t) {
     const block_q8_0* at = reinterpret_cast<const block_q8_0*>(a + t * arb);
-    for (int64_t b = 0; b < nb; ++b) da_buf[t * nb + b] = h2f(at[b].d);
+    for (int64_t b = 0; b < nb; ++b) da_buf[t * nb + b].d = h2f(at[b].d);
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (int r0 = 0; r0 < n_w; r0 += 8) {
@@ -91,7 +98,7 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
       for (int c0 = 0; c0 < n_a; c0 += kC) {
         const int nc = n_a - c0 < kC ? n_a - c0 : kC;
         const block_q8_0* ab[kC];  // the tokens' blocks s0 ..
-        const float* da[kC];
+        const BlockScale* da[kC];
         for (int c = 0; c < kC; ++c) {  // tokens past n_a in the last pass read token c0's (never stored)
           const int t = c0 + (c < nc ? c : 0);
           ab[c] = reinterpret_cast<const block_q8_0*>(a + t * arb) + s0;
@@ -113,7 +120,7 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
           }
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
-            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b]), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b].d), acc[c]);
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
           alignas(32) float part[8];
