@@ -47,6 +47,9 @@ enum : int32_t {
 
 // What a path multiplies one weight type with. Each kernel carries the name it was registered
 // under (QC_FN), which `qwen-cpu info --kernels` prints.
+// WeightKernels::gemm_min_tokens unless the kernel sets its own (bench/README.md, "Prefill token chunks")
+constexpr int kGemmMinTokens = 64;
+
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
   const char* vec_dot_name = nullptr;
@@ -58,7 +61,7 @@ struct WeightKernels {
   int32_t gemm_act = -1;
   // tokens per gemm call at least (matmul.cpp cuts the tokens into chunks whose activations stay
   // in L2): the tile kernels repack each tile of weights once per call
-  int gemm_min_tokens = 64;
+  int gemm_min_tokens = kGemmMinTokens;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
@@ -175,7 +178,7 @@ static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const cha
 }
 // gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
 static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1,
-                            int min_tokens = 64) {
+                            int min_tokens = kGemmMinTokens) {
   k.weight[type].gemm = f;
   k.weight[type].gemm_name = name;
   k.weight[type].gemm_act = gemm_act;
