@@ -33,12 +33,7 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
   alignas(64) uint8_t wq[kSeg][8][8][64];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
   alignas(64) float fs[kSeg][kNSub][16];   // [block][sub-block][row]
   alignas(64) float fm[kSeg][kNSub][16];
-  alignas(64) float sj[kC][kSeg][kNSub];     // [token][block][sub-block] activation sums S_j
-  alignas(64) int32_t sjo[kC][kSeg][kNSub];  // -kIntOffset * S_j
-  alignas(64) float da[kC][kSeg];
-  std::memset(sj, 0, sizeof(sj));
-  std::memset(sjo, 0, sizeof(sjo));  // tokens past n_a in the last pass: zeros, never stored
-  std::memset(da, 0, sizeof(da));
+  gemm::KTokens<W, kC, kSeg> t;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
@@ -80,21 +75,7 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
       }
       for (int c0 = 0; c0 < n_a; c0 += kC) {
         const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        const block_q8_K* ab[kC];
-        for (int c = 0; c < kC; ++c) {
-          // tokens past n_a read token c0's bytes (valid memory); their sums are never stored
-          ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
-          if (c >= nc) continue;
-          for (int b = 0; b < ns; ++b) {
-            da[c][b] = ab[c][b].d;
-            const int16_t* bs = ab[c][b].bsums;
-            for (int j = 0; j < kNSub; ++j) {
-              const int sum = kSub == 16 ? bs[j] : bs[2 * j] + bs[2 * j + 1];
-              sj[c][b][j] = (float)sum;
-              sjo[c][b][j] = -KSub<W>::kIntOffset * sum;
-            }
-          }
-        }
+        t.load(a, arb, c0, nc, s0, ns);
         __m512 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm512_setzero_ps();
         for (int b = 0; b < ns; ++b) {
@@ -104,7 +85,7 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
             // two independent sums per token, as in gemm_kx8
             __m512i isum[kC], isum2[kC];
             for (int c = 0; c < kC; ++c) {
-              isum[c] = KSub<W>::kIntOffset ? _mm512_set1_epi32(sjo[c][b][j]) : _mm512_setzero_si512();
+              isum[c] = KSub<W>::kIntOffset ? _mm512_set1_epi32(t.sjo[c][b][j]) : _mm512_setzero_si512();
               isum2[c] = _mm512_setzero_si512();
             }
             for (int g0 = 0; g0 < kGroups; g0 += 2) {
@@ -113,18 +94,18 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
               const __m512i w1 = _mm512_load_si512(wq[b][e / 32][(e % 32) / 4 + 1]);
               for (int c = 0; c < kC; ++c) {
                 __m512i& sum = g0 % 4 ? isum2[c] : isum[c];
-                sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, w0, bcast4_512(ab[c][b].qs + e)), w1,
-                                          bcast4_512(ab[c][b].qs + e + 4));
+                sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, w0, bcast4_512(t.ab[c][b].qs + e)), w1,
+                                          bcast4_512(t.ab[c][b].qs + e + 4));
               }
             }
             const __m512 fsv = _mm512_load_ps(fs[b][j]), fmv = _mm512_load_ps(fm[b][j]);
             (void)fmv;
             for (int c = 0; c < kC; ++c) {
               accb[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(isum[c], isum2[c])), fsv, accb[c]);
-              if constexpr (!KSub<W>::kIntOffset) accb[c] = _mm512_fnmadd_ps(fmv, _mm512_set1_ps(sj[c][b][j]), accb[c]);
+              if constexpr (!KSub<W>::kIntOffset) accb[c] = _mm512_fnmadd_ps(fmv, _mm512_set1_ps(t.sj[c][b][j]), accb[c]);
             }
           }
-          for (int c = 0; c < kC; ++c) acc[c] = _mm512_fmadd_ps(accb[c], _mm512_set1_ps(da[c][b]), acc[c]);
+          for (int c = 0; c < kC; ++c) acc[c] = _mm512_fmadd_ps(accb[c], _mm512_set1_ps(t.da[c][b]), acc[c]);
         }
         const __mmask16 rows = (__mmask16)((1u << nr) - 1);
         for (int c = 0; c < nc; ++c) {  // this segment's part of the nr outputs of token c0 + c

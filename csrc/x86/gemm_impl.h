@@ -367,6 +367,40 @@ struct KSub<Q6_KW> {
   }
 };
 
+// The activation side of a K-quant tile's pass over kC tokens and a segment of kSeg super-blocks:
+// each token's Q8_K blocks, their scales d and sub-block sums S_j (float, and -kIntOffset * S_j to
+// start the integer sum). Tokens past n_a point at token c0 (valid memory) and keep finite sums
+// from before; their outputs are never stored.
+template <typename W, int kC, int kSeg>
+struct KTokens {
+  static constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub;
+  const block_q8_K* ab[kC];
+  alignas(64) float sj[kC][kSeg][kNSub];     // [token][block][sub-block]
+  alignas(64) int32_t sjo[kC][kSeg][kNSub];  // -kIntOffset * S_j
+  alignas(64) float da[kC][kSeg];
+  KTokens() {
+    std::memset(sj, 0, sizeof(sj));
+    std::memset(sjo, 0, sizeof(sjo));
+    std::memset(da, 0, sizeof(da));
+  }
+  // tokens c0 .. c0 + nc - 1 of a (rows of arb bytes), super-blocks s0 .. s0 + ns - 1
+  inline void load(const uint8_t* a, size_t arb, int c0, int nc, int64_t s0, int ns) {
+    for (int c = 0; c < kC; ++c) {
+      ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
+      if (c >= nc) continue;
+      for (int b = 0; b < ns; ++b) {
+        da[c][b] = ab[c][b].d;
+        const int16_t* bs = ab[c][b].bsums;
+        for (int j = 0; j < kNSub; ++j) {
+          const int sum = kSub == 16 ? bs[j] : bs[2 * j] + bs[2 * j + 1];
+          sj[c][b][j] = (float)sum;
+          sjo[c][b][j] = -KSub<W>::kIntOffset * sum;
+        }
+      }
+    }
+  }
+};
+
 // The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) with 8 interleaved rows.
 template <typename W, typename D>
 QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb,
@@ -378,12 +412,7 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
   alignas(32) uint8_t wq[kSeg][8][8][32];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
   alignas(32) float fs[kSeg][kNSub][8];    // [block][sub-block][row]
   alignas(32) float fm[kSeg][kNSub][8];
-  alignas(32) float sj[kC][kSeg][kNSub];   // [token][block][sub-block] activation sums S_j
-  alignas(32) int32_t sjo[kC][kSeg][kNSub];  // -kIntOffset * S_j
-  alignas(32) float da[kC][kSeg];
-  std::memset(sj, 0, sizeof(sj));
-  std::memset(sjo, 0, sizeof(sjo));  // tokens past n_a in the last pass: zeros, never stored
-  std::memset(da, 0, sizeof(da));
+  KTokens<W, kC, kSeg> t;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
@@ -422,21 +451,7 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
       }
       for (int c0 = 0; c0 < n_a; c0 += kC) {
         const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        const block_q8_K* ab[kC];
-        for (int c = 0; c < kC; ++c) {
-          // tokens past n_a read token c0's bytes (valid memory); their sums are never stored
-          ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
-          if (c >= nc) continue;
-          for (int b = 0; b < ns; ++b) {
-            da[c][b] = ab[c][b].d;
-            const int16_t* bs = ab[c][b].bsums;
-            for (int j = 0; j < kNSub; ++j) {
-              const int sum = kSub == 16 ? bs[j] : bs[2 * j] + bs[2 * j + 1];
-              sj[c][b][j] = (float)sum;
-              sjo[c][b][j] = -KSub<W>::kIntOffset * sum;
-            }
-          }
-        }
+        t.load(a, arb, c0, nc, s0, ns);
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
@@ -446,7 +461,7 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
             // two independent sums per token, as in gemm_x8
             __m256i isum[kC], isum2[kC];
             for (int c = 0; c < kC; ++c) {
-              isum[c] = KSub<W>::kIntOffset ? _mm256_set1_epi32(sjo[c][b][j]) : _mm256_setzero_si256();
+              isum[c] = KSub<W>::kIntOffset ? _mm256_set1_epi32(t.sjo[c][b][j]) : _mm256_setzero_si256();
               isum2[c] = _mm256_setzero_si256();
             }
             for (int g0 = 0; g0 < kGroups; g0 += 2) {
@@ -455,7 +470,7 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
               const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4 + 1]));
               for (int c = 0; c < kC; ++c) {
                 __m256i& sum = g0 % 4 ? isum2[c] : isum[c];
-                sum = D::dot2(sum, w0, bcast4(ab[c][b].qs + e), w1, bcast4(ab[c][b].qs + e + 4));
+                sum = D::dot2(sum, w0, bcast4(t.ab[c][b].qs + e), w1, bcast4(t.ab[c][b].qs + e + 4));
               }
             }
             for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
@@ -463,10 +478,10 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
             (void)fmv;
             for (int c = 0; c < kC; ++c) {
               accb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), fsv, accb[c]);
-              if constexpr (!KSub<W>::kIntOffset) accb[c] = _mm256_fnmadd_ps(fmv, _mm256_set1_ps(sj[c][b][j]), accb[c]);
+              if constexpr (!KSub<W>::kIntOffset) accb[c] = _mm256_fnmadd_ps(fmv, _mm256_set1_ps(t.sj[c][b][j]), accb[c]);
             }
           }
-          for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(accb[c], _mm256_set1_ps(da[c][b]), acc[c]);
+          for (int c = 0; c < kC; ++c) acc[c] = _mm256_fmadd_ps(accb[c], _mm256_set1_ps(t.da[c][b]), acc[c]);
         }
         for (int c = 0; c < nc; ++c) {
           alignas(32) float part[8];
