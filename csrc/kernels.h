@@ -49,6 +49,8 @@ enum : int32_t {
 // under (QC_FN), which `qwen-cpu info --kernels` prints.
 // WeightKernels::gemm_min_tokens unless the kernel sets its own (bench/README.md, "Prefill token chunks")
 constexpr int kGemmMinTokens = 64;
+// WeightKernels::gemm_rows unless the kernel sets its own (the x86 tiles of csrc/x86/gemm_impl.h)
+constexpr int kGemmRows = 8;
 
 struct WeightKernels {
   vec_dot_fn vec_dot = nullptr;   // nullptr: the type cannot be multiplied on this path
@@ -62,6 +64,9 @@ struct WeightKernels {
   // tokens per gemm call at least (matmul.cpp cuts the tokens into chunks whose activations stay
   // in L2): the tile kernels repack each tile of weights once per call
   int gemm_min_tokens = kGemmMinTokens;
+  // weight rows per tile of the gemm (a multiple of 4): matmul.cpp splits the rows between
+  // threads, and unpacks repacked ones, in multiples of it, so that no tile runs part empty
+  int gemm_rows = kGemmRows;
   // gemv: the decode form, vec_dot's values over one activation row stored in the layout gemv_act
   // (a QC_ACT_* id); the driver uses it for single-token products whose row length is a multiple
   // of that layout's block (act_block_elems).
@@ -178,11 +183,12 @@ static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const cha
 }
 // gemm_act: the activation layout of the gemm (QC_ACT_*), or -1 for the type's act_type.
 static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* name, int32_t gemm_act = -1,
-                            int min_tokens = kGemmMinTokens) {
+                            int min_tokens = kGemmMinTokens, int rows = kGemmRows) {
   k.weight[type].gemm = f;
   k.weight[type].gemm_name = name;
   k.weight[type].gemm_act = gemm_act;
   k.weight[type].gemm_min_tokens = min_tokens;
+  k.weight[type].gemm_rows = rows;
 }
 static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
                             gemv_rows_fn rows = nullptr, bool rows_stream = false) {

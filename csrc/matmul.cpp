@@ -212,8 +212,9 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
     // activations its gemm reads; unpacking is a copy, small beside a product over tens or
     // hundreds of tokens.
     constexpr size_t kUnpackBytes = 64 * 1024;
+    const int64_t tile = wk.gemm_rows;
     int64_t block = (int64_t)(kUnpackBytes / w_row);
-    block = block < 8 ? 8 : block - block % 8;
+    block = block < tile ? tile : block - block % tile;
     thread_local std::vector<uint8_t> unpacked;
     if (unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
     for (int64_t rb = r0; rb < r1; rb += block) {
@@ -257,11 +258,12 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   int64_t total_rows = 0;
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
   pool.run([&](int ith, int nth) {
-    // in units of 8 rows for several tokens: the gemm kernels work on tiles of 8 rows
-    // (gemm_impl.h), and a tile cut in two by the split would cost both threads a full tile's
-    // work; of 4 for one token: the gemv kernels take 4 rows per pass, repacked weights 4 rows per
-    // tile (repack.h)
-    const int64_t unit = n_kernel > 1 ? 8 : 4;
+    // in units of the gemm's tile rows for several tokens (WeightKernels::gemm_rows): a tile cut
+    // in two by the split would cost both threads a full tile's work; of 4 for one token: the gemv
+    // kernels take 4 rows per pass, repacked weights 4 rows per tile (repack.h)
+    int64_t unit = 4;
+    if (n_kernel > 1)
+      for (int i = 0; i < n_outs; ++i) unit = K.weight[outs[i].wtype].gemm_rows > unit ? K.weight[outs[i].wtype].gemm_rows : unit;
     int64_t g0, g1;
     split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
     g0 = g0 * unit < total_rows ? g0 * unit : total_rows;

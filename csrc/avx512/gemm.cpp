@@ -1,9 +1,10 @@
 // The AVX-512 table's matrix-matrix tiles (WeightKernels::gemm) of the 32-element types, with
-// AVX512-VNNI (registered only where the CPU has it): the 8-interleaved-rows kernels of
-// csrc/x86/gemm_impl.h with vpdpbusd (one instruction for 32 byte products summed by 4 and
-// accumulated, where AVX2 needs vpmaddubsw + vpmaddwd + vpaddd and cannot take Q8_0's full byte
-// range). 256-bit vectors: Zen 4 runs 512-bit ones as two halves, and the 8-row lanes fit 256
-// bits; 8 tokens per pass in the 32 registers. The K-quant tiles (16 rows): gemm_k.cpp.
+// AVX512-VNNI (registered only where the CPU has it): gemm_x8 of csrc/x86/gemm_impl.h widened to
+// 16 interleaved weight rows, one int32 lane per row of a 512-bit vector, as gemm_k.cpp widens the
+// K-quant tiles: per token and 4 values one broadcast and one vpdpbusd serve 16 outputs (Zen 4:
+// the same dot throughput as two 256-bit ones, half the instructions; bench/README.md, "avx512
+// 16-row tiles of the 32-element types"). vpdpbusd also takes Q8_0's full byte range, which the
+// AVX2 form (vpmaddubsw) cannot.
 #include "simd512.h"
 
 #define QC_GEMM_ATTR QC_VNNI
@@ -13,38 +14,145 @@ namespace qc {
 namespace avx512 {
 namespace {
 
-struct VnniDot {
-  // tokens per pass of gemm_x8 over a repacked block (8 int32 sums, 8 float accumulators and 2
-  // weight vectors fit the 32 registers; measured 5-10% faster than 4)
-  static constexpr int kTokens = 8;
-  // acc + u0 * s0 + u1 * s1, byte products summed by 4 into the int32 lanes
-  QC_VNNI static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
-    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u0, s0), u1, s1);
+// min_dot_step (gemm_impl.h) for 16 rows: the same arithmetic in every lane
+QC_VNNI static inline void min_dot_step16(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
+                                          __m512& p, __m512& m) {
+  const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum)), _mm512_load_ps(dw));
+  p = _mm512_fmadd_ps(t, _mm512_set1_ps(a.d), p);
+  m = _mm512_fmadd_ps(_mm512_load_ps(mw), _mm512_set1_ps(a.s), m);
+}
+
+// gemm_x8 (gemm_impl.h) over 16 interleaved rows, one int32 lane per row of a 512-bit vector;
+// each lane computes exactly what gemm_x8 computes for its row, in its order.
+template <typename W>
+QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                             float* y, size_t ys) {
+  typedef typename W::B B;
+  constexpr int kSeg = 32;  // blocks per segment
+  static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
+  constexpr int kC = 8;  // tokens per pass over a repacked block
+  alignas(64) int8_t wq[kSeg][8][64];  // [block][group g][row r: bytes 4g..4g+3 of row r]
+  alignas(64) float dw[kSeg][16];      // [block][row] weight scales (0 for rows past n_w)
+  alignas(64) float mw[kSeg][16];      // [block][row] weight mins (kMin types)
+  alignas(64) int32_t ncorr[kSeg][16];  // [block][row] -128 * sum(v)
+  alignas(64) int32_t isums[W::kMin ? kC : 1][W::kMin ? kSeg : 1][16];  // kMin: [token][block][row] exact dots
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t nb = n / 32;
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int r0 = 0; r0 < n_w; r0 += 16) {
+    const int nr = n_w - r0 < 16 ? n_w - r0 : 16;
+    for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
+      const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
+      for (int b = 0; b < ns; ++b) {
+        for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7, repacked as gemm_x8 repacks 8
+          __m256i v[8];
+          for (int i = 0; i < 8; ++i) {
+            const int r = 8 * h + i;
+            if (r < nr) {
+              const B& blk = reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
+              v[i] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
+              dw[b][r] = x86::h2f(blk.d);
+              if constexpr (W::kMin) mw[b][r] = x86::h2f(blk.m);
+            } else {
+              v[i] = _mm256_setzero_si256();
+              dw[b][r] = 0.0f;
+              mw[b][r] = 0.0f;
+            }
+          }
+          gemm::transpose_8x8_epi32(v);
+          __m256i sum = _mm256_setzero_si256();
+          for (int g = 0; g < 8; g += 2) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g] + 32 * h), v[g]);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g + 1] + 32 * h), v[g + 1]);
+            sum = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sum, ones, v[g]), ones, v[g + 1]);
+          }
+          _mm256_store_si256(reinterpret_cast<__m256i*>(ncorr[b] + 8 * h),
+                             _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)));
+        }
+      }
+      for (int c0 = 0; c0 < n_a; c0 += kC) {
+        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
+        const block_q8_x8* ab[kC];  // the tokens' blocks s0 ..
+        for (int c = 0; c < kC; ++c)  // tokens past n_a in the last pass read token c0's (never stored)
+          ab[c] = reinterpret_cast<const block_q8_x8*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
+        __m512 acc[kC];
+        for (int c = 0; c < kC; ++c) acc[c] = _mm512_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m512i isum[kC], isum2[kC];  // two independent sums per token, as in gemm_x8
+          const __m512i init = _mm512_load_si512(ncorr[b]);
+          for (int c = 0; c < kC; ++c) {
+            isum[c] = init;
+            isum2[c] = _mm512_setzero_si512();
+          }
+          for (int g = 0; g < 8; g += 2) {
+            const __m512i w0 = _mm512_load_si512(wq[b][g]);
+            const __m512i w1 = _mm512_load_si512(wq[b][g + 1]);
+            for (int c = 0; c < kC; ++c) {
+              __m512i& sum = g % 4 ? isum2[c] : isum[c];
+              sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, bcast4_512(ab[c][b].u + 4 * g), w0),
+                                        bcast4_512(ab[c][b].u + 4 * g + 4), w1);
+            }
+          }
+          for (int c = 0; c < kC; ++c) isum[c] = _mm512_add_epi32(isum[c], isum2[c]);
+          if constexpr (W::kMin) {  // the float sums after the segment, in min_dot.h's order
+            for (int c = 0; c < kC; ++c) _mm512_store_si512(isums[c][b], isum[c]);
+            continue;
+          }
+          const __m512 dwv = _mm512_load_ps(dw[b]);
+          for (int c = 0; c < kC; ++c)
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), dwv), _mm512_set1_ps(ab[c][b].d), acc[c]);
+        }
+        if constexpr (W::kMin) {  // gemm_x8's 4 sums each, block b in b % 4
+          for (int c = 0; c < kC; ++c) {
+            __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
+            int b = 0;
+            for (; b + 4 <= ns; b += 4) {
+              min_dot_step16(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+              min_dot_step16(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+              min_dot_step16(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+              min_dot_step16(isums[c][b + 3], dw[b + 3], mw[b + 3], ab[c][b + 3], p3, m3);
+            }
+            if (b < ns) min_dot_step16(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
+            if (b + 1 < ns) min_dot_step16(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
+            if (b + 2 < ns) min_dot_step16(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
+            acc[c] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)),
+                                   _mm512_add_ps(_mm512_add_ps(m0, m1), _mm512_add_ps(m2, m3)));
+          }
+        }
+        const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+        for (int c = 0; c < nc; ++c) {  // this segment's part of the nr outputs of token c0 + c
+          float* yc = y + (c0 + c) * ys + r0;
+          const __m512 prev = s0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, yc);
+          _mm512_mask_storeu_ps(yc, rows, _mm512_add_ps(prev, acc[c]));
+        }
+      }
+    }
   }
-};
+}
 
 }  // namespace
 
 // WeightKernels::gemm of the 32-element types (table.cpp)
 QC_VNNI void gemm_q4_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
-  gemm::gemm_x8<gemm::Q4_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_x16<gemm::Q4_0W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 QC_VNNI void gemm_q4_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
-  gemm::gemm_x8<gemm::Q4_1W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_x16<gemm::Q4_1W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 QC_VNNI void gemm_q5_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
-  gemm::gemm_x8<gemm::Q5_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_x16<gemm::Q5_0W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 QC_VNNI void gemm_q5_1(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
-  gemm::gemm_x8<gemm::Q5_1W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_x16<gemm::Q5_1W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 QC_VNNI void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
-  gemm::gemm_x8<gemm::Q8_0W, VnniDot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_x16<gemm::Q8_0W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 
 }  // namespace avx512

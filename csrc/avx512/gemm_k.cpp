@@ -14,13 +14,6 @@ namespace qc {
 namespace avx512 {
 namespace {
 
-// The 4 bytes at p in every int32 lane (vpbroadcastd from memory)
-static inline __m512i bcast4_512(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
-
 // The gemm_fn (kernels.h) of a K-quant W (gemm::Q4_KW, Q5_KW, Q6_KW) over 16 interleaved rows.
 template <typename W>
 QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,

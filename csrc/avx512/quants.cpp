@@ -13,25 +13,26 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   // tokens per prefill call at least for the Q8_0 and K-quant tiles: their per-call repacking
   // costs more than the activations spilling out of L2 (bench/README.md, "Kernel design measurements")
   constexpr int kLongChunk = 256;
+  constexpr int kTileRows = 16;  // gemm.cpp, gemm_k.cpp
   set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
   set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
   set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
   if (!cpu.avx512vnni) return;
 
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
-  set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
-  set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
-  set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
-  set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
+  set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8, kLongChunk);
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8, kLongChunk, kTileRows);
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
@@ -40,9 +41,9 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows, 2);
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
-  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kLongChunk);
-  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kLongChunk);
-  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kLongChunk);
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kLongChunk, kTileRows);
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kLongChunk, kTileRows);
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kLongChunk, kTileRows);
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 

@@ -12,6 +12,8 @@
 #endif
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "../kernels.h"
 #include "../x86/simd256.h"  // the 256-bit helpers (hsum_ps, scale decoders), compiled here with these flags
 
@@ -57,6 +59,13 @@ QC_AVX512_GEMM(q4_K) QC_AVX512_GEMM(q5_K) QC_AVX512_GEMM(q6_K)  // gemm_k.cpp
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 static inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+
+// The 4 bytes at p in every int32 lane (vpbroadcastd from memory)
+static inline __m512i bcast4_512(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
 
 // 32 bytes at p0 in the low half, 32 bytes at p1 in the high half.
 static inline __m512i load_2x32(const void* p0, const void* p1) {

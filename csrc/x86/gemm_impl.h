@@ -1,6 +1,7 @@
 // Matrix-matrix (prefill) tiles of the quantized weight types, as templates over an integer
-// dot-product policy so that the AVX2 translation units (csrc/avx2/gemm.cpp: maddubs + madd) and
-// the AVX-512 VNNI one (csrc/avx512/gemm.cpp: vpdpbusd) share the tiling and the unpacking.
+// dot-product policy: the AVX2 translation units (csrc/avx2/gemm.cpp: maddubs + madd) instantiate
+// the 8-row tiles; the AVX-512 VNNI ones (csrc/avx512/gemm.cpp, gemm_k.cpp) widen them to 16 rows
+// with the same weight policies, repacking and per-row arithmetic.
 // Only included by translation units compiled with at least -mavx2 -mfma -mf16c; the includer
 // defines QC_GEMM_ATTR (empty, or a target attribute that its policy's functions need) first.
 //
