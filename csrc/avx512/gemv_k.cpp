@@ -1,5 +1,6 @@
-// AVX-512 VNNI decode kernel of Q4_K weights (WeightKernels::gemv): up to 4 rows of Q4_K per pass
-// against one Q8_K activation row, the values of vec_dot_q4_K (quants_k.cpp).
+// AVX-512 VNNI decode kernels of Q4_K and Q5_K weights (WeightKernels::gemv): up to 4 rows per
+// pass against one Q8_K activation row, the values of vec_dot_q4_K / vec_dot_q5_K (quants_k.cpp).
+// Q5_K has Q4_K's 16-byte header and nibbles, plus a 5th bit per value from its qh.
 //
 // vec_dot spends about half of its work per super-block outside the byte products: unpacking
 // the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
@@ -15,6 +16,8 @@
 // The same kernel reads the repacked layout Q4_K_R4 (repack.h), whose tiles hold the 4 rows'
 // headers as that one register and then their qs, in reading order: one 64-byte header load in
 // place of four, one sequential stream, no software prefetch.
+#include <type_traits>
+
 #include "simd512.h"
 
 #include "../gemv.h"
@@ -33,24 +36,30 @@ static inline __m512i scale_pair_mask(int j0, int j1) {
 }
 
 struct Q4KMasks {
-  __m512i m[4];  // for P0 (sub-blocks 0, 2), Q0 (1, 3), P1 (4, 6), Q1 (5, 7)
+  __m512i m[4];    // for P0 (sub-blocks 0, 2), Q0 (1, 3), P1 (4, 6), Q1 (5, 7)
+  __m512i bit[4];  // Q5_K: the qh bits of the same sub-blocks (byte 1 << j, low / high 256 bits)
   Q4KMasks() {
-    m[0] = scale_pair_mask(0, 2);
-    m[1] = scale_pair_mask(1, 3);
-    m[2] = scale_pair_mask(4, 6);
-    m[3] = scale_pair_mask(5, 7);
+    const int sub[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    for (int k = 0; k < 4; ++k) {
+      m[k] = scale_pair_mask(sub[k][0], sub[k][1]);
+      bit[k] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << sub[k][0])), _mm256_set1_epi8((char)(1 << sub[k][1])), 1);
+    }
   }
 };
 
-// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks each) . activation row k
+// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks B each: block_q4_K or
+// block_q5_K) . activation row k
 // (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
 // 1 is the decode gemv), the header unpacking and the weights' nibbles and spread scales done once
 // per super-block for all A. With prefetch: the R rows after these (and the R after those) are
 // prefetched at the pace they are read (gemv.h). repacked: w is a quad of Q4_K_R4 tiles (R = 4).
-template <int R, int A, bool prefetch, bool repacked = false>
+template <typename B, int R, int A, bool prefetch, bool repacked = false>
 QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
                          const Q4KMasks& mk) {
   static_assert(!repacked || (R == 4 && !prefetch), "a repacked tile holds 4 rows, read in order");
+  constexpr bool kFive = std::is_same<B, block_q5_K>::value;
+  static_assert(kFive || std::is_same<B, block_q4_K>::value, "Q4_K or Q5_K");
+  static_assert(!repacked || !kFive, "only Q4_K has a repacked layout");
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   // header unpacking, per 128-bit lane = dwords [d | dmin << 16, w0, w1, w2] of one row:
   // scales 0..3 = w0 & 0x3f.., 4..7 = (w2 & 0x0f..) | (w0 >> 2 & 0x30..); mins 0..3 = w1 & 0x3f..,
@@ -72,8 +81,8 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
     acc_min[k] = _mm512_setzero_ps();
   }
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    if (prefetch) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, to_l1);
-    const size_t off = (size_t)i * sizeof(block_q4_K);
+    if (prefetch) prefetch_tiles<R * sizeof(B)>(w + R * wrb, R * wrb, i, to_l1);
+    const size_t off = (size_t)i * sizeof(B);
     const uint8_t* tile = w + 4 * off;  // repacked: this super-block's tile
     __m512i hdr;
     if (repacked) {
@@ -105,10 +114,18 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
       p1[k] = load_2x32(q8 + 128, q8 + 192), q1[k] = load_2x32(q8 + 160, q8 + 224);
     }
     for (int r = 0; r < R; ++r) {
-      const uint8_t* qs = repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(block_q4_K, qs);
+      const uint8_t* qs = repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(B, qs);
       const __m512i v0 = load512(qs), v1 = load512(qs + 64);
-      const __m512i u0 = _mm512_and_si512(v0, low4), u1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4);
-      const __m512i u2 = _mm512_and_si512(v1, low4), u3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4);
+      __m512i u0 = _mm512_and_si512(v0, low4), u1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4);
+      __m512i u2 = _mm512_and_si512(v1, low4), u3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4);
+      if constexpr (kFive) {  // + 16 where sub-block j's qh bit j is set (qh byte l: value l of each)
+        const __m512i qh = _mm512_broadcast_i64x4(load256(row[r] + off + offsetof(block_q5_K, qh)));
+        const __m512i fifth = _mm512_set1_epi8(0x10);
+        u0 = _mm512_mask_add_epi8(u0, _mm512_test_epi8_mask(qh, mk.bit[0]), u0, fifth);
+        u1 = _mm512_mask_add_epi8(u1, _mm512_test_epi8_mask(qh, mk.bit[1]), u1, fifth);
+        u2 = _mm512_mask_add_epi8(u2, _mm512_test_epi8_mask(qh, mk.bit[2]), u2, fifth);
+        u3 = _mm512_mask_add_epi8(u3, _mm512_test_epi8_mask(qh, mk.bit[3]), u3, fifth);
+      }
       const __m512i sc = _mm512_shuffle_i32x4(sc16, sc16, 0x55 * r);  // row r's scales in every lane
       const __m512i s0 = _mm512_shuffle_epi8(sc, mk.m[0]), s1 = _mm512_shuffle_epi8(sc, mk.m[1]);
       const __m512i s2 = _mm512_shuffle_epi8(sc, mk.m[2]), s3 = _mm512_shuffle_epi8(sc, mk.m[3]);
@@ -137,7 +154,18 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
 QC_VNNI void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   static const Q4KMasks mk;
-  row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, mk); });
+  row_passes(n_rows, [&](auto R, int r) {
+    rows<block_q4_K, R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, mk);
+  });
+}
+
+// gemv_fn (kernels.h) of Q5_K
+QC_VNNI void gemv_q5_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  static const Q4KMasks mk;
+  row_passes(n_rows, [&](auto R, int r) {
+    rows<block_q5_K, R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, mk);
+  });
 }
 
 // LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
@@ -151,8 +179,8 @@ QC_VNNI void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows
   static const Q4KMasks mk;
   for (int r = 0; r < n_rows; r += 4) {
     int k = 0;
-    for (; k + kMaxA <= n_a; k += kMaxA) rows<4, kMaxA, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
-    for (; k < n_a; ++k) rows<4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
+    for (; k + kMaxA <= n_a; k += kMaxA) rows<block_q4_K, 4, kMaxA, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
+    for (; k < n_a; ++k) rows<block_q4_K, 4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, mk);
   }
 }
 QC_VNNI void gemv_q4_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {

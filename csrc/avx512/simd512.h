@@ -41,7 +41,7 @@ QC_AVX512_VEC_DOT(q2_K) QC_AVX512_VEC_DOT(q3_K) QC_AVX512_VEC_DOT(q4_K) QC_AVX51
 QC_AVX512_VEC_DOT(q6_K)
 #undef QC_AVX512_VEC_DOT
 #define QC_AVX512_GEMV(t) QC_VNNI void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
-QC_AVX512_GEMV(q4_K) QC_AVX512_GEMV(q4_K_r4)     // gemv_k.cpp
+QC_AVX512_GEMV(q4_K) QC_AVX512_GEMV(q4_K_r4) QC_AVX512_GEMV(q5_K)  // gemv_k.cpp
 QC_AVX512_GEMV(q6_K)                             // quants_k.cpp
 #undef QC_AVX512_GEMV
 #define QC_AVX512_GEMV_ROWS(t)                                                                        \
