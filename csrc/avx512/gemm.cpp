@@ -14,13 +14,18 @@ namespace qc {
 namespace avx512 {
 namespace {
 
-// min_dot_step (gemm_impl.h) for 16 rows: the same arithmetic in every lane
-QC_VNNI static inline void min_dot_step16(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
-                                          __m512& p, __m512& m) {
-  const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum)), _mm512_load_ps(dw));
-  p = _mm512_fmadd_ps(t, _mm512_set1_ps(a.d), p);
-  m = _mm512_fmadd_ps(_mm512_load_ps(mw), _mm512_set1_ps(a.s), m);
-}
+// gemm::min_dot_segment's vector policy for 16 rows: min_dot_step (gemm_impl.h) in every lane
+struct MinDot16 {
+  typedef __m512 T;
+  static inline T zero() { return _mm512_setzero_ps(); }
+  static inline T add(T x, T y) { return _mm512_add_ps(x, y); }
+  QC_VNNI static inline void step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a, T& p,
+                                  T& m) {
+    const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum)), _mm512_load_ps(dw));
+    p = _mm512_fmadd_ps(t, _mm512_set1_ps(a.d), p);
+    m = _mm512_fmadd_ps(_mm512_load_ps(mw), _mm512_set1_ps(a.s), m);
+  }
+};
 
 // gemm_x8 (gemm_impl.h) over 16 interleaved rows, one int32 lane per row of a 512-bit vector;
 // each lane computes exactly what gemm_x8 computes for its row, in its order.
@@ -103,23 +108,8 @@ QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, con
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), dwv), _mm512_set1_ps(ab[c][b].d), acc[c]);
         }
-        if constexpr (W::kMin) {  // gemm_x8's 4 sums each, block b in b % 4
-          for (int c = 0; c < kC; ++c) {
-            __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
-            int b = 0;
-            for (; b + 4 <= ns; b += 4) {
-              min_dot_step16(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
-              min_dot_step16(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
-              min_dot_step16(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
-              min_dot_step16(isums[c][b + 3], dw[b + 3], mw[b + 3], ab[c][b + 3], p3, m3);
-            }
-            if (b < ns) min_dot_step16(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
-            if (b + 1 < ns) min_dot_step16(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
-            if (b + 2 < ns) min_dot_step16(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
-            acc[c] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)),
-                                   _mm512_add_ps(_mm512_add_ps(m0, m1), _mm512_add_ps(m2, m3)));
-          }
-        }
+        if constexpr (W::kMin)  // gemm_x8's order (gemm::min_dot_segment)
+          for (int c = 0; c < kC; ++c) acc[c] = gemm::min_dot_segment<MinDot16>(isums[c], dw, mw, ab[c], ns);
         const __mmask16 rows = (__mmask16)((1u << nr) - 1);
         for (int c = 0; c < nc; ++c) {  // this segment's part of the nr outputs of token c0 + c
           float* yc = y + (c0 + c) * ys + r0;

@@ -131,6 +131,39 @@ QC_GEMM_ATTR static inline void min_dot_step(const int32_t* isum, const float* d
   m = _mm256_fmadd_ps(_mm256_load_ps(mw), _mm256_set1_ps(a.s), m);
 }
 
+// The float sums of one token over a segment of ns blocks for the min types, R rows: V::step(isum,
+// dw, mw, a, p, m) once per block, block b into accumulator b % 4, as their decode rows (vec_dot)
+// sum too, so that a token's outputs do not depend on which kind of step computed it (min_dot.h).
+// V: MinDot8 below (gemm_x8), or the 16-row one of csrc/avx512/gemm.cpp (gemm_x16).
+template <class V, int R>
+QC_GEMM_ATTR static inline typename V::T min_dot_segment(const int32_t (*isum)[R], const float (*dw)[R],
+                                                         const float (*mw)[R], const block_q8_x8* a, int ns) {
+  // accumulator j in a register of its own (an indexed array would live in memory)
+  typename V::T p0 = V::zero(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
+  int b = 0;
+  for (; b + 4 <= ns; b += 4) {
+    V::step(isum[b], dw[b], mw[b], a[b], p0, m0);
+    V::step(isum[b + 1], dw[b + 1], mw[b + 1], a[b + 1], p1, m1);
+    V::step(isum[b + 2], dw[b + 2], mw[b + 2], a[b + 2], p2, m2);
+    V::step(isum[b + 3], dw[b + 3], mw[b + 3], a[b + 3], p3, m3);
+  }
+  if (b < ns) V::step(isum[b], dw[b], mw[b], a[b], p0, m0);
+  if (b + 1 < ns) V::step(isum[b + 1], dw[b + 1], mw[b + 1], a[b + 1], p1, m1);
+  if (b + 2 < ns) V::step(isum[b + 2], dw[b + 2], mw[b + 2], a[b + 2], p2, m2);
+  return V::add(V::add(V::add(p0, p1), V::add(p2, p3)), V::add(V::add(m0, m1), V::add(m2, m3)));
+}
+
+// min_dot_segment's vector policy for 8 rows in 256 bits
+struct MinDot8 {
+  typedef __m256 T;
+  static inline T zero() { return _mm256_setzero_ps(); }
+  static inline T add(T x, T y) { return _mm256_add_ps(x, y); }
+  QC_GEMM_ATTR static inline void step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
+                                       T& p, T& m) {
+    min_dot_step(isum, dw, mw, a, p, m);
+  }
+};
+
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
 // (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8
 // activations (register it with gemm_act = QC_ACT_Q8_X8).
@@ -210,26 +243,8 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(ab[c][b].d), acc[c]);
         }
-        if constexpr (W::kMin) {
-          // Q4_1, Q5_1: the order their decode rows (vec_dot) use too, so that a token's outputs do
-          // not depend on which kind of step computed it (min_dot.h): 4 sums each, block b in b % 4
-          for (int c = 0; c < kC; ++c) {
-            // accumulator j in a register of its own (an indexed array would live in memory)
-            __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
-            int b = 0;
-            for (; b + 4 <= ns; b += 4) {
-              min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
-              min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
-              min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
-              min_dot_step(isums[c][b + 3], dw[b + 3], mw[b + 3], ab[c][b + 3], p3, m3);
-            }
-            if (b < ns) min_dot_step(isums[c][b], dw[b], mw[b], ab[c][b], p0, m0);
-            if (b + 1 < ns) min_dot_step(isums[c][b + 1], dw[b + 1], mw[b + 1], ab[c][b + 1], p1, m1);
-            if (b + 2 < ns) min_dot_step(isums[c][b + 2], dw[b + 2], mw[b + 2], ab[c][b + 2], p2, m2);
-            acc[c] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)),
-                                   _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3)));
-          }
-        }
+        if constexpr (W::kMin)  // Q4_1, Q5_1: the order their decode rows (vec_dot) use too (min_dot.h)
+          for (int c = 0; c < kC; ++c) acc[c] = min_dot_segment<MinDot8>(isums[c], dw, mw, ab[c], ns);
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
           alignas(32) float part[8];
           _mm256_store_ps(part, acc[c]);
