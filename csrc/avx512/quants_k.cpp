@@ -8,6 +8,8 @@
 // the -4 of Q3_K, the -32 of Q6_K) go through the activation's per-16 sums (bsums), at 256 bits as in the AVX2 code.
 #include "simd512.h"
 
+#include "../gemv.h"
+
 namespace qc {
 namespace avx512 {
 namespace {
@@ -191,10 +193,14 @@ QC_VNNI float vec_dot_q5_K(int64_t n, const void* vw, const void* va) {
 
 namespace {
 
+// The one-row decode (gemv_q6_K) prefetches its row this far ahead, into L1, after each block's
+// loads (gemv.h): without it one thread read at ~21 GB/s (bench/README.md, "avx512 Q6_K decode")
+constexpr size_t kQ6Prefetch = 4096;
+
 // out[i] = w (n / 256 blocks of block_q6_K) . activation row i (A rows of n / 256 block_q8_K, arb
 // bytes apart): the weights unpacked once for the A rows, each row's arithmetic that of A = 1
 // (vec_dot_q6_K), so its value is bit for bit the same.
-template <int A>
+template <int A, bool kPrefetch = false>
 QC_VNNI static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va, size_t arb, float* out) {
   const __m512i g0 = quad_mask_16(0), g1 = quad_mask_16(1);
   const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
@@ -235,6 +241,7 @@ QC_VNNI static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va,
     }
     for (int k = 0; k < A; ++k)
       acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[k]->d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k])), acc[k]);
+    if (kPrefetch) prefetch_after_loads(reinterpret_cast<const uint8_t*>(x + i) + kQ6Prefetch, sizeof(block_q6_K));
   }
   for (int k = 0; k < A; ++k) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum_ps(acc_off[k]);
 }
@@ -248,10 +255,13 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
   return y;
 }
 
-// The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row, and
-// for several activation rows, each weight row unpacked once for up to 4 of them.
+// The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row with
+// the rows prefetched ahead, and for several activation rows, each weight row unpacked once for up
+// to 4 of them.
 QC_VNNI void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_q6_K(n, static_cast<const uint8_t*>(w) + r * wrb, a);
+  for (int r = 0; r < n_rows; ++r)
+    dots_q6_K<1, true>(n, reinterpret_cast<const block_q6_K*>(static_cast<const uint8_t*>(w) + r * wrb),
+                       static_cast<const uint8_t*>(a), 0, y + r);
 }
 QC_VNNI void gemv_q6_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
                             float* y, size_t ys) {
