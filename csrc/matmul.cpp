@@ -1,5 +1,6 @@
 #include "matmul.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -257,13 +258,13 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   // (contiguous ranges: each thread reads only its share of every weight).
   int64_t total_rows = 0;
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
+  // in units of the gemm's tile rows for several tokens (WeightKernels::gemm_rows): a tile cut in
+  // two by the split would cost both threads a full tile's work; of 4 for one token: the gemv
+  // kernels take 4 rows per pass, repacked weights 4 rows per tile (repack.h)
+  int64_t unit = 4;
+  if (n_kernel > 1)
+    for (int i = 0; i < n_outs; ++i) unit = std::max<int64_t>(unit, K.weight[outs[i].wtype].gemm_rows);
   pool.run([&](int ith, int nth) {
-    // in units of the gemm's tile rows for several tokens (WeightKernels::gemm_rows): a tile cut
-    // in two by the split would cost both threads a full tile's work; of 4 for one token: the gemv
-    // kernels take 4 rows per pass, repacked weights 4 rows per tile (repack.h)
-    int64_t unit = 4;
-    if (n_kernel > 1)
-      for (int i = 0; i < n_outs; ++i) unit = K.weight[outs[i].wtype].gemm_rows > unit ? K.weight[outs[i].wtype].gemm_rows : unit;
     int64_t g0, g1;
     split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
     g0 = g0 * unit < total_rows ? g0 * unit : total_rows;

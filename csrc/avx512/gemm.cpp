@@ -32,7 +32,6 @@ struct MinDot16 {
 template <typename W>
 QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
                              float* y, size_t ys) {
-  typedef typename W::B B;
   constexpr int kSeg = 32;  // blocks per segment
   static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = 8;  // tokens per pass over a repacked block
@@ -52,19 +51,7 @@ QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, con
       for (int b = 0; b < ns; ++b) {
         for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7, repacked as gemm_x8 repacks 8
           __m256i v[8];
-          for (int i = 0; i < 8; ++i) {
-            const int r = 8 * h + i;
-            if (r < nr) {
-              const B& blk = reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
-              v[i] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
-              dw[b][r] = x86::h2f(blk.d);
-              if constexpr (W::kMin) mw[b][r] = x86::h2f(blk.m);
-            } else {
-              v[i] = _mm256_setzero_si256();
-              dw[b][r] = 0.0f;
-              mw[b][r] = 0.0f;
-            }
-          }
+          gemm::load_block_x8<W>(w + (r0 + 8 * h) * wrb, wrb, nr - 8 * h, s0 + b, v, dw[b] + 8 * h, mw[b] + 8 * h);
           gemm::transpose_8x8_epi32(v);
           __m256i sum = _mm256_setzero_si256();
           for (int g = 0; g < 8; g += 2) {

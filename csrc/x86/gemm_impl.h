@@ -121,6 +121,26 @@ static inline void transpose_8x8_epi32(__m256i x[8]) {
   }
 }
 
+// Block b of 8 rows (wrb bytes apart from w; rows from nr on read as zeros) as gemm_x8 repacks
+// them: v[r] = row r's values q - kOff, before the transpose; dw[r], mw[r] its scale and min.
+template <typename W>
+QC_GEMM_ATTR static inline void load_block_x8(const uint8_t* w, size_t wrb, int nr, int64_t b, __m256i v[8], float* dw,
+                                              float* mw) {
+  typedef typename W::B B;
+  for (int r = 0; r < 8; ++r) {
+    if (r < nr) {
+      const B& blk = reinterpret_cast<const B*>(w + r * wrb)[b];
+      v[r] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
+      dw[r] = x86::h2f(blk.d);
+      if constexpr (W::kMin) mw[r] = x86::h2f(blk.m);
+    } else {
+      v[r] = _mm256_setzero_si256();
+      dw[r] = 0.0f;
+      mw[r] = 0.0f;
+    }
+  }
+}
+
 // One block of gemm_x8's float sums for the min types (min_dot.h), 8 rows: p += float(isum) * dw
 // * a.d (the product rounded before the fma, as the decode row does), m += mw * a.s.
 QC_GEMM_ATTR static inline void min_dot_step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
@@ -170,7 +190,6 @@ struct MinDot8 {
 template <typename W, typename D>
 QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
                      size_t ys) {
-  typedef typename W::B B;
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
   static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
@@ -189,18 +208,7 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
       for (int b = 0; b < ns; ++b) {  // repack the 8 rows' blocks s0 .. s0 + ns - 1
         __m256i v[8];
-        for (int r = 0; r < 8; ++r) {
-          if (r < nr) {
-            const B& blk = reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
-            v[r] = _mm256_sub_epi8(W::q(blk), _mm256_set1_epi8(W::kOff));
-            dw[b][r] = x86::h2f(blk.d);
-            if constexpr (W::kMin) mw[b][r] = x86::h2f(blk.m);
-          } else {
-            v[r] = _mm256_setzero_si256();
-            dw[b][r] = 0.0f;
-            mw[b][r] = 0.0f;
-          }
-        }
+        load_block_x8<W>(w + r0 * wrb, wrb, nr, s0 + b, v, dw[b], mw[b]);
         transpose_8x8_epi32(v);
         __m256i sum = _mm256_setzero_si256();
         for (int g = 0; g < 8; g += 2) {
