@@ -192,6 +192,7 @@ struct Tables {
       // decode: the avx2 table's tile kernels (the Quad form) read these types faster than the
       // 512-bit gemvs and vec_dots on Zen 4 (bench/README.md, "The avx512 path against ik_llama.cpp")
       keep_decode(t, avx2, {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0});
+      register_decode_rows_avx512(t, f);
       list.push_back(t);
     }
 #endif

@@ -48,4 +48,14 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 
+// After dispatch.cpp's keep_decode has given the R4T layouts the avx2 table's one-row gemv: their
+// several-activation-row form in 512 bits (gemv.cpp), each row that gemv's value bit for bit.
+void register_decode_rows_avx512(Kernels& k, const CpuFeatures& cpu) {
+  using namespace avx512;
+  if (!cpu.avx512vnni) return;
+  set_layout_gemv_rows(k, QC_LAYOUT_Q4_0_R4T, gemv_q4_0_r4t_rows);
+  set_layout_gemv_rows(k, QC_LAYOUT_Q5_0_R4T, gemv_q5_0_r4t_rows);
+  set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);
+}
+
 }  // namespace qc

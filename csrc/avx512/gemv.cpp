@@ -1,0 +1,190 @@
+// The several-activation-row decode (LayoutKernels::gemv_rows, batched decode) of the repacked
+// Q4_0_R4T, Q5_0_R4T and Q8_0_R4T in 512-bit vectors. The one-row gemv of these layouts stays the
+// avx2 table's (dispatch.cpp, keep_decode), so each row here is bit for bit that kernel's value
+// (avx2/gemv.cpp, "Quad"): the same exact integer block dot products, then per row and lane the
+// same float steps in the same order, acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd.
+//
+// Why not the avx2 gemv_rows: it broadcasts every activation row once per call into 4.5 bytes per
+// value, which for a 4864-wide row (22 KB each) leaves L1 at two rows and is read back from L2 for
+// every quad of weight rows; here each activation row's Q8_0x4 group is loaded as it is (1.1 bytes
+// per value, all rows of a pass stay in L1) and broadcast in registers. One 512-bit vector holds
+// two pairs of blocks (128 columns: four blocks x four rows), so a tile's weights are unpacked once
+// per pass of up to kMaxA activation rows and each activation row costs 8 vpdpbusd per 512 weights.
+#include "simd512.h"
+
+#include "../act_q8_0x4.h"
+#include "../gemv.h"
+
+#include <type_traits>
+
+namespace qc {
+namespace avx512 {
+namespace {
+
+// The four weight rows' values of blocks 4s .. 4s + 3 of a step s (128 columns) in the Quad lanes
+// (repack.h, avx2/gemv.cpp): lo[j] holds in 128-bit lane k the bytes 4j .. 4j + 3 of block k of
+// rows 0..3, hi[j] the same of bytes 16 + 4j ..; dw the scales in the dot products' lanes, [rows
+// 0..3 of block 0 | of block 1 | of block 2 | of block 3]. kOffShift: the unsigned values' offset
+// is 8 << kOffShift. kTwo(s): the step has its second pair (Q8_0_R4T: a last odd tile has not).
+
+// Q4_0_R4T: one tile per step; vector j of both pairs at tile + 64j, the scales at 256 (16
+// binary16, 4r + k = row r's block k)
+struct Q4_0R4T {
+  static constexpr size_t kStep = 288;
+  static constexpr int kOffShift = 0;
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int j = 0; j < 4; ++j) {
+      const __m512i q = load512(t + 64 * j);
+      lo[j] = _mm512_and_si512(q, m4);
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    }
+  }
+  static inline __m512 scales(const uint8_t* t, size_t at = 256) {
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + at)));
+  }
+};
+
+// Q5_0_R4T: Q4_0_R4T's nibbles, the 5th-bit planes of both pairs at 256 (bit j of a byte for
+// lo[j], bit 4 + j for hi[j]), the scales at 320
+struct Q5_0R4T {
+  static constexpr size_t kStep = 352;
+  static constexpr int kOffShift = 1;
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
+    Q4_0R4T::quad(t, lo, hi);
+    const __m512i p = load512(t + 256), fifth = _mm512_set1_epi8(0x10);
+    const __m512i lo5[4] = {_mm512_slli_epi16(p, 4), _mm512_slli_epi16(p, 3), _mm512_slli_epi16(p, 2),
+                            _mm512_slli_epi16(p, 1)};
+    const __m512i hi5[4] = {p, _mm512_srli_epi16(p, 1), _mm512_srli_epi16(p, 2), _mm512_srli_epi16(p, 3)};
+    for (int j = 0; j < 4; ++j) {
+      lo[j] = _mm512_ternarylogic_epi32(lo[j], lo5[j], fifth, 0xf8);  // lo | (lo5 & fifth)
+      hi[j] = _mm512_ternarylogic_epi32(hi[j], hi5[j], fifth, 0xf8);
+    }
+  }
+  static inline __m512 scales(const uint8_t* t) { return Q4_0R4T::scales(t, 320); }
+};
+
+// Q8_0_R4T: two tiles of 272 bytes per step (one pair each), vector j of a tile at 32j (j < 4 the
+// lo halves, 4 + j the hi ones), signed; +128 makes them the unsigned operand (kOffShift 4: 128 *
+// sum(a) off). Its 8 scales at 256 in the lanes' order.
+struct Q8_0R4T {
+  static constexpr size_t kTile = 272, kStep = 2 * kTile;
+  static constexpr int kOffShift = 4;
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    for (int j = 0; j < 8; ++j) {
+      const __m256i a = load256(t + 32 * j);
+      const __m512i q = two ? _mm512_inserti64x4(_mm512_castsi256_si512(a), load256(t + kTile + 32 * j), 1)
+                            : _mm512_zextsi256_si512(a);
+      (j < 4 ? lo[j] : hi[j - 4]) = _mm512_xor_si512(q, x80);
+    }
+  }
+  static inline __m512 scales(const uint8_t* t, bool two) {
+    const __m128i s0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 256));
+    const __m128i s1 = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kTile + 256)) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_set_m128i(s1, s0));
+  }
+};
+
+template <class L>
+static inline void step_weights(const uint8_t* t, bool two, __m512i* lo, __m512i* hi, __m512* dw) {
+  if constexpr (std::is_same_v<L, Q8_0R4T>) {
+    L::quad(t, lo, hi, two);
+    *dw = L::scales(t, two);
+  } else {
+    (void)two;
+    L::quad(t, lo, hi);
+    *dw = L::scales(t);
+  }
+}
+
+// The exact integer dot products [rows 0..3 of block k] in lane k of q (lo, hi) with activation
+// group a: its bytes broadcast lane by lane (vpshufd), less the offset (8 << kOffShift) * sum of
+// each block; the lo and hi halves in two chains so that one row keeps two vpdpbusd in flight.
+template <int kOffShift>
+static QC_VNNI inline __m512i quad_dot(const __m512i* lo, const __m512i* hi, const block_q8_0x4* a) {
+  const __m512i alo = load512(a->lo), ahi = load512(a->hi), s = load512(a->sum8);
+  const __m512i t = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  const __m512i off = _mm512_slli_epi32(_mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB)), kOffShift);
+  __m512i dl = _mm512_sub_epi32(_mm512_setzero_si512(), off), dh = _mm512_setzero_si512();
+  dl = _mm512_dpbusd_epi32(dl, lo[0], _mm512_shuffle_epi32(alo, _MM_PERM_AAAA));
+  dh = _mm512_dpbusd_epi32(dh, hi[0], _mm512_shuffle_epi32(ahi, _MM_PERM_AAAA));
+  dl = _mm512_dpbusd_epi32(dl, lo[1], _mm512_shuffle_epi32(alo, _MM_PERM_BBBB));
+  dh = _mm512_dpbusd_epi32(dh, hi[1], _mm512_shuffle_epi32(ahi, _MM_PERM_BBBB));
+  dl = _mm512_dpbusd_epi32(dl, lo[2], _mm512_shuffle_epi32(alo, _MM_PERM_CCCC));
+  dh = _mm512_dpbusd_epi32(dh, hi[2], _mm512_shuffle_epi32(ahi, _MM_PERM_CCCC));
+  dl = _mm512_dpbusd_epi32(dl, lo[3], _mm512_shuffle_epi32(alo, _MM_PERM_DDDD));
+  dh = _mm512_dpbusd_epi32(dh, hi[3], _mm512_shuffle_epi32(ahi, _MM_PERM_DDDD));
+  return _mm512_add_epi32(dl, dh);
+}
+
+// y[i * ys + r], r < 4, i < A, for one quad: its n_steps steps from t, activation rows arb bytes
+// apart. Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks | odd
+// blocks], fed pair by pair: the step's first pair (low half), then its second (high half).
+template <class L, int A>
+static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, const uint8_t* va, size_t arb,
+                              float* y, size_t ys) {
+  __m256 acc[A];
+  for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < n_steps; ++s, t += L::kStep) {
+    const bool two = s + 1 < n_steps || last_two;
+    __m512i lo[4], hi[4];
+    __m512 dw;
+    step_weights<L>(t, two, lo, hi, &dw);
+    for (int i = 0; i < A; ++i) {
+      const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + s;
+      const __m512 dot = _mm512_cvtepi32_ps(quad_dot<L::kOffShift>(lo, hi, a));
+      const __m512 d = _mm512_mul_ps(dw, _mm512_loadu_ps(a->d));
+      acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(dot), acc[i]);
+      if (two) acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
+    }
+    prefetch_after_loads(t + kTilePrefetch, L::kStep);
+  }
+  for (int i = 0; i < A; ++i)
+    _mm_storeu_ps(y + i * ys, _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)));
+}
+
+// gemv_rows_fn of the layout L: per quad, the activation rows kMaxA at a time (then the ones
+// left), the quad's tiles read from memory by the first pass and from L1 by the others.
+template <class L>
+static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
+                                int n_a, float* y, size_t ys) {
+  constexpr int kMaxA = 4;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t n_steps = (n + 127) / 128;
+  const bool last_two = n % 128 == 0;  // Q8_0_R4T: rows of an odd number of 64-column tiles end with one
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* t = w + (size_t)quad * 4 * wrb;
+    auto pass = [&](auto A, int i) {
+      quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, y + i * ys + 4 * quad, ys);
+    };
+    int i = 0;
+    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
+    switch (n_a - i) {
+      case 3: pass(std::integral_constant<int, 3>(), i); break;
+      case 2: pass(std::integral_constant<int, 2>(), i); break;
+      case 1: pass(std::integral_constant<int, 1>(), i); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+void gemv_q4_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q8_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+
+}  // namespace avx512
+}  // namespace qc
