@@ -14,8 +14,10 @@
 
 #include "../act_q8_0x4.h"
 #include "../gemv.h"
+#include "../x86/min_dot.h"
 
 #include <type_traits>
+#include <vector>
 
 namespace qc {
 namespace avx512 {
@@ -27,18 +29,33 @@ namespace {
 // 0..3 of block 0 | of block 1 | of block 2 | of block 3]. kOffShift: the unsigned values' offset
 // is 8 << kOffShift. kTwo(s): the step has its second pair (Q8_0_R4T: a last odd tile has not).
 
+// q: nibble bytes -> their low nibbles (lo) and high ones (hi)
+static inline void unpack_nibbles(__m512i q, __m512i* lo, __m512i* hi) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  *lo = _mm512_and_si512(q, m4);
+  *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+}
+
+// The 5th bits of the R4T layouts (repack.h: Q5_0_R4T, Q5_1_R4T) OR-ed into the values as 0x10: p
+// the bit planes, bit j of each byte for lo[j], bit 4 + j for hi[j], each moved to bit 4 by a shift
+static inline void or_fifth_bits(__m512i p, __m512i* lo, __m512i* hi) {
+  const __m512i fifth = _mm512_set1_epi8(0x10);
+  const __m512i lo5[4] = {_mm512_slli_epi16(p, 4), _mm512_slli_epi16(p, 3), _mm512_slli_epi16(p, 2),
+                          _mm512_slli_epi16(p, 1)};
+  const __m512i hi5[4] = {p, _mm512_srli_epi16(p, 1), _mm512_srli_epi16(p, 2), _mm512_srli_epi16(p, 3)};
+  for (int j = 0; j < 4; ++j) {
+    lo[j] = _mm512_ternarylogic_epi32(lo[j], lo5[j], fifth, 0xf8);  // lo | (lo5 & fifth)
+    hi[j] = _mm512_ternarylogic_epi32(hi[j], hi5[j], fifth, 0xf8);
+  }
+}
+
 // Q4_0_R4T: one tile per step; vector j of both pairs at tile + 64j, the scales at 256 (16
 // binary16, 4r + k = row r's block k)
 struct Q4_0R4T {
   static constexpr size_t kStep = 288;
   static constexpr int kOffShift = 0;
   static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    for (int j = 0; j < 4; ++j) {
-      const __m512i q = load512(t + 64 * j);
-      lo[j] = _mm512_and_si512(q, m4);
-      hi[j] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    }
+    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
   }
   static inline __m512 scales(const uint8_t* t, size_t at = 256) {
     const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -53,14 +70,7 @@ struct Q5_0R4T {
   static constexpr int kOffShift = 1;
   static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
     Q4_0R4T::quad(t, lo, hi);
-    const __m512i p = load512(t + 256), fifth = _mm512_set1_epi8(0x10);
-    const __m512i lo5[4] = {_mm512_slli_epi16(p, 4), _mm512_slli_epi16(p, 3), _mm512_slli_epi16(p, 2),
-                            _mm512_slli_epi16(p, 1)};
-    const __m512i hi5[4] = {p, _mm512_srli_epi16(p, 1), _mm512_srli_epi16(p, 2), _mm512_srli_epi16(p, 3)};
-    for (int j = 0; j < 4; ++j) {
-      lo[j] = _mm512_ternarylogic_epi32(lo[j], lo5[j], fifth, 0xf8);  // lo | (lo5 & fifth)
-      hi[j] = _mm512_ternarylogic_epi32(hi[j], hi5[j], fifth, 0xf8);
-    }
+    or_fifth_bits(load512(t + 256), lo, hi);
   }
   static inline __m512 scales(const uint8_t* t) { return Q4_0R4T::scales(t, 320); }
 };
@@ -99,15 +109,12 @@ static inline void step_weights(const uint8_t* t, bool two, __m512i* lo, __m512i
   }
 }
 
-// The exact integer dot products [rows 0..3 of block k] in lane k of q (lo, hi) with activation
-// group a: its bytes broadcast lane by lane (vpshufd), less the offset (8 << kOffShift) * sum of
-// each block; the lo and hi halves in two chains so that one row keeps two vpdpbusd in flight.
-template <int kOffShift>
-static QC_VNNI inline __m512i quad_dot(const __m512i* lo, const __m512i* hi, const block_q8_0x4* a) {
-  const __m512i alo = load512(a->lo), ahi = load512(a->hi), s = load512(a->sum8);
-  const __m512i t = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
-  const __m512i off = _mm512_slli_epi32(_mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB)), kOffShift);
-  __m512i dl = _mm512_sub_epi32(_mm512_setzero_si512(), off), dh = _mm512_setzero_si512();
+// init + the exact integer dot products [rows 0..3 of block k] in lane k of q (lo, hi) with an
+// activation group (alo, ahi: its lo and hi bytes, block k in lane k), the activation bytes
+// broadcast lane by lane (vpshufd); the lo and hi halves in two chains so that one row keeps two
+// vpdpbusd in flight.
+static QC_VNNI inline __m512i byte_dots(const __m512i* lo, const __m512i* hi, __m512i alo, __m512i ahi, __m512i init) {
+  __m512i dl = init, dh = _mm512_setzero_si512();
   dl = _mm512_dpbusd_epi32(dl, lo[0], _mm512_shuffle_epi32(alo, _MM_PERM_AAAA));
   dh = _mm512_dpbusd_epi32(dh, hi[0], _mm512_shuffle_epi32(ahi, _MM_PERM_AAAA));
   dl = _mm512_dpbusd_epi32(dl, lo[1], _mm512_shuffle_epi32(alo, _MM_PERM_BBBB));
@@ -117,6 +124,15 @@ static QC_VNNI inline __m512i quad_dot(const __m512i* lo, const __m512i* hi, con
   dl = _mm512_dpbusd_epi32(dl, lo[3], _mm512_shuffle_epi32(alo, _MM_PERM_DDDD));
   dh = _mm512_dpbusd_epi32(dh, hi[3], _mm512_shuffle_epi32(ahi, _MM_PERM_DDDD));
   return _mm512_add_epi32(dl, dh);
+}
+
+// byte_dots with Q8_0x4 group a, less the unsigned values' offset (8 << kOffShift) * sum of each block
+template <int kOffShift>
+static QC_VNNI inline __m512i quad_dot(const __m512i* lo, const __m512i* hi, const block_q8_0x4* a) {
+  const __m512i s = load512(a->sum8);
+  const __m512i t = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  const __m512i off = _mm512_slli_epi32(_mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB)), kOffShift);
+  return byte_dots(lo, hi, load512(a->lo), load512(a->hi), _mm512_sub_epi32(_mm512_setzero_si512(), off));
 }
 
 // y[i * ys + r], r < 4, i < A, for one quad: its n_steps steps from t, activation rows arb bytes
@@ -171,6 +187,126 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   }
 }
 
+// ---- Q4_1_R4T and Q5_1_R4T (Q8_1 activations) ------------------------------------------------
+// The kept avx2 one-row gemv of these (avx2/gemv_32.cpp, rows_min) sums in min_dot.h's order: per
+// segment of kMinDotSegment blocks, block b of the segment into accumulator j = b mod 4, p_j =
+// fma(float(isum) * d_w, d_a, p_j) and m_j = fma(m_w, s_a, m_j), then y += ((p_0 + p_1) + (p_2 +
+// p_3)) + ((m_0 + m_1) + (m_2 + m_3)). A step here is two 64-column tiles, blocks 4g .. 4g + 3 in
+// the 128-bit lanes 0..3, which are accumulators 0..3 of rows 0..3: the same lanes, the same steps.
+
+// One activation row's Q8_1 blocks regrouped per 4 (the last group's missing blocks zero): block k
+// of the group in lane k of lo (its bytes 0..15) and hi (16..31), its d and s in d[4k ..], s[4k ..]
+struct alignas(64) Q8_1x4 {
+  int8_t lo[64], hi[64];
+  float d[16], s[16];
+};
+
+// n_a rows (arb bytes apart, n / 32 blocks each) -> this thread's buffer, groups(n) per row
+static int64_t groups(int64_t n) { return (n / 32 + 3) / 4; }
+static const Q8_1x4* act_groups(int64_t n, const uint8_t* va, size_t arb, int n_a) {
+  static thread_local std::vector<Q8_1x4> buf;  // grows to the largest call's rows, then stays
+  const int64_t ng = groups(n), nb = n / 32;
+  if (buf.size() < (size_t)(ng * n_a)) buf.resize((size_t)(ng * n_a));
+  for (int i = 0; i < n_a; ++i) {
+    const block_q8_1* a = reinterpret_cast<const block_q8_1*>(va + i * arb);
+    Q8_1x4* g = buf.data() + i * ng;
+    for (int64_t k = 0; k < 4 * ng; ++k) {
+      Q8_1x4& o = g[k / 4];
+      const int l = (int)(k % 4);
+      const bool in = k < nb;
+      const __m128i z = _mm_setzero_si128();
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o.lo + 16 * l), in ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[k].qs)) : z);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o.hi + 16 * l), in ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[k].qs + 16)) : z);
+      _mm_storeu_ps(o.d + 4 * l, _mm_set1_ps(in ? h2f(a[k].d) : 0.0f));
+      _mm_storeu_ps(o.s + 4 * l, _mm_set1_ps(in ? h2f(a[k].s) : 0.0f));
+    }
+  }
+  return buf.data();
+}
+
+// A tile: the nibbles as one pair of Q4_0_R4T's (vector j at 32j), Q5_1's 5th-bit planes at 128,
+// then [d | m] of its 8 (row, block) lanes at kDm (repack.h)
+template <typename B>
+struct MinR4T {
+  static constexpr bool kQ5 = std::is_same_v<B, block_q5_1>;
+  static constexpr size_t kTile = kQ5 ? 192 : 160, kDm = kQ5 ? 160 : 128;
+  // the step's two tiles from t (two: else one, the high lanes zero)
+  static inline __m512i load2(const uint8_t* t, size_t at, bool two) {
+    return two ? load_2x32(t + at, t + kTile + at) : _mm512_zextsi256_si512(load256(t + at));
+  }
+  static inline __m512 halves2(const uint8_t* t, size_t at, bool two) {
+    const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + at));
+    const __m128i h1 = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kTile + at)) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
+  }
+  static inline void step(const uint8_t* t, bool two, __m512i* lo, __m512i* hi, __m512* dw, __m512* mw) {
+    for (int j = 0; j < 4; ++j) unpack_nibbles(load2(t, 32 * j, two), &lo[j], &hi[j]);
+    if constexpr (kQ5) or_fifth_bits(load2(t, 128, two), lo, hi);
+    *dw = halves2(t, kDm, two);
+    *mw = halves2(t, kDm + 16, two);
+  }
+};
+
+// (l0 + l1) + (l2 + l3) of the 128-bit lanes l of v
+static inline __m128 sum4_lanes(__m512 v) {
+  return _mm_add_ps(_mm_add_ps(_mm512_castps512_ps128(v), _mm512_extractf32x4_ps(v, 1)),
+                    _mm_add_ps(_mm512_extractf32x4_ps(v, 2), _mm512_extractf32x4_ps(v, 3)));
+}
+
+// y[i * ys + r], r < 4, i < A, for one quad (its tiles from t; n / 32 blocks, even) and the
+// activation groups of A rows (ng apart)
+template <typename B, int A>
+static QC_VNNI void min_quad_rows(const uint8_t* t, int64_t n, const Q8_1x4* g, int64_t ng, float* y, size_t ys) {
+  typedef MinR4T<B> L;
+  const int64_t nb = n / 32;
+  __m128 total[A];
+  for (int i = 0; i < A; ++i) total[i] = _mm_setzero_ps();
+  for (int64_t s0 = 0; s0 < nb; s0 += x86::kMinDotSegment) {
+    const int64_t s1 = s0 + x86::kMinDotSegment < nb ? s0 + x86::kMinDotSegment : nb;
+    __m512 P[A], M[A];
+    for (int i = 0; i < A; ++i) P[i] = M[i] = _mm512_setzero_ps();
+    for (int64_t k = s0; k < s1; k += 4, t += 2 * L::kTile) {
+      const bool two = k + 4 <= s1;  // else the segment's last 2 blocks: accumulators 0, 1 alone
+      const __mmask16 lanes = two ? 0xffff : 0x00ff;
+      __m512i lo[4], hi[4];
+      __m512 dw, mw;
+      L::step(t, two, lo, hi, &dw, &mw);
+      for (int i = 0; i < A; ++i) {
+        const Q8_1x4& a = g[i * ng + k / 4];
+        const __m512i dot = byte_dots(lo, hi, load512(a.lo), load512(a.hi), _mm512_setzero_si512());
+        const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), dw);
+        P[i] = _mm512_mask3_fmadd_ps(p, _mm512_loadu_ps(a.d), P[i], lanes);
+        M[i] = _mm512_mask3_fmadd_ps(mw, _mm512_loadu_ps(a.s), M[i], lanes);
+      }
+      prefetch_after_loads(t + kTilePrefetch, 2 * L::kTile);
+    }
+    for (int i = 0; i < A; ++i) total[i] = _mm_add_ps(total[i], _mm_add_ps(sum4_lanes(P[i]), sum4_lanes(M[i])));
+  }
+  for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, total[i]);
+}
+
+template <typename B>
+static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
+                                    int n_a, float* y, size_t ys) {
+  static_assert(x86::kMinDotSegment % 4 == 0, "segments of whole steps but the last");
+  constexpr int kMaxA = 4;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const int64_t ng = groups(n);
+  const Q8_1x4* g = act_groups(n, static_cast<const uint8_t*>(va), arb, n_a);
+  for (int quad = 0; quad < n_rows / 4; ++quad) {
+    const uint8_t* t = w + (size_t)quad * 4 * wrb;
+    auto pass = [&](auto A, int i) { min_quad_rows<B, A>(t, n, g + i * ng, ng, y + i * ys + 4 * quad, ys); };
+    int i = 0;
+    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
+    switch (n_a - i) {
+      case 3: pass(std::integral_constant<int, 3>(), i); break;
+      case 2: pass(std::integral_constant<int, 2>(), i); break;
+      case 1: pass(std::integral_constant<int, 1>(), i); break;
+      default: break;
+    }
+  }
+}
+
 }  // namespace
 
 void gemv_q4_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
@@ -184,6 +320,14 @@ void gemv_q5_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const 
 void gemv_q8_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                         size_t ys) {
   gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q4_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                        size_t ys) {
+  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
 }
 
 }  // namespace avx512

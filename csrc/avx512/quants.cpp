@@ -56,6 +56,8 @@ void register_decode_rows_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_layout_gemv_rows(k, QC_LAYOUT_Q4_0_R4T, gemv_q4_0_r4t_rows);
   set_layout_gemv_rows(k, QC_LAYOUT_Q5_0_R4T, gemv_q5_0_r4t_rows);
   set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);
+  set_layout_gemv_rows(k, QC_LAYOUT_Q4_1_R4T, gemv_q4_1_r4t_rows);
+  set_layout_gemv_rows(k, QC_LAYOUT_Q5_1_R4T, gemv_q5_1_r4t_rows);
 }
 
 }  // namespace qc

@@ -50,6 +50,7 @@ QC_AVX512_GEMV(q6_K)                             // quants_k.cpp
 QC_AVX512_GEMV_ROWS(q4_K_r4)                              // gemv_k.cpp
 QC_AVX512_GEMV_ROWS(q6_K)                                 // quants_k.cpp
 QC_AVX512_GEMV_ROWS(q4_0_r4t) QC_AVX512_GEMV_ROWS(q5_0_r4t) QC_AVX512_GEMV_ROWS(q8_0_r4t)  // gemv.cpp
+QC_AVX512_GEMV_ROWS(q4_1_r4t) QC_AVX512_GEMV_ROWS(q5_1_r4t)
 #undef QC_AVX512_GEMV_ROWS
 #define QC_AVX512_GEMM(t)                                                                                  \
   QC_VNNI void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, \
