@@ -483,7 +483,7 @@ std::vector<uint8_t> act_rows(const Kernels& S, int32_t fmt, const std::vector<f
 }
 
 // LayoutKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of two rows and
-// the one left) over repacked rows (4 and 12 rows of 1, 2, 3 and 17 tiles: past a min type's
+// the one left) over repacked rows (4, 12 and 20 rows of 1, 2, 3 and 17 tiles: past a min type's
 // first 32-block segment, x86/min_dot.h), row i of y equal bit for bit
 // to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
 // reference); the y_stride padding is left untouched.
@@ -494,7 +494,7 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
       const LayoutKernels& lk = K.layout[layout];
       const int64_t cols = repack_cols(layout);
       for (int64_t n : {cols, 2 * cols, 3 * cols, 17 * cols})
-        for (int n_rows : {4, 12})
+        for (int n_rows : {4, 12, 20})
           for (int n_a = 1; n_a <= 9; ++n_a) {
             auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
             const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
