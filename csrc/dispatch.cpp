@@ -190,9 +190,10 @@ struct Tables {
       register_quant_kernels_avx512(t, f);
       register_op_kernels_avx512(t, f);
       // decode: the avx2 table's tile kernels (the Quad form) read these types faster than the
-      // 512-bit gemvs and vec_dots on Zen 4 (bench/README.md, "The avx512 path against ik_llama.cpp")
+      // 512-bit gemvs and vec_dots on Zen 4 (bench/README.md, "The avx512 path against ik_llama.cpp");
+      // then the Quad form's own 512-bit kernels for the repacked layouts (same values)
       keep_decode(t, avx2, {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0});
-      register_decode_rows_avx512(t, f);
+      register_decode_avx512(t, f);
       list.push_back(t);
     }
 #endif

@@ -252,7 +252,7 @@ void register_quant_kernels_avxvnni_evex(Kernels& k);
 #ifdef QWEN_HAVE_AVX512
 // The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.
 void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
-void register_decode_rows_avx512(Kernels& k, const CpuFeatures& cpu);
+void register_decode_avx512(Kernels& k, const CpuFeatures& cpu);
 void register_op_kernels_avx512(Kernels& k, const CpuFeatures& cpu);
 #endif
 #ifdef QWEN_HAVE_NEON

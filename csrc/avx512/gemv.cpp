@@ -1,15 +1,19 @@
-// The several-activation-row decode (LayoutKernels::gemv_rows, batched decode) of the repacked
-// Q4_0_R4T, Q5_0_R4T and Q8_0_R4T in 512-bit vectors. The one-row gemv of these layouts stays the
-// avx2 table's (dispatch.cpp, keep_decode), so each row here is bit for bit that kernel's value
-// (avx2/gemv.cpp, "Quad"): the same exact integer block dot products, then per row and lane the
-// same float steps in the same order, acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd.
+// The decode of the repacked Q4_0_R4T, Q5_0_R4T, Q8_0_R4T, Q4_1_R4T and Q5_1_R4T in 512-bit vectors
+// (LayoutKernels::gemv and gemv_rows): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp,
+// gemv_32.cpp), which the avx512 table otherwise keeps for these types (dispatch.cpp, keep_decode),
+// bit for bit: the same exact integer block dot products, then per row and lane the same float
+// steps in the same order (acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd; the min
+// types in min_dot.h's segments), so a row's value does not depend on the path's register width,
+// on the other activation rows of a call, or on the layout (the stored rows' avx2 gemv).
 //
-// Why not the avx2 gemv_rows: it broadcasts every activation row once per call into 4.5 bytes per
-// value, which for a 4864-wide row (22 KB each) leaves L1 at two rows and is read back from L2 for
-// every quad of weight rows; here each activation row's Q8_0x4 group is loaded as it is (1.1 bytes
-// per value, all rows of a pass stay in L1) and broadcast in registers. One 512-bit vector holds
-// two pairs of blocks (128 columns: four blocks x four rows), so a tile's weights are unpacked once
-// per pass of up to kMaxA activation rows and each activation row costs 8 vpdpbusd per 512 weights.
+// Why not the avx2 kernels: their several-row form broadcasts every activation row once per call
+// into 4.5 bytes per value, which for a 4864-wide row (22 KB each) leaves L1 at two rows and is
+// read back from L2 for every quad of weight rows; here each activation row's group is loaded as it
+// is (Q8_0x4, or Q8_1 regrouped once per call: 1.1-2 bytes per value, all rows of a pass stay in
+// L1) and broadcast in registers. One 512-bit vector holds two pairs of blocks (128 columns: four
+// blocks x four rows), so a tile's weights are unpacked once per pass of up to kMaxA activation
+// rows and each activation row costs 8 vpdpbusd per 512 weights; one row alone ran faster than the
+// avx2 kernel too (bench/README.md, "512-bit several-row kernels of the R4T layouts").
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
@@ -308,6 +312,23 @@ static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n
 }
 
 }  // namespace
+
+// One activation row (LayoutKernels::gemv): the same passes
+void gemv_q4_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q5_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q8_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q4_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q5_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
 
 void gemv_q4_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
                         size_t ys) {

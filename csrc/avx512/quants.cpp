@@ -48,16 +48,17 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 
-// After dispatch.cpp's keep_decode has given the R4T layouts the avx2 table's one-row gemv: their
-// several-activation-row form in 512 bits (gemv.cpp), each row that gemv's value bit for bit.
-void register_decode_rows_avx512(Kernels& k, const CpuFeatures& cpu) {
+// After dispatch.cpp's keep_decode has given these types the avx2 table's decode kernels: the R4T
+// layouts' gemv and gemv_rows in 512 bits (gemv.cpp), the avx2 Quad arithmetic bit for bit, so
+// decode equals the stored rows' avx2 gemv and, for Q4_1/Q5_1, vec_dot.
+void register_decode_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   if (!cpu.avx512vnni) return;
-  set_layout_gemv_rows(k, QC_LAYOUT_Q4_0_R4T, gemv_q4_0_r4t_rows);
-  set_layout_gemv_rows(k, QC_LAYOUT_Q5_0_R4T, gemv_q5_0_r4t_rows);
-  set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);
-  set_layout_gemv_rows(k, QC_LAYOUT_Q4_1_R4T, gemv_q4_1_r4t_rows);
-  set_layout_gemv_rows(k, QC_LAYOUT_Q5_1_R4T, gemv_q5_1_r4t_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q4_0_R4T, QC_FN(gemv_q4_0_r4t), QC_ACT_Q8_0X4, gemv_q4_0_r4t_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemv_q5_0_r4t), QC_ACT_Q8_0X4, gemv_q5_0_r4t_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemv_q4_1_r4t), GGML_Q8_1, gemv_q4_1_r4t_rows);
+  set_layout_gemv(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemv_q5_1_r4t), GGML_Q8_1, gemv_q5_1_r4t_rows);
 }
 
 }  // namespace qc
