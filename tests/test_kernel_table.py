@@ -51,8 +51,8 @@ def test_the_tables_choices(isa):
             assert rows[t]["gemm"] == (f"avx512::gemm_{t[:2].lower()}_K", "Q8_K"), t
         for t in ("Q4_0", "Q5_0", "Q8_0"):
             assert rows[t]["gemm"] == (f"avx512::gemm_{t.lower()}", "Q8_X8")
-            assert rows[t]["layout"] == f"{t}_R4T"  # decode by the avx2 tiles (dispatch.cpp, keep_decode)
-            assert rows[t]["layout_gemv"][0] == f"avx2::gemv_{t.lower()}_r4t"
+            assert rows[t]["layout"] == f"{t}_R4T"  # the avx2 tiles (dispatch.cpp, keep_decode) read in 512 bits
+            assert rows[t]["layout_gemv"][0] == f"avx512::gemv_{t.lower()}_r4t"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

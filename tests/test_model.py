@@ -70,7 +70,7 @@ def test_quantized_files_match_transformers_on_dequantized_weights(isa, name):
 _X86_REPACKED = ("q4_0", "q8_0", "q4_k", "q5_0")
 _AVX2_REPACKED = _X86_REPACKED + ("q4_1", "q5_1")  # the avx2 tables' own layouts of these (Q4_1_R4T, Q5_1_R4T)
 REPACKED_TYPES = {"avx2": _AVX2_REPACKED, "avxvnni": _AVX2_REPACKED, "avxvnni_evex": _AVX2_REPACKED,
-                  "avx512": _AVX2_REPACKED,  # the avx2 table's decode kernels (dispatch.cpp, keep_decode)
+                  "avx512": _AVX2_REPACKED,  # the avx2 table's layouts (dispatch.cpp, keep_decode; avx512/gemv.cpp)
                   "neon": ("q4_0", "q8_0"), "neon_dotprod": ("q4_0", "q8_0")}
 
 
