@@ -57,24 +57,28 @@ static inline void row_passes(int n_rows, Pass&& pass) {
   }
 }
 
+// The activation rows of a several-row pass, kMaxA at a time and then the 1 .. kMaxA - 1 left:
+// pass(A, i) takes rows i .. i + A - 1, A a std::integral_constant. The first pass over a set of
+// weight rows loads them, the others find them in L1.
+template <int kMaxA, typename Pass>
+static inline void a_passes(int n_a, Pass&& pass) {
+  static_assert(kMaxA >= 1 && kMaxA <= 4, "1 .. 4 activation rows per pass");
+  int i = 0;
+  for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
+  switch (n_a - i) {
+    case 3: if constexpr (kMaxA > 3) pass(std::integral_constant<int, 3>(), i); break;
+    case 2: if constexpr (kMaxA > 2) pass(std::integral_constant<int, 2>(), i); break;
+    case 1: if constexpr (kMaxA > 1) pass(std::integral_constant<int, 1>(), i); break;
+    default: break;
+  }
+}
+
 // The passes of a gemv_rows kernel (kernels.h) over n_rows weight rows x n_a activation rows:
-// per pass of weight rows (row_passes), the activation rows kMaxA at a time, then the 1 ..
-// kMaxA - 1 left: rows(R, A, r, i) reads weight rows r .. r + R - 1 for activation rows i .. i +
-// A - 1, R and A std::integral_constants. The first pass over a set of weight rows loads them,
-// the others find them in L1.
+// per pass of weight rows (row_passes), the activation rows by a_passes: rows(R, A, r, i) reads
+// weight rows r .. r + R - 1 for activation rows i .. i + A - 1, R and A std::integral_constants.
 template <int kMaxA, typename Rows>
 static inline void row_passes_a(int n_rows, int n_a, Rows&& rows) {
-  static_assert(kMaxA >= 1 && kMaxA <= 4, "1 .. 4 activation rows per pass");
-  row_passes(n_rows, [&](auto R, int r) {
-    int i = 0;
-    for (; i + kMaxA <= n_a; i += kMaxA) rows(R, std::integral_constant<int, kMaxA>(), r, i);
-    switch (n_a - i) {
-      case 3: if constexpr (kMaxA > 3) rows(R, std::integral_constant<int, 3>(), r, i); break;
-      case 2: if constexpr (kMaxA > 2) rows(R, std::integral_constant<int, 2>(), r, i); break;
-      case 1: if constexpr (kMaxA > 1) rows(R, std::integral_constant<int, 1>(), r, i); break;
-      default: break;
-    }
-  });
+  row_passes(n_rows, [&](auto R, int r) { a_passes<kMaxA>(n_a, [&](auto A, int i) { rows(R, A, r, i); }); });
 }
 
 }  // namespace qc

@@ -372,17 +372,9 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   bcast_rows<L>(n, a, arb, n_a, bc);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* tile = w + (size_t)quad * 4 * wrb;
-    auto pass = [&](auto A, int i) {
+    a_passes<kMaxA>(n_a, [&](auto A, int i) {
       quad_t<L, A>(tile, n_tiles, a + i * arb, arb, bc + i * bc_row, bc_row, y + i * ys + 4 * quad, ys);
-    };
-    int i = 0;
-    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
-    switch (n_a - i) {
-      case 3: pass(std::integral_constant<int, 3>(), i); break;
-      case 2: pass(std::integral_constant<int, 2>(), i); break;
-      case 1: pass(std::integral_constant<int, 1>(), i); break;
-      default: break;
-    }
+    });
   }
 }
 

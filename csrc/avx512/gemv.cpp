@@ -177,17 +177,9 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   const bool last_two = n % 128 == 0;  // Q8_0_R4T: rows of an odd number of 64-column tiles end with one
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* t = w + (size_t)quad * 4 * wrb;
-    auto pass = [&](auto A, int i) {
+    a_passes<kMaxA>(n_a, [&](auto A, int i) {
       quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, y + i * ys + 4 * quad, ys);
-    };
-    int i = 0;
-    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
-    switch (n_a - i) {
-      case 3: pass(std::integral_constant<int, 3>(), i); break;
-      case 2: pass(std::integral_constant<int, 2>(), i); break;
-      case 1: pass(std::integral_constant<int, 1>(), i); break;
-      default: break;
-    }
+    });
   }
 }
 
@@ -299,57 +291,27 @@ static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n
   const Q8_1x4* g = act_groups(n, static_cast<const uint8_t*>(va), arb, n_a);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* t = w + (size_t)quad * 4 * wrb;
-    auto pass = [&](auto A, int i) { min_quad_rows<B, A>(t, n, g + i * ng, ng, y + i * ys + 4 * quad, ys); };
-    int i = 0;
-    for (; i + kMaxA <= n_a; i += kMaxA) pass(std::integral_constant<int, kMaxA>(), i);
-    switch (n_a - i) {
-      case 3: pass(std::integral_constant<int, 3>(), i); break;
-      case 2: pass(std::integral_constant<int, 2>(), i); break;
-      case 1: pass(std::integral_constant<int, 1>(), i); break;
-      default: break;
-    }
+    a_passes<kMaxA>(n_a, [&](auto A, int i) { min_quad_rows<B, A>(t, n, g + i * ng, ng, y + i * ys + 4 * quad, ys); });
   }
 }
 
 }  // namespace
 
-// One activation row (LayoutKernels::gemv): the same passes
-void gemv_q4_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
-}
-void gemv_q5_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
-}
-void gemv_q8_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
-}
-void gemv_q4_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
-}
-void gemv_q5_1_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, 0, 1, y, 0);
-}
-
-void gemv_q4_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                        size_t ys) {
-  gemv_t_rows<Q4_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
-}
-void gemv_q5_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                        size_t ys) {
-  gemv_t_rows<Q5_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
-}
-void gemv_q8_0_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                        size_t ys) {
-  gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
-}
-void gemv_q4_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                        size_t ys) {
-  gemv_min_t_rows<block_q4_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
-}
-void gemv_q5_1_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
-                        size_t ys) {
-  gemv_min_t_rows<block_q5_1>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
-}
+// The exported kernels of a layout: its gemv (one activation row: the same passes) and gemv_rows
+#define QC_R4T_DECODE(t, impl)                                                                               \
+  void gemv_##t##_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {          \
+    impl(n, w, wrb, n_rows, a, 0, 1, y, 0);                                                                  \
+  }                                                                                                          \
+  void gemv_##t##_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, \
+                           float* y, size_t ys) {                                                            \
+    impl(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                             \
+  }
+QC_R4T_DECODE(q4_0, gemv_t_rows<Q4_0R4T>)
+QC_R4T_DECODE(q5_0, gemv_t_rows<Q5_0R4T>)
+QC_R4T_DECODE(q8_0, gemv_t_rows<Q8_0R4T>)
+QC_R4T_DECODE(q4_1, gemv_min_t_rows<block_q4_1>)
+QC_R4T_DECODE(q5_1, gemv_min_t_rows<block_q5_1>)
+#undef QC_R4T_DECODE
 
 }  // namespace avx512
 }  // namespace qc
