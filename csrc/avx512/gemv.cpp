@@ -31,7 +31,8 @@ namespace {
 // (repack.h, avx2/gemv.cpp): lo[j] holds in 128-bit lane k the bytes 4j .. 4j + 3 of block k of
 // rows 0..3, hi[j] the same of bytes 16 + 4j ..; dw the scales in the dot products' lanes, [rows
 // 0..3 of block 0 | of block 1 | of block 2 | of block 3]. kOffShift: the unsigned values' offset
-// is 8 << kOffShift. kTwo(s): the step has its second pair (Q8_0_R4T: a last odd tile has not).
+// is 8 << kOffShift. two: the step has its second pair (the 64-column tiles: a row of an odd number
+// of tiles ends without it); quad and scales take it whether they need it or not.
 
 // q: nibble bytes -> their low nibbles (lo) and high ones (hi)
 static inline void unpack_nibbles(__m512i q, __m512i* lo, __m512i* hi) {
@@ -53,15 +54,26 @@ static inline void or_fifth_bits(__m512i p, __m512i* lo, __m512i* hi) {
   }
 }
 
+// The 32 bytes at t + at of a 64-column tile (tile bytes long) and of the one after it (two; else
+// zeros); and the 8 binary16 at t + at of both, as floats
+static inline __m512i load_tiles2(const uint8_t* t, size_t tile, size_t at, bool two) {
+  return two ? load_2x32(t + at, t + tile + at) : _mm512_zextsi256_si512(load256(t + at));
+}
+static inline __m512 halves_tiles2(const uint8_t* t, size_t tile, size_t at, bool two) {
+  const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + at));
+  const __m128i h1 = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + tile + at)) : _mm_setzero_si128();
+  return _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
+}
+
 // Q4_0_R4T: one tile per step; vector j of both pairs at tile + 64j, the scales at 256 (16
 // binary16, 4r + k = row r's block k)
 struct Q4_0R4T {
   static constexpr size_t kStep = 288;
   static constexpr int kOffShift = 0;
-  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool) {
     for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
   }
-  static inline __m512 scales(const uint8_t* t, size_t at = 256) {
+  static inline __m512 scales(const uint8_t* t, bool, size_t at = 256) {
     const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + at)));
   }
@@ -72,11 +84,11 @@ struct Q4_0R4T {
 struct Q5_0R4T {
   static constexpr size_t kStep = 352;
   static constexpr int kOffShift = 1;
-  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
-    Q4_0R4T::quad(t, lo, hi);
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
+    Q4_0R4T::quad(t, lo, hi, two);
     or_fifth_bits(load512(t + 256), lo, hi);
   }
-  static inline __m512 scales(const uint8_t* t) { return Q4_0R4T::scales(t, 320); }
+  static inline __m512 scales(const uint8_t* t, bool two) { return Q4_0R4T::scales(t, two, 320); }
 };
 
 // Q8_0_R4T: two tiles of 272 bytes per step (one pair each), vector j of a tile at 32j (j < 4 the
@@ -87,31 +99,10 @@ struct Q8_0R4T {
   static constexpr int kOffShift = 4;
   static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
     const __m512i x80 = _mm512_set1_epi8((char)0x80);
-    for (int j = 0; j < 8; ++j) {
-      const __m256i a = load256(t + 32 * j);
-      const __m512i q = two ? _mm512_inserti64x4(_mm512_castsi256_si512(a), load256(t + kTile + 32 * j), 1)
-                            : _mm512_zextsi256_si512(a);
-      (j < 4 ? lo[j] : hi[j - 4]) = _mm512_xor_si512(q, x80);
-    }
+    for (int j = 0; j < 8; ++j) (j < 4 ? lo[j] : hi[j - 4]) = _mm512_xor_si512(load_tiles2(t, kTile, 32 * j, two), x80);
   }
-  static inline __m512 scales(const uint8_t* t, bool two) {
-    const __m128i s0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 256));
-    const __m128i s1 = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kTile + 256)) : _mm_setzero_si128();
-    return _mm512_cvtph_ps(_mm256_set_m128i(s1, s0));
-  }
+  static inline __m512 scales(const uint8_t* t, bool two) { return halves_tiles2(t, kTile, 256, two); }
 };
-
-template <class L>
-static inline void step_weights(const uint8_t* t, bool two, __m512i* lo, __m512i* hi, __m512* dw) {
-  if constexpr (std::is_same_v<L, Q8_0R4T>) {
-    L::quad(t, lo, hi, two);
-    *dw = L::scales(t, two);
-  } else {
-    (void)two;
-    L::quad(t, lo, hi);
-    *dw = L::scales(t);
-  }
-}
 
 // init + the exact integer dot products [rows 0..3 of block k] in lane k of q (lo, hi) with an
 // activation group (alo, ahi: its lo and hi bytes, block k in lane k), the activation bytes
@@ -150,8 +141,8 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, 
   for (int64_t s = 0; s < n_steps; ++s, t += L::kStep) {
     const bool two = s + 1 < n_steps || last_two;
     __m512i lo[4], hi[4];
-    __m512 dw;
-    step_weights<L>(t, two, lo, hi, &dw);
+    L::quad(t, lo, hi, two);
+    const __m512 dw = L::scales(t, two);
     for (int i = 0; i < A; ++i) {
       const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + s;
       const __m512 dot = _mm512_cvtepi32_ps(quad_dot<L::kOffShift>(lo, hi, a));
@@ -226,20 +217,11 @@ template <typename B>
 struct MinR4T {
   static constexpr bool kQ5 = std::is_same_v<B, block_q5_1>;
   static constexpr size_t kTile = kQ5 ? 192 : 160, kDm = kQ5 ? 160 : 128;
-  // the step's two tiles from t (two: else one, the high lanes zero)
-  static inline __m512i load2(const uint8_t* t, size_t at, bool two) {
-    return two ? load_2x32(t + at, t + kTile + at) : _mm512_zextsi256_si512(load256(t + at));
-  }
-  static inline __m512 halves2(const uint8_t* t, size_t at, bool two) {
-    const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + at));
-    const __m128i h1 = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + kTile + at)) : _mm_setzero_si128();
-    return _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
-  }
   static inline void step(const uint8_t* t, bool two, __m512i* lo, __m512i* hi, __m512* dw, __m512* mw) {
-    for (int j = 0; j < 4; ++j) unpack_nibbles(load2(t, 32 * j, two), &lo[j], &hi[j]);
-    if constexpr (kQ5) or_fifth_bits(load2(t, 128, two), lo, hi);
-    *dw = halves2(t, kDm, two);
-    *mw = halves2(t, kDm + 16, two);
+    for (int j = 0; j < 4; ++j) unpack_nibbles(load_tiles2(t, kTile, 32 * j, two), &lo[j], &hi[j]);
+    if constexpr (kQ5) or_fifth_bits(load_tiles2(t, kTile, 128, two), lo, hi);
+    *dw = halves_tiles2(t, kTile, kDm, two);
+    *mw = halves_tiles2(t, kTile, kDm + 16, two);
   }
 };
 
