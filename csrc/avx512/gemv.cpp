@@ -121,21 +121,29 @@ static QC_VNNI inline __m512i byte_dots(const __m512i* lo, const __m512i* hi, __
   return _mm512_add_epi32(dl, dh);
 }
 
-// byte_dots with Q8_0x4 group a, less the unsigned values' offset (8 << kOffShift) * sum of each block
+// The init of byte_dots for each Q8_0x4 group of n_a activation rows (arb bytes apart, n_steps
+// groups each): the unsigned values' offset (8 << kOffShift) * sum of block k, negated, in the 4
+// lanes of block k. Once per call, not per quad and row (quad_rows): the same for every weight row.
 template <int kOffShift>
-static QC_VNNI inline __m512i quad_dot(const __m512i* lo, const __m512i* hi, const block_q8_0x4* a) {
-  const __m512i s = load512(a->sum8);
-  const __m512i t = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
-  const __m512i off = _mm512_slli_epi32(_mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB)), kOffShift);
-  return byte_dots(lo, hi, load512(a->lo), load512(a->hi), _mm512_sub_epi32(_mm512_setzero_si512(), off));
+static const int32_t* neg_offsets(const uint8_t* va, size_t arb, int n_a, int64_t n_steps) {
+  static thread_local std::vector<int32_t> buf;  // 16 per group; grows to the largest call's rows, then stays
+  if (buf.size() < (size_t)(16 * n_a * n_steps)) buf.resize((size_t)(16 * n_a * n_steps));
+  for (int i = 0; i < n_a; ++i)
+    for (int64_t s = 0; s < n_steps; ++s) {
+      const __m512i sum8 = load512(reinterpret_cast<const block_q8_0x4*>(va + i * arb)[s].sum8);
+      const __m512i t = _mm512_add_epi32(sum8, _mm512_shuffle_epi32(sum8, _MM_PERM_BADC));
+      const __m512i off = _mm512_slli_epi32(_mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB)), kOffShift);
+      _mm512_storeu_si512(buf.data() + 16 * (i * n_steps + s), _mm512_sub_epi32(_mm512_setzero_si512(), off));
+    }
+  return buf.data();
 }
 
 // y[i * ys + r], r < 4, i < A, for one quad: its n_steps steps from t, activation rows arb bytes
-// apart. Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks | odd
+// apart, their neg_offsets 16 * n_steps apart from off. Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks | odd
 // blocks], fed pair by pair: the step's first pair (low half), then its second (high half).
 template <class L, int A>
 static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, const uint8_t* va, size_t arb,
-                              float* y, size_t ys) {
+                              const int32_t* off, float* y, size_t ys) {
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t s = 0; s < n_steps; ++s, t += L::kStep) {
@@ -145,7 +153,7 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, 
     const __m512 dw = L::scales(t, two);
     for (int i = 0; i < A; ++i) {
       const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + s;
-      const __m512 dot = _mm512_cvtepi32_ps(quad_dot<L::kOffShift>(lo, hi, a));
+      const __m512 dot = _mm512_cvtepi32_ps(byte_dots(lo, hi, load512(a->lo), load512(a->hi), load512(off + 16 * (i * n_steps + s))));
       const __m512 d = _mm512_mul_ps(dw, _mm512_loadu_ps(a->d));
       acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(dot), acc[i]);
       if (two) acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
@@ -166,10 +174,11 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_steps = (n + 127) / 128;
   const bool last_two = n % 128 == 0;  // Q8_0_R4T: rows of an odd number of 64-column tiles end with one
+  const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_steps);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* t = w + (size_t)quad * 4 * wrb;
     a_passes<kMaxA>(n_a, [&](auto A, int i) {
-      quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, y + i * ys + 4 * quad, ys);
+      quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, off + 16 * i * n_steps, y + i * ys + 4 * quad, ys);
     });
   }
 }
