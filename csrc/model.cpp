@@ -162,10 +162,15 @@ MoeWeights moe_weights(const LayerWeights& L) {
           L.ffn_gate_inp_shexp, L.ffn_gate_shexp, L.ffn_up_shexp, L.ffn_down_shexp};
 }
 
-PageBuffer::PageBuffer(size_t n) : n_(n) {
+PageBuffer::PageBuffer(size_t n, bool huge) : n_(n) {
   if (!n) return;
   void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (huge) madvise(p, n, MADV_HUGEPAGE);  // a refusal (THP off, or not built in) leaves 4 KiB pages
+#else
+  (void)huge;
+#endif
   p_ = static_cast<uint8_t*>(p);
 }
 
@@ -329,7 +334,7 @@ void Model::plan_repack() {
   }
   size_t total = 0;
   for (const PendingRepack& p : pending_) total += aligned(row_bytes(p.t->type, p.t->cols) * (size_t)p.t->rows);
-  repacked_ = PageBuffer(total);
+  repacked_ = PageBuffer(total, cfg_.huge_pages);
 }
 
 // Makes the copies plan_repack chose, one matrix at a time across the pool. With

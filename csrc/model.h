@@ -36,6 +36,10 @@ struct ModelConfig {
   // memory stays about the file's size. Only for weights in a file mapping, which the OS reads
   // again if they are touched (anonymous memory would read back as zeros).
   bool release_repacked_source = false;
+  // The repacked copies in transparent huge pages (MADV_HUGEPAGE, where the system allows it):
+  // decode streams them with a TLB miss per 2 MiB instead of per 4 KiB, for a one-off cost in the
+  // first decode step, which makes the copies (bench/README.md, "Transparent huge pages").
+  bool huge_pages = true;
   MoeConfig moe;  // moe.n_expert > 0: every layer's FFN is a mixture of experts (LayerWeights::moe)
 };
 
@@ -107,13 +111,12 @@ class ZeroBuffer {
   size_t n_ = 0;
 };
 
-// n bytes of anonymous memory from mmap (zero pages until written), owned. Not advised into
-// transparent huge pages: faster decode, but zeroing fresh 2 MiB pages delays the first token
-// (bench/README.md, "Kernel design measurements").
+// n bytes of anonymous memory from mmap (zero pages until written), owned; huge: advised into
+// transparent huge pages (ModelConfig::huge_pages).
 class PageBuffer {
  public:
   PageBuffer() = default;
-  explicit PageBuffer(size_t n);
+  PageBuffer(size_t n, bool huge);
   PageBuffer(PageBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
   PageBuffer& operator=(PageBuffer&& o) noexcept;
   PageBuffer(const PageBuffer&) = delete;

@@ -83,7 +83,8 @@ void bind_model(py::module_& m) {
       .def_readwrite("n_seq", &ModelConfig::n_seq)
       .def_readwrite("n_batch", &ModelConfig::n_batch)
       .def_readwrite("repack", &ModelConfig::repack)
-      .def_readwrite("release_repacked_source", &ModelConfig::release_repacked_source);
+      .def_readwrite("release_repacked_source", &ModelConfig::release_repacked_source)
+      .def_readwrite("huge_pages", &ModelConfig::huge_pages);
   // the KV cache's element types (ggml type ids; ops.h KvTypes)
   cfg.def_property("kv_k", [](const ModelConfig& c) { return c.kv.k; }, [](ModelConfig& c, int32_t t) { c.kv.k = t; });
   cfg.def_property("kv_v", [](const ModelConfig& c) { return c.kv.v; }, [](ModelConfig& c, int32_t t) { c.kv.v = t; });
