@@ -139,8 +139,9 @@ static const int32_t* neg_offsets(const uint8_t* va, size_t arb, int n_a, int64_
 }
 
 // y[i * ys + r], r < 4, i < A, for one quad: its n_steps steps from t, activation rows arb bytes
-// apart, their neg_offsets 16 * n_steps apart from off. Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks | odd
-// blocks], fed pair by pair: the step's first pair (low half), then its second (high half).
+// apart, their neg_offsets 16 * n_steps apart from off. Per row one accumulator in the avx2
+// kernel's lanes [rows 0..3, even blocks | odd blocks], fed pair by pair: the step's first pair
+// (low half), then its second (high half).
 template <class L, int A>
 static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, const uint8_t* va, size_t arb,
                               const int32_t* off, float* y, size_t ys) {
