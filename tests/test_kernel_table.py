@@ -52,7 +52,9 @@ def test_the_tables_choices(isa):
         for t in ("Q4_0", "Q5_0", "Q8_0"):
             assert rows[t]["gemm"] == (f"avx512::gemm_{t.lower()}", "Q8_X8")
             assert rows[t]["layout"] == f"{t}_R4T"  # the avx2 tiles (dispatch.cpp, keep_decode) read in 512 bits
-            assert rows[t]["layout_gemv"][0] == f"avx512::gemv_{t.lower()}_r4t"
+            # one Q8_0_R4T row stays with the avx2 Quad gemv where 512-bit operations run in halves (Zen 4)
+            own = "avx2" if t == "Q8_0" and "avx512-halves" in _kernels.cpu_features().split() else "avx512"
+            assert rows[t]["layout_gemv"][0] == f"{own}::gemv_{t.lower()}_r4t"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

@@ -13,7 +13,8 @@
 // L1) and broadcast in registers. One 512-bit vector holds two pairs of blocks (128 columns: four
 // blocks x four rows), so a tile's weights are unpacked once per pass of up to kMaxA activation
 // rows and each activation row costs 8 vpdpbusd per 512 weights; one row alone ran faster than the
-// avx2 kernel too (bench/README.md, "512-bit several-row kernels of the R4T layouts").
+// avx2 kernel too on an Intel Xeon (bench/README.md, "512-bit several-row kernels of the R4T
+// layouts"), but for Q8_0 not on Zen 4 (avx512/quants.cpp keeps the avx2 one-row gemv there).
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
