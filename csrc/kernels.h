@@ -208,6 +208,12 @@ static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const 
   k.weight[repack_base_type(layout)].layout = layout;
 }
 
+// The several-row form alone of a layout whose one-row gemv a table keeps from another path
+static inline void set_layout_gemv_rows(Kernels& k, int32_t layout, gemv_rows_fn rows, int rows_first = 0) {
+  k.layout[layout].gemv_rows = rows;
+  k.layout[layout].gemv_rows_first = rows_first;
+}
+
 static inline void set_attn(Kernels& k, int32_t k_type, int32_t v_type, attn_fn f, const char* name) {
   k.attn[kv_index(k_type)][kv_index(v_type)] = AttnKernel{f, name};
 }

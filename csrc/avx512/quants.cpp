@@ -58,12 +58,10 @@ void register_decode_avx512(Kernels& k, const CpuFeatures& cpu) {
   if (!cpu.avx512vnni) return;
   set_layout_gemv(k, QC_LAYOUT_Q4_0_R4T, QC_FN(gemv_q4_0_r4t), QC_ACT_Q8_0X4, gemv_q4_0_r4t_rows);
   set_layout_gemv(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemv_q5_0_r4t), QC_ACT_Q8_0X4, gemv_q5_0_r4t_rows);
-  if (cpu.avx512_halves) {
-    k.layout[QC_LAYOUT_Q8_0_R4T].gemv_rows = gemv_q8_0_r4t_rows;
-    k.layout[QC_LAYOUT_Q8_0_R4T].gemv_rows_first = 0;
-  } else {
+  if (cpu.avx512_halves)
+    set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);
+  else
     set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
-  }
   set_layout_gemv(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemv_q4_1_r4t), GGML_Q8_1, gemv_q4_1_r4t_rows);
   set_layout_gemv(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemv_q5_1_r4t), GGML_Q8_1, gemv_q5_1_r4t_rows);
 }
