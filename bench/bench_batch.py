@@ -4,7 +4,8 @@ serve`, without HTTP): 1, 2, 4 and 8 concurrent sequences.
 
     PYTHONPATH=. python3 bench/make_models.py --sizes 0.5b --types q4_0,q4_k_m   # once
     PYTHONPATH=. python3 bench/bench_batch.py [--models 0.5b-q4_0,0.5b-q4_k_m,smollm2]
-        [--threads 1,2] [--streams 1,2,4,8] [--steps 32] [--rounds 3] [--isa avx2] [--no-repack] [--no-readme]
+        [--threads 1,2] [--streams 1,2,4,8] [--steps 32] [--rounds 3] [--isa avx2] [--no-repack]
+        [--no-huge-pages] [--no-readme]
 
 Per model file, thread count and kernel path, a fresh process measures, round after round with the
 stream counts interleaved (fair on a shared machine):
@@ -16,7 +17,8 @@ stream counts interleaved (fair on a shared machine):
 The table shows the best round (the least disturbed by other processes) and goes to stdout and,
 between marker comments, into bench/README.md with the date, CPU, kernel path, commit and the load
 average. --isa forces a kernel path (QWEN_CPU_ISA) for the runs; --no-repack keeps every weight as
-stored (Model.load(repack=False)), the A/B of the repacked layouts.
+stored (Model.load(repack=False)), the A/B of the repacked layouts; --no-huge-pages keeps the
+repacked copies in 4 KiB pages (Model.load(huge_pages=False)).
 """
 
 from __future__ import annotations
@@ -103,13 +105,14 @@ def scheduler_run(m, n: int, steps: int, rng) -> tuple[float, float]:
     return tokens / (end - start) if end > start else 0.0, float(np.median(gaps))
 
 
-def worker(path: str, threads: int, streams: list[int], steps: int, rounds: int, repack: bool) -> dict:
+def worker(path: str, threads: int, streams: list[int], steps: int, rounds: int, repack: bool, huge: bool) -> dict:
     import numpy as np
 
     from qwen_cpu import Model, _kernels
 
     rng = np.random.default_rng(0)
-    m = Model.load(path, n_ctx=PROMPT + steps + 8, n_seq=max(streams), n_threads=threads, repack=repack)
+    m = Model.load(path, n_ctx=PROMPT + steps + 8, n_seq=max(streams), n_threads=threads, repack=repack,
+                   huge_pages=huge)
     out = {"isa": _kernels.get_isa(), "forward": {n: [] for n in streams}, "scheduler": {n: [] for n in streams}}
     for _ in range(rounds):
         for n in streams:
@@ -125,7 +128,7 @@ def in_child(path: Path, threads: int, args, isa: str | None) -> dict:
     if isa:
         env["QWEN_CPU_ISA"] = isa
     cmd = [sys.executable, __file__, "--worker", str(path), str(threads), args.streams, str(args.steps), str(args.rounds),
-           "0" if args.no_repack else "1"]
+           "0" if args.no_repack else "1", "0" if args.no_huge_pages else "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"worker failed:\n{r.stderr[-3000:]}")
@@ -150,9 +153,9 @@ def table(results: list[tuple[str, int, dict]], streams: list[int]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        path, threads, streams, steps, rounds, repack = sys.argv[2:8]
+        path, threads, streams, steps, rounds, repack, huge = sys.argv[2:9]
         print(json.dumps(worker(path, int(threads), [int(s) for s in streams.split(",")], int(steps), int(rounds),
-                                repack == "1")))
+                                repack == "1", huge == "1")))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="0.5b-q4_0,0.5b-q4_k_m,smollm2")
@@ -163,6 +166,8 @@ def main() -> None:
     ap.add_argument("--isa", default=None, help="force a kernel path (QWEN_CPU_ISA)")
     ap.add_argument("--no-repack", action="store_true",
                     help="every weight as stored (Model.load(repack=False)): the repacked layouts' A/B")
+    ap.add_argument("--no-huge-pages", action="store_true",
+                    help="the repacked copies in 4 KiB pages (Model.load(huge_pages=False)): the huge pages' A/B")
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
@@ -182,7 +187,7 @@ def main() -> None:
             f"{min(load):.1f}-{max(load):.1f} (shared machine).\n\n" + table(results, streams))
     print(text)
     if not args.no_readme:  # one table per kernel path choice, each between its own markers
-        key = (args.isa or "default") + ("-stored" if args.no_repack else "")
+        key = (args.isa or "default") + ("-stored" if args.no_repack else "") + ("-4k" if args.no_huge_pages else "")
         begin, end = BEGIN.format(key), END.format(key)
         readme = README.read_text()
         if begin in readme:

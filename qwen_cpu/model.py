@@ -96,7 +96,7 @@ class Engine:
     generation: see api.Model). Build with `Engine.load(path)` (or `qwen_cpu.Model.load`)."""
 
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_threads: int | None, n_batch: int,
-                 kv_type: KvType, repack: bool = True, n_seq: int = 1):
+                 kv_type: KvType, repack: bool = True, n_seq: int = 1, huge_pages: bool = True):
         self._file = gguf
         self.config = config
         self.path = Path(gguf.path)
@@ -117,7 +117,7 @@ class Engine:
             # The tensors are views of the file mapping: once a matrix is repacked its pages can go
             # (the OS reads them again if touched).
             kernel_config = config.kernel_config(kv_type, n_ctx=n_ctx, n_batch=n_batch, repack=repack,
-                                                 release_repacked_source=True, n_seq=n_seq)
+                                                 release_repacked_source=True, n_seq=n_seq, huge_pages=huge_pages)
             self._net = _kernels.Model(kernel_config, tensors, n_threads or 0)
         except ValueError as e:
             raise QwenCpuError(f"{self.path.name}: {e}") from None
@@ -133,7 +133,7 @@ class Engine:
     @classmethod
     def load(cls, path: str | os.PathLike, n_ctx: int | None = None, n_threads: int | None = None,
              n_batch: int = 512, kv_type: str | Sequence[str] = DEFAULT_KV_TYPE, repack: bool = True, n_seq: int = 1,
-             rope_scaling: str | None = None, rope_scale: float | None = None) -> "Engine":
+             rope_scaling: str | None = None, rope_scale: float | None = None, huge_pages: bool = True) -> "Engine":
         """Map a GGUF file and prepare it to run. path: a file, or a Hugging Face reference
         `owner/repo[:quant]` (downloaded into the Hugging Face cache once, see hub.py). Weights are not read or copied here (the OS
         pages them in on first use); only the KV cache for n_ctx positions is allocated (its pages
@@ -145,7 +145,9 @@ class Engine:
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
-        --no-repack does. n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
+        --no-repack does. huge_pages: the repacked copies in transparent huge pages where the system
+        allows it (faster decode; a one-off cost in the first decode step); False keeps 4 KiB pages.
+        n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
         parallel requests); each holds n_ctx positions. kv_type: the KV cache's element type, 'f16',
         'q8_0' (about half the memory and the bytes read per token at depth), 'q4_0' (about a
         quarter) or 'f32', for K and V alike or as a (K, V) pair as llama.cpp's -ctk/-ctv (the
@@ -193,7 +195,7 @@ class Engine:
                     f"{need / 2**20:.0f} MiB of KV cache, but only {avail / 2**20:.0f} MiB of memory is available; "
                     f"use a smaller n_ctx{' or n_seq' if n_seq > 1 else ''}"
                 )
-            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_type, repack, n_seq)
+            return cls(gguf, config, n_ctx, n_threads, n_batch, kv_type, repack, n_seq, huge_pages)
         except BaseException:
             gguf.close()
             raise

@@ -565,3 +565,15 @@ def test_quantized_kv_cache_needs_head_dim_a_multiple_of_32(kv_type, named):
         Model.load(GOLDEN / "qwen2-tiny-tied.f32.gguf", n_ctx=64, kv_type=kv_type)
     with Model.load(GOLDEN / "qwen2-tiny-tied.f32.gguf", n_ctx=64, kv_type="f32") as m:  # the float types fit any
         assert m.kv_type == ("f32", "f32")
+
+
+def test_huge_pages_are_a_memory_choice_only():
+    """The repacked copies in transparent huge pages (the default) or in 4 KiB pages
+    (huge_pages=False): the same copies, so the same decode logits bit for bit."""
+    path = GOLDEN / "qwen2-h256-tied.q4_0.gguf"
+    steps = {}
+    for huge in (True, False):
+        with Model.load(path, n_ctx=128, n_threads=2, huge_pages=huge) as m:
+            steps[huge] = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:45]]
+            assert m._net.repacked_bytes > 0 or _kernels.get_isa() in ("scalar", "sse42")
+    assert np.array_equal(np.stack(steps[True]), np.stack(steps[False]))
