@@ -86,7 +86,8 @@ struct WeightKernels {
 };
 
 // The decode form over a repacked layout (repack.h): y[r] = dot(row r, a) for r < n_rows, n_rows a
-// multiple of 4, w the repacked rows from a quad's first tile (w_row_bytes: the stored row's).
+// multiple of repack_rows_of(layout), w the repacked rows from a tile's first row (w_row_bytes: the
+// stored row's).
 struct LayoutKernels {
   gemv_fn gemv = nullptr;  // nullptr: this path does not repack into the layout
   const char* gemv_name = nullptr;

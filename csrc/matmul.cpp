@@ -1,6 +1,7 @@
 #include "matmul.h"
 
 #include <algorithm>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -191,21 +192,22 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
   const uint8_t* w = static_cast<const uint8_t*>(o.w);
   const WeightKernels& wk = K.weight[o.wtype];
   const Route r = route(K, o, n_in, n_kernel);
-  if (o.layout != QC_LAYOUT_STORED && (r0 % kRepackRows != 0 || (r1 - r0) % kRepackRows != 0))
-    throw std::logic_error("matmul: repacked rows split off a 4-row tile");  // MatmulOutput::layout's rule
+  const int64_t tile_rows = repack_rows_of(o.layout);
+  if (o.layout != QC_LAYOUT_STORED && (r0 % tile_rows != 0 || (r1 - r0) % tile_rows != 0))
+    throw std::logic_error("matmul: repacked rows split off a tile");  // MatmulOutput::layout's rule
   if (r == kLayoutGemv && n_tok > 1 && K.layout[o.layout].gemv_rows) {
     const gemv_rows_fn gemv_rows = K.layout[o.layout].gemv_rows;
     auto rows_fn = [&](const uint8_t* wb, int64_t nb, const uint8_t* a, int64_t na, float* yb) {
       gemv_rows(n_in, wb, w_row, (int)nb, a, act_row, (int)na, yb, (size_t)o.n_out);
     };
     if (const int64_t n_first = K.layout[o.layout].gemv_rows_first)
-      rows_first_then_rest(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, n_first, o.y + r0,
+      rows_first_then_rest(w + r0 * w_row, w_row, r1 - r0, tile_rows, act, act_row, n_tok, n_first, o.y + r0,
                            (size_t)o.n_out, rows_fn, rows_fn);
     else  // every row at once over each tile of weights
       rows_fn(w + r0 * w_row, r1 - r0, act, n_tok, o.y + r0);
   } else if (r == kLayoutGemv) {
     const gemv_fn gemv = K.layout[o.layout].gemv;
-    rows_alone(w + r0 * w_row, w_row, r1 - r0, kRepackRows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
+    rows_alone(w + r0 * w_row, w_row, r1 - r0, tile_rows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
                [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
   } else if (r == kUnrepack) {
     // Unpacked back to the stored layout a block at a time in this thread's buffer, then
@@ -213,7 +215,7 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
     // activations its gemm reads; unpacking is a copy, small beside a product over tens or
     // hundreds of tokens.
     constexpr size_t kUnpackBytes = 64 * 1024;
-    const int64_t tile = wk.gemm_rows;
+    const int64_t tile = std::lcm<int64_t>(wk.gemm_rows, tile_rows);
     int64_t block = (int64_t)(kUnpackBytes / w_row);
     block = block < tile ? tile : block - block % tile;
     thread_local std::vector<uint8_t> unpacked;
@@ -260,10 +262,12 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
   for (int i = 0; i < n_outs; ++i) total_rows += outs[i].n_out;
   // in units of the gemm's tile rows for several tokens (WeightKernels::gemm_rows): a tile cut in
   // two by the split would cost both threads a full tile's work; of 4 for one token: the gemv
-  // kernels take 4 rows per pass, repacked weights 4 rows per tile (repack.h)
+  // kernels take 4 rows per pass, repacked weights 4 or 16 rows per tile (repack.h)
   int64_t unit = 4;
-  if (n_kernel > 1)
-    for (int i = 0; i < n_outs; ++i) unit = std::max<int64_t>(unit, K.weight[outs[i].wtype].gemm_rows);
+  for (int i = 0; i < n_outs; ++i) {
+    if (outs[i].layout != QC_LAYOUT_STORED) unit = std::lcm<int64_t>(unit, repack_rows_of(outs[i].layout));
+    if (n_kernel > 1) unit = std::lcm<int64_t>(unit, K.weight[outs[i].wtype].gemm_rows);
+  }
   pool.run([&](int ith, int nth) {
     int64_t g0, g1;
     split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);

@@ -34,8 +34,9 @@ struct MatmulOutput {
   int32_t wtype;
   int64_t n_out;
   float* y;        // (n_tok, n_out)
-  // QC_LAYOUT_STORED, or the layout w was repacked into (repack.h), with n_out a multiple of 4, as
-  // are the n_out of every output before it in a group (a thread's rows never split a tile). One
+  // QC_LAYOUT_STORED, or the layout w was repacked into (repack.h), with n_out a multiple of its
+  // rows per tile, as are the n_out of every output before it in a group (a thread's rows never
+  // split a tile). One
   // token runs the layout's gemv where the kernel table has it; otherwise the rows are unpacked.
   int32_t layout = QC_LAYOUT_STORED;
 };

@@ -305,9 +305,12 @@ size_t Model::activation_scratch_bytes() const {
 void Model::plan_repack() {
   const Kernels& K = *K_;
   const bool tied = w_.tok_embd.data == w_.output.data && w_.tok_embd.type == w_.output.type;
-  auto consider = [&](std::initializer_list<Tensor*> group) {
+  // view_rows: the rows of each expert's matrix inside a 3-D tensor (whole tiles per expert), or 0
+  auto consider = [&](std::initializer_list<Tensor*> group, int64_t view_rows = 0) {
+    int64_t unit = 1;  // MatmulOutput::layout: the outputs before a repacked one are whole tiles of it
+    for (const Tensor* t : group) unit = std::max(unit, repack_rows_of(K.weight[t->type].layout));
     for (const Tensor* t : group)
-      if (t->rows % kRepackRows != 0) return;  // MatmulOutput::layout: the outputs before a repacked one
+      if (t->rows % unit != 0 || (view_rows && view_rows % unit != 0)) return;
     for (Tensor* t : group) {
       const int32_t layout = K.weight[t->type].layout;
       if (layout != QC_LAYOUT_STORED && repack_fits(layout, t->rows, t->cols))
@@ -319,10 +322,9 @@ void Model::plan_repack() {
     consider({&L.wo});
     consider({&L.w_gate, &L.w_up});
     consider({&L.w_down});
-    // an expert's matrix is a view inside its 3-D tensor: whole 4-row tiles per expert
-    if (cfg_.moe.n_ff_exp % kRepackRows == 0 && cfg_.n_embd % kRepackRows == 0) {
-      consider({&L.ffn_gate_exps, &L.ffn_up_exps});
-      consider({&L.ffn_down_exps});
+    if (cfg_.moe.n_ff_exp > 0) {
+      consider({&L.ffn_gate_exps, &L.ffn_up_exps}, cfg_.moe.n_ff_exp);
+      consider({&L.ffn_down_exps}, cfg_.n_embd);
     }
     consider({&L.ffn_gate_shexp, &L.ffn_up_shexp});
     consider({&L.ffn_down_shexp});
@@ -330,7 +332,7 @@ void Model::plan_repack() {
   consider({&w_.output});
   if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
     tied_repacked_ = true;
-    embd_quad_ = ZeroBuffer<uint8_t>(kRepackRows * row_bytes(w_.output.type, w_.output.cols));
+    embd_quad_ = ZeroBuffer<uint8_t>(repack_rows_of(pending_.back().layout) * row_bytes(w_.output.type, w_.output.cols));
   }
   size_t total = 0;
   for (const PendingRepack& p : pending_) total += aligned(row_bytes(p.t->type, p.t->cols) * (size_t)p.t->rows);
@@ -347,18 +349,19 @@ void Model::repack_pending() {
   size_t offset = 0;
   for (const PendingRepack& p : pending_) {
     Tensor* t = p.t;
-    const size_t quad_bytes = kRepackRows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / kRepackRows);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / quad_bytes));  // quads
+    const int64_t tile_rows = repack_rows_of(p.layout);
+    const size_t quad_bytes = tile_rows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / tile_rows);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / quad_bytes));  // tiles' rows
     const uint8_t* src = static_cast<const uint8_t*>(t->data);
     uint8_t* dst = repacked_.data() + offset;
     pool_.run([&](int ith, int nth) {
       int64_t q0, q1;
-      split_range(t->rows / kRepackRows, ith, nth, &q0, &q1);
+      split_range(t->rows / tile_rows, ith, nth, &q0, &q1);
       for (int64_t c0 = q0; c0 < q1; c0 += chunk) {
         const int64_t c1 = std::min(q1, c0 + chunk);
         populate(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, false);
         populate(dst + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, true);
-        repack_rows(p.layout, src + c0 * quad_bytes, (c1 - c0) * kRepackRows, t->cols, dst + c0 * quad_bytes);
+        repack_rows(p.layout, src + c0 * quad_bytes, (c1 - c0) * tile_rows, t->cols, dst + c0 * quad_bytes);
         if (cfg_.release_repacked_source) release_pages(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes);
       }
     });
@@ -380,10 +383,10 @@ void Model::embed_row(int32_t token, float* out) {
     K_->dequantize[t.type](base + (size_t)token * rb, out, t.cols);
     return;
   }
-  // repacked (tied to the output matrix): the token's quad of rows unpacked, then its row
-  const int64_t quad = token / kRepackRows;
-  unrepack_rows(t.layout, base + (size_t)quad * kRepackRows * rb, kRepackRows, t.cols, embd_quad_.data());
-  K_->dequantize[t.type](embd_quad_.data() + (size_t)(token % kRepackRows) * rb, out, t.cols);
+  // repacked (tied to the output matrix): the token's tile of rows unpacked, then its row
+  const int64_t tile_rows = repack_rows_of(t.layout), first = token / tile_rows * tile_rows;
+  unrepack_rows(t.layout, base + (size_t)first * rb, tile_rows, t.cols, embd_quad_.data());
+  K_->dequantize[t.type](embd_quad_.data() + (size_t)(token - first) * rb, out, t.cols);
 }
 
 void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {

@@ -16,7 +16,8 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q8_0_R4T: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
-    case QC_LAYOUT_Q4_0_R4T: return GGML_Q4_0;
+    case QC_LAYOUT_Q4_0_R4T:
+    case QC_LAYOUT_Q4_0_R16: return GGML_Q4_0;
     case QC_LAYOUT_Q4_1_R4T: return GGML_Q4_1;
     case QC_LAYOUT_Q5_1_R4T: return GGML_Q5_1;
     default: return -1;
@@ -25,8 +26,8 @@ int32_t repack_base_type(int32_t layout) {
 
 namespace {
 
-// One tile's bytes <-> the blocks of a quad it covers: rows[r * row_blocks + k] is row r's block k
-// of the tile (4 blocks of 32, or 1 super-block). to_tile: stored -> tile, else back.
+// One tile's bytes <-> the blocks of the rows it covers: rows[r * row_blocks + k] is row r's block k
+// of the tile (4 or 2 blocks of 32, or 1 super-block). to_tile: stored -> tile, else back.
 template <bool to_tile>
 void tile_q4_0(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
   half_t* scales = reinterpret_cast<half_t*>(tile + 256);
@@ -99,7 +100,7 @@ static inline uint64_t planes_to_qh(uint64_t x) {
 
 // The R4T layouts' bytes: a block's qs[4j .. 4j + 3] (j < kVectors) <-> its row's lane of vector
 // j, at lane + kStride * j (lane: 32h + 16s + 4r, kStride 64; Q4_1_R4T: 16s + 4r, kStride 32;
-// Q8_0_R4T: 16s + 4r, kStride 32, kVectors 8; repack.h)
+// Q8_0_R4T: 16s + 4r, kStride 32, kVectors 8; Q4_0_R16: 256s + 4r; repack.h)
 template <bool to_tile, int kStride = 64, int kVectors = 4>
 static inline void lane_bytes(uint8_t* qs, uint8_t* lane) {
   for (int j = 0; j < kVectors; ++j) {
@@ -180,6 +181,20 @@ void tile_q5_0t(block_q5_0* rows, int64_t row_blocks, uint8_t* tile) {
     }
 }
 
+// Q4_0_R16: row r's block s qs[4j .. 4j + 3] into lane r of vector j of block s, its scale at
+// 512 + 2(16s + r)
+template <bool to_tile>
+void tile_q4_0r16(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
+  half_t* scales = reinterpret_cast<half_t*>(tile + 512);
+  for (int r = 0; r < 16; ++r)
+    for (int s = 0; s < 2; ++s) {
+      block_q4_0& b = rows[r * row_blocks + s];
+      lane_bytes<to_tile>(b.qs, tile + 256 * s + 4 * r);
+      if (to_tile) std::memcpy(&scales[16 * s + r], &b.d, sizeof(half_t));
+      else std::memcpy(&b.d, &scales[16 * s + r], sizeof(half_t));
+    }
+}
+
 // Q8_0_R4T: the signed bytes four at a time into their row's lane of the eight vectors, the scales
 // in the lanes' order at 256
 template <bool to_tile>
@@ -210,21 +225,23 @@ void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
   }
 }
 
-// kBlocks: blocks of each row in a tile.
-template <typename Block, int kBlocks, int kBlockElems, void (*Tile)(Block*, int64_t, uint8_t*)>
+// kBlocks: blocks of each row in a tile; kRows: rows of a tile.
+template <typename Block, int kBlocks, int kBlockElems, void (*Tile)(Block*, int64_t, uint8_t*), int kRows = 4>
 void convert(Block* stored, int64_t n_rows, int64_t n_cols, uint8_t* tiles) {
-  const int64_t row_blocks = n_cols / kBlockElems, tiles_per_quad = row_blocks / kBlocks;
-  const size_t tile_bytes = 4 * kBlocks * sizeof(Block);
-  for (int64_t quad = 0; quad < n_rows / 4; ++quad)
-    for (int64_t t = 0; t < tiles_per_quad; ++t)
-      Tile(stored + quad * 4 * row_blocks + kBlocks * t, row_blocks, tiles + (quad * tiles_per_quad + t) * tile_bytes);
+  const int64_t row_blocks = n_cols / kBlockElems, tiles_per_group = row_blocks / kBlocks;
+  const size_t tile_bytes = kRows * kBlocks * sizeof(Block);
+  for (int64_t group = 0; group < n_rows / kRows; ++group)
+    for (int64_t t = 0; t < tiles_per_group; ++t)
+      Tile(stored + group * kRows * row_blocks + kBlocks * t, row_blocks,
+           tiles + (group * tiles_per_group + t) * tile_bytes);
 }
 
 template <bool to_tile>
 void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols, void* tiles) {
   if (!repack_fits(layout, n_rows, n_cols))
     throw std::invalid_argument("repack: " + std::to_string(n_rows) + " x " + std::to_string(n_cols) +
-                                " is not a multiple of 4 x " + std::to_string(repack_cols(layout)));
+                                " is not a multiple of " + std::to_string(repack_rows_of(layout)) + " x " +
+                                std::to_string(repack_cols(layout)));
   uint8_t* t = static_cast<uint8_t*>(tiles);
   switch (layout) {
     case QC_LAYOUT_Q4_0_R4:
@@ -241,6 +258,9 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q4_0_R4T:
       convert<block_q4_0, 4, 32, tile_q4_0t<to_tile>>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q4_0_R16:
+      convert<block_q4_0, 2, 32, tile_q4_0r16<to_tile>, 16>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_1_R4T:
       convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(static_cast<block_q4_1*>(stored), n_rows, n_cols, t);

@@ -1,5 +1,5 @@
 // Repacked weight layouts: a matrix's rows regrouped once (by a Model's first decode step), four
-// rows interleaved, so that a decode kernel (WeightKernels::gemv's counterpart LayoutKernels::gemv)
+// (or sixteen) rows interleaved, so that a decode kernel (WeightKernels::gemv's counterpart LayoutKernels::gemv)
 // reads one sequential stream in exactly the order it consumes it. Not GGUF types: they exist
 // only in the memory a Model repacks its weights into (model.cpp); the file keeps its own layout.
 //
@@ -7,11 +7,12 @@
 // four streams and rearrange every group of blocks with word permutes; the
 // repacked layout ran faster both in cache and streamed (bench/README.md, "Kernel design measurements").
 //
-// Every layout covers rows 4i .. 4i+3 (a "quad") in tiles of repack_cols(layout) columns, the
-// tiles of a quad one after another, then the next quad's; a tile holds exactly the bytes of the
-// 4 rows' blocks it replaces, so row r of the matrix still starts at byte r * row_bytes when r is
-// a multiple of 4, and the repacked matrix is as large as the stored one. A matrix repacks only
-// if its rows are a multiple of 4 and its row length a multiple of the tile's (repack_fits).
+// Every layout covers rows Ri .. Ri + R - 1 (R = repack_rows_of(layout): 4, a "quad", or 16, a
+// "band") in tiles of repack_cols(layout) columns, the tiles of a quad one after another, then the
+// next quad's; a tile holds exactly the bytes of the R rows' blocks it replaces, so row r of the
+// matrix still starts at byte r * row_bytes when r is a multiple of R, and the repacked matrix is
+// as large as the stored one. A matrix repacks only if its rows are a multiple of R and its row
+// length a multiple of the tile's (repack_fits).
 //
 // Q4_0_R4 tile, 288 bytes: bytes 64r + 16k + j = row r's block k qs[j] (both nibbles as stored),
 //   then 16 binary16 scales, scale 4r + k = row r's block k d.
@@ -40,6 +41,11 @@
 //   activation's lo halves, 4..7 its hi halves); then the 8 binary16 scales at 256, 4s + r = row
 //   r's block s d (the lanes' order). It pairs with Q8_0x4 activations, a tile with one half of
 //   a group.
+// Q4_0_R16 tile, 576 bytes (16 rows, 64 columns: two blocks per row): per block s the four 64-byte
+//   vectors j at 256s + 64j, byte 4r + e holding row r's block s qs[4j + e] (both nibbles as
+//   stored: one 32-bit lane per row, so that one activation group of 4 bytes broadcast to every
+//   lane, straight from memory, goes against 16 rows at once); then the 32 binary16 scales at
+//   512, 16s + r = row r's block s d.
 // The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
@@ -62,10 +68,13 @@ enum : int32_t {
   QC_LAYOUT_Q4_1_R4T,
   QC_LAYOUT_Q5_1_R4T,
   QC_LAYOUT_Q8_0_R4T,
+  QC_LAYOUT_Q4_0_R16,
   QC_LAYOUT_COUNT,
 };
 
-constexpr int kRepackRows = 4;
+// Rows per tile: 4, or 16 (the bands of Q4_0_R16); kRepackRowsMax: the most of any layout
+static inline int64_t repack_rows_of(int32_t layout) { return layout == QC_LAYOUT_Q4_0_R16 ? 16 : 4; }
+constexpr int64_t kRepackRowsMax = 16;
 
 // The stored type a layout comes from (-1: none). Which layout a type repacks into is the kernel
 // table's choice (WeightKernels::layout, set with the layout's decode kernel).
@@ -74,15 +83,17 @@ int32_t repack_base_type(int32_t layout);
 // Columns per tile.
 static inline int64_t repack_cols(int32_t layout) {
   if (layout == QC_LAYOUT_Q4_K_R4) return 256;
-  if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T) return 64;
+  if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T ||
+      layout == QC_LAYOUT_Q4_0_R16)
+    return 64;
   return 128;
 }
 
 static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
-  return rows > 0 && rows % kRepackRows == 0 && cols > 0 && cols % repack_cols(layout) == 0;
+  return rows > 0 && rows % repack_rows_of(layout) == 0 && cols > 0 && cols % repack_cols(layout) == 0;
 }
 
-// n_rows (a multiple of 4) stored rows of n_cols at src -> dst in the layout, and back; the two
+// n_rows (a multiple of repack_rows_of(layout)) stored rows of n_cols at src -> dst in the layout, and back; the two
 // are exact inverses. src and dst do not overlap.
 void repack_rows(int32_t layout, const void* src, int64_t n_rows, int64_t n_cols, void* dst);
 void unrepack_rows(int32_t layout, const void* src, int64_t n_rows, int64_t n_cols, void* dst);

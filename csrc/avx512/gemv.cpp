@@ -1,5 +1,6 @@
 // The decode of the repacked Q4_0_R4T, Q5_0_R4T, Q8_0_R4T, Q4_1_R4T and Q5_1_R4T in 512-bit vectors
-// (LayoutKernels::gemv and gemv_rows): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp,
+// (LayoutKernels::gemv and gemv_rows), and of Q4_0_R16, the avx512 table's own layout of Q4_0 (its
+// section below): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp,
 // gemv_32.cpp), which the avx512 table otherwise keeps for these types (dispatch.cpp, keep_decode),
 // bit for bit: the same exact integer block dot products, then per row and lane the same float
 // steps in the same order (acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd; the min
@@ -22,6 +23,7 @@
 #include "../x86/min_dot.h"
 
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace qc {
@@ -185,6 +187,92 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   }
 }
 
+// ---- Q4_0_R16: sixteen rows per vector -------------------------------------------------------
+// One 32-bit lane per weight row (repack.h): a block's four vectors j hold bytes 4j .. 4j + 3 of
+// 16 rows, so an activation row's 4 bytes go against all of them as one broadcast dword, straight
+// from memory (vpdpbusd's {1to16} operand), where the R4T kernels spend a vpshufd per vpdpbusd and
+// activation row. The integer block dot products are exact, and per row the float steps are the
+// R4T kernels' (acc_even/odd += (d_w * d_a) * dot block by block, y = acc_even + acc_odd), so the
+// values are theirs bit for bit.
+
+// acc + the byte dot products of w (unsigned) with the 4 signed bytes at p in every lane: one
+// vpdpbusd with its {1to16} memory operand (gcc would load the broadcast by an instruction of its own)
+static QC_VNNI inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
+// f(i) for i < A, i a std::integral_constant
+template <int A, typename F, int... I>
+static QC_VNNI inline __attribute__((always_inline)) void each_row(F&& f, std::integer_sequence<int, I...> = {}) {
+  if constexpr (sizeof...(I) < A) each_row<A>(f, std::make_integer_sequence<int, A>());
+  else (f(std::integral_constant<int, I>()), ...);
+}
+
+// acc[i] += the 16 rows' block (its four vectors at v, its scales at sc) with block k of activation
+// row i's group (a: row 0's, the others arb bytes apart; off: row 0's neg_offsets of the group,
+// the others off_row apart), i < A
+template <int A, int k>
+static QC_VNNI inline __attribute__((always_inline)) void band_block(const uint8_t* v, const uint8_t* sc,
+                                                                     const uint8_t* a, size_t arb, const int32_t* off,
+                                                                     size_t off_row, __m512* acc) {
+  __m512i lo[4], hi[4];
+  for (int j = 0; j < 4; ++j) unpack_nibbles(load512(v + 64 * j), &lo[j], &hi[j]);
+  const __m512 dw = _mm512_cvtph_ps(load256(sc));
+  each_row<A>([&](auto I) QC_VNNI __attribute__((always_inline)) {
+    constexpr int i = I;  // a constant index, so that gcc keeps acc[] in registers
+    const block_q8_0x4* ai = reinterpret_cast<const block_q8_0x4*>(a + i * arb);
+    __m512i dl = _mm512_set1_epi32(off[i * off_row + 4 * k]), dh = _mm512_setzero_si512();
+    for (int j = 0; j < 4; ++j) {
+      dl = dpbusd_bcast(dl, lo[j], ai->lo + 16 * k + 4 * j);
+      dh = dpbusd_bcast(dh, hi[j], ai->hi + 16 * k + 4 * j);
+    }
+    const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(ai->d[4 * k]));
+    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(dl, dh)), acc[i]);
+  });
+}
+
+// y[i * ys + r], r < 16, i < A, for one band: its n / 64 tiles from t (blocks 2g, 2g + 1 in tile
+// g; two tiles per activation group of 4 blocks, the last alone if n / 64 is odd), activation rows
+// arb bytes apart, their neg_offsets n_groups * 16 apart from off.
+template <int A>
+static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, size_t arb, const int32_t* off,
+                              int64_t n_groups, float* y, size_t ys) {
+  const size_t off_row = 16 * (size_t)n_groups;
+  __m512 even[A], odd[A];  // per activation row: the even blocks' sums, the odd blocks'
+  each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { even[i] = odd[i] = _mm512_setzero_ps(); });
+  for (int64_t g = 0; g < n / 128; ++g, t += 2 * 576, a += sizeof(block_q8_0x4), off += 16) {
+    band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
+    band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
+    prefetch_after_loads(t + kTilePrefetch, 576);
+    band_block<A, 2>(t + 576, t + 576 + 512, a, arb, off, off_row, even);
+    band_block<A, 3>(t + 576 + 256, t + 576 + 544, a, arb, off, off_row, odd);
+    prefetch_after_loads(t + 576 + kTilePrefetch, 576);
+  }
+  if (n % 128) {
+    band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
+    band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
+  }
+  each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) {
+    _mm512_storeu_ps(y + i * ys, _mm512_add_ps(even[i], odd[i]));
+  });
+}
+
+static QC_VNNI void gemv_r16_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
+                                  int n_a, float* y, size_t ys) {
+  constexpr int kMaxA = 4;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  const int64_t n_groups = (n + 127) / 128;
+  const int32_t* off = neg_offsets<0>(a, arb, n_a, n_groups);
+  for (int band = 0; band < n_rows / 16; ++band) {
+    const uint8_t* t = w + (size_t)band * 16 * wrb;
+    a_passes<kMaxA>(n_a, [&](auto A, int i) {
+      band_rows<A>(t, n, a + i * arb, arb, off + 16 * i * n_groups, n_groups, y + i * ys + 16 * band, ys);
+    });
+  }
+}
+
 // ---- Q4_1_R4T and Q5_1_R4T (Q8_1 activations) ------------------------------------------------
 // The kept avx2 one-row gemv of these (avx2/gemv_32.cpp, rows_min) sums in min_dot.h's order: per
 // segment of kMinDotSegment blocks, block b of the segment into accumulator j = b mod 4, p_j =
@@ -291,20 +379,21 @@ static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n
 }  // namespace
 
 // The exported kernels of a layout: its gemv (one activation row: the same passes) and gemv_rows
-#define QC_R4T_DECODE(t, impl)                                                                               \
-  void gemv_##t##_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {          \
+#define QC_LAYOUT_DECODE(t, impl)                                                                               \
+  void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {          \
     impl(n, w, wrb, n_rows, a, 0, 1, y, 0);                                                                  \
   }                                                                                                          \
-  void gemv_##t##_r4t_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, \
+  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, \
                            float* y, size_t ys) {                                                            \
     impl(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                             \
   }
-QC_R4T_DECODE(q4_0, gemv_t_rows<Q4_0R4T>)
-QC_R4T_DECODE(q5_0, gemv_t_rows<Q5_0R4T>)
-QC_R4T_DECODE(q8_0, gemv_t_rows<Q8_0R4T>)
-QC_R4T_DECODE(q4_1, gemv_min_t_rows<block_q4_1>)
-QC_R4T_DECODE(q5_1, gemv_min_t_rows<block_q5_1>)
-#undef QC_R4T_DECODE
+QC_LAYOUT_DECODE(q4_0_r4t, gemv_t_rows<Q4_0R4T>)
+QC_LAYOUT_DECODE(q5_0_r4t, gemv_t_rows<Q5_0R4T>)
+QC_LAYOUT_DECODE(q8_0_r4t, gemv_t_rows<Q8_0R4T>)
+QC_LAYOUT_DECODE(q4_1_r4t, gemv_min_t_rows<block_q4_1>)
+QC_LAYOUT_DECODE(q5_1_r4t, gemv_min_t_rows<block_q5_1>)
+QC_LAYOUT_DECODE(q4_0_r16, gemv_r16_rows)
+#undef QC_LAYOUT_DECODE
 
 }  // namespace avx512
 }  // namespace qc

@@ -364,14 +364,25 @@ void test_repack(Report& R) {
     for (const int32_t layout : layouts_of(wt.type)) {
       auto g = rng_for(fmt("repack %d %d", wt.type, layout));
       const int64_t cols = repack_cols(layout);
+      const int rows = (int)repack_rows_of(layout);
       for (int64_t n : {cols, 3 * cols})
-        for (int n_rows : {4, 12}) {
+        for (int n_rows : {rows, 3 * rows}) {
           const size_t wb = row_bytes(wt.type, n);
           const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows);
           std::vector<uint8_t> packed(w.size()), back(w.size());
           repack_rows(layout, w.data(), n_rows, n, packed.data());
           unrepack_rows(layout, packed.data(), n_rows, n, back.data());
           R.check(back == w, "repack", fmt("%s layout %d %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, layout, n_rows, (long long)n));
+          if (layout == QC_LAYOUT_Q4_0_R16) {  // row 21 (band 1, row 5): block 1 of tile 0 (s = 1, lane 5)
+            if (n_rows < 32) continue;
+            const uint8_t* t = packed.data() + (size_t)(n / cols) * 16 * row_bytes(wt.type, cols);  // band 1, tile 0
+            const uint8_t* b1 = w.data() + 21 * wb + type_info(wt.type).block_bytes;
+            const uint8_t* d = t + 512 + 2 * (16 * 1 + 5);
+            R.check(d[0] == b1[0] && d[1] == b1[1] && t[256 + 4 * 5] == b1[2] && t[256 + 64 + 4 * 5] == b1[2 + 4] &&
+                        t[256 + 3 * 64 + 4 * 5 + 3] == b1[2 + 15],
+                    "repack", fmt("%s layout %d: row 21's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
+            continue;
+          }
           // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K)
           if (n_rows < 8) continue;
           const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
@@ -422,8 +433,8 @@ void test_repack(Report& R) {
         }
       bool threw = false;
       try {
-        std::vector<uint8_t> w(row_bytes(wt.type, 96 * cols / 128) * 4 + 1), p(w.size());
-        repack_rows(layout, w.data(), 4, 96 * cols / 128, p.data());
+        std::vector<uint8_t> w(row_bytes(wt.type, 96 * cols / 128) * rows + 1), p(w.size());
+        repack_rows(layout, w.data(), rows, 96 * cols / 128, p.data());
       } catch (const std::invalid_argument&) {
         threw = true;
       }
@@ -432,8 +443,8 @@ void test_repack(Report& R) {
   }
 }
 
-// LayoutKernels::gemv where a table has one: over repacked rows (4, 8 and 12 rows of 1, 3 and 33
-// tiles; random and filled weights), every y[r] within the vec_dot bound of the scalar vec_dot of
+// LayoutKernels::gemv where a table has one: over repacked rows (1, 2 and 3 times the layout's
+// rows per tile, of 1, 2, 3, 33 and 34 tiles; random and filled weights), every y[r] within the vec_dot bound of the scalar vec_dot of
 // the stored row r over the Q8_0 activations of the same x; nothing written past n_rows.
 void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
   for (const WeightType& wt : weight_types()) {
@@ -442,11 +453,12 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
       const LayoutKernels& lk = K.layout[layout];
       const int32_t atype = S.weight[wt.type].act_type;
       const int64_t cols = repack_cols(layout);
-      for (int64_t n : {cols, 3 * cols, 33 * cols})
-        for (int n_rows : {4, 8, 12})
+      const int rows = (int)repack_rows_of(layout);
+      for (int64_t n : {cols, 2 * cols, 3 * cols, 33 * cols, 34 * cols})
+        for (int n_rows : {rows, 2 * rows, 3 * rows})
           for (int fill : {-1, 0x00, 0xFF, 0x88}) {
             auto g = rng_for(fmt("layout gemv %d %lld %d %d", wt.type, (long long)n, n_rows, fill));
-            const std::vector<float> x = normal(g, (size_t)n, n_rows % 8 ? 1.0 : 30.0);
+            const std::vector<float> x = normal(g, (size_t)n, n_rows == 2 * rows ? 30.0 : 1.0);
             const std::vector<uint8_t> a = quantize(S, atype, x), a4 = quantize(S, lk.gemv_act, x);
             const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows, fill);
             std::vector<uint8_t> packed(w.size());
@@ -455,6 +467,16 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
             lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
             check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s/%d n=%lld rows=%d fill=%d",
                                                             type_info(wt.type).name, layout, (long long)n, n_rows, fill));
+            // Q4_0_R16 repeats Q4_0_R4T's arithmetic: the same bits in either layout
+            if (layout == QC_LAYOUT_Q4_0_R16 && K.layout[QC_LAYOUT_Q4_0_R4T].gemv && repack_fits(QC_LAYOUT_Q4_0_R4T, n_rows, n) &&
+                K.layout[QC_LAYOUT_Q4_0_R4T].gemv_act == lk.gemv_act) {
+              std::vector<uint8_t> quads(w.size());
+              repack_rows(QC_LAYOUT_Q4_0_R4T, w.data(), n_rows, n, quads.data());
+              std::vector<float> yq(y.size(), -7.0f);
+              K.layout[QC_LAYOUT_Q4_0_R4T].gemv(n, quads.data(), row_bytes(wt.type, n), n_rows, a4.data(), yq.data());
+              R.check(std::memcmp(yq.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
+                      fmt("layout gemv Q4_0_R16 n=%lld rows=%d fill=%d: not bit for bit Q4_0_R4T's", (long long)n, n_rows, fill));
+            }
             // Q5_0's, Q4_1's and Q5_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
             // bits repacked or not
             const WeightKernels& wk = K.weight[wt.type];
@@ -483,7 +505,7 @@ std::vector<uint8_t> act_rows(const Kernels& S, int32_t fmt, const std::vector<f
 }
 
 // LayoutKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of two rows and
-// the one left) over repacked rows (4, 12 and 20 rows of 1, 2, 3 and 17 tiles: past a min type's
+// the one left) over repacked rows (1, 3 and 5 times the layout's rows per tile, of 1, 2, 3 and 17 tiles: past a min type's
 // first 32-block segment, x86/min_dot.h), row i of y equal bit for bit
 // to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
 // reference); the y_stride padding is left untouched.
@@ -493,8 +515,9 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
       if (!K.layout[layout].gemv_rows) continue;
       const LayoutKernels& lk = K.layout[layout];
       const int64_t cols = repack_cols(layout);
+      const int rows = (int)repack_rows_of(layout);
       for (int64_t n : {cols, 2 * cols, 3 * cols, 17 * cols})
-        for (int n_rows : {4, 12, 20})
+        for (int n_rows : {rows, 3 * rows, 5 * rows})
           for (int n_a = 1; n_a <= 9; ++n_a) {
             auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
             const std::vector<float> x = normal(g, (size_t)(n * n_a), 1.0);
@@ -708,15 +731,15 @@ void test_matmul(Report& R, const Kernels& K, const Kernels& S) {
 }
 
 // matmul over repacked weights (MatmulOutput::layout), on every table: where it has the layout's
-// gemv, and where it has not (the rows are then unpacked for one token as well): a group of two outputs of 36 rows of 3 tiles each, 1 token (the layout's gemv), 3 and 70 tokens (the rows
+// gemv, and where it has not (the rows are then unpacked for one token as well): a group of two outputs of 9 tiles' rows by 3 tiles each, 1 token (the layout's gemv), 3 and 70 tokens (the rows
 // unpacked back for the stored gemm or vec_dot), on two threads: every output within 1e-5 *
 // sum|terms| of the same product over the stored rows.
 void test_matmul_repacked(Report& R, const Kernels& K) {
   ThreadPool pool(2);
-  const int64_t n_out = 36;
   for (const WeightType& wt : weight_types()) {
     for (const int32_t layout : layouts_of(wt.type)) {
       if (!K.weight[wt.type].vec_dot) continue;
+      const int64_t n_out = 9 * repack_rows_of(layout);
       const int64_t n_in = 3 * repack_cols(layout);
       for (int64_t n_tok : {1, 3, 70}) {
         auto g = rng_for(fmt("matmul repacked %d %d %lld", wt.type, layout, (long long)n_tok));
@@ -759,17 +782,18 @@ void test_matmul_repacked(Report& R, const Kernels& K) {
   }
 }
 
-// matmul_each: three outputs of 36 rows, each with its own input row, in the stored layout and
-// (where the type has one) repacked, on two threads: every output bit-identical to matmul of its
+// matmul_each: three outputs of 9 tiles' rows (36 as stored), each with its own input row, in the
+// stored layout and (where the type has one) repacked, on two threads: every output bit-identical to matmul of its
 // row alone (the MoE decode relies on this: a token's results do not depend on the batch).
 void test_matmul_each(Report& R, const Kernels& K) {
   ThreadPool pool(2);
-  const int64_t n_out = 36, n_in = 256;
+  const int64_t n_in = 256;
   for (const WeightType& wt : weight_types()) {
     if (!K.weight[wt.type].vec_dot || n_in % type_info(wt.type).block_elems != 0) continue;
     std::vector<int32_t> layouts = layouts_of(wt.type);
     layouts.insert(layouts.begin(), QC_LAYOUT_STORED);
     for (const int32_t layout : layouts) {
+      const int64_t n_out = 9 * repack_rows_of(layout);
       auto g = rng_for(fmt("matmul each %d %d", wt.type, layout));
       std::vector<uint8_t> w[3];
       MatmulOutput outs[3];
