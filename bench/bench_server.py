@@ -5,13 +5,16 @@ time to first token (TTFT) under a steady arrival rate, and TTFT of a request ar
 others stream against the same request on an idle server.
 
     PYTHONPATH=. python3 bench/bench_server.py [--llama-server PATH] [--models a.gguf,b.gguf]
-        [--threads 2] [--concurrency 1,2,4,8] [--tokens 64] [--no-readme]
+        [--threads 2] [--concurrency 1,2,4,8] [--tokens 64] [--rounds 3] [--no-readme]
 
 Both servers are driven by this one load script over their OpenAI-compatible /v1/completions
 endpoint (streamed, greedy, end-of-text tokens banned by logit_bias so every stream is exactly
 --tokens long). For each concurrency N each server is started with N slots (ours `--parallel N`,
 llama-server `-np N`, each slot 1024 positions) and N streams start together; the two servers take
-turns at every measurement.
+turns at every measurement, and the whole set of concurrencies is measured --rounds times (a fresh
+server each time): the table shows each figure's median round (a shared machine's bandwidth moves
+by tens of percent between minutes; one round per figure let a 4-stream/1-stream ratio swing from
+1.8 to 2.8 between two runs).
 
 Aggregate decode tokens/s, in the steady state where every stream decodes (as bench_batch.py's
 scheduler column): the tokens that arrive after the last stream's first token and up to the first
@@ -209,6 +212,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concurrency", default="1,2,4,8")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements of each concurrency; the median is shown")
     ap.add_argument("--rate", type=float, default=0.5, help="requests per second for the TTFT run")
     ap.add_argument("--duration", type=float, default=16.0, help="seconds of steady arrivals")
     ap.add_argument("--engines", default="qwen-cpu,llama-server")
@@ -228,15 +232,19 @@ def main() -> None:
         # the engines alternate at every measurement, so that a change in the machine's load
         # falls on both alike
         row = {engine: {"model": model.name, "engine": engine} for engine in engines}
-        for n in levels:
-            for engine in engines:
-                srv = Server(engine, model, n, args.threads, args.llama_server, args.llama_omp_active)
-                try:
-                    row[engine][n] = asyncio.run(concurrent(srv, n, args.tokens, ban))
-                finally:
-                    srv.close()
-                loads.append(os.getloadavg()[0])
-                print(model.name, engine, n, row[engine][n], flush=True)
+        runs: dict = {(engine, n): [] for engine in engines for n in levels}
+        for _ in range(args.rounds):
+            for n in levels:
+                for engine in engines:
+                    srv = Server(engine, model, n, args.threads, args.llama_server, args.llama_omp_active)
+                    try:
+                        runs[engine, n].append(asyncio.run(concurrent(srv, n, args.tokens, ban)))
+                    finally:
+                        srv.close()
+                    loads.append(os.getloadavg()[0])
+                    print(model.name, engine, n, runs[engine, n][-1], flush=True)
+        for (engine, n), got in runs.items():  # the median round by aggregate tokens/s
+            row[engine][n] = sorted(got, key=lambda r: r["agg_tps"])[(len(got) - 1) // 2]
         for engine in engines:
             srv = Server(engine, model, 4, args.threads, args.llama_server, args.llama_omp_active)
             try:
@@ -256,7 +264,7 @@ def main() -> None:
 def table(rows: list[dict], levels: list[int], facts: dict, loads: list[float], args) -> str:
     head = (f"Measured {facts['date']} on {facts['cpu']} ({facts['cores']} logical CPUs), kernel path "
             f"`{facts['isa']}`, commit {facts['commit']}; {args.threads} threads per server, {args.tokens} tokens "
-            f"per stream, greedy; llama-server with OMP_WAIT_POLICY={'ACTIVE' if args.llama_omp_active else 'PASSIVE'}; "
+            f"per stream, greedy, median of {args.rounds} rounds; llama-server with OMP_WAIT_POLICY={'ACTIVE' if args.llama_omp_active else 'PASSIVE'}; "
             f"load average during the run {min(loads):.2f}-{max(loads):.2f} (shared machine).\n\n")
     cols = " | ".join(f"{n} stream{'s' if n > 1 else ''}" for n in levels)
     lines = ["Aggregate decode tokens/s (inter-token latency p50 / p99, ms):\n",
