@@ -88,9 +88,10 @@ int main(int argc, char** argv) {
   std::vector<float> y((size_t)(kMaxA * rows));
   const size_t ys = (size_t)rows;
 
+  const int64_t unit = has_r4 ? repack_rows_of(layout) : 4;  // whole tiles of the layout, as matmul.cpp cuts
   int64_t block = (int64_t)(64 * 1024 / wrb);
-  block -= block % 4;
-  if (block < 4) block = 4;
+  block -= block % unit;
+  if (block < unit) block = unit;
   const int n = (int)cols;
   // one variant over one matrix w for n_a rows
   auto run = [&](int v, const uint8_t* w, int n_a) {

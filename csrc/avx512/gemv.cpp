@@ -184,6 +184,10 @@ struct Q8_0R16 {
   }
 };
 
+// How far ahead of a band's tile its stream is prefetched: further than the R4T tiles' kTilePrefetch,
+// which left Q8_0's larger tiles waiting (bench/README.md, "Q4_0 and Q8_0 in 16-row bands")
+constexpr size_t kBandPrefetch = 4096;
+
 // acc + the byte dot products of w (unsigned) with the 4 signed bytes at p in every lane: one
 // vpdpbusd with its {1to16} memory operand (gcc would load the broadcast by an instruction of its own)
 static QC_VNNI inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
@@ -234,10 +238,10 @@ static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, siz
   for (int64_t g = 0; g < n / 128; ++g, t += 2 * T, a += sizeof(block_q8_0x4), off += 16) {
     band_block<L, A, 0>(t, 0, a, arb, off, off_row, even);
     band_block<L, A, 1>(t, 1, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + kTilePrefetch, T);
+    prefetch_after_loads(t + kBandPrefetch, T);
     band_block<L, A, 2>(t + T, 0, a, arb, off, off_row, even);
     band_block<L, A, 3>(t + T, 1, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + T + kTilePrefetch, T);
+    prefetch_after_loads(t + T + kBandPrefetch, T);
   }
   if (n % 128) {
     band_block<L, A, 0>(t, 0, a, arb, off, off_row, even);
