@@ -67,13 +67,18 @@ Probe probe() {
     f.avx512vnni = c & (1u << 11);
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avxvnni = a & (1u << 4);
+  if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163 &&  // "AuthenticAMD"
+      __get_cpuid(1, &a, &b, &c, &d))
+    f.avx512_halves = ((a >> 8) & 0xf) + ((a >> 20) & 0xff) == 0x19;
   if (!os_avx) f.avx = f.avx2 = f.fma = f.f16c = f.avxvnni = false;
   if (!os_avx512) f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = false;
+  f.avx512_halves = f.avx512_halves && f.avx512f;
   const std::pair<const char*, bool> names[] = {
       {"sse4.2", f.sse42}, {"popcnt", f.popcnt}, {"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma},
       {"f16c", f.f16c},
       {"avx512f", f.avx512f}, {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl},
-      {"avx512dq", f.avx512dq}, {"avx512vnni", f.avx512vnni}, {"avxvnni", f.avxvnni}};
+      {"avx512dq", f.avx512dq}, {"avx512vnni", f.avx512vnni}, {"avxvnni", f.avxvnni},
+      {"avx512-halves", f.avx512_halves}};
   for (auto& n : names)
     if (n.second) p.text += std::string(p.text.empty() ? "" : " ") + n.first;
 #endif

@@ -225,6 +225,9 @@ struct CpuFeatures {
   bool sse42 = false, popcnt = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
   bool avxvnni = false;
+  // AMD family 19h (Zen 4, the only one of the family with AVX-512): 512-bit operations issued as
+  // two 256-bit halves, which makes a few 512-bit kernels slower there than their avx2 form
+  bool avx512_halves = false;
   bool neon = false, dotprod = false;
 };
 

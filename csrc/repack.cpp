@@ -13,8 +13,7 @@ int32_t repack_base_type(int32_t layout) {
   switch (layout) {
     case QC_LAYOUT_Q4_0_R4: return GGML_Q4_0;
     case QC_LAYOUT_Q8_0_R4:
-    case QC_LAYOUT_Q8_0_R4T:
-    case QC_LAYOUT_Q8_0_R16: return GGML_Q8_0;
+    case QC_LAYOUT_Q8_0_R4T: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     case QC_LAYOUT_Q4_0_R4T:
@@ -196,26 +195,6 @@ void tile_q4_0r16(block_q4_0* rows, int64_t row_blocks, uint8_t* tile) {
     }
 }
 
-// Q8_0_R16: row r's block s qs[4j .. 4j + 3] + 128 into lane r of vector j of block s, its scale
-// at 1024 + 2(16s + r)
-template <bool to_tile>
-void tile_q8_0r16(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
-  half_t* scales = reinterpret_cast<half_t*>(tile + 1024);
-  for (int r = 0; r < 16; ++r)
-    for (int s = 0; s < 2; ++s) {
-      block_q8_0& b = rows[r * row_blocks + s];
-      uint8_t* qs = reinterpret_cast<uint8_t*>(b.qs);
-      uint8_t* lane = tile + 512 * s + 4 * r;
-      for (int j = 0; j < 8; ++j)
-        for (int e = 0; e < 4; ++e) {
-          if (to_tile) lane[64 * j + e] = qs[4 * j + e] ^ 0x80;
-          else qs[4 * j + e] = lane[64 * j + e] ^ 0x80;
-        }
-      if (to_tile) std::memcpy(&scales[16 * s + r], &b.d, sizeof(half_t));
-      else std::memcpy(&b.d, &scales[16 * s + r], sizeof(half_t));
-    }
-}
-
 // Q8_0_R4T: the signed bytes four at a time into their row's lane of the eight vectors, the scales
 // in the lanes' order at 256
 template <bool to_tile>
@@ -282,9 +261,6 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       break;
     case QC_LAYOUT_Q4_0_R16:
       convert<block_q4_0, 2, 32, tile_q4_0r16<to_tile>, 16>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
-      break;
-    case QC_LAYOUT_Q8_0_R16:
-      convert<block_q8_0, 2, 32, tile_q8_0r16<to_tile>, 16>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_1_R4T:
       convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(static_cast<block_q4_1*>(stored), n_rows, n_cols, t);

@@ -46,9 +46,6 @@
 //   stored: one 32-bit lane per row, so that one activation group of 4 bytes broadcast to every
 //   lane, straight from memory, goes against 16 rows at once); then the 32 binary16 scales at
 //   512, 16s + r = row r's block s d.
-// Q8_0_R16 tile, 1088 bytes (16 rows, 64 columns): per block s the eight 64-byte vectors j at 512s +
-//   64j, byte 4r + e holding row r's block s qs[4j + e] + 128 (as unsigned, as Q8_0_R4; vectors 0..3
-//   the activation's lo halves, 4..7 its hi halves); then the 32 binary16 scales at 1024 as Q4_0_R16's.
 // The others pair with the Q8_0x4 activation layout (act_q8_0x4.h): lo/hi halves of each 16-value
 // stripe in the same block order, so a tile row and the activation group line up byte for byte.
 // Q4_K_R4 tile, 576 bytes (256 columns, one super-block per row): bytes 16r .. 16r + 15 = row r's
@@ -72,14 +69,11 @@ enum : int32_t {
   QC_LAYOUT_Q5_1_R4T,
   QC_LAYOUT_Q8_0_R4T,
   QC_LAYOUT_Q4_0_R16,
-  QC_LAYOUT_Q8_0_R16,
   QC_LAYOUT_COUNT,
 };
 
-// Rows per tile: 4, or 16 (the bands of the R16 layouts); kRepackRowsMax: the most of any layout
-static inline int64_t repack_rows_of(int32_t layout) {
-  return layout == QC_LAYOUT_Q4_0_R16 || layout == QC_LAYOUT_Q8_0_R16 ? 16 : 4;
-}
+// Rows per tile: 4, or 16 (the bands of Q4_0_R16); kRepackRowsMax: the most of any layout
+static inline int64_t repack_rows_of(int32_t layout) { return layout == QC_LAYOUT_Q4_0_R16 ? 16 : 4; }
 constexpr int64_t kRepackRowsMax = 16;
 
 // The stored type a layout comes from (-1: none). Which layout a type repacks into is the kernel
@@ -90,7 +84,7 @@ int32_t repack_base_type(int32_t layout);
 static inline int64_t repack_cols(int32_t layout) {
   if (layout == QC_LAYOUT_Q4_K_R4) return 256;
   if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T ||
-      layout == QC_LAYOUT_Q4_0_R16 || layout == QC_LAYOUT_Q8_0_R16)
+      layout == QC_LAYOUT_Q4_0_R16)
     return 64;
   return 128;
 }

@@ -1,19 +1,21 @@
-// The avx512 table's decode kernels of repacked layouts (LayoutKernels::gemv and gemv_rows): Q4_0
-// and Q8_0 in its own 16-row bands (Q4_0_R16, Q8_0_R16), Q5_0_R4T, Q4_1_R4T and Q5_1_R4T in the
-// avx2 table's tiles. All compute the avx2 table's "Quad" arithmetic (avx2/gemv.cpp, gemv_32.cpp)
-// bit for bit: the same exact integer block dot products, then per row the same float steps in the
-// same order (acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd; the min types in
-// min_dot.h's segments), so a row's value does not depend on the path's register width, on the
-// other activation rows of a call, or on the layout (the avx2 table's R4T and stored-row gemv).
+// The decode of the repacked Q5_0_R4T, Q8_0_R4T, Q4_1_R4T and Q5_1_R4T in 512-bit vectors
+// (LayoutKernels::gemv and gemv_rows; Q4_0_R4T's tiles as the first half of Q5_0_R4T's), and of
+// Q4_0_R16, the avx512 table's own layout of Q4_0 (its section below): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp,
+// gemv_32.cpp), which the avx512 table otherwise keeps for these types (dispatch.cpp, keep_decode),
+// bit for bit: the same exact integer block dot products, then per row and lane the same float
+// steps in the same order (acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd; the min
+// types in min_dot.h's segments), so a row's value does not depend on the path's register width,
+// on the other activation rows of a call, or on the layout (the stored rows' avx2 gemv).
 //
 // Why not the avx2 kernels: their several-row form broadcasts every activation row once per call
 // into 4.5 bytes per value, which for a 4864-wide row (22 KB each) leaves L1 at two rows and is
 // read back from L2 for every quad of weight rows; here each activation row's group is loaded as it
 // is (Q8_0x4, or Q8_1 regrouped once per call: 1.1-2 bytes per value, all rows of a pass stay in
-// L1) and broadcast in registers (the R4T tiles: vpshufd; the R16 bands: straight from memory, one
-// lane per weight row). A tile's weights are unpacked once per pass of up to kMaxA activation rows.
-// Figures: bench/README.md, "512-bit several-row kernels of the R4T layouts" and "Q4_0 and Q8_0 in
-// 16-row bands".
+// L1) and broadcast in registers. One 512-bit vector holds two pairs of blocks (128 columns: four
+// blocks x four rows), so a tile's weights are unpacked once per pass of up to kMaxA activation
+// rows and each activation row costs 8 vpdpbusd per 512 weights; one row alone ran faster than the
+// avx2 kernel too on an Intel Xeon (bench/README.md, "512-bit several-row kernels of the R4T
+// layouts"), but for Q8_0 not on Zen 4 (avx512/quants.cpp keeps the avx2 one-row gemv there).
 #include "simd512.h"
 
 #include "../act_q8_0x4.h"
@@ -32,7 +34,8 @@ namespace {
 // (repack.h, avx2/gemv.cpp): lo[j] holds in 128-bit lane k the bytes 4j .. 4j + 3 of block k of
 // rows 0..3, hi[j] the same of bytes 16 + 4j ..; dw the scales in the dot products' lanes, [rows
 // 0..3 of block 0 | of block 1 | of block 2 | of block 3]. kOffShift: the unsigned values' offset
-// is 8 << kOffShift.
+// is 8 << kOffShift. two: the step has its second pair (the 64-column tiles: a row of an odd number
+// of tiles ends without it); quad and scales take it whether they need it or not.
 
 // q: nibble bytes -> their low nibbles (lo) and high ones (hi)
 static inline void unpack_nibbles(__m512i q, __m512i* lo, __m512i* hi) {
@@ -65,20 +68,43 @@ static inline __m512 halves_tiles2(const uint8_t* t, size_t tile, size_t at, boo
   return _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
 }
 
-// Q5_0_R4T: one tile per step; vector j of both pairs of nibbles at tile + 64j, the 5th-bit planes
-// of both pairs at 256 (bit j of a byte for lo[j], bit 4 + j for hi[j]), the 16 binary16 scales at
-// 320 (4r + k = row r's block k)
+// Q4_0_R4T's nibbles (Q5_0_R4T's first 256 bytes): one tile per step; vector j of both pairs at
+// tile + 64j, the scales at 256 (16 binary16, 4r + k = row r's block k)
+struct Q4_0R4T {
+  static constexpr size_t kStep = 288;
+  static constexpr int kOffShift = 0;
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool) {
+    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
+  }
+  static inline __m512 scales(const uint8_t* t, bool, size_t at = 256) {
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + at)));
+  }
+};
+
+// Q5_0_R4T: Q4_0_R4T's nibbles, the 5th-bit planes of both pairs at 256 (bit j of a byte for
+// lo[j], bit 4 + j for hi[j]), the scales at 320
 struct Q5_0R4T {
   static constexpr size_t kStep = 352;
   static constexpr int kOffShift = 1;
-  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi) {
-    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
+    Q4_0R4T::quad(t, lo, hi, two);
     or_fifth_bits(load512(t + 256), lo, hi);
   }
-  static inline __m512 scales(const uint8_t* t) {
-    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + 320)));
+  static inline __m512 scales(const uint8_t* t, bool two) { return Q4_0R4T::scales(t, two, 320); }
+};
+
+// Q8_0_R4T: two tiles of 272 bytes per step (one pair each), vector j of a tile at 32j (j < 4 the
+// lo halves, 4 + j the hi ones), signed; +128 makes them the unsigned operand (kOffShift 4: 128 *
+// sum(a) off). Its 8 scales at 256 in the lanes' order.
+struct Q8_0R4T {
+  static constexpr size_t kTile = 272, kStep = 2 * kTile;
+  static constexpr int kOffShift = 4;
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    for (int j = 0; j < 8; ++j) (j < 4 ? lo[j] : hi[j - 4]) = _mm512_xor_si512(load_tiles2(t, kTile, 32 * j, two), x80);
   }
+  static inline __m512 scales(const uint8_t* t, bool two) { return halves_tiles2(t, kTile, 256, two); }
 };
 
 // init + the exact integer dot products [rows 0..3 of block k] in lane k of q (lo, hi) with an
@@ -120,20 +146,21 @@ static const int32_t* neg_offsets(const uint8_t* va, size_t arb, int n_a, int64_
 // kernel's lanes [rows 0..3, even blocks | odd blocks], fed pair by pair: the step's first pair
 // (low half), then its second (high half).
 template <class L, int A>
-static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, const uint8_t* va, size_t arb, const int32_t* off,
-                              float* y, size_t ys) {
+static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, const uint8_t* va, size_t arb,
+                              const int32_t* off, float* y, size_t ys) {
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t s = 0; s < n_steps; ++s, t += L::kStep) {
+    const bool two = s + 1 < n_steps || last_two;
     __m512i lo[4], hi[4];
-    L::quad(t, lo, hi);
-    const __m512 dw = L::scales(t);
+    L::quad(t, lo, hi, two);
+    const __m512 dw = L::scales(t, two);
     for (int i = 0; i < A; ++i) {
       const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + s;
       const __m512 dot = _mm512_cvtepi32_ps(byte_dots(lo, hi, load512(a->lo), load512(a->hi), load512(off + 16 * (i * n_steps + s))));
       const __m512 d = _mm512_mul_ps(dw, _mm512_loadu_ps(a->d));
       acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(dot), acc[i]);
-      acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
+      if (two) acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
     }
     prefetch_after_loads(t + kTilePrefetch, L::kStep);
   }
@@ -149,44 +176,24 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   constexpr int kMaxA = 4;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  const int64_t n_steps = n / 128;
+  const int64_t n_steps = (n + 127) / 128;
+  const bool last_two = n % 128 == 0;  // Q8_0_R4T: rows of an odd number of 64-column tiles end with one
   const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_steps);
   for (int quad = 0; quad < n_rows / 4; ++quad) {
     const uint8_t* t = w + (size_t)quad * 4 * wrb;
     a_passes<kMaxA>(n_a, [&](auto A, int i) {
-      quad_rows<L, A>(t, n_steps, a + i * arb, arb, off + 16 * i * n_steps, y + i * ys + 4 * quad, ys);
+      quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, off + 16 * i * n_steps, y + i * ys + 4 * quad, ys);
     });
   }
 }
 
-// ---- Q4_0_R16 and Q8_0_R16: sixteen rows per vector -----------------------------------------
-// One 32-bit lane per weight row (repack.h): a block's vectors j hold bytes 4j .. 4j + 3 of 16
-// rows, so an activation row's 4 bytes go against all of them as one broadcast dword, straight
+// ---- Q4_0_R16: sixteen rows per vector -------------------------------------------------------
+// One 32-bit lane per weight row (repack.h): a block's four vectors j hold bytes 4j .. 4j + 3 of
+// 16 rows, so an activation row's 4 bytes go against all of them as one broadcast dword, straight
 // from memory (vpdpbusd's {1to16} operand), where the R4T kernels spend a vpshufd per vpdpbusd and
 // activation row. The integer block dot products are exact, and per row the float steps are the
 // R4T kernels' (acc_even/odd += (d_w * d_a) * dot block by block, y = acc_even + acc_odd), so the
 // values are theirs bit for bit.
-
-// The layouts: a tile of two blocks (kTile bytes), block s's unsigned values (lo: against the
-// activation's lo bytes, hi: its hi bytes) from vectors at kBlock * s, its 16 scales at kScales + 32s
-struct Q4_0R16 {
-  static constexpr size_t kTile = 576, kBlock = 256, kScales = 512;
-  static constexpr int kOffShift = 0;
-  static inline void values(const uint8_t* v, __m512i* lo, __m512i* hi) {
-    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(v + 64 * j), &lo[j], &hi[j]);
-  }
-};
-struct Q8_0R16 {
-  static constexpr size_t kTile = 1088, kBlock = 512, kScales = 1024;
-  static constexpr int kOffShift = 4;
-  static inline void values(const uint8_t* v, __m512i* lo, __m512i* hi) {
-    for (int j = 0; j < 4; ++j) lo[j] = load512(v + 64 * j), hi[j] = load512(v + 256 + 64 * j);
-  }
-};
-
-// How far ahead of a band's tile its stream is prefetched: further than the R4T tiles' kTilePrefetch,
-// which left Q8_0's larger tiles waiting (bench/README.md, "Q4_0 and Q8_0 in 16-row bands")
-constexpr size_t kBandPrefetch = 4096;
 
 // acc + the byte dot products of w (unsigned) with the 4 signed bytes at p in every lane: one
 // vpdpbusd with its {1to16} memory operand (gcc would load the broadcast by an instruction of its own)
@@ -202,16 +209,16 @@ static QC_VNNI inline __attribute__((always_inline)) void each_row(F&& f, std::i
   else (f(std::integral_constant<int, I>()), ...);
 }
 
-// acc[i] += the 16 rows' block s of the tile t with block k of activation row i's group (a: row
-// 0's, the others arb bytes apart; off: row 0's neg_offsets of the group, the others off_row
-// apart), i < A
-template <class L, int A, int k>
-static QC_VNNI inline __attribute__((always_inline)) void band_block(const uint8_t* t, int s, const uint8_t* a,
-                                                                     size_t arb, const int32_t* off, size_t off_row,
-                                                                     __m512* acc) {
+// acc[i] += the 16 rows' block (its four vectors at v, its scales at sc) with block k of activation
+// row i's group (a: row 0's, the others arb bytes apart; off: row 0's neg_offsets of the group,
+// the others off_row apart), i < A
+template <int A, int k>
+static QC_VNNI inline __attribute__((always_inline)) void band_block(const uint8_t* v, const uint8_t* sc,
+                                                                     const uint8_t* a, size_t arb, const int32_t* off,
+                                                                     size_t off_row, __m512* acc) {
   __m512i lo[4], hi[4];
-  L::values(t + L::kBlock * s, lo, hi);
-  const __m512 dw = _mm512_cvtph_ps(load256(t + L::kScales + 32 * s));
+  for (int j = 0; j < 4; ++j) unpack_nibbles(load512(v + 64 * j), &lo[j], &hi[j]);
+  const __m512 dw = _mm512_cvtph_ps(load256(sc));
   each_row<A>([&](auto I) QC_VNNI __attribute__((always_inline)) {
     constexpr int i = I;  // a constant index, so that gcc keeps acc[] in registers
     const block_q8_0x4* ai = reinterpret_cast<const block_q8_0x4*>(a + i * arb);
@@ -228,42 +235,40 @@ static QC_VNNI inline __attribute__((always_inline)) void band_block(const uint8
 // y[i * ys + r], r < 16, i < A, for one band: its n / 64 tiles from t (blocks 2g, 2g + 1 in tile
 // g; two tiles per activation group of 4 blocks, the last alone if n / 64 is odd), activation rows
 // arb bytes apart, their neg_offsets n_groups * 16 apart from off.
-template <class L, int A>
+template <int A>
 static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, size_t arb, const int32_t* off,
                               int64_t n_groups, float* y, size_t ys) {
-  constexpr size_t T = L::kTile;
   const size_t off_row = 16 * (size_t)n_groups;
   __m512 even[A], odd[A];  // per activation row: the even blocks' sums, the odd blocks'
   each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { even[i] = odd[i] = _mm512_setzero_ps(); });
-  for (int64_t g = 0; g < n / 128; ++g, t += 2 * T, a += sizeof(block_q8_0x4), off += 16) {
-    band_block<L, A, 0>(t, 0, a, arb, off, off_row, even);
-    band_block<L, A, 1>(t, 1, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + kBandPrefetch, T);
-    band_block<L, A, 2>(t + T, 0, a, arb, off, off_row, even);
-    band_block<L, A, 3>(t + T, 1, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + T + kBandPrefetch, T);
+  for (int64_t g = 0; g < n / 128; ++g, t += 2 * 576, a += sizeof(block_q8_0x4), off += 16) {
+    band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
+    band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
+    prefetch_after_loads(t + kTilePrefetch, 576);
+    band_block<A, 2>(t + 576, t + 576 + 512, a, arb, off, off_row, even);
+    band_block<A, 3>(t + 576 + 256, t + 576 + 544, a, arb, off, off_row, odd);
+    prefetch_after_loads(t + 576 + kTilePrefetch, 576);
   }
   if (n % 128) {
-    band_block<L, A, 0>(t, 0, a, arb, off, off_row, even);
-    band_block<L, A, 1>(t, 1, a, arb, off, off_row, odd);
+    band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
+    band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
   }
   each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) {
     _mm512_storeu_ps(y + i * ys, _mm512_add_ps(even[i], odd[i]));
   });
 }
 
-template <class L>
 static QC_VNNI void gemv_r16_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
                                   int n_a, float* y, size_t ys) {
   constexpr int kMaxA = 4;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_groups = (n + 127) / 128;
-  const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_groups);
+  const int32_t* off = neg_offsets<0>(a, arb, n_a, n_groups);
   for (int band = 0; band < n_rows / 16; ++band) {
     const uint8_t* t = w + (size_t)band * 16 * wrb;
     a_passes<kMaxA>(n_a, [&](auto A, int i) {
-      band_rows<L, A>(t, n, a + i * arb, arb, off + 16 * i * n_groups, n_groups, y + i * ys + 16 * band, ys);
+      band_rows<A>(t, n, a + i * arb, arb, off + 16 * i * n_groups, n_groups, y + i * ys + 16 * band, ys);
     });
   }
 }
@@ -383,10 +388,10 @@ static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n
     impl(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                             \
   }
 QC_LAYOUT_DECODE(q5_0_r4t, gemv_t_rows<Q5_0R4T>)
+QC_LAYOUT_DECODE(q8_0_r4t, gemv_t_rows<Q8_0R4T>)
 QC_LAYOUT_DECODE(q4_1_r4t, gemv_min_t_rows<block_q4_1>)
 QC_LAYOUT_DECODE(q5_1_r4t, gemv_min_t_rows<block_q5_1>)
-QC_LAYOUT_DECODE(q4_0_r16, gemv_r16_rows<Q4_0R16>)
-QC_LAYOUT_DECODE(q8_0_r16, gemv_r16_rows<Q8_0R16>)
+QC_LAYOUT_DECODE(q4_0_r16, gemv_r16_rows)
 #undef QC_LAYOUT_DECODE
 
 }  // namespace avx512

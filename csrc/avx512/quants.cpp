@@ -48,17 +48,22 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
 }
 
-// After dispatch.cpp's keep_decode has given these types the avx2 table's decode kernels: Q4_0 and
-// Q8_0 in 16-row bands (Q4_0_R16, Q8_0_R16: an activation group broadcast to 16 rows straight from
-// memory; bench/README.md, "Q4_0 and Q8_0 in 16-row bands"), the same values as the avx2 table's
-// Q4_0_R4T / Q8_0_R4T; the other R4T layouts' gemv and gemv_rows in 512 bits (gemv.cpp), the avx2
-// Quad arithmetic bit for bit, so decode equals the stored rows' avx2 gemv and, for Q4_1/Q5_1, vec_dot.
+// After dispatch.cpp's keep_decode has given these types the avx2 table's decode kernels: Q4_0 in
+// 16-row bands (Q4_0_R16: an activation group broadcast to 16 rows straight from memory; the same
+// values as the avx2 table's Q4_0_R4T; bench/README.md, "Q4_0 in 16-row bands"), the other R4T
+// layouts' gemv and gemv_rows in 512 bits (gemv.cpp), the avx2 Quad arithmetic bit for bit, so
+// decode equals the stored rows' avx2 gemv and, for Q4_1/Q5_1, vec_dot. Where 512-bit operations
+// run in two halves (Zen 4), one Q8_0_R4T row stays with the avx2 gemv, which reads it faster there
+// (bench/README.md, "Q8_0 on Zen 4").
 void register_decode_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   if (!cpu.avx512vnni) return;
   set_layout_gemv(k, QC_LAYOUT_Q4_0_R16, QC_FN(gemv_q4_0_r16), QC_ACT_Q8_0X4, gemv_q4_0_r16_rows);
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R16, QC_FN(gemv_q8_0_r16), QC_ACT_Q8_0X4, gemv_q8_0_r16_rows);
   set_layout_gemv(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemv_q5_0_r4t), QC_ACT_Q8_0X4, gemv_q5_0_r4t_rows);
+  if (cpu.avx512_halves)
+    set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);
+  else
+    set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
   set_layout_gemv(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemv_q4_1_r4t), GGML_Q8_1, gemv_q4_1_r4t_rows);
   set_layout_gemv(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemv_q5_1_r4t), GGML_Q8_1, gemv_q5_1_r4t_rows);
 }

@@ -373,19 +373,13 @@ void test_repack(Report& R) {
           repack_rows(layout, w.data(), n_rows, n, packed.data());
           unrepack_rows(layout, packed.data(), n_rows, n, back.data());
           R.check(back == w, "repack", fmt("%s layout %d %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, layout, n_rows, (long long)n));
-          if (layout == QC_LAYOUT_Q4_0_R16 || layout == QC_LAYOUT_Q8_0_R16) {
-            // row 21 (band 1, row 5): block 1 of tile 0 (s = 1, lane 5); Q8_0's bytes + 128
+          if (layout == QC_LAYOUT_Q4_0_R16) {  // row 21 (band 1, row 5): block 1 of tile 0 (s = 1, lane 5)
             if (n_rows < 32) continue;
-            const bool q8 = layout == QC_LAYOUT_Q8_0_R16;
-            const size_t block = q8 ? 512 : 256;
-            const uint8_t flip = q8 ? 0x80 : 0;
             const uint8_t* t = packed.data() + (size_t)(n / cols) * 16 * row_bytes(wt.type, cols);  // band 1, tile 0
             const uint8_t* b1 = w.data() + 21 * wb + type_info(wt.type).block_bytes;
-            const uint8_t* d = t + 2 * block + 2 * (16 * 1 + 5);
-            const uint8_t* v = t + block + 4 * 5;
-            const int last = q8 ? 31 : 15;  // the last qs byte: vector last / 4, byte 3
-            R.check(d[0] == b1[0] && d[1] == b1[1] && (v[0] ^ flip) == b1[2] && (v[64] ^ flip) == b1[2 + 4] &&
-                        (v[64 * (last / 4) + 3] ^ flip) == b1[2 + last],
+            const uint8_t* d = t + 512 + 2 * (16 * 1 + 5);
+            R.check(d[0] == b1[0] && d[1] == b1[1] && t[256 + 4 * 5] == b1[2] && t[256 + 64 + 4 * 5] == b1[2 + 4] &&
+                        t[256 + 3 * 64 + 4 * 5 + 3] == b1[2 + 15],
                     "repack", fmt("%s layout %d: row 21's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
             continue;
           }
@@ -473,16 +467,15 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
             lk.gemv(n, packed.data(), row_bytes(wt.type, n), n_rows, a4.data(), y.data());
             check_rows(R, K, S, wt, n, n_rows, w, a, y, fmt("layout gemv %s/%d n=%lld rows=%d fill=%d",
                                                             type_info(wt.type).name, layout, (long long)n, n_rows, fill));
-            // the R16 layouts repeat the R4T ones' arithmetic: the same bits in either layout
-            const int32_t r4t = layout == QC_LAYOUT_Q4_0_R16 ? QC_LAYOUT_Q4_0_R4T : layout == QC_LAYOUT_Q8_0_R16 ? QC_LAYOUT_Q8_0_R4T : -1;
-            if (r4t >= 0 && K.layout[r4t].gemv && repack_fits(r4t, n_rows, n) && K.layout[r4t].gemv_act == lk.gemv_act) {
+            // Q4_0_R16 repeats Q4_0_R4T's arithmetic: the same bits in either layout
+            if (layout == QC_LAYOUT_Q4_0_R16 && K.layout[QC_LAYOUT_Q4_0_R4T].gemv && repack_fits(QC_LAYOUT_Q4_0_R4T, n_rows, n) &&
+                K.layout[QC_LAYOUT_Q4_0_R4T].gemv_act == lk.gemv_act) {
               std::vector<uint8_t> quads(w.size());
-              repack_rows(r4t, w.data(), n_rows, n, quads.data());
+              repack_rows(QC_LAYOUT_Q4_0_R4T, w.data(), n_rows, n, quads.data());
               std::vector<float> yq(y.size(), -7.0f);
-              K.layout[r4t].gemv(n, quads.data(), row_bytes(wt.type, n), n_rows, a4.data(), yq.data());
+              K.layout[QC_LAYOUT_Q4_0_R4T].gemv(n, quads.data(), row_bytes(wt.type, n), n_rows, a4.data(), yq.data());
               R.check(std::memcmp(yq.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
-                      fmt("layout gemv %s/%d n=%lld rows=%d fill=%d: not bit for bit its R4T layout's", type_info(wt.type).name,
-                          layout, (long long)n, n_rows, fill));
+                      fmt("layout gemv Q4_0_R16 n=%lld rows=%d fill=%d: not bit for bit Q4_0_R4T's", (long long)n, n_rows, fill));
             }
             // Q5_0's, Q4_1's and Q5_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
             // bits repacked or not
