@@ -258,6 +258,7 @@ static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, siz
   });
 }
 
+// gemv_rows_fn of Q4_0_R16: per band, the activation rows kMaxA at a time (then the ones left)
 static QC_VNNI void gemv_r16_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
                                   int n_a, float* y, size_t ys) {
   constexpr int kMaxA = 4;
