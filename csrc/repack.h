@@ -72,9 +72,8 @@ enum : int32_t {
   QC_LAYOUT_COUNT,
 };
 
-// Rows per tile: 4, or 16 (the bands of Q4_0_R16); kRepackRowsMax: the most of any layout
+// Rows per tile: 4, or 16 (the bands of Q4_0_R16)
 static inline int64_t repack_rows_of(int32_t layout) { return layout == QC_LAYOUT_Q4_0_R16 ? 16 : 4; }
-constexpr int64_t kRepackRowsMax = 16;
 
 // The stored type a layout comes from (-1: none). Which layout a type repacks into is the kernel
 // table's choice (WeightKernels::layout, set with the layout's decode kernel).
