@@ -332,7 +332,7 @@ void Model::plan_repack() {
   consider({&w_.output});
   if (tied && !pending_.empty() && pending_.back().t == &w_.output) {
     tied_repacked_ = true;
-    embd_quad_ = ZeroBuffer<uint8_t>(repack_rows_of(pending_.back().layout) * row_bytes(w_.output.type, w_.output.cols));
+    embd_tile_ = ZeroBuffer<uint8_t>(repack_rows_of(pending_.back().layout) * row_bytes(w_.output.type, w_.output.cols));
   }
   size_t total = 0;
   for (const PendingRepack& p : pending_) total += aligned(row_bytes(p.t->type, p.t->cols) * (size_t)p.t->rows);
@@ -350,8 +350,8 @@ void Model::repack_pending() {
   for (const PendingRepack& p : pending_) {
     Tensor* t = p.t;
     const int64_t tile_rows = repack_rows_of(p.layout);
-    const size_t quad_bytes = tile_rows * row_bytes(t->type, t->cols), bytes = quad_bytes * (size_t)(t->rows / tile_rows);
-    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / quad_bytes));  // tiles' rows
+    const size_t group_bytes = tile_rows * row_bytes(t->type, t->cols), bytes = group_bytes * (size_t)(t->rows / tile_rows);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t)(kReleaseBytes / group_bytes));  // groups of tile_rows rows
     const uint8_t* src = static_cast<const uint8_t*>(t->data);
     uint8_t* dst = repacked_.data() + offset;
     pool_.run([&](int ith, int nth) {
@@ -359,10 +359,10 @@ void Model::repack_pending() {
       split_range(t->rows / tile_rows, ith, nth, &q0, &q1);
       for (int64_t c0 = q0; c0 < q1; c0 += chunk) {
         const int64_t c1 = std::min(q1, c0 + chunk);
-        populate(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, false);
-        populate(dst + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes, true);
-        repack_rows(p.layout, src + c0 * quad_bytes, (c1 - c0) * tile_rows, t->cols, dst + c0 * quad_bytes);
-        if (cfg_.release_repacked_source) release_pages(src + c0 * quad_bytes, (size_t)(c1 - c0) * quad_bytes);
+        populate(src + c0 * group_bytes, (size_t)(c1 - c0) * group_bytes, false);
+        populate(dst + c0 * group_bytes, (size_t)(c1 - c0) * group_bytes, true);
+        repack_rows(p.layout, src + c0 * group_bytes, (c1 - c0) * tile_rows, t->cols, dst + c0 * group_bytes);
+        if (cfg_.release_repacked_source) release_pages(src + c0 * group_bytes, (size_t)(c1 - c0) * group_bytes);
       }
     });
     if (cfg_.release_repacked_source) release_pages(src, bytes);
@@ -385,8 +385,8 @@ void Model::embed_row(int32_t token, float* out) {
   }
   // repacked (tied to the output matrix): the token's tile of rows unpacked, then its row
   const int64_t tile_rows = repack_rows_of(t.layout), first = token / tile_rows * tile_rows;
-  unrepack_rows(t.layout, base + (size_t)first * rb, tile_rows, t.cols, embd_quad_.data());
-  K_->dequantize[t.type](embd_quad_.data() + (size_t)(token - first) * rb, out, t.cols);
+  unrepack_rows(t.layout, base + (size_t)first * rb, tile_rows, t.cols, embd_tile_.data());
+  K_->dequantize[t.type](embd_tile_.data() + (size_t)(token - first) * rb, out, t.cols);
 }
 
 void Model::add_bias(float* y, const Tensor& b, int64_t n, int64_t width) {

@@ -214,7 +214,7 @@ class Model {
   };
   std::vector<PendingRepack> pending_;  // the copies into repacked_ still to make
   bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
-  ZeroBuffer<uint8_t> embd_quad_; // (repack_rows_of(layout), row_bytes) one tile's rows unpacked (embed_row)
+  ZeroBuffer<uint8_t> embd_tile_; // (repack_rows_of(layout), row_bytes) one tile's rows unpacked (embed_row)
 
   // KV cache: K (n_layer, n_seq, n_kv_head, n_ctx) rows of k_row_bytes_ (kv_row_bytes(cfg_.kv.k,
   // head_dim)), V likewise with its own type. Positions never written cost no memory (ZeroBuffer).

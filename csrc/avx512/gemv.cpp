@@ -1,7 +1,7 @@
 // The decode of the repacked Q5_0_R4T, Q8_0_R4T, Q4_1_R4T and Q5_1_R4T in 512-bit vectors
-// (LayoutKernels::gemv and gemv_rows; Q4_0_R4T's tiles as the first half of Q5_0_R4T's), and of
-// Q4_0_R16, the avx512 table's own layout of Q4_0 (its section below): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp,
-// gemv_32.cpp), which the avx512 table otherwise keeps for these types (dispatch.cpp, keep_decode),
+// (LayoutKernels::gemv and gemv_rows), and of Q4_0_R16, the avx512 table's own layout of Q4_0 (its
+// section below): the avx2 table's "Quad" arithmetic (avx2/gemv.cpp, gemv_32.cpp), which the
+// avx512 table otherwise keeps for these types (dispatch.cpp, keep_decode),
 // bit for bit: the same exact integer block dot products, then per row and lane the same float
 // steps in the same order (acc += (d_w * d_a) * dot pair by pair, y = acc_even + acc_odd; the min
 // types in min_dot.h's segments), so a row's value does not depend on the path's register width,
@@ -68,30 +68,20 @@ static inline __m512 halves_tiles2(const uint8_t* t, size_t tile, size_t at, boo
   return _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
 }
 
-// Q4_0_R4T's nibbles (Q5_0_R4T's first 256 bytes): one tile per step; vector j of both pairs at
-// tile + 64j, the scales at 256 (16 binary16, 4r + k = row r's block k)
-struct Q4_0R4T {
-  static constexpr size_t kStep = 288;
-  static constexpr int kOffShift = 0;
-  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool) {
-    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
-  }
-  static inline __m512 scales(const uint8_t* t, bool, size_t at = 256) {
-    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + at)));
-  }
-};
-
-// Q5_0_R4T: Q4_0_R4T's nibbles, the 5th-bit planes of both pairs at 256 (bit j of a byte for
-// lo[j], bit 4 + j for hi[j]), the scales at 320
+// Q5_0_R4T: one tile per step; Q4_0_R4T's nibbles (vector j of both pairs at 64j), the 5th-bit
+// planes of both pairs at 256 (bit j of a byte for lo[j], bit 4 + j for hi[j]), the 16 binary16
+// scales at 320 (4r + k = row r's block k)
 struct Q5_0R4T {
   static constexpr size_t kStep = 352;
   static constexpr int kOffShift = 1;
-  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
-    Q4_0R4T::quad(t, lo, hi, two);
+  static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool) {
+    for (int j = 0; j < 4; ++j) unpack_nibbles(load512(t + 64 * j), &lo[j], &hi[j]);
     or_fifth_bits(load512(t + 256), lo, hi);
   }
-  static inline __m512 scales(const uint8_t* t, bool two) { return Q4_0R4T::scales(t, two, 320); }
+  static inline __m512 scales(const uint8_t* t, bool) {
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(lanes, _mm512_cvtph_ps(load256(t + 320)));
+  }
 };
 
 // Q8_0_R4T: two tiles of 272 bytes per step (one pair each), vector j of a tile at 32j (j < 4 the
@@ -380,13 +370,13 @@ static QC_VNNI void gemv_min_t_rows(int64_t n, const void* vw, size_t wrb, int n
 }  // namespace
 
 // The exported kernels of a layout: its gemv (one activation row: the same passes) and gemv_rows
-#define QC_LAYOUT_DECODE(t, impl)                                                                               \
-  void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {          \
-    impl(n, w, wrb, n_rows, a, 0, 1, y, 0);                                                                  \
-  }                                                                                                          \
-  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, \
-                           float* y, size_t ys) {                                                            \
-    impl(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                             \
+#define QC_LAYOUT_DECODE(t, impl)                                                                   \
+  void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {         \
+    impl(n, w, wrb, n_rows, a, 0, 1, y, 0);                                                         \
+  }                                                                                                 \
+  void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, \
+                       int n_a, float* y, size_t ys) {                                              \
+    impl(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                    \
   }
 QC_LAYOUT_DECODE(q5_0_r4t, gemv_t_rows<Q5_0R4T>)
 QC_LAYOUT_DECODE(q8_0_r4t, gemv_t_rows<Q8_0R4T>)
