@@ -5,7 +5,9 @@
 //   stored       the stored layout's route (gemv_rows: first row alone per 64 KiB block, the rest
 //                together from L2; without one: row by row);
 //   stored_all   the stored layout's gemv_rows over all activation rows at once;
-//   r4_alone     repacked, each activation row by the layout's gemv over each 64 KiB block;
+//   (the repacked copies in transparent huge pages as a Model's; the stored ones in 4 KiB pages)
+//   r4_alone     repacked, each activation row by the layout's gemv over each 64 KiB block (one
+//                row: over all rows at once, matmul.cpp's one-token route);
 //   r4_all       repacked, gemv_rows over all activation rows at once;
 //   r4_first1    repacked, per 64 KiB block the first row by gemv, the rest by gemv_rows;
 //   r4_first2    repacked, per 64 KiB block the first two by gemv_rows, the rest by gemv_rows;
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "model.h"
 #include "quantize.h"
 #include "repack.h"
 
@@ -63,11 +66,10 @@ int main(int argc, char** argv) {
   for (float& v : xw) v = nd(g);
   std::vector<uint8_t> one(mat_bytes);
   quantize_rows(type, xw.data(), one.data(), rows, cols, 0);
-  std::vector<std::vector<uint8_t>> stored(n_mat, one), packed(has_r4 ? n_mat : 0);
-  for (int m = 0; m < (int)packed.size(); ++m) {
-    packed[m].resize(mat_bytes);
-    repack_rows(layout, stored[m].data(), rows, cols, packed[m].data());
-  }
+  std::vector<std::vector<uint8_t>> stored(n_mat, one);
+  // the repacked copies one after another in transparent huge pages, as a Model keeps them
+  PageBuffer packed(has_r4 ? n_mat * mat_bytes : 0, true);
+  for (int m = 0; has_r4 && m < n_mat; ++m) repack_rows(layout, stored[m].data(), rows, cols, packed.data() + m * mat_bytes);
   constexpr int kMaxA = 9;  // 9: a speculative verification of 8 drafted tokens
   const size_t arb = act_row_bytes(act_type, cols);
   const size_t rrb = act_row_bytes(r4_act_type, cols);
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
   auto run = [&](int v, const uint8_t* w, int n_a) {
     if (v == 1) return wk.gemv_rows(n, w, wrb, (int)rows, act.data(), arb, n_a, y.data(), ys);
     if (v == 3) return lk.gemv_rows(n, w, wrb, (int)rows, ract.data(), rrb, n_a, y.data(), ys);
+    if (v == 2 && n_a == 1) return lk.gemv(n, w, wrb, (int)rows, ract.data(), y.data());  // as matmul's one token
     if (v == 6) {
       for (int i = 0; i < n_a; ++i)
         for (int64_t r = 0; r < rows; ++r) y[i * ys + r] = wk.vec_dot(n, w + r * wrb, vact.data() + i * vrb);
@@ -142,7 +145,7 @@ int main(int argc, char** argv) {
       for (int v = 0; v < kVariants; ++v) {
         if (!has(v)) continue;
         const auto t0 = std::chrono::steady_clock::now();
-        for (int m = 0; m < n_mat; ++m) run(v, v >= 2 && v < 6 ? packed[m].data() : stored[m].data(), n_a);
+        for (int m = 0; m < n_mat; ++m) run(v, v >= 2 && v < 6 ? packed.data() + m * mat_bytes : stored[m].data(), n_a);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (ms < best[v]) best[v] = ms;
       }

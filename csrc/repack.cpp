@@ -225,15 +225,19 @@ void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
   }
 }
 
-// kBlocks: blocks of each row in a tile; kRows: rows of a tile.
+// kBlocks: blocks of each row in a tile; kRows: rows of a tile. The tiles of a group of kRows rows
+// one after another, or in the layout's panels (repack.h, panel_tile).
 template <typename Block, int kBlocks, int kBlockElems, void (*Tile)(Block*, int64_t, uint8_t*), int kRows = 4>
-void convert(Block* stored, int64_t n_rows, int64_t n_cols, uint8_t* tiles) {
+void convert(int32_t layout, Block* stored, int64_t n_rows, int64_t n_cols, uint8_t* tiles) {
   const int64_t row_blocks = n_cols / kBlockElems, tiles_per_group = row_blocks / kBlocks;
   const size_t tile_bytes = kRows * kBlocks * sizeof(Block);
+  const int64_t panel = repack_panel_cols(layout) ? repack_panel_cols(layout) / (kBlocks * kBlockElems) : tiles_per_group;
+  const int64_t slab = repack_panel_cols(layout) ? repack_rows_of(layout) / kRows : 1;  // groups per slab
   for (int64_t group = 0; group < n_rows / kRows; ++group)
-    for (int64_t t = 0; t < tiles_per_group; ++t)
-      Tile(stored + group * kRows * row_blocks + kBlocks * t, row_blocks,
-           tiles + (group * tiles_per_group + t) * tile_bytes);
+    for (int64_t t = 0; t < tiles_per_group; ++t) {
+      const int64_t at = group / slab * slab * tiles_per_group + panel_tile(group % slab, t, slab, tiles_per_group, panel);
+      Tile(stored + group * kRows * row_blocks + kBlocks * t, row_blocks, tiles + at * tile_bytes);
+    }
 }
 
 template <bool to_tile>
@@ -245,31 +249,31 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
   uint8_t* t = static_cast<uint8_t*>(tiles);
   switch (layout) {
     case QC_LAYOUT_Q4_0_R4:
-      convert<block_q4_0, 4, 32, tile_q4_0<to_tile>>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
+      convert<block_q4_0, 4, 32, tile_q4_0<to_tile>>(layout, static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q8_0_R4:
-      convert<block_q8_0, 4, 32, tile_q8_0<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
+      convert<block_q8_0, 4, 32, tile_q8_0<to_tile>>(layout, static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q8_0_R4T:
-      convert<block_q8_0, 2, 32, tile_q8_0t<to_tile>>(static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
+      convert<block_q8_0, 2, 32, tile_q8_0t<to_tile>>(layout, static_cast<block_q8_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q5_0_R4T:
-      convert<block_q5_0, 4, 32, tile_q5_0t<to_tile>>(static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
+      convert<block_q5_0, 4, 32, tile_q5_0t<to_tile>>(layout, static_cast<block_q5_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_0_R4T:
-      convert<block_q4_0, 4, 32, tile_q4_0t<to_tile>>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
+      convert<block_q4_0, 4, 32, tile_q4_0t<to_tile>>(layout, static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_0_R16:
-      convert<block_q4_0, 2, 32, tile_q4_0r16<to_tile>, 16>(static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
+      convert<block_q4_0, 2, 32, tile_q4_0r16<to_tile>, 16>(layout, static_cast<block_q4_0*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_1_R4T:
-      convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(static_cast<block_q4_1*>(stored), n_rows, n_cols, t);
+      convert<block_q4_1, 2, 32, tile_q4_1t<to_tile>>(layout, static_cast<block_q4_1*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q5_1_R4T:
-      convert<block_q5_1, 2, 32, tile_q5_1t<to_tile>>(static_cast<block_q5_1*>(stored), n_rows, n_cols, t);
+      convert<block_q5_1, 2, 32, tile_q5_1t<to_tile>>(layout, static_cast<block_q5_1*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
-      convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(static_cast<block_q4_K*>(stored), n_rows, n_cols, t);
+      convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(layout, static_cast<block_q4_K*>(stored), n_rows, n_cols, t);
       break;
     default:
       throw std::invalid_argument("repack: unknown layout " + std::to_string(layout));

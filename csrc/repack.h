@@ -41,6 +41,8 @@
 //   activation's lo halves, 4..7 its hi halves); then the 8 binary16 scales at 256, 4s + r = row
 //   r's block s d (the lanes' order). It pairs with Q8_0x4 activations, a tile with one half of
 //   a group.
+// Q4_0_R4T, Q5_0_R4T and Q8_0_R4T put their quads four to a slab (16 rows: repack_rows_of), the
+// slab's tiles in column panels (repack_panel_cols, panel_tile below).
 // Q4_0_R16 tile, 576 bytes (16 rows, 64 columns: two blocks per row): per block s the four 64-byte
 //   vectors j at 256s + 64j, byte 4r + e holding row r's block s qs[4j + e] (both nibbles as
 //   stored: one 32-bit lane per row, so that one activation group of 4 bytes broadcast to every
@@ -72,15 +74,40 @@ enum : int32_t {
   QC_LAYOUT_COUNT,
 };
 
-// Rows per tile: 4, or 16 (the bands of Q4_0_R16)
-static inline int64_t repack_rows_of(int32_t layout) { return layout == QC_LAYOUT_Q4_0_R16 ? 16 : 4; }
+// Rows per tile: 4, or 16 (the bands of Q4_0_R16, the slabs of the R4T layouts with panels). The
+// unit a matrix is repacked, split and unpacked by.
+static constexpr int64_t repack_rows_of(int32_t layout) {
+  return layout == QC_LAYOUT_Q4_0_R16 || layout == QC_LAYOUT_Q4_0_R4T || layout == QC_LAYOUT_Q5_0_R4T ||
+                 layout == QC_LAYOUT_Q8_0_R4T
+             ? 16
+             : 4;
+}
+
+// Columns per panel, 0: none. A layout with panels keeps its tiles of four rows (a quad) in slabs
+// of repack_rows_of(layout) rows, and within a slab orders them panel by panel: panel p (tiles
+// p * P .. p * P + P - 1 of every quad, P = panel columns / tile columns; the last panel what is
+// left) holds quad 0's tiles of it, then quad 1's, and so on. So a decode pass over a slab still
+// reads one sequential stream, and the activation's columns of a panel stay in L1 from one quad
+// to the next: a quad of a long row (38 KB at 8960 Q8_0 columns) with its activation does not fit
+// in L1, and read quad by quad such rows decoded 20% slower (bench/README.md, "Column panels").
+// Rows no longer than a panel keep the quads' tiles one after another, as without panels.
+static constexpr int64_t repack_panel_cols(int32_t layout) {
+  return layout == QC_LAYOUT_Q4_0_R4T || layout == QC_LAYOUT_Q5_0_R4T || layout == QC_LAYOUT_Q8_0_R4T ? 2048 : 0;
+}
+
+// Where tile t of quad q is in its slab, in tiles from the slab's first: g quads per slab, n_tiles
+// tiles per quad row, panels of p tiles (repack_panel_cols)
+static constexpr int64_t panel_tile(int64_t q, int64_t t, int64_t g, int64_t n_tiles, int64_t p) {
+  const int64_t first = t - t % p, width = n_tiles - first < p ? n_tiles - first : p;  // of t's panel
+  return first * g + q * width + (t - first);
+}
 
 // The stored type a layout comes from (-1: none). Which layout a type repacks into is the kernel
 // table's choice (WeightKernels::layout, set with the layout's decode kernel).
 int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.
-static inline int64_t repack_cols(int32_t layout) {
+static constexpr int64_t repack_cols(int32_t layout) {
   if (layout == QC_LAYOUT_Q4_K_R4) return 256;
   if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T ||
       layout == QC_LAYOUT_Q4_0_R16)
@@ -88,7 +115,7 @@ static inline int64_t repack_cols(int32_t layout) {
   return 128;
 }
 
-static inline bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
+static constexpr bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
   return rows > 0 && rows % repack_rows_of(layout) == 0 && cols > 0 && cols % repack_cols(layout) == 0;
 }
 

@@ -242,6 +242,7 @@ struct QuadPairs {
 // + 32h) holds the nibble bytes of lo[j] (low nibbles) and hi[j] (high ones); the scales at
 // tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
 struct Q4_0R4T : QuadPairs<Q4_0R4T> {
+  static constexpr int32_t kLayout = QC_LAYOUT_Q4_0_R4T;
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
   static inline Quad quad(const uint8_t* tile, int h) {
@@ -255,6 +256,7 @@ struct Q4_0R4T : QuadPairs<Q4_0R4T> {
 // the scales at tile + 320. Q5_0G's values, so bit for bit the stored layout's gemv; they are
 // q + 16 (kOffShift 1).
 struct Q5_0R4T : QuadPairs<Q5_0R4T> {
+  static constexpr int32_t kLayout = QC_LAYOUT_Q5_0_R4T;
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
   static inline Quad quad(const uint8_t* tile, int h) {
@@ -272,6 +274,7 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
 // ending in its own vpmaddwd; with VNNI, q + 128 against a, less 128 * sum(a) (act_bcast with
 // kOffShift 4).
 struct Q8_0R4T {
+  static constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
   static constexpr size_t kTile = 272;
   static constexpr int64_t kCols = 64;
   static constexpr int kOffShift = 4;
@@ -303,7 +306,7 @@ struct Q8_0R4T {
 // The activation rows of a gemv_rows call in act_bcast's form (9 vectors per 64 values, 4.5 bytes
 // per value), made once per call for all its quads: for several rows cheaper than broadcasting in
 // the kernel per quad even where they do not fit in L1 with the tiles (rows of 4864 values,
-// gemv_rows_bench). One row is broadcast in the kernel (quad_t's kOwn): its 22 KB of a 4864-value
+// gemv_rows_bench). One row is broadcast in the kernel (quad_tiles' kOwn): its 22 KB of a 4864-value
 // row beside the tiles streaming through L1 made the one-row decode slower (bench/README.md,
 // "Q8_0 in the Quad form").
 template <class L>
@@ -313,17 +316,18 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
       act_bcast<L::kOffShift>(reinterpret_cast<const block_q8_0x4*>(va + i * arb) + pair / 2, (int)(pair % 2), out);
 }
 
-// y[i * ys + r], r < 4, for one quad (its n_tiles tiles from tile) and A activation rows (arb
-// bytes apart; bc: their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel
-// broadcasts it itself, bc unused), the Quad arithmetic: the pairs of blocks in row order, each
-// into one accumulator per activation row.
+// acc[i] (the lanes [rows 0..3 of a pair's first block | of its second]) += the products of
+// tiles g0 .. g1 - 1 of one quad (tile: its tile g0) with A activation rows (arb bytes apart; bc:
+// their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel broadcasts it
+// itself, bc unused), the Quad arithmetic: the pairs of blocks in row order, each into one
+// accumulator per activation row.
 template <class L, int A, bool kOwn = false>
-static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size_t arb, const __m256i* bc, size_t bc_row,
-                   float* y, size_t ys) {
+static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const uint8_t* va, size_t arb,
+                              const __m256i* bc, size_t bc_row, __m256* acc_io) {
   constexpr int kPairs = L::kCols / 64;  // pairs of blocks per tile
   __m256 acc[A];
-  for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < n_tiles; ++g, tile += L::kTile) {
+  for (int i = 0; i < A; ++i) acc[i] = acc_io[i];
+  for (int64_t g = g0; g < g1; ++g, tile += L::kTile) {
     __m256 dw[kPairs];  // the weight scales [rows 0..3 of the pair's first block | of its second]
     L::scales(tile, dw);
     for (int h = 0; h < kPairs; ++h) {
@@ -345,36 +349,60 @@ static void quad_t(const uint8_t* tile, int64_t n_tiles, const uint8_t* va, size
     }
     prefetch_after_loads(tile + kTilePrefetch, L::kTile);
   }
-  for (int i = 0; i < A; ++i) _mm_storeu_ps(y + i * ys, quad_sum(acc[i]));
+  for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
 
-// gemv_rows_fn of the R4T layouts: per quad, the activation rows kMaxA at a time (then the ones
-// left), the quad's tiles read from memory by the first pass and from L1 by the others.
+// gemv_rows_fn of the R4T layouts, slab by slab and in a slab panel by panel (repack.h), per quad
+// of the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read
+// from memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
+// accumulator from panel to panel, so the sums go in row order as without panels. The activation
+// rows are broadcast once per call (bcast_rows), but for one row, which the kernel broadcasts itself.
 template <class L>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                  size_t ys) {
   constexpr int kMaxA = 4;
+  constexpr int kSlab = (int)repack_rows_of(L::kLayout) / 4;  // quads per slab
+  constexpr int64_t kPanel = repack_panel_cols(L::kLayout) / L::kCols;  // tiles per panel (0: no panels)
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_tiles = n / L::kCols;
+  const int64_t panel = kPanel && kPanel < n_tiles ? kPanel : n_tiles;
   const size_t bc_row = (size_t)(n / 64) * 9;
-  if (n_a == 1) {
-    for (int quad = 0; quad < n_rows / 4; ++quad)
-      quad_t<L, 1, true>(w + (size_t)quad * 4 * wrb, n_tiles, a, arb, nullptr, 0, y + 4 * quad, ys);
-    return;
-  }
   struct alignas(32) Vec {
     uint8_t b[32];
   };
   static thread_local std::vector<Vec> bcast;  // grows to the largest call's rows, then stays
-  if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
-  __m256i* bc = reinterpret_cast<__m256i*>(bcast.data());
-  bcast_rows<L>(n, a, arb, n_a, bc);
-  for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const uint8_t* tile = w + (size_t)quad * 4 * wrb;
-    a_passes<kMaxA>(n_a, [&](auto A, int i) {
-      quad_t<L, A>(tile, n_tiles, a + i * arb, arb, bc + i * bc_row, bc_row, y + i * ys + 4 * quad, ys);
-    });
+  const __m256i* bc = nullptr;
+  if (n_a > 1) {
+    if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
+    bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
+    bc = reinterpret_cast<const __m256i*>(bcast.data());
+  }
+  struct alignas(32) Acc {
+    float f[8];
+  };
+  static thread_local std::vector<Acc> acc_buf;  // [quad of the slab][activation row]
+  if (acc_buf.size() < (size_t)(kSlab * n_a)) acc_buf.resize((size_t)(kSlab * n_a));
+  __m256* accs = reinterpret_cast<__m256*>(acc_buf.data());
+  for (int s = 0; s < n_rows / (4 * kSlab); ++s) {
+    const uint8_t* slab = w + (size_t)s * 4 * kSlab * wrb;
+    for (int k = 0; k < kSlab * n_a; ++k) accs[k] = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < n_tiles; g0 += panel) {
+      const int64_t width = n_tiles - g0 < panel ? n_tiles - g0 : panel;
+      for (int q = 0; q < kSlab; ++q) {
+        const uint8_t* tile = slab + (size_t)panel_tile(q, g0, kSlab, n_tiles, panel) * L::kTile;
+        __m256* acc = accs + q * n_a;
+        if (n_a == 1) {
+          quad_tiles<L, 1, true>(tile, g0, g0 + width, a, arb, nullptr, 0, acc);
+          continue;
+        }
+        a_passes<kMaxA>(n_a, [&](auto A, int i) {
+          quad_tiles<L, A>(tile, g0, g0 + width, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
+        });
+      }
+    }
+    for (int q = 0; q < kSlab; ++q)
+      for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), quad_sum(accs[q * n_a + i]));
   }
 }
 

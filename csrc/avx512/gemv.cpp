@@ -20,6 +20,7 @@
 
 #include "../act_q8_0x4.h"
 #include "../gemv.h"
+#include "../repack.h"
 #include "../x86/min_dot.h"
 
 #include <type_traits>
@@ -72,6 +73,7 @@ static inline __m512 halves_tiles2(const uint8_t* t, size_t tile, size_t at, boo
 // planes of both pairs at 256 (bit j of a byte for lo[j], bit 4 + j for hi[j]), the 16 binary16
 // scales at 320 (4r + k = row r's block k)
 struct Q5_0R4T {
+  static constexpr int32_t kLayout = QC_LAYOUT_Q5_0_R4T;
   static constexpr size_t kStep = 352;
   static constexpr int kOffShift = 1;
   static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool) {
@@ -88,6 +90,7 @@ struct Q5_0R4T {
 // lo halves, 4 + j the hi ones), signed; +128 makes them the unsigned operand (kOffShift 4: 128 *
 // sum(a) off). Its 8 scales at 256 in the lanes' order.
 struct Q8_0R4T {
+  static constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
   static constexpr size_t kTile = 272, kStep = 2 * kTile;
   static constexpr int kOffShift = 4;
   static inline void quad(const uint8_t* t, __m512i* lo, __m512i* hi, bool two) {
@@ -131,17 +134,17 @@ static const int32_t* neg_offsets(const uint8_t* va, size_t arb, int n_a, int64_
   return buf.data();
 }
 
-// y[i * ys + r], r < 4, i < A, for one quad: its n_steps steps from t, activation rows arb bytes
-// apart, their neg_offsets 16 * n_steps apart from off. Per row one accumulator in the avx2
-// kernel's lanes [rows 0..3, even blocks | odd blocks], fed pair by pair: the step's first pair
-// (low half), then its second (high half).
+// acc[i] += the products of steps s0 .. s1 - 1 of one quad (t: its step s0; last_two: step s1 - 1
+// has its second pair) with activation row i < A (arb bytes apart; their neg_offsets 16 * n_steps
+// apart from off). Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks |
+// odd blocks], fed pair by pair: the step's first pair (low half), then its second (high half).
 template <class L, int A>
-static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, const uint8_t* va, size_t arb,
-                              const int32_t* off, float* y, size_t ys) {
+static QC_VNNI void quad_rows(const uint8_t* t, int64_t s0, int64_t s1, bool last_two, const uint8_t* va, size_t arb,
+                              const int32_t* off, int64_t n_steps, __m256* acc_io) {
   __m256 acc[A];
-  for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < n_steps; ++s, t += L::kStep) {
-    const bool two = s + 1 < n_steps || last_two;
+  for (int i = 0; i < A; ++i) acc[i] = acc_io[i];
+  for (int64_t s = s0; s < s1; ++s, t += L::kStep) {
+    const bool two = s + 1 < s1 || last_two;
     __m512i lo[4], hi[4];
     L::quad(t, lo, hi, two);
     const __m512 dw = L::scales(t, two);
@@ -154,26 +157,48 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t n_steps, bool last_two, 
     }
     prefetch_after_loads(t + kTilePrefetch, L::kStep);
   }
-  for (int i = 0; i < A; ++i)
-    _mm_storeu_ps(y + i * ys, _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)));
+  for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
 
-// gemv_rows_fn of the layout L: per quad, the activation rows kMaxA at a time (then the ones
-// left), the quad's tiles read from memory by the first pass and from L1 by the others.
+// gemv_rows_fn of the layout L, slab by slab and in a slab panel by panel (repack.h), per quad of
+// the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read from
+// memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
+// accumulator from panel to panel (the avx2 kernel's order).
 template <class L>
 static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
                                 int n_a, float* y, size_t ys) {
   constexpr int kMaxA = 4;
+  constexpr int kSlab = (int)repack_rows_of(L::kLayout) / 4;  // quads per slab
+  constexpr int64_t kTileCols = repack_cols(L::kLayout), kTileBytes = (int64_t)L::kStep * kTileCols / 128;
+  const int64_t panel = repack_panel_cols(L::kLayout) && repack_panel_cols(L::kLayout) < n ? repack_panel_cols(L::kLayout) : n;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_steps = (n + 127) / 128;
-  const bool last_two = n % 128 == 0;  // Q8_0_R4T: rows of an odd number of 64-column tiles end with one
   const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_steps);
-  for (int quad = 0; quad < n_rows / 4; ++quad) {
-    const uint8_t* t = w + (size_t)quad * 4 * wrb;
-    a_passes<kMaxA>(n_a, [&](auto A, int i) {
-      quad_rows<L, A>(t, n_steps, last_two, a + i * arb, arb, off + 16 * i * n_steps, y + i * ys + 4 * quad, ys);
-    });
+  struct alignas(32) Acc {
+    float f[8];
+  };
+  static thread_local std::vector<Acc> acc_buf;  // [quad of the slab][activation row]
+  if (acc_buf.size() < (size_t)(kSlab * n_a)) acc_buf.resize((size_t)(kSlab * n_a));
+  __m256* accs = reinterpret_cast<__m256*>(acc_buf.data());
+  for (int sl = 0; sl < n_rows / (4 * kSlab); ++sl) {
+    const uint8_t* slab = w + (size_t)sl * 4 * kSlab * wrb;
+    for (int k = 0; k < kSlab * n_a; ++k) accs[k] = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < n; c0 += panel) {  // columns c0 .. c0 + width - 1, whole steps but the last
+      const int64_t width = n - c0 < panel ? n - c0 : panel;
+      for (int q = 0; q < kSlab; ++q) {
+        const uint8_t* t = slab + (size_t)(panel_tile(q, c0 / kTileCols, kSlab, n / kTileCols, panel / kTileCols) * kTileBytes);
+        a_passes<kMaxA>(n_a, [&](auto A, int i) {
+          quad_rows<L, A>(t, c0 / 128, (c0 + width + 127) / 128, width % 128 == 0, a + i * arb, arb,
+                          off + 16 * i * n_steps, n_steps, accs + q * n_a + i);
+        });
+      }
+    }
+    for (int q = 0; q < kSlab; ++q)
+      for (int i = 0; i < n_a; ++i) {
+        const __m256 v = accs[q * n_a + i];
+        _mm_storeu_ps(y + i * ys + 4 * (sl * kSlab + q), _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+      }
   }
 }
 

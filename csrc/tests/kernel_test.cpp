@@ -365,7 +365,9 @@ void test_repack(Report& R) {
       auto g = rng_for(fmt("repack %d %d", wt.type, layout));
       const int64_t cols = repack_cols(layout);
       const int rows = (int)repack_rows_of(layout);
-      for (int64_t n : {cols, 3 * cols})
+      std::vector<int64_t> lengths = {cols, 3 * cols};
+      if (repack_panel_cols(layout)) lengths.push_back(repack_panel_cols(layout) + 3 * cols);  // a last panel of 3 tiles
+      for (int64_t n : lengths)
         for (int n_rows : {rows, 3 * rows}) {
           const size_t wb = row_bytes(wt.type, n);
           const std::vector<uint8_t> w = random_rows(g, wt, n, n_rows);
@@ -373,6 +375,20 @@ void test_repack(Report& R) {
           repack_rows(layout, w.data(), n_rows, n, packed.data());
           unrepack_rows(layout, packed.data(), n_rows, n, back.data());
           R.check(back == w, "repack", fmt("%s layout %d %d x %lld: unrepack(repack(w)) != w", type_info(wt.type).name, layout, n_rows, (long long)n));
+          if (n > repack_panel_cols(layout) && repack_panel_cols(layout)) {
+            // P tiles per panel, P + 3 per row, slabs of 4 quads: row 5 (quad 1, row 1)'s tile P + 1 is its
+            // slab's tile 4P + 3 + 1 (after panel 0, quad 0's 3 tiles of panel 1); its scale of that
+            // tile's block k (R4T: 4 blocks of Q4_0 / Q5_0, 2 of Q8_0 per tile row) at 4r + k, or 4k + r (Q8_0)
+            const int64_t p = repack_panel_cols(layout) / cols, bpt = cols / 32, k = 1;
+            const uint8_t* t = packed.data() + (4 * p + 4) * (size_t)row_bytes(wt.type, cols) * 4;
+            const uint8_t* b = w.data() + 5 * wb + ((p + 1) * bpt + k) * type_info(wt.type).block_bytes;
+            const bool q8 = layout == QC_LAYOUT_Q8_0_R4T;
+            const uint8_t* d = t + (layout == QC_LAYOUT_Q5_0_R4T ? 320 : 256) + 2 * (q8 ? 4 * k + 1 : 4 * 1 + k);
+            R.check(n == (p + 3) * cols && d[0] == b[0] && d[1] == b[1], "repack",
+                    fmt("%s layout %d: row 5's tile %lld not where repack.h's panels put it", type_info(wt.type).name, layout,
+                        (long long)(p + 1)));
+            continue;
+          }
           if (layout == QC_LAYOUT_Q4_0_R16) {  // row 21 (band 1, row 5): block 1 of tile 0 (s = 1, lane 5)
             if (n_rows < 32) continue;
             const uint8_t* t = packed.data() + (size_t)(n / cols) * 16 * row_bytes(wt.type, cols);  // band 1, tile 0
@@ -506,7 +522,7 @@ std::vector<uint8_t> act_rows(const Kernels& S, int32_t fmt, const std::vector<f
 
 // LayoutKernels::gemv_rows where a table has one: 1..9 activation rows (its passes of two rows and
 // the one left) over repacked rows (1, 3 and 5 times the layout's rows per tile, of 1, 2, 3 and 17 tiles: past a min type's
-// first 32-block segment, x86/min_dot.h), row i of y equal bit for bit
+// first 32-block segment, x86/min_dot.h; and past a layout's first panel), row i of y equal bit for bit
 // to the layout's gemv of activation row i alone (which test_layout_gemv bounds against the scalar
 // reference); the y_stride padding is left untouched.
 void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
@@ -516,7 +532,9 @@ void test_layout_gemv_rows(Report& R, const Kernels& K, const Kernels& S) {
       const LayoutKernels& lk = K.layout[layout];
       const int64_t cols = repack_cols(layout);
       const int rows = (int)repack_rows_of(layout);
-      for (int64_t n : {cols, 2 * cols, 3 * cols, 17 * cols})
+      std::vector<int64_t> lengths = {cols, 2 * cols, 3 * cols, 17 * cols};
+      if (repack_panel_cols(layout)) lengths.push_back(repack_panel_cols(layout) + 3 * cols);  // a last panel of 3 tiles
+      for (int64_t n : lengths)
         for (int n_rows : {rows, 3 * rows, 5 * rows})
           for (int n_a = 1; n_a <= 9; ++n_a) {
             auto g = rng_for(fmt("layout gemv_rows %d %lld %d %d", wt.type, (long long)n, n_rows, n_a));
