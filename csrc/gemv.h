@@ -14,6 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
+
+#include "repack.h"
 
 namespace qc {
 
@@ -79,6 +82,32 @@ static inline void a_passes(int n_a, Pass&& pass) {
 template <int kMaxA, typename Rows>
 static inline void row_passes_a(int n_rows, int n_a, Rows&& rows) {
   row_passes(n_rows, [&](auto R, int r) { a_passes<kMaxA>(n_a, [&](auto A, int i) { rows(R, A, r, i); }); });
+}
+
+// A repacked layout's tiles slab by slab and in a slab panel by panel (repack.h, panel_tile), for a
+// kernel that keeps one accumulator of kAccBytes per (group of tile rows, activation row) from
+// panel to panel: piece(acc, s, q, g0, g1, at) reads tiles g0 .. g1 - 1 of group q of slab s
+// (at: the first of them, in tiles from the slab's start) into acc[i] for activation row i < n_a;
+// done(acc, s, q) then has that group's sums of every activation row. n_slabs slabs of `slab`
+// groups, n_tiles tiles per row, panels of `panel` tiles (n_tiles: no panels).
+template <size_t kAccBytes, typename Acc, typename Piece, typename Done>
+static inline void slab_panels(int n_slabs, int slab, int64_t n_tiles, int64_t panel, int n_a, Piece&& piece,
+                               Done&& done) {
+  struct alignas(kAccBytes) Bytes {
+    uint8_t b[kAccBytes];
+  };
+  static_assert(sizeof(Acc) == kAccBytes, "one accumulator");
+  static thread_local std::vector<Bytes> buf;  // [group of the slab][activation row]; grows, then stays
+  if (buf.size() < (size_t)(slab * n_a)) buf.resize((size_t)(slab * n_a));
+  Acc* acc = reinterpret_cast<Acc*>(buf.data());
+  for (int s = 0; s < n_slabs; ++s) {
+    for (int k = 0; k < slab * n_a; ++k) acc[k] = Acc{};
+    for (int64_t g0 = 0; g0 < n_tiles; g0 += panel) {
+      const int64_t g1 = n_tiles - g0 < panel ? n_tiles : g0 + panel;
+      for (int q = 0; q < slab; ++q) piece(acc + q * n_a, s, q, g0, g1, panel_tile(q, g0, slab, n_tiles, panel));
+    }
+    for (int q = 0; q < slab; ++q) done(acc + q * n_a, s, q);
+  }
 }
 
 }  // namespace qc

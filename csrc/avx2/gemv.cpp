@@ -378,32 +378,18 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
     bc = reinterpret_cast<const __m256i*>(bcast.data());
   }
-  struct alignas(32) Acc {
-    float f[8];
-  };
-  static thread_local std::vector<Acc> acc_buf;  // [quad of the slab][activation row]
-  if (acc_buf.size() < (size_t)(kSlab * n_a)) acc_buf.resize((size_t)(kSlab * n_a));
-  __m256* accs = reinterpret_cast<__m256*>(acc_buf.data());
-  for (int s = 0; s < n_rows / (4 * kSlab); ++s) {
-    const uint8_t* slab = w + (size_t)s * 4 * kSlab * wrb;
-    for (int k = 0; k < kSlab * n_a; ++k) accs[k] = _mm256_setzero_ps();
-    for (int64_t g0 = 0; g0 < n_tiles; g0 += panel) {
-      const int64_t width = n_tiles - g0 < panel ? n_tiles - g0 : panel;
-      for (int q = 0; q < kSlab; ++q) {
-        const uint8_t* tile = slab + (size_t)panel_tile(q, g0, kSlab, n_tiles, panel) * L::kTile;
-        __m256* acc = accs + q * n_a;
-        if (n_a == 1) {
-          quad_tiles<L, 1, true>(tile, g0, g0 + width, a, arb, nullptr, 0, acc);
-          continue;
-        }
+  slab_panels<32, __m256>(
+      n_rows / (4 * kSlab), kSlab, n_tiles, panel, n_a,
+      [&](__m256* acc, int s, int, int64_t g0, int64_t g1, int64_t at) {
+        const uint8_t* tile = w + (size_t)s * 4 * kSlab * wrb + (size_t)at * L::kTile;
+        if (n_a == 1) return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc);
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
-          quad_tiles<L, A>(tile, g0, g0 + width, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
+          quad_tiles<L, A>(tile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
         });
-      }
-    }
-    for (int q = 0; q < kSlab; ++q)
-      for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), quad_sum(accs[q * n_a + i]));
-  }
+      },
+      [&](const __m256* acc, int s, int q) {
+        for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), quad_sum(acc[i]));
+      });
 }
 
 }  // namespace

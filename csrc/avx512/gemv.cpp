@@ -175,31 +175,20 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_steps = (n + 127) / 128;
   const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_steps);
-  struct alignas(32) Acc {
-    float f[8];
-  };
-  static thread_local std::vector<Acc> acc_buf;  // [quad of the slab][activation row]
-  if (acc_buf.size() < (size_t)(kSlab * n_a)) acc_buf.resize((size_t)(kSlab * n_a));
-  __m256* accs = reinterpret_cast<__m256*>(acc_buf.data());
-  for (int sl = 0; sl < n_rows / (4 * kSlab); ++sl) {
-    const uint8_t* slab = w + (size_t)sl * 4 * kSlab * wrb;
-    for (int k = 0; k < kSlab * n_a; ++k) accs[k] = _mm256_setzero_ps();
-    for (int64_t c0 = 0; c0 < n; c0 += panel) {  // columns c0 .. c0 + width - 1, whole steps but the last
-      const int64_t width = n - c0 < panel ? n - c0 : panel;
-      for (int q = 0; q < kSlab; ++q) {
-        const uint8_t* t = slab + (size_t)(panel_tile(q, c0 / kTileCols, kSlab, n / kTileCols, panel / kTileCols) * kTileBytes);
+  slab_panels<32, __m256>(
+      n_rows / (4 * kSlab), kSlab, n / kTileCols, panel / kTileCols, n_a,
+      [&](__m256* acc, int s, int, int64_t g0, int64_t g1, int64_t at) {  // whole steps but a last tile
+        const uint8_t* t = w + (size_t)s * 4 * kSlab * wrb + (size_t)(at * kTileBytes);
+        const int64_t c0 = g0 * kTileCols, c1 = g1 * kTileCols;
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
-          quad_rows<L, A>(t, c0 / 128, (c0 + width + 127) / 128, width % 128 == 0, a + i * arb, arb,
-                          off + 16 * i * n_steps, n_steps, accs + q * n_a + i);
+          quad_rows<L, A>(t, c0 / 128, (c1 + 127) / 128, (c1 - c0) % 128 == 0, a + i * arb, arb, off + 16 * i * n_steps,
+                          n_steps, acc + i);
         });
-      }
-    }
-    for (int q = 0; q < kSlab; ++q)
-      for (int i = 0; i < n_a; ++i) {
-        const __m256 v = accs[q * n_a + i];
-        _mm_storeu_ps(y + i * ys + 4 * (sl * kSlab + q), _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
-      }
-  }
+      },
+      [&](const __m256* acc, int s, int q) {
+        for (int i = 0; i < n_a; ++i)
+          _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)));
+      });
 }
 
 // ---- Q4_0_R16: sixteen rows per vector -------------------------------------------------------
