@@ -7,12 +7,13 @@
 // four streams and rearrange every group of blocks with word permutes; the
 // repacked layout ran faster both in cache and streamed (bench/README.md, "Kernel design measurements").
 //
-// Every layout covers rows Ri .. Ri + R - 1 (R = repack_rows_of(layout): 4, a "quad", or 16, a
-// "band") in tiles of repack_cols(layout) columns, the tiles of a quad one after another, then the
-// next quad's; a tile holds exactly the bytes of the R rows' blocks it replaces, so row r of the
-// matrix still starts at byte r * row_bytes when r is a multiple of R, and the repacked matrix is
-// as large as the stored one. A matrix repacks only if its rows are a multiple of R and its row
-// length a multiple of the tile's (repack_fits).
+// Every layout covers rows Ri .. Ri + R - 1 (R = repack_rows_of(layout): 4, a "quad"; 16, a
+// "band", or a "slab" of four quads) in tiles of repack_cols(layout) columns, the tiles of a quad
+// (or band) one after another, then the next one's (in a slab: panel by panel, repack_panel_cols);
+// a tile holds exactly the bytes of the rows' blocks it replaces, so row r of the matrix still
+// starts at byte r * row_bytes when r is a multiple of R, and the repacked matrix is as large as
+// the stored one. A matrix repacks only if its rows are a multiple of R and its row length a
+// multiple of the tile's (repack_fits).
 //
 // Q4_0_R4 tile, 288 bytes: bytes 64r + 16k + j = row r's block k qs[j] (both nibbles as stored),
 //   then 16 binary16 scales, scale 4r + k = row r's block k d.
@@ -74,8 +75,8 @@ enum : int32_t {
   QC_LAYOUT_COUNT,
 };
 
-// Rows per tile: 4, or 16 (the bands of Q4_0_R16, the slabs of the R4T layouts with panels). The
-// unit a matrix is repacked, split and unpacked by.
+// Rows per unit, which a matrix is repacked, split and unpacked by: a tile's (4, or the 16 of
+// Q4_0_R16's bands), or a slab's (16: the R4T layouts with panels).
 static constexpr int64_t repack_rows_of(int32_t layout) {
   return layout == QC_LAYOUT_Q4_0_R16 || layout == QC_LAYOUT_Q4_0_R4T || layout == QC_LAYOUT_Q5_0_R4T ||
                  layout == QC_LAYOUT_Q8_0_R4T
@@ -89,7 +90,7 @@ static constexpr int64_t repack_rows_of(int32_t layout) {
 // left) holds quad 0's tiles of it, then quad 1's, and so on. So a decode pass over a slab still
 // reads one sequential stream, and the activation's columns of a panel stay in L1 from one quad
 // to the next: a quad of a long row (38 KB at 8960 Q8_0 columns) with its activation does not fit
-// in L1, and read quad by quad such rows decoded 20% slower (bench/README.md, "Column panels").
+// in L1, and read quad by quad such rows decoded 15-20% slower (bench/README.md, "Column panels").
 // Rows no longer than a panel keep the quads' tiles one after another, as without panels.
 static constexpr int64_t repack_panel_cols(int32_t layout) {
   return layout == QC_LAYOUT_Q4_0_R4T || layout == QC_LAYOUT_Q5_0_R4T || layout == QC_LAYOUT_Q8_0_R4T ? 2048 : 0;

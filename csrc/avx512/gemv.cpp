@@ -170,7 +170,8 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
   constexpr int kMaxA = 4;
   constexpr int kSlab = (int)repack_rows_of(L::kLayout) / 4;  // quads per slab
   constexpr int64_t kTileCols = repack_cols(L::kLayout), kTileBytes = (int64_t)L::kStep * kTileCols / 128;
-  const int64_t panel = repack_panel_cols(L::kLayout) && repack_panel_cols(L::kLayout) < n ? repack_panel_cols(L::kLayout) : n;
+  constexpr int64_t kPanel = repack_panel_cols(L::kLayout);  // columns (0: no panels)
+  const int64_t panel = kPanel && kPanel < n ? kPanel : n;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_steps = (n + 127) / 128;
@@ -186,8 +187,10 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
         });
       },
       [&](const __m256* acc, int s, int q) {
-        for (int i = 0; i < n_a; ++i)
-          _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1)));
+        for (int i = 0; i < n_a; ++i) {
+          const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+          _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), sum);
+        }
       });
 }
 
