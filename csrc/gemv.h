@@ -84,29 +84,34 @@ static inline void row_passes_a(int n_rows, int n_a, Rows&& rows) {
   row_passes(n_rows, [&](auto R, int r) { a_passes<kMaxA>(n_a, [&](auto A, int i) { rows(R, A, r, i); }); });
 }
 
-// A repacked layout's tiles slab by slab and in a slab panel by panel (repack.h, panel_tile), for a
-// kernel that keeps one accumulator of kAccBytes per (group of tile rows, activation row) from
-// panel to panel: piece(acc, s, q, g0, g1, at) reads tiles g0 .. g1 - 1 of group q of slab s
-// (at: the first of them, in tiles from the slab's start) into acc[i] for activation row i < n_a;
-// done(acc, s, q) then has that group's sums of every activation row. n_slabs slabs of `slab`
-// groups, n_tiles tiles per row, panels of `panel` tiles (n_tiles: no panels).
+// A quad layout's tiles (repack.h: quads in slabs of repack_rows_of(layout) rows, panels of
+// repack_panel_cols) slab by slab and in a slab panel by panel, for a kernel that keeps one
+// accumulator (Acc, kAccBytes) per (quad, activation row) from panel to panel: for n_rows rows of
+// n columns (wrb bytes each) from w, in tiles of tile_bytes, piece(acc, tile, g0, g1) reads tiles
+// g0 .. g1 - 1 of one quad (tile: the first of them) into acc[i] for activation row i < n_a; then
+// done(acc, quad) has that quad's sums of every activation row.
 template <size_t kAccBytes, typename Acc, typename Piece, typename Done>
-static inline void slab_panels(int n_slabs, int slab, int64_t n_tiles, int64_t panel, int n_a, Piece&& piece,
-                               Done&& done) {
+static inline void slab_panels(int32_t layout, int64_t n, const uint8_t* w, size_t wrb, int n_rows, size_t tile_bytes,
+                               int n_a, Piece&& piece, Done&& done) {
   struct alignas(kAccBytes) Bytes {
     uint8_t b[kAccBytes];
   };
   static_assert(sizeof(Acc) == kAccBytes, "one accumulator");
-  static thread_local std::vector<Bytes> buf;  // [group of the slab][activation row]; grows, then stays
+  const int slab = (int)repack_rows_of(layout) / 4;  // quads per slab
+  const int64_t n_tiles = n / repack_cols(layout), panel_tiles = repack_panel_cols(layout) / repack_cols(layout);
+  const int64_t panel = panel_tiles && panel_tiles < n_tiles ? panel_tiles : n_tiles;
+  static thread_local std::vector<Bytes> buf;  // [quad of the slab][activation row]; grows, then stays
   if (buf.size() < (size_t)(slab * n_a)) buf.resize((size_t)(slab * n_a));
   Acc* acc = reinterpret_cast<Acc*>(buf.data());
-  for (int s = 0; s < n_slabs; ++s) {
+  for (int s = 0; s < n_rows / (4 * slab); ++s) {
+    const uint8_t* first = w + (size_t)s * 4 * slab * wrb;
     for (int k = 0; k < slab * n_a; ++k) acc[k] = Acc{};
     for (int64_t g0 = 0; g0 < n_tiles; g0 += panel) {
       const int64_t g1 = n_tiles - g0 < panel ? n_tiles : g0 + panel;
-      for (int q = 0; q < slab; ++q) piece(acc + q * n_a, s, q, g0, g1, panel_tile(q, g0, slab, n_tiles, panel));
+      for (int q = 0; q < slab; ++q)
+        piece(acc + q * n_a, first + (size_t)panel_tile(q, g0, slab, n_tiles, panel) * tile_bytes, g0, g1);
     }
-    for (int q = 0; q < slab; ++q) done(acc + q * n_a, s, q);
+    for (int q = 0; q < slab; ++q) done(acc + q * n_a, s * slab + q);
   }
 }
 

@@ -361,12 +361,8 @@ template <class L>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                  size_t ys) {
   constexpr int kMaxA = 4;
-  constexpr int kSlab = (int)repack_rows_of(L::kLayout) / 4;  // quads per slab
-  constexpr int64_t kPanel = repack_panel_cols(L::kLayout) / L::kCols;  // tiles per panel (0: no panels)
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  const int64_t n_tiles = n / L::kCols;
-  const int64_t panel = kPanel && kPanel < n_tiles ? kPanel : n_tiles;
   const size_t bc_row = (size_t)(n / 64) * 9;
   struct alignas(32) Vec {
     uint8_t b[32];
@@ -379,16 +375,15 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     bc = reinterpret_cast<const __m256i*>(bcast.data());
   }
   slab_panels<32, __m256>(
-      n_rows / (4 * kSlab), kSlab, n_tiles, panel, n_a,
-      [&](__m256* acc, int s, int, int64_t g0, int64_t g1, int64_t at) {
-        const uint8_t* tile = w + (size_t)s * 4 * kSlab * wrb + (size_t)at * L::kTile;
+      L::kLayout, n, w, wrb, n_rows, L::kTile, n_a,
+      [&](__m256* acc, const uint8_t* tile, int64_t g0, int64_t g1) {
         if (n_a == 1) return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc);
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
           quad_tiles<L, A>(tile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
         });
       },
-      [&](const __m256* acc, int s, int q) {
-        for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), quad_sum(acc[i]));
+      [&](const __m256* acc, int quad) {
+        for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * quad, quad_sum(acc[i]));
       });
 }
 

@@ -168,28 +168,23 @@ template <class L>
 static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb,
                                 int n_a, float* y, size_t ys) {
   constexpr int kMaxA = 4;
-  constexpr int kSlab = (int)repack_rows_of(L::kLayout) / 4;  // quads per slab
-  constexpr int64_t kTileCols = repack_cols(L::kLayout), kTileBytes = (int64_t)L::kStep * kTileCols / 128;
-  constexpr int64_t kPanel = repack_panel_cols(L::kLayout);  // columns (0: no panels)
-  const int64_t panel = kPanel && kPanel < n ? kPanel : n;
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  constexpr int64_t kTileCols = repack_cols(L::kLayout);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t n_steps = (n + 127) / 128;
   const int32_t* off = neg_offsets<L::kOffShift>(a, arb, n_a, n_steps);
   slab_panels<32, __m256>(
-      n_rows / (4 * kSlab), kSlab, n / kTileCols, panel / kTileCols, n_a,
-      [&](__m256* acc, int s, int, int64_t g0, int64_t g1, int64_t at) {  // whole steps but a last tile
-        const uint8_t* t = w + (size_t)s * 4 * kSlab * wrb + (size_t)(at * kTileBytes);
+      L::kLayout, n, static_cast<const uint8_t*>(vw), wrb, n_rows, L::kStep * kTileCols / 128, n_a,
+      [&](__m256* acc, const uint8_t* t, int64_t g0, int64_t g1) {  // whole steps but a last tile
         const int64_t c0 = g0 * kTileCols, c1 = g1 * kTileCols;
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
           quad_rows<L, A>(t, c0 / 128, (c1 + 127) / 128, (c1 - c0) % 128 == 0, a + i * arb, arb, off + 16 * i * n_steps,
                           n_steps, acc + i);
         });
       },
-      [&](const __m256* acc, int s, int q) {
+      [&](const __m256* acc, int quad) {
         for (int i = 0; i < n_a; ++i) {
           const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
-          _mm_storeu_ps(y + i * ys + 4 * (s * kSlab + q), sum);
+          _mm_storeu_ps(y + i * ys + 4 * quad, sum);
         }
       });
 }
