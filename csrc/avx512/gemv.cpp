@@ -134,6 +134,15 @@ static const int32_t* neg_offsets(const uint8_t* va, size_t arb, int n_a, int64_
   return buf.data();
 }
 
+// f(i) for i < A, i a std::integral_constant. gcc keeps arrays of accumulators in registers only
+// where they are indexed by constants: copied in and out by a loop (made a memcpy), quad_rows'
+// stayed on the stack and its 4-row decode ran 7-20% slower (bench/README.md, "Column panels").
+template <int A, typename F, int... I>
+static QC_VNNI inline __attribute__((always_inline)) void each_row(F&& f, std::integer_sequence<int, I...> = {}) {
+  if constexpr (sizeof...(I) < A) each_row<A>(f, std::make_integer_sequence<int, A>());
+  else (f(std::integral_constant<int, I>()), ...);
+}
+
 // acc[i] += the products of steps s0 .. s1 - 1 of one quad (t: its step s0; last_two: step s1 - 1
 // has its second pair) with activation row i < A (arb bytes apart; their neg_offsets 16 * n_steps
 // apart from off). Per row one accumulator in the avx2 kernel's lanes [rows 0..3, even blocks |
@@ -142,7 +151,7 @@ template <class L, int A>
 static QC_VNNI void quad_rows(const uint8_t* t, int64_t s0, int64_t s1, bool last_two, const uint8_t* va, size_t arb,
                               const int32_t* off, int64_t n_steps, __m256* acc_io) {
   __m256 acc[A];
-  for (int i = 0; i < A; ++i) acc[i] = acc_io[i];
+  each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { acc[i] = acc_io[i]; });
   for (int64_t s = s0; s < s1; ++s, t += L::kStep) {
     const bool two = s + 1 < s1 || last_two;
     __m512i lo[4], hi[4];
@@ -157,7 +166,7 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t s0, int64_t s1, bool las
     }
     prefetch_after_loads(t + kTilePrefetch, L::kStep);
   }
-  for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
+  each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { acc_io[i] = acc[i]; });
 }
 
 // gemv_rows_fn of the layout L, slab by slab and in a slab panel by panel (repack.h), per quad of
@@ -202,13 +211,6 @@ static QC_VNNI void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_row
 static QC_VNNI inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
   __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
   return acc;
-}
-
-// f(i) for i < A, i a std::integral_constant
-template <int A, typename F, int... I>
-static QC_VNNI inline __attribute__((always_inline)) void each_row(F&& f, std::integer_sequence<int, I...> = {}) {
-  if constexpr (sizeof...(I) < A) each_row<A>(f, std::make_integer_sequence<int, A>());
-  else (f(std::integral_constant<int, I>()), ...);
 }
 
 // acc[i] += the 16 rows' block (its four vectors at v, its scales at sc) with block k of activation
