@@ -162,7 +162,7 @@ struct Tables {
 #ifdef QWEN_HAVE_AVX2
     Kernels avx2 = start_from(scalar, "avx2");
     if (f.avx2 && f.fma && f.f16c) {
-      register_quant_kernels_avx2(avx2);
+      register_quant_kernels_avx2(avx2, f);
       register_op_kernels_avx2(avx2);
       list.push_back(avx2);
       // AVX-VNNI (VEX vpdpbusd on ymm; Alder Lake and later Intel client cores, Zen 5): the avx2
@@ -170,7 +170,7 @@ struct Tables {
 #ifdef QWEN_HAVE_AVXVNNI
       if (f.avxvnni) {
         Kernels t = start_from(avx2, "avxvnni");
-        register_quant_kernels_avxvnni(t);
+        register_quant_kernels_avxvnni(t, f);
         list.push_back(t);
       }
 #endif
@@ -182,7 +182,7 @@ struct Tables {
 #ifdef QWEN_HAVE_AVXVNNI_EVEX
       if (f.avx512f && f.avx512vl && f.avx512vnni) {
         Kernels t = start_from(avx2, kTestTwin);
-        register_quant_kernels_avxvnni_evex(t);
+        register_quant_kernels_avxvnni_evex(t, f);
         list.push_back(t);
       }
 #endif

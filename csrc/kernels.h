@@ -241,17 +241,17 @@ void register_quant_kernels_sse42(Kernels& k);
 void register_op_kernels_sse42(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_AVX2
-void register_quant_kernels_avx2(Kernels& k);
+void register_quant_kernels_avx2(Kernels& k, const CpuFeatures& cpu);
 void register_op_kernels_avx2(Kernels& k);
 #endif
 #ifdef QWEN_HAVE_AVXVNNI
 // The AVX2 quantized kernels compiled with VEX vpdpbusd/vpdpwssd (csrc/avx2/simd.h); the table is
 // the avx2 one with these registered on top.
-void register_quant_kernels_avxvnni(Kernels& k);
+void register_quant_kernels_avxvnni(Kernels& k, const CpuFeatures& cpu);
 #endif
 #ifdef QWEN_HAVE_AVXVNNI_EVEX
 // Test twin of avxvnni: the same code with the EVEX (AVX512-VNNI + VL) encoding of those instructions.
-void register_quant_kernels_avxvnni_evex(Kernels& k);
+void register_quant_kernels_avxvnni_evex(Kernels& k, const CpuFeatures& cpu);
 #endif
 #ifdef QWEN_HAVE_AVX512
 // The quantized kernels need AVX512-VNNI, which the table does not require: cpu says whether it is there.

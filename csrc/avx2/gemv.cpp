@@ -323,7 +323,7 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
 // accumulator per activation row.
 template <class L, int A, bool kOwn = false>
 static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const uint8_t* va, size_t arb,
-                              const __m256i* bc, size_t bc_row, __m256* acc_io) {
+                              const __m256i* bc, size_t bc_row, __m256* acc_io, bool prefetch = true) {
   constexpr int kPairs = L::kCols / 64;  // pairs of blocks per tile
   __m256 acc[A];
   for (int i = 0; i < A; ++i) acc[i] = acc_io[i];
@@ -347,7 +347,7 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
         acc[i] = dot_fma(dot[i], a, (int)(pair & 1), dw[h], acc[i]);
       }
     }
-    prefetch_after_loads(tile + kTilePrefetch, L::kTile);
+    if (prefetch) prefetch_after_loads(tile + kTilePrefetch, L::kTile);
   }
   for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
@@ -357,7 +357,8 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
 // from memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
 // accumulator from panel to panel, so the sums go in row order as without panels. The activation
 // rows are broadcast once per call (bcast_rows), but for one row, which the kernel broadcasts itself.
-template <class L>
+// kHwShort: one row's tiles without the software prefetch where the rows fit in one panel (_hw below).
+template <class L, bool kHwShort = false>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                  size_t ys) {
   constexpr int kMaxA = 4;
@@ -377,7 +378,8 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   slab_panels<32, __m256>(
       L::kLayout, n, w, wrb, n_rows, L::kTile, n_a,
       [&](__m256* acc, const uint8_t* tile, int64_t g0, int64_t g1) {
-        if (n_a == 1) return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc);
+        if (n_a == 1)
+          return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, !kHwShort || n > repack_panel_cols(L::kLayout));
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
           quad_tiles<L, A>(tile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
         });
@@ -405,6 +407,10 @@ void gemv_q5_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void*
 }
 void gemv_q8_0_r4t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv_t_rows<Q8_0R4T>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+// The same, with the hardware prefetchers alone on rows that fit in one panel (the table's choice).
+void gemv_q8_0_r4t_hw(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  gemv_t_rows<Q8_0R4T, true>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 // Their gemv_rows_fn (kernels.h, LayoutKernels): the same values as the gemv of each row alone

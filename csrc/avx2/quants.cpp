@@ -13,7 +13,7 @@
 
 namespace qc {
 
-void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
+void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   using namespace QC_AVX2_NS;
   k.quantize_act[GGML_Q8_0] = quantize_row_q8_0;
   k.quantize_act[GGML_Q8_1] = quantize_row_q8_1;
@@ -58,7 +58,12 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k) {
   // vpmaddubsw form only: unmeasured against the VNNI vec_dot (gemv_32.cpp)
   set_gemv(k, GGML_Q8_0, QC_FN(gemv_q8_0), GGML_Q8_0, gemv_q8_0_rows, true);
 #endif
-  set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
+  // Zen 4 (which keeps this one-row gemv in its avx512 table) streams these tiles faster with its
+  // hardware prefetchers alone but in rows longer than a panel (bench/README.md, "Column panels")
+  if (cpu.avx512_halves)
+    set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t_hw), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
+  else
+    set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);

@@ -57,7 +57,7 @@ QC_AVX2_VEC_DOT(q6_K)
 #define QC_AVX2_GEMV(t) void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y);
 QC_AVX2_GEMV(f32) QC_AVX2_GEMV(f16) QC_AVX2_GEMV(bf16)                             // quants_32.cpp
 QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4t) QC_AVX2_GEMV(q5_0_r4t)  // gemv.cpp
-QC_AVX2_GEMV(q8_0_r4t)                                                               // gemv.cpp
+QC_AVX2_GEMV(q8_0_r4t) QC_AVX2_GEMV(q8_0_r4t_hw)                                     // gemv.cpp
 QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K) QC_AVX2_GEMV(q6_K)      // gemv_k.cpp
 QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q4_1_r4t) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q5_1_r4t)  // gemv_32.cpp
 QC_AVX2_GEMV(q8_0)
