@@ -55,9 +55,14 @@ def test_the_tables_choices(isa):
         assert rows["Q4_0"]["layout"] == "Q4_0_R16" and rows["Q4_0"]["layout_gemv"][0] == "avx512::gemv_q4_0_r16"
         for t in ("Q5_0", "Q8_0"):
             assert rows[t]["layout"] == f"{t}_R4T"
-            # one Q8_0_R4T row stays with the avx2 Quad gemv where 512-bit operations run in halves (Zen 4)
-            own = "avx2" if t == "Q8_0" and "avx512-halves" in _kernels.cpu_features().split() else "avx512"
-            assert rows[t]["layout_gemv"][0] == f"{own}::gemv_{t.lower()}_r4t"
+            # one Q8_0_R4T row stays with the avx2 Quad gemv where 512-bit operations run in halves
+            # (Zen 4), in its form without the software prefetch on rows of one panel
+            zen4 = t == "Q8_0" and "avx512-halves" in _kernels.cpu_features().split()
+            assert rows[t]["layout_gemv"][0] == ("avx2::gemv_q8_0_r4t_hw" if zen4 else f"avx512::gemv_{t.lower()}_r4t")
+    if isa in ("avx2", "avxvnni", "avxvnni_evex"):
+        # the prefetching one-row Q8_0_R4T gemv but on Zen 4 (avx2/quants.cpp)
+        hw = "_hw" if "avx512-halves" in _kernels.cpu_features().split() else ""
+        assert rows["Q8_0"]["layout_gemv"][0] == f"{isa}::gemv_q8_0_r4t{hw}"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])
