@@ -392,7 +392,7 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
 }  // namespace
 
 // The decode kernels (gemv_fn, kernels.h) of Q4_0 and Q5_0, and the LayoutKernels::gemv of the
-// repacked Q4_0_R4T / Q5_0_R4T / Q8_0_R4T (n_rows a multiple of 4)
+// repacked Q4_0_R4T / Q5_0_R4T / Q8_0_R4T (n_rows a multiple of the layout's repack_rows_of, kernels.h)
 void gemv_q4_0(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   gemv<Q4_0G>(n, w, wrb, n_rows, a, y);
 }
