@@ -164,7 +164,7 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t s0, int64_t s1, bool las
       acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(dot), acc[i]);
       if (two) acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
     }
-    prefetch_after_loads(t + kTilePrefetch, L::kStep);
+    prefetch_tiles_ahead<A>(t, L::kStep);
   }
   each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { acc_io[i] = acc[i]; });
 }
@@ -248,10 +248,10 @@ static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, siz
   for (int64_t g = 0; g < n / 128; ++g, t += 2 * 576, a += sizeof(block_q8_0x4), off += 16) {
     band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
     band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + kTilePrefetch, 576);
+    prefetch_tiles_ahead<A>(t, 576);
     band_block<A, 2>(t + 576, t + 576 + 512, a, arb, off, off_row, even);
     band_block<A, 3>(t + 576 + 256, t + 576 + 544, a, arb, off, off_row, odd);
-    prefetch_after_loads(t + 576 + kTilePrefetch, 576);
+    prefetch_tiles_ahead<A>(t + 576, 576);
   }
   if (n % 128) {
     band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
@@ -360,7 +360,7 @@ static QC_VNNI void min_quad_rows(const uint8_t* t, int64_t n, const Q8_1x4* g, 
         P[i] = _mm512_mask3_fmadd_ps(p, _mm512_loadu_ps(a.d), P[i], lanes);
         M[i] = _mm512_mask3_fmadd_ps(mw, _mm512_loadu_ps(a.s), M[i], lanes);
       }
-      prefetch_after_loads(t + kTilePrefetch, 2 * L::kTile);
+      prefetch_tiles_ahead<A>(t, 2 * L::kTile);
     }
     for (int i = 0; i < A; ++i) total[i] = _mm_add_ps(total[i], _mm_add_ps(sum4_lanes(P[i]), sum4_lanes(M[i])));
   }

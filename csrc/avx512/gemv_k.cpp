@@ -15,7 +15,8 @@
 //
 // The same kernel reads the repacked layout Q4_K_R4 (repack.h), whose tiles hold the 4 rows'
 // headers as that one register and then their qs, in reading order: one 64-byte header load in
-// place of four, one sequential stream, no software prefetch.
+// place of four, one sequential stream, no software prefetch for one activation row (several:
+// gemv.h's prefetch_tiles_ahead).
 #include <type_traits>
 
 #include "simd512.h"
@@ -138,6 +139,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
                                     acc[k][r]);
       }
     }
+    if constexpr (repacked && A > 1) prefetch_tiles_ahead<A>(tile, 4 * sizeof(B));
   }
   for (int k = 0; k < A; ++k) {
     alignas(64) float mins[16];  // lane r: row r's min term in 4 parts
