@@ -35,8 +35,8 @@ static inline void prefetch_after_loads(const uint8_t* p, size_t n) {
 }
 
 // The several-row decode passes read their tiles slower than one row does (more arithmetic per
-// byte), and from 2 KB ahead into L1 they ran 30-60% slower from memory than from 8 KB ahead into
-// L2 (bench/README.md, "Several-row tile prefetch on avx512").
+// byte); four rows prefetching 2 KB ahead into L1 took up to twice as long from memory as 8 KB
+// ahead into L2 on Zen 4 (bench/README.md, "Several-row tile prefetch on avx512").
 constexpr size_t kRowsTilePrefetch = 8192;
 
 // A pass of A activation rows over a layout's tiles, at [p, p + n): the tiles ahead of it
