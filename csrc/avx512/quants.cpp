@@ -45,7 +45,7 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kLongChunk, kTileRows);
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kLongChunk, kTileRows);
   set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kLongChunk, kTileRows);
-  set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows);
+  set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows, true);
 }
 
 // After dispatch.cpp's keep_decode has given these types the avx2 table's decode kernels: Q4_0 in

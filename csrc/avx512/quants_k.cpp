@@ -242,6 +242,7 @@ QC_VNNI static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va,
     for (int k = 0; k < A; ++k)
       acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[k]->d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k])), acc[k]);
     if (kPrefetch) prefetch_after_loads(reinterpret_cast<const uint8_t*>(x + i) + kQ6Prefetch, sizeof(block_q6_K));
+    else if (A > 2) prefetch_tiles_ahead<A>(reinterpret_cast<const uint8_t*>(x + i), sizeof(block_q6_K));
   }
   for (int k = 0; k < A; ++k) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum_ps(acc_off[k]);
 }
@@ -257,7 +258,9 @@ QC_VNNI float vec_dot_q6_K(int64_t n, const void* vw, const void* va) {
 
 // The decode forms of Q6_K over Q8_K activations (gemv_fn, gemv_rows_fn): vec_dot row by row with
 // the rows prefetched ahead, and for several activation rows, each weight row unpacked once for up
-// to 4 of them.
+// to 4 of them, read from memory by that pass (gemv_rows_streams): 3-4 rows with gemv.h's
+// several-row prefetch, 2 with the hardware's alone, which was faster for them (bench/README.md,
+// "Several-row tile prefetch on avx512").
 QC_VNNI void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
   for (int r = 0; r < n_rows; ++r)
     dots_q6_K<1, true>(n, reinterpret_cast<const block_q6_K*>(static_cast<const uint8_t*>(w) + r * wrb),
