@@ -39,15 +39,13 @@ static inline void prefetch_after_loads(const uint8_t* p, size_t n) {
 // ahead into L2 on Zen 4 (bench/README.md, "Several-row tile prefetch on avx512").
 constexpr size_t kRowsTilePrefetch = 8192;
 
-// A pass of A activation rows over a layout's tiles, at [p, p + n): the tiles ahead of it
-// (prefetch_after_loads' fence first).
+// A pass of A activation rows over a layout's tiles, at [p, p + n): the tiles ahead of it, one
+// row's into L1, several rows' into L2 (after the loads before it, as prefetch_after_loads).
 template <int A>
 static inline void prefetch_tiles_ahead(const uint8_t* p, size_t n) {
+  if (A == 1) return prefetch_after_loads(p + kTilePrefetch, n);
   __asm__ volatile("" ::: "memory");
-  for (size_t c = 0; c < n; c += 64) {
-    if (A == 1) __builtin_prefetch(p + kTilePrefetch + c, 0, 3);
-    else __builtin_prefetch(p + kRowsTilePrefetch + c, 0, 2);
-  }
+  for (size_t c = 0; c < n; c += 64) __builtin_prefetch(p + kRowsTilePrefetch + c, 0, 2);
 }
 
 // At step g of a tile of tile_bytes: step g of the next tile (at next) and of the one after it.
