@@ -83,8 +83,9 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
             }
             for (int g0 = 0; g0 < kGroups; g0 += 2) {
               const int e = j * kSub + 4 * g0;  // first value of the two groups
-              const __m512i w0 = _mm512_load_si512(wq[b][e / 32][(e % 32) / 4]);
-              const __m512i w1 = _mm512_load_si512(wq[b][e / 32][(e % 32) / 4 + 1]);
+              const uint8_t* wp = wq[b][0][0] + 16 * e;  // wq[b][e / 32][(e % 32) / 4], no index arithmetic
+              const __m512i w0 = _mm512_load_si512(wp);
+              const __m512i w1 = _mm512_load_si512(wp + 64);
               for (int c = 0; c < kC; ++c) {
                 __m512i& sum = g0 % 4 ? isum2[c] : isum[c];
                 sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, w0, bcast4_512(t.ab[c][b].qs + e)), w1,

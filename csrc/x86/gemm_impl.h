@@ -408,17 +408,24 @@ struct KTokens {
     std::memset(da, 0, sizeof(da));
   }
   // tokens c0 .. c0 + nc - 1 of a (rows of arb bytes), super-blocks s0 .. s0 + ns - 1
-  inline void load(const uint8_t* a, size_t arb, int c0, int nc, int64_t s0, int ns) {
+  QC_GEMM_ATTR inline void load(const uint8_t* a, size_t arb, int c0, int nc, int64_t s0, int ns) {
     for (int c = 0; c < kC; ++c) {
       ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
       if (c >= nc) continue;
       for (int b = 0; b < ns; ++b) {
         da[c][b] = ab[c][b].d;
-        const int16_t* bs = ab[c][b].bsums;
-        for (int j = 0; j < kNSub; ++j) {
-          const int sum = kSub == 16 ? bs[j] : bs[2 * j] + bs[2 * j + 1];
-          sj[c][b][j] = (float)sum;
-          sjo[c][b][j] = -KSub<W>::kIntOffset * sum;
+        // the 16 bsums as int32: sub-block sums S_j (kSub 16) or pairs of them added (kSub 32)
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c][b].bsums));
+        if constexpr (KSub<W>::kIntOffset) {  // only the integer offsets are read (kSub 16)
+          static_assert(kSub == 16, "an integer offset per 16-value sub-block");
+          const __m256i off = _mm256_set1_epi32(-KSub<W>::kIntOffset);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(sjo[c][b]),
+                             _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(bs)), off));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(sjo[c][b] + 8),
+                             _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(bs, 1)), off));
+        } else {  // only the float sums (kSub 32)
+          static_assert(kSub == 32, "float sums per 32-value sub-block");
+          _mm256_store_ps(sj[c][b], _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, _mm256_set1_epi16(1))));
         }
       }
     }
@@ -490,8 +497,9 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
             }
             for (int g0 = 0; g0 < kGroups; g0 += 2) {
               const int e = j * kSub + 4 * g0;  // first value of the two groups
-              const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4]));
-              const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][e / 32][(e % 32) / 4 + 1]));
+              const uint8_t* wp = wq[b][0][0] + 8 * e;  // wq[b][e / 32][(e % 32) / 4], no index arithmetic
+              const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp));
+              const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + 32));
               for (int c = 0; c < kC; ++c) {
                 __m256i& sum = g0 % 4 ? isum2[c] : isum[c];
                 sum = D::dot2(sum, w0, bcast4(t.ab[c][b].qs + e), w1, bcast4(t.ab[c][b].qs + e + 4));
