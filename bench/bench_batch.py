@@ -18,7 +18,7 @@ The table shows the best round (the least disturbed by other processes) and goes
 between marker comments, into bench/README.md with the date, CPU, kernel path, commit and the load
 average. --isa forces a kernel path (QWEN_CPU_ISA) for the runs; --no-repack keeps every weight as
 stored (Model.load(repack=False)), the A/B of the repacked layouts; --no-huge-pages keeps the
-repacked copies in 4 KiB pages (Model.load(huge_pages=False)).
+repacked copies in 4 KiB pages and the other matrices in the file mapping (Model.load(huge_pages=False)).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--no-repack", action="store_true",
                     help="every weight as stored (Model.load(repack=False)): the repacked layouts' A/B")
     ap.add_argument("--no-huge-pages", action="store_true",
-                    help="the repacked copies in 4 KiB pages (Model.load(huge_pages=False)): the huge pages' A/B")
+                    help="no copies in huge pages (Model.load(huge_pages=False)): the huge pages' A/B")
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]

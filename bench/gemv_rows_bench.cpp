@@ -5,7 +5,9 @@
 //   stored       the stored layout's route (gemv_rows: first row alone per 64 KiB block, the rest
 //                together from L2; without one: row by row);
 //   stored_all   the stored layout's gemv_rows over all activation rows at once;
-//   (the repacked copies in transparent huge pages as a Model's; the stored ones in 4 KiB pages)
+//   stored_huge  the stored route over copies in transparent huge pages, as a Model keeps the
+//                matrices without a repacked layout where the system has them (stored, stored_all:
+//                4 KiB pages, as in the file mapping; the repacked copies in huge pages as a Model's)
 //   r4_alone     repacked, each activation row by the layout's gemv over each 64 KiB block (one
 //                row: over all rows at once, matmul.cpp's one-token route);
 //   r4_all       repacked, gemv_rows over all activation rows at once;
@@ -69,6 +71,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<uint8_t>> stored(n_mat, one);
   // the repacked copies one after another in transparent huge pages, as a Model keeps them
   PageBuffer packed(has_r4 ? n_mat * mat_bytes : 0, true);
+  PageBuffer huge(has_stored ? n_mat * mat_bytes : 0, true);  // the stored bytes as they are
+  for (int m = 0; has_stored && m < n_mat; ++m) std::memcpy(huge.data() + m * mat_bytes, stored[m].data(), mat_bytes);
   for (int m = 0; has_r4 && m < n_mat; ++m) repack_rows(layout, stored[m].data(), rows, cols, packed.data() + m * mat_bytes);
   constexpr int kMaxA = 9;  // 9: a speculative verification of 8 drafted tokens
   const size_t arb = act_row_bytes(act_type, cols);
@@ -111,6 +115,7 @@ int main(int argc, char** argv) {
       float* yb = y.data() + rb;
       switch (v) {
         case 0:  // stored: first row alone, the rest together
+        case 7:
           wk.gemv(n, wb, wrb, nb, act.data(), yb);
           if (n_a > 1) wk.gemv_rows(n, wb, wrb, nb, act.data() + arb, arb, n_a - 1, yb + ys, ys);
           break;
@@ -130,9 +135,13 @@ int main(int argc, char** argv) {
       }
     }
   };
-  constexpr int kVariants = 7;
-  const char* names[kVariants] = {"stored", "stored_all", "r4_alone", "r4_all", "r4_first1", "r4_first2", "vec_dot"};
-  auto has = [&](int v) { return v == 6 ? true : v < 2 ? has_stored : has_r4; };
+  constexpr int kVariants = 8;
+  const char* names[kVariants] = {"stored", "stored_all", "r4_alone", "r4_all", "r4_first1", "r4_first2", "vec_dot",
+                                  "stored_huge"};
+  auto has = [&](int v) { return v == 6 ? true : v < 2 || v == 7 ? has_stored : has_r4; };
+  auto matrix = [&](int v, int m) {
+    return v == 7 ? huge.data() + m * mat_bytes : v >= 2 && v < 6 ? packed.data() + m * mat_bytes : stored[m].data();
+  };
   std::printf("%s %s %lld x %lld, %d matrices (%.1f MB), best of %d, ms for all\n", K.isa, tname.c_str(),
               (long long)rows, (long long)cols, n_mat, n_mat * mat_bytes / 1e6, reps);
   std::printf("n_a");
@@ -145,7 +154,7 @@ int main(int argc, char** argv) {
       for (int v = 0; v < kVariants; ++v) {
         if (!has(v)) continue;
         const auto t0 = std::chrono::steady_clock::now();
-        for (int m = 0; m < n_mat; ++m) run(v, v >= 2 && v < 6 ? packed.data() + m * mat_bytes : stored[m].data(), n_a);
+        for (int m = 0; m < n_mat; ++m) run(v, matrix(v, m), n_a);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (ms < best[v]) best[v] = ms;
       }

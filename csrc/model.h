@@ -30,13 +30,14 @@ struct ModelConfig {
   int n_batch = 512;       // most tokens per internal step (prefill is split into steps of this size)
   KvTypes kv{};            // KV cache element types of K and V (ops.h: f32, f16, q8_0, q4_0)
   // Repack the matrices this CPU has a repacked decode kernel for (repack.h) into memory of the
-  // model's own, at the first single-token forward(); the rest stay where they are.
+  // model's own, at the first single-token forward(); the rest stay where they are, or with
+  // huge_pages and release_repacked_source where huge pages are available, are copied as stored.
   bool repack = true;
   // After repacking a matrix, give its source pages back (madvise MADV_DONTNEED), so that resident
   // memory stays about the file's size. Only for weights in a file mapping, which the OS reads
   // again if they are touched (anonymous memory would read back as zeros).
   bool release_repacked_source = false;
-  // The repacked copies in transparent huge pages (MADV_HUGEPAGE, where the system allows it):
+  // The copies in transparent huge pages (MADV_HUGEPAGE, where the system allows it):
   // decode streams them with a TLB miss per 2 MiB instead of per 4 KiB, for a one-off cost in the
   // first decode step, which makes the copies (bench/README.md, "Transparent huge pages").
   bool huge_pages = true;
@@ -110,6 +111,9 @@ class ZeroBuffer {
   std::unique_ptr<T, Free> p_;
   size_t n_ = 0;
 };
+
+// Whether a PageBuffer's huge pages can be had here (transparent huge pages not "never").
+bool huge_pages_available();
 
 // n bytes of anonymous memory from mmap (zero pages until written), owned; huge: advised into
 // transparent huge pages (ModelConfig::huge_pages).

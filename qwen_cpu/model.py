@@ -140,13 +140,15 @@ class Engine:
         are committed as positions fill). The matrices whose type this CPU's decode kernels read
         faster in a repacked layout (csrc/repack.h: Q4_0, Q5_0, Q8_0 and Q4_K on AVX2 and AVX-512, Q4_0
         and Q8_0 on NEON) are copied into it by the first decode step (prefill reads them as
-        stored), and their pages in the file mapping released.
+        stored), and their pages in the file mapping released; where the system gives transparent
+        huge pages, the other matrices are copied too, as stored, into huge pages.
 
         n_ctx: context length in tokens (default: the model's training context, at most 4096).
         n_threads: compute threads (default: physical cores). n_batch: prefill step size.
         repack: False keeps every weight in the file mapping as stored (zero-copy), as llama.cpp's
-        --no-repack does. huge_pages: the repacked copies in transparent huge pages where the system
-        allows it (faster decode; a one-off cost in the first decode step); False keeps 4 KiB pages.
+        --no-repack does. huge_pages: the copies in transparent huge pages where the system
+        allows it (faster decode; a one-off cost in the first decode step); False keeps 4 KiB pages
+        and copies only the repacked matrices.
         n_seq: KV cache slots, the sequences that can run at once (a Scheduler's
         parallel requests); each holds n_ctx positions. kv_type: the KV cache's element type, 'f16',
         'q8_0' (about half the memory and the bytes read per token at depth), 'q4_0' (about a

@@ -106,8 +106,10 @@ def test_repacking_keeps_the_logits(isa, name, requantized):
         steps = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
     with Model.load(path, n_ctx=128, n_threads=2) as m:
         info = Path(m.path).stat().st_size
-        most = 0.7 if not (GOLDEN / name).exists() else 0.8  # a requantized file's Q6_K output matrix stays as stored
-        assert (m._net.repacked_bytes > most * info) if has_kernels else m._net.repacked_bytes == 0
+        # without huge pages, a requantized file's Q6_K output matrix stays as stored
+        most = 0.7 if not (GOLDEN / name).exists() else 0.8
+        copies = has_kernels or _kernels.huge_pages_available()  # the rest copied as stored into huge pages
+        assert (m._net.repacked_bytes > most * info) if copies else m._net.repacked_bytes == 0
         assert rel_err(m.logits(TOKENS), full) == 0
         m.reset()
         steps_repacked = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:]]
@@ -153,6 +155,42 @@ def test_repacking_waits_for_decode_and_releases_the_file_pages(use_isa):
     else:  # no kernels for the layouts on this CPU: nothing repacked, nothing released
         assert "q8_0" not in repacked_types(best)
         assert resident > 0.9 * size
+
+
+def _matrix_bytes(path: Path, tied: bool) -> int:
+    """Bytes of the file's weight matrices as a Model's copies hold them (64-byte aligned each), the
+    token embeddings only when they are the output matrix too (read from gguf-py's view of the file)."""
+    tensors = gguf.GGUFReader(path).tensors
+    return sum(-(-int(t.n_bytes) // 64) * 64 for t in tensors
+               if len(t.shape) == 2 and (t.name != "token_embd.weight" or tied))
+
+
+@pytest.mark.parametrize("name, tied", [("qwen2-h256-tied.q6_k.gguf", True), ("qwen2-tiny-untied.f32.gguf", False)])
+def test_stored_matrices_go_into_huge_pages(name, tied, requantized):
+    """Where transparent huge pages are available, the first decode step copies the matrices that
+    have no repacked layout too, as they are stored, into huge pages (decode streams them faster
+    there), and gives their file pages back; untied token embeddings stay in the file. The same
+    bytes: the same logits, bit for bit. huge_pages=False or repack=False: no copies of them."""
+    path = GOLDEN / name if (GOLDEN / name).exists() else requantized(name)
+    layouts = {row["type"]: row["layout"] for row in _kernels.kernel_table()}
+    assert layouts["Q6_K"] == layouts["F32"] == "stored"  # no repacked layout on this path
+
+    def run(**kw):
+        with Model.load(path, n_ctx=128, n_threads=2, **kw) as m:
+            steps = [m.prefill(TOKENS[:37])] + [m.decode_step(t) for t in TOKENS[37:45]]
+            return np.stack(steps), m._net.repacked_bytes, _mapping_rss_bytes(m._file)
+
+    want, none, _ = run(repack=False)
+    small, no_huge, _ = run(huge_pages=False)
+    got, copied, resident = run()
+    assert none == 0 and no_huge == 0
+    assert np.array_equal(got, want) and np.array_equal(small, want)
+    if not _kernels.huge_pages_available():  # THP "never", or not Linux: nothing to gain, nothing copied
+        assert copied == 0
+        return
+    assert copied == _matrix_bytes(path, tied)
+    if resident is not None and tied:  # every weight page read, then given back
+        assert resident < 0.2 * path.stat().st_size
 
 
 @pytest.mark.parametrize("name", ["qwen2-tiny-untied.q8_0.gguf", "llama-tiny-tied.f32.gguf", "qwen2-h256-tied.q4_0.gguf"])

@@ -114,6 +114,8 @@ void bind_model(py::module_& m) {
 
   // The tensors the forward pass knows (model.h kTensorSlots): [(gguf name, per_layer, shape, optional)],
   // shape in dimension names (numpy order), for qwen_cpu/arch.py's tests.
+  m.def("huge_pages_available", &huge_pages_available,
+        "Whether the model's copies can be in transparent huge pages here (Linux, THP not 'never').");
   m.def("tensor_slots", [] {
     py::list out;
     for (int s = 0; s < kNumTensorSlots; ++s) {
