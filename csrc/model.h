@@ -211,13 +211,14 @@ class Model {
   ModelWeights w_;
   ThreadPool pool_;
   const Kernels* K_ = nullptr;
-  PageBuffer repacked_;  // the repacked matrices (cfg_.repack), which w_ then points into
+  PageBuffer repacked_;  // the copied matrices (cfg_.repack: repacked, or as stored), which w_ then points into
+  PageBuffer vectors_;   // copies of the per-step vectors (repack_pending), which w_ then points into
   struct PendingRepack {
     Tensor* t;       // a matrix of w_, still stored
-    int32_t layout;  // the layout it gets
+    int32_t layout;  // the layout it gets (QC_LAYOUT_STORED: copied as it is, for the huge pages)
   };
   std::vector<PendingRepack> pending_;  // the copies into repacked_ still to make
-  bool tied_repacked_ = false;    // the token embeddings are the repacked output matrix
+  bool tied_repacked_ = false;    // the token embeddings are the copied output matrix
   ZeroBuffer<uint8_t> embd_tile_; // (repack_rows_of(layout), row_bytes) one tile's rows unpacked (embed_row)
 
   // KV cache: K (n_layer, n_seq, n_kv_head, n_ctx) rows of k_row_bytes_ (kv_row_bytes(cfg_.kv.k,

@@ -11,6 +11,7 @@ Tolerances are relative: max |ours - reference| / max |reference|.
   (manifest: reference_vs_float_rel_err), and we measure 1.5e-2 .. 2.1e-2.
 """
 
+import ctypes
 import json
 import re
 from pathlib import Path
@@ -155,6 +156,36 @@ def test_repacking_waits_for_decode_and_releases_the_file_pages(use_isa):
     else:  # no kernels for the layouts on this CPU: nothing repacked, nothing released
         assert "q8_0" not in repacked_types(best)
         assert resident > 0.9 * size
+
+
+def test_decode_reads_nothing_from_the_file_once_copied():
+    """Once the first decode step has made its copies (every matrix of this tied model, the
+    embeddings being its output matrix, and the vectors every step reads: norms, biases), decode
+    reads no page of the file: its mapping given back all at once (MADV_DONTNEED), no page comes
+    back over more steps, and the steps are the same. Left in the file, the vectors kept their
+    pages mapped, and where the page cache holds the file in 2 MiB folios the 2 MiB around each."""
+    name = "qwen2-h256-tied.q8_0.gguf"
+    with Model.load(GOLDEN / name, n_ctx=128, n_threads=2) as m:
+        m.prefill(TOKENS[:5]), m.decode_step(TOKENS[5])  # the copies
+        m.reset()
+        want = [m.prefill(TOKENS[:5])] + [m.decode_step(t) for t in TOKENS[5:12]]
+        m.reset()
+        got = [m.prefill(TOKENS[:5]), m.decode_step(TOKENS[5])]
+        if _mapping_rss_bytes(m._file) is None:  # not Linux: no /proc/self/smaps to look at
+            return
+        view = m._file._view
+        libc = ctypes.CDLL(None)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        assert libc.madvise(view.ctypes.data, view.nbytes, 4) == 0  # 4: MADV_DONTNEED (the last page rounded up)
+        assert _mapping_rss_bytes(m._file) == 0
+        got += [m.decode_step(t) for t in TOKENS[6:12]]
+        resident = _mapping_rss_bytes(m._file)
+        copied = m._net.repacked_bytes
+    assert np.array_equal(np.stack(got), np.stack(want))
+    if copied:
+        assert resident == 0, resident
+    else:  # no copies on this path (no Q8_0 layout, no huge pages): decode reads the file
+        assert resident > 0
 
 
 def _matrix_bytes(path: Path, tied: bool) -> int:
