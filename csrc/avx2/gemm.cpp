@@ -107,17 +107,22 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
-          __m256i isum[kC];
-          for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
+          // four named sums, not an array: with keep_order's asm on its elements gcc kept an
+          // array on the stack, each sum a store and a load per group (bench/README.md, "AVX2 Q8_0
+          // prefill sums in registers")
+          static_assert(kC == 4, "one named sum per token");
+          __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
           for (int g = 0; g < 8; ++g) {
             const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
             const __m256i wabs = _mm256_load_si256(reinterpret_cast<const __m256i*>(wa[b][g]));
-            for (int c = 0; c < kC; ++c) {
+            auto step = [&](__m256i& sum, int c) {
               const __m256i s = _mm256_sign_epi8(gemm::bcast4(ab[c][b].qs + 4 * g), wv);
-              isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, s), ones));
-              keep_order(isum[c]);
-            }
+              sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, s), ones));
+              keep_order(sum);
+            };
+            step(s0, 0), step(s1, 1), step(s2, 2), step(s3, 3);
           }
+          const __m256i isum[kC] = {s0, s1, s2, s3};
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b].d), acc[c]);
