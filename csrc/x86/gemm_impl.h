@@ -393,8 +393,9 @@ struct KSub<Q6_KW> {
 
 // The activation side of a K-quant tile's pass over kC tokens and a segment of kSeg super-blocks:
 // each token's Q8_K blocks, their scales d and sub-block sums S_j (float for Q4_K/Q5_K, or
-// -kIntOffset * S_j to start Q6_K's integer sums: each type fills only the one it reads). Tokens past n_a point at token c0 (valid memory) and keep finite sums
-// from before; their outputs are never stored.
+// -kIntOffset * S_j to start Q6_K's integer sums: each type fills only the one it reads). Tokens
+// past n_a point at token c0 (valid memory) and keep finite sums from before; their outputs are
+// never stored.
 template <typename W, int kC, int kSeg>
 struct KTokens {
   static constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub;
