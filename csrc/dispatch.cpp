@@ -131,7 +131,12 @@ void keep_decode(Kernels& t, const Kernels& from, std::initializer_list<int32_t>
     WeightKernels& d = t.weight[type];
     d.gemv = w.gemv, d.gemv_name = w.gemv_name, d.gemv_act = w.gemv_act;
     d.gemv_rows = w.gemv_rows, d.gemv_rows_streams = w.gemv_rows_streams, d.layout = w.layout;
-    if (w.layout != QC_LAYOUT_STORED) t.layout[w.layout] = from.layout[w.layout];
+    if (w.layout != QC_LAYOUT_STORED) {  // the layout's decode; its prefill form follows t's gemm (set_gemm)
+      const LayoutKernels& f = from.layout[w.layout];
+      LayoutKernels& l = t.layout[w.layout];
+      l.gemv = f.gemv, l.gemv_name = f.gemv_name, l.gemv_act = f.gemv_act;
+      l.gemv_rows = f.gemv_rows, l.gemv_rows_first = f.gemv_rows_first;
+    }
   }
 }
 #endif

@@ -96,6 +96,11 @@ struct LayoutKernels {
   // activation rows of the pass that reads the weights from memory, the others following from L2
   // (matmul.cpp); 0: every row in that pass (measured per path with bench/gemv_rows_bench.cpp)
   int gemv_rows_first = 0;
+  // optional: the prefill form over the layout, n_w a multiple of repack_rows_of(layout) from a
+  // slab's first row, over the stored type's gemm activations and equal to its gemm bit for bit;
+  // without it prefill unpacks the rows to the stored layout a block at a time (matmul.cpp)
+  gemm_fn gemm = nullptr;
+  const char* gemm_name = nullptr;
 };
 
 // The KV cache types attention reads, numbered for the table: F32, F16, Q8_0, Q4_0 (kv_index).
@@ -190,6 +195,8 @@ static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* nam
   k.weight[type].gemm_act = gemm_act;
   k.weight[type].gemm_min_tokens = min_tokens;
   k.weight[type].gemm_rows = rows;
+  for (int32_t layout = 0; layout < QC_LAYOUT_COUNT; ++layout)  // they equal the old gemm, over its activations
+    if (repack_base_type(layout) == type) k.layout[layout].gemm = nullptr, k.layout[layout].gemm_name = nullptr;
 }
 static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
                             gemv_rows_fn rows = nullptr, bool rows_stream = false) {
@@ -207,6 +214,12 @@ static inline void set_layout_gemv(Kernels& k, int32_t layout, gemv_fn f, const 
   k.layout[layout].gemv_rows = rows;
   k.layout[layout].gemv_rows_first = rows_first;
   k.weight[repack_base_type(layout)].layout = layout;
+}
+
+// The prefill form over a layout (LayoutKernels::gemm), after its set_layout_gemv
+static inline void set_layout_gemm(Kernels& k, int32_t layout, gemm_fn f, const char* name) {
+  k.layout[layout].gemm = f;
+  k.layout[layout].gemm_name = name;
 }
 
 // The several-row form alone of a layout whose one-row gemv a table keeps from another path

@@ -28,8 +28,9 @@ static const WeightKernels& checked(const Kernels& K, int32_t wtype, int64_t n_i
 //   kGemv       one token, the type has a gemv and the row length fits its activation layout;
 //   kVecDot     otherwise: one vec_dot per output, in tiles of 16 rows;
 //   kLayoutGemv one token over repacked rows (repack.h) and the path has that layout's gemv;
+//   kLayoutGemm several tokens over repacked rows and the path has that layout's gemm;
 //   kUnrepack   repacked rows otherwise: unpacked a block of rows at a time, then as stored.
-enum Route { kGemm, kGemv, kVecDot, kLayoutGemv, kUnrepack };
+enum Route { kGemm, kGemv, kVecDot, kLayoutGemv, kLayoutGemm, kUnrepack };
 
 // The route of rows in the stored layout (one of the first three).
 static Route stored_route(const WeightKernels& wk, int64_t n_in, int64_t n_tok) {
@@ -43,7 +44,8 @@ static Route route(const Kernels& K, const MatmulOutput& o, int64_t n_in, int64_
   if (o.layout < 0 || o.layout >= QC_LAYOUT_COUNT || repack_base_type(o.layout) != o.wtype)
     throw std::invalid_argument("matmul: " + std::string(type_info(o.wtype).name) + " weights in an unknown layout " +
                                 std::to_string(o.layout));
-  return n_tok == 1 && K.layout[o.layout].gemv ? kLayoutGemv : kUnrepack;
+  if (n_tok == 1 && K.layout[o.layout].gemv) return kLayoutGemv;
+  return n_tok > 1 && K.layout[o.layout].gemm ? kLayoutGemm : kUnrepack;
 }
 
 // The activation format the product reads: its kernel's layout where it has one, else the type's
@@ -53,6 +55,7 @@ static int32_t act_format(const Kernels& K, const MatmulOutput& o, int64_t n_in,
   Route r = route(K, o, n_in, n_tok);
   if (r == kLayoutGemv) return K.layout[o.layout].gemv_act;
   if (r == kUnrepack) r = stored_route(wk, n_in, n_tok);
+  if (r == kLayoutGemm) r = kGemm;  // the stored gemm's activations (LayoutKernels::gemm)
   if (r == kGemv) return wk.gemv_act;
   if (r == kGemm && wk.gemm_act >= 0) return wk.gemm_act;
   return wk.act_type;
@@ -135,6 +138,24 @@ static void rows_first_then_rest(const uint8_t* w, size_t w_row, int64_t n_rows,
   }
 }
 
+// Prefill: the tile kernel gemm over the rows x a chunk of tokens at a time. The chunk's quantized
+// activations (about kActChunkBytes) stay in this core's L2 while the weight rows stream past once
+// per chunk; inside, each tile of a few weight rows stays in L1 while the chunk's tokens pass
+// (gemm_impl.h). Larger chunks read the weights fewer times but spill the activations out of L2.
+// At least min_tokens all the same: the tile kernels repack each tile of weights once per chunk,
+// and with the long rows of the FFN down projections (8960 wide: 18 tokens in 192 KB) the
+// repacking outweighed the spill (figures: bench/README.md, "Kernel design measurements").
+static void gemm_chunks(gemm_fn gemm, int min_tokens, int64_t n_in, const uint8_t* w, size_t w_row, int64_t n_rows,
+                        const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride) {
+  constexpr size_t kActChunkBytes = 192 * 1024;
+  int64_t chunk = (int64_t)(kActChunkBytes / act_row);
+  chunk = chunk < min_tokens ? min_tokens : chunk - chunk % 8;
+  for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
+    const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
+    gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
+  }
+}
+
 // y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tok: the rows in
 // the stored layout (w_row bytes apart), the activations in this type's format for n_tok tokens
 // (alone: in a one-token product's format, each row computed as that product would).
@@ -142,21 +163,7 @@ static void stored_rows(const WeightKernels& wk, int64_t n_in, const uint8_t* w,
                         const uint8_t* act, size_t act_row, int64_t n_tok, float* y, size_t y_stride, bool alone) {
   const Route r = stored_route(wk, n_in, alone ? 1 : n_tok);
   if (r == kGemm) {
-    // Prefill: the tile kernel over the rows x a chunk of tokens at a time. The chunk's
-    // quantized activations (about kActChunkBytes) stay in this core's L2 while the weight
-    // rows stream past once per chunk; inside, each tile of a few weight rows stays in L1
-    // while the chunk's tokens pass (gemm_impl.h). Larger chunks read the weights fewer
-    // times but spill the activations out of L2. At least the kernel's gemm_min_tokens all the
-    // same: the tile kernels repack each tile of weights once per chunk, and with the long rows
-    // of the FFN down projections (8960 wide: 18 tokens in 192 KB) the repacking outweighed
-    // the spill (figures: bench/README.md, "Kernel design measurements").
-    constexpr size_t kActChunkBytes = 192 * 1024;
-    int64_t chunk = (int64_t)(kActChunkBytes / act_row);
-    chunk = chunk < wk.gemm_min_tokens ? wk.gemm_min_tokens : chunk - chunk % 8;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += chunk) {
-      const int64_t nt = n_tok - t0 < chunk ? n_tok - t0 : chunk;
-      wk.gemm(n_in, w, w_row, (int)n_rows, act + t0 * act_row, act_row, (int)nt, y + t0 * y_stride, y_stride);
-    }
+    gemm_chunks(wk.gemm, wk.gemm_min_tokens, n_in, w, w_row, n_rows, act, act_row, n_tok, y, y_stride);
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows && wk.gemv_rows_streams) {
     wk.gemv_rows(n_in, w, w_row, (int)n_rows, act, act_row, (int)n_tok, y, y_stride);
   } else if (r == kGemv && n_tok > 1 && wk.gemv_rows) {
@@ -209,21 +216,26 @@ static void output_rows(const Kernels& K, const MatmulOutput& o, int64_t n_in, c
     const gemv_fn gemv = K.layout[o.layout].gemv;
     rows_alone(w + r0 * w_row, w_row, r1 - r0, tile_rows, act, act_row, n_tok, o.y + r0, (size_t)o.n_out,
                [&](const uint8_t* wb, int64_t nb, const uint8_t* a, float* yb) { gemv(n_in, wb, w_row, (int)nb, a, yb); });
-  } else if (r == kUnrepack) {
-    // Unpacked back to the stored layout a block at a time in this thread's buffer, then
-    // multiplied as stored. A block is about kUnpackBytes, so that it stays in L2 beside the
-    // activations its gemm reads; unpacking is a copy, small beside a product over tens or
-    // hundreds of tokens.
-    constexpr size_t kUnpackBytes = 64 * 1024;
+  } else if (r == kLayoutGemm || r == kUnrepack) {
+    // A block of rows at a time, about kBlockBytes, so that it stays in L2 beside the activations
+    // while every chunk of tokens passes: read where it is by the layout's gemm, or unpacked back
+    // to the stored layout in this thread's buffer and multiplied as stored (unpacking is a copy,
+    // small beside a product over tens or hundreds of tokens).
+    constexpr size_t kBlockBytes = 64 * 1024;
     const int64_t tile = std::lcm<int64_t>(wk.gemm_rows, tile_rows);
-    int64_t block = (int64_t)(kUnpackBytes / w_row);
+    int64_t block = (int64_t)(kBlockBytes / w_row);
     block = block < tile ? tile : block - block % tile;
     thread_local std::vector<uint8_t> unpacked;
-    if (unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
+    if (r == kUnrepack && unpacked.size() < (size_t)block * w_row) unpacked.resize((size_t)block * w_row);
     for (int64_t rb = r0; rb < r1; rb += block) {
       const int64_t nb = r1 - rb < block ? r1 - rb : block;
-      unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
-      stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
+      if (r == kLayoutGemm) {
+        gemm_chunks(K.layout[o.layout].gemm, wk.gemm_min_tokens, n_in, w + rb * w_row, w_row, nb, act, act_row, n_tok,
+                    o.y + rb, (size_t)o.n_out);
+      } else {
+        unrepack_rows(o.layout, w + rb * w_row, nb, n_in, unpacked.data());
+        stored_rows(wk, n_in, unpacked.data(), w_row, nb, act, act_row, n_tok, o.y + rb, (size_t)o.n_out, alone);
+      }
     }
   } else {
     stored_rows(wk, n_in, w + r0 * w_row, w_row, r1 - r0, act, act_row, n_tok, o.y + r0, (size_t)o.n_out, alone);

@@ -541,7 +541,10 @@ def _print_kernel_table(_kernels) -> None:
         if row["layout"] != "stored":
             decode = f"{fn(row['layout_gemv'], '')} over the {row['layout']} layout; {stored} where a matrix does not repack"
         click.echo(f"{row['type']:5} vec_dot  {fn(row['vec_dot'], '-')}")
-        click.echo(f"{'':5} prefill  {fn(row['gemm'], 'vec_dot per output')}")
+        prefill = fn(row["gemm"], "vec_dot per output")
+        if row["layout"] != "stored" and row["layout_gemm"][0]:
+            prefill = f"{fn(row['layout_gemm'], '')} over the {row['layout']} layout; {prefill} where a matrix does not repack"
+        click.echo(f"{'':5} prefill  {prefill}")
         click.echo(f"{'':5} decode   {decode}")
     for k_type, v_type, name in _kernels.attention_table():
         click.echo(f"attention K {k_type:4} V {v_type:4}  {name or '-'}")

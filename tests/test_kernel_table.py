@@ -27,13 +27,15 @@ def test_every_weight_type_has_a_vec_dot_from_its_own_path(isa):
     rows = _kernels.kernel_table()
     assert {r["type"] for r in rows} == TYPES
     for r in rows:
-        for key in ("vec_dot", "gemm", "gemv", "layout_gemv"):
+        for key in ("vec_dot", "gemm", "gemv", "layout_gemv", "layout_gemm"):
             name, act = r[key]
             if name:
                 assert name.split("::")[0] in SOURCES[isa], (r["type"], key, name)
                 assert act, (r["type"], key)
         assert r["vec_dot"][0], r["type"]
         assert (r["layout"] == "stored") == (r["layout_gemv"][0] == "")
+        if r["layout_gemm"][0]:  # prefill over the layout reads the stored gemm's activations
+            assert r["layout"] != "stored" and r["gemm"][0] and r["layout_gemm"][1] == r["gemm"][1], r
 
 
 def test_the_tables_choices(isa):
@@ -63,6 +65,12 @@ def test_the_tables_choices(isa):
         # the prefetching one-row Q8_0_R4T gemv but on Zen 4 (avx2/quants.cpp)
         hw = "_hw" if "avx512-halves" in _kernels.cpu_features().split() else ""
         assert rows["Q8_0"]["layout_gemv"][0] == f"{isa}::gemv_q8_0_r4t{hw}"
+        # prefill reads the Q8_0_R4T tiles in place with the signed kernel (avx2/gemm.cpp); the VNNI
+        # tables' Q8_0 gemm has no such form: their prefill unpacks the rows
+        assert rows["Q8_0"]["layout_gemm"][0] == ("avx2::gemm_q8_0_r4t" if isa == "avx2" else "")
+    if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one with its form over the tiles
+        vnni = "avx512vnni" in _kernels.cpu_features().split()
+        assert rows["Q8_0"]["layout_gemm"][0] == ("" if vnni else "avx2::gemm_q8_0_r4t")
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

@@ -13,6 +13,7 @@
 #define QC_GEMM_ATTR
 #include "simd.h"
 #include "../x86/gemm_impl.h"
+#include "../repack.h"
 
 #include <vector>
 
@@ -55,14 +56,16 @@ struct BlockScale {
 // replaced) spent a conversion, a scale product and an FMA per row, token and block; here those
 // are shared by the 8 rows (bench/README.md, "Kernel design measurements").
 // Exact int32 block dots (32 * 128 * 127 < 2^31); activations never hold -128 (quantizers' rounding).
-static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
-                         float* y, size_t ys) {
+// Rows8: where the weights come from, rows8(r0, nr, b, v, dw): v[g] bytes 4g .. 4g + 3 of block b of
+// rows r0 .. r0 + 7 (row r in lane r; zeros from row nr on), dw[r] their scales.
+template <class Rows8>
+static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                             Rows8&& rows8) {
   constexpr int kSeg = 16;  // blocks per segment: w and |w| of 8 rows (8 KB) and kC tokens' blocks stay in L1
   constexpr int kC = 4;     // tokens per pass: 4 int32 sums, 4 float accumulators, w, |w| in 16 ymm registers
   alignas(32) int8_t wq[kSeg][8][32];   // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) uint8_t wa[kSeg][8][32];  // |wq|
   alignas(32) float dw[kSeg][8];        // [block][row] weight scales (0 for rows past n_w)
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
   // the tokens' block scales as floats, once per call rather than once per tile of 8 rows
@@ -77,19 +80,9 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
     const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
     for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
-      for (int b = 0; b < ns; ++b) {  // repack the 8 rows' blocks s0 .. s0 + ns - 1
+      for (int b = 0; b < ns; ++b) {  // the 8 rows' blocks s0 .. s0 + ns - 1
         __m256i v[8];
-        for (int r = 0; r < 8; ++r) {
-          if (r < nr) {
-            const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(w + (r0 + r) * wrb)[s0 + b];
-            v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
-            dw[b][r] = h2f(blk.d);
-          } else {
-            v[r] = _mm256_setzero_si256();
-            dw[b][r] = 0.0f;
-          }
-        }
-        gemm::transpose_8x8_epi32(v);
+        rows8(r0, nr, s0 + b, v, dw[b]);
         for (int g = 0; g < 8; ++g) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g]), v[g]);
           _mm256_store_si256(reinterpret_cast<__m256i*>(wa[b][g]), _mm256_sign_epi8(v[g], v[g]));
@@ -137,6 +130,57 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
     }
   }
 }
+
+// The stored rows, wrb bytes apart
+static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                         float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm_q8_0_signed(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
+    for (int r = 0; r < 8; ++r) {
+      if (r < nr) {
+        const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(w + (r0 + r) * wrb)[b];
+        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+        dw[r] = h2f(blk.d);
+      } else {
+        v[r] = _mm256_setzero_si256();
+        dw[r] = 0.0f;
+      }
+    }
+    gemm::transpose_8x8_epi32(v);
+  });
+}
+
+}  // namespace
+
+// gemm_q8_0's kernel over the Q8_0_R4T rows (repack.h) decode reads, where they are: a tile holds
+// bytes 4g .. 4g + 3 of its quad's two blocks in the halves of vector g, so the 8 rows' vector g
+// is two 16-byte loads with no transpose, where prefill used to unpack these rows to the stored
+// layout first (bench/README.md, "Q8_0 prefill over the decode layout on AVX2").
+void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* va, size_t arb, int n_a, float* y,
+                   size_t ys) {
+  constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
+  constexpr int64_t kTileBytes = 4 * 2 * sizeof(block_q8_0), kSlabQuads = repack_rows_of(kLayout) / 4;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const int64_t n_tiles = n / 64, panel = repack_panel_cols(kLayout) / 64;  // tiles per quad row, per panel
+  gemm_q8_0_signed(n, n_w, va, arb, n_a, y, ys, [&](int r0, int, int64_t b, __m256i v[8], float* dw) {
+    const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7 (n_w is a multiple of 16)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t q = r0 / 4 + h;
+      tile[h] = w + (q / kSlabQuads * kSlabQuads * n_tiles + panel_tile(q % kSlabQuads, b / 2, kSlabQuads, n_tiles, panel)) *
+                        kTileBytes;
+    }
+    const int64_t half = 16 * (b % 2);
+    for (int g = 0; g < 8; ++g)
+      v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
+                                 reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
+    for (int h = 0; h < 2; ++h) {
+      const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
+      for (int r = 0; r < 4; ++r) dw[4 * h + r] = h2f(d[r]);
+    }
+  });
+}
+
+namespace {
 
 // K-quants (Q4_K, Q5_K, Q6_K) x Q8_K over 8 interleaved weight rows, with the sub-block scales
 // applied in the integer domain. gemm_kx8 (gemm_impl.h) turns every sub-block dot into float (a

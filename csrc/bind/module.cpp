@@ -48,12 +48,14 @@ static void bind_dispatch(py::module_& m) {
       const bool repacks = layout != QC_LAYOUT_STORED;
       d["layout"] = repacks ? layout_names[layout] : "stored";
       d["layout_gemv"] = repacks ? entry(K.layout[layout].gemv_name, K.layout[layout].gemv_act) : entry(nullptr, 0);
+      d["layout_gemm"] = repacks ? entry(K.layout[layout].gemm_name, w.gemm_act >= 0 ? w.gemm_act : w.act_type)
+                                 : entry(nullptr, 0);
       out.append(d);
     }
     return out;
   }, "The selected path's kernels per weight type: a list of dicts with 'type', 'layout' (the one "
      "decode repacks into, or 'stored') and (name, activation format) pairs 'vec_dot', 'gemm', "
-     "'gemv', 'layout_gemv' ('' where the path has none).");
+     "'gemv', 'layout_gemv', 'layout_gemm' ('' where the path has none).");
   m.def("attention_table", [] {
     const Kernels& K = kernels();
     const int32_t types[QC_KV_COUNT] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0};  // kv_index order

@@ -748,6 +748,38 @@ void test_matmul(Report& R, const Kernels& K, const Kernels& S) {
   }
 }
 
+// A table's prefill form over a layout (LayoutKernels::gemm) gives its stored gemm's results bit
+// for bit: matmul over 3 slabs of repacked rows against the same rows stored, rows without and with
+// column panels (a last panel of 3 tiles), 2, 5 and 70 tokens, two threads.
+void test_layout_gemm(Report& R, const Kernels& K) {
+  ThreadPool pool(2);
+  for (const WeightType& wt : weight_types()) {
+    for (const int32_t layout : layouts_of(wt.type)) {
+      if (!K.layout[layout].gemm) continue;
+      const int64_t n_out = 3 * repack_rows_of(layout);
+      std::vector<int64_t> lengths = {3 * repack_cols(layout)};
+      if (repack_panel_cols(layout)) lengths.push_back(repack_panel_cols(layout) + 3 * repack_cols(layout));
+      for (const int64_t n_in : lengths)
+        for (int64_t n_tok : {2, 5, 70}) {
+          auto g = rng_for(fmt("layout gemm %d %d %lld %lld", wt.type, layout, (long long)n_in, (long long)n_tok));
+          std::vector<uint8_t> w = random_rows(g, wt, n_in, (int)n_out), packed(w.size());
+          repack_rows(layout, w.data(), n_out, n_in, packed.data());
+          const std::vector<float> x = normal(g, (size_t)(n_tok * n_in));
+          std::vector<float> got((size_t)(n_tok * n_out)), ref(got.size());
+          const MatmulOutput stored{w.data(), wt.type, n_out, ref.data()};
+          const MatmulOutput repacked{packed.data(), wt.type, n_out, got.data(), layout};
+          std::vector<uint8_t> scratch(std::max(matmul_group_scratch_bytes(K, &stored, 1, n_in, n_tok),
+                                                matmul_group_scratch_bytes(K, &repacked, 1, n_in, n_tok)));
+          matmul_group(pool, K, &stored, 1, n_in, x.data(), n_tok, scratch.data());
+          matmul_group(pool, K, &repacked, 1, n_in, x.data(), n_tok, scratch.data());
+          R.check(got == ref, K.isa, fmt("layout gemm %s over %s %lld x %lld, %lld tokens: not the stored gemm's bits",
+                                         K.layout[layout].gemm_name, type_info(wt.type).name, (long long)n_out,
+                                         (long long)n_in, (long long)n_tok));
+        }
+    }
+  }
+}
+
 // matmul over repacked weights (MatmulOutput::layout), on every table: where it has the layout's
 // gemv, and where it has not (the rows are then unpacked for one token as well): a group of two outputs of 9 tiles' rows by 3 tiles each, 1 token (the layout's gemv), 3 and 70 tokens (the rows
 // unpacked back for the stored gemm or vec_dot), on two threads: every output within 1e-5 *
@@ -1328,6 +1360,7 @@ int main(int argc, char** argv) {
       test_layout_gemv_rows(R, K, S);
       test_matmul(R, K, S);
       test_matmul_repacked(R, K);
+      test_layout_gemm(R, K);
       test_matmul_each(R, K);
     }
     test_rmsnorm(R, K);
