@@ -195,7 +195,8 @@ static inline void set_gemm(Kernels& k, int32_t type, gemm_fn f, const char* nam
   k.weight[type].gemm_act = gemm_act;
   k.weight[type].gemm_min_tokens = min_tokens;
   k.weight[type].gemm_rows = rows;
-  for (int32_t layout = 0; layout < QC_LAYOUT_COUNT; ++layout)  // they equal the old gemm, over its activations
+  // a layout's prefill form gives the gemm's bits over its activations: a new gemm drops the old one's
+  for (int32_t layout = 0; layout < QC_LAYOUT_COUNT; ++layout)
     if (repack_base_type(layout) == type) k.layout[layout].gemm = nullptr, k.layout[layout].gemm_name = nullptr;
 }
 static inline void set_gemv(Kernels& k, int32_t type, gemv_fn f, const char* name, int32_t gemv_act,
