@@ -65,9 +65,8 @@ def test_the_tables_choices(isa):
         # the prefetching one-row Q8_0_R4T gemv but on Zen 4 (avx2/quants.cpp)
         hw = "_hw" if "avx512-halves" in _kernels.cpu_features().split() else ""
         assert rows["Q8_0"]["layout_gemv"][0] == f"{isa}::gemv_q8_0_r4t{hw}"
-        # prefill reads the Q8_0_R4T tiles in place with the signed kernel (avx2/gemm.cpp); the VNNI
-        # tables' Q8_0 gemm has no such form: their prefill unpacks the rows
-        assert rows["Q8_0"]["layout_gemm"][0] == ("avx2::gemm_q8_0_r4t" if isa == "avx2" else "")
+        # prefill reads the Q8_0_R4T tiles in place with the table's Q8_0 gemm kernel (avx2/gemm.cpp)
+        assert rows["Q8_0"]["layout_gemm"][0] == f"{isa}::gemm_q8_0_r4t"
     if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one with its form over the tiles
         vnni = "avx512vnni" in _kernels.cpu_features().split()
         assert rows["Q8_0"]["layout_gemm"][0] == ("" if vnni else "avx2::gemm_q8_0_r4t")

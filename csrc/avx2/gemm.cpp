@@ -13,7 +13,6 @@
 #define QC_GEMM_ATTR
 #include "simd.h"
 #include "../x86/gemm_impl.h"
-#include "../repack.h"
 
 #include <vector>
 
@@ -149,38 +148,6 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
     gemm::transpose_8x8_epi32(v);
   });
 }
-
-}  // namespace
-
-// gemm_q8_0's kernel over the Q8_0_R4T rows (repack.h) decode reads, where they are: a tile holds
-// bytes 4g .. 4g + 3 of its quad's two blocks in the halves of vector g, so the 8 rows' vector g
-// is two 16-byte loads with no transpose, where prefill used to unpack these rows to the stored
-// layout first (bench/README.md, "Q8_0 prefill over the decode layout on AVX2").
-void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* va, size_t arb, int n_a, float* y,
-                   size_t ys) {
-  constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
-  constexpr int64_t kTileBytes = 4 * 2 * sizeof(block_q8_0), kSlabQuads = repack_rows_of(kLayout) / 4;
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const int64_t n_tiles = n / 64, panel = repack_panel_cols(kLayout) / 64;  // tiles per quad row, per panel
-  gemm_q8_0_signed(n, n_w, va, arb, n_a, y, ys, [&](int r0, int, int64_t b, __m256i v[8], float* dw) {
-    const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7 (n_w is a multiple of 16)
-    for (int h = 0; h < 2; ++h) {
-      const int64_t q = r0 / 4 + h;
-      tile[h] = w + (q / kSlabQuads * kSlabQuads * n_tiles + panel_tile(q % kSlabQuads, b / 2, kSlabQuads, n_tiles, panel)) *
-                        kTileBytes;
-    }
-    const int64_t half = 16 * (b % 2);
-    for (int g = 0; g < 8; ++g)
-      v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
-                                 reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
-    for (int h = 0; h < 2; ++h) {
-      const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
-      for (int r = 0; r < 4; ++r) dw[4 * h + r] = h2f(d[r]);
-    }
-  });
-}
-
-namespace {
 
 // K-quants (Q4_K, Q5_K, Q6_K) x Q8_K over 8 interleaved weight rows, with the sub-block scales
 // applied in the integer domain. gemm_kx8 (gemm_impl.h) turns every sub-block dot into float (a
@@ -383,6 +350,21 @@ void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
   gemm_q8_0_s8(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #endif
+// gemm_q8_0's kernel over the Q8_0_R4T rows (repack.h) decode reads, where they are
+// (gemm::q8_0_r4t_rows8), where prefill used to unpack these rows to the stored layout first
+// (bench/README.md, "Q8_0 prefill over the decode layout on AVX2")
+void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+#ifdef QC_DOT_VNNI
+  gemm::gemm_x8_rows<gemm::Q8_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw, float*) {
+    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
+  });
+#else
+  gemm_q8_0_signed(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw) {
+    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
+  });
+#endif
+}
 #ifdef QC_DOT_VNNI
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q4_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);

@@ -64,9 +64,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
     set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t_hw), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
   else
     set_layout_gemv(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemv_q8_0_r4t), QC_ACT_Q8_0X4, gemv_q8_0_r4t_rows);
-#ifndef QC_DOT_VNNI
-  set_layout_gemm(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemm_q8_0_r4t));  // gemm_q8_0's signed kernel over the tiles
-#endif
+  set_layout_gemm(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemm_q8_0_r4t));  // gemm_q8_0's kernel over the tiles
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);

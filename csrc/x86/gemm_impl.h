@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "../act_q8_x8.h"
+#include "../repack.h"
 #include "../scalar/quants.h"  // unpack_q4_K_scales
 #include "min_dot.h"
 #include "simd256.h"
@@ -184,12 +185,38 @@ struct MinDot8 {
   }
 };
 
+// Block b of rows r0 .. r0 + 7 of Q8_0_R4T rows (repack.h) from w (a slab's first row; n values per
+// row) as the 8-row tiles take them: v[g] bytes 4g .. 4g + 3 of the 8 rows (row r in lane r), dw[r]
+// their scales. A tile holds its quad's bytes 4g .. 4g + 3 side by side in the halves of vector g,
+// so each v[g] is two 16-byte loads, no transpose.
+QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int64_t b, __m256i v[8], float* dw) {
+  constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
+  constexpr int64_t kTileBytes = 4 * 2 * sizeof(block_q8_0), kSlabQuads = repack_rows_of(kLayout) / 4;
+  const int64_t n_tiles = n / 64, panel = repack_panel_cols(kLayout) / 64;  // tiles per quad row, per panel
+  const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
+  for (int h = 0; h < 2; ++h) {
+    const int64_t q = r0 / 4 + h;
+    tile[h] = w + (q / kSlabQuads * kSlabQuads * n_tiles + panel_tile(q % kSlabQuads, b / 2, kSlabQuads, n_tiles, panel)) *
+                      kTileBytes;
+  }
+  const int64_t half = 16 * (b % 2);
+  for (int g = 0; g < 8; ++g)
+    v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
+                               reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
+  for (int h = 0; h < 2; ++h) {
+    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
+    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[r]);
+  }
+}
+
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
 // (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8
-// activations (register it with gemm_act = QC_ACT_Q8_X8).
-template <typename W, typename D>
-QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
-                     size_t ys) {
+// activations (register it with gemm_act = QC_ACT_Q8_X8). Rows8: where the weights come from,
+// rows8(r0, nr, b, v, dw, mw): v[g] values 4g .. 4g + 3 of block b of rows r0 .. r0 + 7 (row r in
+// lane r, zeros from row nr on), dw[r] and mw[r] their scales and mins (gemm_x8 below: stored rows).
+template <typename W, typename D, class Rows8>
+QC_GEMM_ATTR static void gemm_x8_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                                      Rows8&& rows8) {
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
   static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
@@ -198,7 +225,6 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
   alignas(32) int32_t ncorr[kSeg][8];    // [block][row] -128 * sum(v)
   alignas(32) int32_t isums[W::kMin ? D::kTokens : 1][W::kMin ? kSeg : 1][8];  // kMin: [token][block][row] exact dots
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
   const __m256i ones = _mm256_set1_epi8(1);
@@ -208,8 +234,7 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
       for (int b = 0; b < ns; ++b) {  // repack the 8 rows' blocks s0 .. s0 + ns - 1
         __m256i v[8];
-        load_block_x8<W>(w + r0 * wrb, wrb, nr, s0 + b, v, dw[b], mw[b]);
-        transpose_8x8_epi32(v);
+        rows8(r0, nr, s0 + b, v, dw[b], mw[b]);
         __m256i sum = _mm256_setzero_si256();
         for (int g = 0; g < 8; g += 2) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g]), v[g]);
@@ -262,6 +287,17 @@ QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w,
       }
     }
   }
+}
+
+// The stored rows, wrb bytes apart
+template <typename W, typename D>
+QC_GEMM_ATTR static void gemm_x8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
+                                 size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm_x8_rows<W, D>(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
+    load_block_x8<W>(w + r0 * wrb, wrb, nr, b, v, dw, mw);
+    transpose_8x8_epi32(v);
+  });
 }
 
 // ---- K-quants against Q8_K activations -------------------------------------------------------
