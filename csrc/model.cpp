@@ -374,13 +374,18 @@ void Model::plan_repack() {
 void Model::repack_pending() {
   constexpr size_t kReleaseBytes = 1 << 20;
   if (cfg_.release_repacked_source) {
-    // The vectors every step reads (norms, biases, rope_freqs) are copied first: left in the file
-    // they would keep their pages of it mapped once the matrices around them are given back, and
-    // where the page cache holds the file in 2 MiB folios, the whole 2 MiB around each (~110 MiB
-    // of a 0.5B Q4_0 file).
-    std::vector<Tensor*> vecs{&w_.output_norm, &w_.rope_freqs};
-    for (LayerWeights& L : w_.layers)
-      for (Tensor* t : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.ffn_norm}) vecs.push_back(t);
+    // The vectors every step reads (kTensorSlots' one-dimensional ones: norms, biases, rope_freqs)
+    // are copied first: left in the file they would keep their pages of it mapped once the
+    // matrices around them are given back, and where the page cache holds the file in 2 MiB
+    // folios, the whole 2 MiB around each (~110 MiB of a 0.5B Q4_0 file).
+    std::vector<Tensor*> vecs;
+    for (int s = 0; s < kNumTensorSlots; ++s) {
+      const TensorSlot& slot = kTensorSlots[s];
+      if (slot.cols != Dim::none) continue;
+      if (slot.global) vecs.push_back(&(w_.*slot.global));
+      else
+        for (LayerWeights& L : w_.layers) vecs.push_back(&(L.*slot.layer));
+    }
     size_t total = 0;
     for (const Tensor* t : vecs)
       if (t->data) total += aligned(row_bytes(t->type, t->cols) * (size_t)t->rows);

@@ -135,16 +135,8 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
                          float* y, size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   gemm_q8_0_signed(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
-    for (int r = 0; r < 8; ++r) {
-      if (r < nr) {
-        const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(w + (r0 + r) * wrb)[b];
-        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
-        dw[r] = h2f(blk.d);
-      } else {
-        v[r] = _mm256_setzero_si256();
-        dw[r] = 0.0f;
-      }
-    }
+    float mw[8];  // Q8_0 has no mins
+    gemm::load_block_x8<gemm::Q8_0W>(w + r0 * wrb, wrb, nr, b, v, dw, mw);
     gemm::transpose_8x8_epi32(v);
   });
 }
