@@ -67,9 +67,9 @@ def test_the_tables_choices(isa):
         assert rows["Q8_0"]["layout_gemv"][0] == f"{isa}::gemv_q8_0_r4t{hw}"
         # prefill reads the Q8_0_R4T tiles in place with the table's Q8_0 gemm kernel (avx2/gemm.cpp)
         assert rows["Q8_0"]["layout_gemm"][0] == f"{isa}::gemm_q8_0_r4t"
-    if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one with its form over the tiles
+    if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one, each with its form over the tiles
         vnni = "avx512vnni" in _kernels.cpu_features().split()
-        assert rows["Q8_0"]["layout_gemm"][0] == ("" if vnni else "avx2::gemm_q8_0_r4t")
+        assert rows["Q8_0"]["layout_gemm"][0] == ("avx512" if vnni else "avx2") + "::gemm_q8_0_r4t"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

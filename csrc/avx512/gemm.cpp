@@ -28,10 +28,11 @@ struct MinDot16 {
 };
 
 // gemm_x8 (gemm_impl.h) over 16 interleaved rows, one int32 lane per row of a 512-bit vector;
-// each lane computes exactly what gemm_x8 computes for its row, in its order.
-template <typename W>
-QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
-                             float* y, size_t ys) {
+// each lane computes exactly what gemm_x8 computes for its row, in its order. Rows8: where the
+// weights come from, as gemm_x8_rows takes them (8 rows at a time: rows r0 .. r0 + 7, then r0 + 8 ..).
+template <typename W, class Rows8>
+QC_VNNI static void gemm_x16_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                                  Rows8&& rows8) {
   constexpr int kSeg = 32;  // blocks per segment
   static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = 8;  // tokens per pass over a repacked block
@@ -40,7 +41,6 @@ QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, con
   alignas(64) float mw[kSeg][16];      // [block][row] weight mins (kMin types)
   alignas(64) int32_t ncorr[kSeg][16];  // [block][row] -128 * sum(v)
   alignas(64) int32_t isums[W::kMin ? kC : 1][W::kMin ? kSeg : 1][16];  // kMin: [token][block][row] exact dots
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
   const __m256i ones = _mm256_set1_epi8(1);
@@ -51,8 +51,7 @@ QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, con
       for (int b = 0; b < ns; ++b) {
         for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7, repacked as gemm_x8 repacks 8
           __m256i v[8];
-          gemm::load_block_x8<W>(w + (r0 + 8 * h) * wrb, wrb, nr - 8 * h, s0 + b, v, dw[b] + 8 * h, mw[b] + 8 * h);
-          gemm::transpose_8x8_epi32(v);
+          rows8(r0 + 8 * h, nr - 8 * h, s0 + b, v, dw[b] + 8 * h, mw[b] + 8 * h);
           __m256i sum = _mm256_setzero_si256();
           for (int g = 0; g < 8; g += 2) {
             _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g] + 32 * h), v[g]);
@@ -108,6 +107,17 @@ QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, con
   }
 }
 
+// The stored rows, wrb bytes apart
+template <typename W>
+QC_VNNI static void gemm_x16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                             float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm_x16_rows<W>(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
+    gemm::load_block_x8<W>(w + r0 * wrb, wrb, nr, b, v, dw, mw);
+    gemm::transpose_8x8_epi32(v);
+  });
+}
+
 }  // namespace
 
 // WeightKernels::gemm of the 32-element types (table.cpp)
@@ -130,6 +140,16 @@ QC_VNNI void gemm_q5_1(int64_t n, const void* w, size_t wrb, int n_w, const void
 QC_VNNI void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
   gemm_x16<gemm::Q8_0W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+// gemm_q8_0's kernel over the Q8_0_R4T rows decode reads (the avx2 layout this table keeps:
+// dispatch.cpp, keep_decode), where they are (gemm::q8_0_r4t_rows8), where prefill unpacked them
+// to the stored layout first (bench/README.md, "Q8_0 prefill over the decode layout on AVX2")
+QC_VNNI void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
+                           size_t ldy) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm_x16_rows<gemm::Q8_0W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw, float*) {
+    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
+  });
 }
 
 }  // namespace avx512

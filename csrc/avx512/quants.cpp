@@ -33,6 +33,7 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8, kLongChunk, kTileRows);
+  set_layout_gemm(k, QC_LAYOUT_Q8_0_R4T, QC_FN(gemm_q8_0_r4t));  // over the avx2 decode tiles kept (keep_decode)
 
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
