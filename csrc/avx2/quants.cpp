@@ -32,11 +32,13 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q4_0, QC_FN(gemv_q4_0), QC_ACT_Q8_0X4, gemv_q4_0_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q4_0_R4T, QC_FN(gemv_q4_0_r4t), QC_ACT_Q8_0X4, gemv_q4_0_r4t_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_0_R4T, QC_FN(gemm_q4_0_r4t));  // gemm_q4_0's kernel over the tiles
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
   set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q4_1, QC_FN(gemv_q4_1), GGML_Q8_1, gemv_q4_1_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemv_q4_1_r4t), GGML_Q8_1, gemv_q4_1_r4t_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemm_q4_1_r4t));
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);

@@ -24,6 +24,7 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
 
   set_vec_dot(k, GGML_Q4_1, QC_FN(vec_dot_q4_1), GGML_Q8_1);
   set_gemm(k, GGML_Q4_1, QC_FN(gemm_q4_1), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_1_R4T, QC_FN(gemm_q4_1_r4t));  // over the avx2 decode tiles kept (keep_decode)
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
@@ -60,6 +61,7 @@ void register_decode_avx512(Kernels& k, const CpuFeatures& cpu) {
   using namespace avx512;
   if (!cpu.avx512vnni) return;
   set_layout_gemv(k, QC_LAYOUT_Q4_0_R16, QC_FN(gemv_q4_0_r16), QC_ACT_Q8_0X4, gemv_q4_0_r16_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_0_R16, QC_FN(gemm_q4_0_r16));  // gemm_q4_0's kernel over the bands
   set_layout_gemv(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemv_q5_0_r4t), QC_ACT_Q8_0X4, gemv_q5_0_r4t_rows);
   if (cpu.avx512_halves)
     set_layout_gemv_rows(k, QC_LAYOUT_Q8_0_R4T, gemv_q8_0_r4t_rows);

@@ -185,29 +185,15 @@ struct MinDot8 {
   }
 };
 
-// Block b of rows r0 .. r0 + 7 of Q8_0_R4T rows (repack.h) from w (a slab's first row; n values per
-// row) as the 8-row tiles take them: v[g] bytes 4g .. 4g + 3 of the 8 rows (row r in lane r), dw[r]
-// their scales. A tile holds its quad's bytes 4g .. 4g + 3 side by side in the halves of vector g,
-// so each v[g] is two 16-byte loads, no transpose.
-QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int64_t b, __m256i v[8], float* dw) {
-  constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
-  constexpr int64_t kTileBytes = 4 * 2 * sizeof(block_q8_0), kSlabQuads = repack_rows_of(kLayout) / 4;
-  const int64_t n_tiles = n / 64, panel = repack_panel_cols(kLayout) / 64;  // tiles per quad row, per panel
-  const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
-  for (int h = 0; h < 2; ++h) {
-    const int64_t q = r0 / 4 + h;
-    tile[h] = w + (q / kSlabQuads * kSlabQuads * n_tiles + panel_tile(q % kSlabQuads, b / 2, kSlabQuads, n_tiles, panel)) *
-                      kTileBytes;
-  }
-  const int64_t half = 16 * (b % 2);
-  for (int g = 0; g < 8; ++g)
-    v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
-                               reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
-  for (int h = 0; h < 2; ++h) {
-    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
-    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[r]);
-  }
-}
+}  // namespace
+}  // namespace gemm
+}  // namespace qc
+
+#include "layout_rows.h"  // the repacked layouts' rows as gemm_x8_rows takes them
+
+namespace qc {
+namespace gemm {
+namespace {
 
 // The gemm_fn (kernels.h) of a 32-element block type W whose values v = q - kOff fit D::dot2
 // (see the policies: all of them with VNNI; with AVX2 the types with |v| <= 31), over Q8_X8

@@ -1,0 +1,106 @@
+// The repacked layouts' rows (repack.h) as the prefill tiles of gemm_impl.h take them, read where
+// decode keeps them (LayoutKernels::gemm), instead of unpacked to the stored layout first. Each
+// reader gives block b of 8 rows from r0 (row offsets from w, the first row of a unit of the
+// layout): v[g] = values 4g .. 4g + 3 of the 8 rows minus the type's offset, row r in lane r (what
+// load_block_x8 + transpose_8x8_epi32 give for stored rows), dw[r] and mw[r] their scales and mins.
+// The layouts keep a quad's bytes 4g .. 4g + 3 side by side already, so a vector is one or two
+// loads and no transpose (bench/README.md, "Q8_0 prefill over the decode layout on AVX2").
+// Part of gemm_impl.h (its namespace; the includer's QC_GEMM_ATTR).
+#pragma once
+
+namespace qc {
+namespace gemm {
+namespace {
+
+// Tile t of quad q (rows 4q .. 4q + 3 from w) of an R4T layout of n columns: the quads' tiles in
+// slabs and column panels where the layout has them (repack.h, panel_tile)
+template <typename B>
+static inline const uint8_t* quad_tile(const uint8_t* w, int32_t layout, int64_t n, int64_t q, int64_t t) {
+  const int64_t cols = repack_cols(layout), n_tiles = n / cols, slab = repack_rows_of(layout) / 4;
+  const int64_t panel = repack_panel_cols(layout) ? repack_panel_cols(layout) / cols : n_tiles;
+  const int64_t tile_bytes = 4 * (cols / 32) * (int64_t)sizeof(B);
+  return w + (q / slab * slab * n_tiles + panel_tile(q % slab, t, slab, n_tiles, panel)) * tile_bytes;
+}
+
+// Q8_0_R4T (its units are slabs of 16 rows, so 8 rows are always there): vector g of a tile holds
+// block s's bytes 4g .. 4g + 3 of the quad at 16s, so each v[g] is two 16-byte loads
+QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int64_t b, __m256i v[8], float* dw) {
+  const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
+  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q8_0>(w, QC_LAYOUT_Q8_0_R4T, n, r0 / 4 + h, b / 2);
+  const int64_t half = 16 * (b % 2);
+  for (int g = 0; g < 8; ++g)
+    v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
+                               reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
+  for (int h = 0; h < 2; ++h) {
+    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
+    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[r]);
+  }
+}
+
+// x: lane r = bytes qs[4j .. 4j + 3] of row r's Q4 block -> v[j] (low nibbles: values 4j ..) and
+// v[j + 4] (high nibbles: values 16 + 4j ..), minus kOff
+template <int kOff>
+QC_GEMM_ATTR static inline void nibble_groups(__m256i x, int j, __m256i v[8]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), off = _mm256_set1_epi8(kOff);
+  v[j] = _mm256_sub_epi8(_mm256_and_si256(x, low4), off);
+  v[j + 4] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(x, 4), low4), off);
+}
+
+// Two quads' 16-byte lanes at the same offset of tiles a and b (b null: rows past the matrix, zeros)
+QC_GEMM_ATTR static inline __m256i quad_pair(const uint8_t* a, const uint8_t* b, int64_t at) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + at));
+  return b ? _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + at)), 1)
+           : _mm256_zextsi128_si256(lo);
+}
+
+// Q4_0_R4T (slabs of 16 rows: 8 rows always there): per pair p of blocks (2p, 2p + 1) vector j at
+// 64j + 32p, block s of the pair at 16s; the scales at 256, 4r + k for row r's block k of the tile
+QC_GEMM_ATTR static inline void q4_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
+                                               float* dw, float*) {
+  const uint8_t* tile[2];
+  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q4_0>(w, QC_LAYOUT_Q4_0_R4T, n, r0 / 4 + h, b / 4);
+  const int k = (int)(b % 4);
+  for (int j = 0; j < 4; ++j) nibble_groups<8>(quad_pair(tile[0], tile[1], 64 * j + 32 * (k / 2) + 16 * (k % 2)), j, v);
+  for (int h = 0; h < 2; ++h) {
+    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256);
+    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[4 * r + k]);
+  }
+}
+
+// Q4_1_R4T (quads: rows past nr are zeros, nr a multiple of 4): vector j at 32j, block s of the
+// tile's two at 16s; d of row r's block s at 128 + 2(4s + r), m at 144 + 2(4s + r)
+QC_GEMM_ATTR static inline void q4_1_r4t_rows8(const uint8_t* w, int64_t n, int r0, int nr, int64_t b, __m256i v[8],
+                                               float* dw, float* mw) {
+  if (nr <= 0) {
+    for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
+    for (int r = 0; r < 8; ++r) dw[r] = mw[r] = 0.0f;
+    return;
+  }
+  const uint8_t* tile[2] = {quad_tile<block_q4_1>(w, QC_LAYOUT_Q4_1_R4T, n, r0 / 4, b / 2), nullptr};
+  if (nr > 4) tile[1] = quad_tile<block_q4_1>(w, QC_LAYOUT_Q4_1_R4T, n, r0 / 4 + 1, b / 2);
+  const int s = (int)(b % 2);
+  for (int j = 0; j < 4; ++j) nibble_groups<0>(quad_pair(tile[0], tile[1], 32 * j + 16 * s), j, v);
+  for (int h = 0; h < 2; ++h) {
+    const half_t* dm = tile[h] ? reinterpret_cast<const half_t*>(tile[h] + 128) + 4 * s : nullptr;
+    for (int r = 0; r < 4; ++r) {
+      dw[4 * h + r] = dm ? x86::h2f(dm[r]) : 0.0f;
+      mw[4 * h + r] = dm ? x86::h2f(dm[8 + r]) : 0.0f;
+    }
+  }
+}
+
+// Q4_0_R16 (bands of 16 rows, one after another; 8 rows always there): block s of a tile's two,
+// vector j at 256s + 64j with row r's bytes at 4r; the scales at 512 + 2(16s + r)
+QC_GEMM_ATTR static inline void q4_0_r16_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
+                                               float* dw, float*) {
+  constexpr int64_t kTileBytes = 16 * 2 * sizeof(block_q4_0);
+  const uint8_t* tile = w + ((r0 / 16) * (n / 64) + b / 2) * kTileBytes;
+  const int s = (int)(b % 2), h = (r0 % 16) / 8;  // rows 8h .. 8h + 7 of the band
+  for (int j = 0; j < 4; ++j)
+    nibble_groups<8>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 256 * s + 64 * j + 32 * h)), j, v);
+  _mm256_storeu_ps(dw, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 512 + 2 * (16 * s + 8 * h)))));
+}
+
+}  // namespace
+}  // namespace gemm
+}  // namespace qc
