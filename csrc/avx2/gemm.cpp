@@ -357,8 +357,8 @@ void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, si
   });
 #endif
 }
-// gemm_q4_0's and gemm_q4_1's kernels over the Q4_0_R4T / Q4_1_R4T rows decode reads, where they
-// are (csrc/x86/layout_rows.h)
+// gemm_q4_0's, gemm_q4_1's, gemm_q5_0's and gemm_q5_1's kernels over the R4T rows decode reads,
+// where they are (csrc/x86/layout_rows.h)
 void gemm_q4_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   gemm::gemm_x8_rows<gemm::Q4_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
@@ -369,6 +369,18 @@ void gemm_q4_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, si
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   gemm::gemm_x8_rows<gemm::Q4_1W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
     gemm::q4_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
+  });
+}
+void gemm_q5_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm::gemm_x8_rows<gemm::Q5_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
+    gemm::q5_0_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
+  });
+}
+void gemm_q5_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  gemm::gemm_x8_rows<gemm::Q5_1W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
+    gemm::q5_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
   });
 }
 #ifdef QC_DOT_VNNI

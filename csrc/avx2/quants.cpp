@@ -44,11 +44,13 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q5_0, QC_FN(gemv_q5_0), QC_ACT_Q8_0X4, gemv_q5_0_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemv_q5_0_r4t), QC_ACT_Q8_0X4, gemv_q5_0_r4t_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemm_q5_0_r4t));
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
   set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8);
   set_gemv(k, GGML_Q5_1, QC_FN(gemv_q5_1), GGML_Q8_1, gemv_q5_1_rows, true);
   set_layout_gemv(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemv_q5_1_r4t), GGML_Q8_1, gemv_q5_1_r4t_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemm_q5_1_r4t));
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
 #ifdef QC_DOT_VNNI

@@ -28,9 +28,11 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
 
   set_vec_dot(k, GGML_Q5_0, QC_FN(vec_dot_q5_0), GGML_Q8_0);
   set_gemm(k, GGML_Q5_0, QC_FN(gemm_q5_0), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
+  set_layout_gemm(k, QC_LAYOUT_Q5_0_R4T, QC_FN(gemm_q5_0_r4t));
 
   set_vec_dot(k, GGML_Q5_1, QC_FN(vec_dot_q5_1), GGML_Q8_1);
   set_gemm(k, GGML_Q5_1, QC_FN(gemm_q5_1), QC_ACT_Q8_X8, kGemmMinTokens, kTileRows);
+  set_layout_gemm(k, QC_LAYOUT_Q5_1_R4T, QC_FN(gemm_q5_1_r4t));
 
   set_vec_dot(k, GGML_Q8_0, QC_FN(vec_dot_q8_0), GGML_Q8_0);
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8, kLongChunk, kTileRows);

@@ -59,6 +59,7 @@ QC_AVX512_GEMV_ROWS(q4_1_r4t) QC_AVX512_GEMV_ROWS(q5_1_r4t) QC_AVX512_GEMV_ROWS(
                         float* y, size_t ldy);
 QC_AVX512_GEMM(q4_0) QC_AVX512_GEMM(q4_1) QC_AVX512_GEMM(q5_0) QC_AVX512_GEMM(q5_1) QC_AVX512_GEMM(q8_0)  // gemm.cpp
 QC_AVX512_GEMM(q8_0_r4t) QC_AVX512_GEMM(q4_0_r16) QC_AVX512_GEMM(q4_1_r4t)  // gemm.cpp: over the layouts
+QC_AVX512_GEMM(q5_0_r4t) QC_AVX512_GEMM(q5_1_r4t)
 QC_AVX512_GEMM(q4_K) QC_AVX512_GEMM(q5_K) QC_AVX512_GEMM(q6_K)  // gemm_k.cpp
 #undef QC_AVX512_GEMM
 

@@ -89,6 +89,55 @@ QC_GEMM_ATTR static inline void q4_1_r4t_rows8(const uint8_t* w, int64_t n, int 
   }
 }
 
+// nibble_groups with the 5th bits (Q5_0, Q5_1): lane r of planes holds at bit J of byte e the
+// 5th bit of value 4J + e of row r's block (repack.h, Q5_0_R4T)
+template <int kOff>
+QC_GEMM_ATTR static inline void nibble5_groups(__m256i x, __m256i planes, int j, __m256i v[8]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1), off = _mm256_set1_epi8(kOff);
+  const __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(planes, j), one);
+  const __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(planes, j + 4), one);
+  v[j] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(x, low4), _mm256_slli_epi16(b0, 4)), off);
+  v[j + 4] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(x, 4), low4), _mm256_slli_epi16(b1, 4)), off);
+}
+
+// Q5_0_R4T (slabs of 16 rows): Q4_0_R4T's nibbles, the 5th bits of pair p at 256 + 32p (block s
+// of the pair at 16s), the scales at 320 as Q4_0_R4T's at 256
+QC_GEMM_ATTR static inline void q5_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
+                                               float* dw, float*) {
+  const uint8_t* tile[2];
+  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q5_0>(w, QC_LAYOUT_Q5_0_R4T, n, r0 / 4 + h, b / 4);
+  const int k = (int)(b % 4), lane = 32 * (k / 2) + 16 * (k % 2);
+  const __m256i planes = quad_pair(tile[0], tile[1], 256 + lane);
+  for (int j = 0; j < 4; ++j) nibble5_groups<16>(quad_pair(tile[0], tile[1], 64 * j + lane), planes, j, v);
+  for (int h = 0; h < 2; ++h) {
+    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 320);
+    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[4 * r + k]);
+  }
+}
+
+// Q5_1_R4T (quads, as Q4_1_R4T): Q4_1_R4T's nibbles, the 5th bits at 128 + 16s, d at 160 + 2(4s + r),
+// m at 176 + 2(4s + r)
+QC_GEMM_ATTR static inline void q5_1_r4t_rows8(const uint8_t* w, int64_t n, int r0, int nr, int64_t b, __m256i v[8],
+                                               float* dw, float* mw) {
+  if (nr <= 0) {
+    for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
+    for (int r = 0; r < 8; ++r) dw[r] = mw[r] = 0.0f;
+    return;
+  }
+  const uint8_t* tile[2] = {quad_tile<block_q5_1>(w, QC_LAYOUT_Q5_1_R4T, n, r0 / 4, b / 2), nullptr};
+  if (nr > 4) tile[1] = quad_tile<block_q5_1>(w, QC_LAYOUT_Q5_1_R4T, n, r0 / 4 + 1, b / 2);
+  const int s = (int)(b % 2);
+  const __m256i planes = quad_pair(tile[0], tile[1], 128 + 16 * s);
+  for (int j = 0; j < 4; ++j) nibble5_groups<0>(quad_pair(tile[0], tile[1], 32 * j + 16 * s), planes, j, v);
+  for (int h = 0; h < 2; ++h) {
+    const half_t* dm = tile[h] ? reinterpret_cast<const half_t*>(tile[h] + 160) + 4 * s : nullptr;
+    for (int r = 0; r < 4; ++r) {
+      dw[4 * h + r] = dm ? x86::h2f(dm[r]) : 0.0f;
+      mw[4 * h + r] = dm ? x86::h2f(dm[8 + r]) : 0.0f;
+    }
+  }
+}
+
 // Q4_0_R16 (bands of 16 rows, one after another; 8 rows always there): block s of a tile's two,
 // vector j at 256s + 64j with row r's bytes at 4r; the scales at 512 + 2(16s + r)
 QC_GEMM_ATTR static inline void q4_0_r16_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
