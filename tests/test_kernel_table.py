@@ -68,13 +68,15 @@ def test_the_tables_choices(isa):
         # prefill reads the R4T tiles in place with the table's gemm kernels (avx2/gemm.cpp)
         for t in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
             assert rows[t]["layout_gemm"][0] == f"{isa}::gemm_{t.lower()}_r4t"
+        assert rows["Q4_K"]["layout_gemm"][0] == f"{isa}::gemm_q4_K_r4"
     if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one, each with its form over the tiles
         vnni = "avx512vnni" in _kernels.cpu_features().split()
         assert rows["Q8_0"]["layout_gemm"][0] == ("avx512" if vnni else "avx2") + "::gemm_q8_0_r4t"
         for t in ("Q4_1", "Q5_0", "Q5_1"):  # over the avx2 tiles kept
             assert rows[t]["layout_gemm"][0] == ("avx512" if vnni else "avx2") + f"::gemm_{t.lower()}_r4t"
-        if vnni:  # its own Q4_0 layout, the 16-row bands
+        if vnni:  # its own Q4_0 layout, the 16-row bands; Q4_K_R4 with its own K tile
             assert rows["Q4_0"]["layout_gemm"][0] == "avx512::gemm_q4_0_r16"
+            assert rows["Q4_K"]["layout_gemm"][0] == "avx512::gemm_q4_K_r4"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

@@ -200,9 +200,9 @@ struct KInt<gemm::Q6_KW> {
 
 // The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW): gemm_kx8's repacked values
 // (W::chunk, transposed to one int32 lane per row), the scales as int16 pairs per row lane.
-template <class W, int kC>
-static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
-                       float* y, size_t ys) {
+template <class W, int kC, class Blocks>
+static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                            const Blocks& block) {
   typedef KInt<W> T;
   typedef typename T::B B;
   constexpr int kNSub = QK_K / T::kSub;
@@ -211,7 +211,6 @@ static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const voi
   alignas(32) int32_t sv[kSeg][kNSub][8];  // [block][sub-block][row]: its scale in both int16 halves
   alignas(32) int32_t bw[kSeg][8][8];      // [block][bsum pair p][row]: weights of bsums 2p, 2p+1
   alignas(32) float dw[kSeg][8], dm[kSeg][8];  // [block][row] d, dmin (0 for rows past n_w)
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
   for (int r0 = 0; r0 < n_w; r0 += 8) {
@@ -221,10 +220,11 @@ static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const voi
       for (int b = 0; b < ns; ++b) {  // repack the 8 rows' super-blocks s0 .. s0 + ns - 1
         // rows past n_w repeat the tile's first row with zero scales (never stored)
         const B* blk[8];
+        B copies[8];
         gemm::KUnpacked u[8];
         __m256i sv_r[T::kVec][8];  // [vector][row], transposed below to [lane][row]
         for (int r = 0; r < 8; ++r) {
-          blk[r] = &reinterpret_cast<const B*>(w + (r0 + (r < nr ? r : 0)) * wrb)[s0 + b];
+          blk[r] = block(r0 + (r < nr ? r : 0), s0 + b, &copies[r]);
           __m256i v[T::kVec];
           float d, dmin;
           T::scales(*blk[r], v, &d, &dmin);
@@ -305,6 +305,12 @@ static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const voi
       }
     }
   }
+}
+// The stored rows, wrb bytes apart
+template <class W, int kC>
+static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                       float* y, size_t ys) {
+  gemm_k_int_rows<W, kC>(n, n_w, va, arb, n_a, y, ys, gemm::StoredBlocks<typename KInt<W>::B>{static_cast<const uint8_t*>(vw), wrb});
 }
 #else
 struct Dot {
@@ -387,6 +393,9 @@ void gemm_q5_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, si
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q4_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
+void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_kx8_rows<gemm::Q4_KW, Dot>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
+}
 void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q5_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
@@ -397,6 +406,10 @@ void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
 // vpmaddubsw: the K-quants with their scales applied in the integer sums (gemm_k_int above)
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int<gemm::Q4_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+// gemm_q4_K's kernel over the Q4_K_R4 tiles decode reads (gemm::Q4KR4Blocks)
+void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm_k_int_rows<gemm::Q4_KW, 4>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
 }
 void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int<gemm::Q5_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);

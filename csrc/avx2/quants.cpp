@@ -76,6 +76,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K));
   set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemm_q4_K_r4));
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K));
   set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K, gemv_q5_K_rows, true);

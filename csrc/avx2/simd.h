@@ -76,7 +76,7 @@ QC_AVX2_GEMV_ROWS(q5_1_r4t) QC_AVX2_GEMV_ROWS(q8_0)
 QC_AVX2_GEMM(q4_0) QC_AVX2_GEMM(q4_1) QC_AVX2_GEMM(q5_0) QC_AVX2_GEMM(q5_1) QC_AVX2_GEMM(q8_0)  // gemm.cpp
 QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
-QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t)
+QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
 #undef QC_AVX2_GEMM
 
 // The regrouping of the decode kernels' "Quad" form (gemv.cpp, gemv_32.cpp), which puts four

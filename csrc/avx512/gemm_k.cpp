@@ -15,9 +15,9 @@ namespace avx512 {
 namespace {
 
 // The gemm_fn (kernels.h) of a K-quant W (gemm::Q4_KW, Q5_KW, Q6_KW) over 16 interleaved rows.
-template <typename W>
-QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
-                              float* y, size_t ys) {
+template <typename W, class Blocks>
+QC_VNNI static void gemm_kx16_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                                   const Blocks& block) {
   using gemm::KSub;
   typedef typename W::B B;
   constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub, kGroups = kSub / 4;
@@ -27,7 +27,6 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
   alignas(64) float fs[kSeg][kNSub][16];   // [block][sub-block][row]
   alignas(64) float fm[kSeg][kNSub][16];
   gemm::KTokens<W, kC, kSeg> t;
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
   for (int r0 = 0; r0 < n_w; r0 += 16) {
@@ -39,10 +38,11 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
           float rs[8][kNSub], rm[8][kNSub];
           gemm::KUnpacked u[8];
           const B* blk[8];
+          B copies[8];
           for (int i = 0; i < 8; ++i) {
             const int r = 8 * h + i;
             if (r < nr) {
-              blk[i] = &reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
+              blk[i] = block(r0 + r, s0 + b, &copies[i]);
               KSub<W>::terms(*blk[i], rs[i], rm[i]);
               W::prepare(*blk[i], &u[i]);
             } else {
@@ -112,12 +112,24 @@ QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, co
   }
 }
 
+// The stored rows, wrb bytes apart
+template <typename W>
+QC_VNNI static void gemm_kx16(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                              float* y, size_t ys) {
+  gemm_kx16_rows<W>(n, n_w, va, arb, n_a, y, ys, gemm::StoredBlocks<typename W::B>{static_cast<const uint8_t*>(vw), wrb});
+}
+
 }  // namespace
 
 // WeightKernels::gemm of the K-quants (quants.cpp registers them)
 QC_VNNI void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {
   gemm_kx16<gemm::Q4_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+// gemm_q4_K's kernel over the Q4_K_R4 tiles decode reads (gemm::Q4KR4Blocks)
+QC_VNNI void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
+                          size_t ldy) {
+  gemm_kx16_rows<gemm::Q4_KW>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
 }
 QC_VNNI void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,
                      size_t ldy) {

@@ -47,6 +47,7 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kLongChunk, kTileRows);
+  set_layout_gemm(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemm_q4_K_r4));
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kLongChunk, kTileRows);
   set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kLongChunk, kTileRows);
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows, true);

@@ -60,7 +60,7 @@ QC_AVX512_GEMV_ROWS(q4_1_r4t) QC_AVX512_GEMV_ROWS(q5_1_r4t) QC_AVX512_GEMV_ROWS(
 QC_AVX512_GEMM(q4_0) QC_AVX512_GEMM(q4_1) QC_AVX512_GEMM(q5_0) QC_AVX512_GEMM(q5_1) QC_AVX512_GEMM(q8_0)  // gemm.cpp
 QC_AVX512_GEMM(q8_0_r4t) QC_AVX512_GEMM(q4_0_r16) QC_AVX512_GEMM(q4_1_r4t)  // gemm.cpp: over the layouts
 QC_AVX512_GEMM(q5_0_r4t) QC_AVX512_GEMM(q5_1_r4t)
-QC_AVX512_GEMM(q4_K) QC_AVX512_GEMM(q5_K) QC_AVX512_GEMM(q6_K)  // gemm_k.cpp
+QC_AVX512_GEMM(q4_K) QC_AVX512_GEMM(q5_K) QC_AVX512_GEMM(q6_K) QC_AVX512_GEMM(q4_K_r4)  // gemm_k.cpp
 #undef QC_AVX512_GEMM
 
 static inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }

@@ -455,10 +455,11 @@ struct KTokens {
   }
 };
 
-// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) with 8 interleaved rows.
-template <typename W, typename D>
-QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb,
-                                  int n_a, float* y, size_t ys) {
+// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) with 8 interleaved rows. Blocks:
+// where the rows' super-blocks come from (StoredBlocks, or a layout's: layout_rows.h).
+template <typename W, typename D, class Blocks>
+QC_GEMM_ATTR static void gemm_kx8_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                                       const Blocks& block) {
   typedef typename W::B B;
   constexpr int kSub = KSub<W>::kSub, kNSub = QK_K / kSub, kGroups = kSub / 4;
   constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
@@ -467,7 +468,6 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
   alignas(32) float fs[kSeg][kNSub][8];    // [block][sub-block][row]
   alignas(32) float fm[kSeg][kNSub][8];
   KTokens<W, kC, kSeg> t;
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
   for (int r0 = 0; r0 < n_w; r0 += 8) {
@@ -478,9 +478,10 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
         float rs[8][kNSub], rm[8][kNSub];
         KUnpacked u[8];
         const B* blk[8];
+        B copies[8];
         for (int r = 0; r < 8; ++r) {
           if (r < nr) {
-            blk[r] = &reinterpret_cast<const B*>(w + (r0 + r) * wrb)[s0 + b];
+            blk[r] = block(r0 + r, s0 + b, &copies[r]);
             KSub<W>::terms(*blk[r], rs[r], rm[r]);
             W::prepare(*blk[r], &u[r]);
           } else {
@@ -547,6 +548,13 @@ QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w
       }
     }
   }
+}
+
+// The stored rows, wrb bytes apart
+template <typename W, typename D>
+QC_GEMM_ATTR static void gemm_kx8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb,
+                                  int n_a, float* y, size_t ys) {
+  gemm_kx8_rows<W, D>(n, n_w, va, arb, n_a, y, ys, StoredBlocks<typename W::B>{static_cast<const uint8_t*>(vw), wrb});
 }
 
 }  // namespace

@@ -150,6 +150,26 @@ QC_GEMM_ATTR static inline void q4_0_r16_rows8(const uint8_t* w, int64_t n, int 
   _mm256_storeu_ps(dw, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 512 + 2 * (16 * s + 8 * h)))));
 }
 
+// K-quant super-blocks as the K tiles take them, one row's at a time: blocks(row, sb, tmp) gives
+// row's super-block sb in place (stored rows) or copied into *tmp (Q4_K_R4, whose tiles keep a
+// row's header and values apart: repack.h)
+template <typename B>
+struct StoredBlocks {
+  const uint8_t* w;
+  size_t wrb;
+  const B* operator()(int row, int64_t sb, B*) const { return &reinterpret_cast<const B*>(w + row * wrb)[sb]; }
+};
+struct Q4KR4Blocks {
+  const uint8_t* w;  // a quad's first row
+  int64_t n;
+  const block_q4_K* operator()(int row, int64_t sb, block_q4_K* tmp) const {
+    const uint8_t* tile = w + ((row / 4) * (n / QK_K) + sb) * 4 * (int64_t)sizeof(block_q4_K);
+    std::memcpy(tmp, tile + 16 * (row % 4), 16);  // d, dmin, scales
+    std::memcpy(tmp->qs, tile + 64 + 128 * (row % 4), 128);
+    return tmp;
+  }
+};
+
 }  // namespace
 }  // namespace gemm
 }  // namespace qc
