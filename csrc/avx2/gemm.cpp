@@ -352,43 +352,24 @@ void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
 // (gemm::q8_0_r4t_rows8), where prefill used to unpack these rows to the stored layout first
 // (bench/README.md, "Q8_0 prefill over the decode layout on AVX2")
 void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const gemm::LayoutRows<gemm::q8_0_r4t_rows8> rows{static_cast<const uint8_t*>(vw), n};
 #ifdef QC_DOT_VNNI
-  gemm::gemm_x8_rows<gemm::Q8_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw, float*) {
-    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
-  });
+  gemm::gemm_x8_rows<gemm::Q8_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, rows);
 #else
-  gemm_q8_0_signed(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw) {
-    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
+  gemm_q8_0_signed(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
+    rows(r0, nr, b, v, dw, nullptr);
   });
 #endif
 }
 // gemm_q4_0's, gemm_q4_1's, gemm_q5_0's and gemm_q5_1's kernels over the R4T rows decode reads,
 // where they are (csrc/x86/layout_rows.h)
-void gemm_q4_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm::gemm_x8_rows<gemm::Q4_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q4_0_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-void gemm_q4_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm::gemm_x8_rows<gemm::Q4_1W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q4_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-void gemm_q5_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm::gemm_x8_rows<gemm::Q5_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q5_0_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-void gemm_q5_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm::gemm_x8_rows<gemm::Q5_1W, Dot>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q5_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
+#define QC_LAYOUT_GEMM(layout, W)                                                                                    \
+  void gemm_##layout(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) { \
+    gemm::gemm_x8_rows<gemm::W, Dot>(n, n_w, a, arb, n_a, y, ldy,                                                    \
+                                     gemm::LayoutRows<gemm::layout##_rows8>{static_cast<const uint8_t*>(w), n});     \
+  }
+QC_LAYOUT_GEMM(q4_0_r4t, Q4_0W) QC_LAYOUT_GEMM(q4_1_r4t, Q4_1W) QC_LAYOUT_GEMM(q5_0_r4t, Q5_0W) QC_LAYOUT_GEMM(q5_1_r4t, Q5_1W)
+#undef QC_LAYOUT_GEMM
 #ifdef QC_DOT_VNNI
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q4_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);

@@ -141,46 +141,17 @@ QC_VNNI void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void
                      size_t ldy) {
   gemm_x16<gemm::Q8_0W>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
-// gemm_q4_0's kernel over this table's Q4_0_R16 bands, the others' over the avx2 R4T tiles it
-// keeps: the rows where decode reads them (csrc/x86/layout_rows.h)
-QC_VNNI void gemm_q4_0_r16(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
-                           size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_x16_rows<gemm::Q4_0W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q4_0_r16_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-QC_VNNI void gemm_q4_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
-                           size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_x16_rows<gemm::Q4_1W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q4_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-QC_VNNI void gemm_q5_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
-                           size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_x16_rows<gemm::Q5_0W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q5_0_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-QC_VNNI void gemm_q5_1_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
-                           size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_x16_rows<gemm::Q5_1W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) {
-    gemm::q5_1_r4t_rows8(w, n, r0, nr, b, v, dw, mw);
-  });
-}
-// gemm_q8_0's kernel over the Q8_0_R4T rows decode reads (the avx2 layout this table keeps:
-// dispatch.cpp, keep_decode), where they are (gemm::q8_0_r4t_rows8), where prefill unpacked them
-// to the stored layout first (bench/README.md, "Q8_0 prefill over the decode layout on AVX2")
-QC_VNNI void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, size_t arb, int n_a, float* y,
-                           size_t ldy) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_x16_rows<gemm::Q8_0W>(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int, int64_t b, __m256i v[8], float* dw, float*) {
-    gemm::q8_0_r4t_rows8(w, n, r0, b, v, dw);
-  });
-}
+// gemm_q4_0's kernel over this table's Q4_0_R16 bands, the others' over the avx2 R4T tiles it keeps
+// (dispatch.cpp, keep_decode): the rows where decode reads them (csrc/x86/layout_rows.h), where
+// prefill unpacked them to the stored layout first (bench/README.md, "Prefill over every decode layout")
+#define QC_LAYOUT_GEMM(layout, W)                                                                                  \
+  QC_VNNI void gemm_##layout(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, \
+                             size_t ldy) {                                                                         \
+    gemm_x16_rows<gemm::W>(n, n_w, a, arb, n_a, y, ldy, gemm::LayoutRows<gemm::layout##_rows8>{static_cast<const uint8_t*>(w), n}); \
+  }
+QC_LAYOUT_GEMM(q4_0_r16, Q4_0W) QC_LAYOUT_GEMM(q4_1_r4t, Q4_1W) QC_LAYOUT_GEMM(q5_0_r4t, Q5_0W)
+QC_LAYOUT_GEMM(q5_1_r4t, Q5_1W) QC_LAYOUT_GEMM(q8_0_r4t, Q8_0W)
+#undef QC_LAYOUT_GEMM
 
 }  // namespace avx512
 

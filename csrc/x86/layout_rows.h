@@ -24,7 +24,8 @@ static inline const uint8_t* quad_tile(const uint8_t* w, int32_t layout, int64_t
 
 // Q8_0_R4T (its units are slabs of 16 rows, so 8 rows are always there): vector g of a tile holds
 // block s's bytes 4g .. 4g + 3 of the quad at 16s, so each v[g] is two 16-byte loads
-QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int64_t b, __m256i v[8], float* dw) {
+QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
+                                               float* dw, float*) {
   const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
   for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q8_0>(w, QC_LAYOUT_Q8_0_R4T, n, r0 / 4 + h, b / 2);
   const int64_t half = 16 * (b % 2);
@@ -67,24 +68,26 @@ QC_GEMM_ATTR static inline void q4_0_r4t_rows8(const uint8_t* w, int64_t n, int 
   }
 }
 
-// Q4_1_R4T (quads: rows past nr are zeros, nr a multiple of 4): vector j at 32j, block s of the
-// tile's two at 16s; d of row r's block s at 128 + 2(4s + r), m at 144 + 2(4s + r)
-QC_GEMM_ATTR static inline void q4_1_r4t_rows8(const uint8_t* w, int64_t n, int r0, int nr, int64_t b, __m256i v[8],
-                                               float* dw, float* mw) {
-  if (nr <= 0) {
-    for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
-    for (int r = 0; r < 8; ++r) dw[r] = mw[r] = 0.0f;
-    return;
-  }
-  const uint8_t* tile[2] = {quad_tile<block_q4_1>(w, QC_LAYOUT_Q4_1_R4T, n, r0 / 4, b / 2), nullptr};
-  if (nr > 4) tile[1] = quad_tile<block_q4_1>(w, QC_LAYOUT_Q4_1_R4T, n, r0 / 4 + 1, b / 2);
-  const int s = (int)(b % 2);
-  for (int j = 0; j < 4; ++j) nibble_groups<0>(quad_pair(tile[0], tile[1], 32 * j + 16 * s), j, v);
+// The two quads' tiles of rows r0 .. r0 + 7 of a layout of quads (Q4_1_R4T, Q5_1_R4T: nr, the
+// rows left from r0, is a multiple of 4; the second null where only 4 are), their tile t; zeros
+// where no row is left; and the d and m of their block s from the binary16 at dm (d of row r at
+// 2(4s + r), m 16 bytes on)
+template <typename B>
+QC_GEMM_ATTR static inline void quad_tiles(const uint8_t* w, int32_t layout, int64_t n, int r0, int nr, int64_t t,
+                                           const uint8_t* tile[2]) {
+  tile[0] = quad_tile<B>(w, layout, n, r0 / 4, t);
+  tile[1] = nr > 4 ? quad_tile<B>(w, layout, n, r0 / 4 + 1, t) : nullptr;
+}
+QC_GEMM_ATTR static inline void zero_rows8(__m256i v[8], float* dw, float* mw) {  // no row left (nr <= 0)
+  for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
+  for (int r = 0; r < 8; ++r) dw[r] = mw[r] = 0.0f;
+}
+QC_GEMM_ATTR static inline void quad_dm(const uint8_t* const tile[2], int64_t dm, int s, float* dw, float* mw) {
   for (int h = 0; h < 2; ++h) {
-    const half_t* dm = tile[h] ? reinterpret_cast<const half_t*>(tile[h] + 128) + 4 * s : nullptr;
+    const half_t* d = tile[h] ? reinterpret_cast<const half_t*>(tile[h] + dm) + 4 * s : nullptr;
     for (int r = 0; r < 4; ++r) {
-      dw[4 * h + r] = dm ? x86::h2f(dm[r]) : 0.0f;
-      mw[4 * h + r] = dm ? x86::h2f(dm[8 + r]) : 0.0f;
+      dw[4 * h + r] = d ? x86::h2f(d[r]) : 0.0f;
+      mw[4 * h + r] = d ? x86::h2f(d[8 + r]) : 0.0f;
     }
   }
 }
@@ -115,28 +118,25 @@ QC_GEMM_ATTR static inline void q5_0_r4t_rows8(const uint8_t* w, int64_t n, int 
   }
 }
 
-// Q5_1_R4T (quads, as Q4_1_R4T): Q4_1_R4T's nibbles, the 5th bits at 128 + 16s, d at 160 + 2(4s + r),
-// m at 176 + 2(4s + r)
-QC_GEMM_ATTR static inline void q5_1_r4t_rows8(const uint8_t* w, int64_t n, int r0, int nr, int64_t b, __m256i v[8],
-                                               float* dw, float* mw) {
-  if (nr <= 0) {
-    for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
-    for (int r = 0; r < 8; ++r) dw[r] = mw[r] = 0.0f;
-    return;
-  }
-  const uint8_t* tile[2] = {quad_tile<block_q5_1>(w, QC_LAYOUT_Q5_1_R4T, n, r0 / 4, b / 2), nullptr};
-  if (nr > 4) tile[1] = quad_tile<block_q5_1>(w, QC_LAYOUT_Q5_1_R4T, n, r0 / 4 + 1, b / 2);
+// Q4_1_R4T and Q5_1_R4T (kPlanes): vector j at 32j, block s of the tile's two at 16s; Q5_1's 5th
+// bits at 128 + 16s; then d and m (at 128, or 160)
+template <typename B, int32_t kLayout, bool kPlanes>
+QC_GEMM_ATTR static inline void min_r4t_rows8(const uint8_t* w, int64_t n, int r0, int nr, int64_t b, __m256i v[8],
+                                              float* dw, float* mw) {
+  if (nr <= 0) return zero_rows8(v, dw, mw);
+  const uint8_t* tile[2];
+  quad_tiles<B>(w, kLayout, n, r0, nr, b / 2, tile);
   const int s = (int)(b % 2);
-  const __m256i planes = quad_pair(tile[0], tile[1], 128 + 16 * s);
-  for (int j = 0; j < 4; ++j) nibble5_groups<0>(quad_pair(tile[0], tile[1], 32 * j + 16 * s), planes, j, v);
-  for (int h = 0; h < 2; ++h) {
-    const half_t* dm = tile[h] ? reinterpret_cast<const half_t*>(tile[h] + 160) + 4 * s : nullptr;
-    for (int r = 0; r < 4; ++r) {
-      dw[4 * h + r] = dm ? x86::h2f(dm[r]) : 0.0f;
-      mw[4 * h + r] = dm ? x86::h2f(dm[8 + r]) : 0.0f;
-    }
+  const __m256i planes = kPlanes ? quad_pair(tile[0], tile[1], 128 + 16 * s) : _mm256_setzero_si256();
+  for (int j = 0; j < 4; ++j) {
+    const __m256i x = quad_pair(tile[0], tile[1], 32 * j + 16 * s);
+    if constexpr (kPlanes) nibble5_groups<0>(x, planes, j, v);
+    else nibble_groups<0>(x, j, v);
   }
+  quad_dm(tile, kPlanes ? 160 : 128, s, dw, mw);
 }
+static constexpr auto* q4_1_r4t_rows8 = &min_r4t_rows8<block_q4_1, QC_LAYOUT_Q4_1_R4T, false>;
+static constexpr auto* q5_1_r4t_rows8 = &min_r4t_rows8<block_q5_1, QC_LAYOUT_Q5_1_R4T, true>;
 
 // Q4_0_R16 (bands of 16 rows, one after another; 8 rows always there): block s of a tile's two,
 // vector j at 256s + 64j with row r's bytes at 4r; the scales at 512 + 2(16s + r)
@@ -149,6 +149,16 @@ QC_GEMM_ATTR static inline void q4_0_r16_rows8(const uint8_t* w, int64_t n, int 
     nibble_groups<8>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 256 * s + 64 * j + 32 * h)), j, v);
   _mm256_storeu_ps(dw, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 512 + 2 * (16 * s + 8 * h)))));
 }
+
+// A reader above as the tiles' Rows8 (gemm_x8_rows, gemm_x16_rows): the rows of the layout at w
+template <void (*Read)(const uint8_t*, int64_t, int, int, int64_t, __m256i*, float*, float*)>
+struct LayoutRows {
+  const uint8_t* w;
+  int64_t n;  // columns
+  QC_GEMM_ATTR void operator()(int r0, int nr, int64_t b, __m256i v[8], float* dw, float* mw) const {
+    Read(w, n, r0, nr, b, v, dw, mw);
+  }
+};
 
 // K-quant super-blocks as the K tiles take them, one row's at a time: blocks(row, sb, tmp) gives
 // row's super-block sb in place (stored rows) or copied into *tmp (Q4_K_R4, whose tiles keep a
