@@ -225,19 +225,16 @@ void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
   }
 }
 
-// kBlocks: blocks of each row in a tile; kRows: rows of a tile. The tiles of a group of kRows rows
-// one after another, or in the layout's panels (repack.h, panel_tile).
+// kBlocks: blocks of each row in a tile; kRows: rows of a tile (a group's). Each tile where
+// repack_tile_at puts it.
 template <typename Block, int kBlocks, int kBlockElems, void (*Tile)(Block*, int64_t, uint8_t*), int kRows = 4>
 void convert(int32_t layout, Block* stored, int64_t n_rows, int64_t n_cols, uint8_t* tiles) {
   const int64_t row_blocks = n_cols / kBlockElems, tiles_per_group = row_blocks / kBlocks;
   const size_t tile_bytes = kRows * kBlocks * sizeof(Block);
-  const int64_t panel = repack_panel_cols(layout) ? repack_panel_cols(layout) / (kBlocks * kBlockElems) : tiles_per_group;
-  const int64_t slab = repack_panel_cols(layout) ? repack_rows_of(layout) / kRows : 1;  // groups per slab
   for (int64_t group = 0; group < n_rows / kRows; ++group)
-    for (int64_t t = 0; t < tiles_per_group; ++t) {
-      const int64_t at = group / slab * slab * tiles_per_group + panel_tile(group % slab, t, slab, tiles_per_group, panel);
-      Tile(stored + group * kRows * row_blocks + kBlocks * t, row_blocks, tiles + at * tile_bytes);
-    }
+    for (int64_t t = 0; t < tiles_per_group; ++t)
+      Tile(stored + group * kRows * row_blocks + kBlocks * t, row_blocks,
+           tiles + repack_tile_at(layout, group, t, n_cols) * tile_bytes);
 }
 
 template <bool to_tile>

@@ -120,6 +120,16 @@ static constexpr bool repack_fits(int32_t layout, int64_t rows, int64_t cols) {
   return rows > 0 && rows % repack_rows_of(layout) == 0 && cols > 0 && cols % repack_cols(layout) == 0;
 }
 
+// Where tile t of group g (a quad; Q4_0_R16's band) is among the tiles of a matrix of n_cols
+// columns in the layout, counted from its first tile: quads in slabs and panels where the layout
+// has them, the other groups' tiles one after another
+static constexpr int64_t repack_tile_at(int32_t layout, int64_t g, int64_t t, int64_t n_cols) {
+  const int64_t n_tiles = n_cols / repack_cols(layout);
+  if (!repack_panel_cols(layout)) return g * n_tiles + t;
+  const int64_t slab = repack_rows_of(layout) / 4, panel = repack_panel_cols(layout) / repack_cols(layout);
+  return g / slab * slab * n_tiles + panel_tile(g % slab, t, slab, n_tiles, panel);
+}
+
 // n_rows (a multiple of repack_rows_of(layout)) stored rows of n_cols at src -> dst in the layout, and back; the two
 // are exact inverses. src and dst do not overlap.
 void repack_rows(int32_t layout, const void* src, int64_t n_rows, int64_t n_cols, void* dst);

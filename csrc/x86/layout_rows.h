@@ -12,14 +12,10 @@ namespace qc {
 namespace gemm {
 namespace {
 
-// Tile t of quad q (rows 4q .. 4q + 3 from w) of an R4T layout of n columns: the quads' tiles in
-// slabs and column panels where the layout has them (repack.h, panel_tile)
+// Tile t of quad q (rows 4q .. 4q + 3 from w) of an R4T layout of n columns (repack_tile_at)
 template <typename B>
 static inline const uint8_t* quad_tile(const uint8_t* w, int32_t layout, int64_t n, int64_t q, int64_t t) {
-  const int64_t cols = repack_cols(layout), n_tiles = n / cols, slab = repack_rows_of(layout) / 4;
-  const int64_t panel = repack_panel_cols(layout) ? repack_panel_cols(layout) / cols : n_tiles;
-  const int64_t tile_bytes = 4 * (cols / 32) * (int64_t)sizeof(B);
-  return w + (q / slab * slab * n_tiles + panel_tile(q % slab, t, slab, n_tiles, panel)) * tile_bytes;
+  return w + repack_tile_at(layout, q, t, n) * 4 * (repack_cols(layout) / 32) * (int64_t)sizeof(B);
 }
 
 // Q8_0_R4T (its units are slabs of 16 rows, so 8 rows are always there): vector g of a tile holds
@@ -52,20 +48,6 @@ QC_GEMM_ATTR static inline __m256i quad_pair(const uint8_t* a, const uint8_t* b,
   const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + at));
   return b ? _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + at)), 1)
            : _mm256_zextsi128_si256(lo);
-}
-
-// Q4_0_R4T (slabs of 16 rows: 8 rows always there): per pair p of blocks (2p, 2p + 1) vector j at
-// 64j + 32p, block s of the pair at 16s; the scales at 256, 4r + k for row r's block k of the tile
-QC_GEMM_ATTR static inline void q4_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
-                                               float* dw, float*) {
-  const uint8_t* tile[2];
-  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q4_0>(w, QC_LAYOUT_Q4_0_R4T, n, r0 / 4 + h, b / 4);
-  const int k = (int)(b % 4);
-  for (int j = 0; j < 4; ++j) nibble_groups<8>(quad_pair(tile[0], tile[1], 64 * j + 32 * (k / 2) + 16 * (k % 2)), j, v);
-  for (int h = 0; h < 2; ++h) {
-    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256);
-    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[4 * r + k]);
-  }
 }
 
 // The two quads' tiles of rows r0 .. r0 + 7 of a layout of quads (Q4_1_R4T, Q5_1_R4T: nr, the
@@ -103,20 +85,28 @@ QC_GEMM_ATTR static inline void nibble5_groups(__m256i x, __m256i planes, int j,
   v[j + 4] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(x, 4), low4), _mm256_slli_epi16(b1, 4)), off);
 }
 
-// Q5_0_R4T (slabs of 16 rows): Q4_0_R4T's nibbles, the 5th bits of pair p at 256 + 32p (block s
-// of the pair at 16s), the scales at 320 as Q4_0_R4T's at 256
-QC_GEMM_ATTR static inline void q5_0_r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
+// Q4_0_R4T and Q5_0_R4T (kPlanes; slabs of 16 rows: 8 rows always there): per pair p of blocks
+// (2p, 2p + 1) vector j at 64j + 32p, block s of the pair at 16s; Q5_0's 5th bits of pair p at
+// 256 + 32p; then the scales (at 256, or 320), 4r + k for row r's block k of the tile
+template <typename B, int32_t kLayout, bool kPlanes>
+QC_GEMM_ATTR static inline void r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
                                                float* dw, float*) {
-  const uint8_t* tile[2];
-  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<block_q5_0>(w, QC_LAYOUT_Q5_0_R4T, n, r0 / 4 + h, b / 4);
+  const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
+  for (int h = 0; h < 2; ++h) tile[h] = quad_tile<B>(w, kLayout, n, r0 / 4 + h, b / 4);
   const int k = (int)(b % 4), lane = 32 * (k / 2) + 16 * (k % 2);
-  const __m256i planes = quad_pair(tile[0], tile[1], 256 + lane);
-  for (int j = 0; j < 4; ++j) nibble5_groups<16>(quad_pair(tile[0], tile[1], 64 * j + lane), planes, j, v);
+  const __m256i planes = kPlanes ? quad_pair(tile[0], tile[1], 256 + lane) : _mm256_setzero_si256();
+  for (int j = 0; j < 4; ++j) {
+    const __m256i x = quad_pair(tile[0], tile[1], 64 * j + lane);
+    if constexpr (kPlanes) nibble5_groups<16>(x, planes, j, v);
+    else nibble_groups<8>(x, j, v);
+  }
   for (int h = 0; h < 2; ++h) {
-    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 320);
+    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + (kPlanes ? 320 : 256));
     for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[4 * r + k]);
   }
 }
+static constexpr auto* q4_0_r4t_rows8 = &r4t_rows8<block_q4_0, QC_LAYOUT_Q4_0_R4T, false>;
+static constexpr auto* q5_0_r4t_rows8 = &r4t_rows8<block_q5_0, QC_LAYOUT_Q5_0_R4T, true>;
 
 // Q4_1_R4T and Q5_1_R4T (kPlanes): vector j at 32j, block s of the tile's two at 16s; Q5_1's 5th
 // bits at 128 + 16s; then d and m (at 128, or 160)
@@ -143,7 +133,7 @@ static constexpr auto* q5_1_r4t_rows8 = &min_r4t_rows8<block_q5_1, QC_LAYOUT_Q5_
 QC_GEMM_ATTR static inline void q4_0_r16_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
                                                float* dw, float*) {
   constexpr int64_t kTileBytes = 16 * 2 * sizeof(block_q4_0);
-  const uint8_t* tile = w + ((r0 / 16) * (n / 64) + b / 2) * kTileBytes;
+  const uint8_t* tile = w + repack_tile_at(QC_LAYOUT_Q4_0_R16, r0 / 16, b / 2, n) * kTileBytes;
   const int s = (int)(b % 2), h = (r0 % 16) / 8;  // rows 8h .. 8h + 7 of the band
   for (int j = 0; j < 4; ++j)
     nibble_groups<8>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 256 * s + 64 * j + 32 * h)), j, v);
@@ -173,7 +163,7 @@ struct Q4KR4Blocks {
   const uint8_t* w;  // a quad's first row
   int64_t n;
   const block_q4_K* operator()(int row, int64_t sb, block_q4_K* tmp) const {
-    const uint8_t* tile = w + ((row / 4) * (n / QK_K) + sb) * 4 * (int64_t)sizeof(block_q4_K);
+    const uint8_t* tile = w + repack_tile_at(QC_LAYOUT_Q4_K_R4, row / 4, sb, n) * 4 * (int64_t)sizeof(block_q4_K);
     std::memcpy(tmp, tile + 16 * (row % 4), 16);  // d, dmin, scales
     std::memcpy(tmp->qs, tile + 64 + 128 * (row % 4), 128);
     return tmp;
