@@ -31,6 +31,14 @@ namespace qc {
 namespace avx512 {
 namespace {
 
+// The tiles ahead of a pass of A activation rows: for one row the hardware's prefetch alone, as the
+// Q4_K_R4 decode (gemv_k.cpp); with gemv.h's software prefetch one row read these layouts slower
+// (bench/README.md, "One-row decode without software prefetch on avx512")
+template <int A>
+static inline void prefetch_ahead(const uint8_t* p, size_t n) {
+  if (A > 1) prefetch_tiles_ahead<A>(p, n);
+}
+
 // The four weight rows' values of blocks 4s .. 4s + 3 of a step s (128 columns) in the Quad lanes
 // (repack.h, avx2/gemv.cpp): lo[j] holds in 128-bit lane k the bytes 4j .. 4j + 3 of block k of
 // rows 0..3, hi[j] the same of bytes 16 + 4j ..; dw the scales in the dot products' lanes, [rows
@@ -164,7 +172,7 @@ static QC_VNNI void quad_rows(const uint8_t* t, int64_t s0, int64_t s1, bool las
       acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm512_castps512_ps256(dot), acc[i]);
       if (two) acc[i] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(d, 1), _mm512_extractf32x8_ps(dot, 1), acc[i]);
     }
-    prefetch_tiles_ahead<A>(t, L::kStep);
+    prefetch_ahead<A>(t, L::kStep);
   }
   each_row<A>([&](auto i) QC_VNNI __attribute__((always_inline)) { acc_io[i] = acc[i]; });
 }
@@ -248,10 +256,10 @@ static QC_VNNI void band_rows(const uint8_t* t, int64_t n, const uint8_t* a, siz
   for (int64_t g = 0; g < n / 128; ++g, t += 2 * 576, a += sizeof(block_q8_0x4), off += 16) {
     band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
     band_block<A, 1>(t + 256, t + 544, a, arb, off, off_row, odd);
-    prefetch_tiles_ahead<A>(t, 576);
+    prefetch_ahead<A>(t, 576);
     band_block<A, 2>(t + 576, t + 576 + 512, a, arb, off, off_row, even);
     band_block<A, 3>(t + 576 + 256, t + 576 + 544, a, arb, off, off_row, odd);
-    prefetch_tiles_ahead<A>(t + 576, 576);
+    prefetch_ahead<A>(t + 576, 576);
   }
   if (n % 128) {
     band_block<A, 0>(t, t + 512, a, arb, off, off_row, even);
@@ -360,7 +368,7 @@ static QC_VNNI void min_quad_rows(const uint8_t* t, int64_t n, const Q8_1x4* g, 
         P[i] = _mm512_mask3_fmadd_ps(p, _mm512_loadu_ps(a.d), P[i], lanes);
         M[i] = _mm512_mask3_fmadd_ps(mw, _mm512_loadu_ps(a.s), M[i], lanes);
       }
-      prefetch_tiles_ahead<A>(t, 2 * L::kTile);
+      prefetch_ahead<A>(t, 2 * L::kTile);
     }
     for (int i = 0; i < A; ++i) total[i] = _mm_add_ps(total[i], _mm_add_ps(sum4_lanes(P[i]), sum4_lanes(M[i])));
   }
