@@ -22,8 +22,9 @@ namespace qc {
 
 constexpr size_t kPrefetchL1Tile = 8192;
 
-// The kernels that read a repacked layout's tiles one after another (repack.h) for one activation
-// row, and the AVX2 Q6_K rows block by block, prefetch them this far ahead, into L1.
+// The AVX2 kernels that read a repacked layout's tiles one after another (repack.h) for one
+// activation row, and its Q6_K rows block by block, prefetch them this far ahead, into L1 (the
+// avx512 one-row passes leave it to the hardware: avx512/gemv.cpp, prefetch_ahead).
 constexpr size_t kTilePrefetch = 2048;
 
 // [p, p + n) into L1, once the loads before it in program order are issued: the compiler may not
