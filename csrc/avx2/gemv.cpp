@@ -320,9 +320,9 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
 // tiles g0 .. g1 - 1 of one quad (tile: its tile g0) with A activation rows (arb bytes apart; bc:
 // their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel broadcasts it
 // itself, bc unused), the Quad arithmetic: the pairs of blocks in row order, each into one
-// accumulator per activation row. Tiles ahead: one row's into L1 (prefetch: after the loads),
-// several rows' 8 KB ahead into L2 (gemv.h), which four rows read faster (bench/README.md, "The
-// avx2 several-row pass with the L2 prefetch").
+// accumulator per activation row. Tiles ahead as gemv.h's prefetch_tiles_ahead (prefetch: one
+// row's too): several rows into L2, which four rows read faster than into L1 (bench/README.md,
+// "The avx2 path on the Zen 4, serving").
 template <class L, int A, bool kOwn = false>
 static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const uint8_t* va, size_t arb,
                               const __m256i* bc, size_t bc_row, __m256* acc_io, bool prefetch = true) {
@@ -349,8 +349,7 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
         acc[i] = dot_fma(dot[i], a, (int)(pair & 1), dw[h], acc[i]);
       }
     }
-    if (A > 1) prefetch_tiles_ahead<A>(tile, L::kTile);
-    else if (prefetch) prefetch_after_loads(tile + kTilePrefetch, L::kTile);
+    if (A > 1 || prefetch) prefetch_tiles_ahead<A>(tile, L::kTile);
   }
   for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }

@@ -90,7 +90,7 @@ QC_GEMM_ATTR static inline void nibble5_groups(__m256i x, __m256i planes, int j,
 // 256 + 32p; then the scales (at 256, or 320), 4r + k for row r's block k of the tile
 template <typename B, int32_t kLayout, bool kPlanes>
 QC_GEMM_ATTR static inline void r4t_rows8(const uint8_t* w, int64_t n, int r0, int, int64_t b, __m256i v[8],
-                                               float* dw, float*) {
+                                          float* dw, float*) {
   const uint8_t* tile[2];  // rows r0 .. r0 + 3, r0 + 4 .. r0 + 7
   for (int h = 0; h < 2; ++h) tile[h] = quad_tile<B>(w, kLayout, n, r0 / 4 + h, b / 4);
   const int k = (int)(b % 4), lane = 32 * (k / 2) + 16 * (k % 2);
