@@ -69,9 +69,10 @@ def log_sum_exp(logits: np.ndarray) -> float:
     return float(m) + math.log(float(np.exp(x - m).sum(dtype=np.float64)))
 
 
-def apply_logit_bias(logits: np.ndarray, bias: Mapping[int, float]) -> np.ndarray:
-    """logits + bias[id] for each id in `bias` (a bias of -inf bans the token)."""
-    out = np.array(logits, dtype=np.float32, copy=True)
+def apply_logit_bias(logits: np.ndarray, bias: Mapping[int, float], inplace: bool = False) -> np.ndarray:
+    """logits + bias[id] for each id in `bias` (a bias of -inf bans the token); inplace: into
+    `logits` itself (float32), else into a copy."""
+    out = logits if inplace else np.array(logits, dtype=np.float32, copy=True)
     if bias:
         ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))
         if ids.min() < 0 or ids.max() >= out.size:
@@ -80,15 +81,21 @@ def apply_logit_bias(logits: np.ndarray, bias: Mapping[int, float]) -> np.ndarra
     return out
 
 
+def penalties_active(recent: Sequence[int], repetition: float, presence: float, frequency: float) -> bool:
+    """Whether apply_penalties would change anything."""
+    return len(recent) > 0 and not (repetition == 1.0 and presence == 0.0 and frequency == 0.0)
+
+
 def apply_penalties(logits: np.ndarray, recent: Sequence[int], repetition: float = 1.0,
-                    presence: float = 0.0, frequency: float = 0.0) -> np.ndarray:
-    """Penalise tokens that occur in `recent` (the window of past ids; ids >= n are ignored).
+                    presence: float = 0.0, frequency: float = 0.0, inplace: bool = False) -> np.ndarray:
+    """Penalise tokens that occur in `recent` (the window of past ids; ids >= n are ignored);
+    inplace: in `logits` itself (float32), else in a copy.
 
     repetition (CTRL-style): a positive logit is divided by it, a negative one multiplied by it.
     presence: subtracted once from each token that occurs. frequency: subtracted per occurrence.
     """
-    out = np.array(logits, dtype=np.float32, copy=True)
-    if len(recent) == 0 or (repetition == 1.0 and presence == 0.0 and frequency == 0.0):
+    out = logits if inplace else np.array(logits, dtype=np.float32, copy=True)
+    if not penalties_active(recent, repetition, presence, frequency):
         return out
     ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
     keep = (ids >= 0) & (ids < out.size)
@@ -330,16 +337,19 @@ def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
     tokens only (it is not advanced here: Sampler does that)."""
     logits = np.asarray(logits)
     check_finite(logits)
-    # a copy to mask in place (the caller's logits stay as computed); one even for float64 input
-    x = logits.astype(np.float32, copy=constraint is not None)
+    window = history[-params.penalty_window:] if params.penalty_window else ()
+    penalize = penalties_active(window, params.repetition_penalty, params.presence_penalty,
+                                params.frequency_penalty)
+    # one copy to edit in place where anything edits (the caller's logits stay as computed): a
+    # copy per step of a 152K vocabulary is a share of a batched decode step's serial Python work
+    x = logits.astype(np.float32, copy=constraint is not None or bool(params.logit_bias) or penalize)
     if constraint is not None:
         constraint.mask_logits(x)
     if params.logit_bias:
-        x = apply_logit_bias(x, params.logit_bias)
-    window = history[-params.penalty_window:] if params.penalty_window else ()
-    if len(window):
-        x = apply_penalties(x, window, params.repetition_penalty, params.presence_penalty,
-                            params.frequency_penalty)
+        apply_logit_bias(x, params.logit_bias, inplace=True)
+    if penalize:
+        apply_penalties(x, window, params.repetition_penalty, params.presence_penalty,
+                        params.frequency_penalty, inplace=True)
     if params.temperature == 0:
         return greedy(x)
 

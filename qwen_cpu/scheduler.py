@@ -74,15 +74,19 @@ class Handle:
     def cancelled(self) -> bool:
         return self._cancelled
 
-    def _put(self, item: Response | BaseException) -> None:
+    def _put(self, item: Response | BaseException, wakes: list | None = None) -> None:
+        """Queue item for the consumer; an asyncio consumer is woken now, or, given `wakes`, its
+        (loop, future) goes there for the caller's wake_all (one wake-up per loop and step)."""
         with self._cond:
             self._items.append(item)
             if isinstance(item, BaseException) or item.finish_reason is not None:
                 self._ended = True
             self._cond.notify_all()
             waiters, self._waiters = self._waiters, []
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_wake, fut)
+        if wakes is not None:
+            wakes.extend(waiters)
+        else:
+            wake_all(waiters)
 
     @staticmethod
     def _unpack(item: Response | BaseException) -> Response:
@@ -133,9 +137,20 @@ class Handle:
         return collect(iter(self))
 
 
-def _wake(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
+def wake_all(waiters: Sequence[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
+    """Resolve the asyncio consumers' futures, one call_soon_threadsafe per event loop: each is a
+    write that wakes the loop's thread, which then competes with the step's compute threads."""
+    by_loop: dict = {}
+    for loop, fut in waiters:
+        by_loop.setdefault(loop, []).append(fut)
+    for loop, futs in by_loop.items():
+        loop.call_soon_threadsafe(_wake, futs)
+
+
+def _wake(futs: list[asyncio.Future]) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_result(None)
 
 
 @dataclass
@@ -367,41 +382,45 @@ class Scheduler:
                 raise
             return
         now, generated = time.perf_counter(), 0
-        with self._cond:
-            for seq, run, (logits, states) in zip(seqs, runs, outs):
-                n = len(run.tokens)
-                seq.pos += n
-                if seq.next_token is None:  # a prompt chunk
-                    del seq.pending[:n]
-                    seq.computed += n
-                    if isinstance(seq.job, _Embed):
-                        seq.states.append(states)
-                        if not seq.pending:
-                            seq.job.future.set_result(pool_states(np.concatenate(seq.states), seq.job.pooling))
-                            self._counts["requests_finished"] += 1
-                            self._free(seq.slot)
-                        continue
-                    if seq.pending:
-                        continue
-                    seq.job[0].prompt_done(seq.computed, now - seq.t_admit)
-                gen, handle = seq.job
-                if run.verify:
-                    token, n_gen = self._verified(seq, logits, seq.pos - n)
-                    generated += n_gen
-                else:
-                    token = gen.sample(logits)
-                    generated += 1
-                    for r in gen.push(token):
-                        handle._put(r)
-                if gen.done:
-                    self._counts["requests_finished"] += 1
-                    self._free(seq.slot)
-                else:
-                    seq.next_token = token
-            self._counts["tokens_generated_total"] += generated
-            self._counts["steps_total"] += 1
-            self._recent.append((now, generated))
-            self._forget_old(now)
+        wakes: list = []  # the asyncio consumers to wake once the step's tokens are all out
+        try:
+            with self._cond:
+                for seq, run, (logits, states) in zip(seqs, runs, outs):
+                    n = len(run.tokens)
+                    seq.pos += n
+                    if seq.next_token is None:  # a prompt chunk
+                        del seq.pending[:n]
+                        seq.computed += n
+                        if isinstance(seq.job, _Embed):
+                            seq.states.append(states)
+                            if not seq.pending:
+                                seq.job.future.set_result(pool_states(np.concatenate(seq.states), seq.job.pooling))
+                                self._counts["requests_finished"] += 1
+                                self._free(seq.slot)
+                            continue
+                        if seq.pending:
+                            continue
+                        seq.job[0].prompt_done(seq.computed, now - seq.t_admit)
+                    gen, handle = seq.job
+                    if run.verify:
+                        token, n_gen = self._verified(seq, logits, seq.pos - n, wakes)
+                        generated += n_gen
+                    else:
+                        token = gen.sample(logits)
+                        generated += 1
+                        for r in gen.push(token):
+                            handle._put(r, wakes)
+                    if gen.done:
+                        self._counts["requests_finished"] += 1
+                        self._free(seq.slot)
+                    else:
+                        seq.next_token = token
+                self._counts["tokens_generated_total"] += generated
+                self._counts["steps_total"] += 1
+                self._recent.append((now, generated))
+                self._forget_old(now)
+        finally:  # a failing sample still wakes the consumers whose items went out
+            wake_all(wakes)
 
     def _drafts(self, seq: _Seq) -> list[int]:
         """The drafted tokens to verify after seq.next_token this step (speculative.py), maybe []."""
@@ -425,16 +444,16 @@ class Scheduler:
         self._length.draft_time(len(drafts), time.perf_counter() - t0)
         return drafts
 
-    def _verified(self, seq: _Seq, logits: np.ndarray, base: int) -> tuple[int, int]:
+    def _verified(self, seq: _Seq, logits: np.ndarray, base: int, wakes: list) -> tuple[int, int]:
         """Sample each verified row (logits (1 + len(seq.drafts), n_vocab)) while the samples
-        match the drafts (speculative.py's rule), push them, roll the slot back past the first
-        mismatch; returns (the last token sampled, tokens sampled)."""
+        match the drafts (speculative.py's rule), push them (consumers to wake into `wakes`), roll
+        the slot back past the first mismatch; returns (the last token sampled, tokens sampled)."""
         gen, handle = seq.job
         drafts, ok = seq.drafts, 0
         for i in range(len(drafts) + 1):
             token = gen.sample(logits[i])
             for r in gen.push(token):
-                handle._put(r)
+                handle._put(r, wakes)
             accept = i < len(drafts) and token == drafts[i]
             ok += accept
             if gen.done or not accept:

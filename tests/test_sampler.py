@@ -117,6 +117,20 @@ def test_logit_bias():
         apply_logit_bias(L4, {4: 1.0})
 
 
+def test_sample_edits_a_copy_once():
+    # sample() copies the logits once and edits the copy in place (bias, then penalties); the
+    # caller's array stays as computed, and the result is what the copying functions give
+    x = np.array([1.0, 3.0, 2.0, 2.9], dtype=np.float32)
+    before = x.copy()
+    params = SamplingParams(temperature=0, logit_bias={1: -np.inf}, repetition_penalty=2.0)
+    rng = np.random.default_rng(0)
+    assert sample(x, [3], params, rng) == 2        # 3 banned, 2.9 halved to 1.45
+    np.testing.assert_array_equal(x, before)
+    y = x.copy()
+    assert apply_penalties(apply_logit_bias(y, {1: -np.inf}, inplace=True), [3], 2.0, inplace=True) is y
+    np.testing.assert_array_equal(y, apply_penalties(apply_logit_bias(x, {1: -np.inf}), [3], 2.0))
+
+
 def test_greedy_and_finite_check():
     assert greedy(L4) == 3
     assert greedy(np.array([1.0, 5.0, 5.0])) == 1
