@@ -21,11 +21,6 @@ namespace QC_AVX2_NS {
 namespace {
 
 #ifndef QC_DOT_VNNI
-// An empty asm on each updated int32 sum: GCC otherwise reassociates the chain of vpaddd over a
-// block (integer adds are associative), keeps every product of the block live at once and spills
-// them to the stack (bench/README.md, "Kernel design measurements").
-static inline void keep_order(__m256i& sum) { __asm__("" : "+v"(sum)); }
-
 struct Dot {
   // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
   // weight vectors within the 16 ymm registers

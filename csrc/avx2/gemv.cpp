@@ -283,22 +283,32 @@ struct Q8_0R4T {
   }
   template <int A>
   static inline void dots(const uint8_t* tile, int, const __m256i* const* v, __m256i* dot) {
+#ifdef QC_DOT_VNNI
     for (int i = 0; i < A; ++i) dot[i] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
-      const __m256i w = load(tile + 32 * j);
-#ifdef QC_DOT_VNNI
-      const __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+      const __m256i u = _mm256_xor_si256(load(tile + 32 * j), _mm256_set1_epi8((char)0x80));
       for (int i = 0; i < A; ++i) dot[i] = dpbusd(dot[i], u, load(v[i] + j));
-#else
-      const __m256i ones = _mm256_set1_epi16(1), aw = _mm256_abs_epi8(w);
-      for (int i = 0; i < A; ++i) {
-        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load(v[i] + j), w));
-        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
-      }
-#endif
     }
-#ifdef QC_DOT_VNNI
     for (int i = 0; i < A; ++i) dot[i] = _mm256_sub_epi32(dot[i], load(v[i] + 8));
+#else
+    // one named sum per activation row, each update kept in order (keep_order): gcc reassociated
+    // the loop's vpaddd and kept all 8 x A products on the stack until the end
+    static_assert(A <= 4, "one named sum per activation row");
+    __m256i d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0;
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = load(tile + 32 * j), aw = _mm256_abs_epi8(w), ones = _mm256_set1_epi16(1);
+      auto row = [&](int i, __m256i& d) {
+        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load(v[i] + j), w));
+        d = _mm256_add_epi32(d, _mm256_madd_epi16(p, ones));
+        keep_order(d);
+      };
+      row(0, d0);
+      if constexpr (A > 1) row(1, d1);
+      if constexpr (A > 2) row(2, d2);
+      if constexpr (A > 3) row(3, d3);
+    }
+    const __m256i d[4] = {d0, d1, d2, d3};
+    for (int i = 0; i < A; ++i) dot[i] = d[i];
 #endif
   }
 };

@@ -79,6 +79,12 @@ QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cp
 QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
 #undef QC_AVX2_GEMM
 
+// An empty asm on each updated int32 sum: GCC otherwise reassociates a chain of vpaddd (integer
+// adds are associative), keeps every product of the chain live at once and spills them to the
+// stack (bench/README.md, "Kernel design measurements"). On a named variable: gcc keeps an array
+// element under it on the stack.
+static inline void keep_order(__m256i& sum) { __asm__("" : "+v"(sum)); }
+
 // The regrouping of the decode kernels' "Quad" form (gemv.cpp, gemv_32.cpp), which puts four
 // weight rows side by side, one per 32-bit lane: v[r] row r's 32 bytes (16 of block k, 16 of
 // block k + 1) -> out[j]: bytes 4j .. 4j + 3 of rows 0, 1, 2, 3 in each half.
