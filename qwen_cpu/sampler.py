@@ -250,6 +250,12 @@ def greedy(logits: np.ndarray) -> int:
     return int(np.argmax(logits))
 
 
+def check_some_left(max_logit: float) -> None:
+    """Raise QwenCpuError if the largest logit is -inf: every token was banned or masked."""
+    if max_logit == -np.inf:
+        raise QwenCpuError("every token was removed: nothing left to sample")
+
+
 def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
     """Draw an index with probability softmax(logits), using one `rng.random()` draw.
 
@@ -258,8 +264,7 @@ def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
     """
     x = np.asarray(logits, dtype=np.float32)
     m = x.max()
-    if m == -np.inf:
-        raise QwenCpuError("every token was removed: nothing left to sample")
+    check_some_left(m)
     weights = np.exp(x - m)                      # (n,) in (0, 1], the max is 1
     n = x.size
     width = n // _GROUPS
@@ -350,6 +355,8 @@ def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
     if penalize:
         apply_penalties(x, window, params.repetition_penalty, params.presence_penalty,
                         params.frequency_penalty, inplace=True)
+    if constraint is not None or params.logit_bias:  # the only edits that remove tokens (-inf)
+        check_some_left(x.max())
     if params.temperature == 0:
         return greedy(x)
 

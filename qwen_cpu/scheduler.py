@@ -76,7 +76,7 @@ class Handle:
 
     def _put(self, item: Response | BaseException, wakes: list | None = None) -> None:
         """Queue item for the consumer; an asyncio consumer is woken now, or, given `wakes`, its
-        (loop, future) goes there for the caller's wake_all (one wake-up per loop and step)."""
+        (loop, future) goes there for the caller's _wake_all (one wake-up per loop and step)."""
         with self._cond:
             self._items.append(item)
             if isinstance(item, BaseException) or item.finish_reason is not None:
@@ -86,7 +86,7 @@ class Handle:
         if wakes is not None:
             wakes.extend(waiters)
         else:
-            wake_all(waiters)
+            _wake_all(waiters)
 
     @staticmethod
     def _unpack(item: Response | BaseException) -> Response:
@@ -137,7 +137,7 @@ class Handle:
         return collect(iter(self))
 
 
-def wake_all(waiters: Sequence[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
+def _wake_all(waiters: Sequence[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
     """Resolve the asyncio consumers' futures, one call_soon_threadsafe per event loop: each is a
     write that wakes the loop's thread, which then competes with the step's compute threads."""
     by_loop: dict = {}
@@ -402,14 +402,17 @@ class Scheduler:
                             continue
                         seq.job[0].prompt_done(seq.computed, now - seq.t_admit)
                     gen, handle = seq.job
-                    if run.verify:
-                        token, n_gen = self._verified(seq, logits, seq.pos - n, wakes)
-                        generated += n_gen
-                    else:
-                        token = gen.sample(logits)
-                        generated += 1
-                        for r in gen.push(token):
-                            handle._put(r, wakes)
+                    try:
+                        if run.verify:
+                            token, n_gen = self._verified(seq, logits, seq.pos - n, wakes)
+                        else:
+                            token, n_gen = gen.sample(logits), 1
+                            for r in gen.push(token):
+                                handle._put(r, wakes)
+                    except Exception as e:  # noqa: BLE001 - e.g. every token banned: this request alone ends, with why
+                        self._fail(seq, e if isinstance(e, QwenCpuError) else QwenCpuError(f"sampling failed: {e!r}"))
+                        continue
+                    generated += n_gen
                     if gen.done:
                         self._counts["requests_finished"] += 1
                         self._free(seq.slot)
@@ -420,7 +423,7 @@ class Scheduler:
                 self._recent.append((now, generated))
                 self._forget_old(now)
         finally:  # a failing sample still wakes the consumers whose items went out
-            wake_all(wakes)
+            _wake_all(wakes)
 
     def _drafts(self, seq: _Seq) -> list[int]:
         """The drafted tokens to verify after seq.next_token this step (speculative.py), maybe []."""

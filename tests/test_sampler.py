@@ -129,6 +129,9 @@ def test_sample_edits_a_copy_once():
     y = x.copy()
     assert apply_penalties(apply_logit_bias(y, {1: -np.inf}, inplace=True), [3], 2.0, inplace=True) is y
     np.testing.assert_array_equal(y, apply_penalties(apply_logit_bias(x, {1: -np.inf}), [3], 2.0))
+    for temperature in (0.0, 0.8):  # greedy too: argmax would give token 0 of an all -inf vector
+        with pytest.raises(QwenCpuError, match="every token was removed"):
+            sample(x, [], SamplingParams(temperature=temperature, logit_bias=dict.fromkeys(range(4), -np.inf)), rng)
 
 
 def test_greedy_and_finite_check():

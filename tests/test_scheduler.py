@@ -202,6 +202,21 @@ def test_logprobs_are_the_model_distribution(tiny_qwen_gguf):
         assert all(r.logprob is None and r.top_logprobs is None for r in plain)
 
 
+def test_a_failing_sample_ends_its_request_alone(tiny_qwen_gguf):
+    with Model.load(tiny_qwen_gguf, n_ctx=64, n_seq=2) as m:
+        ids = m.tokenize("Hello there")
+        ban_all = sampling_params(temperature=0.8, logit_bias={t: -np.inf for t in range(m.config.n_vocab)})
+        with Scheduler(m) as s:
+            alone = [r.token for r in s.submit(Request(prompt_ids=ids, max_tokens=6, params=GREEDY, stop_tokens=[]))]
+            good = s.submit(Request(prompt_ids=ids, max_tokens=6, params=GREEDY, stop_tokens=[]))
+            bad = s.submit(Request(prompt_ids=ids, max_tokens=6, params=ban_all))
+            with pytest.raises(QwenCpuError, match="every token was removed"):
+                list(bad)
+            assert [r.token for r in good] == alone  # the request beside it is untouched
+            assert [r.token for r in s.submit(Request(prompt_ids=ids, max_tokens=6, params=GREEDY,
+                                                      stop_tokens=[]))] == alone
+
+
 def test_async_iteration(tiny_qwen_gguf):
     with Model.load(tiny_qwen_gguf, n_ctx=64, n_seq=2) as m:
         ids = m.tokenize("Hello there")

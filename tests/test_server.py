@@ -191,6 +191,27 @@ def test_client_disconnect_frees_the_slot(smol, smol_model):
     assert m["qwen_cpu_n_seq"] == 4 and m["qwen_cpu_requests_cancelled_total"] >= 2
 
 
+def test_a_request_that_cannot_be_sampled_ends_alone(smol, smol_model):
+    # Every token banned (JSON's -Infinity, which the bias accepts as a ban): the step's sampling of
+    # that sequence fails. It alone ends with the reason; a stream running beside it goes on, and
+    # the server keeps serving (once, this stopped the step thread: every stream ended, then 503s).
+    user = [{"role": "user", "content": "Hi"}]
+    ban_all = "{" + ", ".join(f'"{t}": -Infinity' for t in range(smol_model.config.n_vocab)) + "}"
+    running = {"model": name(smol), "messages": user, "max_tokens": 40, "logit_bias": no_eos(smol_model),
+               "stream": True, "temperature": 0}
+    with httpx.stream("POST", smol.url + "/v1/chat/completions", json=running, timeout=60) as r:
+        lines = r.iter_lines()
+        first = next(x for x in lines if x.startswith("data:"))
+        bad = ('{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "logit_bias": %s}'
+               % (name(smol), ban_all)).encode()
+        assert "every token was removed" in error(smol, "/v1/chat/completions", 400, content=bad)
+        events = sse_events([first, *lines])
+    assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
+    assert "error" not in json.dumps(events)
+    got = smol.client().chat.completions.create(model=name(smol), messages=user, max_tokens=4)
+    assert got.choices[0].message.content
+
+
 def test_metrics_text(smol):
     text = httpx.get(smol.url + "/metrics").text
     for needle in ('qwen_cpu_http_requests_total{endpoint="/v1/chat/completions",status="200"}',
