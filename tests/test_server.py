@@ -194,7 +194,8 @@ def test_client_disconnect_frees_the_slot(smol, smol_model):
 def test_a_request_that_cannot_be_sampled_ends_alone(smol, smol_model):
     # Every token banned (JSON's -Infinity, which the bias accepts as a ban): the step's sampling of
     # that sequence fails. It alone ends with the reason; a stream running beside it goes on, and
-    # the server keeps serving (once, this stopped the step thread: every stream ended, then 503s).
+    # the server keeps serving (before 78f2c0e it stopped the step thread: every stream ended and
+    # every later request was refused).
     user = [{"role": "user", "content": "Hi"}]
     ban_all = "{" + ", ".join(f'"{t}": -Infinity' for t in range(smol_model.config.n_vocab)) + "}"
     running = {"model": name(smol), "messages": user, "max_tokens": 40, "logit_bias": no_eos(smol_model),
