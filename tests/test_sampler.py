@@ -126,6 +126,7 @@ def test_sample_edits_a_copy_once():
     rng = np.random.default_rng(0)
     assert sample(x, [3], params, rng) == 2        # 3 banned, 2.9 halved to 1.45
     np.testing.assert_array_equal(x, before)
+    assert Sampler(params, repetition_penalty=1.0)(x, [3]) == 3  # overrides beside the bias's cached arrays
     y = x.copy()
     assert apply_penalties(apply_logit_bias(y, {1: -np.inf}, inplace=True), [3], 2.0, inplace=True) is y
     np.testing.assert_array_equal(y, apply_penalties(apply_logit_bias(x, {1: -np.inf}), [3], 2.0))
