@@ -103,11 +103,13 @@ static inline void row_passes_a(int n_rows, int n_a, Rows&& rows) {
 // repack_panel_cols) slab by slab and in a slab panel by panel, for a kernel that keeps one
 // accumulator (Acc, kAccBytes) per (quad, activation row) from panel to panel: for n_rows rows of
 // n columns (wrb bytes each) from w, in tiles of tile_bytes, piece(acc, tile, g0, g1) reads tiles
-// g0 .. g1 - 1 of one quad (tile: the first of them) into acc[i] for activation row i < n_a; then
-// done(acc, quad) has that quad's sums of every activation row.
+// g0 .. g1 - 1 of `quads` consecutive quads of a slab (1, or 2 where the slab's quad count is even;
+// tile: the first quad's first tile, the next quad's g1 - g0 tiles after it in its panel) into
+// acc[k * n_a + i] for quad k and activation row i < n_a; then done(acc, quad) has that quad's sums
+// of every activation row.
 template <size_t kAccBytes, typename Acc, typename Piece, typename Done>
 static inline void slab_panels(int32_t layout, int64_t n, const uint8_t* w, size_t wrb, int n_rows, size_t tile_bytes,
-                               int n_a, Piece&& piece, Done&& done) {
+                               int n_a, Piece&& piece, Done&& done, int quads = 1) {
   struct alignas(kAccBytes) Bytes {
     uint8_t b[kAccBytes];
   };
@@ -123,7 +125,7 @@ static inline void slab_panels(int32_t layout, int64_t n, const uint8_t* w, size
     for (int k = 0; k < slab * n_a; ++k) acc[k] = Acc{};
     for (int64_t g0 = 0; g0 < n_tiles; g0 += panel) {
       const int64_t g1 = n_tiles - g0 < panel ? n_tiles : g0 + panel;
-      for (int q = 0; q < slab; ++q)
+      for (int q = 0; q < slab; q += quads)
         piece(acc + q * n_a, first + (size_t)panel_tile(q, g0, slab, n_tiles, panel) * tile_bytes, g0, g1);
     }
     for (int q = 0; q < slab; ++q) done(acc + q * n_a, s * slab + q);

@@ -223,6 +223,7 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 template <class L>
 struct QuadPairs {
   static constexpr int64_t kCols = 128;  // two pairs per tile
+  static constexpr bool kTwoQuads = false;
   // dw[h] = the scales [rows 0..3 of block 2h | of block 2h + 1], from 4r + k = row r's block k
   static inline void scales(const uint8_t* tile, __m256* dw) {
     const __m256i spread = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -243,6 +244,7 @@ struct QuadPairs {
 // tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
 struct Q4_0R4T : QuadPairs<Q4_0R4T> {
   static constexpr int32_t kLayout = QC_LAYOUT_Q4_0_R4T;
+  static constexpr bool kTwoQuads = true;  // several rows: quad_tiles2
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
   static inline Quad quad(const uint8_t* tile, int h) {
@@ -275,6 +277,7 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
 // kOffShift 4).
 struct Q8_0R4T {
   static constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
+  static constexpr bool kTwoQuads = false;
   static constexpr size_t kTile = 272;
   static constexpr int64_t kCols = 64;
   static constexpr int kOffShift = 4;
@@ -364,6 +367,56 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
   for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
 
+#ifndef QC_DOT_VNNI
+// quad_tiles of two quads at once (Q4_0_R4T, several activation rows): tiles g0 .. g1 - 1 of quad
+// a (ta) and quad b (tb) into acc_a[i], acc_b[i]. Each activation vector is loaded once for both
+// quads, group by group, the tile vectors unpacked as they are needed: one quad at a time read
+// each broadcast vector from L1 once per quad, 10 loads per row and pair, the bound of that pass
+// (bench/README.md, "AVX2 several-row Q4_0: two quads per pass"). The same integer sums and float
+// steps per (quad, row) as quad_tiles, so the same bits.
+template <class L, int A>
+static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0, int64_t g1, const uint8_t* va,
+                               size_t arb, const __m256i* bc, size_t bc_row, __m256* acc_a, __m256* acc_b) {
+  static_assert(L::kOffShift == 0 && A <= 4, "one int16 sum of 8 products per (quad, row)");
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  for (int64_t g = g0; g < g1; ++g, ta += L::kTile, tb += L::kTile) {
+    __m256 dwa[2], dwb[2];
+    L::scales(ta, dwa), L::scales(tb, dwb);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t pair = 2 * g + h;
+      const __m256i* v[A];
+      for (int i = 0; i < A; ++i) v[i] = bc + i * bc_row + 9 * pair;
+      // row i's int16 sums with quad a (ai) and b (bi); named: see keep_order
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      auto group = [&](int j) {  // called with constants
+        const __m256i ra = load(ta + 64 * j + 32 * h), rb = load(tb + 64 * j + 32 * h);
+        const __m256i alo = _mm256_and_si256(ra, m4), ahi = _mm256_and_si256(_mm256_srli_epi16(ra, 4), m4);
+        const __m256i blo = _mm256_and_si256(rb, m4), bhi = _mm256_and_si256(_mm256_srli_epi16(rb, 4), m4);
+        auto row = [&](int i, __m256i& sa, __m256i& sb) {
+          const __m256i lo = load(v[i] + j), hi = load(v[i] + 4 + j);
+          sa = _mm256_add_epi16(sa, _mm256_add_epi16(_mm256_maddubs_epi16(alo, lo), _mm256_maddubs_epi16(ahi, hi)));
+          sb = _mm256_add_epi16(sb, _mm256_add_epi16(_mm256_maddubs_epi16(blo, lo), _mm256_maddubs_epi16(bhi, hi)));
+          keep_order(sa), keep_order(sb);
+        };
+        row(0, a0, b0);
+        if constexpr (A > 1) row(1, a1, b1);
+        if constexpr (A > 2) row(2, a2, b2);
+        if constexpr (A > 3) row(3, a3, b3);
+      };
+      group(0), group(1), group(2), group(3);
+      const __m256i sa[4] = {a0, a1, a2, a3}, sb[4] = {b0, b1, b2, b3};
+      for (int i = 0; i < A; ++i) {
+        const block_q8_0x4* a = reinterpret_cast<const block_q8_0x4*>(va + i * arb) + (pair >> 1);
+        const __m256i off = load(v[i] + 8);
+        acc_a[i] = dot_fma(_mm256_sub_epi32(_mm256_madd_epi16(sa[i], ones), off), a, (int)(pair & 1), dwa[h], acc_a[i]);
+        acc_b[i] = dot_fma(_mm256_sub_epi32(_mm256_madd_epi16(sb[i], ones), off), a, (int)(pair & 1), dwb[h], acc_b[i]);
+      }
+    }
+    prefetch_tiles_ahead<A>(ta, L::kTile), prefetch_tiles_ahead<A>(tb, L::kTile);
+  }
+}
+#endif
+
 // gemv_rows_fn of the R4T layouts, slab by slab and in a slab panel by panel (repack.h), per quad
 // of the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read
 // from memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
@@ -387,18 +440,36 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
     bc = reinterpret_cast<const __m256i*>(bcast.data());
   }
+#ifndef QC_DOT_VNNI
+  const bool two = L::kTwoQuads && n_a > 1;
+#else
+  const bool two = false;
+#endif
   slab_panels<32, __m256>(
       L::kLayout, n, w, wrb, n_rows, L::kTile, n_a,
       [&](__m256* acc, const uint8_t* tile, int64_t g0, int64_t g1) {
         if (n_a == 1)
           return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, !kHwShort || n > repack_panel_cols(L::kLayout));
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
+#ifndef QC_DOT_VNNI
+          if constexpr (L::kTwoQuads) {
+            if (two) {
+              __m256 acc_a[A], acc_b[A];  // quads q, q + 1 of the slab
+              for (int k = 0; k < A; ++k) acc_a[k] = acc[i + k], acc_b[k] = acc[n_a + i + k];
+              quad_tiles2<L, A>(tile, tile + (g1 - g0) * L::kTile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row,
+                                acc_a, acc_b);
+              for (int k = 0; k < A; ++k) acc[i + k] = acc_a[k], acc[n_a + i + k] = acc_b[k];
+              return;
+            }
+          }
+#endif
           quad_tiles<L, A>(tile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
         });
       },
       [&](const __m256* acc, int quad) {
         for (int i = 0; i < n_a; ++i) _mm_storeu_ps(y + i * ys + 4 * quad, quad_sum(acc[i]));
-      });
+      },
+      two ? 2 : 1);
 }
 
 }  // namespace
