@@ -244,12 +244,16 @@ struct QuadPairs {
 // tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
 struct Q4_0R4T : QuadPairs<Q4_0R4T> {
   static constexpr int32_t kLayout = QC_LAYOUT_Q4_0_R4T;
-  static constexpr bool kTwoQuads = true;  // several rows: quad_tiles2
+  static constexpr bool kTwoQuads = true;  // several rows without VNNI: quad_tiles2
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
+  // the Quad's lo[j], hi[j] alone (quad_tiles2 unpacks two quads group by group)
+  static inline void group(const uint8_t* tile, int h, int j, __m256i& lo, __m256i& hi) {
+    unpack_nibbles_2(load(tile + 64 * j + 32 * h), &lo, &hi);
+  }
   static inline Quad quad(const uint8_t* tile, int h) {
     Quad q;
-    for (int j = 0; j < 4; ++j) unpack_nibbles_2(load(tile + 64 * j + 32 * h), &q.lo[j], &q.hi[j]);
+    for (int j = 0; j < 4; ++j) group(tile, h, j, q.lo[j], q.hi[j]);
     return q;
   }
 };
@@ -367,18 +371,18 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
   for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
 
-#ifndef QC_DOT_VNNI
-// quad_tiles of two quads at once (Q4_0_R4T, several activation rows): tiles g0 .. g1 - 1 of quad
-// a (ta) and quad b (tb) into acc_a[i], acc_b[i]. Each activation vector is loaded once for both
-// quads, group by group, the tile vectors unpacked as they are needed: one quad at a time read
-// each broadcast vector from L1 once per quad, 10 loads per row and pair, the bound of that pass
-// (bench/README.md, "AVX2 several-row Q4_0: two quads per pass"). The same integer sums and float
-// steps per (quad, row) as quad_tiles, so the same bits.
+// quad_tiles of two quads at once (the layouts with kTwoQuads, several activation rows, vpmaddubsw):
+// tiles g0 .. g1 - 1 of quad a (ta) and quad b (tb) into acc_a[i], acc_b[i]. Each activation vector
+// is loaded once for both quads, group by group (L::group; two whole Quads would take all 16
+// registers): one quad at a time read each broadcast vector from L1 once per quad, 10 loads per
+// row and pair, the bound of that pass (bench/README.md, "AVX2 several-row Q4_0: two quads per
+// pass"). The same integer sums (one int16 sum of a lane's 8 products, quad_dot's bound for
+// kOffShift 0, any order exact) and float steps per (quad, row) as quad_tiles: the same bits.
 template <class L, int A>
 static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0, int64_t g1, const uint8_t* va,
                                size_t arb, const __m256i* bc, size_t bc_row, __m256* acc_a, __m256* acc_b) {
   static_assert(L::kOffShift == 0 && A <= 4, "one int16 sum of 8 products per (quad, row)");
-  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = g0; g < g1; ++g, ta += L::kTile, tb += L::kTile) {
     __m256 dwa[2], dwb[2];
     L::scales(ta, dwa), L::scales(tb, dwb);
@@ -389,9 +393,8 @@ static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0,
       // row i's int16 sums with quad a (ai) and b (bi); named: see keep_order
       __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       auto group = [&](int j) {  // called with constants
-        const __m256i ra = load(ta + 64 * j + 32 * h), rb = load(tb + 64 * j + 32 * h);
-        const __m256i alo = _mm256_and_si256(ra, m4), ahi = _mm256_and_si256(_mm256_srli_epi16(ra, 4), m4);
-        const __m256i blo = _mm256_and_si256(rb, m4), bhi = _mm256_and_si256(_mm256_srli_epi16(rb, 4), m4);
+        __m256i alo, ahi, blo, bhi;
+        L::group(ta, h, j, alo, ahi), L::group(tb, h, j, blo, bhi);
         auto row = [&](int i, __m256i& sa, __m256i& sb) {
           const __m256i lo = load(v[i] + j), hi = load(v[i] + 4 + j);
           sa = _mm256_add_epi16(sa, _mm256_add_epi16(_mm256_maddubs_epi16(alo, lo), _mm256_maddubs_epi16(ahi, hi)));
@@ -415,7 +418,6 @@ static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0,
     prefetch_tiles_ahead<A>(ta, L::kTile), prefetch_tiles_ahead<A>(tb, L::kTile);
   }
 }
-#endif
 
 // gemv_rows_fn of the R4T layouts, slab by slab and in a slab panel by panel (repack.h), per quad
 // of the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read
@@ -440,19 +442,19 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
     bc = reinterpret_cast<const __m256i*>(bcast.data());
   }
-#ifndef QC_DOT_VNNI
-  const bool two = L::kTwoQuads && n_a > 1;
+#ifdef QC_DOT_VNNI
+  constexpr bool kTwo = false;  // vpdpbusd's passes are not bound by the loads quad_tiles2 saves
 #else
-  const bool two = false;
+  constexpr bool kTwo = L::kTwoQuads;
 #endif
+  const bool two = kTwo && n_a > 1;
   slab_panels<32, __m256>(
       L::kLayout, n, w, wrb, n_rows, L::kTile, n_a,
       [&](__m256* acc, const uint8_t* tile, int64_t g0, int64_t g1) {
         if (n_a == 1)
           return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, !kHwShort || n > repack_panel_cols(L::kLayout));
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
-#ifndef QC_DOT_VNNI
-          if constexpr (L::kTwoQuads) {
+          if constexpr (kTwo) {
             if (two) {
               __m256 acc_a[A], acc_b[A];  // quads q, q + 1 of the slab
               for (int k = 0; k < A; ++k) acc_a[k] = acc[i + k], acc_b[k] = acc[n_a + i + k];
@@ -462,7 +464,6 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
               return;
             }
           }
-#endif
           quad_tiles<L, A>(tile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row, acc + i);
         });
       },
