@@ -442,10 +442,12 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
     bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
     bc = reinterpret_cast<const __m256i*>(bcast.data());
   }
+  // quad_tiles2 is the vpmaddubsw form; the VNNI tables keep their vpdpbusd pass (not measured with
+  // two quads). It takes the quads of a slab in pairs.
 #ifdef QC_DOT_VNNI
-  constexpr bool kTwo = false;  // vpdpbusd's passes are not bound by the loads quad_tiles2 saves
+  constexpr bool kTwo = false;
 #else
-  constexpr bool kTwo = L::kTwoQuads;
+  constexpr bool kTwo = L::kTwoQuads && repack_rows_of(L::kLayout) % 8 == 0;
 #endif
   const bool two = kTwo && n_a > 1;
   slab_panels<32, __m256>(
@@ -455,8 +457,9 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
           return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, !kHwShort || n > repack_panel_cols(L::kLayout));
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
           if constexpr (kTwo) {
-            if (two) {
-              __m256 acc_a[A], acc_b[A];  // quads q, q + 1 of the slab
+            if (two) {  // quads q, q + 1 of the slab; their accumulators copied here: copied inside
+                        // quad_tiles2 (as quad_tiles does), gcc kept them on the stack, slower
+              __m256 acc_a[A], acc_b[A];
               for (int k = 0; k < A; ++k) acc_a[k] = acc[i + k], acc_b[k] = acc[n_a + i + k];
               quad_tiles2<L, A>(tile, tile + (g1 - g0) * L::kTile, g0, g1, a + i * arb, arb, bc + i * bc_row, bc_row,
                                 acc_a, acc_b);
