@@ -6,8 +6,11 @@
 Two logit shapes, seeded: "peaked" (normal(0, 2) noise plus 8 tokens 12..20 above it: most of the
 probability on a handful of tokens, like a language model's typical step) and "flat" (normal(0, 2)
 plus 8 tokens 6..14 above: the top-p=0.9 set holds ~32,000 tokens, a worst case for top-p without
-top-k). History: 64 recent ids for the penalties. Prints the median and 99th-percentile time per
-token for each configuration and shape (one thread, numpy only).
+top-k). History: 64 recent ids for the penalties. Besides the sampling filters, greedy with a
+logit_bias of 2 banned ids (bench_server.py's end-of-text ban) and of every third id of the
+vocabulary (a large bias: its conversion, once per request or once per token, is serial work a
+batched step waits for). Prints the median and 99th-percentile time per token for each
+configuration and shape (one thread, numpy only).
 """
 
 from __future__ import annotations
@@ -48,7 +51,11 @@ def main() -> None:
     print(f"vocabulary {args.vocab}, {args.steps} steps per configuration and shape")
     print(f"  {'configuration':28s} {'peaked: median':>15s} {'p99':>9s}   "
           f"{'flat: median':>13s} {'p99':>9s}")
-    for name, params in CONFIGS.items():
+    configs = {**CONFIGS,
+               "greedy + bias 2 ids": SamplingParams(temperature=0, logit_bias={0: -np.inf, 1: -np.inf}),
+               "greedy + bias 1/3 of ids": SamplingParams(temperature=0,
+                                                          logit_bias=dict.fromkeys(range(0, args.vocab, 3), -5.0))}
+    for name, params in configs.items():
         row = []
         for logits_set in shapes.values():
             sampler = Sampler(params, seed=1)
