@@ -370,10 +370,14 @@ def sample(logits: np.ndarray, history: Sequence[int], params: SamplingParams,
     if penalize:
         apply_penalties(x, window, params.repetition_penalty, params.presence_penalty,
                         params.frequency_penalty, inplace=True)
-    if constraint is not None or params.logit_bias:  # the only edits that remove tokens (-inf)
-        check_some_left(x.max())
+    removes = constraint is not None or bool(params.logit_bias)  # the only edits that set -inf
     if params.temperature == 0:
-        return greedy(x)
+        i = greedy(x)
+        if removes:
+            check_some_left(x[i])  # the largest logit, no second pass
+        return i
+    if removes:
+        check_some_left(x.max())
 
     n = x.size
     if 0 < params.top_k < n:
