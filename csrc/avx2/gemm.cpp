@@ -41,6 +41,7 @@ struct Dot {
 struct BlockScale {
   float d;
 };
+static_assert(sizeof(BlockScale) == sizeof(float), "8 consecutive scales take one vector store");
 
 // Q8_0 x Q8_0 (plain Q8_0 activations: signed bytes, f16 scale) over 8 interleaved weight rows,
 // as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
@@ -55,7 +56,7 @@ struct BlockScale {
 template <class Rows8>
 static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
                              Rows8&& rows8) {
-  constexpr int kSeg = 16;  // blocks per segment: w and |w| of 8 rows (8 KB) and kC tokens' blocks stay in L1
+  constexpr int kSeg = 32;  // blocks per segment: w and |w| of 8 rows (16 KB) and kC tokens' blocks stay in L1
   constexpr int kC = 4;     // tokens per pass: 4 int32 sums, 4 float accumulators, w, |w| in 16 ymm registers
   alignas(32) int8_t wq[kSeg][8][32];   // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) uint8_t wa[kSeg][8][32];  // |wq|
@@ -67,7 +68,16 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
   if (da_buf.size() < (size_t)(n_a * nb)) da_buf.resize((size_t)(n_a * nb));
   for (int t = 0; t < n_a; ++t) {
     const block_q8_0* at = reinterpret_cast<const block_q8_0*>(a + t * arb);
-    for (int64_t b = 0; b < nb; ++b) da_buf[t * nb + b].d = h2f(at[b].d);
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) {  // 8 scales gathered into one vcvtph2ps
+      __m128i h = _mm_cvtsi32_si128(at[b].d);
+      h = _mm_insert_epi16(h, at[b + 1].d, 1), h = _mm_insert_epi16(h, at[b + 2].d, 2);
+      h = _mm_insert_epi16(h, at[b + 3].d, 3), h = _mm_insert_epi16(h, at[b + 4].d, 4);
+      h = _mm_insert_epi16(h, at[b + 5].d, 5), h = _mm_insert_epi16(h, at[b + 6].d, 6);
+      h = _mm_insert_epi16(h, at[b + 7].d, 7);
+      _mm256_storeu_ps(&da_buf[t * nb + b].d, _mm256_cvtph_ps(h));
+    }
+    for (; b < nb; ++b) da_buf[t * nb + b].d = h2f(at[b].d);
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (int r0 = 0; r0 < n_w; r0 += 8) {
@@ -112,12 +122,16 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
           const __m256i isum[kC] = {s0, s1, s2, s3};
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
-            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(da[c][b].d), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, _mm256_set1_ps(da[c][b].d)), acc[c]);
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
+          float* yc = y + (c0 + c) * ys + r0;
+          if (nr == 8) {
+            _mm256_storeu_ps(yc, s0 == 0 ? acc[c] : _mm256_add_ps(_mm256_loadu_ps(yc), acc[c]));
+            continue;
+          }
           alignas(32) float part[8];
           _mm256_store_ps(part, acc[c]);
-          float* yc = y + (c0 + c) * ys + r0;
           for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
         }
       }
@@ -292,9 +306,13 @@ static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int 
           }
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
+          float* yc = y + (c0 + c) * ys + r0;
+          if (nr == 8) {
+            _mm256_storeu_ps(yc, s0 == 0 ? acc[c] : _mm256_add_ps(_mm256_loadu_ps(yc), acc[c]));
+            continue;
+          }
           alignas(32) float part[8];
           _mm256_store_ps(part, acc[c]);
-          float* yc = y + (c0 + c) * ys + r0;
           for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
         }
       }

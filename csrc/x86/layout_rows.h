@@ -28,10 +28,8 @@ QC_GEMM_ATTR static inline void q8_0_r4t_rows8(const uint8_t* w, int64_t n, int 
   for (int g = 0; g < 8; ++g)
     v[g] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(tile[1] + 32 * g + half),
                                reinterpret_cast<const __m128i*>(tile[0] + 32 * g + half));
-  for (int h = 0; h < 2; ++h) {
-    const half_t* d = reinterpret_cast<const half_t*>(tile[h] + 256) + 4 * (b % 2);
-    for (int r = 0; r < 4; ++r) dw[4 * h + r] = x86::h2f(d[r]);
-  }
+  for (int h = 0; h < 2; ++h)  // the quad's 4 scales of block b, side by side
+    _mm_storeu_ps(dw + 4 * h, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tile[h] + 256 + 8 * (b % 2)))));
 }
 
 // x: lane r = bytes qs[4j .. 4j + 3] of row r's Q4 block -> v[j] (low nibbles: values 4j ..) and
