@@ -166,8 +166,9 @@ template <class W>
 struct KInt;
 // Per row and super-block, scales(block, v, &d, &dmin) gives kVec vectors of 8 int32 lanes, each
 // lane two int16 words: v[0 .. kVec - 2] lane j: the scale of sub-block 8v + j, twice (the
-// vpmaddwd factor of its int16 sums); v[kVec - 1] lane p: the weights of Q8_K bsums 2p and 2p + 1
-// (the min of their sub-block, or -32 * their scales).
+// vpmaddwd factor of its int16 sums); v[kVec - 1] lane p: the weights of two of the token's sums
+// (kMin: the mins of sub-blocks 2p and 2p + 1, against the token's sums over those sub-blocks;
+// lanes 4..7 zero. Q6_K: -32 times the scales of Q8_K bsums 2p and 2p + 1, against those bsums).
 template <>
 struct KInt<gemm::Q4_KW> {
   typedef block_q4_K B;
@@ -177,9 +178,9 @@ struct KInt<gemm::Q4_KW> {
   template <class Blk>
   static inline void scales(const Blk& b, __m256i* v, float* d, float* dmin) {
     const __m128i sm = x86::k4_scales_mins(b.scales);  // bytes 0..7 scales, 8..15 mins
-    const __m256i sc = _mm256_cvtepu8_epi32(sm), mn = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+    const __m256i sc = _mm256_cvtepu8_epi32(sm);
     v[0] = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-    v[1] = _mm256_or_si256(mn, _mm256_slli_epi32(mn, 16));  // bsums 2j, 2j + 1 are sub-block j's halves
+    v[1] = _mm256_zextsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)));  // mins 2p, 2p + 1 in lane p
     *d = h2f(b.d);
     *dmin = h2f(b.dmin);
   }
@@ -293,9 +294,18 @@ static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int 
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c) {
             __m256i ib = _mm256_setzero_si256();
-            for (int p = 0; p < 8; ++p)
-              ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])),
-                                                           gemm::bcast4(ab[c][b].bsums + 2 * p)));
+            if constexpr (T::kMin) {  // the token's sums of the 8 sub-blocks, lane p: sub-blocks 2p, 2p + 1
+              const __m128i* bs = reinterpret_cast<const __m128i*>(ab[c][b].bsums);
+              const __m256i sums = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1)));
+              const __m256i pair[4] = {_mm256_shuffle_epi32(sums, 0x00), _mm256_shuffle_epi32(sums, 0x55),
+                                       _mm256_shuffle_epi32(sums, 0xaa), _mm256_shuffle_epi32(sums, 0xff)};
+              for (int p = 0; p < 4; ++p)
+                ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])), pair[p]));
+            } else {
+              for (int p = 0; p < 8; ++p)
+                ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])),
+                                                             gemm::bcast4(ab[c][b].bsums + 2 * p)));
+            }
             const __m256 da = _mm256_set1_ps(ab[c][b].d);
             if constexpr (T::kMin) {
               acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, da), acc[c]);
