@@ -160,8 +160,9 @@ static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const v
 // super-block and token one exact int32 sum per row, sum_j sc_j * dot_j (< 2^31: 8 * 63 * 32 * 15
 // * 127, 8 * 63 * 32 * 31 * 127, 16 * 128 * 16 * 63 * 127), then one conversion and FMA with
 // d(row) * d(token). The min (Q4_K, Q5_K: dmin * m_j * S_j) or offset (Q6_K: -32 * sc_j * S_j,
-// added to the int32 sum) terms come from the Q8_K bsums, 2 per vpmaddwd against the row's int16
-// weights of them. Per 8 values and token: 2 vpmaddubsw and 2 / kSum vpmaddwd instead of 2 + 1.
+// added to the int32 sum) terms come from the Q8_K bsums (Q4_K, Q5_K: summed by sub-block, one
+// vphaddw), 2 per vpmaddwd against the row's int16 weights of them. Per 8 values and token: 2
+// vpmaddubsw and 2 / kSum vpmaddwd instead of 2 + 1.
 template <class W>
 struct KInt;
 // Per row and super-block, scales(block, v, &d, &dmin) gives kVec vectors of 8 int32 lanes, each
