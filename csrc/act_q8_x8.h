@@ -13,6 +13,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "blocks.h"
 
@@ -40,6 +41,32 @@ static void quantize_row_q8_x8(const float* x, void* vy, int64_t n) {
       y[i + k].d = fp16_to_fp32(tmp[k].d);
       y[i + k].s = fp16_to_fp32(tmp[k].s);
       for (int j = 0; j < 32; ++j) y[i + k].u[j] = (uint8_t)(tmp[k].qs[j] ^ 0x80);
+    }
+  }
+}
+
+// Q8_0F: the activation layout of the AVX2 Q8_0 prefill kernel (csrc/avx2/gemm.cpp, which keeps
+// the signed bytes: their products with Q8_0's signed weights go through vpsignb), Q8_0 with its
+// scale as a float, converted once per token instead of once per call of the kernel.
+struct block_q8_0f {
+  float d;         // the Q8_0 block scale, as float
+  int8_t qs[32];   // Q8_0's values
+};
+static_assert(sizeof(block_q8_0f) == 36, "block_q8_0f size");
+constexpr int QK8_0F = 32;
+
+// x (n, a multiple of 32) -> y (n / 32 blocks), through the instruction set's own Q8_0 quantizer
+template <void (*Q8_0)(const float*, void*, int64_t)>
+static void quantize_row_q8_0f(const float* x, void* vy, int64_t n) {
+  block_q8_0f* y = static_cast<block_q8_0f*>(vy);
+  constexpr int64_t kStep = 8;  // blocks per call of Q8_0
+  block_q8_0 tmp[kStep];
+  for (int64_t i = 0; i < n / 32; i += kStep) {
+    const int64_t nb = n / 32 - i < kStep ? n / 32 - i : kStep;
+    Q8_0(x + 32 * i, tmp, 32 * nb);
+    for (int64_t k = 0; k < nb; ++k) {
+      y[i + k].d = fp16_to_fp32(tmp[k].d);
+      std::memcpy(y[i + k].qs, tmp[k].qs, 32);
     }
   }
 }

@@ -42,6 +42,7 @@ typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 enum : int32_t {
   QC_ACT_Q8_0X4 = GGML_TYPE_COUNT,  // act_q8_0x4.h: Q8_0 regrouped for the Q4_0 gemv
   QC_ACT_Q8_X8,                     // act_q8_x8.h: Q8_1 with a + 128 and float scales, for gemm_x8
+  QC_ACT_Q8_0F,                     // act_q8_x8.h: Q8_0 with float scales, for the AVX2 Q8_0 gemm
   QC_ACT_COUNT,
 };
 
@@ -298,13 +299,18 @@ static inline size_t row_bytes(int32_t type, int64_t n) {
 
 // Elements per block and bytes of a row of an activation format: a GGUF type or a QC_ACT_* id.
 static inline int act_block_elems(int32_t fmt) {
-  return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : type_info(fmt).block_elems;
+  return fmt == QC_ACT_Q8_0X4 ? QK8_0X4 : fmt == QC_ACT_Q8_X8 ? QK8_X8 : fmt == QC_ACT_Q8_0F ? QK8_0F : type_info(fmt).block_elems;
 }
 static inline size_t act_row_bytes(int32_t fmt, int64_t n) {
   // Q8_0x4: a last group of fewer blocks (64-column tiles, Q8_0_R4T) padded with zero blocks
   if (fmt == QC_ACT_Q8_0X4) return (size_t)((n + QK8_0X4 - 1) / QK8_0X4) * sizeof(block_q8_0x4);
   if (fmt == QC_ACT_Q8_X8) return (size_t)(n / QK8_X8) * sizeof(block_q8_x8);
+  if (fmt == QC_ACT_Q8_0F) return (size_t)(n / QK8_0F) * sizeof(block_q8_0f);
   return row_bytes(fmt, n);
+}
+// Its name (kernel_test, `qwen-cpu info --kernels`)
+static inline const char* act_format_name(int32_t fmt) {
+  return fmt == QC_ACT_Q8_0X4 ? "Q8_0x4" : fmt == QC_ACT_Q8_X8 ? "Q8_X8" : fmt == QC_ACT_Q8_0F ? "Q8_0F" : type_info(fmt).name;
 }
 
 }  // namespace qc

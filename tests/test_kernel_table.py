@@ -81,7 +81,7 @@ def test_the_tables_choices(isa):
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])
 def test_the_activation_format_is_one_the_path_quantizes(isa, name):
-    known = {"F32", "Q8_0", "Q8_1", "Q8_K", "Q8_0x4", "Q8_X8"}
+    known = {"F32", "Q8_0", "Q8_1", "Q8_K", "Q8_0x4", "Q8_X8", "Q8_0F"}
     for r in _kernels.kernel_table():
         if r[name][0]:
             assert r[name][1] in known, (r["type"], name, r[name])

@@ -14,7 +14,6 @@
 #include "simd.h"
 #include "../x86/gemm_impl.h"
 
-#include <vector>
 
 namespace qc {
 namespace QC_AVX2_NS {
@@ -35,15 +34,8 @@ struct Dot {
   }
 };
 
-// A token block's scale as a float: a type of this file's own, so that the std::vector of them
-// below is instantiated here with internal linkage (a std::vector<float> compiled with the AVX2
-// flags would be a weak symbol the linker may pick for every other use: .ci/test-x86-baseline).
-struct BlockScale {
-  float d;
-};
-static_assert(sizeof(BlockScale) == sizeof(float), "8 consecutive scales take one vector store");
-
-// Q8_0 x Q8_0 (plain Q8_0 activations: signed bytes, f16 scale) over 8 interleaved weight rows,
+// Q8_0 x Q8_0 (activations in the Q8_0F layout, act_q8_x8.h: signed bytes, float scale, so that
+// no call converts the tokens' scales again) over 8 interleaved weight rows,
 // as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
 // per group of 4 values and token, vpmaddubsw(|w|, a with the sign of w) for the 8 rows, then
 // vpmaddwd into int32. Its int16 pair sums, <= 2 * 128 * 127, fit; two groups added (gemm_x8's
@@ -63,22 +55,6 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
   alignas(32) float dw[kSeg][8];        // [block][row] weight scales (0 for rows past n_w)
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
-  // the tokens' block scales as floats, once per call rather than once per tile of 8 rows
-  thread_local std::vector<BlockScale> da_buf;
-  if (da_buf.size() < (size_t)(n_a * nb)) da_buf.resize((size_t)(n_a * nb));
-  for (int t = 0; t < n_a; ++t) {
-    const block_q8_0* at = reinterpret_cast<const block_q8_0*>(a + t * arb);
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {  // 8 scales gathered into one vcvtph2ps
-      __m128i h = _mm_cvtsi32_si128(at[b].d);
-      h = _mm_insert_epi16(h, at[b + 1].d, 1), h = _mm_insert_epi16(h, at[b + 2].d, 2);
-      h = _mm_insert_epi16(h, at[b + 3].d, 3), h = _mm_insert_epi16(h, at[b + 4].d, 4);
-      h = _mm_insert_epi16(h, at[b + 5].d, 5), h = _mm_insert_epi16(h, at[b + 6].d, 6);
-      h = _mm_insert_epi16(h, at[b + 7].d, 7);
-      _mm256_storeu_ps(&da_buf[t * nb + b].d, _mm256_cvtph_ps(h));
-    }
-    for (; b < nb; ++b) da_buf[t * nb + b].d = h2f(at[b].d);
-  }
   const __m256i ones = _mm256_set1_epi16(1);
   for (int r0 = 0; r0 < n_w; r0 += 8) {
     const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
@@ -94,13 +70,8 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
       }
       for (int c0 = 0; c0 < n_a; c0 += kC) {
         const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        const block_q8_0* ab[kC];  // the tokens' blocks s0 ..
-        const BlockScale* da[kC];
-        for (int c = 0; c < kC; ++c) {  // tokens past n_a in the last pass read token c0's (never stored)
-          const int t = c0 + (c < nc ? c : 0);
-          ab[c] = reinterpret_cast<const block_q8_0*>(a + t * arb) + s0;
-          da[c] = da_buf.data() + t * nb + s0;
-        }
+        const block_q8_0f* ab[kC];  // the tokens' blocks s0 .. (past n_a in the last pass: token c0's, never stored)
+        for (int c = 0; c < kC; ++c) ab[c] = reinterpret_cast<const block_q8_0f*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
@@ -122,7 +93,7 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
           const __m256i isum[kC] = {s0, s1, s2, s3};
           const __m256 dwv = _mm256_load_ps(dw[b]);
           for (int c = 0; c < kC; ++c)
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, _mm256_set1_ps(da[c][b].d)), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, _mm256_set1_ps(ab[c][b].d)), acc[c]);
         }
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
           float* yc = y + (c0 + c) * ys + r0;

@@ -20,6 +20,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   k.quantize_act[GGML_Q8_K] = quantize_row_q8_K;
   k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;  // the decode gemvs'
   k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;   // the prefill gemms'
+  k.quantize_act[QC_ACT_Q8_0F] = quantize_row_q8_0f<quantize_row_q8_0>;   // gemm_q8_0's without VNNI
 
   set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
   set_gemv(k, GGML_F32, QC_FN(gemv_f32), GGML_F32, gemv_f32_rows, true);
@@ -56,7 +57,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
 #ifdef QC_DOT_VNNI
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
 #else
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0));  // its signed 8-row kernel reads Q8_0 rows (gemm.cpp)
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_0F);  // its signed 8-row kernel (gemm.cpp)
 #endif
 #ifndef QC_DOT_VNNI
   // vpmaddubsw form only: unmeasured against the VNNI vec_dot (gemv_32.cpp)

@@ -27,11 +27,8 @@ static void bind_dispatch(py::module_& m) {
   m.def("cpu_features", [] { return std::string(cpu_features()); });
   m.def("kernel_table", [] {
     const Kernels& K = kernels();
-    auto act_name = [](int32_t fmt) -> std::string {
-      return fmt == QC_ACT_Q8_0X4 ? "Q8_0x4" : fmt == QC_ACT_Q8_X8 ? "Q8_X8" : type_info(fmt).name;
-    };
     auto entry = [&](const char* name, int32_t act) {
-      return py::make_tuple(name ? name : "", name ? act_name(act) : "");
+      return py::make_tuple(name ? name : "", name ? act_format_name(act) : "");
     };
     const char* layout_names[QC_LAYOUT_COUNT] = {"stored", "Q4_0_R4", "Q8_0_R4", "Q4_K_R4", "Q5_0_R4T", "Q4_0_R4T",
                                                  "Q4_1_R4T", "Q5_1_R4T", "Q8_0_R4T", "Q4_0_R16"};

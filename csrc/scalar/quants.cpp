@@ -114,6 +114,7 @@ void register_quant_kernels_scalar(Kernels& k) {
   // The reference for the SIMD paths' decode and prefill layouts.
   k.quantize_act[QC_ACT_Q8_0X4] = quantize_row_q8_0x4<quantize_row_q8_0>;
   k.quantize_act[QC_ACT_Q8_X8] = quantize_row_q8_x8<quantize_row_q8_1>;
+  k.quantize_act[QC_ACT_Q8_0F] = quantize_row_q8_0f<quantize_row_q8_0>;
   k.dequantize[GGML_Q8_1] = dequantize_row_q8_1;
   k.dequantize[GGML_Q8_K] = dequantize_row_q8_K;
 

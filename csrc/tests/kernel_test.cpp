@@ -206,13 +206,10 @@ std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt1
   return rows;
 }
 
-const char* act_name(int32_t atype) {
-  return atype == QC_ACT_Q8_0X4 ? "Q8_0x4" : atype == QC_ACT_Q8_X8 ? "Q8_X8" : type_info(atype).name;
-}
 
 void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
   for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4,
-                         (int32_t)QC_ACT_Q8_X8})
+                         (int32_t)QC_ACT_Q8_X8, (int32_t)QC_ACT_Q8_0F})
     for (int n : {192, 256, 4096}) {
       if (!K.quantize_act[atype]) continue;  // private layouts: only where a table has a kernel for them
       if (n % act_block(atype) != 0 && atype != QC_ACT_Q8_0X4) continue;  // 192: Q8_0x4's padded last group
@@ -223,7 +220,7 @@ void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
         for (size_t i = 0; i < got.size(); ++i)
           if (got[i] != ref[i] && bad++ == 0) first = i;
         R.check(bad == 0, K.isa,
-                fmt("quantize_act %s n=%d %s: %zu bytes differ, first at %zu", act_name(atype), n,
+                fmt("quantize_act %s n=%d %s: %zu bytes differ, first at %zu", act_format_name(atype), n,
                     row.first.c_str(), bad, first));
       }
     }
