@@ -27,22 +27,29 @@ struct block_q8_x8 {
 static_assert(sizeof(block_q8_x8) == 40, "block_q8_x8 size");
 constexpr int QK8_X8 = 32;
 
-// x (n, a multiple of 32) -> y (n / 32 blocks), through the instruction set's own Q8_1
-// quantizer Q8_1 (so the values are bit-identical to its Q8_0 and Q8_1 activations).
-template <void (*Q8_1)(const float*, void*, int64_t)>
-static void quantize_row_q8_x8(const float* x, void* vy, int64_t n) {
-  block_q8_x8* y = static_cast<block_q8_x8*>(vy);
-  constexpr int64_t kStep = 8;  // blocks per call of Q8_1
-  block_q8_1 tmp[kStep];
+// x (n, a multiple of 32) -> y (n / 32 blocks of Out), through the instruction set's own
+// quantizer Q of the GGUF blocks In (so the values are bit-identical to its Q8_0 and Q8_1
+// activations), each block rewritten by convert(in, out)
+template <class In, class Out, void (*Q)(const float*, void*, int64_t), void (*convert)(const In&, Out&)>
+static void quantize_row_via(const float* x, void* vy, int64_t n) {
+  Out* y = static_cast<Out*>(vy);
+  constexpr int64_t kStep = 8;  // blocks per call of Q
+  In tmp[kStep];
   for (int64_t i = 0; i < n / 32; i += kStep) {
     const int64_t nb = n / 32 - i < kStep ? n / 32 - i : kStep;
-    Q8_1(x + 32 * i, tmp, 32 * nb);
-    for (int64_t k = 0; k < nb; ++k) {
-      y[i + k].d = fp16_to_fp32(tmp[k].d);
-      y[i + k].s = fp16_to_fp32(tmp[k].s);
-      for (int j = 0; j < 32; ++j) y[i + k].u[j] = (uint8_t)(tmp[k].qs[j] ^ 0x80);
-    }
+    Q(x + 32 * i, tmp, 32 * nb);
+    for (int64_t k = 0; k < nb; ++k) convert(tmp[k], y[i + k]);
   }
+}
+
+static inline void q8_x8_from(const block_q8_1& in, block_q8_x8& out) {
+  out.d = fp16_to_fp32(in.d);
+  out.s = fp16_to_fp32(in.s);
+  for (int j = 0; j < 32; ++j) out.u[j] = (uint8_t)(in.qs[j] ^ 0x80);
+}
+template <void (*Q8_1)(const float*, void*, int64_t)>
+static void quantize_row_q8_x8(const float* x, void* vy, int64_t n) {
+  quantize_row_via<block_q8_1, block_q8_x8, Q8_1, q8_x8_from>(x, vy, n);
 }
 
 // Q8_0F: the activation layout of the AVX2 Q8_0 prefill kernel (csrc/avx2/gemm.cpp, which keeps
@@ -55,20 +62,13 @@ struct block_q8_0f {
 static_assert(sizeof(block_q8_0f) == 36, "block_q8_0f size");
 constexpr int QK8_0F = 32;
 
-// x (n, a multiple of 32) -> y (n / 32 blocks), through the instruction set's own Q8_0 quantizer
+static inline void q8_0f_from(const block_q8_0& in, block_q8_0f& out) {
+  out.d = fp16_to_fp32(in.d);
+  std::memcpy(out.qs, in.qs, 32);
+}
 template <void (*Q8_0)(const float*, void*, int64_t)>
 static void quantize_row_q8_0f(const float* x, void* vy, int64_t n) {
-  block_q8_0f* y = static_cast<block_q8_0f*>(vy);
-  constexpr int64_t kStep = 8;  // blocks per call of Q8_0
-  block_q8_0 tmp[kStep];
-  for (int64_t i = 0; i < n / 32; i += kStep) {
-    const int64_t nb = n / 32 - i < kStep ? n / 32 - i : kStep;
-    Q8_0(x + 32 * i, tmp, 32 * nb);
-    for (int64_t k = 0; k < nb; ++k) {
-      y[i + k].d = fp16_to_fp32(tmp[k].d);
-      std::memcpy(y[i + k].qs, tmp[k].qs, 32);
-    }
-  }
+  quantize_row_via<block_q8_0, block_q8_0f, Q8_0, q8_0f_from>(x, vy, n);
 }
 
 }  // namespace qc
