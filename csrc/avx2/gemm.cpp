@@ -4,8 +4,8 @@
 //
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
 // products with a + 128 overflow vpmaddubsw's int16 pairs) and has its own 8-row kernel with the
-// signs moved onto the activations (gemm_q8_0_s8); the K-quants have one that applies their
-// sub-block scales in the integer sums (gemm_k_int). The 8-row kernels ran 1.6-3x the speed of R x C
+// signs moved onto the activations (gemm_q8_0_s8); the K-quants have one of 16 rows that applies
+// their sub-block scales in the integer sums (gemm_k_int). The 8-row kernels ran 1.6-3x the speed of R x C
 // tiles of one vec_dot-like product per row and token (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
@@ -180,132 +180,147 @@ struct KInt<gemm::Q6_KW> {
   }
 };
 
-// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW): gemm_kx8's repacked values
-// (W::chunk, transposed to one int32 lane per row), the scales as int16 pairs per row lane.
-template <class W, int kC, class Blocks>
+// dword i (0..3) of each 128-bit lane of x, in all its dwords
+static inline __m256i dword_bcast(__m256i x, int i) {
+  switch (i) {
+    case 0: return _mm256_shuffle_epi32(x, 0x00);
+    case 1: return _mm256_shuffle_epi32(x, 0x55);
+    case 2: return _mm256_shuffle_epi32(x, 0xaa);
+    default: return _mm256_shuffle_epi32(x, 0xff);
+  }
+}
+// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) over tiles of kKTileRows rows:
+// gemm_kx8's repacked values (W::chunk, transposed to one int32 lane per row) of each half of 8
+// rows, the scales as int16 pairs per row lane. One token at a time: 16 of its bytes loaded into
+// both 128-bit lanes give 4 groups of 4 values by vpshufd, each multiplied with both halves'
+// weights read from L1, so that a token's sums stay in registers. (4 tokens x 8 rows with the 8
+// weight vectors held in registers needed more than 16 and spilled: bench/README.md, "The AVX2
+// K-quant tile, 16 rows".)
+template <class W, class Blocks>
 static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
                             const Blocks& block) {
   typedef KInt<W> T;
   typedef typename T::B B;
   constexpr int kNSub = QK_K / T::kSub;
   constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
-  alignas(32) uint8_t wq[kSeg][8][8][32];  // [block][chunk k][group g][row r: values 32k+4g..+3 of row r]
-  alignas(32) int32_t sv[kSeg][kNSub][8];  // [block][sub-block][row]: its scale in both int16 halves
-  alignas(32) int32_t bw[kSeg][8][8];      // [block][bsum pair p][row]: weights of bsums 2p, 2p+1
-  alignas(32) float dw[kSeg][8], dm[kSeg][8];  // [block][row] d, dmin (0 for rows past n_w)
+  constexpr int kR = kKTileRows, kH = kR / 8;  // rows per tile: kH halves of 8
+  alignas(32) uint8_t wq[kSeg][8][8][kH][32];  // [block][chunk k][group g][half][row r: values 32k+4g..+3]
+  alignas(32) int32_t sv[kSeg][kNSub][kH][8];  // [block][sub-block][half][row]: its scale in both int16 halves
+  alignas(32) int32_t bw[kSeg][8][kH][8];      // [block][bsum pair p][half][row]: weights of bsums 2p, 2p+1
+  alignas(32) float dw[kSeg][kH][8], dm[kSeg][kH][8];  // [block][half][row] d, dmin (0 for rows past n_w)
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / QK_K;
-  for (int r0 = 0; r0 < n_w; r0 += 8) {
-    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+  for (int r0 = 0; r0 < n_w; r0 += kR) {
+    const int nr = n_w - r0 < kR ? n_w - r0 : kR;
     for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
-      for (int b = 0; b < ns; ++b) {  // repack the 8 rows' super-blocks s0 .. s0 + ns - 1
-        // rows past n_w repeat the tile's first row with zero scales (never stored)
-        const B* blk[8];
-        B copies[8];
-        gemm::KUnpacked u[8];
-        __m256i sv_r[T::kVec][8];  // [vector][row], transposed below to [lane][row]
-        for (int r = 0; r < 8; ++r) {
-          blk[r] = block(r0 + (r < nr ? r : 0), s0 + b, &copies[r]);
-          __m256i v[T::kVec];
-          float d, dmin;
-          T::scales(*blk[r], v, &d, &dmin);
-          W::prepare(*blk[r], &u[r]);
-          for (int i = 0; i < T::kVec; ++i) sv_r[i][r] = r < nr ? v[i] : _mm256_setzero_si256();
-          dw[b][r] = r < nr ? d : 0.0f;
-          dm[b][r] = r < nr ? dmin : 0.0f;
-        }
-        for (int i = 0; i < T::kVec; ++i) {
-          gemm::transpose_8x8_epi32(sv_r[i]);
-          int32_t(*dst)[8] = i < T::kVec - 1 ? sv[b] + 8 * i : bw[b];
-          for (int j = 0; j < 8; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(dst[j]), sv_r[i][j]);
-        }
-        for (int k = 0; k < 8; ++k) {
-          __m256i v[8];
+      for (int b = 0; b < ns; ++b)  // repack the tile's super-blocks s0 .. s0 + ns - 1
+        for (int h = 0; h < kH; ++h) {
+          // rows past n_w repeat the tile's first row with zero scales (never stored)
+          const B* blk[8];
+          B copies[8];
+          gemm::KUnpacked u[8];
+          __m256i sv_r[T::kVec][8];  // [vector][row], transposed below to [lane][row]
           for (int r = 0; r < 8; ++r) {
-            __m256i sc;
-            v[r] = W::chunk(*blk[r], u[r], k, &sc);
+            const int row = 8 * h + r;
+            blk[r] = block(r0 + (row < nr ? row : 0), s0 + b, &copies[r]);
+            __m256i v[T::kVec];
+            float d, dmin;
+            T::scales(*blk[r], v, &d, &dmin);
+            W::prepare(*blk[r], &u[r]);
+            for (int i = 0; i < T::kVec; ++i) sv_r[i][r] = row < nr ? v[i] : _mm256_setzero_si256();
+            dw[b][h][r] = row < nr ? d : 0.0f;
+            dm[b][h][r] = row < nr ? dmin : 0.0f;
           }
-          gemm::transpose_8x8_epi32(v);
-          for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][k][g]), v[g]);
+          for (int i = 0; i < T::kVec; ++i) {
+            gemm::transpose_8x8_epi32(sv_r[i]);
+            for (int j = 0; j < 8; ++j) {
+              int32_t* dst = i < T::kVec - 1 ? sv[b][8 * i + j][h] : bw[b][j][h];
+              _mm256_store_si256(reinterpret_cast<__m256i*>(dst), sv_r[i][j]);
+            }
+          }
+          for (int k = 0; k < 8; ++k) {
+            __m256i v[8];
+            for (int r = 0; r < 8; ++r) {
+              __m256i sc;
+              v[r] = W::chunk(*blk[r], u[r], k, &sc);
+            }
+            gemm::transpose_8x8_epi32(v);
+            for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][k][g][h]), v[g]);
+          }
         }
-      }
-      for (int c0 = 0; c0 < n_a; c0 += kC) {
-        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        const block_q8_K* ab[kC];  // tokens past n_a in the last pass read token c0's (never stored)
-        for (int c = 0; c < kC; ++c) ab[c] = reinterpret_cast<const block_q8_K*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
-        __m256 acc[kC];
-        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
+      for (int c = 0; c < n_a; ++c) {
+        const block_q8_K* ab = reinterpret_cast<const block_q8_K*>(a + c * arb) + s0;
+        __m256 acc[kH];
+        for (int h = 0; h < kH; ++h) acc[h] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
-          __m256i isum[kC];
-          for (int c = 0; c < kC; ++c) isum[c] = _mm256_setzero_si256();
-          for (int k = 0; k < 8; ++k)
+          __m256i isum[kH];
+          for (int h = 0; h < kH; ++h) isum[h] = _mm256_setzero_si256();
+#pragma GCC unroll 8  // the sub-block's scale row at a constant offset
+          for (int k = 0; k < 8; ++k) {
+            // the token's values 4g..4g+3 of chunk k in every lane, each used by every half
+            const __m128i* qk = reinterpret_cast<const __m128i*>(ab[b].qs + 32 * k);
+            const __m256i x[2] = {_mm256_broadcastsi128_si256(_mm_loadu_si128(qk)), _mm256_broadcastsi128_si256(_mm_loadu_si128(qk + 1))};
             for (int g0 = 0; g0 < 8; g0 += T::kSum) {
-              const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sv[b][(32 * k + 4 * g0) / T::kSub]));
-              for (int c = 0; c < kC; ++c) {
-                const int8_t* q = ab[c][b].qs + 32 * k + 4 * g0;
-                // the token's values 4g..4g+3 in every lane: 16 bytes loaded into both 128-bit
-                // lanes, then vpshufd (one load per 4 groups instead of one per group: faster for
-                // Q6_K, equal for Q4_K and Q5_K on Zen 3)
-                __m256i qv[8];
-                for (int h = 0; h < (T::kSum + 3) / 4; ++h) {
-                  const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h)));
-                  qv[4 * h + 0] = _mm256_shuffle_epi32(x, 0x00);
-                  qv[4 * h + 1] = _mm256_shuffle_epi32(x, 0x55);
-                  qv[4 * h + 2] = _mm256_shuffle_epi32(x, 0xaa);
-                  qv[4 * h + 3] = _mm256_shuffle_epi32(x, 0xff);
+              __m256i s16[kH];
+              for (int g = g0; g < g0 + T::kSum; ++g) {
+                const __m256i qv = dword_bcast(x[g / 4], g % 4);
+                for (int h = 0; h < kH; ++h) {
+                  const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][k][g][h])), qv);
+                  s16[h] = g == g0 ? p : _mm256_add_epi16(s16[h], p);
+                  keep_order(s16[h]);  // a chain, not GCC's tree of products live at once (it spilled)
                 }
-                __m256i s16 = _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][k][g0])), qv[0]);
-                for (int g = 1; g < T::kSum; ++g)
-                  s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][k][g0 + g])),
-                                                                   qv[g]));
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(s16, sc));
-                keep_order(isum[c]);
+              }
+              for (int h = 0; h < kH; ++h) {
+                const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sv[b][(32 * k + 4 * g0) / T::kSub][h]));
+                isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(s16[h], sc));
+                keep_order(isum[h]);
               }
             }
-          const __m256 dwv = _mm256_load_ps(dw[b]);
-          for (int c = 0; c < kC; ++c) {
+          }
+          const __m256 da = _mm256_set1_ps(ab[b].d);
+          __m256i pair[8];  // the weights' operands of the min terms, lane p of bw[b][p]
+          if constexpr (T::kMin) {  // the token's sums of the 8 sub-blocks, lane p: sub-blocks 2p, 2p + 1
+            const __m128i* bs = reinterpret_cast<const __m128i*>(ab[b].bsums);
+            const __m256i sums = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1)));
+            pair[0] = _mm256_shuffle_epi32(sums, 0x00);
+            pair[1] = _mm256_shuffle_epi32(sums, 0x55);
+            pair[2] = _mm256_shuffle_epi32(sums, 0xaa);
+            pair[3] = _mm256_shuffle_epi32(sums, 0xff);
+          } else {
+            for (int p = 0; p < 8; ++p) pair[p] = gemm::bcast4(ab[b].bsums + 2 * p);
+          }
+          for (int h = 0; h < kH; ++h) {
             __m256i ib = _mm256_setzero_si256();
-            if constexpr (T::kMin) {  // the token's sums of the 8 sub-blocks, lane p: sub-blocks 2p, 2p + 1
-              const __m128i* bs = reinterpret_cast<const __m128i*>(ab[c][b].bsums);
-              const __m256i sums = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1)));
-              const __m256i pair[4] = {_mm256_shuffle_epi32(sums, 0x00), _mm256_shuffle_epi32(sums, 0x55),
-                                       _mm256_shuffle_epi32(sums, 0xaa), _mm256_shuffle_epi32(sums, 0xff)};
-              for (int p = 0; p < 4; ++p)
-                ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])), pair[p]));
-            } else {
-              for (int p = 0; p < 8; ++p)
-                ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p])),
-                                                             gemm::bcast4(ab[c][b].bsums + 2 * p)));
-            }
-            const __m256 da = _mm256_set1_ps(ab[c][b].d);
+            for (int p = 0; p < (T::kMin ? 4 : 8); ++p)
+              ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(bw[b][p][h])), pair[p]));
+            const __m256 dwa = _mm256_mul_ps(_mm256_load_ps(dw[b][h]), da);
             if constexpr (T::kMin) {
-              acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, da), acc[c]);
-              acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(_mm256_load_ps(dm[b]), da), acc[c]);
+              acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]), dwa, acc[h]);
+              acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(_mm256_load_ps(dm[b][h]), da), acc[h]);
             } else {
-              acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[c], ib)), _mm256_mul_ps(dwv, da), acc[c]);
+              acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[h], ib)), dwa, acc[h]);
             }
           }
         }
-        for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
-          float* yc = y + (c0 + c) * ys + r0;
-          if (nr == 8) {
-            _mm256_storeu_ps(yc, s0 == 0 ? acc[c] : _mm256_add_ps(_mm256_loadu_ps(yc), acc[c]));
-            continue;
-          }
-          alignas(32) float part[8];
-          _mm256_store_ps(part, acc[c]);
-          for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
+        float* yc = y + c * ys + r0;  // this segment's part of the token's kR outputs
+        if (nr == kR) {
+          for (int h = 0; h < kH; ++h)
+            _mm256_storeu_ps(yc + 8 * h, s0 == 0 ? acc[h] : _mm256_add_ps(_mm256_loadu_ps(yc + 8 * h), acc[h]));
+          continue;
         }
+        alignas(32) float part[kR];
+        for (int h = 0; h < kH; ++h) _mm256_store_ps(part + 8 * h, acc[h]);
+        for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
       }
     }
   }
 }
 // The stored rows, wrb bytes apart
-template <class W, int kC>
+template <class W>
 static void gemm_k_int(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
                        float* y, size_t ys) {
-  gemm_k_int_rows<W, kC>(n, n_w, va, arb, n_a, y, ys, gemm::StoredBlocks<typename KInt<W>::B>{static_cast<const uint8_t*>(vw), wrb});
+  gemm_k_int_rows<W>(n, n_w, va, arb, n_a, y, ys, gemm::StoredBlocks<typename KInt<W>::B>{static_cast<const uint8_t*>(vw), wrb});
 }
 #else
 struct Dot {
@@ -381,17 +396,17 @@ void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
 #else
 // vpmaddubsw: the K-quants with their scales applied in the integer sums (gemm_k_int above)
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm_k_int<gemm::Q4_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_k_int<gemm::Q4_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 // gemm_q4_K's kernel over the Q4_K_R4 tiles decode reads (gemm::Q4KR4Blocks)
 void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm_k_int_rows<gemm::Q4_KW, 4>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
+  gemm_k_int_rows<gemm::Q4_KW>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
 }
 void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm_k_int<gemm::Q5_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_k_int<gemm::Q5_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm_k_int<gemm::Q6_KW, 4>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_k_int<gemm::Q6_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #endif
 

@@ -78,6 +78,11 @@ QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
 QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
 #undef QC_AVX2_GEMM
+#ifndef QC_DOT_VNNI
+// Weight rows per tile of the vpmaddubsw K-quant gemms (gemm.cpp, gemm_k_int_rows), which the
+// table registers as their gemm_rows (quants.cpp)
+constexpr int kKTileRows = 16;
+#endif
 
 // An empty asm on each updated int32 sum: GCC otherwise reassociates a chain of vpaddd (integer
 // adds are associative), keeps every product of the chain live at once and spills them to the
