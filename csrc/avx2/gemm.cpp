@@ -202,7 +202,7 @@ static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int 
   typedef KInt<W> T;
   typedef typename T::B B;
   constexpr int kNSub = QK_K / T::kSub;
-  constexpr int kSeg = 2;  // super-blocks per segment: 16 KB of repacked values stay in L1
+  constexpr int kSeg = 2;  // super-blocks per segment: their 8 KB of repacked values stay in L1
   constexpr int kR = kKTileRows, kH = kR / 8;  // rows per tile: kH halves of 8
   alignas(32) uint8_t wq[kSeg][8][8][kH][32];  // [block][chunk k][group g][half][row r: values 32k+4g..+3]
   alignas(32) int32_t sv[kSeg][kNSub][kH][8];  // [block][sub-block][half][row]: its scale in both int16 halves
