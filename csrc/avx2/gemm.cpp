@@ -21,13 +21,26 @@ namespace {
 
 #ifndef QC_DOT_VNNI
 struct Dot {
-  // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2
+  // tokens per pass of gemm_x8 over a repacked block: 4 int32 sums, 4 float accumulators and 2-4
   // weight vectors within the 16 ymm registers
   static constexpr int kTokens = 4;
   // acc + u0 * s0 + u1 * s1 summed by 4 into the int32 lanes; the int16 sums of the two
   // vpmaddubsw must stay below 2^15: callers have u <= 255, |s| <= 31 (4 * 255 * 31 < 2^15)
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
+    __m256i r = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    keep_order(r);
+    return r;
+  }
+  // gemm_x8's groups of 4 values per vpmaddwd: 4 where one int16 sum holds their 8 products of
+  // u <= 255 and |s| <= max_abs (Q4_0, Q4_1, Q5_0; Q5_1 keeps 2): a quarter fewer multiply-pipe
+  // operations (bench/README.md, "The AVX2 K-quant tile, 16 rows")
+  static constexpr int groups(int max_abs) { return 8 * 255 * max_abs < 32768 ? 4 : 2; }
+  // acc + the G groups of 4 activation bytes at u (each broadcast) times s[0..G-1], one int16 sum
+  template <int G>
+  static inline __m256i dotn(__m256i acc, const uint8_t* u, const __m256i* s) {
+    __m256i p = _mm256_maddubs_epi16(gemm::bcast4(u), s[0]);
+    for (int i = 1; i < G; ++i) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(gemm::bcast4(u + 4 * i), s[i]));
     __m256i r = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
     keep_order(r);
     return r;
@@ -327,6 +340,12 @@ struct Dot {
   static constexpr int kTokens = 4;  // as above: 16 ymm registers
   static inline __m256i dot2(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
     return dpbusd(dpbusd(acc, u0, s0), u1, s1);
+  }
+  static constexpr int groups(int) { return 2; }
+  template <int G>
+  static inline __m256i dotn(__m256i acc, const uint8_t* u, const __m256i* s) {
+    for (int i = 0; i < G; ++i) acc = dpbusd(acc, gemm::bcast4(u + 4 * i), s[i]);
+    return acc;
   }
 };
 #endif

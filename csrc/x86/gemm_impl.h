@@ -41,6 +41,7 @@ struct Q4_0W {
   typedef block_q8_0 A;
   static constexpr int kOff = 8;
   static constexpr bool kMin = false;
+  static constexpr int kMaxAbs = 8;  // |q - kOff| at most
   static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q4_1W {
@@ -48,6 +49,7 @@ struct Q4_1W {
   typedef block_q8_1 A;
   static constexpr int kOff = 0;
   static constexpr bool kMin = true;
+  static constexpr int kMaxAbs = 15;  // |q - kOff| at most
   static inline __m256i q(const B& b) { return x86::unpack_nibbles_32(b.qs); }
 };
 struct Q5_0W {
@@ -55,6 +57,7 @@ struct Q5_0W {
   typedef block_q8_0 A;
   static constexpr int kOff = 16;
   static constexpr bool kMin = false;
+  static constexpr int kMaxAbs = 16;  // |q - kOff| at most
   static inline __m256i q(const B& b) {
     const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
     return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);  // 0..31
@@ -65,6 +68,7 @@ struct Q5_1W {
   typedef block_q8_1 A;
   static constexpr int kOff = 0;
   static constexpr bool kMin = true;
+  static constexpr int kMaxAbs = 31;  // |q - kOff| at most
   static inline __m256i q(const B& b) {
     const __m256i hi = _mm256_and_si256(x86::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
     return _mm256_or_si256(x86::unpack_nibbles_32(b.qs), hi);
@@ -75,6 +79,7 @@ struct Q8_0W {
   typedef block_q8_0 A;
   static constexpr int kOff = 0;
   static constexpr bool kMin = false;
+  static constexpr int kMaxAbs = 128;  // |q - kOff| at most
   static inline __m256i q(const B& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
 };
 
@@ -206,6 +211,7 @@ QC_GEMM_ATTR static void gemm_x8_rows(int64_t n, int n_w, const void* va, size_t
   constexpr int kSeg = 32;  // blocks per segment: the repacked rows (8 KB) and kC tokens (5-10 KB) stay in L1
   static_assert(!W::kMin || kSeg == x86::kMinDotSegment, "the min types sum per segment as their vec_dot does");
   constexpr int kC = D::kTokens;  // tokens per pass over a repacked block (one weight load for kC dot products)
+  constexpr int kG = D::groups(W::kMaxAbs);  // groups of 4 values per D::dotn
   alignas(32) int8_t wq[kSeg][8][32];    // [block][group g][row r: bytes 4g..4g+3 of row r]
   alignas(32) float dw[kSeg][8];         // [block][row] weight scales (0 for rows past n_w)
   alignas(32) float mw[kSeg][8];         // [block][row] weight mins (kMin types)
@@ -237,7 +243,7 @@ QC_GEMM_ATTR static void gemm_x8_rows(int64_t n, int n_w, const void* va, size_t
         __m256 acc[kC];
         for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
         for (int b = 0; b < ns; ++b) {
-          // two independent sums per token (groups 0-1, 4-5 and 2-3, 6-7): a chain of dependent
+          // two independent sums per token (alternate runs of kG groups): a chain of dependent
           // vpdpbusd (latency 4-5 cycles) would leave the dot units idle
           __m256i isum[kC], isum2[kC];
           const __m256i init = _mm256_load_si256(reinterpret_cast<const __m256i*>(ncorr[b]));
@@ -245,12 +251,12 @@ QC_GEMM_ATTR static void gemm_x8_rows(int64_t n, int n_w, const void* va, size_t
             isum[c] = init;
             isum2[c] = _mm256_setzero_si256();
           }
-          for (int g = 0; g < 8; g += 2) {
-            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
-            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g + 1]));
+          for (int g = 0; g < 8; g += kG) {
+            __m256i w[kG];
+            for (int i = 0; i < kG; ++i) w[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g + i]));
             for (int c = 0; c < kC; ++c) {
-              __m256i& sum = g % 4 ? isum2[c] : isum[c];
-              sum = D::dot2(sum, bcast4(ab[c][b].u + 4 * g), w0, bcast4(ab[c][b].u + 4 * g + 4), w1);
+              __m256i& sum = (g / kG) % 2 ? isum2[c] : isum[c];
+              sum = D::template dotn<kG>(sum, ab[c][b].u + 4 * g, w);
             }
           }
           for (int c = 0; c < kC; ++c) isum[c] = _mm256_add_epi32(isum[c], isum2[c]);
