@@ -14,7 +14,6 @@
 #include "simd.h"
 #include "../x86/gemm_impl.h"
 
-
 namespace qc {
 namespace QC_AVX2_NS {
 namespace {
@@ -296,10 +295,7 @@ static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int 
           if constexpr (T::kMin) {  // the token's sums of the 8 sub-blocks, lane p: sub-blocks 2p, 2p + 1
             const __m128i* bs = reinterpret_cast<const __m128i*>(ab[b].bsums);
             const __m256i sums = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1)));
-            pair[0] = _mm256_shuffle_epi32(sums, 0x00);
-            pair[1] = _mm256_shuffle_epi32(sums, 0x55);
-            pair[2] = _mm256_shuffle_epi32(sums, 0xaa);
-            pair[3] = _mm256_shuffle_epi32(sums, 0xff);
+            for (int p = 0; p < 4; ++p) pair[p] = dword_bcast(sums, p);
           } else {
             for (int p = 0; p < 8; ++p) pair[p] = gemm::bcast4(ab[b].bsums + 2 * p);
           }

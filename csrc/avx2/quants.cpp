@@ -74,12 +74,6 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
-#ifdef QC_DOT_VNNI
-  constexpr int kKTileRows = kGemmRows, kKChunk = kGemmMinTokens;
-#else
-  // its tiles are repacked once per call: 128 tokens at least (bench/README.md, "The AVX2 K-quant tile, 16 rows")
-  constexpr int kKChunk = 128;
-#endif
   set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kKChunk, kKTileRows);
   set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows);

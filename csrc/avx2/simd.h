@@ -78,10 +78,14 @@ QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
 QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
 #undef QC_AVX2_GEMM
-#ifndef QC_DOT_VNNI
-// Weight rows per tile of the vpmaddubsw K-quant gemms (gemm.cpp, gemm_k_int_rows), which the
-// table registers as their gemm_rows (quants.cpp)
-constexpr int kKTileRows = 16;
+// Weight rows per tile and tokens per call at least of the K-quant gemms (gemm.cpp), which the
+// table registers (quants.cpp): the vpmaddubsw tile (gemm_k_int_rows) is 16 rows, repacked once
+// per call, hence 128 tokens (bench/README.md, "The AVX2 K-quant tile, 16 rows"); the VNNI
+// compilations' gemm_kx8 takes the defaults.
+#ifdef QC_DOT_VNNI
+constexpr int kKTileRows = kGemmRows, kKChunk = kGemmMinTokens;
+#else
+constexpr int kKTileRows = 16, kKChunk = 128;
 #endif
 
 // An empty asm on each updated int32 sum: GCC otherwise reassociates a chain of vpaddd (integer

@@ -206,7 +206,6 @@ std::vector<std::pair<std::string, std::vector<float>>> activation_rows(std::mt1
   return rows;
 }
 
-
 void test_quantize_act(Report& R, const Kernels& K, const Kernels& S) {
   for (int32_t atype : {(int32_t)GGML_Q8_0, (int32_t)GGML_Q8_1, (int32_t)GGML_Q8_K, (int32_t)GGML_F32, (int32_t)QC_ACT_Q8_0X4,
                          (int32_t)QC_ACT_Q8_X8, (int32_t)QC_ACT_Q8_0F})
