@@ -52,19 +52,19 @@ static void quantize_row_q8_x8(const float* x, void* vy, int64_t n) {
   quantize_row_via<block_q8_1, block_q8_x8, Q8_1, q8_x8_from>(x, vy, n);
 }
 
-// Q8_0F: the activation layout of the AVX2 Q8_0 prefill kernel (csrc/avx2/gemm.cpp, which keeps
-// the signed bytes: their products with Q8_0's signed weights go through vpsignb), Q8_0 with its
-// scale as a float, converted once per token instead of once per call of the kernel.
+// Q8_0F: the activation layout of the AVX2 Q8_0 prefill kernel (csrc/avx2/gemm.cpp, which
+// multiplies in int16 with vpmaddwd), Q8_0 with its values widened and its scale as a float,
+// converted once per token instead of once per call of the kernel.
 struct block_q8_0f {
-  float d;         // the Q8_0 block scale, as float
-  int8_t qs[32];   // Q8_0's values
+  float d;          // the Q8_0 block scale, as float
+  int16_t qs[32];   // Q8_0's values
 };
-static_assert(sizeof(block_q8_0f) == 36, "block_q8_0f size");
+static_assert(sizeof(block_q8_0f) == 68, "block_q8_0f size");
 constexpr int QK8_0F = 32;
 
 static inline void q8_0f_from(const block_q8_0& in, block_q8_0f& out) {
   out.d = fp16_to_fp32(in.d);
-  std::memcpy(out.qs, in.qs, 32);
+  for (int j = 0; j < 32; ++j) out.qs[j] = in.qs[j];
 }
 template <void (*Q8_0)(const float*, void*, int64_t)>
 static void quantize_row_q8_0f(const float* x, void* vy, int64_t n) {

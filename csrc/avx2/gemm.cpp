@@ -3,9 +3,9 @@
 // (avx2), or vpdpbusd (avxvnni, avxvnni_evex).
 //
 // AVX2: most types use the 8-interleaved-rows kernels (gemm_x8, gemm_kx8). Q8_0 cannot (its byte
-// products with a + 128 overflow vpmaddubsw's int16 pairs) and has its own 8-row kernel with the
-// signs moved onto the activations (gemm_q8_0_s8); the K-quants have one of 16 rows that applies
-// their sub-block scales in the integer sums (gemm_k_int). The 8-row kernels ran 1.6-3x the speed of R x C
+// products with a + 128 overflow vpmaddubsw's int16 pairs) and has its own 16-row kernel that
+// multiplies in int16 (gemm_q8_0_wide); the K-quants have one of 16 rows that applies their
+// sub-block scales in the integer sums (gemm_k_int). The 8-row kernels ran 1.6-3x the speed of R x C
 // tiles of one vec_dot-like product per row and token (bench/README.md, "Kernel design measurements").
 // VNNI: vpdpbusd sums 4 byte products into int32 with no int16 stage, so every type, Q8_0
 // included, takes the 8-row kernels (as csrc/avx512/gemm.cpp does, but with 4 tokens per pass:
@@ -46,75 +46,92 @@ struct Dot {
   }
 };
 
-// Q8_0 x Q8_0 (activations in the Q8_0F layout, act_q8_x8.h: signed bytes, float scale, so that
-// no call converts the tokens' scales again) over 8 interleaved weight rows,
-// as gemm_x8 (csrc/x86/gemm_impl.h) lays them out, but with the signs moved instead of an offset:
-// per group of 4 values and token, vpmaddubsw(|w|, a with the sign of w) for the 8 rows, then
-// vpmaddwd into int32. Its int16 pair sums, <= 2 * 128 * 127, fit; two groups added (gemm_x8's
-// dot2) would not, hence one vpmaddwd per group. R x C tiles of the same products (the form it
-// replaced) spent a conversion, a scale product and an FMA per row, token and block; here those
-// are shared by the 8 rows (bench/README.md, "Kernel design measurements").
-// Exact int32 block dots (32 * 128 * 127 < 2^31); activations never hold -128 (quantizers' rounding).
+// Q8_0 x Q8_0 over tiles of kTileRows = 16 rows, in int16. A product of Q8_0's values needs 15
+// bits (|w| <= 128, |a| <= 127), so byte multiplies (vpmaddubsw) sum two only with the signs moved
+// (vpsignb) and widen again (vpmaddwd): 3 multiply-pipe operations per 32 products, the bound of the
+// kernel this replaced (bench/README.md, "The AVX2 Q8_0 tile in int16"). Here the weights are
+// widened once per call into the tile and the activations once per token (the Q8_0F layout,
+// act_q8_x8.h: int16 values, float scale), and one vpmaddwd makes 16 products summed by pairs into
+// int32: 2 operations per 32. Per pass 4 tokens: the 16 rows' values 2p, 2p + 1 (two vectors from
+// L1) multiply each token's pair p, broadcast (one token per pass with the weights as memory operands
+// made 3 loads per 32 products, and ran slower than the old kernel). Exact int32 block dots
+// (32 * 128 * 127 < 2^31).
 // Rows8: where the weights come from, rows8(r0, nr, b, v, dw): v[g] bytes 4g .. 4g + 3 of block b of
 // rows r0 .. r0 + 7 (row r in lane r; zeros from row nr on), dw[r] their scales.
 template <class Rows8>
-static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
-                             Rows8&& rows8) {
-  constexpr int kSeg = 32;  // blocks per segment: w and |w| of 8 rows (16 KB) and kC tokens' blocks stay in L1
-  constexpr int kC = 4;     // tokens per pass: 4 int32 sums, 4 float accumulators, w, |w| in 16 ymm registers
-  alignas(32) int8_t wq[kSeg][8][32];   // [block][group g][row r: bytes 4g..4g+3 of row r]
-  alignas(32) uint8_t wa[kSeg][8][32];  // |wq|
-  alignas(32) float dw[kSeg][8];        // [block][row] weight scales (0 for rows past n_w)
+static void gemm_q8_0_wide(int64_t n, int n_w, const void* va, size_t arb, int n_a, float* y, size_t ys,
+                           Rows8&& rows8) {
+  constexpr int kSeg = 16;  // blocks per segment: their 16 KB of int16 weights stay in L1
+  constexpr int kR = kTileRows, kH = kR / 8;  // rows per tile: kH halves of 8
+  static_assert(kH == 2, "two halves");
+  constexpr int kT = 4;  // tokens per pass: 8 int32 sums, 2 weight vectors and a broadcast in 16 ymm registers
+  alignas(32) int16_t wt[kSeg][16][kH][16];  // [block][pair p][half][row r: its values 2p, 2p + 1]
+  alignas(32) float dw[kSeg][kH][8];         // [block][half][row] weight scales (0 for rows past n_w)
+  // per 128-bit lane of 4 rows' dwords: values 0, 1 of each row, then values 2, 3 of each
+  const __m256i pairs = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   const int64_t nb = n / 32;
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int r0 = 0; r0 < n_w; r0 += 8) {
-    const int nr = n_w - r0 < 8 ? n_w - r0 : 8;
+  for (int r0 = 0; r0 < n_w; r0 += kR) {
+    const int nr = n_w - r0 < kR ? n_w - r0 : kR;
     for (int64_t s0 = 0; s0 < nb; s0 += kSeg) {
       const int ns = nb - s0 < kSeg ? (int)(nb - s0) : kSeg;
-      for (int b = 0; b < ns; ++b) {  // the 8 rows' blocks s0 .. s0 + ns - 1
-        __m256i v[8];
-        rows8(r0, nr, s0 + b, v, dw[b]);
-        for (int g = 0; g < 8; ++g) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wq[b][g]), v[g]);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wa[b][g]), _mm256_sign_epi8(v[g], v[g]));
-        }
-      }
-      for (int c0 = 0; c0 < n_a; c0 += kC) {
-        const int nc = n_a - c0 < kC ? n_a - c0 : kC;
-        const block_q8_0f* ab[kC];  // the tokens' blocks s0 .. (past n_a in the last pass: token c0's, never stored)
-        for (int c = 0; c < kC; ++c) ab[c] = reinterpret_cast<const block_q8_0f*>(a + (c0 + (c < nc ? c : 0)) * arb) + s0;
-        __m256 acc[kC];
-        for (int c = 0; c < kC; ++c) acc[c] = _mm256_setzero_ps();
-        for (int b = 0; b < ns; ++b) {
-          // four named sums, not an array: with keep_order's asm on its elements gcc kept an
-          // array on the stack, each sum a store and a load per group (bench/README.md, "AVX2 Q8_0
-          // prefill sums in registers")
-          static_assert(kC == 4, "one named sum per token");
-          __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-          for (int g = 0; g < 8; ++g) {
-            const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wq[b][g]));
-            const __m256i wabs = _mm256_load_si256(reinterpret_cast<const __m256i*>(wa[b][g]));
-            auto step = [&](__m256i& sum, int c) {
-              const __m256i s = _mm256_sign_epi8(gemm::bcast4(ab[c][b].qs + 4 * g), wv);
-              sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, s), ones));
-              keep_order(sum);
-            };
-            step(s0, 0), step(s1, 1), step(s2, 2), step(s3, 3);
+      for (int b = 0; b < ns; ++b)  // widen the tile's blocks s0 .. s0 + ns - 1
+        for (int h = 0; h < kH; ++h) {
+          const int hr = nr - 8 * h;  // rows of this half
+          __m256i v[8];
+          if (hr > 0) {
+            rows8(r0 + 8 * h, hr < 8 ? hr : 8, s0 + b, v, dw[b][h]);
+          } else {
+            for (int g = 0; g < 8; ++g) v[g] = _mm256_setzero_si256();
+            for (int r = 0; r < 8; ++r) dw[b][h][r] = 0.0f;
           }
-          const __m256i isum[kC] = {s0, s1, s2, s3};
-          const __m256 dwv = _mm256_load_ps(dw[b]);
-          for (int c = 0; c < kC; ++c)
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dwv, _mm256_set1_ps(ab[c][b].d)), acc[c]);
+          for (int g = 0; g < 8; ++g) {  // values 4g .. 4g + 3: the pairs 2g, 2g + 1
+            const __m256i t = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v[g], pairs), 0xd8);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(wt[b][2 * g][h]), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(t)));
+            _mm256_store_si256(reinterpret_cast<__m256i*>(wt[b][2 * g + 1][h]), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(t, 1)));
+          }
         }
-        for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
-          float* yc = y + (c0 + c) * ys + r0;
-          if (nr == 8) {
-            _mm256_storeu_ps(yc, s0 == 0 ? acc[c] : _mm256_add_ps(_mm256_loadu_ps(yc), acc[c]));
+      for (int c0 = 0; c0 < n_a; c0 += kT) {
+        const int nc = n_a - c0 < kT ? n_a - c0 : kT;
+        const block_q8_0f* ab[kT];  // the tokens' blocks s0 .. (past n_a in the last pass: token c0's, never stored)
+        for (int t = 0; t < kT; ++t) ab[t] = reinterpret_cast<const block_q8_0f*>(a + (c0 + (t < nc ? t : 0)) * arb) + s0;
+        __m256 acc[kT][kH];
+        for (int t = 0; t < kT; ++t)
+          for (int h = 0; h < kH; ++h) acc[t][h] = _mm256_setzero_ps();
+        for (int b = 0; b < ns; ++b) {
+          __m256i isum[kT][kH];
+          for (int t = 0; t < kT; ++t)
+            for (int h = 0; h < kH; ++h) isum[t][h] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+          for (int p = 0; p < 16; ++p) {
+            __m256i wv[kH];
+            for (int h = 0; h < kH; ++h) wv[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wt[b][p][h]));
+            for (int t = 0; t < kT; ++t) {
+              const __m256i x = gemm::bcast4(ab[t][b].qs + 2 * p);  // token t's values 2p, 2p + 1
+              for (int h = 0; h < kH; ++h) {
+                __m256i sum = _mm256_add_epi32(isum[t][h], _mm256_madd_epi16(wv[h], x));
+                keep_order(sum);
+                isum[t][h] = sum;
+              }
+            }
+          }
+          const __m256 dw0 = _mm256_load_ps(dw[b][0]), dw1 = _mm256_load_ps(dw[b][1]);
+          for (int t = 0; t < kT; ++t) {
+            const __m256 da = _mm256_set1_ps(ab[t][b].d);
+            acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][0]), _mm256_mul_ps(dw0, da), acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][1]), _mm256_mul_ps(dw1, da), acc[t][1]);
+          }
+        }
+        for (int t = 0; t < nc; ++t) {
+          float* yc = y + (c0 + t) * ys + r0;  // this segment's part of the token's kR outputs
+          if (nr == kR) {
+            for (int h = 0; h < kH; ++h)
+              _mm256_storeu_ps(yc + 8 * h, s0 == 0 ? acc[t][h] : _mm256_add_ps(_mm256_loadu_ps(yc + 8 * h), acc[t][h]));
             continue;
           }
-          alignas(32) float part[8];
-          _mm256_store_ps(part, acc[c]);
+          alignas(32) float part[kR];
+          for (int h = 0; h < kH; ++h) _mm256_store_ps(part + 8 * h, acc[t][h]);
           for (int r = 0; r < nr; ++r) yc[r] = (s0 == 0 ? 0.0f : yc[r]) + part[r];
         }
       }
@@ -123,10 +140,10 @@ static void gemm_q8_0_signed(int64_t n, int n_w, const void* va, size_t arb, int
 }
 
 // The stored rows, wrb bytes apart
-static void gemm_q8_0_s8(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
-                         float* y, size_t ys) {
+static void gemm_q8_0_stored(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a,
+                             float* y, size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  gemm_q8_0_signed(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
+  gemm_q8_0_wide(n, n_w, va, arb, n_a, y, ys, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
     float mw[8];  // Q8_0 has no mins
     gemm::load_block_x8<gemm::Q8_0W>(w + r0 * wrb, wrb, nr, b, v, dw, mw);
     gemm::transpose_8x8_epi32(v);
@@ -201,7 +218,7 @@ static inline __m256i dword_bcast(__m256i x, int i) {
     default: return _mm256_shuffle_epi32(x, 0xff);
   }
 }
-// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) over tiles of kKTileRows rows:
+// The gemm_fn (kernels.h) of a K-quant W (Q4_KW, Q5_KW, Q6_KW) over tiles of kTileRows rows:
 // gemm_kx8's repacked values (W::chunk, transposed to one int32 lane per row) of each half of 8
 // rows, the scales as int16 pairs per row lane. One token at a time: 16 of its bytes loaded into
 // both 128-bit lanes give 4 groups of 4 values by vpshufd, each multiplied with both halves'
@@ -215,7 +232,7 @@ static void gemm_k_int_rows(int64_t n, int n_w, const void* va, size_t arb, int 
   typedef typename T::B B;
   constexpr int kNSub = QK_K / T::kSub;
   constexpr int kSeg = 2;  // super-blocks per segment: their 8 KB of repacked values stay in L1
-  constexpr int kR = kKTileRows, kH = kR / 8;  // rows per tile: kH halves of 8
+  constexpr int kR = kTileRows, kH = kR / 8;  // rows per tile: kH halves of 8
   alignas(32) uint8_t wq[kSeg][8][8][kH][32];  // [block][chunk k][group g][half][row r: values 32k+4g..+3]
   alignas(32) int32_t sv[kSeg][kNSub][kH][8];  // [block][sub-block][half][row]: its scale in both int16 halves
   alignas(32) int32_t bw[kSeg][8][kH][8];      // [block][bsum pair p][half][row]: weights of bsums 2p, 2p+1
@@ -367,10 +384,9 @@ void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
   gemm::gemm_x8<gemm::Q8_0W, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #else
-// Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: 8 rows interleaved with the signs
-// moved instead (gemm_q8_0_s8 below)
+// Q8_0's |w| <= 128 times a + 128 <= 255 would saturate them: the int16 tile (gemm_q8_0_wide)
 void gemm_q8_0(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
-  gemm_q8_0_s8(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+  gemm_q8_0_stored(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
 #endif
 // gemm_q8_0's kernel over the Q8_0_R4T rows (repack.h) decode reads, where they are
@@ -381,7 +397,7 @@ void gemm_q8_0_r4t(int64_t n, const void* vw, size_t, int n_w, const void* a, si
 #ifdef QC_DOT_VNNI
   gemm::gemm_x8_rows<gemm::Q8_0W, Dot>(n, n_w, a, arb, n_a, y, ldy, rows);
 #else
-  gemm_q8_0_signed(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
+  gemm_q8_0_wide(n, n_w, a, arb, n_a, y, ldy, [&](int r0, int nr, int64_t b, __m256i v[8], float* dw) {
     rows(r0, nr, b, v, dw, nullptr);
   });
 #endif

@@ -57,7 +57,7 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
 #ifdef QC_DOT_VNNI
   set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_X8);
 #else
-  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_0F);  // its signed 8-row kernel (gemm.cpp)
+  set_gemm(k, GGML_Q8_0, QC_FN(gemm_q8_0), QC_ACT_Q8_0F, kTileChunk, kTileRows);  // its int16 tile (gemm.cpp)
 #endif
 #ifndef QC_DOT_VNNI
   // vpmaddubsw form only: unmeasured against the VNNI vec_dot (gemv_32.cpp)
@@ -74,15 +74,15 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_vec_dot(k, GGML_Q2_K, QC_FN(vec_dot_q2_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q3_K, QC_FN(vec_dot_q3_K), GGML_Q8_K);
   set_vec_dot(k, GGML_Q4_K, QC_FN(vec_dot_q4_K), GGML_Q8_K);
-  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kKChunk, kKTileRows);
+  set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kTileChunk, kTileRows);
   set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows);
   set_layout_gemm(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemm_q4_K_r4));
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
-  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kKChunk, kKTileRows);
+  set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kTileChunk, kTileRows);
   set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K, gemv_q5_K_rows, true);
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
-  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kKChunk, kKTileRows);
+  set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kTileChunk, kTileRows);
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows, true);
 }
 

@@ -78,14 +78,14 @@ QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
 QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
 #undef QC_AVX2_GEMM
-// Weight rows per tile and tokens per call at least of the K-quant gemms (gemm.cpp), which the
-// table registers (quants.cpp): the vpmaddubsw tile (gemm_k_int_rows) is 16 rows, repacked once
-// per call, hence 128 tokens (bench/README.md, "The AVX2 K-quant tile, 16 rows"); the VNNI
-// compilations' gemm_kx8 takes the defaults.
+// Weight rows per tile and tokens per call at least of the K-quant and Q8_0 gemms (gemm.cpp), which
+// the table registers (quants.cpp): their AVX2 tiles (gemm_k_int_rows, gemm_q8_0_wide) are 16 rows,
+// repacked once per call, hence 128 tokens (bench/README.md, "The AVX2 K-quant tile, 16 rows"); the
+// VNNI compilations' gemm_kx8 and gemm_x8 take the defaults.
 #ifdef QC_DOT_VNNI
-constexpr int kKTileRows = kGemmRows, kKChunk = kGemmMinTokens;
+constexpr int kTileRows = kGemmRows, kTileChunk = kGemmMinTokens;
 #else
-constexpr int kKTileRows = 16, kKChunk = 128;
+constexpr int kTileRows = 16, kTileChunk = 128;
 #endif
 
 // An empty asm on each updated int32 sum: GCC otherwise reassociates a chain of vpaddd (integer
