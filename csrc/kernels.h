@@ -42,7 +42,7 @@ typedef void (*quantize_row_fn)(const float* x, void* y, int64_t n);
 enum : int32_t {
   QC_ACT_Q8_0X4 = GGML_TYPE_COUNT,  // act_q8_0x4.h: Q8_0 regrouped for the Q4_0 gemv
   QC_ACT_Q8_X8,                     // act_q8_x8.h: Q8_1 with a + 128 and float scales, for gemm_x8
-  QC_ACT_Q8_0F,                     // act_q8_x8.h: Q8_0 with float scales, for the AVX2 Q8_0 gemm
+  QC_ACT_Q8_0F,                     // act_q8_x8.h: Q8_0 in int16 with float scales, for the AVX2 Q8_0 gemm
   QC_ACT_COUNT,
 };
 
