@@ -172,15 +172,20 @@ struct Kernels {
 
 // The setters the registration functions fill a table with. Each changes only the fields it names,
 // so the order of registration matters only where two set the same entry (the later one wins).
-// A new vec_dot drops the gemv and the repacked layout a table inherited with the old one (set_gemv,
-// set_layout_gemv after it to keep one):
-// a decode kernel of another path, summing in another order, would break the prefill == decode
-// exactness of the types whose gemv is their vec_dot row by row (the float types; the avx512 table
-// replaces their vec_dots and keeps the avx2 table otherwise).
+// A new vec_dot drops the gemv, the gemm and the repacked layout a table inherited with the old one
+// (set_gemv, set_gemm, set_layout_gemv after it to keep one):
+// a decode or prefill kernel of another path, summing in another order, would break the prefill ==
+// decode exactness of the types whose gemv and gemm are their vec_dot row by row (the float types;
+// the avx512 table replaces their vec_dots on some CPUs and keeps the avx2 table otherwise).
 static inline void set_vec_dot(Kernels& k, int32_t type, vec_dot_fn f, const char* name, int32_t act_type) {
   k.weight[type].vec_dot = f;
   k.weight[type].vec_dot_name = name;
   k.weight[type].act_type = act_type;
+  k.weight[type].gemm = nullptr;
+  k.weight[type].gemm_name = nullptr;
+  k.weight[type].gemm_act = -1;
+  k.weight[type].gemm_min_tokens = kGemmMinTokens;
+  k.weight[type].gemm_rows = kGemmRows;
   k.weight[type].gemv = nullptr;
   k.weight[type].gemv_name = nullptr;
   k.weight[type].gemv_act = -1;

@@ -69,6 +69,15 @@ def test_the_tables_choices(isa):
         for t in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
             assert rows[t]["layout_gemm"][0] == f"{isa}::gemm_{t.lower()}_r4t"
         assert rows["Q4_K"]["layout_gemm"][0] == f"{isa}::gemm_q4_K_r4"
+    if isa == "avx512":  # the float types: the avx2 kernels, decode included, where 512-bit operations run in halves
+        halves = "avx512-halves" in _kernels.cpu_features().split()
+        for t in ("F32", "F16", "BF16"):
+            assert rows[t]["vec_dot"][0] == ("avx2" if halves else "avx512") + f"::vec_dot_{t.lower()}", t
+            assert rows[t]["gemv"][0] == (f"avx2::gemv_{t.lower()}" if halves else ""), t
+            assert rows[t]["gemm"][0] == (f"avx2::gemm_{t.lower()}" if halves else ""), t
+    if isa in ("avx2", "avxvnni", "avxvnni_evex"):  # the float types' prefill: vec_dot's values, weights shared
+        for t in ("F32", "F16", "BF16"):
+            assert rows[t]["gemm"] == (f"{isa}::gemm_{t.lower()}", "F32"), t
     if isa == "avx512":  # its own Q8_0 gemm (with VNNI) or the avx2 one, each with its form over the tiles
         vnni = "avx512vnni" in _kernels.cpu_features().split()
         assert rows["Q8_0"]["layout_gemm"][0] == ("avx512" if vnni else "avx2") + "::gemm_q8_0_r4t"

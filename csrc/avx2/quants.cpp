@@ -24,10 +24,13 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
 
   set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
   set_gemv(k, GGML_F32, QC_FN(gemv_f32), GGML_F32, gemv_f32_rows, true);
+  set_gemm(k, GGML_F32, QC_FN(gemm_f32));
   set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
   set_gemv(k, GGML_F16, QC_FN(gemv_f16), GGML_F32, gemv_f16_rows, true);
+  set_gemm(k, GGML_F16, QC_FN(gemm_f16));
   set_vec_dot(k, GGML_BF16, QC_FN(vec_dot_bf16), GGML_F32);
   set_gemv(k, GGML_BF16, QC_FN(gemv_bf16), GGML_F32, gemv_bf16_rows, true);
+  set_gemm(k, GGML_BF16, QC_FN(gemm_bf16));
 
   set_vec_dot(k, GGML_Q4_0, QC_FN(vec_dot_q4_0), GGML_Q8_0);
   set_gemm(k, GGML_Q4_0, QC_FN(gemm_q4_0), QC_ACT_Q8_X8);

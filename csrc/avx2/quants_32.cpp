@@ -191,9 +191,43 @@ static void gemv_float_rows(int64_t n, const void* vw, size_t wrb, int n_rows, c
   }
 }
 
+// The prefill form (gemm_fn; float activations): tiles of kRows weight rows, which stay in L1 while
+// the tokens pass three at a time, each weight vector converted once for the three (dot_float_rows):
+// the same values as vec_dot, so prefill == decode. The vec_dot route converted every weight
+// vector once per token (bench/README.md, "Float weights on Zen 4").
+template <class W>
+static void gemm_float(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
+                       size_t ys) {
+  constexpr int kRows = 16;
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  for (int r0 = 0; r0 < n_w; r0 += kRows) {
+    const int r1 = n_w - r0 < kRows ? n_w : r0 + kRows;
+    for (int t0 = 0; t0 < n_a; t0 += 3) {
+      const int m = n_a - t0 < 3 ? n_a - t0 : 3;
+      const float* ap[3];
+      for (int t = 0; t < m; ++t) ap[t] = reinterpret_cast<const float*>(a + (size_t)(t0 + t) * arb);
+      for (int r = r0; r < r1; ++r) {
+        float out[3];
+        if (m == 3)
+          dot_rows<W, 3>(n, w + r * wrb, ap, out);
+        else if (m == 2)
+          dot_rows<W, 2>(n, w + r * wrb, ap, out);
+        else
+          dot_rows<W, 1>(n, w + r * wrb, ap, out);
+        for (int t = 0; t < m; ++t) y[(size_t)(t0 + t) * ys + r] = out[t];
+      }
+    }
+  }
+}
+
 #define QC_AVX2_FLOAT_GEMV(t, W)                                                                                \
   void gemv_##t(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {                  \
     gemv_float<W>(n, w, wrb, n_rows, a, y);                                                                    \
+  }                                                                                                            \
+  void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y,    \
+                size_t ys) {                                                                                   \
+    gemm_float<W>(n, w, wrb, n_w, a, arb, n_a, y, ys);                                                         \
   }                                                                                                            \
   void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,   \
                        float* y, size_t ys) {                                                                  \

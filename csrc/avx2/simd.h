@@ -73,6 +73,7 @@ QC_AVX2_GEMV_ROWS(q5_1_r4t) QC_AVX2_GEMV_ROWS(q8_0)
 #undef QC_AVX2_GEMV_ROWS
 #define QC_AVX2_GEMM(t) \
   void gemm_##t(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy);
+QC_AVX2_GEMM(f32) QC_AVX2_GEMM(f16) QC_AVX2_GEMM(bf16)  // quants_32.cpp
 QC_AVX2_GEMM(q4_0) QC_AVX2_GEMM(q4_1) QC_AVX2_GEMM(q5_0) QC_AVX2_GEMM(q5_1) QC_AVX2_GEMM(q8_0)  // gemm.cpp
 QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
