@@ -1,7 +1,8 @@
 // AVX-512 dot products of the float weight types (F32, F16, BF16) against float activations:
 // 16 lanes per vector, four accumulators, and a masked load for the last n % 16 elements (so
-// no scalar tail). These need only AVX-512 F/BW/VL, not VNNI. On Zen 4, which executes 512-bit
-// operations as two 256-bit halves, they ran at about the speed of the AVX2 ones (bench/README.md, "Kernel design measurements").
+// no scalar tail). These need only AVX-512 F/BW/VL, not VNNI. Registered where 512-bit operations
+// are not split in halves: on Zen 4 their decode ran a quarter slower than the avx2 kernels, which
+// that table keeps (bench/README.md, "Float weights on Zen 4").
 #include "simd512.h"
 
 namespace qc {
