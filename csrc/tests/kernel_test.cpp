@@ -669,11 +669,14 @@ void test_gemm(Report& R, const Kernels& K, const Kernels& S) {
 
 // Prefill vs decode on one table: WeightKernels::gemm (several tokens) against the same table's
 // vec_dot (one token, as a decode step computes it) on the same activations. Bit-identical for the
-// types whose tile and row share a summation order (Q4_1, Q5_1: csrc/x86/min_dot.h), so that a
-// token's outputs do not depend on the kind of step; rows of 2, 18 and 48 blocks (two segments).
+// types whose tile and row share a summation order (Q4_1, Q5_1: csrc/x86/min_dot.h; the float types:
+// dot_float_rows), so that a token's outputs do not depend on the kind of step; rows of 2, 18 and 48
+// blocks (two segments).
 void test_gemm_matches_vec_dot(Report& R, const Kernels& K) {
   for (const WeightType& wt : weight_types()) {
-    if (!K.weight[wt.type].gemm || (wt.type != GGML_Q4_1 && wt.type != GGML_Q5_1)) continue;
+    const bool exact = wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1 || wt.type == GGML_F32 || wt.type == GGML_F16 ||
+                       wt.type == GGML_BF16;
+    if (!K.weight[wt.type].gemm || !exact) continue;
     const int32_t atype = K.weight[wt.type].act_type;
     const int32_t gtype = K.weight[wt.type].gemm_act >= 0 ? K.weight[wt.type].gemm_act : atype;
     for (int64_t n : {64, 576, 1536}) {
