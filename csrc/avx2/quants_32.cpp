@@ -157,52 +157,28 @@ float vec_dot_f16(int64_t n, const void* w, const void* a) { return vec_dot_floa
 // w (n bfloat16) . a (n floats)
 float vec_dot_bf16(int64_t n, const void* w, const void* a) { return vec_dot_float<BF16W>(n, w, a); }
 
-// The decode forms of the float types (gemv_fn, gemv_rows_fn; float activations): y[r] = vec_dot
-// of weight row r. gemv_rows: per weight row (which stays in L1 while the activation rows pass),
-// the activation rows three at a time, each weight vector converted once for the three, every
-// value bit for bit the gemv's of that activation row alone (dot_float_rows). On the F16 files of
-// a small model the conversion and the FMA chains, not memory, bound a row (bench/README.md,
-// "Speculative decoding"): an extra activation row in the same pass costs a fraction of one alone.
+// The decode form of the float types (gemv_fn; float activations): y[r] = vec_dot of weight row r.
 template <class W>
 static void gemv_float(int64_t n, const void* vw, size_t wrb, int n_rows, const void* a, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   for (int r = 0; r < n_rows; ++r) y[r] = vec_dot_float<W>(n, w + r * wrb, a);
 }
-template <class W>
-static void gemv_float_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
-                            float* y, size_t ys) {
-  const uint8_t* w = static_cast<const uint8_t*>(vw);
-  const uint8_t* a = static_cast<const uint8_t*>(va);
-  for (int r = 0; r < n_rows; ++r) {
-    const uint8_t* wr = w + r * wrb;
-    for (int t0 = 0; t0 < n_a; t0 += 3) {
-      const int m = n_a - t0 < 3 ? n_a - t0 : 3;
-      const float* ap[3];
-      for (int t = 0; t < m; ++t) ap[t] = reinterpret_cast<const float*>(a + (size_t)(t0 + t) * arb);
-      float out[3];
-      if (m == 3)
-        dot_rows<W, 3>(n, wr, ap, out);
-      else if (m == 2)
-        dot_rows<W, 2>(n, wr, ap, out);
-      else
-        dot_rows<W, 1>(n, wr, ap, out);
-      for (int t = 0; t < m; ++t) y[(size_t)(t0 + t) * ys + r] = out[t];
-    }
-  }
-}
-
-// The prefill form (gemm_fn; float activations): tiles of kRows weight rows, which stay in L1 while
-// the tokens pass three at a time, each weight vector converted once for the three (dot_float_rows):
-// the same values as vec_dot, so prefill == decode. The vec_dot route converted every weight
-// vector once per token (bench/README.md, "Float weights on Zen 4").
+// Their several-row decode (gemv_rows_fn) and prefill (gemm_fn) forms: tiles of weight rows (up to
+// 16 rows, 64 KB: cached after the first pass) while the activation rows pass three at a time, each weight
+// vector converted once for the three, every value bit for bit vec_dot's (dot_float_rows), so
+// prefill == decode == verification. On the F16 files of a small model the conversion and the FMA
+// chains, not memory, bound a row (bench/README.md, "Speculative decoding"): an extra activation row
+// costs a fraction of one alone; prefill through vec_dot converted every weight vector once per
+// token (bench/README.md, "Float weights on Zen 4").
 template <class W>
 static void gemm_float(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
                        size_t ys) {
-  constexpr int kRows = 16;
+  constexpr size_t kTileBytes = 64 * 1024;
+  const int rows = wrb >= kTileBytes ? 1 : (int)(kTileBytes / wrb) < 16 ? (int)(kTileBytes / wrb) : 16;
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  for (int r0 = 0; r0 < n_w; r0 += kRows) {
-    const int r1 = n_w - r0 < kRows ? n_w : r0 + kRows;
+  for (int r0 = 0; r0 < n_w; r0 += rows) {
+    const int r1 = n_w - r0 < rows ? n_w : r0 + rows;
     for (int t0 = 0; t0 < n_a; t0 += 3) {
       const int m = n_a - t0 < 3 ? n_a - t0 : 3;
       const float* ap[3];
@@ -231,7 +207,7 @@ static void gemm_float(int64_t n, const void* vw, size_t wrb, int n_w, const voi
   }                                                                                                            \
   void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a,   \
                        float* y, size_t ys) {                                                                  \
-    gemv_float_rows<W>(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                 \
+    gemm_float<W>(n, w, wrb, n_rows, a, arb, n_a, y, ys);                                                      \
   }
 QC_AVX2_FLOAT_GEMV(f32, F32W) QC_AVX2_FLOAT_GEMV(f16, F16W) QC_AVX2_FLOAT_GEMV(bf16, BF16W)
 #undef QC_AVX2_FLOAT_GEMV
