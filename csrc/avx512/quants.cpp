@@ -14,9 +14,9 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   // costs more than the activations spilling out of L2 (bench/README.md, "Kernel design measurements")
   constexpr int kLongChunk = 256;
   constexpr int kTileRows = 16;  // gemm.cpp, gemm_k.cpp
-  // The float types' vec_dot, gemv and several-row gemv come from one table (prefill == decode
+  // The float types' vec_dot, decode and prefill kernels come from one table (prefill == decode
   // exactness, kernels.h): where 512-bit operations run as two halves (Zen 4) the inherited avx2
-  // ones, whose decode streams a third faster there (bench/README.md, "Float weights on Zen 4")
+  // ones, whose decode ran a quarter faster there (bench/README.md, "Float weights on Zen 4")
   if (!cpu.avx512_halves) {
     set_vec_dot(k, GGML_F32, QC_FN(vec_dot_f32), GGML_F32);
     set_vec_dot(k, GGML_F16, QC_FN(vec_dot_f16), GGML_F32);
