@@ -6,6 +6,8 @@
 // Each block's integer dot product is exact (AVX2: maddubs/madd; VNNI: vpdpbusd, see block_u8i8);
 // the per-block scale products are accumulated as floats with FMA in two independent accumulators
 // (two blocks per iteration), with one horizontal sum at the end.
+#include <algorithm>
+
 #include "simd.h"
 #include "../x86/min_dot.h"
 
@@ -174,7 +176,7 @@ template <class W>
 static void gemm_float(int64_t n, const void* vw, size_t wrb, int n_w, const void* va, size_t arb, int n_a, float* y,
                        size_t ys) {
   constexpr size_t kTileBytes = 64 * 1024;
-  const int rows = wrb >= kTileBytes ? 1 : (int)(kTileBytes / wrb) < 16 ? (int)(kTileBytes / wrb) : 16;
+  const int rows = (int)std::clamp<size_t>(kTileBytes / wrb, 1, 16);
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
   for (int r0 = 0; r0 < n_w; r0 += rows) {
