@@ -244,6 +244,7 @@ struct QuadPairs {
 // tile + 256. The nibbles are q + 8 (kOffShift 0): Q4_0G's values.
 struct Q4_0R4T : QuadPairs<Q4_0R4T> {
   static constexpr int32_t kLayout = QC_LAYOUT_Q4_0_R4T;
+  static constexpr bool kOneRowBcast = false;  // one row broadcast in the kernel (gemv_t_rows)
   static constexpr bool kTwoQuads = true;  // several rows without VNNI: quad_tiles2
   static constexpr size_t kTile = 288, kScales = 256;
   static constexpr int kOffShift = 0;
@@ -263,6 +264,7 @@ struct Q4_0R4T : QuadPairs<Q4_0R4T> {
 // q + 16 (kOffShift 1).
 struct Q5_0R4T : QuadPairs<Q5_0R4T> {
   static constexpr int32_t kLayout = QC_LAYOUT_Q5_0_R4T;
+  static constexpr bool kOneRowBcast = true;  // short rows: one row from bcast_rows (gemv_t_rows)
   static constexpr size_t kTile = 352, kScales = 320;
   static constexpr int kOffShift = 1;
   static inline Quad quad(const uint8_t* tile, int h) {
@@ -281,6 +283,7 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
 // kOffShift 4).
 struct Q8_0R4T {
   static constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
+  static constexpr bool kOneRowBcast = false;
   static constexpr bool kTwoQuads = false;
   static constexpr size_t kTile = 272;
   static constexpr int64_t kCols = 64;
@@ -325,7 +328,9 @@ struct Q8_0R4T {
 // the kernel per quad even where they do not fit in L1 with the tiles (rows of 4864 values,
 // gemv_rows_bench). One row is broadcast in the kernel (quad_tiles' kOwn): its 22 KB of a 4864-value
 // row beside the tiles streaming through L1 made the one-row decode slower (bench/README.md,
-// "Q8_0 in the Quad form").
+// "Q8_0 in the Quad form"); but Q5_0_R4T's (L::kOneRowBcast), whose one row ran slower than two
+// from memory, is broadcast per call too where it takes at most kOneRowBcastBytes (rows of up to
+// 1792 values; bench/README.md, "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call").
 template <class L>
 static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
   for (int i = 0; i < n_a; ++i)
@@ -423,8 +428,10 @@ static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0,
 // of the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read
 // from memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
 // accumulator from panel to panel, so the sums go in row order as without panels. The activation
-// rows are broadcast once per call (bcast_rows), but for one row, which the kernel broadcasts itself.
+// rows are broadcast once per call (bcast_rows), but for one row, which the kernel broadcasts itself
+// (but for Q5_0_R4T's short rows: bcast_rows).
 // kHwShort: one row's tiles without the software prefetch where the rows fit in one panel (_hw below).
+constexpr size_t kOneRowBcastBytes = 8192;
 template <class L, bool kHwShort = false>
 void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                  size_t ys) {
@@ -437,7 +444,8 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   };
   static thread_local std::vector<Vec> bcast;  // grows to the largest call's rows, then stays
   const __m256i* bc = nullptr;
-  if (n_a > 1) {
+  const bool own = n_a == 1 && (!L::kOneRowBcast || bc_row * sizeof(Vec) > kOneRowBcastBytes);
+  if (!own) {
     if (bcast.size() < bc_row * n_a) bcast.resize(bc_row * n_a);
     bcast_rows<L>(n, a, arb, n_a, reinterpret_cast<__m256i*>(bcast.data()));
     bc = reinterpret_cast<const __m256i*>(bcast.data());
@@ -453,8 +461,11 @@ void gemv_t_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* 
   slab_panels<32, __m256>(
       L::kLayout, n, w, wrb, n_rows, L::kTile, n_a,
       [&](__m256* acc, const uint8_t* tile, int64_t g0, int64_t g1) {
-        if (n_a == 1)
-          return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, !kHwShort || n > repack_panel_cols(L::kLayout));
+        if (n_a == 1) {
+          const bool prefetch = !kHwShort || n > repack_panel_cols(L::kLayout);
+          if (own) return quad_tiles<L, 1, true>(tile, g0, g1, a, arb, nullptr, 0, acc, prefetch);
+          return quad_tiles<L, 1>(tile, g0, g1, a, arb, bc, bc_row, acc, prefetch);
+        }
         a_passes<kMaxA>(n_a, [&](auto A, int i) {
           if constexpr (kTwo) {
             if (two) {  // quads q, q + 1 of the slab; their accumulators copied here: copied inside

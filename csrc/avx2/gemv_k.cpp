@@ -1,9 +1,10 @@
 // AVX2 decode kernels of Q4_K, Q5_K and Q6_K weights (WeightKernels::gemv, and Q5_K's and Q6_K's
-// gemv_rows). Q6_K: its own kernel below, row by row. Q4_K and Q5_K: up to 4
-// rows per pass against one Q8_K activation row (gemv_rows: up to 4 at a time), the values of
-// vec_dot_q4_K / vec_dot_q5_K (quants_k.cpp) up to the order of the float sums. Q5_K is one
-// template argument (its 5th bits OR-ed into the nibbles as vec_dot_q5_K does); Qwen2.5-0.5B's
-// Q5_K_M file has it in half of its ffn_down matrices, which vec_dot decoded row by row.
+// gemv_rows), and of the repacked Q4_K_R4 (LayoutKernels::gemv and gemv_rows). Q6_K: its own
+// kernel below, row by row. Q4_K, stored or repacked: the Quad form below. Q5_K: up to 4 rows per
+// pass against one Q8_K activation row (gemv_rows: up to 4 at a time), the values of vec_dot_q5_K
+// (quants_k.cpp) up to the order of the float sums, its 5th bits OR-ed into the nibbles as
+// vec_dot_q5_K does (rows<>, which Q4_K took too before its Quad form); Qwen2.5-0.5B's Q5_K_M file
+// has it in half of its ffn_down matrices, which vec_dot decoded row by row.
 //
 // vec_dot spends about half of its work per super-block outside the byte products: unpacking
 // the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
@@ -13,9 +14,6 @@
 // 64-value step of the activations is loaded once for all rows. Per row and step then: one
 // load, 3 mask/shift, 2 vpmaddubsw and 2 scale weightings (vpmaddwd + add, or vpdpwssd in the
 // VNNI compilations, simd.h).
-//
-// The same kernel reads the repacked layout Q4_K_R4 (repack.h): each tile holds the 4 rows'
-// headers (two rows per 32-byte load) and then their qs, in reading order, one sequential stream.
 #include "simd.h"
 
 #include "../gemv.h"
@@ -66,20 +64,18 @@ static inline uint32_t load32(const uint8_t* p) {
   return v;
 }
 
-// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks B each) . activation row k
+// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks block_q5_K each) . activation row k
 // (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
 // 1 is the decode gemv), the headers unpacked and the weights' nibbles and spread scales taken once
 // per step for all A. With prefetch: the R rows after these (and the R after those) are prefetched
-// at the pace they are read (gemv.h). repacked: w is a quad of Q4_K_R4 tiles instead (R = 4).
-// B: block_q4_K, or block_q5_K (the same header, then qh: its values take a 5th bit, bit 2j of qh
-// byte l for the low nibbles of qs chunk j, bit 2j + 1 for the high ones, as in vec_dot_q5_K;
-// values <= 31 keep a vpmaddubsw pair <= 2 * 31 * 128).
-template <int R, int A, bool prefetch, bool repacked = false, typename B = block_q4_K>
+// at the pace they are read (gemv.h).
+// Q5_K's header is Q4_K's, then qh: its values take a 5th bit, bit 2j of qh byte l for the low
+// nibbles of qs chunk j, bit 2j + 1 for the high ones, as in vec_dot_q5_K; values <= 31 keep a
+// vpmaddubsw pair <= 2 * 31 * 128.
+template <int R, int A, bool prefetch>
 static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
                  const WordSpread& ws) {
-  static_assert(!repacked || (R == 4 && !prefetch && std::is_same<B, block_q4_K>::value),
-                "a repacked tile holds 4 Q4_K rows, read in order");
-  constexpr bool q5 = std::is_same<B, block_q5_K>::value;
+  typedef block_q5_K B;
   const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
   constexpr int P = (R + 1) / 2;  // row pairs
   const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
@@ -96,10 +92,9 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
   for (int64_t i = 0; i < n / QK_K; ++i) {
     if (prefetch) prefetch_tiles<R * sizeof(B)>(w + R * wrb, R * wrb, i, to_l1);
     const size_t off = (size_t)i * sizeof(B);
-    const uint8_t* tile = w + 4 * off;  // repacked: this super-block's tile
     // row r's header and its qs
-    auto header = [&](int r) { return repacked ? tile + 16 * r : row[r] + off; };
-    auto qs = [&](int r) { return repacked ? tile + 64 + 128 * r : row[r] + off + offsetof(B, qs); };
+    auto header = [&](int r) { return row[r] + off; };
+    auto qs = [&](int r) { return row[r] + off + offsetof(B, qs); };
     // [d0, dmin0, d1, dmin1, .., d3, dmin3]
     const __m256 dmw = _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)),
                                                       (int)load32(header(2)), (int)load32(header(3))));
@@ -130,12 +125,10 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
     for (int j = 0; j < 4; ++j) {  // qs bytes 32j..32j+31: sub-block 2j in the low nibbles, 2j + 1 in the high
       for (int r = 0; r < R; ++r) {
         const __m256i q = load(qs(r) + 32 * j);
-        __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-        if constexpr (q5) {
-          const __m256i hb = _mm256_srli_epi16(load(row[r] + off + offsetof(block_q5_K, qh)), 2 * j);
-          ulo = _mm256_or_si256(ulo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-          uhi = _mm256_or_si256(uhi, _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
-        }
+        const __m256i hb = _mm256_srli_epi16(load(row[r] + off + offsetof(B, qh)), 2 * j);
+        const __m256i ulo = _mm256_or_si256(_mm256_and_si256(q, low4), _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+        const __m256i uhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                                            _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
         const __m256i slo = _mm256_shuffle_epi8(sc[r], ws.m[2 * j]), shi = _mm256_shuffle_epi8(sc[r], ws.m[2 * j + 1]);
         for (int k = 0; k < A; ++k) {
           s[k][r] = scaled_dot(s[k][r], ulo, load(a[k][i].qs + 64 * j), slo);
@@ -147,13 +140,176 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
       for (int r = 0; r < R; ++r)
         acc[k][r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], _mm256_set1_epi32(2 * r)),
                                     _mm256_cvtepi32_ps(s[k][r]), acc[k][r]);
-    if (repacked) prefetch_after_loads(tile + kTilePrefetch, 4 * sizeof(B));
   }
   for (int k = 0; k < A; ++k)
     for (int r = 0; r < R; ++r) {
       const __m128 m = (r & 1) ? _mm256_extractf128_ps(acc_min[k][r / 2], 1) : _mm256_castps256_ps128(acc_min[k][r / 2]);
       y[k * ys + r] = hsum_ps(acc[k][r]) - hsum128_ps(m);
     }
+}
+
+// ---- Q4_K_R4 in the Quad form ----------------------------------------------------------------
+// The repacked tile's four rows (repack.h) regrouped per 64-value step as the Quad form of
+// gemv.cpp: transpose4 puts each row's group of 4 bytes in its own 32-bit lane (the low half the
+// step's values 0..15 of a 32-value sub-block, the high half 16..31), the low nibbles being
+// sub-block 2j, the high ones 2j + 1. Against an activation group broadcast to the four lanes, the
+// four groups' vpmaddubsw sum in int16 (<= 4 * 2 * 15 * 128) and one vpmaddwd per sub-block
+// weights them with each row's scale (spread to its lane): 10 multiplies per 256 products and
+// activation row where the row-per-register form spends 16, and one int32 sum per activation row
+// instead of one per weight row (rows<4, 4> above keeps 16). One activation row (the gemv) makes
+// the same integers in the row-per-register form (one_row) and shares the float steps, so each
+// row's value is the same bits whatever the batch, and the stored rows' the repacked ones'.
+
+// The byte shuffles of a tile's scales: scale_pos[s] takes sub-block s's scale (s < 4 from
+// q4_K_quad's sc[0], 4 + s from sc[1]) into each row's lane as two int16 words. sc holds, per
+// 32-bit group s, the 4 rows' scales in the order (0, 2, 1, 3) in the low lane, (1, 3, 0, 2) in
+// the high one.
+struct Q4KQuadConsts {
+  WordSpread spread;  // the one-row form's
+  __m256i scale_pos[4];
+  Q4KQuadConsts() {
+    static const int lane0[4] = {0, 2, 1, 3}, lane1[4] = {2, 0, 3, 1};  // row r's byte in the group
+    for (int s = 0; s < 4; ++s) {
+      alignas(32) int8_t m[32];
+      for (int r = 0; r < 4; ++r)
+        for (int h = 0; h < 2; ++h) {
+          const int8_t b = (int8_t)(4 * s + (h ? lane1 : lane0)[r]);
+          int8_t* d = m + 16 * h + 4 * r;
+          d[0] = b, d[1] = -128, d[2] = b, d[3] = -128;
+        }
+      scale_pos[s] = load(m);
+    }
+  }
+};
+
+// Where q4_K_quad reads four rows' super-block i: the headers of rows 0 | 1 and 2 | 3 (one row per
+// 128-bit lane) and row r's qs, and the prefetch after it. Q4KTile: a quad of Q4_K_R4 tiles (one
+// sequential stream, each tile prefetched kTilePrefetch ahead); Q4KRows: R <= 4 stored rows (rows
+// past R repeat the last one), the next R rows prefetched at the pace these are read (gemv.h).
+struct Q4KTile {
+  const uint8_t* w;
+  const uint8_t* tile(int64_t i) const { return w + i * 4 * sizeof(block_q4_K); }
+  __m256i headers(int64_t i, int p) const { return load(tile(i) + 32 * p); }
+  const uint8_t* qs(int64_t i, int r) const { return tile(i) + 64 + 128 * r; }
+  void prefetch(int64_t i) const { prefetch_after_loads(tile(i) + kTilePrefetch, 4 * sizeof(block_q4_K)); }
+};
+template <int R>
+struct Q4KRows {
+  const uint8_t* w;
+  size_t wrb;
+  const uint8_t* row(int64_t i, int r) const { return w + (r < R ? r : R - 1) * wrb + i * sizeof(block_q4_K); }
+  __m256i headers(int64_t i, int p) const {
+    return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(row(i, 2 * p + 1)), reinterpret_cast<const __m128i*>(row(i, 2 * p)));
+  }
+  const uint8_t* qs(int64_t i, int r) const { return row(i, r) + offsetof(block_q4_K, qs); }
+  void prefetch(int64_t i) const {
+    if (R == 4) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, R * wrb <= kPrefetchL1Tile);
+  }
+};
+
+// One activation row's integer sums of super-block i in the row-per-register form (rows<> above:
+// no activation broadcast, which costs one row more than the 10 multiplies it saves), summed into
+// the Quad form's lanes: s = [rows 0..3 | rows 0..3], each row's two lanes its whole sum split in
+// two. The same integers, so the same bits as the Quad form's.
+template <class Src>
+static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m256i sm0, __m256i sm1,
+                           const Q4KQuadConsts& c, __m256i& s) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const __m256i sc01 = _mm256_unpacklo_epi8(sm0, zero), sc23 = _mm256_unpacklo_epi8(sm1, zero);
+  // row r's 8 scales as int16 words, in both lanes
+  const __m256i sc[4] = {_mm256_permute2x128_si256(sc01, sc01, 0x00), _mm256_permute2x128_si256(sc01, sc01, 0x11),
+                         _mm256_permute2x128_si256(sc23, sc23, 0x00), _mm256_permute2x128_si256(sc23, sc23, 0x11)};
+  __m256i d[4] = {zero, zero, zero, zero};
+  for (int j = 0; j < 4; ++j) {
+    const __m256i alo = load(a->qs + 64 * j), ahi = load(a->qs + 64 * j + 32);
+    for (int r = 0; r < 4; ++r) {
+      const __m256i q = load(src.qs(i, r) + 32 * j);
+      const __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+      d[r] = scaled_dot(d[r], ulo, alo, _mm256_shuffle_epi8(sc[r], c.spread.m[2 * j]));
+      d[r] = scaled_dot(d[r], uhi, ahi, _mm256_shuffle_epi8(sc[r], c.spread.m[2 * j + 1]));
+    }
+  }
+  // [r0, r1, r2, r3 | r0, r1, r2, r3], each row's 8 lanes summed in pairs, then pairs of pairs
+  s = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+}
+
+// y[k * ys + r] (r < R) = row r of the four rows src reads (n / 256 super-blocks) . activation row
+// k (A rows of Q8_K, arb bytes apart, each group broadcast in the kernel: a per-call broadcast copy, 4 bytes
+// per value, ran slower from memory, bench/README.md "AVX2 Q4_K_R4 in the Quad form"). Per tile:
+// sc[2] the rows' scales (scale_pos's order), the mins term of each row against the sub-block
+// sums, and per activation row one int32 sum [rows 0..3 of values 0..15 of each sub-block | of
+// 16..31]; the tile ends in one FMA per activation row of [the two halves' sum | the mins term]
+// with [d * d_a | -dmin * d_a], so y = the two halves of its accumulator.
+template <int R, int A, class Src>
+static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, float* y, size_t ys,
+                      const Q4KQuadConsts& c) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const __m256 neg_high = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
+  __m256 acc[A];
+  for (int k = 0; k < A; ++k) acc[k] = _mm256_setzero_ps();
+  const int64_t nb = n / QK_K;
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i h01 = src.headers(i, 0), h23 = src.headers(i, 1);
+    const __m256i sm0 = scales_mins_2(h01), sm1 = scales_mins_2(h23);
+    // [d_0 .. d_3 | -dmin_0 .. -dmin_3]: the header's first words, rows in order
+    const __m256i dd = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(h01, h23), _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+    const __m256 dm = _mm256_xor_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(dd)),
+                                                             _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)),
+                                    neg_high);
+    const __m256i u = _mm256_unpacklo_epi8(sm0, sm1);  // [r0, r2 per scale | r1, r3]
+    const __m256i u2 = _mm256_permute4x64_epi64(u, _MM_SHUFFLE(1, 0, 3, 2));
+    const __m256i sc[2] = {_mm256_unpacklo_epi16(u, u2), _mm256_unpackhi_epi16(u, u2)};
+    const __m256i mn0 = _mm256_unpackhi_epi8(sm0, zero), mn1 = _mm256_unpackhi_epi8(sm1, zero);  // mins: r0 | r1, r2 | r3
+    __m256i s[A];
+    for (int k = 0; k < A; ++k) s[k] = zero;
+    if constexpr (A == 1) {
+      one_row(i, src, reinterpret_cast<const block_q8_K*>(va) + i, sm0, sm1, c, s[0]);
+    } else {
+    for (int j = 0; j < 4; ++j) {
+      __m256i q[4], t[4];
+      for (int r = 0; r < 4; ++r) q[r] = load(src.qs(i, r) + 32 * j);
+      transpose4(q, t);
+      __m256i lo[4], hi[4];
+      for (int m = 0; m < 4; ++m) lo[m] = _mm256_and_si256(t[m], low4), hi[m] = _mm256_and_si256(_mm256_srli_epi16(t[m], 4), low4);
+      const __m256i slo = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j) & 3]);
+      const __m256i shi = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j + 1) & 3]);
+      for (int k = 0; k < A; ++k) {
+        // activation row k's groups: v[m] values 64j + 4m .. of each half, v[4 + m] of 64j + 32 + 4m ..
+        const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
+        const __m256i alo = load(ak->qs + 64 * j), ahi = load(ak->qs + 64 * j + 32);
+        const __m256i v[8] = {bcast32<0>(alo), bcast32<1>(alo), bcast32<2>(alo), bcast32<3>(alo),
+                              bcast32<0>(ahi), bcast32<1>(ahi), bcast32<2>(ahi), bcast32<3>(ahi)};
+        __m256i plo = _mm256_maddubs_epi16(lo[0], v[0]), phi = _mm256_maddubs_epi16(hi[0], v[4]);
+        for (int m = 1; m < 4; ++m) {
+          plo = _mm256_add_epi16(plo, _mm256_maddubs_epi16(lo[m], v[m]));
+          phi = _mm256_add_epi16(phi, _mm256_maddubs_epi16(hi[m], v[4 + m]));
+        }
+#ifdef QC_DOT_VNNI
+        s[k] = dpwssd(dpwssd(s[k], plo, slo), phi, shi);
+#else
+        s[k] = _mm256_add_epi32(s[k], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
+#endif
+      }
+    }
+    }
+    for (int k = 0; k < A; ++k) {
+      const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
+      const __m256i t = _mm256_madd_epi16(load(ak->bsums), _mm256_set1_epi16(1));
+      const __m256i sbs = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));  // sub-block sums
+      // per row its 8 mins against the sub-block sums: [r0 .. | r1 ..] and [r2 .. | r3 ..], 4 dwords each
+      const __m256i h = _mm256_hadd_epi32(_mm256_madd_epi16(mn0, sbs), _mm256_madd_epi16(mn1, sbs));
+      const __m256i mins = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h, h), _mm256_setr_epi32(0, 0, 0, 0, 0, 4, 1, 5));
+      const __m256i halves = _mm256_add_epi32(s[k], _mm256_permute2x128_si256(s[k], s[k], 0x01));
+      acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dm, _mm256_set1_ps(ak->d)),
+                               _mm256_cvtepi32_ps(_mm256_blend_epi32(halves, mins, 0xf0)), acc[k]);
+    }
+    src.prefetch(i);
+  }
+  for (int k = 0; k < A; ++k) {
+    float out[4];
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1)));
+    for (int r = 0; r < R; ++r) y[k * ys + r] = out[r];
+  }
 }
 
 // ---- Q6_K ------------------------------------------------------------------------------------
@@ -233,11 +389,13 @@ static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, 
 
 }  // namespace
 
-// gemv_fn (kernels.h) of Q4_K
+// gemv_fn (kernels.h) of Q4_K: the Quad form over the stored rows, bit for bit Q4_K_R4's gemv
 void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  static const WordSpread ws;
-  row_passes(n_rows, [&](auto R, int r) { rows<R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, ws); });
+  static const Q4KQuadConsts c;
+  row_passes(n_rows, [&](auto R, int r) {
+    q4_K_quad<R, 1>(n, Q4KRows<R>{w + r * wrb, wrb}, static_cast<const uint8_t*>(va), 0, y + r, 0, c);
+  });
 }
 
 // gemv_rows_fn of Q5_K, and its gemv_fn (one activation row: the same passes): activation rows
@@ -248,7 +406,7 @@ void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const voi
   const uint8_t* a = static_cast<const uint8_t*>(va);
   static const WordSpread ws;
   row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
-    rows<R, A, R == 4, false, block_q5_K>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ws);
+    rows<R, A, R == 4>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ws);
   });
 }
 void gemv_q5_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
@@ -277,12 +435,13 @@ void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const 
                        float* y, size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  static const WordSpread ws;
+  static const Q4KQuadConsts c;
   for (int r = 0; r < n_rows; r += 4) {
     int k = 0;
-    for (; k + 4 <= n_a; k += 4) rows<4, 4, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
-    for (; k + 2 <= n_a; k += 2) rows<4, 2, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
-    for (; k < n_a; ++k) rows<4, 1, false, true>(n, w + r * wrb, wrb, a + k * arb, arb, y + k * ys + r, ys, ws);
+    const Q4KTile quad{w + r * wrb};
+    for (; k + 4 <= n_a; k += 4) q4_K_quad<4, 4>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
+    for (; k + 2 <= n_a; k += 2) q4_K_quad<4, 2>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
+    for (; k < n_a; ++k) q4_K_quad<4, 1>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
   }
 }
 void gemv_q4_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {

@@ -489,10 +489,10 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
               R.check(std::memcmp(yq.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
                       fmt("layout gemv Q4_0_R16 n=%lld rows=%d fill=%d: not bit for bit Q4_0_R4T's", (long long)n, n_rows, fill));
             }
-            // Q5_0's, Q4_1's and Q5_1's layouts repeat the stored gemv's arithmetic: a matrix decodes to the same
-            // bits repacked or not
+            // Q5_0's, Q4_1's, Q5_1's and Q4_K's layouts repeat the stored gemv's arithmetic: a matrix decodes to
+            // the same bits repacked or not
             const WeightKernels& wk = K.weight[wt.type];
-            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1) && wk.gemv &&
+            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1 || wt.type == GGML_Q4_K) && wk.gemv &&
                 wk.gemv_act == lk.gemv_act) {
               std::vector<float> ys(y.size(), -7.0f);
               wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
