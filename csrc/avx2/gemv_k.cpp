@@ -233,17 +233,52 @@ static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m25
   s = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
 }
 
+// A activation rows' integer sums of super-block i in the Quad form (see q4_K_quad): s[k] +=
+// [rows 0..3 of values 0..15 of each sub-block | of 16..31], scaled; sc the tile's scales.
+template <int A, class Src>
+static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, size_t arb, const __m256i sc[2],
+                                const Q4KQuadConsts& c, __m256i* s) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (int j = 0; j < 4; ++j) {
+    __m256i q[4], t[4];
+    for (int r = 0; r < 4; ++r) q[r] = load(src.qs(i, r) + 32 * j);
+    transpose4(q, t);
+    __m256i lo[4], hi[4];
+    for (int m = 0; m < 4; ++m) lo[m] = _mm256_and_si256(t[m], low4), hi[m] = _mm256_and_si256(_mm256_srli_epi16(t[m], 4), low4);
+    const __m256i slo = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j) & 3]);
+    const __m256i shi = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j + 1) & 3]);
+    for (int k = 0; k < A; ++k) {
+      // activation row k's groups: v[m] values 64j + 4m .. of each half, v[4 + m] of 64j + 32 + 4m ..
+      const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
+      const __m256i alo = load(ak->qs + 64 * j), ahi = load(ak->qs + 64 * j + 32);
+      const __m256i v[8] = {bcast32<0>(alo), bcast32<1>(alo), bcast32<2>(alo), bcast32<3>(alo),
+                            bcast32<0>(ahi), bcast32<1>(ahi), bcast32<2>(ahi), bcast32<3>(ahi)};
+      __m256i plo = _mm256_maddubs_epi16(lo[0], v[0]), phi = _mm256_maddubs_epi16(hi[0], v[4]);
+      for (int m = 1; m < 4; ++m) {
+        plo = _mm256_add_epi16(plo, _mm256_maddubs_epi16(lo[m], v[m]));
+        phi = _mm256_add_epi16(phi, _mm256_maddubs_epi16(hi[m], v[4 + m]));
+      }
+#ifdef QC_DOT_VNNI
+      s[k] = dpwssd(dpwssd(s[k], plo, slo), phi, shi);
+#else
+      s[k] = _mm256_add_epi32(s[k], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
+#endif
+    }
+  }
+}
+
 // y[k * ys + r] (r < R) = row r of the four rows src reads (n / 256 super-blocks) . activation row
-// k (A rows of Q8_K, arb bytes apart, each group broadcast in the kernel: a per-call broadcast copy, 4 bytes
-// per value, ran slower from memory, bench/README.md "AVX2 Q4_K_R4 in the Quad form"). Per tile:
-// sc[2] the rows' scales (scale_pos's order), the mins term of each row against the sub-block
-// sums, and per activation row one int32 sum [rows 0..3 of values 0..15 of each sub-block | of
-// 16..31]; the tile ends in one FMA per activation row of [the two halves' sum | the mins term]
-// with [d * d_a | -dmin * d_a], so y = the two halves of its accumulator.
+// k (A rows of Q8_K, arb bytes apart; A = 1: one_row). Several rows' groups are broadcast in the
+// kernel: a per-call broadcast copy, 4 bytes per value, ran slower from memory (bench/README.md,
+// "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call"). Per tile: sc[2] the rows'
+// scales (scale_pos's order), the mins term of each row against the sub-block sums, and per
+// activation row one int32 sum [rows 0..3 of values 0..15 of each sub-block | of 16..31]; the tile
+// ends in one FMA per activation row of [the two halves' sum | the mins term] with
+// [d * d_a | -dmin * d_a], so y = the two halves of its accumulator.
 template <int R, int A, class Src>
 static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, float* y, size_t ys,
                       const Q4KQuadConsts& c) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const __m256i zero = _mm256_setzero_si256();
   const __m256 neg_high = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
   __m256 acc[A];
   for (int k = 0; k < A; ++k) acc[k] = _mm256_setzero_ps();
@@ -265,32 +300,7 @@ static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, 
     if constexpr (A == 1) {
       one_row(i, src, reinterpret_cast<const block_q8_K*>(va) + i, sm0, sm1, c, s[0]);
     } else {
-    for (int j = 0; j < 4; ++j) {
-      __m256i q[4], t[4];
-      for (int r = 0; r < 4; ++r) q[r] = load(src.qs(i, r) + 32 * j);
-      transpose4(q, t);
-      __m256i lo[4], hi[4];
-      for (int m = 0; m < 4; ++m) lo[m] = _mm256_and_si256(t[m], low4), hi[m] = _mm256_and_si256(_mm256_srli_epi16(t[m], 4), low4);
-      const __m256i slo = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j) & 3]);
-      const __m256i shi = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j + 1) & 3]);
-      for (int k = 0; k < A; ++k) {
-        // activation row k's groups: v[m] values 64j + 4m .. of each half, v[4 + m] of 64j + 32 + 4m ..
-        const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
-        const __m256i alo = load(ak->qs + 64 * j), ahi = load(ak->qs + 64 * j + 32);
-        const __m256i v[8] = {bcast32<0>(alo), bcast32<1>(alo), bcast32<2>(alo), bcast32<3>(alo),
-                              bcast32<0>(ahi), bcast32<1>(ahi), bcast32<2>(ahi), bcast32<3>(ahi)};
-        __m256i plo = _mm256_maddubs_epi16(lo[0], v[0]), phi = _mm256_maddubs_epi16(hi[0], v[4]);
-        for (int m = 1; m < 4; ++m) {
-          plo = _mm256_add_epi16(plo, _mm256_maddubs_epi16(lo[m], v[m]));
-          phi = _mm256_add_epi16(phi, _mm256_maddubs_epi16(hi[m], v[4 + m]));
-        }
-#ifdef QC_DOT_VNNI
-        s[k] = dpwssd(dpwssd(s[k], plo, slo), phi, shi);
-#else
-        s[k] = _mm256_add_epi32(s[k], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
-#endif
-      }
-    }
+      several_rows<A>(i, src, va, arb, sc, c, s);
     }
     for (int k = 0; k < A; ++k) {
       const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
