@@ -283,7 +283,7 @@ struct Q5_0R4T : QuadPairs<Q5_0R4T> {
 // kOffShift 4).
 struct Q8_0R4T {
   static constexpr int32_t kLayout = QC_LAYOUT_Q8_0_R4T;
-  static constexpr bool kOneRowBcast = false;
+  static constexpr bool kOneRowBcast = false;  // one row broadcast in the kernel (gemv_t_rows)
   static constexpr bool kTwoQuads = false;
   static constexpr size_t kTile = 272;
   static constexpr int64_t kCols = 64;
@@ -328,9 +328,9 @@ struct Q8_0R4T {
 // the kernel per quad even where they do not fit in L1 with the tiles (rows of 4864 values,
 // gemv_rows_bench). One row is broadcast in the kernel (quad_tiles' kOwn): its 22 KB of a 4864-value
 // row beside the tiles streaming through L1 made the one-row decode slower (bench/README.md,
-// "Q8_0 in the Quad form"); but Q5_0_R4T's (L::kOneRowBcast), whose one row ran slower than two
-// from memory, is broadcast per call too where it takes at most kOneRowBcastBytes (rows of up to
-// 1792 values; bench/README.md, "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call").
+// "Q8_0 in the Quad form"). Q5_0_R4T's one row (L::kOneRowBcast), slower than two from memory when
+// broadcast in the kernel, is broadcast per call where it takes at most kOneRowBcastBytes (rows of
+// up to 1792 values; bench/README.md, "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call").
 template <class L>
 static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256i* out) {
   for (int i = 0; i < n_a; ++i)
@@ -428,8 +428,8 @@ static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0,
 // of the panel the activation rows kMaxA at a time (then the ones left), the quad's tiles read
 // from memory by the first pass and from L1 by the others; each (quad, activation row) keeps one
 // accumulator from panel to panel, so the sums go in row order as without panels. The activation
-// rows are broadcast once per call (bcast_rows), but for one row, which the kernel broadcasts itself
-// (but for Q5_0_R4T's short rows: bcast_rows).
+// rows are broadcast once per call (bcast_rows); one row by the kernel itself, unless the layout
+// reads its short rows from bcast_rows too (L::kOneRowBcast).
 // kHwShort: one row's tiles without the software prefetch where the rows fit in one panel (_hw below).
 constexpr size_t kOneRowBcastBytes = 8192;
 template <class L, bool kHwShort = false>
