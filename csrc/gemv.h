@@ -22,11 +22,6 @@ namespace qc {
 
 constexpr size_t kPrefetchL1Tile = 8192;
 
-// The AVX2 kernels that read a repacked layout's tiles one after another (repack.h) for one
-// activation row, and its Q6_K rows block by block, prefetch them this far ahead, into L1 (the
-// avx512 one-row passes leave it to the hardware: avx512/gemv.cpp, prefetch_ahead).
-constexpr size_t kTilePrefetch = 2048;
-
 // [p, p + n) into L1, once the loads before it in program order are issued: the compiler may not
 // move loads across it. Scheduled by gcc ahead of a tile's own loads, the prefetches held those
 // loads up and the AVX2 decode ran slower (bench/README.md, "Tile prefetches after the tile's loads").
@@ -35,18 +30,18 @@ static inline void prefetch_after_loads(const uint8_t* p, size_t n) {
   for (size_t c = 0; c < n; c += 64) __builtin_prefetch(p + c, 0, 3);
 }
 
-// The several-row decode passes read their tiles slower than one row does (more arithmetic per
-// byte); four rows prefetching 2 KB ahead into L1 took up to twice as long from memory as 8 KB
-// ahead into L2 on Zen 4 (bench/README.md, "Several-row tile prefetch on avx512").
-constexpr size_t kRowsTilePrefetch = 8192;
+// The AVX2 decode passes over a layout's tiles (and the Q6_K rows block by block), one activation
+// row or several, prefetch them this far ahead into L2: four rows prefetching 2 KB ahead into L1
+// took up to twice as long from memory on Zen 4 (bench/README.md, "Several-row tile prefetch on
+// avx512"), and one row ran faster there too ("One-row tile prefetch into L2 on AVX2"); the avx512
+// one-row passes leave it to the hardware (avx512/gemv.cpp, prefetch_ahead).
+constexpr size_t kTilePrefetch = 8192;
 
-// A pass of A activation rows over a layout's tiles, at [p, p + n): the tiles ahead of it, one
-// row's into L1, several rows' into L2 (after the loads before it, as prefetch_after_loads).
-template <int A>
+// The tiles ahead of a pass at [p, p + n), after the loads before it in program order (as
+// prefetch_after_loads).
 static inline void prefetch_tiles_ahead(const uint8_t* p, size_t n) {
-  if (A == 1) return prefetch_after_loads(p + kTilePrefetch, n);
   __asm__ volatile("" ::: "memory");
-  for (size_t c = 0; c < n; c += 64) __builtin_prefetch(p + kRowsTilePrefetch + c, 0, 2);
+  for (size_t c = 0; c < n; c += 64) __builtin_prefetch(p + kTilePrefetch + c, 0, 2);
 }
 
 // At step g of a tile of tile_bytes: step g of the next tile (at next) and of the one after it.

@@ -212,8 +212,8 @@ void gemv_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va
 // The same form (two blocks per 256-bit step, 8 int32 lanes, 4 per block), reading each tile in
 // order instead of four rows' blocks (the tiles hold their Quads as they are used); a tile's
 // scales are converted once (Q4_0_R4T, Q5_0_R4T: each row's pair spread by one permute; Q8_0_R4T
-// holds them in the lanes' order). The tiles are prefetched in software kTilePrefetch ahead
-// (gemv.h), after each tile's loads: in the model's decode steps they waited for memory without
+// holds them in the lanes' order). The tiles are prefetched in software (gemv.h,
+// prefetch_tiles_ahead), after each tile's loads: in the model's decode steps they waited for memory without
 // it, though not in a loop over the matrices alone (bench/README.md, "Several sequences at once",
 // "Repacked Q5_0").
 
@@ -342,9 +342,8 @@ static void bcast_rows(int64_t n, const uint8_t* va, size_t arb, int n_a, __m256
 // tiles g0 .. g1 - 1 of one quad (tile: its tile g0) with A activation rows (arb bytes apart; bc:
 // their broadcast form, bc_row vectors per row; kOwn: A is 1 and the kernel broadcasts it
 // itself, bc unused), the Quad arithmetic: the pairs of blocks in row order, each into one
-// accumulator per activation row. Tiles ahead as gemv.h's prefetch_tiles_ahead (prefetch: one
-// row's too): several rows into L2, which four rows read faster than into L1 (bench/README.md,
-// "The avx2 path on the Zen 4, serving").
+// accumulator per activation row. Tiles ahead by gemv.h's prefetch_tiles_ahead (prefetch: one
+// row's too).
 template <class L, int A, bool kOwn = false>
 static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const uint8_t* va, size_t arb,
                               const __m256i* bc, size_t bc_row, __m256* acc_io, bool prefetch = true) {
@@ -371,7 +370,7 @@ static inline void quad_tiles(const uint8_t* tile, int64_t g0, int64_t g1, const
         acc[i] = dot_fma(dot[i], a, (int)(pair & 1), dw[h], acc[i]);
       }
     }
-    if (A > 1 || prefetch) prefetch_tiles_ahead<A>(tile, L::kTile);
+    if (A > 1 || prefetch) prefetch_tiles_ahead(tile, L::kTile);
   }
   for (int i = 0; i < A; ++i) acc_io[i] = acc[i];
 }
@@ -420,7 +419,7 @@ static inline void quad_tiles2(const uint8_t* ta, const uint8_t* tb, int64_t g0,
         acc_b[i] = dot_fma(_mm256_sub_epi32(_mm256_madd_epi16(sb[i], ones), off), a, (int)(pair & 1), dwb[h], acc_b[i]);
       }
     }
-    prefetch_tiles_ahead<A>(ta, L::kTile), prefetch_tiles_ahead<A>(tb, L::kTile);
+    prefetch_tiles_ahead(ta, L::kTile), prefetch_tiles_ahead(tb, L::kTile);
   }
 }
 

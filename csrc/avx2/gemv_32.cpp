@@ -175,7 +175,7 @@ struct StoredQuads {
 
 // Q4_1_R4T and Q5_1_R4T (repack.h): a quad's tiles one after another, each the QuadMin of its two
 // blocks as stored (the nibbles regrouped, Q5_1's 5th bits as bit planes, [d | m] of its 8 (row,
-// block) lanes), prefetched kTilePrefetch ahead (gemv.h). Its rows have
+// block) lanes), prefetched ahead (gemv.h, prefetch_tiles_ahead). Its rows have
 // an even number of blocks and segments are even (kMinDotSegment): block k never stands alone.
 template <typename B>
 struct TileQuads {
@@ -198,7 +198,7 @@ struct TileQuads {
     return q;
   }
   void prefetch(int64_t g) const {  // the group's two tiles
-    prefetch_after_loads(tiles + 2 * g * kTile + kTilePrefetch, 2 * kTile);
+    prefetch_tiles_ahead(tiles + 2 * g * kTile, 2 * kTile);
   }
 };
 

@@ -184,14 +184,14 @@ struct Q4KQuadConsts {
 
 // Where q4_K_quad reads four rows' super-block i: the headers of rows 0 | 1 and 2 | 3 (one row per
 // 128-bit lane) and row r's qs, and the prefetch after it. Q4KTile: a quad of Q4_K_R4 tiles (one
-// sequential stream, each tile prefetched kTilePrefetch ahead); Q4KRows: R <= 4 stored rows (rows
+// sequential stream, each tile prefetched ahead: prefetch_tiles_ahead); Q4KRows: R <= 4 stored rows (rows
 // past R repeat the last one), the next R rows prefetched at the pace these are read (gemv.h).
 struct Q4KTile {
   const uint8_t* w;
   const uint8_t* tile(int64_t i) const { return w + i * 4 * sizeof(block_q4_K); }
   __m256i headers(int64_t i, int p) const { return load(tile(i) + 32 * p); }
   const uint8_t* qs(int64_t i, int r) const { return tile(i) + 64 + 128 * r; }
-  void prefetch(int64_t i) const { prefetch_after_loads(tile(i) + kTilePrefetch, 4 * sizeof(block_q4_K)); }
+  void prefetch(int64_t i) const { prefetch_tiles_ahead(tile(i), 4 * sizeof(block_q4_K)); }
 };
 template <int R>
 struct Q4KRows {
@@ -327,7 +327,7 @@ static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, 
 // read one after another, each in memory order: a pass reading 4 rows side by side (the Q4_K
 // kernel above) ran slower from memory than vec_dot_q6_K row by row, with or without software
 // prefetch (bench/README.md, "Q6_K and stored Q8_0 decode kernels"); the sequential stream, each
-// block prefetched kTilePrefetch ahead after its loads (gemv.h), runs at the memory's speed. What
+// block prefetched ahead after its loads (gemv.h, prefetch_tiles_ahead), runs at the memory's speed. What
 // is saved against vec_dot is arithmetic:
 // the row's scales are widened once per super-block into one register (the even sub-blocks'
 // scales in the low lane, the odd ones' in the high lane, so that one vpshufb per 32-value chunk
@@ -389,7 +389,7 @@ static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, 
         const float d = h2f(b[i].d);
         for (int k = 0; k < A; ++k)
           acc[r][k] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[k][i0 + i].d), _mm256_cvtepi32_ps(s[k]), acc[r][k]);
-        prefetch_after_loads(reinterpret_cast<const uint8_t*>(b + i) + kTilePrefetch, sizeof(block_q6_K));
+        prefetch_tiles_ahead(reinterpret_cast<const uint8_t*>(b + i), sizeof(block_q6_K));
       }
     }
   }

@@ -36,7 +36,7 @@ namespace {
 // (bench/README.md, "One-row decode without software prefetch on avx512")
 template <int A>
 static inline void prefetch_ahead(const uint8_t* p, size_t n) {
-  if (A > 1) prefetch_tiles_ahead<A>(p, n);
+  if (A > 1) prefetch_tiles_ahead(p, n);
 }
 
 // The four weight rows' values of blocks 4s .. 4s + 3 of a step s (128 columns) in the Quad lanes

@@ -139,7 +139,7 @@ QC_VNNI static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t*
                                     acc[k][r]);
       }
     }
-    if constexpr (repacked && A > 1) prefetch_tiles_ahead<A>(tile, 4 * sizeof(B));
+    if constexpr (repacked && A > 1) prefetch_tiles_ahead(tile, 4 * sizeof(B));
   }
   for (int k = 0; k < A; ++k) {
     alignas(64) float mins[16];  // lane r: row r's min term in 4 parts

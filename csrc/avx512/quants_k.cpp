@@ -242,7 +242,7 @@ QC_VNNI static void dots_q6_K(int64_t n, const block_q6_K* x, const uint8_t* va,
     for (int k = 0; k < A; ++k)
       acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[k]->d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k])), acc[k]);
     if (kPrefetch) prefetch_after_loads(reinterpret_cast<const uint8_t*>(x + i) + kQ6Prefetch, sizeof(block_q6_K));
-    else if (A > 2) prefetch_tiles_ahead<A>(reinterpret_cast<const uint8_t*>(x + i), sizeof(block_q6_K));
+    else if (A > 2) prefetch_tiles_ahead(reinterpret_cast<const uint8_t*>(x + i), sizeof(block_q6_K));
   }
   for (int k = 0; k < A; ++k) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum_ps(acc_off[k]);
 }
