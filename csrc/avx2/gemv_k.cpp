@@ -58,6 +58,12 @@ static inline __m256i scales_mins_2(__m256i hdr) {
                          _mm256_and_si256(_mm256_srli_epi32(z, 2), keep_hi));
 }
 
+// scales_mins_2's two rows (sm) -> sc[0], sc[1]: each row's 8 scales as int16 words, in both lanes
+static inline void row_scales(__m256i sm, __m256i* sc) {
+  const __m256i sc16 = _mm256_unpacklo_epi8(sm, _mm256_setzero_si256());
+  sc[0] = _mm256_permute2x128_si256(sc16, sc16, 0x00), sc[1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+}
+
 static inline uint32_t load32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
@@ -115,9 +121,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
         const __m256i mt = _mm256_madd_epi16(mn16, sbs[k]);  // 4 dwords per row
         acc_min[k][p] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], dmin_ix), _mm256_cvtepi32_ps(mt), acc_min[k][p]);
       }
-      const __m256i sc16 = _mm256_unpacklo_epi8(sm, zero);
-      sc[2 * p] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      sc[2 * p + 1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+      row_scales(sm, sc + 2 * p);
     }
     __m256i s[A][R];
     for (int k = 0; k < A; ++k)
@@ -161,7 +165,7 @@ static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, siz
 // row's value is the same bits whatever the batch, and the stored rows' the repacked ones'.
 
 // The byte shuffles of a tile's scales: scale_pos[s] takes sub-block s's scale (s < 4 from
-// q4_K_quad's sc[0], 4 + s from sc[1]) into each row's lane as two int16 words. sc holds, per
+// several_rows' sc[0], 4 + s from sc[1]) into each row's lane as two int16 words. sc holds, per
 // 32-bit group s, the 4 rows' scales in the order (0, 2, 1, 3) in the low lane, (1, 3, 0, 2) in
 // the high one.
 struct Q4KQuadConsts {
@@ -215,10 +219,8 @@ template <class Src>
 static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m256i sm0, __m256i sm1,
                            const Q4KQuadConsts& c, __m256i& s) {
   const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
-  const __m256i sc01 = _mm256_unpacklo_epi8(sm0, zero), sc23 = _mm256_unpacklo_epi8(sm1, zero);
-  // row r's 8 scales as int16 words, in both lanes
-  const __m256i sc[4] = {_mm256_permute2x128_si256(sc01, sc01, 0x00), _mm256_permute2x128_si256(sc01, sc01, 0x11),
-                         _mm256_permute2x128_si256(sc23, sc23, 0x00), _mm256_permute2x128_si256(sc23, sc23, 0x11)};
+  __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
+  row_scales(sm0, sc), row_scales(sm1, sc + 2);
   __m256i d[4] = {zero, zero, zero, zero};
   for (int j = 0; j < 4; ++j) {
     const __m256i alo = load(a->qs + 64 * j), ahi = load(a->qs + 64 * j + 32);
@@ -234,11 +236,16 @@ static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m25
 }
 
 // A activation rows' integer sums of super-block i in the Quad form (see q4_K_quad): s[k] +=
-// [rows 0..3 of values 0..15 of each sub-block | of 16..31], scaled; sc the tile's scales.
+// [rows 0..3 of values 0..15 of each sub-block | of 16..31], scaled (sm0, sm1: scales_mins_2 of
+// rows 0 | 1 and 2 | 3).
 template <int A, class Src>
-static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, size_t arb, const __m256i sc[2],
+static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, size_t arb, __m256i sm0, __m256i sm1,
                                 const Q4KQuadConsts& c, __m256i* s) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
+  // the rows' scales in scale_pos's order
+  const __m256i u = _mm256_unpacklo_epi8(sm0, sm1);  // [r0, r2 per scale | r1, r3]
+  const __m256i u2 = _mm256_permute4x64_epi64(u, _MM_SHUFFLE(1, 0, 3, 2));
+  const __m256i sc[2] = {_mm256_unpacklo_epi16(u, u2), _mm256_unpackhi_epi16(u, u2)};
   for (int j = 0; j < 4; ++j) {
     __m256i q[4], t[4];
     for (int r = 0; r < 4; ++r) q[r] = load(src.qs(i, r) + 32 * j);
@@ -270,8 +277,8 @@ static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, si
 // y[k * ys + r] (r < R) = row r of the four rows src reads (n / 256 super-blocks) . activation row
 // k (A rows of Q8_K, arb bytes apart; A = 1: one_row). Several rows' groups are broadcast in the
 // kernel: a per-call broadcast copy, 4 bytes per value, ran slower from memory (bench/README.md,
-// "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call"). Per tile: sc[2] the rows'
-// scales (scale_pos's order), the mins term of each row against the sub-block sums, and per
+// "AVX2 Q4_K in the Quad form, Q5_0's one row broadcast per call"). Per tile: the rows' scales
+// and mins (scales_mins_2), the mins term of each row against the sub-block sums, and per
 // activation row one int32 sum [rows 0..3 of values 0..15 of each sub-block | of 16..31]; the tile
 // ends in one FMA per activation row of [the two halves' sum | the mins term] with
 // [d * d_a | -dmin * d_a], so y = the two halves of its accumulator.
@@ -291,16 +298,13 @@ static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, 
     const __m256 dm = _mm256_xor_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(dd)),
                                                              _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)),
                                     neg_high);
-    const __m256i u = _mm256_unpacklo_epi8(sm0, sm1);  // [r0, r2 per scale | r1, r3]
-    const __m256i u2 = _mm256_permute4x64_epi64(u, _MM_SHUFFLE(1, 0, 3, 2));
-    const __m256i sc[2] = {_mm256_unpacklo_epi16(u, u2), _mm256_unpackhi_epi16(u, u2)};
     const __m256i mn0 = _mm256_unpackhi_epi8(sm0, zero), mn1 = _mm256_unpackhi_epi8(sm1, zero);  // mins: r0 | r1, r2 | r3
     __m256i s[A];
     for (int k = 0; k < A; ++k) s[k] = zero;
     if constexpr (A == 1) {
       one_row(i, src, reinterpret_cast<const block_q8_K*>(va) + i, sm0, sm1, c, s[0]);
     } else {
-      several_rows<A>(i, src, va, arb, sc, c, s);
+      several_rows<A>(i, src, va, arb, sm0, sm1, c, s);
     }
     for (int k = 0; k < A; ++k) {
       const block_q8_K* ak = reinterpret_cast<const block_q8_K*>(va + k * arb) + i;
