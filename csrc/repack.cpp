@@ -15,6 +15,7 @@ int32_t repack_base_type(int32_t layout) {
     case QC_LAYOUT_Q8_0_R4:
     case QC_LAYOUT_Q8_0_R4T: return GGML_Q8_0;
     case QC_LAYOUT_Q4_K_R4: return GGML_Q4_K;
+    case QC_LAYOUT_Q5_K_R4: return GGML_Q5_K;
     case QC_LAYOUT_Q5_0_R4T: return GGML_Q5_0;
     case QC_LAYOUT_Q4_0_R4T:
     case QC_LAYOUT_Q4_0_R16: return GGML_Q4_0;
@@ -209,18 +210,20 @@ void tile_q8_0t(block_q8_0* rows, int64_t row_blocks, uint8_t* tile) {
     }
 }
 
-template <bool to_tile>
-void tile_q4_K(block_q4_K* rows, int64_t row_blocks, uint8_t* tile) {
-  constexpr size_t kHeader = offsetof(block_q4_K, qs);  // d, dmin, scales: 16 bytes
-  static_assert(kHeader == 16 && sizeof(block_q4_K) == kHeader + 128, "block_q4_K layout");
+// Q4_K_R4 and Q5_K_R4: the 4 headers (d, dmin, the packed scales and mins: 16 bytes), then each
+// row's rest of the block (Q4_K: qs; Q5_K: qh, qs) in turn
+template <typename B, bool to_tile>
+void tile_k(B* rows, int64_t row_blocks, uint8_t* tile) {
+  constexpr size_t kHeader = offsetof(B, scales) + sizeof(B::scales), kRest = sizeof(B) - kHeader;
+  static_assert(kHeader == 16, "K-quant header");
   for (int r = 0; r < 4; ++r) {
     uint8_t* b = reinterpret_cast<uint8_t*>(&rows[r * row_blocks]);
     if (to_tile) {
       std::memcpy(tile + 16 * r, b, kHeader);
-      std::memcpy(tile + 64 + 128 * r, b + kHeader, 128);
+      std::memcpy(tile + 64 + kRest * r, b + kHeader, kRest);
     } else {
       std::memcpy(b, tile + 16 * r, kHeader);
-      std::memcpy(b + kHeader, tile + 64 + 128 * r, 128);
+      std::memcpy(b + kHeader, tile + 64 + kRest * r, kRest);
     }
   }
 }
@@ -270,7 +273,10 @@ void convert_layout(int32_t layout, void* stored, int64_t n_rows, int64_t n_cols
       convert<block_q5_1, 2, 32, tile_q5_1t<to_tile>>(layout, static_cast<block_q5_1*>(stored), n_rows, n_cols, t);
       break;
     case QC_LAYOUT_Q4_K_R4:
-      convert<block_q4_K, 1, QK_K, tile_q4_K<to_tile>>(layout, static_cast<block_q4_K*>(stored), n_rows, n_cols, t);
+      convert<block_q4_K, 1, QK_K, tile_k<block_q4_K, to_tile>>(layout, static_cast<block_q4_K*>(stored), n_rows, n_cols, t);
+      break;
+    case QC_LAYOUT_Q5_K_R4:
+      convert<block_q5_K, 1, QK_K, tile_k<block_q5_K, to_tile>>(layout, static_cast<block_q5_K*>(stored), n_rows, n_cols, t);
       break;
     default:
       throw std::invalid_argument("repack: unknown layout " + std::to_string(layout));

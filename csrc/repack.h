@@ -55,6 +55,9 @@
 //   header (d, dmin, the 12 bytes of packed scales and mins), then bytes 64 + 128r .. + 127 = its
 //   qs. The 4 headers are one 64-byte load, one row per 128-bit lane, the register the Q4_K decode
 //   kernel (avx512/gemv_k.cpp) otherwise assembles from four loads; it pairs with plain Q8_K.
+// Q5_K_R4 tile, 704 bytes (256 columns): Q4_K_R4's 4 headers at 16r, then bytes 64 + 160r .. + 159 =
+//   row r's qh and qs as stored (the avx2 Quad kernel's one sequential stream; the stored rows
+//   side by side decoded a fifth slower from memory: bench/README.md, "AVX2 Q5_K_R4").
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -72,6 +75,7 @@ enum : int32_t {
   QC_LAYOUT_Q5_1_R4T,
   QC_LAYOUT_Q8_0_R4T,
   QC_LAYOUT_Q4_0_R16,
+  QC_LAYOUT_Q5_K_R4,
   QC_LAYOUT_COUNT,
 };
 
@@ -109,7 +113,7 @@ int32_t repack_base_type(int32_t layout);
 
 // Columns per tile.
 static constexpr int64_t repack_cols(int32_t layout) {
-  if (layout == QC_LAYOUT_Q4_K_R4) return 256;
+  if (layout == QC_LAYOUT_Q4_K_R4 || layout == QC_LAYOUT_Q5_K_R4) return 256;
   if (layout == QC_LAYOUT_Q4_1_R4T || layout == QC_LAYOUT_Q5_1_R4T || layout == QC_LAYOUT_Q8_0_R4T ||
       layout == QC_LAYOUT_Q4_0_R16)
     return 64;

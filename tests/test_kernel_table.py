@@ -69,6 +69,7 @@ def test_the_tables_choices(isa):
         for t in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
             assert rows[t]["layout_gemm"][0] == f"{isa}::gemm_{t.lower()}_r4t"
         assert rows["Q4_K"]["layout_gemm"][0] == f"{isa}::gemm_q4_K_r4"
+        assert rows["Q5_K"]["layout"] == "Q5_K_R4" and rows["Q5_K"]["layout_gemm"][0] == f"{isa}::gemm_q5_K_r4"
     if isa == "avx512":  # the float types: the avx2 kernels, decode included, where 512-bit operations run in halves
         halves = "avx512-halves" in _kernels.cpu_features().split()
         for t in ("F32", "F16", "BF16"):
@@ -86,6 +87,7 @@ def test_the_tables_choices(isa):
         if vnni:  # its own Q4_0 layout, the 16-row bands; Q4_K_R4 with its own K tile
             assert rows["Q4_0"]["layout_gemm"][0] == "avx512::gemm_q4_0_r16"
             assert rows["Q4_K"]["layout_gemm"][0] == "avx512::gemm_q4_K_r4"
+            assert rows["Q5_K"]["layout"] == "stored" and rows["Q5_K"]["gemv"][0] == "avx512::gemv_q5_K"
 
 
 @pytest.mark.parametrize("name", ["vec_dot", "gemm", "gemv"])

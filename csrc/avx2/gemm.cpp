@@ -421,6 +421,9 @@ void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size
 void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q5_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
+void gemm_q5_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm::gemm_kx8_rows<gemm::Q5_KW, Dot>(n, n_w, a, arb, n_a, y, ldy, gemm::Q5KR4Blocks{static_cast<const uint8_t*>(w), n});
+}
 void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm::gemm_kx8<gemm::Q6_KW, Dot>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
@@ -429,12 +432,15 @@ void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, siz
 void gemm_q4_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int<gemm::Q4_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
 }
-// gemm_q4_K's kernel over the Q4_K_R4 tiles decode reads (gemm::Q4KR4Blocks)
+// gemm_q4_K's and gemm_q5_K's kernels over the Q4_K_R4 / Q5_K_R4 tiles decode reads (layout_rows.h)
 void gemm_q4_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int_rows<gemm::Q4_KW>(n, n_w, a, arb, n_a, y, ldy, gemm::Q4KR4Blocks{static_cast<const uint8_t*>(w), n});
 }
 void gemm_q5_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int<gemm::Q5_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);
+}
+void gemm_q5_K_r4(int64_t n, const void* w, size_t, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
+  gemm_k_int_rows<gemm::Q5_KW>(n, n_w, a, arb, n_a, y, ldy, gemm::Q5KR4Blocks{static_cast<const uint8_t*>(w), n});
 }
 void gemm_q6_K(int64_t n, const void* w, size_t wrb, int n_w, const void* a, size_t arb, int n_a, float* y, size_t ldy) {
   gemm_k_int<gemm::Q6_KW>(n, w, wrb, n_w, a, arb, n_a, y, ldy);

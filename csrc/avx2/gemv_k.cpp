@@ -1,19 +1,14 @@
 // AVX2 decode kernels of Q4_K, Q5_K and Q6_K weights (WeightKernels::gemv, and Q5_K's and Q6_K's
-// gemv_rows), and of the repacked Q4_K_R4 (LayoutKernels::gemv and gemv_rows). Q6_K: its own
-// kernel below, row by row. Q4_K, stored or repacked: the Quad form below. Q5_K: up to 4 rows per
-// pass against one Q8_K activation row (gemv_rows: up to 4 at a time), the values of vec_dot_q5_K
-// (quants_k.cpp) up to the order of the float sums, its 5th bits OR-ed into the nibbles as
-// vec_dot_q5_K does (rows<>, which Q4_K took too before its Quad form); Qwen2.5-0.5B's Q5_K_M file
-// has it in half of its ffn_down matrices, which vec_dot decoded row by row.
+// gemv_rows), and of the repacked Q4_K_R4 and Q5_K_R4 (LayoutKernels::gemv and gemv_rows). Q6_K:
+// its own kernel below, row by row. Q4_K and Q5_K, stored or repacked: the Quad form below, one
+// function for both (Q5_K's 5th bits OR-ed into the nibbles as vec_dot_q5_K does).
 //
 // vec_dot spends about half of its work per super-block outside the byte products: unpacking
 // the 6-bit scales and mins, converting d and dmin, the min term against the activation sums.
-// Here that work is shared: two rows' 16-byte block headers (d, dmin, 12 bytes of scales) are
-// one register, one row per 128-bit lane, unpacked by the same few vector operations; one
-// vpmaddwd gives both rows' min terms; one conversion gives the d and dmin of 4 rows. Each
-// 64-value step of the activations is loaded once for all rows. Per row and step then: one
-// load, 3 mask/shift, 2 vpmaddubsw and 2 scale weightings (vpmaddwd + add, or vpdpwssd in the
-// VNNI compilations, simd.h).
+// Here that work is shared by a tile's four rows: two rows' 16-byte block headers (d, dmin, 12
+// bytes of scales) are one register, one row per 128-bit lane, unpacked by the same few vector
+// operations; one vpmaddwd gives both rows' min terms; one conversion gives the d and dmin of 4
+// rows.
 #include "simd.h"
 
 #include "../gemv.h"
@@ -70,108 +65,27 @@ static inline uint32_t load32(const uint8_t* p) {
   return v;
 }
 
-// y[k * ys + r] = row r of w (R <= 4 rows of wrb bytes, n / 256 blocks block_q5_K each) . activation row k
-// (A rows of Q8_K, arb bytes apart). Each activation row's arithmetic is the same whatever A (A =
-// 1 is the decode gemv), the headers unpacked and the weights' nibbles and spread scales taken once
-// per step for all A. With prefetch: the R rows after these (and the R after those) are prefetched
-// at the pace they are read (gemv.h).
-// Q5_K's header is Q4_K's, then qh: its values take a 5th bit, bit 2j of qh byte l for the low
-// nibbles of qs chunk j, bit 2j + 1 for the high ones, as in vec_dot_q5_K; values <= 31 keep a
-// vpmaddubsw pair <= 2 * 31 * 128.
-template <int R, int A, bool prefetch>
-static void rows(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, size_t arb, float* y, size_t ys,
-                 const WordSpread& ws) {
-  typedef block_q5_K B;
-  const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
-  constexpr int P = (R + 1) / 2;  // row pairs
-  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
-  const bool to_l1 = R * wrb <= kPrefetchL1Tile;
-  const uint8_t* row[4];
-  for (int r = 0; r < 4; ++r) row[r] = w + (r < R ? r : R - 1) * wrb;  // rows past R repeat the last one
-  const block_q8_K* a[A];
-  for (int k = 0; k < A; ++k) a[k] = reinterpret_cast<const block_q8_K*>(va + k * arb);
-  __m256 acc[A][R], acc_min[A][P];
-  for (int k = 0; k < A; ++k) {
-    for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
-    for (int p = 0; p < P; ++p) acc_min[k][p] = _mm256_setzero_ps();
-  }
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    if (prefetch) prefetch_tiles<R * sizeof(B)>(w + R * wrb, R * wrb, i, to_l1);
-    const size_t off = (size_t)i * sizeof(B);
-    // row r's header and its qs
-    auto header = [&](int r) { return row[r] + off; };
-    auto qs = [&](int r) { return row[r] + off + offsetof(B, qs); };
-    // [d0, dmin0, d1, dmin1, .., d3, dmin3]
-    const __m256 dmw = _mm256_cvtph_ps(_mm_setr_epi32((int)load32(header(0)), (int)load32(header(1)),
-                                                      (int)load32(header(2)), (int)load32(header(3))));
-    __m256 dm[A];  // the same * activation row k's scale
-    __m256i sbs[A];  // row k's sums of the 8 sub-blocks' 32 activations as int16 words, in both lanes
-    for (int k = 0; k < A; ++k) {
-      dm[k] = _mm256_mul_ps(dmw, _mm256_set1_ps(a[k][i].d));
-      const __m256i t = _mm256_madd_epi16(load(a[k][i].bsums), _mm256_set1_epi16(1));
-      sbs[k] = _mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), _MM_SHUFFLE(2, 0, 2, 0));
-    }
-    __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
-    for (int p = 0; p < P; ++p) {
-      const __m256i sm = scales_mins_2(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(header(2 * p + 1)),
-                                                           reinterpret_cast<const __m128i*>(header(2 * p))));
-      const __m256i mn16 = _mm256_unpackhi_epi8(sm, zero);
-      const __m256i dmin_ix = p ? _mm256_setr_epi32(5, 5, 5, 5, 7, 7, 7, 7) : _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
-      for (int k = 0; k < A; ++k) {
-        const __m256i mt = _mm256_madd_epi16(mn16, sbs[k]);  // 4 dwords per row
-        acc_min[k][p] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], dmin_ix), _mm256_cvtepi32_ps(mt), acc_min[k][p]);
-      }
-      row_scales(sm, sc + 2 * p);
-    }
-    __m256i s[A][R];
-    for (int k = 0; k < A; ++k)
-      for (int r = 0; r < R; ++r) s[k][r] = zero;
-    for (int j = 0; j < 4; ++j) {  // qs bytes 32j..32j+31: sub-block 2j in the low nibbles, 2j + 1 in the high
-      for (int r = 0; r < R; ++r) {
-        const __m256i q = load(qs(r) + 32 * j);
-        const __m256i hb = _mm256_srli_epi16(load(row[r] + off + offsetof(B, qh)), 2 * j);
-        const __m256i ulo = _mm256_or_si256(_mm256_and_si256(q, low4), _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-        const __m256i uhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                            _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
-        const __m256i slo = _mm256_shuffle_epi8(sc[r], ws.m[2 * j]), shi = _mm256_shuffle_epi8(sc[r], ws.m[2 * j + 1]);
-        for (int k = 0; k < A; ++k) {
-          s[k][r] = scaled_dot(s[k][r], ulo, load(a[k][i].qs + 64 * j), slo);
-          s[k][r] = scaled_dot(s[k][r], uhi, load(a[k][i].qs + 64 * j + 32), shi);
-        }
-      }
-    }
-    for (int k = 0; k < A; ++k)
-      for (int r = 0; r < R; ++r)
-        acc[k][r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dm[k], _mm256_set1_epi32(2 * r)),
-                                    _mm256_cvtepi32_ps(s[k][r]), acc[k][r]);
-  }
-  for (int k = 0; k < A; ++k)
-    for (int r = 0; r < R; ++r) {
-      const __m128 m = (r & 1) ? _mm256_extractf128_ps(acc_min[k][r / 2], 1) : _mm256_castps256_ps128(acc_min[k][r / 2]);
-      y[k * ys + r] = hsum_ps(acc[k][r]) - hsum128_ps(m);
-    }
-}
-
-// ---- Q4_K_R4 in the Quad form ----------------------------------------------------------------
-// The repacked tile's four rows (repack.h) regrouped per 64-value step as the Quad form of
-// gemv.cpp: transpose4 puts each row's group of 4 bytes in its own 32-bit lane (the low half the
-// step's values 0..15 of a 32-value sub-block, the high half 16..31), the low nibbles being
-// sub-block 2j, the high ones 2j + 1. Against an activation group broadcast to the four lanes, the
-// four groups' vpmaddubsw sum in int16 (<= 4 * 2 * 15 * 128) and one vpmaddwd per sub-block
-// weights them with each row's scale (spread to its lane): 10 multiplies per 256 products and
-// activation row where the row-per-register form spends 16, and one int32 sum per activation row
-// instead of one per weight row (rows<4, 4> above keeps 16). One activation row (the gemv) makes
-// the same integers in the row-per-register form (one_row) and shares the float steps, so each
-// row's value is the same bits whatever the batch, and the stored rows' the repacked ones'.
+// ---- Q4_K and Q5_K in the Quad form ----------------------------------------------------------
+// A tile's four rows (repack.h's Q4_K_R4 / Q5_K_R4, or four stored rows) regrouped per 64-value
+// step as the Quad form of gemv.cpp: transpose4 puts each row's group of 4 bytes in its own 32-bit
+// lane (the low half the step's values 0..15 of a 32-value sub-block, the high half 16..31), the
+// low nibbles being sub-block 2j, the high ones 2j + 1 (Q5_K: with the 5th bits of qh, transposed
+// the same way, at bit 4). Against an activation group broadcast to the four lanes, the four
+// groups' vpmaddubsw sum in int16 (<= 4 * 2 * 31 * 128) and one vpmaddwd per sub-block weights
+// them with each row's scale (spread to its lane): 10 multiplies per 256 products and activation
+// row where the row-per-register form spends 16, and one int32 sum per activation row instead of
+// one per weight row. One activation row (the gemv) makes the same integers in the
+// row-per-register form (one_row) and shares the float steps, so each row's value is the same
+// bits whatever the batch, and the stored rows' the repacked ones'.
 
 // The byte shuffles of a tile's scales: scale_pos[s] takes sub-block s's scale (s < 4 from
 // several_rows' sc[0], 4 + s from sc[1]) into each row's lane as two int16 words. sc holds, per
 // 32-bit group s, the 4 rows' scales in the order (0, 2, 1, 3) in the low lane, (1, 3, 0, 2) in
 // the high one.
-struct Q4KQuadConsts {
+struct KQuadConsts {
   WordSpread spread;  // the one-row form's
   __m256i scale_pos[4];
-  Q4KQuadConsts() {
+  KQuadConsts() {
     static const int lane0[4] = {0, 2, 1, 3}, lane1[4] = {2, 0, 3, 1};  // row r's byte in the group
     for (int s = 0; s < 4; ++s) {
       alignas(32) int8_t m[32];
@@ -186,47 +100,71 @@ struct Q4KQuadConsts {
   }
 };
 
-// Where q4_K_quad reads four rows' super-block i: the headers of rows 0 | 1 and 2 | 3 (one row per
-// 128-bit lane) and row r's qs, and the prefetch after it. Q4KTile: a quad of Q4_K_R4 tiles (one
-// sequential stream, each tile prefetched ahead: prefetch_tiles_ahead); Q4KRows: R <= 4 stored rows (rows
-// past R repeat the last one), the next R rows prefetched at the pace these are read (gemv.h).
-struct Q4KTile {
+// Where k_quad reads four rows' super-block i (Block: block_q4_K or block_q5_K): the headers of
+// rows 0 | 1 and 2 | 3 (one row per 128-bit lane), row r's qs (and Q5_K's qh), and the prefetch
+// after it. KTile: a quad of Q4_K_R4 / Q5_K_R4 tiles (one sequential stream, each tile prefetched
+// ahead: prefetch_tiles_ahead); KRows: R <= 4 stored rows (rows past R repeat the last one), the
+// next R rows prefetched at the pace these are read (gemv.h).
+template <typename Block>
+struct KTile {
+  typedef Block B;
+  static constexpr size_t kRest = sizeof(B) - 16;  // a row's bytes past its header in the tile
   const uint8_t* w;
-  const uint8_t* tile(int64_t i) const { return w + i * 4 * sizeof(block_q4_K); }
+  const uint8_t* tile(int64_t i) const { return w + i * 4 * sizeof(B); }
   __m256i headers(int64_t i, int p) const { return load(tile(i) + 32 * p); }
-  const uint8_t* qs(int64_t i, int r) const { return tile(i) + 64 + 128 * r; }
-  void prefetch(int64_t i) const { prefetch_tiles_ahead(tile(i), 4 * sizeof(block_q4_K)); }
+  const uint8_t* qh(int64_t i, int r) const { return tile(i) + 64 + kRest * r; }
+  const uint8_t* qs(int64_t i, int r) const { return tile(i) + 64 + kRest * r + (kRest - QK_K / 2); }
+  void prefetch(int64_t i) const { prefetch_tiles_ahead(tile(i), 4 * sizeof(B)); }
 };
-template <int R>
-struct Q4KRows {
+template <int R, typename Block>
+struct KRows {
+  typedef Block B;
   const uint8_t* w;
   size_t wrb;
-  const uint8_t* row(int64_t i, int r) const { return w + (r < R ? r : R - 1) * wrb + i * sizeof(block_q4_K); }
+  const uint8_t* row(int64_t i, int r) const { return w + (r < R ? r : R - 1) * wrb + i * sizeof(B); }
   __m256i headers(int64_t i, int p) const {
     return _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(row(i, 2 * p + 1)), reinterpret_cast<const __m128i*>(row(i, 2 * p)));
   }
-  const uint8_t* qs(int64_t i, int r) const { return row(i, r) + offsetof(block_q4_K, qs); }
+  const uint8_t* qh(int64_t i, int r) const { return row(i, r) + offsetof(B, qh); }
+  const uint8_t* qs(int64_t i, int r) const { return row(i, r) + offsetof(B, qs); }
   void prefetch(int64_t i) const {
-    if (R == 4) prefetch_tiles<R * sizeof(block_q4_K)>(w + R * wrb, R * wrb, i, R * wrb <= kPrefetchL1Tile);
+    if (R == 4) prefetch_tiles<R * sizeof(B)>(w + R * wrb, R * wrb, i, R * wrb <= kPrefetchL1Tile);
   }
 };
 
-// One activation row's integer sums of super-block i in the row-per-register form (rows<> above:
-// no activation broadcast, which costs one row more than the 10 multiplies it saves), summed into
-// the Quad form's lanes: s = [rows 0..3 | rows 0..3], each row's two lanes its whole sum split in
-// two. The same integers, so the same bits as the Quad form's.
+template <class Src>
+static constexpr bool kFifthBit = std::is_same<typename Src::B, block_q5_K>::value;
+
+// The values 0..15 (Q5_K: 0..31) of chunk j's low (sub-block 2j) and high (2j + 1) nibbles of the
+// 32 bytes q; Q5_K's 5th bits: bits 2j and 2j + 1 of the bytes h at the same places
+template <bool fifth>
+static inline void nibbles(__m256i q, __m256i h, int j, __m256i& lo, __m256i& hi) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+  if (fifth) {
+    const __m256i hb = _mm256_srli_epi16(h, 2 * j), one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
+    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
+  }
+}
+
+// One activation row's integer sums of super-block i in the row-per-register form (no activation
+// broadcast, which costs one row more than the 10 multiplies it saves), summed into the Quad form's
+// lanes: s = [rows 0..3 | rows 0..3], each row's two lanes its whole sum split in two. The same
+// integers, so the same bits as the Quad form's.
 template <class Src>
 static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m256i sm0, __m256i sm1,
-                           const Q4KQuadConsts& c, __m256i& s) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+                           const KQuadConsts& c, __m256i& s) {
+  const __m256i zero = _mm256_setzero_si256();
   __m256i sc[4];  // row r's 8 scales as int16 words, in both lanes
   row_scales(sm0, sc), row_scales(sm1, sc + 2);
   __m256i d[4] = {zero, zero, zero, zero};
   for (int j = 0; j < 4; ++j) {
     const __m256i alo = load(a->qs + 64 * j), ahi = load(a->qs + 64 * j + 32);
     for (int r = 0; r < 4; ++r) {
-      const __m256i q = load(src.qs(i, r) + 32 * j);
-      const __m256i ulo = _mm256_and_si256(q, low4), uhi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+      __m256i h = zero, ulo, uhi;
+      if constexpr (kFifthBit<Src>) h = load(src.qh(i, r));
+      nibbles<kFifthBit<Src>>(load(src.qs(i, r) + 32 * j), h, j, ulo, uhi);
       d[r] = scaled_dot(d[r], ulo, alo, _mm256_shuffle_epi8(sc[r], c.spread.m[2 * j]));
       d[r] = scaled_dot(d[r], uhi, ahi, _mm256_shuffle_epi8(sc[r], c.spread.m[2 * j + 1]));
     }
@@ -235,23 +173,28 @@ static inline void one_row(int64_t i, const Src& src, const block_q8_K* a, __m25
   s = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
 }
 
-// A activation rows' integer sums of super-block i in the Quad form (see q4_K_quad): s[k] +=
+// A activation rows' integer sums of super-block i in the Quad form (see k_quad): s[k] +=
 // [rows 0..3 of values 0..15 of each sub-block | of 16..31], scaled (sm0, sm1: scales_mins_2 of
 // rows 0 | 1 and 2 | 3).
 template <int A, class Src>
 static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, size_t arb, __m256i sm0, __m256i sm1,
-                                const Q4KQuadConsts& c, __m256i* s) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
+                                const KQuadConsts& c, __m256i* s) {
   // the rows' scales in scale_pos's order
   const __m256i u = _mm256_unpacklo_epi8(sm0, sm1);  // [r0, r2 per scale | r1, r3]
   const __m256i u2 = _mm256_permute4x64_epi64(u, _MM_SHUFFLE(1, 0, 3, 2));
   const __m256i sc[2] = {_mm256_unpacklo_epi16(u, u2), _mm256_unpackhi_epi16(u, u2)};
+  __m256i th[4] = {};  // Q5_K: the rows' qh in the Quad form, as the qs chunks below
+  if constexpr (kFifthBit<Src>) {
+    __m256i h[4];
+    for (int r = 0; r < 4; ++r) h[r] = load(src.qh(i, r));
+    transpose4(h, th);
+  }
   for (int j = 0; j < 4; ++j) {
     __m256i q[4], t[4];
     for (int r = 0; r < 4; ++r) q[r] = load(src.qs(i, r) + 32 * j);
     transpose4(q, t);
     __m256i lo[4], hi[4];
-    for (int m = 0; m < 4; ++m) lo[m] = _mm256_and_si256(t[m], low4), hi[m] = _mm256_and_si256(_mm256_srli_epi16(t[m], 4), low4);
+    for (int m = 0; m < 4; ++m) nibbles<kFifthBit<Src>>(t[m], th[m], j, lo[m], hi[m]);
     const __m256i slo = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j) & 3]);
     const __m256i shi = _mm256_shuffle_epi8(sc[j >> 1], c.scale_pos[(2 * j + 1) & 3]);
     for (int k = 0; k < A; ++k) {
@@ -283,8 +226,7 @@ static inline void several_rows(int64_t i, const Src& src, const uint8_t* va, si
 // ends in one FMA per activation row of [the two halves' sum | the mins term] with
 // [d * d_a | -dmin * d_a], so y = the two halves of its accumulator.
 template <int R, int A, class Src>
-static void q4_K_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, float* y, size_t ys,
-                      const Q4KQuadConsts& c) {
+static void k_quad(int64_t n, const Src& src, const uint8_t* va, size_t arb, float* y, size_t ys, const KQuadConsts& c) {
   const __m256i zero = _mm256_setzero_si256();
   const __m256 neg_high = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
   __m256 acc[A];
@@ -406,21 +348,22 @@ static void rows_q6(int64_t n, const uint8_t* w, size_t wrb, const uint8_t* va, 
 // gemv_fn (kernels.h) of Q4_K: the Quad form over the stored rows, bit for bit Q4_K_R4's gemv
 void gemv_q4_K(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, float* y) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
-  static const Q4KQuadConsts c;
+  static const KQuadConsts c;
   row_passes(n_rows, [&](auto R, int r) {
-    q4_K_quad<R, 1>(n, Q4KRows<R>{w + r * wrb, wrb}, static_cast<const uint8_t*>(va), 0, y + r, 0, c);
+    k_quad<R, 1>(n, KRows<R, block_q4_K>{w + r * wrb, wrb}, static_cast<const uint8_t*>(va), 0, y + r, 0, c);
   });
 }
 
-// gemv_rows_fn of Q5_K, and its gemv_fn (one activation row: the same passes): activation rows
-// four at a time over each pass of four weight rows, each row's value that of the gemv
+// gemv_rows_fn of Q5_K, and its gemv_fn (one activation row: the same passes): the Quad form over
+// the stored rows, activation rows four at a time over each pass of four weight rows, each row's
+// value that of the gemv and bit for bit Q5_K_R4's
 void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
                     size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  static const WordSpread ws;
+  static const KQuadConsts c;
   row_passes_a<4>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
-    rows<R, A, R == 4>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, ws);
+    k_quad<R, A>(n, KRows<R, block_q5_K>{w + r * wrb, wrb}, a + i * arb, arb, y + i * ys + r, ys, c);
   });
 }
 void gemv_q5_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
@@ -442,24 +385,39 @@ void gemv_q6_K(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, 
   gemv_q6_K_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
-// LayoutKernels::gemv of Q4_K_R4 (n_rows a multiple of 4), and its gemv_rows: per quad, the
+namespace {
+// LayoutKernels::gemv_rows of Q4_K_R4 and Q5_K_R4 (n_rows a multiple of 4): per quad, the
 // activation rows four at a time, then two, then one, the quad's tiles read from memory by the
 // first pass and from L1 by the others.
-void gemv_q4_K_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
-                       float* y, size_t ys) {
+template <typename B>
+void k_r4_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a, float* y,
+               size_t ys) {
   const uint8_t* w = static_cast<const uint8_t*>(vw);
   const uint8_t* a = static_cast<const uint8_t*>(va);
-  static const Q4KQuadConsts c;
+  static const KQuadConsts c;
   for (int r = 0; r < n_rows; r += 4) {
     int k = 0;
-    const Q4KTile quad{w + r * wrb};
-    for (; k + 4 <= n_a; k += 4) q4_K_quad<4, 4>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
-    for (; k + 2 <= n_a; k += 2) q4_K_quad<4, 2>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
-    for (; k < n_a; ++k) q4_K_quad<4, 1>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
+    const KTile<B> quad{w + r * wrb};
+    for (; k + 4 <= n_a; k += 4) k_quad<4, 4>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
+    for (; k + 2 <= n_a; k += 2) k_quad<4, 2>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
+    for (; k < n_a; ++k) k_quad<4, 1>(n, quad, a + k * arb, arb, y + k * ys + r, ys, c);
   }
 }
+}  // namespace
+
+void gemv_q4_K_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                       size_t ys) {
+  k_r4_rows<block_q4_K>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
 void gemv_q4_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
-  gemv_q4_K_r4_rows(n, w, wrb, n_rows, a, 0, 1, y, 0);
+  k_r4_rows<block_q4_K>(n, w, wrb, n_rows, a, 0, 1, y, 0);
+}
+void gemv_q5_K_r4_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_a, float* y,
+                       size_t ys) {
+  k_r4_rows<block_q5_K>(n, w, wrb, n_rows, a, arb, n_a, y, ys);
+}
+void gemv_q5_K_r4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, float* y) {
+  k_r4_rows<block_q5_K>(n, w, wrb, n_rows, a, 0, 1, y, 0);
 }
 
 }  // namespace QC_AVX2_NS

@@ -84,6 +84,8 @@ void QC_AVX2_ENTRY(register_quant_kernels)(Kernels& k, const CpuFeatures& cpu) {
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
   set_gemm(k, GGML_Q5_K, QC_FN(gemm_q5_K), -1, kTileChunk, kTileRows);
   set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K, gemv_q5_K_rows, true);
+  set_layout_gemv(k, QC_LAYOUT_Q5_K_R4, QC_FN(gemv_q5_K_r4), GGML_Q8_K, gemv_q5_K_r4_rows);
+  set_layout_gemm(k, QC_LAYOUT_Q5_K_R4, QC_FN(gemm_q5_K_r4));
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   set_gemm(k, GGML_Q6_K, QC_FN(gemm_q6_K), -1, kTileChunk, kTileRows);
   set_gemv(k, GGML_Q6_K, QC_FN(gemv_q6_K), GGML_Q8_K, gemv_q6_K_rows, true);

@@ -58,7 +58,7 @@ QC_AVX2_VEC_DOT(q6_K)
 QC_AVX2_GEMV(f32) QC_AVX2_GEMV(f16) QC_AVX2_GEMV(bf16)                             // quants_32.cpp
 QC_AVX2_GEMV(q4_0) QC_AVX2_GEMV(q5_0) QC_AVX2_GEMV(q4_0_r4t) QC_AVX2_GEMV(q5_0_r4t)  // gemv.cpp
 QC_AVX2_GEMV(q8_0_r4t) QC_AVX2_GEMV(q8_0_r4t_hw)                                     // gemv.cpp
-QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K) QC_AVX2_GEMV(q6_K)      // gemv_k.cpp
+QC_AVX2_GEMV(q4_K) QC_AVX2_GEMV(q4_K_r4) QC_AVX2_GEMV(q5_K) QC_AVX2_GEMV(q5_K_r4) QC_AVX2_GEMV(q6_K)  // gemv_k.cpp
 QC_AVX2_GEMV(q4_1) QC_AVX2_GEMV(q4_1_r4t) QC_AVX2_GEMV(q5_1) QC_AVX2_GEMV(q5_1_r4t)  // gemv_32.cpp
 QC_AVX2_GEMV(q8_0)
 #undef QC_AVX2_GEMV
@@ -67,7 +67,7 @@ QC_AVX2_GEMV(q8_0)
 QC_AVX2_GEMV_ROWS(f32) QC_AVX2_GEMV_ROWS(f16) QC_AVX2_GEMV_ROWS(bf16)                   // quants_32.cpp
 QC_AVX2_GEMV_ROWS(q4_0) QC_AVX2_GEMV_ROWS(q5_0) QC_AVX2_GEMV_ROWS(q4_0_r4t) QC_AVX2_GEMV_ROWS(q5_0_r4t)  // gemv.cpp
 QC_AVX2_GEMV_ROWS(q8_0_r4t)                                                                    // gemv.cpp
-QC_AVX2_GEMV_ROWS(q4_K_r4) QC_AVX2_GEMV_ROWS(q5_K) QC_AVX2_GEMV_ROWS(q6_K)                   // gemv_k.cpp
+QC_AVX2_GEMV_ROWS(q4_K_r4) QC_AVX2_GEMV_ROWS(q5_K) QC_AVX2_GEMV_ROWS(q5_K_r4) QC_AVX2_GEMV_ROWS(q6_K)  // gemv_k.cpp
 QC_AVX2_GEMV_ROWS(q4_1) QC_AVX2_GEMV_ROWS(q4_1_r4t) QC_AVX2_GEMV_ROWS(q5_1)          // gemv_32.cpp
 QC_AVX2_GEMV_ROWS(q5_1_r4t) QC_AVX2_GEMV_ROWS(q8_0)
 #undef QC_AVX2_GEMV_ROWS
@@ -77,7 +77,7 @@ QC_AVX2_GEMM(f32) QC_AVX2_GEMM(f16) QC_AVX2_GEMM(bf16)  // quants_32.cpp
 QC_AVX2_GEMM(q4_0) QC_AVX2_GEMM(q4_1) QC_AVX2_GEMM(q5_0) QC_AVX2_GEMM(q5_1) QC_AVX2_GEMM(q8_0)  // gemm.cpp
 QC_AVX2_GEMM(q4_K) QC_AVX2_GEMM(q5_K) QC_AVX2_GEMM(q6_K)
 QC_AVX2_GEMM(q8_0_r4t) QC_AVX2_GEMM(q4_0_r4t) QC_AVX2_GEMM(q4_1_r4t)  // gemm.cpp: over the R4T layouts
-QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4)
+QC_AVX2_GEMM(q5_0_r4t) QC_AVX2_GEMM(q5_1_r4t) QC_AVX2_GEMM(q4_K_r4) QC_AVX2_GEMM(q5_K_r4)
 #undef QC_AVX2_GEMM
 // Weight rows per tile and tokens per call at least of the K-quant and Q8_0 gemms (gemm.cpp), which
 // the table registers (quants.cpp): their AVX2 tiles (gemm_k_int_rows, gemm_q8_0_wide) are 16 rows,

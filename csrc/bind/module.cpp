@@ -31,7 +31,7 @@ static void bind_dispatch(py::module_& m) {
       return py::make_tuple(name ? name : "", name ? act_format_name(act) : "");
     };
     const char* layout_names[QC_LAYOUT_COUNT] = {"stored", "Q4_0_R4", "Q8_0_R4", "Q4_K_R4", "Q5_0_R4T", "Q4_0_R4T",
-                                                 "Q4_1_R4T", "Q5_1_R4T", "Q8_0_R4T", "Q4_0_R16"};
+                                                 "Q4_1_R4T", "Q5_1_R4T", "Q8_0_R4T", "Q4_0_R16", "Q5_K_R4"};
     py::list out;
     for (int32_t t = 0; t < GGML_TYPE_COUNT; ++t) {
       const WeightKernels& w = K.weight[t];

@@ -395,7 +395,7 @@ void test_repack(Report& R) {
                     "repack", fmt("%s layout %d: row 21's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
             continue;
           }
-          // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K)
+          // row 5 (quad 1, row 1), in tile 0: block 2 (Q4_0, Q5_0, Q8_0) or the super-block (Q4_K, Q5_K)
           if (n_rows < 8) continue;
           const size_t tile = (size_t)row_bytes(wt.type, cols) * 4, tiles_per_quad = (size_t)(n / cols);
           const uint8_t* t = packed.data() + tiles_per_quad * tile;  // quad 1, tile 0
@@ -424,13 +424,13 @@ void test_repack(Report& R) {
                     "repack", fmt("%s layout %d: row 5's tile-0 block not where repack.h puts it", type_info(wt.type).name, layout));
             continue;
           }
-          const bool k4 = wt.type == GGML_Q4_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
+          const bool k4 = wt.type == GGML_Q4_K || wt.type == GGML_Q5_K, q8 = wt.type == GGML_Q8_0, q5 = wt.type == GGML_Q5_0;
           const bool q5t = layout == QC_LAYOUT_Q5_0_R4T, lanes = q5t || layout == QC_LAYOUT_Q4_0_R4T;
           const uint8_t* b = w.data() + 5 * wb + (k4 ? 0 : 2 * type_info(wt.type).block_bytes);  // its d, ...
           const uint8_t* d = k4 ? t + 16 : t + (q8 ? 512 : q5 ? 320 : 256) + 2 * (4 * 1 + 2);
           // the R4T layouts: block 2 is the pair h = 1's low half, row 1 its lane 4
-          const uint8_t v = k4 ? t[64 + 128] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
-          const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs
+          const uint8_t v = k4 ? t[64 + type_info(wt.type).block_bytes - 16] : q8 ? (uint8_t)(t[128 * 1 + 16 * 2] ^ 0x80) : lanes ? t[32 + 4] : t[64 * 1 + 16 * 2];
+          const uint8_t first = k4 ? b[16] : q5 ? b[6] : b[2];  // the first byte of qs (Q5_K: of qh)
           bool qh_ok = true;
           if (q5t) {  // plane byte e = 0 of that lane: bit J = qh bit 4J
             uint32_t bits;
@@ -489,11 +489,11 @@ void test_layout_gemv(Report& R, const Kernels& K, const Kernels& S) {
               R.check(std::memcmp(yq.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,
                       fmt("layout gemv Q4_0_R16 n=%lld rows=%d fill=%d: not bit for bit Q4_0_R4T's", (long long)n, n_rows, fill));
             }
-            // Q5_0's, Q4_1's, Q5_1's and Q4_K's layouts repeat the stored gemv's arithmetic: a matrix decodes to
-            // the same bits repacked or not
+            // Q5_0's, Q4_1's, Q5_1's, Q4_K's and Q5_K's layouts repeat the stored gemv's arithmetic where the
+            // table repacks into them: a matrix decodes to the same bits repacked or not
             const WeightKernels& wk = K.weight[wt.type];
-            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1 || wt.type == GGML_Q4_K) && wk.gemv &&
-                wk.gemv_act == lk.gemv_act) {
+            if ((wt.type == GGML_Q5_0 || wt.type == GGML_Q4_1 || wt.type == GGML_Q5_1 || wt.type == GGML_Q4_K ||
+                 wt.type == GGML_Q5_K) && wk.gemv && wk.layout == layout && wk.gemv_act == lk.gemv_act) {
               std::vector<float> ys(y.size(), -7.0f);
               wk.gemv(n, w.data(), row_bytes(wt.type, n), n_rows, a4.data(), ys.data());
               R.check(std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()) == 0, K.isa,

@@ -149,24 +149,28 @@ struct LayoutRows {
 };
 
 // K-quant super-blocks as the K tiles take them, one row's at a time: blocks(row, sb, tmp) gives
-// row's super-block sb in place (stored rows) or copied into *tmp (Q4_K_R4, whose tiles keep a
-// row's header and values apart: repack.h)
+// row's super-block sb in place (stored rows) or copied into *tmp (Q4_K_R4, Q5_K_R4, whose tiles
+// keep a row's header and values apart: repack.h)
 template <typename B>
 struct StoredBlocks {
   const uint8_t* w;
   size_t wrb;
   const B* operator()(int row, int64_t sb, B*) const { return &reinterpret_cast<const B*>(w + row * wrb)[sb]; }
 };
-struct Q4KR4Blocks {
+template <typename B, int32_t kLayout>
+struct KR4Blocks {
   const uint8_t* w;  // a quad's first row
   int64_t n;
-  const block_q4_K* operator()(int row, int64_t sb, block_q4_K* tmp) const {
-    const uint8_t* tile = w + repack_tile_at(QC_LAYOUT_Q4_K_R4, row / 4, sb, n) * 4 * (int64_t)sizeof(block_q4_K);
-    std::memcpy(tmp, tile + 16 * (row % 4), 16);  // d, dmin, scales
-    std::memcpy(tmp->qs, tile + 64 + 128 * (row % 4), 128);
+  const B* operator()(int row, int64_t sb, B* tmp) const {
+    constexpr size_t kRest = sizeof(B) - 16;  // past the header (d, dmin, scales)
+    const uint8_t* tile = w + repack_tile_at(kLayout, row / 4, sb, n) * 4 * (int64_t)sizeof(B);
+    std::memcpy(tmp, tile + 16 * (row % 4), 16);
+    std::memcpy(reinterpret_cast<uint8_t*>(tmp) + 16, tile + 64 + kRest * (row % 4), kRest);
     return tmp;
   }
 };
+typedef KR4Blocks<block_q4_K, QC_LAYOUT_Q4_K_R4> Q4KR4Blocks;
+typedef KR4Blocks<block_q5_K, QC_LAYOUT_Q5_K_R4> Q5KR4Blocks;
 
 }  // namespace
 }  // namespace gemm
