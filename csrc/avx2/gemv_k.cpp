@@ -59,12 +59,6 @@ static inline void row_scales(__m256i sm, __m256i* sc) {
   sc[0] = _mm256_permute2x128_si256(sc16, sc16, 0x00), sc[1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
 }
 
-static inline uint32_t load32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // ---- Q4_K and Q5_K in the Quad form ----------------------------------------------------------
 // A tile's four rows (repack.h's Q4_K_R4 / Q5_K_R4, or four stored rows) regrouped per 64-value
 // step as the Quad form of gemv.cpp: transpose4 puts each row's group of 4 bytes in its own 32-bit
