@@ -46,10 +46,11 @@ static inline void prefetch_tiles_ahead(const uint8_t* p, size_t n) {
 
 // At step g of a tile of tile_bytes: step g of the next tile (at next) and of the one after it.
 // The loop counts to the constant kStep: over [g * kStep, (g + 1) * kStep) gcc 12 deleted the
-// prefetches from some kernels' loops (the stored Q4_K gemv's, issue #16).
+// prefetches from some kernels' loops (the stored Q4_K gemv's, issue #16); not unrolled, as before.
 template <size_t kStep>
 static inline void prefetch_tiles(const uint8_t* next, size_t tile_bytes, int64_t g, bool to_l1) {
   const uint8_t* p = next + (size_t)g * kStep;
+#pragma GCC unroll 1
   for (size_t off = 0; off < kStep; off += 64) {
     if (to_l1) __builtin_prefetch(p + off, 0, 3);
     else __builtin_prefetch(p + off, 0, 2);
