@@ -57,7 +57,8 @@
 //   kernel (avx512/gemv_k.cpp) otherwise assembles from four loads; it pairs with plain Q8_K.
 // Q5_K_R4 tile, 704 bytes (256 columns): Q4_K_R4's 4 headers at 16r, then bytes 64 + 160r .. + 159 =
 //   row r's qh and qs as stored (the avx2 Quad kernel's one sequential stream; the stored rows
-//   side by side decoded a fifth slower from memory: bench/README.md, "AVX2 Q5_K_R4").
+//   side by side decoded one activation row 10-50% slower from memory, four 1.5x slower:
+//   bench/README.md, "AVX2 Q5_K_R4").
 #pragma once
 #include <cstddef>
 #include <cstdint>
