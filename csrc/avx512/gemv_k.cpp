@@ -1,5 +1,6 @@
-// AVX-512 VNNI decode kernels of Q4_K and Q5_K weights (WeightKernels::gemv): up to 4 rows per
-// pass against one Q8_K activation row, the values of vec_dot_q4_K / vec_dot_q5_K (quants_k.cpp).
+// AVX-512 VNNI decode kernels of Q4_K and Q5_K weights (WeightKernels::gemv, and Q5_K's
+// gemv_rows): up to 4 rows per pass against one Q8_K activation row (gemv_rows: two), the values
+// of vec_dot_q4_K / vec_dot_q5_K (quants_k.cpp).
 // Q5_K has Q4_K's 16-byte header and nibbles, plus a 5th bit per value from its qh.
 //
 // vec_dot spends about half of its work per super-block outside the byte products: unpacking
@@ -167,6 +168,18 @@ QC_VNNI void gemv_q5_K(int64_t n, const void* vw, size_t wrb, int n_rows, const 
   static const Q4KMasks mk;
   row_passes(n_rows, [&](auto R, int r) {
     rows<block_q5_K, R, 1, R == 4>(n, w + r * wrb, wrb, static_cast<const uint8_t*>(va), 0, y + r, 0, mk);
+  });
+}
+
+// gemv_rows_fn of Q5_K: activation rows two at a time (as Q4_K_R4's) over each pass of four weight
+// rows, each row's value that of gemv_q5_K
+QC_VNNI void gemv_q5_K_rows(int64_t n, const void* vw, size_t wrb, int n_rows, const void* va, size_t arb, int n_a,
+                            float* y, size_t ys) {
+  const uint8_t* w = static_cast<const uint8_t*>(vw);
+  const uint8_t* a = static_cast<const uint8_t*>(va);
+  static const Q4KMasks mk;
+  row_passes_a<2>(n_rows, n_a, [&](auto R, auto A, int r, int i) {
+    rows<block_q5_K, R, A, R == 4>(n, w + r * wrb, wrb, a + i * arb, arb, y + i * ys + r, ys, mk);
   });
 }
 

@@ -49,7 +49,7 @@ void register_quant_kernels_avx512(Kernels& k, const CpuFeatures& cpu) {
   set_gemv(k, GGML_Q4_K, QC_FN(gemv_q4_K), GGML_Q8_K);
   set_layout_gemv(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemv_q4_K_r4), GGML_Q8_K, gemv_q4_K_r4_rows, 2);
   set_vec_dot(k, GGML_Q5_K, QC_FN(vec_dot_q5_K), GGML_Q8_K);
-  set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K);
+  set_gemv(k, GGML_Q5_K, QC_FN(gemv_q5_K), GGML_Q8_K, gemv_q5_K_rows, true);
   set_vec_dot(k, GGML_Q6_K, QC_FN(vec_dot_q6_K), GGML_Q8_K);
   set_gemm(k, GGML_Q4_K, QC_FN(gemm_q4_K), -1, kLongChunk, kTileRows);
   set_layout_gemm(k, QC_LAYOUT_Q4_K_R4, QC_FN(gemm_q4_K_r4));

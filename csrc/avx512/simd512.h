@@ -49,7 +49,7 @@ QC_AVX512_GEMV(q4_1_r4t) QC_AVX512_GEMV(q5_1_r4t) QC_AVX512_GEMV(q4_0_r16)
 #define QC_AVX512_GEMV_ROWS(t)                                                                        \
   QC_VNNI void gemv_##t##_rows(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, \
                                int n_a, float* y, size_t y_stride);
-QC_AVX512_GEMV_ROWS(q4_K_r4)                              // gemv_k.cpp
+QC_AVX512_GEMV_ROWS(q4_K_r4) QC_AVX512_GEMV_ROWS(q5_K)     // gemv_k.cpp
 QC_AVX512_GEMV_ROWS(q6_K)                                 // quants_k.cpp
 QC_AVX512_GEMV_ROWS(q5_0_r4t) QC_AVX512_GEMV_ROWS(q8_0_r4t)  // gemv.cpp
 QC_AVX512_GEMV_ROWS(q4_1_r4t) QC_AVX512_GEMV_ROWS(q5_1_r4t) QC_AVX512_GEMV_ROWS(q4_0_r16)
