@@ -14,17 +14,16 @@ namespace qc {
 namespace avx512 {
 namespace {
 
-// gemm::min_dot_segment's vector policy for 16 rows: min_dot_step (gemm_impl.h) in every lane
+// gemm::min_dot_tokens' vector of 16 rows in 512 bits
 struct MinDot16 {
   typedef __m512 T;
   static inline T zero() { return _mm512_setzero_ps(); }
   static inline T add(T x, T y) { return _mm512_add_ps(x, y); }
-  QC_VNNI static inline void step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a, T& p,
-                                  T& m) {
-    const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum)), _mm512_load_ps(dw));
-    p = _mm512_fmadd_ps(t, _mm512_set1_ps(a.d), p);
-    m = _mm512_fmadd_ps(_mm512_load_ps(mw), _mm512_set1_ps(a.s), m);
-  }
+  static inline T mul(T x, T y) { return _mm512_mul_ps(x, y); }
+  static inline T fma(T x, T y, T z) { return _mm512_fmadd_ps(x, y, z); }
+  static inline T set1(float x) { return _mm512_set1_ps(x); }
+  static inline T load(const float* x) { return _mm512_load_ps(x); }
+  static inline T cvt(const int32_t* x) { return _mm512_cvtepi32_ps(_mm512_load_si512(x)); }
 };
 
 // gemm_x8 (gemm_impl.h) over 16 interleaved rows, one int32 lane per row of a 512-bit vector;
@@ -94,8 +93,7 @@ QC_VNNI static void gemm_x16_rows(int64_t n, int n_w, const void* va, size_t arb
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), dwv), _mm512_set1_ps(ab[c][b].d), acc[c]);
         }
-        if constexpr (W::kMin)  // gemm_x8's order (gemm::min_dot_segment)
-          for (int c = 0; c < kC; ++c) acc[c] = gemm::min_dot_segment<MinDot16>(isums[c], dw, mw, ab[c], ns);
+        if constexpr (W::kMin) gemm::min_dot_tokens<MinDot16>(isums, dw, mw, ab, ns, acc);  // gemm_x8's order
         const __mmask16 rows = (__mmask16)((1u << nr) - 1);
         for (int c = 0; c < nc; ++c) {  // this segment's part of the nr outputs of token c0 + c
           float* yc = y + (c0 + c) * ys + r0;

@@ -147,47 +147,46 @@ QC_GEMM_ATTR static inline void load_block_x8(const uint8_t* w, size_t wrb, int 
   }
 }
 
-// One block of gemm_x8's float sums for the min types (min_dot.h), 8 rows: p += float(isum) * dw
-// * a.d (the product rounded before the fma, as the decode row does), m += mw * a.s.
-QC_GEMM_ATTR static inline void min_dot_step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
-                                             __m256& p, __m256& m) {
-  const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(isum))),
-                                 _mm256_load_ps(dw));
-  p = _mm256_fmadd_ps(t, _mm256_set1_ps(a.d), p);
-  m = _mm256_fmadd_ps(_mm256_load_ps(mw), _mm256_set1_ps(a.s), m);
-}
-
-// The float sums of one token over a segment of ns blocks for the min types, R rows: V::step(isum,
-// dw, mw, a, p, m) once per block, block b into accumulator b % 4, as their decode rows (vec_dot)
-// sum too, so that a token's outputs do not depend on which kind of step computed it (min_dot.h).
-// V: MinDot8 below (gemm_x8), or the 16-row one of csrc/avx512/gemm.cpp (gemm_x16).
-template <class V, int R>
-QC_GEMM_ATTR static inline typename V::T min_dot_segment(const int32_t (*isum)[R], const float (*dw)[R],
-                                                         const float (*mw)[R], const block_q8_x8* a, int ns) {
-  // accumulator j in a register of its own (an indexed array would live in memory)
-  typename V::T p0 = V::zero(), p1 = p0, p2 = p0, p3 = p0, m0 = p0, m1 = p0, m2 = p0, m3 = p0;
-  int b = 0;
-  for (; b + 4 <= ns; b += 4) {
-    V::step(isum[b], dw[b], mw[b], a[b], p0, m0);
-    V::step(isum[b + 1], dw[b + 1], mw[b + 1], a[b + 1], p1, m1);
-    V::step(isum[b + 2], dw[b + 2], mw[b + 2], a[b + 2], p2, m2);
-    V::step(isum[b + 3], dw[b + 3], mw[b + 3], a[b + 3], p3, m3);
+// The float sums of the min types over a segment of ns blocks, for kC tokens and R rows, in
+// min_dot.h's order (block b into accumulator b % 4, as their decode rows (vec_dot) sum too, so
+// that a token's outputs do not depend on which kind of step computed it): acc[c] for token c
+// from its exact block dots isums[c][b][r] and its blocks a[c][b]. One accumulator j of every
+// token at a time (blocks j, j + 4, ..), so that a block's dw and mw are loaded once for the kC
+// tokens (bench/README.md, "The min types' float sums, a block's scales once"). V: a vector of R floats (MinDot8
+// below, gemm_x8; MinDot16 in csrc/avx512/gemm.cpp, gemm_x16).
+template <class V, int R, int kC, int kSeg>
+QC_GEMM_ATTR static inline void min_dot_tokens(const int32_t (&isums)[kC][kSeg][R], const float (&dw)[kSeg][R],
+                                               const float (&mw)[kSeg][R], const block_q8_x8* const (&a)[kC], int ns,
+                                               typename V::T (&acc)[kC]) {
+  typedef typename V::T T;
+  T p[4][kC], m[4][kC];  // [accumulator j][token]
+  for (int j = 0; j < 4; ++j) {
+    T pj[kC], mj[kC];  // in registers: the loop below indexes them with constants only
+    for (int c = 0; c < kC; ++c) pj[c] = mj[c] = V::zero();
+    for (int b = j; b < ns; b += 4) {
+      const T dwv = V::load(dw[b]), mwv = V::load(mw[b]);
+      for (int c = 0; c < kC; ++c) {  // the product float(isum) * dw rounded before the fma, as vec_dot does
+        pj[c] = V::fma(V::mul(V::cvt(isums[c][b]), dwv), V::set1(a[c][b].d), pj[c]);
+        mj[c] = V::fma(mwv, V::set1(a[c][b].s), mj[c]);
+      }
+    }
+    for (int c = 0; c < kC; ++c) p[j][c] = pj[c], m[j][c] = mj[c];
   }
-  if (b < ns) V::step(isum[b], dw[b], mw[b], a[b], p0, m0);
-  if (b + 1 < ns) V::step(isum[b + 1], dw[b + 1], mw[b + 1], a[b + 1], p1, m1);
-  if (b + 2 < ns) V::step(isum[b + 2], dw[b + 2], mw[b + 2], a[b + 2], p2, m2);
-  return V::add(V::add(V::add(p0, p1), V::add(p2, p3)), V::add(V::add(m0, m1), V::add(m2, m3)));
+  for (int c = 0; c < kC; ++c)
+    acc[c] = V::add(V::add(V::add(p[0][c], p[1][c]), V::add(p[2][c], p[3][c])),
+                    V::add(V::add(m[0][c], m[1][c]), V::add(m[2][c], m[3][c])));
 }
 
-// min_dot_segment's vector policy for 8 rows in 256 bits
+// min_dot_tokens' vector of 8 rows in 256 bits
 struct MinDot8 {
   typedef __m256 T;
   static inline T zero() { return _mm256_setzero_ps(); }
   static inline T add(T x, T y) { return _mm256_add_ps(x, y); }
-  QC_GEMM_ATTR static inline void step(const int32_t* isum, const float* dw, const float* mw, const block_q8_x8& a,
-                                       T& p, T& m) {
-    min_dot_step(isum, dw, mw, a, p, m);
-  }
+  static inline T mul(T x, T y) { return _mm256_mul_ps(x, y); }
+  static inline T fma(T x, T y, T z) { return _mm256_fmadd_ps(x, y, z); }
+  static inline T set1(float x) { return _mm256_set1_ps(x); }
+  static inline T load(const float* x) { return _mm256_load_ps(x); }
+  static inline T cvt(const int32_t* x) { return _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(x))); }
 };
 
 }  // namespace
@@ -268,8 +267,7 @@ QC_GEMM_ATTR static void gemm_x8_rows(int64_t n, int n_w, const void* va, size_t
           for (int c = 0; c < kC; ++c)
             acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dwv), _mm256_set1_ps(ab[c][b].d), acc[c]);
         }
-        if constexpr (W::kMin)  // Q4_1, Q5_1: the order their decode rows (vec_dot) use too (min_dot.h)
-          for (int c = 0; c < kC; ++c) acc[c] = min_dot_segment<MinDot8>(isums[c], dw, mw, ab[c], ns);
+        if constexpr (W::kMin) min_dot_tokens<MinDot8>(isums, dw, mw, ab, ns, acc);  // Q4_1, Q5_1 (min_dot.h)
         for (int c = 0; c < nc; ++c) {  // this segment's part of the 8 outputs of token c0 + c
           alignas(32) float part[8];
           _mm256_store_ps(part, acc[c]);
