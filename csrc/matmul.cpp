@@ -1,6 +1,7 @@
 #include "matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -280,11 +281,9 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
     if (outs[i].layout != QC_LAYOUT_STORED) unit = std::lcm<int64_t>(unit, repack_rows_of(outs[i].layout));
     if (n_kernel > 1) unit = std::lcm<int64_t>(unit, K.weight[outs[i].wtype].gemm_rows);
   }
-  pool.run([&](int ith, int nth) {
-    int64_t g0, g1;
-    split_range((total_rows + unit - 1) / unit, ith, nth, &g0, &g1);
-    g0 = g0 * unit < total_rows ? g0 * unit : total_rows;
-    g1 = g1 * unit < total_rows ? g1 * unit : total_rows;
+  auto rows = [&](int64_t g0, int64_t g1) {  // rows [g0, g1) of the index space
+    g0 = g0 < total_rows ? g0 : total_rows;
+    g1 = g1 < total_rows ? g1 : total_rows;
     int64_t base = 0;
     for (int i = 0; i < n_outs && g0 < g1; base += outs[i].n_out, ++i) {
       const MatmulOutput& o = outs[i];
@@ -297,6 +296,23 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       output_rows(K, o, n_in, act, each ? 1 : n_tok, alone, r0, r1);
       g0 = base + r1;
     }
+  };
+  const int64_t n_units = (total_rows + unit - 1) / unit;
+  if (n_kernel < kGemmMinTokens) {  // decode steps, short products: each thread one contiguous share
+    pool.run([&](int ith, int nth) {
+      int64_t u0, u1;
+      split_range(n_units, ith, nth, &u0, &u1);
+      rows(u0 * unit, u1 * unit);
+    });
+    return;
+  }
+  // A prefill product (milliseconds): 8 pieces per thread, each taken by whichever thread is free,
+  // so that a thread the machine stalls for a while costs a piece, not its whole share; same rows,
+  // same kernels, same bits
+  const int64_t piece = (n_units + 8 * pool.size() - 1) / (8 * pool.size()) * unit;
+  std::atomic<int64_t> next{0};
+  pool.run([&](int, int) {
+    for (int64_t g0; (g0 = next.fetch_add(piece, std::memory_order_relaxed)) < total_rows;) rows(g0, g0 + piece);
   });
 }
 
