@@ -152,8 +152,8 @@ QC_GEMM_ATTR static inline void load_block_x8(const uint8_t* w, size_t wrb, int 
 // that a token's outputs do not depend on which kind of step computed it): acc[c] for token c
 // from its exact block dots isums[c][b][r] and its blocks a[c][b]. One accumulator j of every
 // token at a time (blocks j, j + 4, ..), so that a block's dw and mw are loaded once for the kC
-// tokens (bench/README.md, "The min types' float sums, a block's scales once"). V: a vector of R floats (MinDot8
-// below, gemm_x8; MinDot16 in csrc/avx512/gemm.cpp, gemm_x16).
+// tokens (bench/README.md, "The min types' float sums, a block's scales once"). V: a vector of R
+// floats (MinDot8 below, gemm_x8; MinDot16 in csrc/avx512/gemm.cpp, gemm_x16).
 template <class V, int R, int kC, int kSeg>
 QC_GEMM_ATTR static inline void min_dot_tokens(const int32_t (&isums)[kC][kSeg][R], const float (&dw)[kSeg][R],
                                                const float (&mw)[kSeg][R], const block_q8_x8* const (&a)[kC], int ns,
