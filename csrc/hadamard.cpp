@@ -46,12 +46,8 @@ void hadamard_chunks(float* x, int64_t n_chunks, int n) {
 }
 
 void hadamard_chunks(ThreadPool& pool, float* x, int64_t n_chunks, int n) {
-  if (n_chunks * n <= 4096) return hadamard_chunks(x, n_chunks, n);  // a decode step's heads: not worth a barrier
-  pool.run([&](int ith, int nth) {
-    int64_t c0, c1;
-    split_range(n_chunks, ith, nth, &c0, &c1);
-    hadamard_chunks(x + c0 * n, c1 - c0, n);
-  });
+  // up to 4096 values (a decode step's heads) on this thread: not worth a barrier
+  share(pool, n_chunks, 1, 4096 / n + 1, [&](int64_t c0, int64_t c1) { hadamard_chunks(x + c0 * n, c1 - c0, n); });
 }
 
 }  // namespace qc

@@ -297,18 +297,12 @@ static void group(ThreadPool& pool, const Kernels& K, const MatmulOutput* outs, 
       g0 = base + r1;
     }
   };
-  const int64_t n_units = (total_rows + unit - 1) / unit;
-  if (n_kernel < kGemmMinTokens) {  // decode steps, short products: each thread one contiguous share
-    pool.run([&](int ith, int nth) {
-      int64_t u0, u1;
-      split_range(n_units, ith, nth, &u0, &u1);
-      rows(u0 * unit, u1 * unit);
-    });
-    return;
-  }
+  if (n_kernel < kGemmMinTokens)  // decode steps, short products: each thread one contiguous share
+    return share(pool, total_rows, unit, 0, rows);
   // A prefill product (milliseconds): 8 pieces per thread, each taken by whichever thread is free,
   // so that a thread the machine stalls for a while costs a piece, not its whole share; same rows,
   // same kernels, same bits
+  const int64_t n_units = (total_rows + unit - 1) / unit;
   const int64_t piece = (n_units + 8 * pool.size() - 1) / (8 * pool.size()) * unit;
   std::atomic<int64_t> next{0};
   pool.run([&](int, int) {

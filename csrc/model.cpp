@@ -49,18 +49,8 @@ size_t cache_row_bytes(int32_t type, int head_dim, const char* which) {
   return kv_row_bytes(type, head_dim);
 }
 
-// fn(i0, i1) over [0, n) shared by the threads in pieces of `unit` (a prefill step's rows or
-// elements: left to one thread, the others wait), or on this thread alone when n < min_n (a decode
-// step's: cheaper than a barrier)
-template <class Fn>
-void shared(ThreadPool& pool, int64_t n, int64_t unit, int64_t min_n, Fn&& fn) {
-  if (n < min_n) return fn(0, n);
-  pool.run([&](int ith, int nth) {
-    int64_t u0, u1;
-    split_range((n + unit - 1) / unit, ith, nth, &u0, &u1);
-    fn(std::min(u0 * unit, n), std::min(u1 * unit, n));
-  });
-}
+// Prefill rows / elements at least, for the norms and elementwise steps to be shared between the
+// threads (left to one thread, the others wait); a decode step's stay on one
 constexpr int64_t kSharedRows = 16, kSharedElements = 16 * 1024;
 
 // The product of one weight, in whatever layout it is held.
@@ -655,7 +645,7 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     if (should_stop && should_stop()) return false;
     const LayerWeights& L = w_.layers[l];
     // attention sub-block: x += Wo . attention(rope(qnorm(Wq xn + bq)), rope(knorm(Wk xn + bk)), Wv xn + bv)
-    shared(pool_, m, 1, kSharedRows, [&](int64_t t0, int64_t t1) {
+    share(pool_, m, 1, kSharedRows, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.attn_norm.data), E, c.rms_eps);
     });
@@ -682,14 +672,14 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     // the output projection lands in xn_, free once the Q/K/V products have read it
     const MatmulOutput wo = output_of(L.wo, E, xn_.data());
     products(&wo, 1, q_dim, att_.data(), m, n_alone_);
-    shared(pool_, m * E, 64, kSharedElements,
-           [&](int64_t i0, int64_t i1) { K.add(x_.data() + i0, x_.data() + i0, xn_.data() + i0, i1 - i0); });
+    share(pool_, m * E, 64, kSharedElements,
+          [&](int64_t i0, int64_t i1) { K.add(x_.data() + i0, x_.data() + i0, xn_.data() + i0, i1 - i0); });
 
     // feed-forward sub-block: x += W_down . (silu(W_gate xn) * (W_up xn))
     // The tokens are independent here, so they go ffn_chunk_ at a time: the (tokens, n_ff)
     // intermediates, the largest activations, then need only ffn_chunk_ rows. A chunk's output
     // overwrites its own rows of xn_, which its gate and up products have read by then.
-    shared(pool_, m, 1, kSharedRows, [&](int64_t t0, int64_t t1) {
+    share(pool_, m, 1, kSharedRows, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         K.rmsnorm(xn_.data() + t * E, x_.data() + t * E, static_cast<const float*>(L.ffn_norm.data), E, c.rms_eps);
     });
@@ -702,13 +692,13 @@ bool Model::step(const int32_t* tokens, const int32_t* pos, const int32_t* seq, 
     for (int64_t t0 = 0; t0 < m; t0 += ffn_chunk_) {
       const int64_t nt = std::min(ffn_chunk_, m - t0);
       products(ffn, 2, E, xn_.data() + t0 * E, nt, n_alone_ - t0);
-      shared(pool_, nt * c.n_ff, 64, kSharedElements,
-             [&](int64_t i0, int64_t i1) { K.swiglu(gate_.data() + i0, gate_.data() + i0, up_.data() + i0, i1 - i0); });
+      share(pool_, nt * c.n_ff, 64, kSharedElements,
+            [&](int64_t i0, int64_t i1) { K.swiglu(gate_.data() + i0, gate_.data() + i0, up_.data() + i0, i1 - i0); });
       const MatmulOutput down = output_of(L.w_down, E, xn_.data() + t0 * E);
       products(&down, 1, c.n_ff, gate_.data(), nt, n_alone_ - t0);
     }
-    shared(pool_, m * E, 64, kSharedElements,
-           [&](int64_t i0, int64_t i1) { K.add(x_.data() + i0, x_.data() + i0, xn_.data() + i0, i1 - i0); });
+    share(pool_, m * E, 64, kSharedElements,
+          [&](int64_t i0, int64_t i1) { K.add(x_.data() + i0, x_.data() + i0, xn_.data() + i0, i1 - i0); });
   }
 
   // Final norm and LM head, only for the rows asked for.

@@ -65,13 +65,7 @@ void rope_apply(ThreadPool& pool, const Kernels& K, float* x, int64_t n_tok, int
   if (head_dim <= 0 || head_dim % 2 != 0 || n_head <= 0 || n_tok < 0)
     throw std::invalid_argument("rope: head_dim must be positive and even, n_head positive");
   const int64_t row = (int64_t)n_head * head_dim, half = head_dim / 2;
-  if (n_tok <= 1) {  // decode: one small rotation is cheaper than a barrier
-    if (n_tok == 1) K.rope(x, n_head, head_dim, cos, sin, neox);
-    return;
-  }
-  pool.run([&](int ith, int nth) {
-    int64_t t0, t1;
-    split_range(n_tok, ith, nth, &t0, &t1);
+  share(pool, n_tok, 1, 2, [&](int64_t t0, int64_t t1) {  // decode (one token): cheaper than a barrier on this thread
     for (int64_t t = t0; t < t1; ++t) K.rope(x + t * row, n_head, head_dim, cos + t * half, sin + t * half, neox);
   });
 }

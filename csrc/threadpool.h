@@ -52,6 +52,18 @@ static inline void split_range(int64_t n, int ith, int nth, int64_t* begin, int6
   *end = *begin + base + (ith < extra ? 1 : 0);
 }
 
+// fn(i0, i1) over [0, n), shared by the pool's threads in contiguous ranges of whole units (the last
+// may be short), or on the calling thread alone when n < min_n (small work: cheaper than a barrier)
+template <class Fn>
+void share(ThreadPool& pool, int64_t n, int64_t unit, int64_t min_n, Fn&& fn) {
+  if (n < min_n) return fn(0, n);
+  pool.run([&](int ith, int nth) {
+    int64_t u0, u1;
+    split_range((n + unit - 1) / unit, ith, nth, &u0, &u1);
+    fn(u0 * unit < n ? u0 * unit : n, u1 * unit < n ? u1 * unit : n);
+  });
+}
+
 // Physical cores of this machine (hardware threads / SMT ways where known), at least 1.
 int default_thread_count();
 
